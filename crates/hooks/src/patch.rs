@@ -1,0 +1,305 @@
+//! Patches: where (hook point, batch rows, positions, heads) and what (replace, zero,
+//! mean over positions, add a vector).
+
+use candle_core::{DType, Tensor};
+
+use crate::{HookError, HookPoint, Layout};
+
+/// A choice of indices along one axis.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Selection {
+    #[default]
+    All,
+    Only(Vec<usize>),
+}
+
+impl Selection {
+    fn indices(&self, size: usize) -> Vec<usize> {
+        match self {
+            Selection::All => (0..size).collect(),
+            Selection::Only(indices) => indices.clone(),
+        }
+    }
+}
+
+impl<I: IntoIterator<Item = usize>> From<I> for Selection {
+    fn from(indices: I) -> Self {
+        Selection::Only(indices.into_iter().collect())
+    }
+}
+
+/// One patched element of a sweep: a batch row, and a position and head (`None`: all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cell {
+    pub row: usize,
+    pub position: Option<usize>,
+    pub head: Option<usize>,
+}
+
+/// Which entries of the activation a patch touches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PatchTarget {
+    /// Every combination of the selected rows, positions and heads.
+    Grid {
+        rows: Selection,
+        positions: Selection,
+        heads: Selection,
+    },
+    /// An explicit list, e.g. one cell per batch row in a batched sweep.
+    Cells(Vec<Cell>),
+}
+
+/// What a patch writes.
+#[derive(Debug, Clone)]
+pub enum PatchValue {
+    /// Values from another run (a cache) or a given tensor of the activation's shape;
+    /// a batch axis of 1 is broadcast over the rows. Position i replaces position i.
+    Replace(Tensor),
+    /// Zero ablation.
+    Zero,
+    /// Mean ablation over the positions of the same row (query positions for patterns).
+    MeanOverPositions,
+    /// Add a vector over the last axis (steering): `[d_model]`, or `[d_head]` for heads.
+    Add(Tensor),
+}
+
+/// A patch of one hook point.
+#[derive(Debug, Clone)]
+pub struct Patch {
+    pub point: HookPoint,
+    pub target: PatchTarget,
+    pub value: PatchValue,
+}
+
+impl Patch {
+    /// A patch of every row, position and head; narrow it with the builder methods.
+    pub fn new(point: HookPoint, value: PatchValue) -> Self {
+        Patch {
+            point,
+            target: PatchTarget::Grid {
+                rows: Selection::All,
+                positions: Selection::All,
+                heads: Selection::All,
+            },
+            value,
+        }
+    }
+
+    pub fn replace(point: HookPoint, source: Tensor) -> Self {
+        Patch::new(point, PatchValue::Replace(source))
+    }
+
+    pub fn zero(point: HookPoint) -> Self {
+        Patch::new(point, PatchValue::Zero)
+    }
+
+    pub fn mean(point: HookPoint) -> Self {
+        Patch::new(point, PatchValue::MeanOverPositions)
+    }
+
+    pub fn add(point: HookPoint, vector: Tensor) -> Self {
+        Patch::new(point, PatchValue::Add(vector))
+    }
+
+    /// A patch of the listed cells only.
+    pub fn at_cells(point: HookPoint, value: PatchValue, cells: Vec<Cell>) -> Self {
+        Patch {
+            point,
+            target: PatchTarget::Cells(cells),
+            value,
+        }
+    }
+
+    pub fn rows(self, rows: impl Into<Selection>) -> Self {
+        self.with_grid(|r, _, _| *r = rows.into())
+    }
+
+    pub fn positions(self, positions: impl Into<Selection>) -> Self {
+        self.with_grid(|_, p, _| *p = positions.into())
+    }
+
+    pub fn heads(self, heads: impl Into<Selection>) -> Self {
+        self.with_grid(|_, _, h| *h = heads.into())
+    }
+
+    fn with_grid(mut self, set: impl FnOnce(&mut Selection, &mut Selection, &mut Selection)) -> Self {
+        if let PatchTarget::Grid {
+            rows,
+            positions,
+            heads,
+        } = &mut self.target
+        {
+            set(rows, positions, heads);
+        }
+        self
+    }
+
+    /// Applies the patch to `activation` (the value flowing through `self.point`).
+    pub fn apply(&self, activation: &Tensor) -> Result<Tensor, HookError> {
+        let name = self.point.to_string();
+        let tensor_err = |source| HookError::Tensor {
+            name: name.clone(),
+            source,
+        };
+        let shape = activation.dims().to_vec();
+        let mask = self.mask(&shape)?; // u8, broadcast to the activation's shape
+        let mask = mask
+            .to_device(activation.device())
+            .and_then(|m| m.broadcast_as(shape.as_slice()))
+            .map_err(tensor_err)?;
+        let patched = match &self.value {
+            PatchValue::Replace(source) => {
+                let source = fit_source(source, &shape, &name)?;
+                source.to_dtype(activation.dtype()).map_err(tensor_err)?
+            }
+            PatchValue::Zero => activation.zeros_like().map_err(tensor_err)?,
+            PatchValue::MeanOverPositions => {
+                let pos_axis = match self.point.layout() {
+                    Layout::BatchHeadQueryKey => 2,
+                    _ => 1,
+                };
+                activation
+                    .mean_keepdim(pos_axis)
+                    .and_then(|m| m.broadcast_as(shape.as_slice()))
+                    .map_err(tensor_err)?
+            }
+            PatchValue::Add(vector) => {
+                let last = shape.last().copied().unwrap_or(0);
+                if vector.elem_count() != last {
+                    return Err(HookError::PatchShape {
+                        name,
+                        given: vector.dims().to_vec(),
+                        activation: shape,
+                    });
+                }
+                vector
+                    .reshape(last)
+                    .and_then(|v| v.to_dtype(activation.dtype()))
+                    .and_then(|v| activation.broadcast_add(&v))
+                    .map_err(tensor_err)?
+            }
+        };
+        mask.where_cond(&patched, activation).map_err(tensor_err)
+    }
+
+    /// A 0/1 mask over the batch, position and head axes, with trailing axes of size 1.
+    fn mask(&self, shape: &[usize]) -> Result<Tensor, HookError> {
+        let name = self.point.to_string();
+        let layout = self.point.layout();
+        // (batch, pos, head) sizes, and the mask's shape in the activation's axis order.
+        let (batch, pos, heads, mask_shape) = match layout {
+            Layout::BatchPos => (shape[0], shape[1], 1, vec![shape[0], shape[1], 1]),
+            Layout::BatchPosHead => (
+                shape[0],
+                shape[1],
+                shape[2],
+                vec![shape[0], shape[1], shape[2], 1],
+            ),
+            Layout::BatchHeadQueryKey => (
+                shape[0],
+                shape[2],
+                shape[1],
+                vec![shape[0], shape[1], shape[2], 1],
+            ),
+        };
+        let has_heads = layout != Layout::BatchPos;
+        let index = |row: usize, p: usize, h: usize| match layout {
+            Layout::BatchPos => row * pos + p,
+            Layout::BatchPosHead => (row * pos + p) * heads + h,
+            Layout::BatchHeadQueryKey => (row * heads + h) * pos + p,
+        };
+        let check = |axis: &'static str, index: usize, size: usize| {
+            if index >= size {
+                Err(HookError::IndexOutOfRange {
+                    name: name.clone(),
+                    axis,
+                    index,
+                    size,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let no_heads = || HookError::NoHeadAxis { name: name.clone() };
+        let mut mask = vec![0u8; batch * pos * heads];
+        let mut set = |row: usize, p: Option<usize>, h: Option<usize>| -> Result<(), HookError> {
+            check("row", row, batch)?;
+            let positions = match p {
+                Some(p) => {
+                    check("position", p, pos)?;
+                    p..p + 1
+                }
+                None => 0..pos,
+            };
+            let head_range = match h {
+                Some(_) if !has_heads => return Err(no_heads()),
+                Some(h) => {
+                    check("head", h, heads)?;
+                    h..h + 1
+                }
+                None => 0..heads,
+            };
+            for p in positions {
+                for h in head_range.clone() {
+                    mask[index(row, p, h)] = 1;
+                }
+            }
+            Ok(())
+        };
+        match &self.target {
+            PatchTarget::Grid {
+                rows,
+                positions,
+                heads: head_sel,
+            } => {
+                if !has_heads && *head_sel != Selection::All {
+                    return Err(no_heads());
+                }
+                let pos_list: Vec<Option<usize>> = match positions {
+                    Selection::All => vec![None],
+                    Selection::Only(p) => p.iter().map(|p| Some(*p)).collect(),
+                };
+                let head_list: Vec<Option<usize>> = match head_sel {
+                    Selection::All => vec![None],
+                    Selection::Only(h) => h.iter().map(|h| Some(*h)).collect(),
+                };
+                for row in rows.indices(batch) {
+                    for p in &pos_list {
+                        for h in &head_list {
+                            set(row, *p, *h)?;
+                        }
+                    }
+                }
+            }
+            PatchTarget::Cells(cells) => {
+                for cell in cells {
+                    set(cell.row, cell.position, cell.head)?;
+                }
+            }
+        }
+        Tensor::from_vec(mask, mask_shape, &candle_core::Device::Cpu)
+            .and_then(|m| m.to_dtype(DType::U8))
+            .map_err(|source| HookError::Tensor { name, source })
+    }
+}
+
+/// The source of a replacement, broadcast over rows when it has a batch axis of 1.
+fn fit_source(source: &Tensor, shape: &[usize], name: &str) -> Result<Tensor, HookError> {
+    let given = source.dims();
+    let fits = given.len() == shape.len()
+        && given[1..] == shape[1..]
+        && (given[0] == shape[0] || given[0] == 1);
+    if !fits {
+        return Err(HookError::PatchShape {
+            name: name.to_string(),
+            given: given.to_vec(),
+            activation: shape.to_vec(),
+        });
+    }
+    source
+        .broadcast_as(shape)
+        .map_err(|source| HookError::Tensor {
+            name: name.to_string(),
+            source,
+        })
+}

@@ -1,0 +1,228 @@
+//! Patching metrics on next-token logits.
+//!
+//! All functions take the logits of the last position, `[batch, d_vocab]`, and return
+//! one value per row (a row is one patched run).
+//!
+//! - logit difference: `logit[correct] - logit[incorrect]`
+//! - normalized logit difference: `(ld - ld_corrupted) / (ld_clean - ld_corrupted)`,
+//!   0 = the corrupted run, 1 = the clean run (TransformerLens's patching metric)
+//! - log-prob difference: `log p(correct) - log p(incorrect)` (equal to the logit
+//!   difference: the log-sum-exp cancels; recorded for readers who expect it)
+//! - probability of the correct answer: `p(correct)`
+//! - KL divergence from the clean distribution: `KL(p_clean || p_patched)`, in nats
+
+use candle_core::{Tensor, D};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum MetricError {
+    #[error("the clean and corrupted logit differences are equal ({clean_logit_diff}): the normalized logit difference divides by zero. Choose a corruption that changes the answer.")]
+    DegenerateBaseline { clean_logit_diff: f64 },
+
+    #[error("the baseline logit differences are not finite (clean {clean}, corrupted {corrupted}): the model produced NaN or infinite logits")]
+    NonFinite { clean: f64, corrupted: f64 },
+
+    #[error("answer token id {id} is outside the vocabulary of {vocab} tokens")]
+    AnswerOutOfRange { id: u32, vocab: usize },
+
+    #[error("tensor operation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, MetricError>;
+
+/// The two answers a pair contrasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answers {
+    pub correct: u32,
+    pub incorrect: u32,
+}
+
+/// The unpatched logit differences of a pair, which normalize the patched ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Baseline {
+    pub clean_logit_diff: f64,
+    pub corrupted_logit_diff: f64,
+}
+
+impl Baseline {
+    /// Checks the baseline can normalize: finite and with a non-zero gap.
+    pub fn new(clean_logit_diff: f64, corrupted_logit_diff: f64) -> Result<Self> {
+        if !clean_logit_diff.is_finite() || !corrupted_logit_diff.is_finite() {
+            return Err(MetricError::NonFinite {
+                clean: clean_logit_diff,
+                corrupted: corrupted_logit_diff,
+            });
+        }
+        if clean_logit_diff == corrupted_logit_diff {
+            return Err(MetricError::DegenerateBaseline { clean_logit_diff });
+        }
+        Ok(Baseline {
+            clean_logit_diff,
+            corrupted_logit_diff,
+        })
+    }
+
+    /// `clean - corrupted`
+    pub fn gap(&self) -> f64 {
+        self.clean_logit_diff - self.corrupted_logit_diff
+    }
+
+    /// `(ld - ld_corrupted) / (ld_clean - ld_corrupted)`
+    pub fn normalize(&self, logit_diff: f64) -> f64 {
+        (logit_diff - self.corrupted_logit_diff) / self.gap()
+    }
+}
+
+/// Every metric of one patched run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CellMetrics {
+    pub logit_diff: f64,
+    pub normalized_logit_diff: f64,
+    pub logprob_diff: f64,
+    pub prob_correct: f64,
+    pub kl_div: f64,
+}
+
+fn check_answers(logits: &Tensor, answers: Answers) -> Result<()> {
+    let vocab = logits.dim(D::Minus1)?;
+    for id in [answers.correct, answers.incorrect] {
+        if id as usize >= vocab {
+            return Err(MetricError::AnswerOutOfRange { id, vocab });
+        }
+    }
+    Ok(())
+}
+
+/// `[batch, d_vocab]` → per row `logit[correct] - logit[incorrect]`.
+pub fn logit_diff(logits: &Tensor, answers: Answers) -> Result<Vec<f64>> {
+    check_answers(logits, answers)?;
+    let correct = logits.narrow(1, answers.correct as usize, 1)?;
+    let incorrect = logits.narrow(1, answers.incorrect as usize, 1)?;
+    let diff: Vec<f32> = (correct - incorrect)?.flatten_all()?.to_vec1()?;
+    Ok(diff.into_iter().map(f64::from).collect())
+}
+
+/// `[batch, d_vocab]` → log-probabilities `[batch, d_vocab]`.
+pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
+    let max = logits.max_keepdim(D::Minus1)?;
+    let shifted = logits.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    Ok(shifted.broadcast_sub(&lse)?)
+}
+
+/// `KL(p_ref || p)` per row, from log-probabilities `[batch, d_vocab]` and the
+/// reference's `[d_vocab]`.
+pub fn kl_divergence(log_probs: &Tensor, reference_log_probs: &Tensor) -> Result<Vec<f64>> {
+    let reference = reference_log_probs.unsqueeze(0)?; // [1, d_vocab]
+    let kl = reference
+        .exp()?
+        .broadcast_mul(&reference.broadcast_sub(log_probs)?)?
+        .sum(D::Minus1)?;
+    let kl: Vec<f32> = kl.to_vec1()?;
+    Ok(kl.into_iter().map(|v| f64::from(v).max(0.0)).collect())
+}
+
+/// Every metric for each row of `logits` `[batch, d_vocab]`, against the pair's
+/// baseline and the clean run's log-probabilities `[d_vocab]`.
+pub fn cell_metrics(
+    logits: &Tensor,
+    answers: Answers,
+    baseline: &Baseline,
+    clean_log_probs: &Tensor,
+) -> Result<Vec<CellMetrics>> {
+    let logit_diffs = logit_diff(logits, answers)?;
+    let log_probs = log_softmax(logits)?;
+    let logprob_diffs = logit_diff(&log_probs, answers)?;
+    let prob_correct: Vec<f32> = log_probs
+        .narrow(1, answers.correct as usize, 1)?
+        .exp()?
+        .flatten_all()?
+        .to_vec1()?;
+    let kl = kl_divergence(&log_probs, clean_log_probs)?;
+    Ok((0..logit_diffs.len())
+        .map(|row| CellMetrics {
+            logit_diff: logit_diffs[row],
+            normalized_logit_diff: baseline.normalize(logit_diffs[row]),
+            logprob_diff: logprob_diffs[row],
+            prob_correct: f64::from(prob_correct[row]),
+            kl_div: kl[row],
+        })
+        .collect())
+}
+
+/// The mean of `values`, `None` when empty.
+pub fn mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values
+        .into_iter()
+        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn logits() -> Tensor {
+        // Two rows over a vocabulary of 4.
+        Tensor::new(&[[1.0f32, 3.0, 0.0, -1.0], [2.0, 2.0, 1.0, 0.0]], &Device::Cpu).unwrap()
+    }
+
+    const ANSWERS: Answers = Answers {
+        correct: 1,
+        incorrect: 0,
+    };
+
+    #[test]
+    fn logit_diff_by_hand() {
+        assert_eq!(logit_diff(&logits(), ANSWERS).unwrap(), vec![2.0, 0.0]);
+    }
+
+    #[test]
+    fn normalization_maps_corrupted_to_0_and_clean_to_1() {
+        let baseline = Baseline::new(2.0, -1.0).unwrap();
+        assert_eq!(baseline.normalize(2.0), 1.0);
+        assert_eq!(baseline.normalize(-1.0), 0.0);
+        assert!((baseline.normalize(0.5) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn degenerate_and_non_finite_baselines_are_errors() {
+        assert!(matches!(Baseline::new(1.0, 1.0), Err(MetricError::DegenerateBaseline { .. })));
+        assert!(matches!(Baseline::new(f64::NAN, 1.0), Err(MetricError::NonFinite { .. })));
+    }
+
+    #[test]
+    fn probabilities_and_kl_by_hand() {
+        let logits = logits();
+        let clean = log_softmax(&logits).unwrap().get(0).unwrap();
+        let baseline = Baseline::new(2.0, 0.0).unwrap();
+        let m = cell_metrics(&logits, ANSWERS, &baseline, &clean).unwrap();
+        // Row 0 is the clean distribution itself: KL 0, normalized 1.
+        assert!(m[0].kl_div.abs() < 1e-6);
+        assert!((m[0].normalized_logit_diff - 1.0).abs() < 1e-12);
+        let z: f64 = [1.0f64, 3.0, 0.0, -1.0].iter().map(|v| v.exp()).sum();
+        assert!((m[0].prob_correct - 3.0f64.exp() / z).abs() < 1e-6);
+        assert!((m[0].logprob_diff - 2.0).abs() < 1e-5);
+        // Row 1 by hand.
+        let p: Vec<f64> = [1.0f64, 3.0, 0.0, -1.0].iter().map(|v| v.exp() / z).collect();
+        let z1: f64 = [2.0f64, 2.0, 1.0, 0.0].iter().map(|v| v.exp()).sum();
+        let q: Vec<f64> = [2.0f64, 2.0, 1.0, 0.0].iter().map(|v| v.exp() / z1).collect();
+        let kl: f64 = p.iter().zip(&q).map(|(p, q)| p * (p / q).ln()).sum();
+        assert!((m[1].kl_div - kl).abs() < 1e-5, "{} vs {kl}", m[1].kl_div);
+        assert_eq!(m[1].normalized_logit_diff, 0.0);
+    }
+
+    #[test]
+    fn answer_out_of_vocabulary_is_an_error() {
+        let bad = Answers { correct: 9, incorrect: 0 };
+        assert!(matches!(logit_diff(&logits(), bad), Err(MetricError::AnswerOutOfRange { id: 9, .. })));
+    }
+
+    #[test]
+    fn mean_of_nothing_is_none() {
+        assert_eq!(mean([]), None);
+        assert_eq!(mean([1.0, 2.0, 6.0]), Some(3.0));
+    }
+}

@@ -1,0 +1,209 @@
+//! GPT-2 (Radford et al. 2019) as a hooked transformer, read from Hugging Face
+//! `GPT2LMHeadModel` checkpoints.
+//!
+//! Every size (gpt2, gpt2-medium, gpt2-large, gpt2-xl) loads from its `config.json`.
+//! Hook points and their values match TransformerLens's `HookedTransformer` loaded with
+//! no weight processing (`fold_ln`, `center_writing_weights`, `center_unembed` off);
+//! patching results are the same either way.
+
+use std::path::Path;
+
+use actpatch_hooks::{BlockSite, HookPoint, HookSpace, Hooks};
+use candle_core::{Device, Tensor};
+use serde::Deserialize;
+
+use crate::layers::{attention_output, causal_attention, causal_mask, LayerNorm, Linear, NormSite};
+use crate::weights::WeightStore;
+use crate::{Architecture, ModelDims, ModelError, Readout, Result};
+
+/// The fields of a Hugging Face GPT-2 `config.json` that the forward pass needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    /// Context length (aka `n_ctx` in old configs).
+    #[serde(alias = "n_ctx")]
+    pub n_positions: usize,
+    /// aka d_model
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    /// MLP width; `None` means 4 × n_embd.
+    pub n_inner: Option<usize>,
+    #[serde(default = "default_activation")]
+    pub activation_function: String,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    pub bos_token_id: Option<u32>,
+}
+
+fn default_activation() -> String {
+    "gelu_new".into()
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+impl Gpt2Config {
+    pub fn dims(&self) -> ModelDims {
+        ModelDims {
+            arch: Architecture::Gpt2,
+            n_layers: self.n_layer,
+            d_model: self.n_embd,
+            n_heads: self.n_head,
+            n_kv_heads: self.n_head,
+            d_head: self.n_embd / self.n_head.max(1),
+            d_mlp: self.n_inner.unwrap_or(4 * self.n_embd),
+            n_ctx: self.n_positions,
+            d_vocab: self.vocab_size,
+        }
+    }
+
+    fn check(&self, path: &Path) -> Result<()> {
+        let bad = |reason: String| ModelError::Config {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.n_head == 0 || self.n_embd % self.n_head != 0 {
+            return Err(bad(format!(
+                "n_embd ({}) must be a multiple of n_head ({})",
+                self.n_embd, self.n_head
+            )));
+        }
+        if !matches!(
+            self.activation_function.as_str(),
+            "gelu_new" | "gelu_pytorch_tanh"
+        ) {
+            return Err(bad(format!(
+                "activation_function `{}` is not supported for GPT-2 (supported: gelu_new)",
+                self.activation_function
+            )));
+        }
+        Ok(())
+    }
+}
+
+struct Block {
+    layer: usize,
+    ln1: LayerNorm,
+    c_attn: Linear, // [d_model, 3 * d_model]: q, k, v side by side
+    c_proj: Linear, // [d_model, d_model]
+    ln2: LayerNorm,
+    c_fc: Linear,     // [d_model, d_mlp]
+    mlp_proj: Linear, // [d_mlp, d_model]
+    n_heads: usize,
+    d_head: usize,
+}
+
+impl Block {
+    fn load(store: &WeightStore, cfg: &Gpt2Config, layer: usize) -> Result<Self> {
+        let d = cfg.n_embd;
+        let dims = cfg.dims();
+        let name = |suffix: &str| format!("h.{layer}.{suffix}");
+        Ok(Block {
+            layer,
+            ln1: LayerNorm::load(store, &name("ln_1"), d, cfg.layer_norm_epsilon)?,
+            c_attn: Linear::conv1d(store, &name("attn.c_attn"), d, 3 * d)?,
+            c_proj: Linear::conv1d(store, &name("attn.c_proj"), d, d)?,
+            ln2: LayerNorm::load(store, &name("ln_2"), d, cfg.layer_norm_epsilon)?,
+            c_fc: Linear::conv1d(store, &name("mlp.c_fc"), d, dims.d_mlp)?,
+            mlp_proj: Linear::conv1d(store, &name("mlp.c_proj"), dims.d_mlp, d)?,
+            n_heads: cfg.n_head,
+            d_head: dims.d_head,
+        })
+    }
+
+    /// `[batch, pos, d_model]` → `[batch, pos, d_model]`
+    fn forward(&self, resid_pre: Tensor, mask: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+        let at = |site| HookPoint::block(self.layer, site);
+        let (batch, pos, d_model) = resid_pre.dims3()?;
+        let head_shape = (batch, pos, self.n_heads, self.d_head);
+
+        let resid_pre = hooks.at(at(BlockSite::ResidPre), resid_pre)?;
+        let normalized = self.ln1.forward(&resid_pre, hooks, NormSite::Ln1(self.layer))?;
+        let qkv = self.c_attn.forward(&normalized)?; // [batch, pos, 3 * d_model]
+        let q = hooks.at(at(BlockSite::Q), qkv.narrow(2, 0, d_model)?.reshape(head_shape)?)?;
+        let k = hooks.at(at(BlockSite::K), qkv.narrow(2, d_model, d_model)?.reshape(head_shape)?)?;
+        let v = hooks.at(at(BlockSite::V), qkv.narrow(2, 2 * d_model, d_model)?.reshape(head_shape)?)?;
+        let z = causal_attention(&q, &k, &v, mask, self.layer, hooks)?; // [batch, pos, head, d_head]
+        let attn_out = hooks.at(at(BlockSite::AttnOut), attention_output(&z, &self.c_proj)?)?;
+        let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
+
+        let normalized = self.ln2.forward(&resid_mid, hooks, NormSite::Ln2(self.layer))?;
+        let mlp_pre = hooks.at(at(BlockSite::MlpPre), self.c_fc.forward(&normalized)?)?;
+        let mlp_post = hooks.at(at(BlockSite::MlpPost), mlp_pre.gelu()?)?; // gelu_new (tanh)
+        let mlp_out = hooks.at(at(BlockSite::MlpOut), self.mlp_proj.forward(&mlp_post)?)?;
+        Ok(hooks.at(at(BlockSite::ResidPost), (resid_mid + mlp_out)?)?)
+    }
+}
+
+/// A GPT-2 language model with hook points.
+pub struct Gpt2 {
+    wte: Tensor, // [d_vocab, d_model]; also the unembedding (tied)
+    wpe: Tensor, // [n_ctx, d_model]
+    blocks: Vec<Block>,
+    ln_final: LayerNorm,
+    dims: ModelDims,
+}
+
+impl Gpt2 {
+    pub fn parse_config(text: &str, path: &Path) -> Result<Gpt2Config> {
+        let cfg: Gpt2Config = serde_json::from_str(text).map_err(|e| ModelError::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        cfg.check(path)?;
+        Ok(cfg)
+    }
+
+    pub fn load(cfg: &Gpt2Config, weights: &[std::path::PathBuf], device: &Device) -> Result<Self> {
+        let store = WeightStore::open(weights, device, "GPT-2")?
+            .with_prefix_if_present("transformer.", "wte.weight");
+        let dims = cfg.dims();
+        let blocks = (0..cfg.n_layer)
+            .map(|layer| Block::load(&store, cfg, layer))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Gpt2 {
+            wte: store.get("wte.weight", &[cfg.vocab_size, cfg.n_embd])?,
+            wpe: store.get("wpe.weight", &[cfg.n_positions, cfg.n_embd])?,
+            blocks,
+            ln_final: LayerNorm::load(&store, "ln_f", cfg.n_embd, cfg.layer_norm_epsilon)?,
+            dims,
+        })
+    }
+
+    pub fn dims(&self) -> &ModelDims {
+        &self.dims
+    }
+
+    pub fn hook_space(&self) -> HookSpace {
+        HookSpace::gpt2(self.dims.n_layers)
+    }
+
+    /// tokens `[batch, pos]` (u32) → logits (`[batch, pos, d_vocab]`, or
+    /// `[batch, d_vocab]` for [`Readout::LastPosition`]).
+    pub fn forward(&self, tokens: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
+        let (batch, pos) = tokens.dims2()?;
+        let d_model = self.dims.d_model;
+        let embed = self
+            .wte
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((batch, pos, d_model))?;
+        let embed = hooks.at(HookPoint::Embed, embed)?;
+        let pos_embed = self
+            .wpe
+            .narrow(0, 0, pos)?
+            .unsqueeze(0)?
+            .broadcast_as((batch, pos, d_model))?
+            .contiguous()?;
+        let pos_embed = hooks.at(HookPoint::PosEmbed, pos_embed)?;
+
+        let mask = causal_mask(pos, tokens.device())?;
+        let mut resid = (embed + pos_embed)?; // [batch, pos, d_model]
+        for block in &self.blocks {
+            resid = block.forward(resid, &mask, hooks)?;
+        }
+        let normalized = self.ln_final.forward(&resid, hooks, NormSite::Final)?;
+        readout.unembed(&normalized, &self.wte, None)
+    }
+}

@@ -1,0 +1,201 @@
+//! Pieces every architecture shares: linear maps, norms with TransformerLens's hook
+//! points, and causal attention with its hooks.
+
+use actpatch_hooks::{BlockSite, HookPoint, Hooks};
+use candle_core::{Device, Tensor, D};
+
+use crate::weights::WeightStore;
+use crate::Result;
+
+/// `x @ weight + bias`, with the weight stored `[in, out]` (GPT-2's Conv1D layout;
+/// PyTorch `nn.Linear` weights are transposed once at load).
+pub struct Linear {
+    weight: Tensor, // [in, out]
+    bias: Option<Tensor>, // [out]
+}
+
+impl Linear {
+    /// A GPT-2 Conv1D: weight `[in, out]`, bias `[out]`.
+    pub fn conv1d(store: &WeightStore, name: &str, d_in: usize, d_out: usize) -> Result<Self> {
+        Ok(Linear {
+            weight: store.get(&format!("{name}.weight"), &[d_in, d_out])?,
+            bias: Some(store.get(&format!("{name}.bias"), &[d_out])?),
+        })
+    }
+
+    /// A PyTorch `nn.Linear` without bias: weight `[out, in]`.
+    pub fn torch_no_bias(store: &WeightStore, name: &str, d_in: usize, d_out: usize) -> Result<Self> {
+        let weight = store.get(&format!("{name}.weight"), &[d_out, d_in])?;
+        Ok(Linear {
+            weight: weight.t()?.contiguous()?,
+            bias: None,
+        })
+    }
+
+    /// A PyTorch `nn.Linear` with an optional bias: weight `[out, in]`, bias `[out]`.
+    pub fn torch(store: &WeightStore, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let mut linear = Linear::torch_no_bias(store, name, d_in, d_out)?;
+        if bias {
+            linear.bias = Some(store.get(&format!("{name}.bias"), &[d_out])?);
+        }
+        Ok(linear)
+    }
+
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear { weight, bias }
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// `[batch, pos, in]` → `[batch, pos, out]`
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (batch, pos, d_in) = x.dims3()?;
+        let out = x.reshape((batch * pos, d_in))?.matmul(&self.weight)?;
+        let out = match &self.bias {
+            Some(bias) => out.broadcast_add(bias)?,
+            None => out,
+        };
+        Ok(out.reshape((batch, pos, ()))?)
+    }
+}
+
+/// Which norm of the model a norm's hooks belong to.
+#[derive(Debug, Clone, Copy)]
+pub enum NormSite {
+    Ln1(usize),
+    Ln2(usize),
+    Final,
+}
+
+impl NormSite {
+    fn points(self) -> (HookPoint, HookPoint) {
+        match self {
+            NormSite::Ln1(l) => (
+                HookPoint::block(l, BlockSite::Ln1Scale),
+                HookPoint::block(l, BlockSite::Ln1Normalized),
+            ),
+            NormSite::Ln2(l) => (
+                HookPoint::block(l, BlockSite::Ln2Scale),
+                HookPoint::block(l, BlockSite::Ln2Normalized),
+            ),
+            NormSite::Final => (HookPoint::LnFinalScale, HookPoint::LnFinalNormalized),
+        }
+    }
+}
+
+/// LayerNorm as TransformerLens writes it: `hook_scale` is `sqrt(mean(x_c²) + eps)`,
+/// `hook_normalized` is `x_c / scale * w + b`.
+pub struct LayerNorm {
+    weight: Tensor, // [d_model]
+    bias: Tensor,   // [d_model]
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(store: &WeightStore, name: &str, d_model: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: store.get(&format!("{name}.weight"), &[d_model])?,
+            bias: store.get(&format!("{name}.bias"), &[d_model])?,
+            eps,
+        })
+    }
+
+    /// `[batch, pos, d_model]` → `[batch, pos, d_model]`
+    pub fn forward(&self, x: &Tensor, hooks: &mut Hooks, site: NormSite) -> Result<Tensor> {
+        let (scale_point, normalized_point) = site.points();
+        let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let scale = (centred.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
+        let scale = hooks.at(scale_point, scale)?; // [batch, pos, 1]
+        let normalized = centred
+            .broadcast_div(&scale)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?;
+        Ok(hooks.at(normalized_point, normalized)?)
+    }
+}
+
+/// RMSNorm as TransformerLens writes it: `hook_scale` is `sqrt(mean(x²) + eps)`,
+/// `hook_normalized` is `x / scale * w`.
+pub struct RmsNorm {
+    weight: Tensor, // [d_model]
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn load(store: &WeightStore, name: &str, d_model: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: store.get(&format!("{name}.weight"), &[d_model])?,
+            eps,
+        })
+    }
+
+    pub fn from_tensor(weight: Tensor, eps: f64) -> Self {
+        RmsNorm { weight, eps }
+    }
+
+    /// `[batch, pos, d_model]` → `[batch, pos, d_model]`
+    pub fn forward(&self, x: &Tensor, hooks: &mut Hooks, site: NormSite) -> Result<Tensor> {
+        let (scale_point, normalized_point) = site.points();
+        let scale = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
+        let scale = hooks.at(scale_point, scale)?; // [batch, pos, 1]
+        let normalized = x.broadcast_div(&scale)?.broadcast_mul(&self.weight)?;
+        Ok(hooks.at(normalized_point, normalized)?)
+    }
+}
+
+/// `[pos, pos]` additive mask: 0 on and below the diagonal, -inf above.
+pub fn causal_mask(pos: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..pos)
+        .flat_map(|q| (0..pos).map(move |k| if k > q { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (pos, pos), device)?)
+}
+
+/// Causal attention from hooked queries, keys and values, through
+/// `hook_attn_scores`, `hook_pattern` and `hook_z`.
+///
+/// `q`: `[batch, pos, head, d_head]`; `k`, `v`: `[batch, pos, kv_head, d_head]`, where
+/// each key/value head serves `head / kv_head` query heads (grouped-query attention).
+/// Returns `z`: `[batch, pos, head, d_head]`.
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    layer: usize,
+    hooks: &mut Hooks,
+) -> Result<Tensor> {
+    let (_, _, n_heads, d_head) = q.dims4()?;
+    let n_kv_heads = k.dim(2)?;
+    let q = q.transpose(1, 2)?.contiguous()?; // [batch, head, pos, d_head]
+    let k = repeat_kv(&k.transpose(1, 2)?, n_heads / n_kv_heads)?; // [batch, head, pos, d_head]
+    let v = repeat_kv(&v.transpose(1, 2)?, n_heads / n_kv_heads)?;
+    let scores = (q.matmul(&k.t()?)? / (d_head as f64).sqrt())?; // [batch, head, q_pos, k_pos]
+    let scores = scores.broadcast_add(mask)?;
+    let scores = hooks.at(HookPoint::block(layer, BlockSite::AttnScores), scores)?;
+    let pattern = candle_nn::ops::softmax_last_dim(&scores)?;
+    let pattern = hooks.at(HookPoint::block(layer, BlockSite::Pattern), pattern)?;
+    let z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?; // [batch, pos, head, d_head]
+    Ok(hooks.at(HookPoint::block(layer, BlockSite::Z), z)?)
+}
+
+/// `[batch, kv_head, pos, d_head]` → `[batch, kv_head * n_rep, pos, d_head]`, each
+/// key/value head repeated for the query heads it serves.
+fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x.contiguous()?);
+    }
+    let (batch, n_kv, pos, d_head) = x.dims4()?;
+    Ok(x
+        .unsqueeze(2)?
+        .broadcast_as((batch, n_kv, n_rep, pos, d_head))?
+        .reshape((batch, n_kv * n_rep, pos, d_head))?)
+}
+
+/// `z` `[batch, pos, head, d_head]` → attention output `[batch, pos, d_model]`.
+pub fn attention_output(z: &Tensor, w_o: &Linear) -> Result<Tensor> {
+    let (batch, pos, heads, d_head) = z.dims4()?;
+    w_o.forward(&z.reshape((batch, pos, heads * d_head))?)
+}

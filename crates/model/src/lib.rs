@@ -1,0 +1,295 @@
+//! Hooked transformers on candle, with TransformerLens's hook points.
+//!
+//! [`HookedTransformer::load`] reads a Hugging Face checkpoint from the hub or a local
+//! folder; [`HookedTransformer::forward`] runs it with [`Hooks`] that patch and cache
+//! activations at named [`HookPoint`]s.
+//!
+//! ```no_run
+//! use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource};
+//! use actpatch_hooks::{CacheFilter, HookPoint};
+//!
+//! let model = HookedTransformer::load(
+//!     &ModelSource::Hub { id: "gpt2".into(), revision: None },
+//!     DeviceSpec::Cpu,
+//! )?;
+//! let tokens = model.to_tokens("The Colosseum is in", true)?;
+//! let (logits, cache) = model.run_with_cache(&[tokens], CacheFilter::All)?;
+//! let resid = cache.get(HookPoint::resid_pre(5))?; // [batch, pos, d_model]
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod device;
+mod error;
+pub mod gpt2;
+pub mod layers;
+pub mod source;
+mod tokenizer;
+pub mod weights;
+
+use std::path::Path;
+
+use actpatch_hooks::{ActivationCache, CacheFilter, HookSpace, Hooks, Patch};
+use candle_core::{Device, Tensor};
+
+pub use actpatch_hooks::HookPoint;
+pub use device::DeviceSpec;
+pub use error::{ModelError, Result};
+pub use source::{ModelFiles, ModelSource, TokenizerFiles};
+pub use tokenizer::Tokenizer;
+
+/// The supported architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Gpt2,
+}
+
+impl Architecture {
+    pub const SUPPORTED: &'static str = "gpt2 (GPT2LMHeadModel)";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Gpt2 => "gpt2",
+        }
+    }
+}
+
+/// A model's sizes, named as TransformerLens's `HookedTransformerConfig`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelDims {
+    pub arch: Architecture,
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    /// Key/value heads (fewer than `n_heads` under grouped-query attention).
+    pub n_kv_heads: usize,
+    pub d_head: usize,
+    pub d_mlp: usize,
+    pub n_ctx: usize,
+    pub d_vocab: usize,
+}
+
+/// Which logits a forward pass computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readout {
+    /// `[batch, pos, d_vocab]`
+    AllPositions,
+    /// `[batch, d_vocab]`: the next-token logits only, all that patching metrics need.
+    LastPosition,
+}
+
+impl Readout {
+    /// `normalized` `[batch, pos, d_model]`, `w_u` `[d_vocab, d_model]` → logits.
+    pub fn unembed(self, normalized: &Tensor, w_u: &Tensor, b_u: Option<&Tensor>) -> Result<Tensor> {
+        let (batch, pos, d_model) = normalized.dims3()?;
+        let rows = match self {
+            Readout::AllPositions => normalized.reshape((batch * pos, d_model))?,
+            Readout::LastPosition => normalized.narrow(1, pos - 1, 1)?.reshape((batch, d_model))?,
+        };
+        let logits = rows.matmul(&w_u.t()?)?;
+        let logits = match b_u {
+            Some(b) => logits.broadcast_add(b)?,
+            None => logits,
+        };
+        Ok(match self {
+            Readout::AllPositions => logits.reshape((batch, pos, ()))?,
+            Readout::LastPosition => logits,
+        })
+    }
+}
+
+enum Arch {
+    Gpt2(gpt2::Gpt2),
+}
+
+/// A language model with hook points, its tokenizer and where it came from.
+pub struct HookedTransformer {
+    arch: Arch,
+    tokenizer: Tokenizer,
+    device: Device,
+    source: ModelSource,
+    files: ModelFiles,
+}
+
+impl HookedTransformer {
+    /// Loads a model from the hub or a folder onto `device`.
+    pub fn load(source: &ModelSource, device: DeviceSpec) -> Result<Self> {
+        let files = source.resolve()?;
+        Self::from_files(source.clone(), files, device)
+    }
+
+    /// Loads a model from a local Hugging Face folder on the CPU.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::load(&ModelSource::Local(dir.as_ref().to_path_buf()), DeviceSpec::Cpu)
+    }
+
+    fn from_files(source: ModelSource, files: ModelFiles, device: DeviceSpec) -> Result<Self> {
+        let device = device.device()?;
+        let text = std::fs::read_to_string(&files.config).map_err(|source| ModelError::Io {
+            path: files.config.clone(),
+            source,
+        })?;
+        let arch = detect_architecture(&text, &files.config)?;
+        let (arch, bos_id) = match arch {
+            Architecture::Gpt2 => {
+                let cfg = gpt2::Gpt2::parse_config(&text, &files.config)?;
+                let bos = cfg.bos_token_id;
+                (Arch::Gpt2(gpt2::Gpt2::load(&cfg, &files.weights, &device)?), bos)
+            }
+        };
+        let mut tokenizer = Tokenizer::load(&files.tokenizer, bos_id)?;
+        if tokenizer.bos_id().is_none() {
+            let bos = tokenizer.token_to_id("<|endoftext|>");
+            tokenizer = Tokenizer::load(&files.tokenizer, bos)?;
+        }
+        Ok(HookedTransformer {
+            arch,
+            tokenizer,
+            device,
+            source,
+            files,
+        })
+    }
+
+    pub fn dims(&self) -> &ModelDims {
+        match &self.arch {
+            Arch::Gpt2(m) => m.dims(),
+        }
+    }
+
+    pub fn hook_space(&self) -> HookSpace {
+        match &self.arch {
+            Arch::Gpt2(m) => m.hook_space(),
+        }
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn source(&self) -> &ModelSource {
+        &self.source
+    }
+
+    pub fn files(&self) -> &ModelFiles {
+        &self.files
+    }
+
+    /// Token ids of a prompt (BOS first when `prepend_bos`), checked against the context.
+    pub fn to_tokens(&self, prompt: &str, prepend_bos: bool) -> Result<Vec<u32>> {
+        if prompt.trim().is_empty() {
+            return Err(ModelError::EmptyPrompt);
+        }
+        let ids = self.tokenizer.encode(prompt, prepend_bos)?;
+        let n_ctx = self.dims().n_ctx;
+        if ids.len() > n_ctx {
+            return Err(ModelError::PromptTooLong {
+                prompt: Some(prompt.to_string()),
+                n_tokens: ids.len(),
+                n_ctx,
+            });
+        }
+        Ok(ids)
+    }
+
+    pub fn to_single_token(&self, answer: &str) -> Result<u32> {
+        self.tokenizer.single_token(answer)
+    }
+
+    pub fn to_str_tokens(&self, ids: &[u32]) -> Vec<String> {
+        self.tokenizer.str_tokens(ids)
+    }
+
+    /// Rows of token ids (all the same length) as a `[batch, pos]` tensor.
+    pub fn tokens_tensor(&self, rows: &[Vec<u32>]) -> Result<Tensor> {
+        let pos = rows.first().map(|r| r.len()).unwrap_or(0);
+        let n_ctx = self.dims().n_ctx;
+        let d_vocab = self.dims().d_vocab;
+        if pos > n_ctx {
+            return Err(ModelError::PromptTooLong {
+                prompt: None,
+                n_tokens: pos,
+                n_ctx,
+            });
+        }
+        let mut flat = Vec::with_capacity(rows.len() * pos);
+        for row in rows {
+            if row.len() != pos {
+                return Err(ModelError::Encode {
+                    text: format!("{row:?}"),
+                    reason: format!(
+                        "a batch needs rows of equal length; this row has {} tokens, the first {pos}",
+                        row.len()
+                    ),
+                });
+            }
+            if let Some(id) = row.iter().find(|id| **id as usize >= d_vocab) {
+                return Err(ModelError::TokenOutOfRange { id: *id, vocab: d_vocab });
+            }
+            flat.extend_from_slice(row);
+        }
+        Ok(Tensor::from_vec(flat, (rows.len(), pos), &self.device)?)
+    }
+
+    /// tokens `[batch, pos]` → logits, running `hooks` at every hook point.
+    pub fn forward(&self, tokens: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
+        let (_, pos) = tokens.dims2()?;
+        let n_ctx = self.dims().n_ctx;
+        if pos == 0 || pos > n_ctx {
+            return Err(ModelError::PromptTooLong {
+                prompt: None,
+                n_tokens: pos,
+                n_ctx,
+            });
+        }
+        match &self.arch {
+            Arch::Gpt2(m) => m.forward(tokens, hooks, readout),
+        }
+    }
+
+    /// Plain logits `[batch, pos, d_vocab]`.
+    pub fn logits(&self, rows: &[Vec<u32>]) -> Result<Tensor> {
+        let tokens = self.tokens_tensor(rows)?;
+        self.forward(&tokens, &mut Hooks::none(), Readout::AllPositions)
+    }
+
+    /// Logits `[batch, pos, d_vocab]` and the activations `filter` selects.
+    pub fn run_with_cache(&self, rows: &[Vec<u32>], filter: CacheFilter) -> Result<(Tensor, ActivationCache)> {
+        let tokens = self.tokens_tensor(rows)?;
+        let mut hooks = Hooks::caching(filter);
+        let logits = self.forward(&tokens, &mut hooks, Readout::AllPositions)?;
+        Ok((logits, hooks.into_cache()))
+    }
+
+    /// Logits with `patches` applied (any number of hook points in one pass).
+    pub fn run_with_patches(&self, rows: &[Vec<u32>], patches: &[Patch], readout: Readout) -> Result<Tensor> {
+        for patch in patches {
+            self.hook_space().check(patch.point)?;
+        }
+        let tokens = self.tokens_tensor(rows)?;
+        self.forward(&tokens, &mut Hooks::patching(patches), readout)
+    }
+}
+
+fn detect_architecture(config_text: &str, path: &Path) -> Result<Architecture> {
+    let value: serde_json::Value = serde_json::from_str(config_text).map_err(|e| ModelError::Config {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let model_type = value.get("model_type").and_then(|v| v.as_str());
+    let class = value
+        .get("architectures")
+        .and_then(|a| a.get(0))
+        .and_then(|v| v.as_str());
+    match (model_type, class) {
+        (Some("gpt2"), _) | (None, Some("GPT2LMHeadModel")) => Ok(Architecture::Gpt2),
+        (found, class) => Err(ModelError::UnsupportedArchitecture {
+            path: path.to_path_buf(),
+            found: found.or(class).unwrap_or("(no model_type in config)").to_string(),
+            supported: Architecture::SUPPORTED.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,82 @@
+//! Shared helpers of the golden tests: fixture paths and JSON-to-number flattening.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use candle_core::Tensor;
+use serde_json::Value;
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+pub fn golden(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name).join("golden.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Nested JSON arrays → (shape, flat values), `null` as `None`.
+pub fn flatten(value: &Value) -> (Vec<usize>, Vec<Option<f64>>) {
+    let mut shape = Vec::new();
+    let mut cursor = value;
+    while let Value::Array(items) = cursor {
+        shape.push(items.len());
+        match items.first() {
+            Some(first) => cursor = first,
+            None => break,
+        }
+    }
+    let mut flat = Vec::new();
+    fn walk(v: &Value, out: &mut Vec<Option<f64>>) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Null => out.push(None),
+            other => out.push(other.as_f64()),
+        }
+    }
+    walk(value, &mut flat);
+    (shape, flat)
+}
+
+pub fn ids(value: &Value) -> Vec<u32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Asserts `actual` equals the golden `expected` within `tol`; `null` entries must be -inf.
+pub fn assert_close(name: &str, actual: &Tensor, expected: &Value, tol: f64) {
+    let (shape, want) = flatten(expected);
+    assert_eq!(actual.dims(), shape.as_slice(), "{name}: shape");
+    let got: Vec<f32> = actual.flatten_all().unwrap().to_vec1().unwrap();
+    let mut worst = 0.0f64;
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        match w {
+            None => assert!(g.is_infinite() && *g < 0.0, "{name}[{i}]: expected masked (-inf), got {g}"),
+            Some(w) => {
+                let diff = (*g as f64 - w).abs();
+                worst = worst.max(diff);
+                assert!(diff <= tol, "{name}[{i}]: got {g}, golden {w} (diff {diff:e})");
+            }
+        }
+    }
+    assert!(worst <= tol);
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}

@@ -1,0 +1,269 @@
+//! Heatmaps of patching grids: rows (layers, or layer/head pairs) against columns
+//! (positions labelled with their tokens, or heads), a diverging red–white–blue palette
+//! centred on 0, a colour bar and a title. PNG and SVG, with an embedded font so no
+//! system font library is needed.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::atomic::{temp_path, write_bytes_atomic};
+use crate::{ReportError, Result};
+
+const FONT: &str = "sans-serif";
+static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        // The font is compiled in and valid; a failure would only lose text.
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES);
+    });
+}
+
+/// A grid of values to draw. `values[row][col]`; `NaN` cells are drawn grey.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heatmap {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub x_ticks: Vec<String>,
+    pub y_ticks: Vec<String>,
+    pub values: Vec<Vec<f64>>,
+    pub colorbar_label: String,
+}
+
+/// Image formats a heatmap can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Png,
+    Svg,
+}
+
+impl ImageFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "png",
+            ImageFormat::Svg => "svg",
+        }
+    }
+}
+
+/// ColorBrewer RdBu, red for negative through white to blue for positive.
+const RDBU: [(u8, u8, u8); 11] = [
+    (103, 0, 31),
+    (178, 24, 43),
+    (214, 96, 77),
+    (244, 165, 130),
+    (253, 219, 199),
+    (247, 247, 247),
+    (209, 229, 240),
+    (146, 197, 222),
+    (67, 147, 195),
+    (33, 102, 172),
+    (5, 48, 97),
+];
+
+/// The palette colour of `value` on a scale from `-limit` to `+limit`.
+pub fn diverging_color(value: f64, limit: f64) -> RGBColor {
+    if !value.is_finite() {
+        return RGBColor(170, 170, 170);
+    }
+    let t = ((value / limit).clamp(-1.0, 1.0) + 1.0) / 2.0 * (RDBU.len() - 1) as f64;
+    let i = (t.floor() as usize).min(RDBU.len() - 2);
+    let frac = t - i as f64;
+    let lerp = |a: u8, b: u8| (a as f64 + (b as f64 - a as f64) * frac).round() as u8;
+    let (a, b) = (RDBU[i], RDBU[i + 1]);
+    RGBColor(lerp(a.0, b.0), lerp(a.1, b.1), lerp(a.2, b.2))
+}
+
+impl Heatmap {
+    /// The colour scale's half-range: at least 1 (a normalized logit difference of 1
+    /// is full recovery), more when a value exceeds it.
+    pub fn limit(&self) -> f64 {
+        self.values
+            .iter()
+            .flatten()
+            .filter(|v| v.is_finite())
+            .fold(1.0f64, |m, v| m.max(v.abs()))
+    }
+
+    fn layout(&self) -> Layout {
+        let n_rows = self.values.len().max(1);
+        let n_cols = self.values.first().map(|r| r.len()).unwrap_or(0).max(1);
+        let longest_x = self.x_ticks.iter().map(|t| t.chars().count()).max().unwrap_or(1);
+        let longest_y = self.y_ticks.iter().map(|t| t.chars().count()).max().unwrap_or(1);
+        let cell_w = (7 * longest_x as u32 + 10).clamp(36, 110);
+        let cell_h = if n_rows > 40 { 14 } else if n_rows > 16 { 20 } else { 32 };
+        let left = 40 + 8 * longest_y as u32;
+        let top = 56;
+        let bottom = 64;
+        let right = 110;
+        Layout {
+            cell_w,
+            cell_h,
+            left,
+            top,
+            width: left + cell_w * n_cols as u32 + right,
+            height: (top + cell_h * n_rows as u32 + bottom).max(240),
+        }
+    }
+
+    /// Writes the heatmap to `path` in `format`, atomically.
+    pub fn save(&self, path: &Path, format: ImageFormat) -> Result<()> {
+        register_font();
+        let layout = self.layout();
+        let size = (layout.width, layout.height);
+        let plot_err = |reason: String| ReportError::Plot {
+            path: path.to_path_buf(),
+            reason,
+        };
+        match format {
+            ImageFormat::Svg => {
+                let mut svg = String::new();
+                {
+                    let area = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+                    self.draw(&area, &layout).map_err(|e| plot_err(e.to_string()))?;
+                    area.present().map_err(|e| plot_err(e.to_string()))?;
+                }
+                write_bytes_atomic(path, svg.as_bytes())
+            }
+            ImageFormat::Png => {
+                let tmp = temp_path(path);
+                {
+                    let area = BitMapBackend::new(&tmp, size).into_drawing_area();
+                    self.draw(&area, &layout).map_err(|e| plot_err(e.to_string()))?;
+                    area.present().map_err(|e| plot_err(e.to_string()))?;
+                }
+                std::fs::rename(&tmp, path).map_err(|source| ReportError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        layout: &Layout,
+    ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        area.fill(&WHITE)?;
+        let limit = self.limit();
+        let title = (FONT, 18).into_font().color(&BLACK);
+        let label = (FONT, 13).into_font().color(&BLACK);
+        let small = (FONT, 11).into_font().color(&BLACK);
+        let centre = Pos::new(HPos::Center, VPos::Center);
+        let (cw, ch) = (layout.cell_w as i32, layout.cell_h as i32);
+        let (left, top) = (layout.left as i32, layout.top as i32);
+        let n_rows = self.values.len() as i32;
+        let n_cols = self.values.first().map(|r| r.len()).unwrap_or(0) as i32;
+
+        area.draw(&Text::new(
+            self.title.clone(),
+            (layout.width as i32 / 2, 22),
+            title.pos(centre),
+        ))?;
+        let annotate = n_rows * n_cols <= 300 && ch >= 20;
+        for (r, row) in self.values.iter().enumerate() {
+            for (c, value) in row.iter().enumerate() {
+                let x0 = left + c as i32 * cw;
+                let y0 = top + r as i32 * ch;
+                let color = diverging_color(*value, limit);
+                area.draw(&Rectangle::new([(x0, y0), (x0 + cw, y0 + ch)], color.filled()))?;
+                if annotate && value.is_finite() {
+                    let ink = if value.abs() > 0.6 * limit { WHITE } else { BLACK };
+                    area.draw(&Text::new(
+                        format!("{value:.2}"),
+                        (x0 + cw / 2, y0 + ch / 2),
+                        small.clone().color(&ink).pos(centre),
+                    ))?;
+                }
+            }
+        }
+        area.draw(&Rectangle::new(
+            [(left, top), (left + n_cols * cw, top + n_rows * ch)],
+            BLACK.stroke_width(1),
+        ))?;
+        let step = if n_rows > 40 { 4 } else { 1 };
+        for (r, tick) in self.y_ticks.iter().enumerate() {
+            if r as i32 % step == 0 {
+                area.draw(&Text::new(
+                    tick.clone(),
+                    (left - 6, top + r as i32 * ch + ch / 2),
+                    small.clone().pos(Pos::new(HPos::Right, VPos::Center)),
+                ))?;
+            }
+        }
+        for (c, tick) in self.x_ticks.iter().enumerate() {
+            area.draw(&Text::new(
+                tick.clone(),
+                (left + c as i32 * cw + cw / 2, top + n_rows * ch + 6),
+                small.clone().pos(Pos::new(HPos::Center, VPos::Top)),
+            ))?;
+        }
+        area.draw(&Text::new(
+            self.x_label.clone(),
+            (left + n_cols * cw / 2, top + n_rows * ch + 34),
+            label.clone().pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+        area.draw(&Text::new(
+            self.y_label.clone(),
+            (8, top - 18),
+            label.clone().pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
+
+        // Colour bar: +limit at the top, -limit at the bottom.
+        let bar_x = left + n_cols * cw + 24;
+        let bar_h = (n_rows * ch).max(120);
+        let steps = 64;
+        for i in 0..steps {
+            let value = limit - 2.0 * limit * (i as f64 + 0.5) / steps as f64;
+            let y0 = top + bar_h * i / steps;
+            let y1 = top + bar_h * (i + 1) / steps;
+            area.draw(&Rectangle::new(
+                [(bar_x, y0), (bar_x + 16, y1 + 1)],
+                diverging_color(value, limit).filled(),
+            ))?;
+        }
+        area.draw(&Rectangle::new([(bar_x, top), (bar_x + 16, top + bar_h)], BLACK.stroke_width(1)))?;
+        for (frac, value) in [(0.0, limit), (0.5, 0.0), (1.0, -limit)] {
+            area.draw(&Text::new(
+                format!("{value:.1}"),
+                (bar_x + 20, top + (bar_h as f64 * frac) as i32),
+                small.clone().pos(Pos::new(HPos::Left, VPos::Center)),
+            ))?;
+        }
+        area.draw(&Text::new(
+            self.colorbar_label.clone(),
+            (bar_x - 4, top - 18),
+            small.pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
+        Ok(())
+    }
+}
+
+struct Layout {
+    cell_w: u32,
+    cell_h: u32,
+    left: u32,
+    top: u32,
+    width: u32,
+    height: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn palette_is_centred_on_white() {
+        assert_eq!(diverging_color(0.0, 1.0), RGBColor(247, 247, 247));
+        assert_eq!(diverging_color(1.0, 1.0), RGBColor(5, 48, 97));
+        assert_eq!(diverging_color(-5.0, 1.0), RGBColor(103, 0, 31));
+        assert_eq!(diverging_color(f64::NAN, 1.0), RGBColor(170, 170, 170));
+    }
+}

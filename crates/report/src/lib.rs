@@ -1,0 +1,13 @@
+//! Outputs of a patching run: parquet tables ([`tables`]), heatmaps ([`heatmap`]) and
+//! the markdown report ([`markdown`]). Every file is written atomically ([`atomic`]).
+
+pub mod atomic;
+mod error;
+pub mod heatmap;
+pub mod markdown;
+pub mod tables;
+
+pub use error::{ReportError, Result};
+pub use heatmap::{Heatmap, ImageFormat};
+pub use markdown::{FigureSection, RunReport};
+pub use tables::{BaselineRow, CellRow, SCHEMA_VERSION, SCHEMA_VERSION_KEY};

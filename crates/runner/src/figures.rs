@@ -1,0 +1,141 @@
+//! Heatmaps of sweep results: layers (or layer/head pairs) against positions labelled
+//! `token_position` (or heads), one per pair and patch kind, and the concept mean.
+
+use std::collections::BTreeSet;
+
+use actpatch_report::Heatmap;
+
+use crate::sweep::{CellIndex, CellResult, PatchKind};
+
+/// Row and column of a cell in its kind's figure.
+fn row_col(kind: PatchKind, cell: &CellIndex) -> ((usize, Option<usize>), usize) {
+    match (kind.has_head(), kind.by_position()) {
+        (false, _) => ((cell.layer, None), cell.position.unwrap_or(0)),
+        (true, true) => ((cell.layer, cell.head), cell.position.unwrap_or(0)),
+        (true, false) => ((cell.layer, None), cell.head.unwrap_or(0)),
+    }
+}
+
+/// The heatmap of one kind's cells, coloured by `value`. `position_labels[j]` names
+/// corrupted position j (e.g. `" France_4"`).
+pub fn heatmap(
+    kind: PatchKind,
+    cells: &[(CellIndex, f64)],
+    position_labels: &[String],
+    title: String,
+) -> Heatmap {
+    let rows: BTreeSet<(usize, Option<usize>)> = cells.iter().map(|(c, _)| row_col(kind, c).0).collect();
+    let cols: BTreeSet<usize> = cells.iter().map(|(c, _)| row_col(kind, c).1).collect();
+    let rows: Vec<_> = rows.into_iter().collect();
+    let cols: Vec<_> = cols.into_iter().collect();
+    let mut values = vec![vec![f64::NAN; cols.len()]; rows.len()];
+    for (cell, value) in cells {
+        let (row, col) = row_col(kind, cell);
+        if let (Ok(r), Ok(c)) = (rows.binary_search(&row), cols.binary_search(&col)) {
+            values[r][c] = *value;
+        }
+    }
+    let y_ticks = rows
+        .iter()
+        .map(|(layer, head)| match head {
+            Some(h) => format!("L{layer}H{h}"),
+            None => format!("{layer}"),
+        })
+        .collect();
+    let x_ticks = cols
+        .iter()
+        .map(|c| {
+            if kind.by_position() {
+                position_labels.get(*c).cloned().unwrap_or_else(|| format!("pos_{c}"))
+            } else {
+                format!("H{c}")
+            }
+        })
+        .collect();
+    let (x_label, y_label) = match (kind.has_head(), kind.by_position()) {
+        (false, _) => ("position (clean token)", "layer"),
+        (true, true) => ("position (clean token)", "layer / head"),
+        (true, false) => ("head", "layer"),
+    };
+    Heatmap {
+        title,
+        x_label: x_label.into(),
+        y_label: y_label.into(),
+        x_ticks,
+        y_ticks,
+        values,
+        colorbar_label: "normalized logit diff".into(),
+    }
+}
+
+/// `token_position` labels of the corrupted positions, each with the clean token
+/// patched into it (`·` where none is).
+pub fn position_labels(clean_str: &[String], clean_of: &[Option<usize>]) -> Vec<String> {
+    clean_of
+        .iter()
+        .enumerate()
+        .map(|(j, c)| match c {
+            Some(c) => format!("{}_{j}", clean_str.get(*c).map(String::as_str).unwrap_or("?")),
+            None => format!("·_{j}"),
+        })
+        .collect()
+}
+
+/// The cells of `kind` from `results` as (index, normalized logit difference).
+pub fn normalized_cells(results: &[CellResult], kind: PatchKind) -> Vec<(CellIndex, f64)> {
+    results
+        .iter()
+        .filter(|r| r.kind == kind)
+        .map(|r| (r.index, r.metrics.normalized_logit_diff))
+        .collect()
+}
+
+/// The mean over pairs of each cell, when every pair has the same cells (same token
+/// length); `None` otherwise.
+pub fn mean_cells(per_pair: &[Vec<(CellIndex, f64)>]) -> Option<Vec<(CellIndex, f64)>> {
+    let first = per_pair.first()?;
+    let same = per_pair
+        .iter()
+        .all(|cells| cells.len() == first.len() && cells.iter().zip(first).all(|(a, b)| a.0 == b.0));
+    if !same || first.is_empty() {
+        return None;
+    }
+    let n = per_pair.len() as f64;
+    Some(
+        first
+            .iter()
+            .enumerate()
+            .map(|(i, (index, _))| (*index, per_pair.iter().map(|cells| cells[i].1).sum::<f64>() / n))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_by_position_rows_are_layer_head_pairs() {
+        let cell = |layer, head, position| CellIndex {
+            layer,
+            head: Some(head),
+            position: Some(position),
+        };
+        let cells = vec![(cell(0, 0, 0), 0.1), (cell(0, 1, 1), 0.2), (cell(1, 0, 1), 0.3)];
+        let labels = vec!["a_0".to_string(), "b_1".to_string()];
+        let h = heatmap(PatchKind::HeadOutByPos, &cells, &labels, "t".into());
+        assert_eq!(h.y_ticks, vec!["L0H0", "L0H1", "L1H0"]);
+        assert_eq!(h.x_ticks, labels);
+        assert_eq!(h.values[1][1], 0.2);
+        assert!(h.values[1][0].is_nan());
+    }
+
+    #[test]
+    fn mean_needs_identical_cells() {
+        let c = |p| CellIndex { layer: 0, head: None, position: Some(p) };
+        let a = vec![(c(0), 1.0), (c(1), 0.0)];
+        let b = vec![(c(0), 0.0), (c(1), 1.0)];
+        assert_eq!(mean_cells(&[a.clone(), b]).unwrap(), vec![(c(0), 0.5), (c(1), 0.5)]);
+        assert!(mean_cells(&[a, vec![(c(0), 1.0)]]).is_none());
+    }
+}

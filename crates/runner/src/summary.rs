@@ -1,0 +1,118 @@
+//! Findings derived from the data: the strongest cells, and where along the layers
+//! the effect moves from the subject tokens to the final position.
+
+use crate::sweep::{CellIndex, CellResult, PatchKind};
+
+/// A readable name of a cell: `resid_pre L3 pos 4 (" France")`.
+pub fn describe(kind: PatchKind, cell: &CellIndex, labels: &[String]) -> String {
+    let mut text = format!("{kind} L{}", cell.layer);
+    if let Some(h) = cell.head {
+        text.push_str(&format!("H{h}"));
+    }
+    if let Some(p) = cell.position {
+        let label = labels.get(p).cloned().unwrap_or_default();
+        text.push_str(&format!(" at `{label}`"));
+    }
+    text
+}
+
+/// Markdown table of the `n` cells with the largest |normalized logit difference|.
+pub fn top_cells(results: &[CellResult], labels: &[String], n: usize) -> Vec<String> {
+    let mut sorted: Vec<&CellResult> = results.iter().collect();
+    sorted.sort_by(|a, b| {
+        b.metrics
+            .normalized_logit_diff
+            .abs()
+            .total_cmp(&a.metrics.normalized_logit_diff.abs())
+    });
+    let mut lines = vec![
+        format!("Strongest {n} cells:\n"),
+        "| cell | normalized LD | logit diff | p(correct) | KL from clean |".into(),
+        "|---|---|---|---|---|".into(),
+    ];
+    for r in sorted.into_iter().take(n) {
+        lines.push(format!(
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            describe(r.kind, &r.index, labels).replace('|', "\\|"),
+            r.metrics.normalized_logit_diff,
+            r.metrics.logit_diff,
+            r.metrics.prob_correct,
+            r.metrics.kl_div
+        ));
+    }
+    lines
+}
+
+/// Where the effect of a layer × position sweep sits at each layer: the position
+/// with the largest normalized logit difference.
+pub fn peak_positions(cells: &[(CellIndex, f64)], n_layers: usize) -> Vec<Option<(usize, f64)>> {
+    (0..n_layers)
+        .map(|layer| {
+            cells
+                .iter()
+                .filter(|(c, v)| c.layer == layer && c.head.is_none() && v.is_finite())
+                .filter_map(|(c, v)| c.position.map(|p| (p, *v)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+        })
+        .collect()
+}
+
+/// One sentence on how the effect of a position-resolved sweep moves along the layers.
+pub fn flow_sentence(
+    pair: &str,
+    kind: PatchKind,
+    cells: &[(CellIndex, f64)],
+    labels: &[String],
+    n_layers: usize,
+) -> Option<String> {
+    let peaks = peak_positions(cells, n_layers);
+    let last = labels.len().checked_sub(1)?;
+    let (first_pos, first_value) = peaks.first().copied().flatten()?;
+    let label = |p: usize| labels.get(p).cloned().unwrap_or_else(|| format!("pos_{p}"));
+    // First layer from which the peak stays on the final position.
+    let settle = (0..n_layers).find(|&l| peaks[l..].iter().all(|p| p.map(|(pos, _)| pos) == Some(last)));
+    let mut text = format!(
+        "**{pair}** ({kind}): at layer 0 the effect is largest at `{}` ({first_value:.2})",
+        label(first_pos)
+    );
+    match settle {
+        Some(0) => text.push_str(", and it stays on the final position in every layer."),
+        Some(l) => text.push_str(&format!(
+            "; from layer {l} on it sits on the final position `{}` ({:.2} at the last layer).",
+            label(last),
+            peaks[n_layers - 1].map(|p| p.1).unwrap_or(f64::NAN)
+        )),
+        None => {
+            let (p, v) = peaks[n_layers - 1]?;
+            text.push_str(&format!(
+                "; at the last layer it is largest at `{}` ({v:.2}), not at the final position.",
+                label(p)
+            ));
+        }
+    }
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid(values: &[&[f64]]) -> Vec<(CellIndex, f64)> {
+        let mut cells = Vec::new();
+        for (layer, row) in values.iter().enumerate() {
+            for (p, v) in row.iter().enumerate() {
+                cells.push((CellIndex { layer, head: None, position: Some(p) }, *v));
+            }
+        }
+        cells
+    }
+
+    #[test]
+    fn effect_moving_to_the_final_position_is_described() {
+        let cells = grid(&[&[0.0, 0.9, 0.1], &[0.0, 0.5, 0.6], &[0.0, 0.0, 1.0]]);
+        let labels: Vec<String> = ["<bos>_0", " France_1", " is_2"].map(String::from).to_vec();
+        let text = flow_sentence("capital", PatchKind::ResidPre, &cells, &labels, 3).unwrap();
+        assert!(text.contains("layer 0 the effect is largest at ` France_1` (0.90)"), "{text}");
+        assert!(text.contains("from layer 1 on it sits on the final position ` is_2`"), "{text}");
+    }
+}

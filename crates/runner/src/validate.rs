@@ -1,0 +1,244 @@
+//! Baseline validation of every pair before any sweep: tokenizations, answers,
+//! alignment, clean and corrupted logit differences, expectations, and warnings about
+//! prompts that do not test what they seem to.
+
+use actpatch_hooks::Hooks;
+use actpatch_metrics::{log_softmax, logit_diff, Answers, Baseline};
+use actpatch_model::{HookedTransformer, ModelError, Readout};
+use candle_core::Tensor;
+
+use crate::experiment::{Align, Experiment, PairSpec};
+use crate::sweep::PositionMap;
+use crate::RunnerError;
+
+/// A pair after validation: everything the sweep and the tables need.
+pub struct PairPlan {
+    pub index: usize,
+    pub name: String,
+    pub spec: PairSpec,
+    pub align: Align,
+    pub clean_tokens: Vec<u32>,
+    pub corrupted_tokens: Vec<u32>,
+    pub clean_str: Vec<String>,
+    pub corrupted_str: Vec<String>,
+    pub answers: Option<Answers>,
+    /// `None` when the lengths cannot be aligned (unequal under `strict`).
+    pub map: Option<PositionMap>,
+    pub clean_logit_diff: Option<f64>,
+    pub corrupted_logit_diff: Option<f64>,
+    /// Clean next-token log-probabilities `[d_vocab]`.
+    pub clean_log_probs: Option<Tensor>,
+    /// Why the pair failed; empty when it passed.
+    pub reasons: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl PairPlan {
+    pub fn passed(&self) -> bool {
+        self.reasons.is_empty()
+    }
+
+    /// The baseline, when the pair can be swept at all (answers, alignment and a
+    /// non-degenerate, finite baseline), whether or not it passed.
+    pub fn baseline(&self) -> Option<Baseline> {
+        self.answers?;
+        self.map.as_ref()?;
+        Baseline::new(self.clean_logit_diff?, self.corrupted_logit_diff?).ok()
+    }
+}
+
+const SENTENCE_END: [char; 6] = ['.', '!', '?', ';', ':', '"'];
+
+/// Validates pair `index` of `experiment` on `model`.
+pub fn validate_pair(model: &HookedTransformer, experiment: &Experiment, index: usize) -> Result<PairPlan, RunnerError> {
+    let spec = experiment.pairs[index].clone();
+    let name = experiment.pair_name(index);
+    let bos = experiment.model.prepend_bos;
+    let context = |e: ModelError| RunnerError::Input(format!("pair `{name}`: {e}"));
+    let clean_tokens = model.to_tokens(&spec.clean, bos).map_err(context)?;
+    let corrupted_tokens = model.to_tokens(&spec.corrupted, bos).map_err(context)?;
+    let align = experiment.align_of(index);
+    let mut plan = PairPlan {
+        index,
+        name,
+        clean_str: model.to_str_tokens(&clean_tokens),
+        corrupted_str: model.to_str_tokens(&corrupted_tokens),
+        clean_tokens,
+        corrupted_tokens,
+        answers: None,
+        map: None,
+        clean_logit_diff: None,
+        corrupted_logit_diff: None,
+        clean_log_probs: None,
+        reasons: Vec::new(),
+        warnings: prompt_warnings(&spec),
+        align,
+        spec,
+    };
+
+    // Answers: one token each, and different.
+    let correct = model.to_single_token(&plan.spec.correct);
+    let incorrect = model.to_single_token(&plan.spec.incorrect);
+    match (correct, incorrect) {
+        (Ok(c), Ok(i)) if c == i => plan
+            .reasons
+            .push("the correct and incorrect answers are the same token".into()),
+        (Ok(correct), Ok(incorrect)) => plan.answers = Some(Answers { correct, incorrect }),
+        (c, i) => {
+            for err in [c.err(), i.err()].into_iter().flatten() {
+                match err {
+                    ModelError::MultiTokenAnswer { .. } => plan.reasons.push(err.to_string()),
+                    other => return Err(context(other)),
+                }
+            }
+        }
+    }
+
+    // Alignment of positions.
+    let (n_clean, n_corrupted) = (plan.clean_tokens.len(), plan.corrupted_tokens.len());
+    plan.map = match (align, n_clean == n_corrupted) {
+        (_, true) => Some(PositionMap::identity(n_clean)),
+        (Align::Strict, false) => {
+            plan.reasons.push(unequal_lengths(&plan));
+            None
+        }
+        (Align::Start, false) => {
+            plan.warnings.push(format!(
+                "token lengths differ (clean {n_clean}, corrupted {n_corrupted}); align = \"start\" patches clean position i into corrupted position i, so after the first differing token the positions hold different words: the grid is misaligned there (this is what the seed notebook did silently)"
+            ));
+            Some(PositionMap::start(n_clean, n_corrupted))
+        }
+        (Align::End, false) => {
+            plan.warnings.push(format!(
+                "token lengths differ (clean {n_clean}, corrupted {n_corrupted}); align = \"end\" patches the last tokens onto each other, so positions before the differing span are misaligned"
+            ));
+            Some(PositionMap::end(n_clean, n_corrupted))
+        }
+    };
+
+    // Baselines.
+    if let Some(answers) = plan.answers {
+        let rows = [plan.clean_tokens.clone(), plan.corrupted_tokens.clone()];
+        let mut logits = Vec::new();
+        for row in &rows {
+            let tokens = model.tokens_tensor(std::slice::from_ref(row))?;
+            logits.push(model.forward(&tokens, &mut Hooks::none(), Readout::LastPosition)?); // [1, d_vocab]
+        }
+        let clean_ld = logit_diff(&logits[0], answers)?[0];
+        let corrupted_ld = logit_diff(&logits[1], answers)?[0];
+        plan.clean_logit_diff = Some(clean_ld);
+        plan.corrupted_logit_diff = Some(corrupted_ld);
+        plan.clean_log_probs = Some(log_softmax(&logits[0])?.squeeze(0)?);
+        check_baselines(&mut plan, experiment, clean_ld, corrupted_ld);
+    }
+    Ok(plan)
+}
+
+fn check_baselines(plan: &mut PairPlan, experiment: &Experiment, clean_ld: f64, corrupted_ld: f64) {
+    let v = &experiment.validate;
+    if !clean_ld.is_finite() || !corrupted_ld.is_finite() {
+        plan.reasons.push(format!(
+            "the logit differences are not finite (clean {clean_ld}, corrupted {corrupted_ld}): the model produced NaN or infinite logits"
+        ));
+        return;
+    }
+    let gap = clean_ld - corrupted_ld;
+    if gap == 0.0 {
+        plan.reasons.push("clean and corrupted logit differences are equal: the normalized logit difference would divide by zero".into());
+    } else if gap < v.min_gap {
+        plan.reasons.push(format!(
+            "clean − corrupted logit difference is {gap:.3}, below min_gap = {}: the corruption barely changes the answer, so normalized values would be noise. Choose a stronger corruption or lower [validate] min_gap",
+            v.min_gap
+        ));
+    }
+    if v.require_clean_positive && clean_ld <= 0.0 {
+        plan.reasons.push(format!(
+            "the clean logit difference is {clean_ld:.3} ≤ 0: the model prefers {:?} over {:?} even on the clean prompt, so there is no behaviour to trace",
+            plan.spec.incorrect, plan.spec.correct
+        ));
+    }
+    if let Some(expect) = plan.spec.expect {
+        for (what, want, got) in [
+            ("clean", expect.clean_logit_diff, clean_ld),
+            ("corrupted", expect.corrupted_logit_diff, corrupted_ld),
+        ] {
+            if let Some(want) = want {
+                if (got - want).abs() > expect.tolerance {
+                    plan.reasons.push(format!(
+                        "the {what} logit difference is {got:.3}, but expect says {want:.3} ± {}: a different model, tokenizer or prompt than the one the value came from",
+                        expect.tolerance
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Both tokenizations side by side, and how to fix the pair.
+fn unequal_lengths(plan: &PairPlan) -> String {
+    let (n_clean, n_corrupted) = (plan.clean_str.len(), plan.corrupted_str.len());
+    let mut text = format!(
+        "token lengths differ under align = \"strict\": clean {n_clean}, corrupted {n_corrupted} tokens\n      pos  clean              corrupted\n"
+    );
+    for i in 0..n_clean.max(n_corrupted) {
+        let c = plan.clean_str.get(i).map(|t| format!("{t:?}")).unwrap_or_default();
+        let x = plan.corrupted_str.get(i).map(|t| format!("{t:?}")).unwrap_or_default();
+        let mark = if c == x { "" } else { "  ≠" };
+        text.push_str(&format!("      {i:>3}  {c:<18} {x}{mark}\n"));
+    }
+    text.push_str("      Fix: use a corruption of the same token length, or set align = \"start\" (position i into position i) or align = \"end\" (last tokens aligned) on this pair");
+    text
+}
+
+/// Warnings about prompts that measure something other than the concept.
+pub fn prompt_warnings(spec: &PairSpec) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (side, prompt) in [("clean", &spec.clean), ("corrupted", &spec.corrupted)] {
+        let trimmed = prompt.trim_end();
+        if let Some(last) = trimmed.chars().last().filter(|c| SENTENCE_END.contains(c)) {
+            warnings.push(format!(
+                "the {side} prompt ends with {last:?}: the answer is scored at the token after the sentence end, where neither answer is the natural continuation; stop the prompt right before the answer"
+            ));
+        }
+        for answer in [&spec.correct, &spec.incorrect] {
+            let word = answer.trim();
+            if !word.is_empty() && contains_word(prompt, word) {
+                warnings.push(format!(
+                    "the {side} prompt already contains the answer {word:?}: the model is not asked to produce it; stop the prompt right before the answer"
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+fn contains_word(text: &str, word: &str) -> bool {
+    text.split(|c: char| !c.is_alphanumeric())
+        .any(|token| token == word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(clean: &str, correct: &str) -> PairSpec {
+        PairSpec {
+            name: None,
+            concept: "c".into(),
+            clean: clean.into(),
+            corrupted: "The capital of Italy is".into(),
+            correct: correct.into(),
+            incorrect: " Rome".into(),
+            align: None,
+            expect: None,
+        }
+    }
+
+    #[test]
+    fn warns_on_punctuation_and_contained_answers() {
+        let w = prompt_warnings(&spec("The capital of France is Paris.", " Paris"));
+        assert!(w.iter().any(|w| w.contains("ends with '.'")), "{w:?}");
+        assert!(w.iter().any(|w| w.contains("already contains the answer \"Paris\"")), "{w:?}");
+        assert!(prompt_warnings(&spec("The capital of France is", " Paris")).is_empty());
+    }
+}

@@ -31,7 +31,8 @@ impl Tokenizer {
                 tokenizer
                     .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
                     .with_decoder(Some(ByteLevel::default()));
-                tokenizer.add_special_tokens([AddedToken::from("<|endoftext|>", true)]);
+                // Returns how many tokens were added; <|endoftext|> is in the vocabulary.
+                let _ = tokenizer.add_special_tokens([AddedToken::from("<|endoftext|>", true)]);
                 tokenizer
             }
         };

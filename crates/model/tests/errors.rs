@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashMap;
 
 use actpatch_hooks::{HookPoint, HookSpace};
-use actpatch_model::{HookedTransformer, ModelError, ModelSource};
+use actpatch_model::{HookedTransformer, ModelError};
 use candle_core::{Device, Tensor};
 use common::fixture;
 
@@ -29,7 +29,8 @@ fn edited_copy(tag: &str, edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> st
 #[test]
 fn multi_token_answer_lists_its_pieces() {
     let err = model().to_single_token(" Colosseum").unwrap_err().to_string();
-    assert!(err.contains(r#"" Colosseum" is 3 tokens: " Col" | "os" | "seum""#), "{err}");
+    // GPT-2 splits it in four (the golden tokens of "The Colosseum is in" show it).
+    assert!(err.contains(r#"" Colosseum" is 4 tokens: " Col" | "os" | "se" | "um""#), "{err}");
 }
 
 #[test]

@@ -122,7 +122,10 @@ impl Patch {
         self.with_grid(|_, _, h| *h = heads.into())
     }
 
-    fn with_grid(mut self, set: impl FnOnce(&mut Selection, &mut Selection, &mut Selection)) -> Self {
+    fn with_grid(
+        mut self,
+        set: impl FnOnce(&mut Selection, &mut Selection, &mut Selection),
+    ) -> Self {
         if let PatchTarget::Grid {
             rows,
             positions,

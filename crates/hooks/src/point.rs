@@ -222,7 +222,11 @@ impl FromStr for HookPoint {
 
 fn valid_forms() -> String {
     let mut forms: Vec<String> = GLOBAL_NAMES.iter().map(|(n, _)| n.to_string()).collect();
-    forms.extend(BlockSite::ALL.iter().map(|s| format!("blocks.L.{}", s.suffix())));
+    forms.extend(
+        BlockSite::ALL
+            .iter()
+            .map(|s| format!("blocks.L.{}", s.suffix())),
+    );
     forms.join(", ")
 }
 
@@ -303,7 +307,11 @@ impl HookSpace {
 
     fn not_in_model(&self, point: HookPoint) -> HookError {
         let mut valid: Vec<String> = self.globals_before.iter().map(|p| p.to_string()).collect();
-        valid.extend(self.sites.iter().map(|s| format!("blocks.L.{}", s.suffix())));
+        valid.extend(
+            self.sites
+                .iter()
+                .map(|s| format!("blocks.L.{}", s.suffix())),
+        );
         valid.push("ln_final.hook_scale".into());
         valid.push("ln_final.hook_normalized".into());
         HookError::NotInModel {
@@ -348,7 +356,8 @@ mod tests {
 
     #[test]
     fn layer_out_of_range_names_the_range() {
-        let err = HookPoint::parse_in("blocks.12.hook_resid_pre", &HookSpace::gpt2(12)).unwrap_err();
+        let err =
+            HookPoint::parse_in("blocks.12.hook_resid_pre", &HookSpace::gpt2(12)).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("layer 12") && msg.contains("0..=11"), "{msg}");
     }

@@ -166,7 +166,11 @@ mod tests {
 
     fn logits() -> Tensor {
         // Two rows over a vocabulary of 4.
-        Tensor::new(&[[1.0f32, 3.0, 0.0, -1.0], [2.0, 2.0, 1.0, 0.0]], &Device::Cpu).unwrap()
+        Tensor::new(
+            &[[1.0f32, 3.0, 0.0, -1.0], [2.0, 2.0, 1.0, 0.0]],
+            &Device::Cpu,
+        )
+        .unwrap()
     }
 
     const ANSWERS: Answers = Answers {
@@ -189,8 +193,14 @@ mod tests {
 
     #[test]
     fn degenerate_and_non_finite_baselines_are_errors() {
-        assert!(matches!(Baseline::new(1.0, 1.0), Err(MetricError::DegenerateBaseline { .. })));
-        assert!(matches!(Baseline::new(f64::NAN, 1.0), Err(MetricError::NonFinite { .. })));
+        assert!(matches!(
+            Baseline::new(1.0, 1.0),
+            Err(MetricError::DegenerateBaseline { .. })
+        ));
+        assert!(matches!(
+            Baseline::new(f64::NAN, 1.0),
+            Err(MetricError::NonFinite { .. })
+        ));
     }
 
     #[test]
@@ -206,9 +216,15 @@ mod tests {
         assert!((m[0].prob_correct - 3.0f64.exp() / z).abs() < 1e-6);
         assert!((m[0].logprob_diff - 2.0).abs() < 1e-5);
         // Row 1 by hand.
-        let p: Vec<f64> = [1.0f64, 3.0, 0.0, -1.0].iter().map(|v| v.exp() / z).collect();
+        let p: Vec<f64> = [1.0f64, 3.0, 0.0, -1.0]
+            .iter()
+            .map(|v| v.exp() / z)
+            .collect();
         let z1: f64 = [2.0f64, 2.0, 1.0, 0.0].iter().map(|v| v.exp()).sum();
-        let q: Vec<f64> = [2.0f64, 2.0, 1.0, 0.0].iter().map(|v| v.exp() / z1).collect();
+        let q: Vec<f64> = [2.0f64, 2.0, 1.0, 0.0]
+            .iter()
+            .map(|v| v.exp() / z1)
+            .collect();
         let kl: f64 = p.iter().zip(&q).map(|(p, q)| p * (p / q).ln()).sum();
         assert!((m[1].kl_div - kl).abs() < 1e-5, "{} vs {kl}", m[1].kl_div);
         assert_eq!(m[1].normalized_logit_diff, 0.0);
@@ -216,8 +232,14 @@ mod tests {
 
     #[test]
     fn answer_out_of_vocabulary_is_an_error() {
-        let bad = Answers { correct: 9, incorrect: 0 };
-        assert!(matches!(logit_diff(&logits(), bad), Err(MetricError::AnswerOutOfRange { id: 9, .. })));
+        let bad = Answers {
+            correct: 9,
+            incorrect: 0,
+        };
+        assert!(matches!(
+            logit_diff(&logits(), bad),
+            Err(MetricError::AnswerOutOfRange { id: 9, .. })
+        ));
     }
 
     #[test]

@@ -94,14 +94,30 @@ impl Heatmap {
     fn layout(&self) -> Layout {
         let n_rows = self.values.len().max(1);
         let n_cols = self.values.first().map(|r| r.len()).unwrap_or(0).max(1);
-        let longest_x = self.x_ticks.iter().map(|t| t.chars().count()).max().unwrap_or(1);
-        let longest_y = self.y_ticks.iter().map(|t| t.chars().count()).max().unwrap_or(1);
+        let longest_x = self
+            .x_ticks
+            .iter()
+            .map(|t| t.chars().count())
+            .max()
+            .unwrap_or(1);
+        let longest_y = self
+            .y_ticks
+            .iter()
+            .map(|t| t.chars().count())
+            .max()
+            .unwrap_or(1);
         let cell_w = (7 * longest_x as u32 + 10).clamp(36, 110);
-        let cell_h = if n_rows > 40 { 14 } else if n_rows > 16 { 20 } else { 32 };
+        let cell_h = if n_rows > 40 {
+            14
+        } else if n_rows > 16 {
+            20
+        } else {
+            32
+        };
         let left = 40 + 8 * longest_y as u32;
         let top = 56;
         let bottom = 64;
-        let right = 110;
+        let right = 150;
         Layout {
             cell_w,
             cell_h,
@@ -126,7 +142,8 @@ impl Heatmap {
                 let mut svg = String::new();
                 {
                     let area = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-                    self.draw(&area, &layout).map_err(|e| plot_err(e.to_string()))?;
+                    self.draw(&area, &layout)
+                        .map_err(|e| plot_err(e.to_string()))?;
                     area.present().map_err(|e| plot_err(e.to_string()))?;
                 }
                 write_bytes_atomic(path, svg.as_bytes())
@@ -135,7 +152,8 @@ impl Heatmap {
                 let tmp = temp_path(path);
                 {
                     let area = BitMapBackend::new(&tmp, size).into_drawing_area();
-                    self.draw(&area, &layout).map_err(|e| plot_err(e.to_string()))?;
+                    self.draw(&area, &layout)
+                        .map_err(|e| plot_err(e.to_string()))?;
                     area.present().map_err(|e| plot_err(e.to_string()))?;
                 }
                 std::fs::rename(&tmp, path).map_err(|source| ReportError::Write {
@@ -173,11 +191,20 @@ impl Heatmap {
                 let x0 = left + c as i32 * cw;
                 let y0 = top + r as i32 * ch;
                 let color = diverging_color(*value, limit);
-                area.draw(&Rectangle::new([(x0, y0), (x0 + cw, y0 + ch)], color.filled()))?;
+                area.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + cw, y0 + ch)],
+                    color.filled(),
+                ))?;
                 if annotate && value.is_finite() {
-                    let ink = if value.abs() > 0.6 * limit { WHITE } else { BLACK };
+                    let ink = if value.abs() > 0.6 * limit {
+                        WHITE
+                    } else {
+                        BLACK
+                    };
+                    // No "-0.00": values that round to zero print unsigned.
+                    let shown = if value.abs() < 0.005 { 0.0 } else { *value };
                     area.draw(&Text::new(
-                        format!("{value:.2}"),
+                        format!("{shown:.2}"),
                         (x0 + cw / 2, y0 + ch / 2),
                         small.clone().color(&ink).pos(centre),
                     ))?;
@@ -229,7 +256,10 @@ impl Heatmap {
                 diverging_color(value, limit).filled(),
             ))?;
         }
-        area.draw(&Rectangle::new([(bar_x, top), (bar_x + 16, top + bar_h)], BLACK.stroke_width(1)))?;
+        area.draw(&Rectangle::new(
+            [(bar_x, top), (bar_x + 16, top + bar_h)],
+            BLACK.stroke_width(1),
+        ))?;
         for (frac, value) in [(0.0, limit), (0.5, 0.0), (1.0, -limit)] {
             area.draw(&Text::new(
                 format!("{value:.1}"),
@@ -239,7 +269,7 @@ impl Heatmap {
         }
         area.draw(&Text::new(
             self.colorbar_label.clone(),
-            (bar_x - 4, top - 18),
+            (bar_x - 40, top - 18),
             small.pos(Pos::new(HPos::Left, VPos::Center)),
         ))?;
         Ok(())

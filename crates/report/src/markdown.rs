@@ -90,7 +90,11 @@ impl RunReport {
             );
         }
         md.push('\n');
-        let warned: Vec<&BaselineRow> = self.baselines.iter().filter(|b| !b.warnings.is_empty()).collect();
+        let warned: Vec<&BaselineRow> = self
+            .baselines
+            .iter()
+            .filter(|b| !b.warnings.is_empty())
+            .collect();
         if !warned.is_empty() {
             md.push_str("### Warnings\n\n");
             for b in warned {
@@ -115,7 +119,13 @@ impl RunReport {
         if !self.figures.is_empty() {
             md.push_str("## Figures\n\n");
             for fig in &self.figures {
-                let _ = writeln!(md, "### {}\n\n![{}]({})\n", fig.heading, cell(&fig.heading), fig.image);
+                let _ = writeln!(
+                    md,
+                    "### {}\n\n![{}]({})\n",
+                    fig.heading,
+                    cell(&fig.heading),
+                    fig.image
+                );
                 for line in &fig.details {
                     let _ = writeln!(md, "{line}");
                 }

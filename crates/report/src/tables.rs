@@ -86,16 +86,34 @@ pub fn cells_frame(rows: &[CellRow]) -> PolarsResult<DataFrame> {
         str_col("pair", s(|r| r.pair.clone())),
         str_col("model", s(|r| r.model.clone())),
         str_col("kind", s(|r| r.kind.clone())),
-        Column::new("layer".into(), rows.iter().map(|r| r.layer).collect::<Vec<_>>()),
-        Column::new("head".into(), rows.iter().map(|r| r.head).collect::<Vec<_>>()),
-        Column::new("position".into(), rows.iter().map(|r| r.position).collect::<Vec<_>>()),
-        Column::new("token".into(), rows.iter().map(|r| r.token.clone()).collect::<Vec<_>>()),
+        Column::new(
+            "layer".into(),
+            rows.iter().map(|r| r.layer).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "head".into(),
+            rows.iter().map(|r| r.head).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "position".into(),
+            rows.iter().map(|r| r.position).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "token".into(),
+            rows.iter().map(|r| r.token.clone()).collect::<Vec<_>>(),
+        ),
         Column::new("patched_logit_diff".into(), f(|r| r.patched_logit_diff)),
-        Column::new("normalized_logit_diff".into(), f(|r| r.normalized_logit_diff)),
+        Column::new(
+            "normalized_logit_diff".into(),
+            f(|r| r.normalized_logit_diff),
+        ),
         Column::new("logprob_diff".into(), f(|r| r.logprob_diff)),
         Column::new("prob_correct".into(), f(|r| r.prob_correct)),
         Column::new("kl_div".into(), f(|r| r.kl_div)),
-        Column::new("pair_valid".into(), rows.iter().map(|r| r.pair_valid).collect::<Vec<_>>()),
+        Column::new(
+            "pair_valid".into(),
+            rows.iter().map(|r| r.pair_valid).collect::<Vec<_>>(),
+        ),
     ])
 }
 
@@ -118,8 +136,14 @@ pub fn baselines_frame(rows: &[BaselineRow]) -> PolarsResult<DataFrame> {
         str_col("align", s(|r| r.align.clone())),
         Column::new("clean_logit_diff".into(), o(|r| r.clean_logit_diff)),
         Column::new("corrupted_logit_diff".into(), o(|r| r.corrupted_logit_diff)),
-        Column::new("passed".into(), rows.iter().map(|r| r.passed).collect::<Vec<_>>()),
-        Column::new("swept".into(), rows.iter().map(|r| r.swept).collect::<Vec<_>>()),
+        Column::new(
+            "passed".into(),
+            rows.iter().map(|r| r.passed).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "swept".into(),
+            rows.iter().map(|r| r.swept).collect::<Vec<_>>(),
+        ),
         list_col("reasons", l(|r| r.reasons.clone())),
         list_col("warnings", l(|r| r.warnings.clone())),
     ])
@@ -192,13 +216,23 @@ pub fn read_cells(path: &Path) -> Result<Vec<CellRow>> {
 
 fn cells_from_frame(frame: &DataFrame) -> PolarsResult<Vec<CellRow>> {
     let strings = |name: &str| -> PolarsResult<Vec<Option<String>>> {
-        Ok(frame.column(name)?.str()?.into_iter().map(|s| s.map(str::to_string)).collect())
+        Ok(frame
+            .column(name)?
+            .str()?
+            .iter()
+            .map(|s| s.map(str::to_string))
+            .collect())
     };
     let floats = |name: &str| -> PolarsResult<Vec<f64>> {
-        Ok(frame.column(name)?.f64()?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+        Ok(frame
+            .column(name)?
+            .f64()?
+            .iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect())
     };
     let uints = |name: &str| -> PolarsResult<Vec<Option<u32>>> {
-        Ok(frame.column(name)?.u32()?.into_iter().collect())
+        Ok(frame.column(name)?.u32()?.iter().collect())
     };
     let (run_id, experiment, concept, pair, model, kind, token) = (
         strings("run_id")?,
@@ -220,7 +254,7 @@ fn cells_from_frame(frame: &DataFrame) -> PolarsResult<Vec<CellRow>> {
     let valid: Vec<bool> = frame
         .column("pair_valid")?
         .bool()?
-        .into_iter()
+        .iter()
         .map(|v| v.unwrap_or(false))
         .collect();
     Ok((0..frame.height())

@@ -59,7 +59,10 @@ fn cpu() -> String {
 
 /// Which positions a position-indexed sweep patches.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged, expecting = "positions = \"all\" or a list of position numbers such as [0, 3, 5]")]
+#[serde(
+    untagged,
+    expecting = "positions = \"all\" or a list of position numbers such as [0, 3, 5]"
+)]
 pub enum Positions {
     Keyword(AllKeyword),
     List(Vec<usize>),
@@ -296,7 +299,9 @@ impl Experiment {
             }
             if let Some(expect) = pair.expect {
                 if !(expect.tolerance.is_finite() && expect.tolerance >= 0.0) {
-                    return bad(format!("pair {label}: expect.tolerance must be a number ≥ 0"));
+                    return bad(format!(
+                        "pair {label}: expect.tolerance must be a number ≥ 0"
+                    ));
                 }
             }
             let name = self.pair_name(i);

@@ -24,7 +24,8 @@ pub fn heatmap(
     position_labels: &[String],
     title: String,
 ) -> Heatmap {
-    let rows: BTreeSet<(usize, Option<usize>)> = cells.iter().map(|(c, _)| row_col(kind, c).0).collect();
+    let rows: BTreeSet<(usize, Option<usize>)> =
+        cells.iter().map(|(c, _)| row_col(kind, c).0).collect();
     let cols: BTreeSet<usize> = cells.iter().map(|(c, _)| row_col(kind, c).1).collect();
     let rows: Vec<_> = rows.into_iter().collect();
     let cols: Vec<_> = cols.into_iter().collect();
@@ -46,7 +47,10 @@ pub fn heatmap(
         .iter()
         .map(|c| {
             if kind.by_position() {
-                position_labels.get(*c).cloned().unwrap_or_else(|| format!("pos_{c}"))
+                position_labels
+                    .get(*c)
+                    .cloned()
+                    .unwrap_or_else(|| format!("pos_{c}"))
             } else {
                 format!("H{c}")
             }
@@ -75,7 +79,10 @@ pub fn position_labels(clean_str: &[String], clean_of: &[Option<usize>]) -> Vec<
         .iter()
         .enumerate()
         .map(|(j, c)| match c {
-            Some(c) => format!("{}_{j}", clean_str.get(*c).map(String::as_str).unwrap_or("?")),
+            Some(c) => format!(
+                "{}_{j}",
+                clean_str.get(*c).map(String::as_str).unwrap_or("?")
+            ),
             None => format!("·_{j}"),
         })
         .collect()
@@ -94,9 +101,9 @@ pub fn normalized_cells(results: &[CellResult], kind: PatchKind) -> Vec<(CellInd
 /// length); `None` otherwise.
 pub fn mean_cells(per_pair: &[Vec<(CellIndex, f64)>]) -> Option<Vec<(CellIndex, f64)>> {
     let first = per_pair.first()?;
-    let same = per_pair
-        .iter()
-        .all(|cells| cells.len() == first.len() && cells.iter().zip(first).all(|(a, b)| a.0 == b.0));
+    let same = per_pair.iter().all(|cells| {
+        cells.len() == first.len() && cells.iter().zip(first).all(|(a, b)| a.0 == b.0)
+    });
     if !same || first.is_empty() {
         return None;
     }
@@ -105,7 +112,12 @@ pub fn mean_cells(per_pair: &[Vec<(CellIndex, f64)>]) -> Option<Vec<(CellIndex, 
         first
             .iter()
             .enumerate()
-            .map(|(i, (index, _))| (*index, per_pair.iter().map(|cells| cells[i].1).sum::<f64>() / n))
+            .map(|(i, (index, _))| {
+                (
+                    *index,
+                    per_pair.iter().map(|cells| cells[i].1).sum::<f64>() / n,
+                )
+            })
             .collect(),
     )
 }
@@ -121,7 +133,11 @@ mod tests {
             head: Some(head),
             position: Some(position),
         };
-        let cells = vec![(cell(0, 0, 0), 0.1), (cell(0, 1, 1), 0.2), (cell(1, 0, 1), 0.3)];
+        let cells = vec![
+            (cell(0, 0, 0), 0.1),
+            (cell(0, 1, 1), 0.2),
+            (cell(1, 0, 1), 0.3),
+        ];
         let labels = vec!["a_0".to_string(), "b_1".to_string()];
         let h = heatmap(PatchKind::HeadOutByPos, &cells, &labels, "t".into());
         assert_eq!(h.y_ticks, vec!["L0H0", "L0H1", "L1H0"]);
@@ -132,10 +148,17 @@ mod tests {
 
     #[test]
     fn mean_needs_identical_cells() {
-        let c = |p| CellIndex { layer: 0, head: None, position: Some(p) };
+        let c = |p| CellIndex {
+            layer: 0,
+            head: None,
+            position: Some(p),
+        };
         let a = vec![(c(0), 1.0), (c(1), 0.0)];
         let b = vec![(c(0), 0.0), (c(1), 1.0)];
-        assert_eq!(mean_cells(&[a.clone(), b]).unwrap(), vec![(c(0), 0.5), (c(1), 0.5)]);
+        assert_eq!(
+            mean_cells(&[a.clone(), b]).unwrap(),
+            vec![(c(0), 0.5), (c(1), 0.5)]
+        );
         assert!(mean_cells(&[a, vec![(c(0), 1.0)]]).is_none());
     }
 }

@@ -45,7 +45,10 @@ pub enum RunnerError {
 impl RunnerError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunnerError::Input(_) | RunnerError::Model(_) | RunnerError::Hook(_) | RunnerError::Report(_) => 2,
+            RunnerError::Input(_)
+            | RunnerError::Model(_)
+            | RunnerError::Hook(_)
+            | RunnerError::Report(_) => 2,
             RunnerError::NoPairPassed(_) | RunnerError::Metric(_) | RunnerError::Tensor(_) => 1,
         }
     }

@@ -24,7 +24,12 @@ pub struct SweptPair<'a> {
 
 impl SweptPair<'_> {
     fn labels(&self) -> Vec<String> {
-        let clean_of = self.plan.map.as_ref().map(|m| m.clean_of.clone()).unwrap_or_default();
+        let clean_of = self
+            .plan
+            .map
+            .as_ref()
+            .map(|m| m.clean_of.clone())
+            .unwrap_or_default();
         position_labels(&self.plan.clean_str, &clean_of)
     }
 }
@@ -33,11 +38,20 @@ fn model_name(model: &HookedTransformer) -> String {
     model.source().to_string()
 }
 
-fn cell_rows(experiment: &Experiment, model: &HookedTransformer, run_id: &str, swept: &[SweptPair]) -> Vec<CellRow> {
+fn cell_rows(
+    experiment: &Experiment,
+    model: &HookedTransformer,
+    run_id: &str,
+    swept: &[SweptPair],
+) -> Vec<CellRow> {
     let mut rows = Vec::new();
     for pair in swept {
         let plan = pair.plan;
-        let clean_of = plan.map.as_ref().map(|m| m.clean_of.clone()).unwrap_or_default();
+        let clean_of = plan
+            .map
+            .as_ref()
+            .map(|m| m.clean_of.clone())
+            .unwrap_or_default();
         for r in &pair.results {
             let token = r
                 .index
@@ -67,7 +81,13 @@ fn cell_rows(experiment: &Experiment, model: &HookedTransformer, run_id: &str, s
     rows
 }
 
-fn baseline_rows(experiment: &Experiment, model: &HookedTransformer, run_id: &str, plans: &[PairPlan], swept: &[SweptPair]) -> Vec<BaselineRow> {
+fn baseline_rows(
+    experiment: &Experiment,
+    model: &HookedTransformer,
+    run_id: &str,
+    plans: &[PairPlan],
+    swept: &[SweptPair],
+) -> Vec<BaselineRow> {
     plans
         .iter()
         .map(|plan| {
@@ -101,7 +121,12 @@ fn baseline_rows(experiment: &Experiment, model: &HookedTransformer, run_id: &st
 }
 
 /// Saves `heatmap` as `<stem>.<ext>` in every format; returns the first file's name.
-fn save_figure(run_dir: &Path, stem: &str, heatmap: &Heatmap, formats: &[FigureFormat]) -> Result<Option<String>, RunnerError> {
+fn save_figure(
+    run_dir: &Path,
+    stem: &str,
+    heatmap: &Heatmap,
+    formats: &[FigureFormat],
+) -> Result<Option<String>, RunnerError> {
     let mut first = None;
     for format in formats {
         let format = match format {
@@ -117,7 +142,13 @@ fn save_figure(run_dir: &Path, stem: &str, heatmap: &Heatmap, formats: &[FigureF
 
 fn file_stem(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -137,7 +168,12 @@ pub fn write_outputs(
     let baselines = baseline_rows(experiment, model, run_id, plans, swept);
     actpatch_report::tables::write_cells(&run_dir.join("cells.parquet"), &cells)?;
     actpatch_report::tables::write_baselines(&run_dir.join("baselines.parquet"), &baselines)?;
-    std::fs::create_dir_all(run_dir.join("figures")).map_err(|e| RunnerError::Input(format!("cannot create {}: {e}", run_dir.join("figures").display())))?;
+    std::fs::create_dir_all(run_dir.join("figures")).map_err(|e| {
+        RunnerError::Input(format!(
+            "cannot create {}: {e}",
+            run_dir.join("figures").display()
+        ))
+    })?;
 
     let formats = &experiment.output.formats;
     let n_layers = model.dims().n_layers;
@@ -145,22 +181,38 @@ pub fn write_outputs(
     let mut summary = Vec::new();
     for pair in swept {
         let labels = pair.labels();
-        let kinds: Vec<PatchKind> = experiment.sweep.kinds.iter().copied().filter(|k| pair.results.iter().any(|r| r.kind == *k)).collect();
+        let kinds: Vec<PatchKind> = experiment
+            .sweep
+            .kinds
+            .iter()
+            .copied()
+            .filter(|k| pair.results.iter().any(|r| r.kind == *k))
+            .collect();
         for (i, kind) in kinds.iter().enumerate() {
             let cells = normalized_cells(&pair.results, *kind);
             let title = format!("{} · {} · {kind}", pair.plan.spec.concept, pair.plan.name);
             let map = heatmap(*kind, &cells, &labels, title.clone());
-            if let Some(image) = save_figure(run_dir, &file_stem(&format!("{}_{kind}", pair.plan.name)), &map, formats)? {
+            if let Some(image) = save_figure(
+                run_dir,
+                &file_stem(&format!("{}_{kind}", pair.plan.name)),
+                &map,
+                formats,
+            )? {
                 let details = if i == 0 {
                     let pair_results: Vec<CellResult> = pair.results.clone();
                     top_cells(&pair_results, &labels, 10)
                 } else {
                     Vec::new()
                 };
-                figures.push(FigureSection { heading: title, image, details });
+                figures.push(FigureSection {
+                    heading: title,
+                    image,
+                    details,
+                });
             }
             if kind.by_position() && !kind.has_head() {
-                if let Some(line) = flow_sentence(&pair.plan.name, *kind, &cells, &labels, n_layers) {
+                if let Some(line) = flow_sentence(&pair.plan.name, *kind, &cells, &labels, n_layers)
+                {
                     summary.push(line);
                 }
             }
@@ -170,7 +222,10 @@ pub fn write_outputs(
     // Concept means, where every pair of the concept has the same cells.
     let mut by_concept: BTreeMap<&str, Vec<&SweptPair>> = BTreeMap::new();
     for pair in swept {
-        by_concept.entry(pair.plan.spec.concept.as_str()).or_default().push(pair);
+        by_concept
+            .entry(pair.plan.spec.concept.as_str())
+            .or_default()
+            .push(pair);
     }
     let mut notes = Vec::new();
     for (concept, pairs) in &by_concept {
@@ -178,7 +233,10 @@ pub fn write_outputs(
             continue;
         }
         for kind in &experiment.sweep.kinds {
-            let per_pair: Vec<_> = pairs.iter().map(|p| normalized_cells(&p.results, *kind)).collect();
+            let per_pair: Vec<_> = pairs
+                .iter()
+                .map(|p| normalized_cells(&p.results, *kind))
+                .collect();
             match mean_cells(&per_pair) {
                 Some(mean) => {
                     let labels: Vec<String> = (0..pairs[0].plan.corrupted_tokens.len()).map(|p| format!("pos_{p}")).collect();
@@ -199,17 +257,28 @@ pub fn write_outputs(
             }
         }
     }
-    if plans.iter().any(|p| p.map.as_ref().is_some_and(|m| !m.is_identity())) {
+    if plans
+        .iter()
+        .any(|p| p.map.as_ref().is_some_and(|m| !m.is_identity()))
+    {
         notes.push("**Misaligned positions.** Some pairs have clean and corrupted prompts of different token lengths and were patched with align = \"start\" or \"end\". Past the first differing token, a position of the clean run is patched into a position of the corrupted run that holds a different word, so those columns do not measure one token's role. Prefer corruptions of equal token length.".into());
     }
-    if plans.iter().any(|p| p.warnings.iter().any(|w| w.contains("sentence end") || w.contains("already contains"))) {
+    if plans.iter().any(|p| {
+        p.warnings
+            .iter()
+            .any(|w| w.contains("sentence end") || w.contains("already contains"))
+    }) {
         notes.push("**Why prompts that end with punctuation or contain the answer do not test the concept.** The logit difference is read at the last position, i.e. on the model's prediction of the *next* token. If the prompt already ends with the answer and a full stop, that next token starts a new sentence: neither answer is a natural continuation, and the difference measures which word is likelier to open the next sentence, not whether the model knows the fact. Stop the prompt right before the answer (\"The capital of France is\" → \" Paris\").".into());
     }
     let failed: Vec<&PairPlan> = plans.iter().filter(|p| !p.passed()).collect();
     if !failed.is_empty() {
         let mut text = String::from("**Failed pairs.**\n");
         for plan in failed {
-            text.push_str(&format!("\n- `{}`: {}", plan.name, plan.reasons.join("; ").replace('\n', " ")));
+            text.push_str(&format!(
+                "\n- `{}`: {}",
+                plan.name,
+                plan.reasons.join("; ").replace('\n', " ")
+            ));
         }
         notes.push(text);
     }
@@ -221,12 +290,20 @@ pub fn write_outputs(
         run_id: run_id.to_string(),
         started: started.to_rfc3339(),
         wall_seconds,
-        sweep_kinds: experiment.sweep.kinds.iter().map(|k| k.name().to_string()).collect(),
+        sweep_kinds: experiment
+            .sweep
+            .kinds
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect(),
         baselines,
         notes,
         summary,
         figures,
     };
-    actpatch_report::atomic::write_bytes_atomic(&run_dir.join("report.md"), report.render().as_bytes())?;
+    actpatch_report::atomic::write_bytes_atomic(
+        &run_dir.join("report.md"),
+        report.render().as_bytes(),
+    )?;
     Ok(cells.len())
 }

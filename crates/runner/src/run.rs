@@ -70,7 +70,11 @@ fn load_model(experiment: &Experiment) -> Result<HookedTransformer, RunnerError>
 }
 
 /// Validates every pair and prints each outcome.
-fn validate_all(model: &HookedTransformer, experiment: &Experiment, options: &RunOptions) -> Result<Vec<PairPlan>, RunnerError> {
+fn validate_all(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    options: &RunOptions,
+) -> Result<Vec<PairPlan>, RunnerError> {
     let mut plans = Vec::new();
     for index in 0..experiment.pairs.len() {
         let plan = validate_pair(model, experiment, index)?;
@@ -121,9 +125,15 @@ pub fn check(path: &Path, options: &RunOptions) -> Result<(usize, usize), Runner
     let model = load_model(&experiment)?;
     let plans = validate_all(&model, &experiment, options)?;
     let passed = plans.iter().filter(|p| p.passed()).count();
-    say(options, format!("{passed} of {} pairs pass validation", plans.len()));
+    say(
+        options,
+        format!("{passed} of {} pairs pass validation", plans.len()),
+    );
     if passed == 0 {
-        return Err(RunnerError::NoPairPassed(format!("0 of {} pairs", plans.len())));
+        return Err(RunnerError::NoPairPassed(format!(
+            "0 of {} pairs",
+            plans.len()
+        )));
     }
     Ok((passed, plans.len() - passed))
 }
@@ -154,14 +164,22 @@ fn create_run_dir(dir: &Path) -> Result<(String, PathBuf), RunnerError> {
             }
         }
     }
-    Err(RunnerError::Input(format!("could not find a free run id under {}", dir.display())))
+    Err(RunnerError::Input(format!(
+        "could not find a free run id under {}",
+        dir.display()
+    )))
 }
 
 /// Runs the experiment at `path`.
 pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError> {
     let started = chrono::Utc::now();
     let clock = Instant::now();
-    let text = std::fs::read(path).map_err(|e| RunnerError::Input(format!("cannot read experiment file {}: {e}", path.display())))?;
+    let text = std::fs::read(path).map_err(|e| {
+        RunnerError::Input(format!(
+            "cannot read experiment file {}: {e}",
+            path.display()
+        ))
+    })?;
     let experiment = Experiment::load(path)?;
     let out_dir = options
         .out_dir
@@ -196,7 +214,11 @@ pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError>
     let kinds = &experiment.sweep.kinds;
     let points = hook_points(kinds, dims.n_layers);
     let positions_of = |plan: &PairPlan| -> Vec<usize> {
-        let patched = plan.map.as_ref().map(|m| m.patched_positions()).unwrap_or_default();
+        let patched = plan
+            .map
+            .as_ref()
+            .map(|m| m.patched_positions())
+            .unwrap_or_default();
         match experiment.sweep.positions.list() {
             Some(list) => patched.into_iter().filter(|p| list.contains(p)).collect(),
             None => patched,
@@ -204,17 +226,28 @@ pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError>
     };
     let total: usize = to_sweep
         .iter()
-        .map(|p| kinds.iter().map(|k| cells_of(*k, &dims, &positions_of(p)).len()).sum::<usize>())
+        .map(|p| {
+            kinds
+                .iter()
+                .map(|k| cells_of(*k, &dims, &positions_of(p)).len())
+                .sum::<usize>()
+        })
         .sum();
     let bar = progress_bar(total as u64, options);
     let mut swept = Vec::new();
     for plan in &to_sweep {
-        let (Some(answers), Some(baseline), Some(map), Some(clean_log_probs)) =
-            (plan.answers, plan.baseline(), plan.map.as_ref(), plan.clean_log_probs.as_ref())
-        else {
+        let (Some(answers), Some(baseline), Some(map), Some(clean_log_probs)) = (
+            plan.answers,
+            plan.baseline(),
+            plan.map.as_ref(),
+            plan.clean_log_probs.as_ref(),
+        ) else {
             continue;
         };
-        let (_, clean_cache) = model.run_with_cache(&[plan.clean_tokens.clone()], CacheFilter::only(points.iter().copied()))?;
+        let (_, clean_cache) = model.run_with_cache(
+            std::slice::from_ref(&plan.clean_tokens),
+            CacheFilter::only(points.iter().copied()),
+        )?;
         let pair = PairSweep {
             corrupted_tokens: &plan.corrupted_tokens,
             clean_cache: &clean_cache,
@@ -223,7 +256,11 @@ pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError>
             baseline,
             clean_log_probs,
         };
-        let rows = rows_for_budget(&dims, plan.corrupted_tokens.len(), options.max_batch_mib << 20);
+        let rows = rows_for_budget(
+            &dims,
+            plan.corrupted_tokens.len(),
+            options.max_batch_mib << 20,
+        );
         let mut results = Vec::new();
         let mut skipped = Vec::new();
         for kind in kinds {
@@ -235,7 +272,9 @@ pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError>
             }
             let cells = cells_of(*kind, &dims, &positions_of(plan));
             let t0 = Instant::now();
-            results.extend(sweep(&model, &pair, *kind, &cells, rows, &mut |n| bar.inc(n as u64))?);
+            results.extend(sweep(&model, &pair, *kind, &cells, rows, &mut |n| {
+                bar.inc(n as u64)
+            })?);
             if !std::io::stderr().is_terminal() {
                 say(
                     options,
@@ -248,14 +287,27 @@ pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError>
                 );
             }
         }
-        swept.push(SweptPair { plan, results, skipped });
+        swept.push(SweptPair {
+            plan,
+            results,
+            skipped,
+        });
     }
     bar.finish_and_clear();
     let t_swept = clock.elapsed().as_secs_f64();
 
     let passed = plans.iter().filter(|p| p.passed()).count();
     let failed = plans.len() - passed;
-    let cells = write_outputs(&experiment, &model, &run_id, &run_dir, &plans, &swept, started, clock.elapsed().as_secs_f64())?;
+    let cells = write_outputs(
+        &experiment,
+        &model,
+        &run_id,
+        &run_dir,
+        &plans,
+        &swept,
+        started,
+        clock.elapsed().as_secs_f64(),
+    )?;
     let finished = chrono::Utc::now();
     let files = model.files();
     manifest["model"] = json!({
@@ -282,16 +334,33 @@ pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError>
         "sweep_seconds": t_swept - t_validated,
         "write_seconds": clock.elapsed().as_secs_f64() - t_swept,
     });
-    manifest["pairs"] = json!({ "total": plans.len(), "passed": passed, "failed": failed, "swept": swept.len() });
+    manifest["pairs"] =
+        json!({ "total": plans.len(), "passed": passed, "failed": failed, "swept": swept.len() });
     manifest["cells"] = json!(cells);
     manifest["kinds"] = json!(kinds.iter().map(|k| k.name()).collect::<Vec<_>>());
     manifest["status"] = json!("complete");
     manifest::write(&run_dir, &manifest)?;
-    say(options, format!("{cells} cells, {passed} of {} pairs passed; report: {}", plans.len(), run_dir.join("report.md").display()));
+    say(
+        options,
+        format!(
+            "{cells} cells, {passed} of {} pairs passed; report: {}",
+            plans.len(),
+            run_dir.join("report.md").display()
+        ),
+    );
     if swept.is_empty() {
-        return Err(RunnerError::NoPairPassed(format!("0 of {} pairs; baselines and report written to {}", plans.len(), run_dir.display())));
+        return Err(RunnerError::NoPairPassed(format!(
+            "0 of {} pairs; baselines and report written to {}",
+            plans.len(),
+            run_dir.display()
+        )));
     }
-    Ok(RunOutcome { run_dir, passed, failed, cells })
+    Ok(RunOutcome {
+        run_dir,
+        passed,
+        failed,
+        cells,
+    })
 }
 
 fn progress_bar(total: u64, options: &RunOptions) -> ProgressBar {
@@ -299,7 +368,9 @@ fn progress_bar(total: u64, options: &RunOptions) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} cells  {per_sec}  ETA {eta}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} cells  {per_sec}  ETA {eta}")
+    {
         bar.set_style(style);
     }
     bar

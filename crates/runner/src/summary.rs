@@ -70,7 +70,11 @@ pub fn flow_sentence(
     let (first_pos, first_value) = peaks.first().copied().flatten()?;
     let label = |p: usize| labels.get(p).cloned().unwrap_or_else(|| format!("pos_{p}"));
     // First layer from which the peak stays on the final position.
-    let settle = (0..n_layers).find(|&l| peaks[l..].iter().all(|p| p.map(|(pos, _)| pos) == Some(last)));
+    let settle = (0..n_layers).find(|&l| {
+        peaks[l..]
+            .iter()
+            .all(|p| p.map(|(pos, _)| pos) == Some(last))
+    });
     let mut text = format!(
         "**{pair}** ({kind}): at layer 0 the effect is largest at `{}` ({first_value:.2})",
         label(first_pos)
@@ -101,7 +105,14 @@ mod tests {
         let mut cells = Vec::new();
         for (layer, row) in values.iter().enumerate() {
             for (p, v) in row.iter().enumerate() {
-                cells.push((CellIndex { layer, head: None, position: Some(p) }, *v));
+                cells.push((
+                    CellIndex {
+                        layer,
+                        head: None,
+                        position: Some(p),
+                    },
+                    *v,
+                ));
             }
         }
         cells
@@ -112,7 +123,13 @@ mod tests {
         let cells = grid(&[&[0.0, 0.9, 0.1], &[0.0, 0.5, 0.6], &[0.0, 0.0, 1.0]]);
         let labels: Vec<String> = ["<bos>_0", " France_1", " is_2"].map(String::from).to_vec();
         let text = flow_sentence("capital", PatchKind::ResidPre, &cells, &labels, 3).unwrap();
-        assert!(text.contains("layer 0 the effect is largest at ` France_1` (0.90)"), "{text}");
-        assert!(text.contains("from layer 1 on it sits on the final position ` is_2`"), "{text}");
+        assert!(
+            text.contains("layer 0 the effect is largest at ` France_1` (0.90)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("from layer 1 on it sits on the final position ` is_2`"),
+            "{text}"
+        );
     }
 }

@@ -80,7 +80,10 @@ impl PatchKind {
     }
 
     pub fn has_head(self) -> bool {
-        matches!(self, PatchKind::HeadOut | PatchKind::HeadOutByPos | PatchKind::HeadPattern)
+        matches!(
+            self,
+            PatchKind::HeadOut | PatchKind::HeadOutByPos | PatchKind::HeadPattern
+        )
     }
 
     pub fn by_position(self) -> bool {
@@ -113,7 +116,9 @@ impl PositionMap {
     /// Position i into position i.
     pub fn start(n_clean: usize, n_corrupted: usize) -> Self {
         PositionMap {
-            clean_of: (0..n_corrupted).map(|j| (j < n_clean).then_some(j)).collect(),
+            clean_of: (0..n_corrupted)
+                .map(|j| (j < n_clean).then_some(j))
+                .collect(),
             n_clean,
         }
     }
@@ -216,7 +221,11 @@ pub fn rows_for_budget(dims: &ModelDims, n_pos: usize, budget_bytes: usize) -> u
 
 /// The clean activation at `point`, re-indexed so position j holds what corrupted
 /// position j receives: `[1, n_corrupted, ...]`.
-fn aligned_source(point: HookPoint, cache: &ActivationCache, map: &PositionMap) -> Result<Tensor, RunnerError> {
+fn aligned_source(
+    point: HookPoint,
+    cache: &ActivationCache,
+    map: &PositionMap,
+) -> Result<Tensor, RunnerError> {
     let clean = cache.get(point)?;
     if map.is_identity() {
         return Ok(clean.clone());
@@ -277,11 +286,16 @@ pub fn sweep(
         let rows = vec![pair.corrupted_tokens.to_vec(); chunk.len()];
         let logits = model.run_with_patches(&rows, &patches, Readout::LastPosition)?; // [rows, d_vocab]
         let metrics = cell_metrics(&logits, pair.answers, &pair.baseline, pair.clean_log_probs)?;
-        results.extend(chunk.iter().zip(metrics).map(|(index, metrics)| CellResult {
-            kind,
-            index: *index,
-            metrics,
-        }));
+        results.extend(
+            chunk
+                .iter()
+                .zip(metrics)
+                .map(|(index, metrics)| CellResult {
+                    kind,
+                    index: *index,
+                    metrics,
+                }),
+        );
         progress(chunk.len());
     }
     Ok(results)
@@ -293,9 +307,18 @@ mod tests {
 
     #[test]
     fn alignment_maps() {
-        assert_eq!(PositionMap::start(3, 4).clean_of, vec![Some(0), Some(1), Some(2), None]);
-        assert_eq!(PositionMap::end(3, 4).clean_of, vec![None, Some(0), Some(1), Some(2)]);
-        assert_eq!(PositionMap::end(4, 3).clean_of, vec![Some(1), Some(2), Some(3)]);
+        assert_eq!(
+            PositionMap::start(3, 4).clean_of,
+            vec![Some(0), Some(1), Some(2), None]
+        );
+        assert_eq!(
+            PositionMap::end(3, 4).clean_of,
+            vec![None, Some(0), Some(1), Some(2)]
+        );
+        assert_eq!(
+            PositionMap::end(4, 3).clean_of,
+            vec![Some(1), Some(2), Some(3)]
+        );
         assert!(PositionMap::identity(5).is_identity());
         assert!(!PositionMap::start(5, 4).is_identity());
     }

@@ -50,11 +50,16 @@ impl PairPlan {
 const SENTENCE_END: [char; 6] = ['.', '!', '?', ';', ':', '"'];
 
 /// Validates pair `index` of `experiment` on `model`.
-pub fn validate_pair(model: &HookedTransformer, experiment: &Experiment, index: usize) -> Result<PairPlan, RunnerError> {
+pub fn validate_pair(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    index: usize,
+) -> Result<PairPlan, RunnerError> {
     let spec = experiment.pairs[index].clone();
     let name = experiment.pair_name(index);
     let bos = experiment.model.prepend_bos;
-    let context = |e: ModelError| RunnerError::Input(format!("pair `{name}`: {e}"));
+    let label = name.clone();
+    let context = |e: ModelError| RunnerError::Input(format!("pair `{label}`: {e}"));
     let clean_tokens = model.to_tokens(&spec.clean, bos).map_err(context)?;
     let corrupted_tokens = model.to_tokens(&spec.corrupted, bos).map_err(context)?;
     let align = experiment.align_of(index);
@@ -122,7 +127,8 @@ pub fn validate_pair(model: &HookedTransformer, experiment: &Experiment, index: 
         let mut logits = Vec::new();
         for row in &rows {
             let tokens = model.tokens_tensor(std::slice::from_ref(row))?;
-            logits.push(model.forward(&tokens, &mut Hooks::none(), Readout::LastPosition)?); // [1, d_vocab]
+            logits.push(model.forward(&tokens, &mut Hooks::none(), Readout::LastPosition)?);
+            // [1, d_vocab]
         }
         let clean_ld = logit_diff(&logits[0], answers)?[0];
         let corrupted_ld = logit_diff(&logits[1], answers)?[0];
@@ -145,6 +151,10 @@ fn check_baselines(plan: &mut PairPlan, experiment: &Experiment, clean_ld: f64, 
     let gap = clean_ld - corrupted_ld;
     if gap == 0.0 {
         plan.reasons.push("clean and corrupted logit differences are equal: the normalized logit difference would divide by zero".into());
+    } else if gap < 0.0 {
+        plan.reasons.push(format!(
+            "clean − corrupted logit difference is {gap:.3}: the corrupted prompt favours the correct answer more than the clean one, so the corruption works the wrong way round. Swap the prompts or choose another corruption"
+        ));
     } else if gap < v.min_gap {
         plan.reasons.push(format!(
             "clean − corrupted logit difference is {gap:.3}, below min_gap = {}: the corruption barely changes the answer, so normalized values would be noise. Choose a stronger corruption or lower [validate] min_gap",
@@ -181,8 +191,16 @@ fn unequal_lengths(plan: &PairPlan) -> String {
         "token lengths differ under align = \"strict\": clean {n_clean}, corrupted {n_corrupted} tokens\n      pos  clean              corrupted\n"
     );
     for i in 0..n_clean.max(n_corrupted) {
-        let c = plan.clean_str.get(i).map(|t| format!("{t:?}")).unwrap_or_default();
-        let x = plan.corrupted_str.get(i).map(|t| format!("{t:?}")).unwrap_or_default();
+        let c = plan
+            .clean_str
+            .get(i)
+            .map(|t| format!("{t:?}"))
+            .unwrap_or_default();
+        let x = plan
+            .corrupted_str
+            .get(i)
+            .map(|t| format!("{t:?}"))
+            .unwrap_or_default();
         let mark = if c == x { "" } else { "  ≠" };
         text.push_str(&format!("      {i:>3}  {c:<18} {x}{mark}\n"));
     }
@@ -238,7 +256,11 @@ mod tests {
     fn warns_on_punctuation_and_contained_answers() {
         let w = prompt_warnings(&spec("The capital of France is Paris.", " Paris"));
         assert!(w.iter().any(|w| w.contains("ends with '.'")), "{w:?}");
-        assert!(w.iter().any(|w| w.contains("already contains the answer \"Paris\"")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|w| w.contains("already contains the answer \"Paris\"")),
+            "{w:?}"
+        );
         assert!(prompt_warnings(&spec("The capital of France is", " Paris")).is_empty());
     }
 }

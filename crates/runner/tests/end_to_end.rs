@@ -15,7 +15,8 @@ fn repo() -> PathBuf {
 }
 
 fn golden() -> Value {
-    let text = std::fs::read_to_string(repo().join("tests/fixtures/tiny-gpt2/golden.json")).unwrap();
+    let text =
+        std::fs::read_to_string(repo().join("tests/fixtures/tiny-gpt2/golden.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -30,7 +31,11 @@ fn fixture_run() -> &'static (RunOutcome, Vec<CellRow>) {
             max_batch_mib: 1, // many small batches: exercises batching
             ..RunOptions::default()
         };
-        let outcome = run(&repo().join("tests/fixtures/experiments/tiny.toml"), &options).unwrap();
+        let outcome = run(
+            &repo().join("tests/fixtures/experiments/tiny.toml"),
+            &options,
+        )
+        .unwrap();
         let cells = read_cells(&outcome.run_dir.join("cells.parquet")).unwrap();
         (outcome, cells)
     })
@@ -50,7 +55,10 @@ fn assert_kind_matches(kind: &str, golden_name: &str, index: impl Fn(&CellRow) -
         for cell in cells.iter().filter(|c| c.kind == kind && c.pair == pair) {
             let want = grid_value(grid, &index(cell));
             let got = cell.normalized_logit_diff;
-            assert!((got - want).abs() < 1e-4, "{kind} {pair} {cell:?}: {got} vs golden {want}");
+            assert!(
+                (got - want).abs() < 1e-4,
+                "{kind} {pair} {cell:?}: {got} vs golden {want}"
+            );
             checked += 1;
         }
     }
@@ -84,18 +92,26 @@ fn mlp_out_matches_golden() {
 #[test]
 fn head_out_by_pos_matches_golden() {
     assert_kind_matches("head_out_by_pos", "head_z_by_pos", |c| {
-        vec![c.layer as usize, c.position.unwrap() as usize, c.head.unwrap() as usize]
+        vec![
+            c.layer as usize,
+            c.position.unwrap() as usize,
+            c.head.unwrap() as usize,
+        ]
     });
 }
 
 #[test]
 fn head_out_matches_golden() {
-    assert_kind_matches("head_out", "head_z_all_pos", |c| vec![c.layer as usize, c.head.unwrap() as usize]);
+    assert_kind_matches("head_out", "head_z_all_pos", |c| {
+        vec![c.layer as usize, c.head.unwrap() as usize]
+    });
 }
 
 #[test]
 fn head_pattern_matches_golden() {
-    assert_kind_matches("head_pattern", "head_pattern_all_pos", |c| vec![c.layer as usize, c.head.unwrap() as usize]);
+    assert_kind_matches("head_pattern", "head_pattern_all_pos", |c| {
+        vec![c.layer as usize, c.head.unwrap() as usize]
+    });
 }
 
 #[test]
@@ -104,7 +120,9 @@ fn resid_post_of_a_layer_is_resid_pre_of_the_next() {
     let find = |kind: &str, pair: &str, layer: u32, pos: u32| {
         cells
             .iter()
-            .find(|c| c.kind == kind && c.pair == pair && c.layer == layer && c.position == Some(pos))
+            .find(|c| {
+                c.kind == kind && c.pair == pair && c.layer == layer && c.position == Some(pos)
+            })
             .unwrap()
             .normalized_logit_diff
     };
@@ -112,7 +130,10 @@ fn resid_post_of_a_layer_is_resid_pre_of_the_next() {
         for pos in 0..6 {
             let post = find("resid_post", pair, 0, pos);
             let pre = find("resid_pre", pair, 1, pos);
-            assert!((post - pre).abs() < 1e-5, "{pair} pos {pos}: {post} vs {pre}");
+            assert!(
+                (post - pre).abs() < 1e-5,
+                "{pair} pos {pos}: {post} vs {pre}"
+            );
         }
         // The last layer's resid_post at every position is the clean run at the last one.
         let n = if pair == "landmarks" { 8 } else { 6 };
@@ -128,7 +149,10 @@ fn tables_have_the_documented_columns_and_values() {
     let per_pair = |pos: usize| 5 * 2 * pos + 2 * 4 * pos + 2 * 8;
     assert_eq!(cells.len(), per_pair(8) + per_pair(6));
     assert_eq!(outcome.cells, cells.len());
-    let c = cells.iter().find(|c| c.kind == "resid_pre" && c.pair == "landmarks" && c.position == Some(2)).unwrap();
+    let c = cells
+        .iter()
+        .find(|c| c.kind == "resid_pre" && c.pair == "landmarks" && c.position == Some(2))
+        .unwrap();
     assert_eq!(c.token.as_deref(), Some(" Col"));
     assert_eq!(c.concept, "landmarks");
     assert_eq!(c.experiment, "tiny");
@@ -136,19 +160,43 @@ fn tables_have_the_documented_columns_and_values() {
     let h = cells.iter().find(|c| c.kind == "head_out").unwrap();
     assert!(h.position.is_none() && h.head.is_some() && h.token.is_none());
     for c in cells {
-        assert!(c.normalized_logit_diff.is_finite() && c.kl_div >= 0.0 && (0.0..=1.0).contains(&c.prob_correct));
+        assert!(
+            c.normalized_logit_diff.is_finite()
+                && c.kl_div >= 0.0
+                && (0.0..=1.0).contains(&c.prob_correct)
+        );
     }
 
     let baselines = read_parquet(&outcome.run_dir.join("baselines.parquet")).unwrap();
     assert_eq!(baselines.height(), 2);
-    let names: Vec<&str> = baselines.get_column_names().iter().map(|n| n.as_str()).collect();
-    for col in ["pair", "clean_tokens", "clean_logit_diff", "corrupted_logit_diff", "passed", "reasons"] {
+    let names: Vec<&str> = baselines
+        .get_column_names()
+        .iter()
+        .map(|n| n.as_str())
+        .collect();
+    for col in [
+        "pair",
+        "clean_tokens",
+        "clean_logit_diff",
+        "corrupted_logit_diff",
+        "passed",
+        "reasons",
+    ] {
         assert!(names.contains(&col), "baselines has no {col}: {names:?}");
     }
-    let clean_ld = baselines.column("clean_logit_diff").unwrap().f64().unwrap().get(0).unwrap();
+    let clean_ld = baselines
+        .column("clean_logit_diff")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(0)
+        .unwrap();
     assert!((clean_ld - -1.5641496).abs() < 1e-4, "{clean_ld}");
 
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(outcome.run_dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(outcome.run_dir.join("manifest.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(manifest["status"], "complete");
     assert_eq!(manifest["cells"], cells.len());
     assert_eq!(manifest["prepend_bos"], true);
@@ -165,7 +213,13 @@ fn figures_decode_and_the_report_names_every_pair() {
     let svg = std::fs::read_to_string(figures.join("capital_head_out_by_pos.svg")).unwrap();
     assert!(svg.trim_start().starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     let report = std::fs::read_to_string(outcome.run_dir.join("report.md")).unwrap();
-    for needle in ["landmarks", "capital", "figures/landmarks_resid_pre.png", "Strongest 10 cells", "## Baselines"] {
+    for needle in [
+        "landmarks",
+        "capital",
+        "figures/landmarks_resid_pre.png",
+        "Strongest 10 cells",
+        "## Baselines",
+    ] {
         assert!(report.contains(needle), "report.md lacks {needle}");
     }
     // Random weights: the landmarks clean LD is negative, so the pair fails validation
@@ -190,10 +244,17 @@ fn check_rejects_a_bad_file_with_its_line() {
         "[experiment]\nname = \"x\"\n\n[model]\npath = \"m\"\n\n[[pairs]]\nconcept = \"c\"\nclean = \"a\"\ncorupted = \"b\"\ncorrect = \" x\"\nincorrect = \" y\"\n",
     );
     let bin = env!("CARGO_BIN_EXE_actpatch");
-    let out = std::process::Command::new(bin).args(["check"]).arg(&path).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["check"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bad.toml") && stderr.contains("line 10") && stderr.contains("corupted"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("line 10") && stderr.contains("corupted"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -201,9 +262,21 @@ fn check_rejects_a_bad_file_with_its_line() {
 fn check_passes_the_fixture_and_fails_when_no_pair_passes() {
     let bin = env!("CARGO_BIN_EXE_actpatch");
     let fixture = repo().join("tests/fixtures/experiments/tiny.toml");
-    let out = std::process::Command::new(bin).arg("check").arg(&fixture).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("check")
+        .arg(&fixture)
+        .output()
+        .unwrap();
     // Random weights: landmarks fails (negative clean LD); capital too (clean −0.28).
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("FAIL landmarks") && stderr.contains("-1.564"), "{stderr}");
+    assert!(
+        stderr.contains("FAIL landmarks") && stderr.contains("-1.564"),
+        "{stderr}"
+    );
 }

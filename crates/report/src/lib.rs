@@ -2,11 +2,13 @@
 //! the markdown report ([`markdown`]). Every file is written atomically ([`atomic`]).
 
 pub mod atomic;
+pub mod compare_table;
 mod error;
 pub mod heatmap;
 pub mod markdown;
 pub mod tables;
 
+pub use compare_table::CompareRow;
 pub use error::{ReportError, Result};
 pub use heatmap::{Heatmap, ImageFormat};
 pub use markdown::{FigureSection, RunReport};

@@ -237,13 +237,19 @@ impl Experiment {
     /// Parses `text` (the contents of `path`) and checks what the types cannot.
     pub fn parse(text: &str, path: &Path) -> Result<Self, RunnerError> {
         let mut experiment: Experiment = toml::from_str(text).map_err(|e| {
-            RunnerError::Input(format!("{}: {}", path.display(), e.to_string().trim_end()))
+            let message = e.to_string();
+            let hint = suggestion(&message)
+                .map(|s| format!("\n  hint: did you mean `{s}`?"))
+                .unwrap_or_default();
+            RunnerError::Input(format!("{}: {}{hint}", path.display(), message.trim_end()))
         })?;
         experiment.check(path)?;
         if let Some(model_path) = &experiment.model.path {
             if model_path.is_relative() {
                 let base = path.parent().unwrap_or(Path::new("."));
-                experiment.model.path = Some(base.join(model_path));
+                let joined = base.join(model_path);
+                // Canonical, so the same model reads the same however the file was named.
+                experiment.model.path = Some(std::fs::canonicalize(&joined).unwrap_or(joined));
             }
         }
         Ok(experiment)
@@ -336,5 +342,64 @@ fn pair_label(pair: &PairSpec, index: usize) -> String {
     match &pair.name {
         Some(name) => format!("`{name}`"),
         None => format!("#{}", index + 1),
+    }
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" (and "unknown variant"),
+/// the expected name closest to `x`, when it is close.
+fn suggestion(message: &str) -> Option<String> {
+    let rest = message
+        .split_once("unknown field `")
+        .or_else(|| message.split_once("unknown variant `"))?
+        .1;
+    let (given, rest) = rest.split_once('`')?;
+    let expected = rest.split_once("expected")?.1;
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(given, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_string())
+}
+
+/// Levenshtein distance between two short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(current + 1);
+            prev = current;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_valid_key_is_suggested() {
+        let msg = "unknown field `corupted`, expected one of `name`, `concept`, `clean`, `corrupted`, `correct`";
+        assert_eq!(suggestion(msg).as_deref(), Some("corrupted"));
+        let msg = "unknown variant `resid_pr`, expected one of `resid_pre`, `resid_mid`";
+        assert_eq!(suggestion(msg).as_deref(), Some("resid_pre"));
+        assert_eq!(
+            suggestion("unknown field `zzzzzz`, expected one of `name`"),
+            None
+        );
+    }
+
+    #[test]
+    fn edit_distance_by_hand() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

@@ -4,13 +4,17 @@
 //! The binary (`src/main.rs`) is a thin command line over [`run::run`] and
 //! [`run::check`].
 
+pub mod compare;
 pub mod experiment;
 pub mod figures;
 pub mod manifest;
 pub mod outputs;
+pub mod partial;
 pub mod run;
+pub mod runs;
 pub mod summary;
 pub mod sweep;
+pub mod sweep_pair;
 pub mod validate;
 
 use thiserror::Error;

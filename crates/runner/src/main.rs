@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use actpatch_runner::run::{check, run, RunOptions};
+use actpatch_runner::run::{check, resume, run, RunOptions};
+use actpatch_runner::compare::{self, CompareOptions};
+use actpatch_runner::runs::{self, RunsFilter};
 use clap::{Parser, Subcommand};
 
 /// Find which parts of a language model cause its answers, by activation patching.
@@ -27,9 +29,20 @@ enum Command {
     /// Validate the pairs, run the sweeps, write tables, figures and report.md.
     ///
     /// Example: actpatch run experiments/landmarks.toml
+    ///
+    /// An interrupted run (killed, Ctrl-C) is marked "running" in its manifest;
+    /// `actpatch run --resume RUN_DIR` finishes it.
     Run {
-        /// The experiment file.
-        experiment: PathBuf,
+        /// The experiment file (omit with --resume).
+        #[arg(required_unless_present = "resume")]
+        experiment: Option<PathBuf>,
+        /// Finish the interrupted run in RUN_DIR, reusing the pairs it completed.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with = "experiment")]
+        resume: Option<PathBuf>,
+        /// One full forward pass per cell batch, without reusing unchanged layers and
+        /// positions (slower; to check the fast path).
+        #[arg(long)]
+        naive: bool,
         /// Sweep pairs that fail validation too; they stay marked as failed.
         #[arg(long)]
         no_validate: bool,
@@ -50,6 +63,59 @@ enum Command {
         /// The experiment file.
         experiment: PathBuf,
     },
+    /// Compare two runs cell by cell: matched/unmatched cells, |B − A| of the
+    /// normalized logit difference, correlations per patch kind, the cells that
+    /// changed most, and a B − A heatmap per pair and patch kind.
+    ///
+    /// A and B are run folders or cells.parquet files. Writes compare.md,
+    /// compare.parquet and figures/ to --out (default results/compare/<A>-vs-<B>).
+    ///
+    /// Exit codes: 0 done; 1 --fail-above exceeded; 2 bad input (missing run,
+    /// table of another schema version).
+    ///
+    /// Example: actpatch compare results/landmarks/RUN_A results/landmarks/RUN_B --fail-above 1e-4
+    Compare {
+        /// The reference run (folder or cells.parquet).
+        a: PathBuf,
+        /// The run compared with it (folder or cells.parquet).
+        b: PathBuf,
+        /// Match layers on relative depth: layer / n_layers, binned into the smaller
+        /// model's layer count (bin = floor(layer / n_layers × bins)), averaging the
+        /// cells in a bin. For models with different layer counts.
+        #[arg(long)]
+        by_depth: bool,
+        /// Exit 1 when any matched cell's |B − A| exceeds X (a regression check).
+        #[arg(long, value_name = "X")]
+        fail_above: Option<f64>,
+        /// How many of the most-changed cells to list.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        top: usize,
+        /// Output folder (default: results/compare/<A run id>-vs-<B run id>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Figure format; repeat for several.
+        #[arg(long = "format", value_name = "FORMAT", value_parser = ["png", "svg"], default_value = "png")]
+        formats: Vec<String>,
+        /// Draw no difference heatmaps.
+        #[arg(long)]
+        no_figures: bool,
+    },
+    /// List every run under DIR (default results/): run id, experiment, model, date,
+    /// pairs passed/failed, cells, wall time, status. Runs that did not finish are
+    /// shown as incomplete.
+    ///
+    /// Example: actpatch runs --concept landmarks --model gpt2
+    Runs {
+        /// The folder to search for runs.
+        #[arg(default_value = "results")]
+        dir: PathBuf,
+        /// Only runs with cells of this concept.
+        #[arg(long)]
+        concept: Option<String>,
+        /// Only runs whose model contains this text (case-insensitive).
+        #[arg(long)]
+        model: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +123,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run {
             experiment,
+            resume: resume_dir,
+            naive,
             no_validate,
             out,
             max_batch_memory,
@@ -66,13 +134,50 @@ fn main() -> ExitCode {
                 no_validate,
                 out_dir: out,
                 max_batch_mib: max_batch_memory.max(1),
+                naive,
                 quiet,
             };
-            run(&experiment, &options).map(|outcome| {
+            let outcome = match (resume_dir, experiment) {
+                (Some(dir), _) => resume(&dir, &options),
+                (None, Some(file)) => run(&file, &options),
+                (None, None) => Err(actpatch_runner::RunnerError::Input(
+                    "give an experiment file, or --resume RUN_DIR".into(),
+                )),
+            };
+            outcome.map(|outcome| {
                 println!("{}", outcome.run_dir.display());
             })
         }
         Command::Check { experiment } => check(&experiment, &RunOptions::default()).map(|_| ()),
+        Command::Compare {
+            a,
+            b,
+            by_depth,
+            fail_above,
+            top,
+            out,
+            formats,
+            no_figures,
+        } => compare::image_formats(&formats, no_figures).and_then(|formats| {
+            let options = CompareOptions {
+                out_dir: out,
+                by_depth,
+                fail_above,
+                top,
+                formats,
+            };
+            match compare::cli(&a, &b, &options) {
+                Ok(0) => Ok(()),
+                Ok(code) => return Ok(Some(code)),
+                Err(e) => Err(e),
+            }
+            .map(|()| None)
+        }),
+        Command::Runs {
+            dir,
+            concept,
+            model,
+        } => runs::cli(&dir, &RunsFilter { concept, model }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

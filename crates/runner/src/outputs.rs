@@ -38,7 +38,7 @@ fn model_name(model: &HookedTransformer) -> String {
     model.source().to_string()
 }
 
-fn cell_rows(
+pub fn cell_rows(
     experiment: &Experiment,
     model: &HookedTransformer,
     run_id: &str,

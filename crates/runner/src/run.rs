@@ -1,31 +1,39 @@
 //! A run from start to end: load the experiment and the model, validate every pair,
-//! sweep, write the outputs. `check` stops after validation.
+//! sweep, write the outputs. `check` stops after validation; `resume` finishes an
+//! interrupted run.
+//!
+//! Bad input (file, model, positions, output folder) is found before anything is
+//! written. The run folder then gets a manifest with `status = "running"`, each
+//! pair's cells as the pair finishes, and the final tables, figures and report, each
+//! written atomically; the manifest says `"complete"` last.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use actpatch_hooks::CacheFilter;
 use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::experiment::Experiment;
 use crate::manifest;
 use crate::outputs::{write_outputs, SweptPair};
-use crate::sweep::{cells_of, hook_points, rows_for_budget, sweep, PairSweep, PatchKind};
+use crate::partial::{partial_dir, partial_path, pause_point, results_from_rows};
+use crate::sweep::PatchKind;
 use crate::validate::{validate_pair, PairPlan};
-use crate::RunnerError;
+use crate::{sweep_pair, RunnerError};
 
 /// Command-line choices that override or extend the experiment file.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Sweep pairs that fail validation too (still recorded as failed).
     pub no_validate: bool,
-    /// Folder runs go in, instead of `[output] dir`.
+    /// Folder for runs, instead of `[output] dir`.
     pub out_dir: Option<PathBuf>,
     /// Memory budget of one batched forward pass, in MiB.
     pub max_batch_mib: usize,
+    /// One full forward pass per batch of cells, no reuse (to check the fast path).
+    pub naive: bool,
     /// Print nothing but errors.
     pub quiet: bool,
 }
@@ -36,6 +44,7 @@ impl Default for RunOptions {
             no_validate: false,
             out_dir: None,
             max_batch_mib: 1024,
+            naive: false,
             quiet: false,
         }
     }
@@ -50,7 +59,7 @@ pub struct RunOutcome {
     pub cells: usize,
 }
 
-fn say(options: &RunOptions, text: impl AsRef<str>) {
+pub(crate) fn say(options: &RunOptions, text: impl AsRef<str>) {
     if !options.quiet {
         eprintln!("{}", text.as_ref());
     }
@@ -69,7 +78,7 @@ fn load_model(experiment: &Experiment) -> Result<HookedTransformer, RunnerError>
     Ok(HookedTransformer::load(&source, device)?)
 }
 
-/// Validates every pair and prints each outcome.
+/// Validates every pair, prints each outcome, and checks the sweep's positions.
 fn validate_all(
     model: &HookedTransformer,
     experiment: &Experiment,
@@ -78,32 +87,7 @@ fn validate_all(
     let mut plans = Vec::new();
     for index in 0..experiment.pairs.len() {
         let plan = validate_pair(model, experiment, index)?;
-        let ld = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into());
-        say(
-            options,
-            format!(
-                "{} {} [{}]\n    clean     {:?} → {} tokens {:?}\n    corrupted {:?} → {} tokens {:?}\n    logit diff {:?} − {:?}: clean {}, corrupted {}",
-                if plan.passed() { "PASS" } else { "FAIL" },
-                plan.name,
-                plan.spec.concept,
-                plan.spec.clean,
-                plan.clean_tokens.len(),
-                plan.clean_str,
-                plan.spec.corrupted,
-                plan.corrupted_tokens.len(),
-                plan.corrupted_str,
-                plan.spec.correct,
-                plan.spec.incorrect,
-                ld(plan.clean_logit_diff),
-                ld(plan.corrupted_logit_diff),
-            ),
-        );
-        for reason in &plan.reasons {
-            say(options, format!("    ✗ {reason}"));
-        }
-        for warning in &plan.warnings {
-            say(options, format!("    ! {warning}"));
-        }
+        say(options, plan.describe());
         if let Some(list) = experiment.sweep.positions.list() {
             let n = plan.corrupted_tokens.len();
             if let Some(bad) = list.iter().find(|p| **p >= n) {
@@ -138,15 +122,26 @@ pub fn check(path: &Path, options: &RunOptions) -> Result<(usize, usize), Runner
     Ok((passed, plans.len() - passed))
 }
 
-/// A unique folder `<dir>/<timestamp>-<random>` for this run.
+fn unwritable(path: &Path, e: impl std::fmt::Display) -> RunnerError {
+    RunnerError::Input(format!(
+        "the output folder {} is not writable: {e}. Choose another with [output] dir or --out.",
+        path.display()
+    ))
+}
+
+/// Fails early, before the model loads, when runs cannot be written under `dir`.
+fn ensure_writable(dir: &Path) -> Result<(), RunnerError> {
+    std::fs::create_dir_all(dir).map_err(|e| unwritable(dir, e))?;
+    let probe = dir.join(format!(".actpatch-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| unwritable(dir, e))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// A unique folder `<dir>/<UTC timestamp>-<random>` for this run; concurrent runs in
+/// the same folder cannot collide (`create_dir` fails on an existing name).
 fn create_run_dir(dir: &Path) -> Result<(String, PathBuf), RunnerError> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        RunnerError::Input(format!(
-            "cannot create the output folder {}: {e}. Choose a writable folder with [output] dir or --out.",
-            dir.display()
-        ))
-    })?;
-    for _ in 0..16 {
+    for _ in 0..64 {
         let id = format!(
             "{}-{:04x}",
             chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
@@ -156,148 +151,194 @@ fn create_run_dir(dir: &Path) -> Result<(String, PathBuf), RunnerError> {
         match std::fs::create_dir(&run_dir) {
             Ok(()) => return Ok((id, run_dir)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(RunnerError::Input(format!(
-                    "cannot create the run folder {}: {e}. Choose a writable folder with [output] dir or --out.",
-                    run_dir.display()
-                )))
-            }
+            Err(e) => return Err(unwritable(dir, e)),
         }
     }
-    Err(RunnerError::Input(format!(
-        "could not find a free run id under {}",
-        dir.display()
-    )))
+    Err(unwritable(dir, "no free run id"))
+}
+
+/// How a run starts: fresh, or resuming an interrupted run folder.
+enum Start {
+    Fresh { experiment_path: PathBuf },
+    Resume { run_dir: PathBuf, manifest: Value },
 }
 
 /// Runs the experiment at `path`.
 pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError> {
-    let started = chrono::Utc::now();
-    let clock = Instant::now();
-    let text = std::fs::read(path).map_err(|e| {
+    execute(
+        Start::Fresh {
+            experiment_path: path.to_path_buf(),
+        },
+        options,
+    )
+}
+
+/// Finishes the interrupted run in `run_dir`: pairs whose cells were saved are read
+/// back, the others swept; the tables equal those of an uninterrupted run.
+pub fn resume(run_dir: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError> {
+    let manifest_path = run_dir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
         RunnerError::Input(format!(
-            "cannot read experiment file {}: {e}",
-            path.display()
+            "cannot resume {}: no readable manifest.json ({e}). Give the folder of a run that was interrupted.",
+            run_dir.display()
         ))
     })?;
-    let experiment = Experiment::load(path)?;
-    let out_dir = options
-        .out_dir
-        .clone()
-        .or_else(|| experiment.output.dir.clone())
-        .unwrap_or_else(|| Path::new("results").join(&experiment.experiment.name));
-    let (run_id, run_dir) = create_run_dir(&out_dir)?;
-    let mut manifest = json!({
-        "status": "running",
-        "run_id": run_id,
-        "experiment": experiment.experiment.name,
-        "experiment_file": path.display().to_string(),
-        "experiment_sha256": manifest::sha256_bytes(&text),
-        "tool": manifest::tool(),
-        "git_commit": manifest::git_commit(),
-        "started": started.to_rfc3339(),
-    });
-    manifest::write(&run_dir, &manifest)?;
-    say(options, format!("run {run_id} → {}", run_dir.display()));
+    let manifest: Value = serde_json::from_str(&text).map_err(|e| {
+        RunnerError::Input(format!(
+            "cannot resume: {} is not valid JSON ({e})",
+            manifest_path.display()
+        ))
+    })?;
+    if manifest["status"] == "complete" {
+        return Err(RunnerError::Input(format!(
+            "{} is already complete; nothing to resume",
+            run_dir.display()
+        )));
+    }
+    execute(
+        Start::Resume {
+            run_dir: run_dir.to_path_buf(),
+            manifest,
+        },
+        options,
+    )
+}
+
+fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError> {
+    let clock = Instant::now();
+    let (experiment_path, mut options) = match &start {
+        Start::Fresh { experiment_path } => (experiment_path.clone(), options.clone()),
+        Start::Resume { manifest, .. } => {
+            let path = manifest["experiment_file"]
+                .as_str()
+                .map(PathBuf::from)
+                .ok_or_else(|| {
+                    RunnerError::Input(
+                        "cannot resume: the manifest names no experiment_file".into(),
+                    )
+                })?;
+            // The interrupted run's own choices, so the tables come out the same.
+            let mut resumed = options.clone();
+            resumed.no_validate = manifest["options"]["no_validate"]
+                .as_bool()
+                .unwrap_or(false);
+            resumed.naive = manifest["options"]["naive"].as_bool().unwrap_or(false);
+            (path, resumed)
+        }
+    };
+    let text = std::fs::read(&experiment_path).map_err(|e| {
+        RunnerError::Input(format!(
+            "cannot read experiment file {}: {e}",
+            experiment_path.display()
+        ))
+    })?;
+    let experiment_sha256 = manifest::sha256_bytes(&text);
+    if let Start::Resume { manifest, .. } = &start {
+        if manifest["experiment_sha256"].as_str() != Some(experiment_sha256.as_str()) {
+            return Err(RunnerError::Input(format!(
+                "cannot resume: {} changed since the run started (its SHA-256 differs). Start a new run instead.",
+                experiment_path.display()
+            )));
+        }
+    }
+    let experiment = Experiment::load(&experiment_path)?;
+    if let Start::Fresh { .. } = &start {
+        let out_dir = options
+            .out_dir
+            .clone()
+            .or_else(|| experiment.output.dir.clone())
+            .unwrap_or_else(|| Path::new("results").join(&experiment.experiment.name));
+        ensure_writable(&out_dir)?;
+        options.out_dir = Some(out_dir);
+    }
 
     let model = load_model(&experiment)?;
     let t_loaded = clock.elapsed().as_secs_f64();
-    let plans = validate_all(&model, &experiment, options)?;
+    let plans = validate_all(&model, &experiment, &options)?;
     let t_validated = clock.elapsed().as_secs_f64();
+
+    // Only now, with every input checked, does the run folder appear.
+    let (run_id, run_dir, mut manifest) = match start {
+        Start::Fresh { .. } => {
+            let out_dir = options.out_dir.clone().unwrap_or_default();
+            let (run_id, run_dir) = create_run_dir(&out_dir)?;
+            let manifest = json!({
+                "status": "running",
+                "run_id": run_id,
+                "experiment": experiment.experiment.name,
+                "experiment_file": std::fs::canonicalize(&experiment_path).unwrap_or(experiment_path.clone()).display().to_string(),
+                "experiment_sha256": experiment_sha256,
+                "options": { "no_validate": options.no_validate, "naive": options.naive },
+                "tool": manifest::tool(),
+                "git_commit": manifest::git_commit(),
+                "started": chrono::Utc::now().to_rfc3339(),
+            });
+            manifest::write(&run_dir, &manifest)?;
+            (run_id, run_dir, manifest)
+        }
+        Start::Resume { run_dir, manifest } => {
+            let run_id = manifest["run_id"].as_str().unwrap_or_default().to_string();
+            (run_id, run_dir, manifest)
+        }
+    };
+    say(&options, format!("run {run_id} → {}", run_dir.display()));
+
     let sweep_all = options.no_validate || !experiment.validate.enabled;
     let to_sweep: Vec<&PairPlan> = plans
         .iter()
         .filter(|p| (p.passed() || sweep_all) && p.baseline().is_some())
         .collect();
-
-    let dims = model.dims().clone();
-    let kinds = &experiment.sweep.kinds;
-    let points = hook_points(kinds, dims.n_layers);
-    let positions_of = |plan: &PairPlan| -> Vec<usize> {
-        let patched = plan
-            .map
-            .as_ref()
-            .map(|m| m.patched_positions())
-            .unwrap_or_default();
-        match experiment.sweep.positions.list() {
-            Some(list) => patched.into_iter().filter(|p| list.contains(p)).collect(),
-            None => patched,
-        }
-    };
     let total: usize = to_sweep
         .iter()
-        .map(|p| {
-            kinds
-                .iter()
-                .map(|k| cells_of(*k, &dims, &positions_of(p)).len())
-                .sum::<usize>()
-        })
+        .map(|p| sweep_pair::cell_count(&experiment, &model, p))
         .sum();
-    let bar = progress_bar(total as u64, options);
+    let bar = progress_bar(total as u64, &options);
+    std::fs::create_dir_all(partial_dir(&run_dir)).map_err(|e| unwritable(&run_dir, e))?;
     let mut swept = Vec::new();
-    for plan in &to_sweep {
-        let (Some(answers), Some(baseline), Some(map), Some(clean_log_probs)) = (
-            plan.answers,
-            plan.baseline(),
-            plan.map.as_ref(),
-            plan.clean_log_probs.as_ref(),
-        ) else {
-            continue;
-        };
-        let (_, clean_cache) = model.run_with_cache(
-            std::slice::from_ref(&plan.clean_tokens),
-            CacheFilter::only(points.iter().copied()),
-        )?;
-        let pair = PairSweep {
-            corrupted_tokens: &plan.corrupted_tokens,
-            clean_cache: &clean_cache,
-            map,
-            answers,
-            baseline,
-            clean_log_probs,
-        };
-        let rows = rows_for_budget(
-            &dims,
-            plan.corrupted_tokens.len(),
-            options.max_batch_mib << 20,
-        );
-        let mut results = Vec::new();
-        let mut skipped = Vec::new();
-        for kind in kinds {
-            if *kind == PatchKind::HeadPattern && !map.is_identity() {
-                skipped.push(format!(
-                    "{kind} not swept: attention patterns cannot be patched between prompts of different token lengths"
-                ));
-                continue;
+    for (done, plan) in to_sweep.iter().enumerate() {
+        let saved = partial_path(&run_dir, plan.index);
+        let pair = if saved.is_file() {
+            let rows = actpatch_report::tables::read_cells(&saved)?;
+            bar.inc(rows.len() as u64);
+            say(
+                &options,
+                format!(
+                    "{}: {} cells read back from {}",
+                    plan.name,
+                    rows.len(),
+                    saved.display()
+                ),
+            );
+            let skipped = skipped_kinds(&experiment, plan);
+            SweptPair {
+                plan,
+                results: results_from_rows(&rows, &saved)?,
+                skipped,
             }
-            let cells = cells_of(*kind, &dims, &positions_of(plan));
-            let t0 = Instant::now();
-            results.extend(sweep(&model, &pair, *kind, &cells, rows, &mut |n| {
-                bar.inc(n as u64)
-            })?);
-            if !std::io::stderr().is_terminal() {
-                say(
-                    options,
-                    format!(
-                        "swept {} {kind}: {} cells in {:.2} s",
-                        plan.name,
-                        cells.len(),
-                        t0.elapsed().as_secs_f64()
-                    ),
-                );
-            }
-        }
-        swept.push(SweptPair {
-            plan,
-            results,
-            skipped,
-        });
+        } else {
+            let pair = sweep_pair::sweep_pair(&model, &experiment, plan, &options, &bar)?;
+            let rows = crate::outputs::cell_rows(
+                &experiment,
+                &model,
+                &run_id,
+                std::slice::from_ref(&pair),
+            );
+            actpatch_report::tables::write_cells(&saved, &rows)?;
+            pair
+        };
+        swept.push(pair);
+        pause_point(done + 1);
     }
     bar.finish_and_clear();
     let t_swept = clock.elapsed().as_secs_f64();
 
     let passed = plans.iter().filter(|p| p.passed()).count();
     let failed = plans.len() - passed;
+    let started = manifest["started"]
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(chrono::Utc::now);
     let cells = write_outputs(
         &experiment,
         &model,
@@ -308,25 +349,10 @@ pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError>
         started,
         clock.elapsed().as_secs_f64(),
     )?;
-    let finished = chrono::Utc::now();
-    let files = model.files();
-    manifest["model"] = json!({
-        "source": model.source().to_string(),
-        "revision": experiment.model.revision,
-        "architecture": dims.arch.name(),
-        "n_layers": dims.n_layers,
-        "d_model": dims.d_model,
-        "n_heads": dims.n_heads,
-        "config_sha256": manifest::sha256_file(&files.config),
-        "weights": files.weights.iter().map(|w| json!({
-            "file": w.display().to_string(),
-            "sha256": manifest::sha256_file(w),
-        })).collect::<Vec<_>>(),
-    });
-    manifest["tokenizer"] = json!(format!("{:?}", files.tokenizer));
-    manifest["prepend_bos"] = json!(experiment.model.prepend_bos);
-    manifest["device"] = json!(experiment.model.device);
-    manifest["finished"] = json!(finished.to_rfc3339());
+    let _ = std::fs::remove_dir_all(partial_dir(&run_dir));
+
+    describe_model(&mut manifest, &model, &experiment);
+    manifest["finished"] = json!(chrono::Utc::now().to_rfc3339());
     manifest["wall_seconds"] = json!(clock.elapsed().as_secs_f64());
     manifest["timings"] = json!({
         "load_seconds": t_loaded,
@@ -337,11 +363,16 @@ pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError>
     manifest["pairs"] =
         json!({ "total": plans.len(), "passed": passed, "failed": failed, "swept": swept.len() });
     manifest["cells"] = json!(cells);
-    manifest["kinds"] = json!(kinds.iter().map(|k| k.name()).collect::<Vec<_>>());
+    manifest["kinds"] = json!(experiment
+        .sweep
+        .kinds
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>());
     manifest["status"] = json!("complete");
     manifest::write(&run_dir, &manifest)?;
     say(
-        options,
+        &options,
         format!(
             "{cells} cells, {passed} of {} pairs passed; report: {}",
             plans.len(),
@@ -361,6 +392,39 @@ pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError>
         failed,
         cells,
     })
+}
+
+/// Kinds a pair cannot be swept with, and why.
+pub(crate) fn skipped_kinds(experiment: &Experiment, plan: &PairPlan) -> Vec<String> {
+    let aligned = plan.map.as_ref().is_some_and(|m| m.is_identity());
+    experiment
+        .sweep
+        .kinds
+        .iter()
+        .filter(|k| **k == PatchKind::HeadPattern && !aligned)
+        .map(|k| format!("{k} not swept: attention patterns cannot be patched between prompts of different token lengths"))
+        .collect()
+}
+
+fn describe_model(manifest: &mut Value, model: &HookedTransformer, experiment: &Experiment) {
+    let dims = model.dims();
+    let files = model.files();
+    manifest["model"] = json!({
+        "source": model.source().to_string(),
+        "revision": experiment.model.revision,
+        "architecture": dims.arch.name(),
+        "n_layers": dims.n_layers,
+        "d_model": dims.d_model,
+        "n_heads": dims.n_heads,
+        "config_sha256": manifest::sha256_file(&files.config),
+        "weights": files.weights.iter().map(|w| json!({
+            "file": w.display().to_string(),
+            "sha256": manifest::sha256_file(w),
+        })).collect::<Vec<_>>(),
+    });
+    manifest["tokenizer"] = json!(format!("{:?}", files.tokenizer));
+    manifest["prepend_bos"] = json!(experiment.model.prepend_bos);
+    manifest["device"] = json!(experiment.model.device);
 }
 
 fn progress_bar(total: u64, options: &RunOptions) -> ProgressBar {

@@ -61,6 +61,11 @@ impl PatchKind {
         }
     }
 
+    /// The kind named `name` (as in the tables and experiment files).
+    pub fn from_name(name: &str) -> Option<PatchKind> {
+        PatchKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// Every kind's name, for messages.
     pub fn names() -> String {
         PatchKind::ALL.map(|k| k.name()).join(", ")

@@ -38,6 +38,35 @@ impl PairPlan {
         self.reasons.is_empty()
     }
 
+    /// A few lines for the terminal: outcome, both tokenizations, both baselines,
+    /// reasons (✗) and warnings (!).
+    pub fn describe(&self) -> String {
+        let ld = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into());
+        let mut text = format!(
+            "{} {} [{}]\n    clean     {:?} → {} tokens {:?}\n    corrupted {:?} → {} tokens {:?}\n    logit diff {:?} − {:?}: clean {}, corrupted {}",
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.name,
+            self.spec.concept,
+            self.spec.clean,
+            self.clean_tokens.len(),
+            self.clean_str,
+            self.spec.corrupted,
+            self.corrupted_tokens.len(),
+            self.corrupted_str,
+            self.spec.correct,
+            self.spec.incorrect,
+            ld(self.clean_logit_diff),
+            ld(self.corrupted_logit_diff),
+        );
+        for reason in &self.reasons {
+            text.push_str(&format!("\n    ✗ {reason}"));
+        }
+        for warning in &self.warnings {
+            text.push_str(&format!("\n    ! {warning}"));
+        }
+        text
+    }
+
     /// The baseline, when the pair can be swept at all (answers, alignment and a
     /// non-degenerate, finite baseline), whether or not it passed.
     pub fn baseline(&self) -> Option<Baseline> {

@@ -1,0 +1,151 @@
+//! A run killed part-way (SIGKILL) leaves a run marked incomplete; `--resume`
+//! finishes it with the same tables as an uninterrupted run, cell by cell.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actpatch_report::tables::{read_cells, read_parquet};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn actpatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_actpatch"))
+}
+
+fn only_entry(dir: &Path) -> PathBuf {
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries[0].clone()
+}
+
+#[test]
+fn killed_run_is_marked_incomplete_and_resumes_to_the_same_tables() {
+    let scratch = std::env::temp_dir().join(format!("actpatch-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let experiment = repo().join("tests/fixtures/experiments/tiny.toml");
+
+    // The run pauses after its first pair is saved (test hook); kill it there.
+    let killed_out = scratch.join("killed");
+    let mut child = actpatch()
+        .arg("run")
+        .arg(&experiment)
+        .arg("--out")
+        .arg(&killed_out)
+        .env("ACTPATCH_PAUSE_AFTER_PAIR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run_dir = loop {
+        let saved = std::fs::read_dir(&killed_out)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|dir| dir.join("partial/pair-0000.parquet").is_file());
+        if let Some(dir) = saved {
+            break dir;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never saved its first pair"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest["status"], "running",
+        "a killed run must not look complete"
+    );
+    assert!(!run_dir.join("cells.parquet").exists());
+
+    let resumed = actpatch()
+        .arg("run")
+        .arg("--resume")
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("read back"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["status"], "complete");
+    assert!(!run_dir.join("partial").exists());
+
+    let clean_out = scratch.join("uninterrupted");
+    let status = actpatch()
+        .arg("run")
+        .arg(&experiment)
+        .arg("--out")
+        .arg(&clean_out)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reference = only_entry(&clean_out);
+
+    let mut a = read_cells(&run_dir.join("cells.parquet")).unwrap();
+    let mut b = read_cells(&reference.join("cells.parquet")).unwrap();
+    assert_eq!(a.len(), b.len());
+    for row in a.iter_mut().chain(b.iter_mut()) {
+        row.run_id.clear();
+    }
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y);
+    }
+    let baselines_a = read_parquet(&run_dir.join("baselines.parquet"))
+        .unwrap()
+        .drop("run_id")
+        .unwrap();
+    let baselines_b = read_parquet(&reference.join("baselines.parquet"))
+        .unwrap()
+        .drop("run_id")
+        .unwrap();
+    assert!(baselines_a.equals_missing(&baselines_b));
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn resuming_a_complete_run_is_refused() {
+    let out = std::env::temp_dir().join(format!("actpatch-complete-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let status = actpatch()
+        .arg("run")
+        .arg(repo().join("tests/fixtures/experiments/tiny.toml"))
+        .arg("--out")
+        .arg(&out)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run_dir = only_entry(&out);
+    let again = actpatch()
+        .arg("run")
+        .arg("--resume")
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already complete"));
+    let _ = std::fs::remove_dir_all(&out);
+}

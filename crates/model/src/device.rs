@@ -72,7 +72,11 @@ mod tests {
     fn parses_cpu_and_cuda() {
         assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
         assert_eq!("cuda:1".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(1));
-        assert!("tpu".parse::<DeviceSpec>().unwrap_err().to_string().contains("cuda:N"));
+        assert!("tpu"
+            .parse::<DeviceSpec>()
+            .unwrap_err()
+            .to_string()
+            .contains("cuda:N"));
     }
 
     #[cfg(not(feature = "cuda"))]

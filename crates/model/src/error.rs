@@ -63,6 +63,9 @@ pub enum ModelError {
     #[error("cannot read the weights in {file}: {reason}. The file may be truncated or not a safetensors file; download it again.")]
     Weights { file: PathBuf, reason: String },
 
+    #[error("cannot read the GGUF file {file}: {reason}. The file may be truncated or not a GGUF file; download it again.")]
+    Gguf { file: PathBuf, reason: String },
+
     #[error("cannot load the tokenizer from {path}: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
 
@@ -76,7 +79,9 @@ pub enum ModelError {
         pieces: String,
     },
 
-    #[error("the answer is empty: give the one-token string the model should predict, e.g. \" Rome\"")]
+    #[error(
+        "the answer is empty: give the one-token string the model should predict, e.g. \" Rome\""
+    )]
     EmptyAnswer,
 
     #[error("the prompt is empty: give the text the model continues")]

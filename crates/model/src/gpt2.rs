@@ -64,7 +64,7 @@ impl Gpt2Config {
             path: path.to_path_buf(),
             reason,
         };
-        if self.n_head == 0 || self.n_embd % self.n_head != 0 {
+        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
             return Err(bad(format!(
                 "n_embd ({}) must be a multiple of n_head ({})",
                 self.n_embd, self.n_head
@@ -120,16 +120,29 @@ impl Block {
         let head_shape = (batch, pos, self.n_heads, self.d_head);
 
         let resid_pre = hooks.at(at(BlockSite::ResidPre), resid_pre)?;
-        let normalized = self.ln1.forward(&resid_pre, hooks, NormSite::Ln1(self.layer))?;
+        let normalized = self
+            .ln1
+            .forward(&resid_pre, hooks, NormSite::Ln1(self.layer))?;
         let qkv = self.c_attn.forward(&normalized)?; // [batch, pos, 3 * d_model]
-        let q = hooks.at(at(BlockSite::Q), qkv.narrow(2, 0, d_model)?.reshape(head_shape)?)?;
-        let k = hooks.at(at(BlockSite::K), qkv.narrow(2, d_model, d_model)?.reshape(head_shape)?)?;
-        let v = hooks.at(at(BlockSite::V), qkv.narrow(2, 2 * d_model, d_model)?.reshape(head_shape)?)?;
+        let q = hooks.at(
+            at(BlockSite::Q),
+            qkv.narrow(2, 0, d_model)?.reshape(head_shape)?,
+        )?;
+        let k = hooks.at(
+            at(BlockSite::K),
+            qkv.narrow(2, d_model, d_model)?.reshape(head_shape)?,
+        )?;
+        let v = hooks.at(
+            at(BlockSite::V),
+            qkv.narrow(2, 2 * d_model, d_model)?.reshape(head_shape)?,
+        )?;
         let z = causal_attention(&q, &k, &v, mask, self.layer, hooks)?; // [batch, pos, head, d_head]
         let attn_out = hooks.at(at(BlockSite::AttnOut), attention_output(&z, &self.c_proj)?)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
 
-        let normalized = self.ln2.forward(&resid_mid, hooks, NormSite::Ln2(self.layer))?;
+        let normalized = self
+            .ln2
+            .forward(&resid_mid, hooks, NormSite::Ln2(self.layer))?;
         let mlp_pre = hooks.at(at(BlockSite::MlpPre), self.c_fc.forward(&normalized)?)?;
         let mlp_post = hooks.at(at(BlockSite::MlpPost), mlp_pre.gelu()?)?; // gelu_new (tanh)
         let mlp_out = hooks.at(at(BlockSite::MlpOut), self.mlp_proj.forward(&mlp_post)?)?;

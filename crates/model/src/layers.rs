@@ -10,7 +10,7 @@ use crate::Result;
 /// `x @ weight + bias`, with the weight stored `[in, out]` (GPT-2's Conv1D layout;
 /// PyTorch `nn.Linear` weights are transposed once at load).
 pub struct Linear {
-    weight: Tensor, // [in, out]
+    weight: Tensor,       // [in, out]
     bias: Option<Tensor>, // [out]
 }
 
@@ -24,7 +24,12 @@ impl Linear {
     }
 
     /// A PyTorch `nn.Linear` without bias: weight `[out, in]`.
-    pub fn torch_no_bias(store: &WeightStore, name: &str, d_in: usize, d_out: usize) -> Result<Self> {
+    pub fn torch_no_bias(
+        store: &WeightStore,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+    ) -> Result<Self> {
         let weight = store.get(&format!("{name}.weight"), &[d_out, d_in])?;
         Ok(Linear {
             weight: weight.t()?.contiguous()?,
@@ -33,7 +38,13 @@ impl Linear {
     }
 
     /// A PyTorch `nn.Linear` with an optional bias: weight `[out, in]`, bias `[out]`.
-    pub fn torch(store: &WeightStore, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+    pub fn torch(
+        store: &WeightStore,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let mut linear = Linear::torch_no_bias(store, name, d_in, d_out)?;
         if bias {
             linear.bias = Some(store.get(&format!("{name}.bias"), &[d_out])?);
@@ -117,7 +128,8 @@ impl LayerNorm {
 }
 
 /// RMSNorm as TransformerLens writes it: `hook_scale` is `sqrt(mean(x²) + eps)`,
-/// `hook_normalized` is `x / scale * w`.
+/// `hook_normalized` is `x / scale`, *before* the weight (unlike [`LayerNorm`], whose
+/// `hook_normalized` includes weight and bias); the output is `hook_normalized * w`.
 pub struct RmsNorm {
     weight: Tensor, // [d_model]
     eps: f64,
@@ -140,8 +152,8 @@ impl RmsNorm {
         let (scale_point, normalized_point) = site.points();
         let scale = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
         let scale = hooks.at(scale_point, scale)?; // [batch, pos, 1]
-        let normalized = x.broadcast_div(&scale)?.broadcast_mul(&self.weight)?;
-        Ok(hooks.at(normalized_point, normalized)?)
+        let normalized = hooks.at(normalized_point, x.broadcast_div(&scale)?)?;
+        Ok(normalized.broadcast_mul(&self.weight)?)
     }
 }
 
@@ -188,8 +200,7 @@ fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
         return Ok(x.contiguous()?);
     }
     let (batch, n_kv, pos, d_head) = x.dims4()?;
-    Ok(x
-        .unsqueeze(2)?
+    Ok(x.unsqueeze(2)?
         .broadcast_as((batch, n_kv, n_rep, pos, d_head))?
         .reshape((batch, n_kv * n_rep, pos, d_head))?)
 }
@@ -198,4 +209,53 @@ fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
 pub fn attention_output(z: &Tensor, w_o: &Linear) -> Result<Tensor> {
     let (batch, pos, heads, d_head) = z.dims4()?;
     w_o.forward(&z.reshape((batch, pos, heads * d_head))?)
+}
+
+/// Rotary position embeddings (Su et al. 2021) in the Hugging Face Llama layout: each
+/// head's first and second halves are the two coordinates of a rotated pair
+/// (`rotate_half`, not interleaved), with frequencies `theta^(-2i / d_head)`.
+pub struct Rotary {
+    inv_freq: Vec<f32>, // [d_head / 2]
+}
+
+impl Rotary {
+    pub fn new(d_head: usize, theta: f64) -> Self {
+        let inv_freq = (0..d_head / 2)
+            .map(|i| (1.0 / theta.powf((2 * i) as f64 / d_head as f64)) as f32)
+            .collect();
+        Rotary { inv_freq }
+    }
+
+    /// The cosines and sines of positions `0..pos`. Angles are products in f32, as
+    /// Hugging Face computes them, so long contexts round the same way.
+    pub fn tables(&self, pos: usize, device: &Device) -> Result<RotaryTables> {
+        let half = self.inv_freq.len();
+        let angles: Vec<f32> = (0..pos)
+            .flat_map(|p| self.inv_freq.iter().map(move |f| p as f32 * f))
+            .collect();
+        let cos: Vec<f32> = angles.iter().map(|a| (*a as f64).cos() as f32).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| (*a as f64).sin() as f32).collect();
+        Ok(RotaryTables {
+            cos: Tensor::from_vec(cos, (pos, half), device)?, // [pos, d_head / 2]
+            sin: Tensor::from_vec(sin, (pos, half), device)?, // [pos, d_head / 2]
+        })
+    }
+}
+
+/// Rotary tables for one forward pass.
+pub struct RotaryTables {
+    cos: Tensor, // [pos, d_head / 2]
+    sin: Tensor, // [pos, d_head / 2]
+}
+
+impl RotaryTables {
+    /// `[batch, pos, head, d_head]` → `[batch, pos, head, d_head]`, rotated by position:
+    /// `x * cos + rotate_half(x) * sin`.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::rotary_emb::rope_thd(
+            &x.contiguous()?,
+            &self.cos,
+            &self.sin,
+        )?)
+    }
 }

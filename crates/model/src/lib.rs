@@ -1,7 +1,8 @@
 //! Hooked transformers on candle, with TransformerLens's hook points.
 //!
-//! [`HookedTransformer::load`] reads a Hugging Face checkpoint from the hub or a local
-//! folder; [`HookedTransformer::forward`] runs it with [`Hooks`] that patch and cache
+//! [`HookedTransformer::load`] reads a Hugging Face checkpoint (GPT-2 or Llama family)
+//! from the hub or a local folder, or a llama.cpp `.gguf` file (Llama);
+//! [`HookedTransformer::forward`] runs it with [`Hooks`] that patch and cache
 //! activations at named [`HookPoint`]s.
 //!
 //! ```no_run
@@ -20,8 +21,10 @@
 
 mod device;
 mod error;
+pub mod gguf;
 pub mod gpt2;
 pub mod layers;
+pub mod llama;
 pub mod source;
 mod tokenizer;
 pub mod weights;
@@ -41,14 +44,18 @@ pub use tokenizer::Tokenizer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
     Gpt2,
+    /// Llama and its close relatives (see [`llama`]).
+    Llama,
 }
 
 impl Architecture {
-    pub const SUPPORTED: &'static str = "gpt2 (GPT2LMHeadModel)";
+    pub const SUPPORTED: &'static str =
+        "gpt2 (GPT2LMHeadModel), llama (LlamaForCausalLM), mistral (MistralForCausalLM), qwen2 (Qwen2ForCausalLM); GGUF files of general.architecture llama";
 
     pub fn name(self) -> &'static str {
         match self {
             Architecture::Gpt2 => "gpt2",
+            Architecture::Llama => "llama",
         }
     }
 }
@@ -79,11 +86,18 @@ pub enum Readout {
 
 impl Readout {
     /// `normalized` `[batch, pos, d_model]`, `w_u` `[d_vocab, d_model]` → logits.
-    pub fn unembed(self, normalized: &Tensor, w_u: &Tensor, b_u: Option<&Tensor>) -> Result<Tensor> {
+    pub fn unembed(
+        self,
+        normalized: &Tensor,
+        w_u: &Tensor,
+        b_u: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (batch, pos, d_model) = normalized.dims3()?;
         let rows = match self {
             Readout::AllPositions => normalized.reshape((batch * pos, d_model))?,
-            Readout::LastPosition => normalized.narrow(1, pos - 1, 1)?.reshape((batch, d_model))?,
+            Readout::LastPosition => normalized
+                .narrow(1, pos - 1, 1)?
+                .reshape((batch, d_model))?,
         };
         let logits = rows.matmul(&w_u.t()?)?;
         let logits = match b_u {
@@ -99,6 +113,7 @@ impl Readout {
 
 enum Arch {
     Gpt2(gpt2::Gpt2),
+    Llama(llama::Llama),
 }
 
 /// A language model with hook points, its tokenizer and where it came from.
@@ -117,30 +132,20 @@ impl HookedTransformer {
         Self::from_files(source.clone(), files, device)
     }
 
-    /// Loads a model from a local Hugging Face folder on the CPU.
+    /// Loads a model from a local Hugging Face folder, or a `.gguf` file, on the CPU.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::load(&ModelSource::Local(dir.as_ref().to_path_buf()), DeviceSpec::Cpu)
+        Self::load(
+            &ModelSource::Local(dir.as_ref().to_path_buf()),
+            DeviceSpec::Cpu,
+        )
     }
 
     fn from_files(source: ModelSource, files: ModelFiles, device: DeviceSpec) -> Result<Self> {
         let device = device.device()?;
-        let text = std::fs::read_to_string(&files.config).map_err(|source| ModelError::Io {
-            path: files.config.clone(),
-            source,
-        })?;
-        let arch = detect_architecture(&text, &files.config)?;
-        let (arch, bos_id) = match arch {
-            Architecture::Gpt2 => {
-                let cfg = gpt2::Gpt2::parse_config(&text, &files.config)?;
-                let bos = cfg.bos_token_id;
-                (Arch::Gpt2(gpt2::Gpt2::load(&cfg, &files.weights, &device)?), bos)
-            }
+        let (arch, tokenizer) = match files.gguf() {
+            Some(path) => load_gguf(path, &device)?,
+            None => load_hf(&files, &device)?,
         };
-        let mut tokenizer = Tokenizer::load(&files.tokenizer, bos_id)?;
-        if tokenizer.bos_id().is_none() {
-            let bos = tokenizer.token_to_id("<|endoftext|>");
-            tokenizer = Tokenizer::load(&files.tokenizer, bos)?;
-        }
         Ok(HookedTransformer {
             arch,
             tokenizer,
@@ -153,12 +158,14 @@ impl HookedTransformer {
     pub fn dims(&self) -> &ModelDims {
         match &self.arch {
             Arch::Gpt2(m) => m.dims(),
+            Arch::Llama(m) => m.dims(),
         }
     }
 
     pub fn hook_space(&self) -> HookSpace {
         match &self.arch {
             Arch::Gpt2(m) => m.hook_space(),
+            Arch::Llama(m) => m.hook_space(),
         }
     }
 
@@ -227,7 +234,10 @@ impl HookedTransformer {
                 });
             }
             if let Some(id) = row.iter().find(|id| **id as usize >= d_vocab) {
-                return Err(ModelError::TokenOutOfRange { id: *id, vocab: d_vocab });
+                return Err(ModelError::TokenOutOfRange {
+                    id: *id,
+                    vocab: d_vocab,
+                });
             }
             flat.extend_from_slice(row);
         }
@@ -247,6 +257,7 @@ impl HookedTransformer {
         }
         match &self.arch {
             Arch::Gpt2(m) => m.forward(tokens, hooks, readout),
+            Arch::Llama(m) => m.forward(tokens, hooks, readout),
         }
     }
 
@@ -257,7 +268,11 @@ impl HookedTransformer {
     }
 
     /// Logits `[batch, pos, d_vocab]` and the activations `filter` selects.
-    pub fn run_with_cache(&self, rows: &[Vec<u32>], filter: CacheFilter) -> Result<(Tensor, ActivationCache)> {
+    pub fn run_with_cache(
+        &self,
+        rows: &[Vec<u32>],
+        filter: CacheFilter,
+    ) -> Result<(Tensor, ActivationCache)> {
         let tokens = self.tokens_tensor(rows)?;
         let mut hooks = Hooks::caching(filter);
         let logits = self.forward(&tokens, &mut hooks, Readout::AllPositions)?;
@@ -265,7 +280,12 @@ impl HookedTransformer {
     }
 
     /// Logits with `patches` applied (any number of hook points in one pass).
-    pub fn run_with_patches(&self, rows: &[Vec<u32>], patches: &[Patch], readout: Readout) -> Result<Tensor> {
+    pub fn run_with_patches(
+        &self,
+        rows: &[Vec<u32>],
+        patches: &[Patch],
+        readout: Readout,
+    ) -> Result<Tensor> {
         for patch in patches {
             self.hook_space().check(patch.point)?;
         }
@@ -274,11 +294,46 @@ impl HookedTransformer {
     }
 }
 
-fn detect_architecture(config_text: &str, path: &Path) -> Result<Architecture> {
-    let value: serde_json::Value = serde_json::from_str(config_text).map_err(|e| ModelError::Config {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
+/// A Hugging Face checkpoint: `config.json` decides the architecture.
+fn load_hf(files: &ModelFiles, device: &Device) -> Result<(Arch, Tokenizer)> {
+    let text = std::fs::read_to_string(&files.config).map_err(|source| ModelError::Io {
+        path: files.config.clone(),
+        source,
     })?;
+    let (arch, bos_id) = match detect_architecture(&text, &files.config)? {
+        Architecture::Gpt2 => {
+            let cfg = gpt2::Gpt2::parse_config(&text, &files.config)?;
+            let model = gpt2::Gpt2::load(&cfg, &files.weights, device)?;
+            (Arch::Gpt2(model), cfg.bos_token_id)
+        }
+        Architecture::Llama => {
+            let cfg = llama::Llama::parse_config(&text, &files.config)?;
+            let model = llama::Llama::load(&cfg, &files.weights, device)?;
+            (Arch::Llama(model), cfg.bos_token_id)
+        }
+    };
+    let mut tokenizer = Tokenizer::load(&files.tokenizer, bos_id)?;
+    if tokenizer.bos_id().is_none() {
+        let bos = tokenizer.token_to_id("<|endoftext|>");
+        tokenizer = Tokenizer::load(&files.tokenizer, bos)?;
+    }
+    Ok((arch, tokenizer))
+}
+
+/// A GGUF file: its metadata decides the architecture (Llama only, so far).
+fn load_gguf(path: &Path, device: &Device) -> Result<(Arch, Tokenizer)> {
+    let file = gguf::GgufFile::open(path)?;
+    let cfg = file.llama_config()?;
+    let model = llama::Llama::from_store(&cfg, &file.llama_weights(&cfg, device)?)?;
+    Ok((Arch::Llama(model), file.tokenizer()?))
+}
+
+fn detect_architecture(config_text: &str, path: &Path) -> Result<Architecture> {
+    let value: serde_json::Value =
+        serde_json::from_str(config_text).map_err(|e| ModelError::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let model_type = value.get("model_type").and_then(|v| v.as_str());
     let class = value
         .get("architectures")
@@ -286,9 +341,16 @@ fn detect_architecture(config_text: &str, path: &Path) -> Result<Architecture> {
         .and_then(|v| v.as_str());
     match (model_type, class) {
         (Some("gpt2"), _) | (None, Some("GPT2LMHeadModel")) => Ok(Architecture::Gpt2),
+        (Some("llama" | "mistral" | "qwen2"), _)
+        | (None, Some("LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM")) => {
+            Ok(Architecture::Llama)
+        }
         (found, class) => Err(ModelError::UnsupportedArchitecture {
             path: path.to_path_buf(),
-            found: found.or(class).unwrap_or("(no model_type in config)").to_string(),
+            found: found
+                .or(class)
+                .unwrap_or("(no model_type in config)")
+                .to_string(),
             supported: Architecture::SUPPORTED.to_string(),
         }),
     }

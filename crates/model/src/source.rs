@@ -1,5 +1,6 @@
 //! Where a model comes from: a Hugging Face hub id (through `hf-hub`, honouring
-//! `HF_HOME` and `HF_HUB_OFFLINE`) or a local folder in Hugging Face layout.
+//! `HF_HOME` and `HF_HUB_OFFLINE`), a local folder in Hugging Face layout, or a local
+//! llama.cpp `.gguf` file.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,8 @@ pub enum ModelSource {
         revision: Option<String>,
     },
     /// A folder with `config.json`, `model.safetensors` (or a sharded index) and
-    /// `tokenizer.json` (or `vocab.json` + `merges.txt`).
+    /// `tokenizer.json` (or `vocab.json` + `merges.txt`); or a `.gguf` file, which
+    /// holds all three.
     Local(PathBuf),
 }
 
@@ -39,16 +41,32 @@ impl fmt::Display for ModelSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenizerFiles {
     Json(PathBuf),
-    VocabMerges { vocab: PathBuf, merges: PathBuf },
+    VocabMerges {
+        vocab: PathBuf,
+        merges: PathBuf,
+    },
+    /// The `tokenizer.ggml.*` metadata of a GGUF file.
+    Gguf(PathBuf),
 }
 
-/// A model's files on disk, after any download.
+/// A model's files on disk, after any download. For a GGUF model all three are the
+/// one `.gguf` file.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
     pub config: PathBuf,
     /// One file, or the shards of a sharded checkpoint.
     pub weights: Vec<PathBuf>,
     pub tokenizer: TokenizerFiles,
+}
+
+impl ModelFiles {
+    /// The model's one GGUF file, when it is a GGUF model.
+    pub fn gguf(&self) -> Option<&Path> {
+        match &self.tokenizer {
+            TokenizerFiles::Gguf(path) => Some(path),
+            _ => None,
+        }
+    }
 }
 
 /// TransformerLens's short names and the bare GPT-2 ids, as the hub's canonical ids.
@@ -65,19 +83,37 @@ impl ModelSource {
     pub fn resolve(&self) -> Result<ModelFiles> {
         match self {
             ModelSource::Local(dir) => resolve_local(dir),
-            ModelSource::Hub { id, revision } => HubFetcher::new(id, revision.as_deref())?.resolve(),
+            ModelSource::Hub { id, revision } => {
+                HubFetcher::new(id, revision.as_deref())?.resolve()
+            }
         }
     }
 }
 
+fn is_gguf(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
 fn resolve_local(dir: &Path) -> Result<ModelFiles> {
+    if dir.is_file() && is_gguf(dir) {
+        return Ok(ModelFiles {
+            config: dir.to_path_buf(),
+            weights: vec![dir.to_path_buf()],
+            tokenizer: TokenizerFiles::Gguf(dir.to_path_buf()),
+        });
+    }
     if !dir.is_dir() {
+        let reason = if dir.is_file() {
+            "this is a file, not a folder; give a folder holding config.json, model.safetensors and tokenizer.json, or a .gguf file"
+        } else if is_gguf(dir) {
+            "no such GGUF file"
+        } else {
+            "no such folder; give a folder holding config.json, model.safetensors and tokenizer.json, or a .gguf file"
+        };
         return Err(ModelError::Io {
             path: dir.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no such folder; give a folder holding config.json, model.safetensors and tokenizer.json",
-            ),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, reason),
         });
     }
     let missing = |file: &str, hint: &str| ModelError::MissingFile {
@@ -154,7 +190,12 @@ fn shards_of(index: &Path) -> Result<Vec<PathBuf>> {
 
 fn hub_offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -199,15 +240,13 @@ impl HubFetcher {
 
     fn get(&self, file: &str) -> Result<PathBuf> {
         match &self.api {
-            None => self
-                .cache
-                .repo(self.repo.clone())
-                .get(file)
-                .ok_or_else(|| ModelError::NotInHubCache {
+            None => self.cache.repo(self.repo.clone()).get(file).ok_or_else(|| {
+                ModelError::NotInHubCache {
                     model: self.id.clone(),
                     file: file.to_string(),
                     cache: self.cache.path().clone(),
-                }),
+                }
+            }),
             Some(api) => api.get(file).map_err(|e| ModelError::HubUnreachable {
                 model: self.id.clone(),
                 file: file.to_string(),
@@ -255,7 +294,10 @@ mod tests {
     fn short_gpt2_names_map_to_canonical_ids() {
         assert_eq!(canonical_hub_id("gpt2-small"), "openai-community/gpt2");
         assert_eq!(canonical_hub_id("gpt2-xl"), "openai-community/gpt2-xl");
-        assert_eq!(canonical_hub_id("HuggingFaceTB/SmolLM2-135M"), "HuggingFaceTB/SmolLM2-135M");
+        assert_eq!(
+            canonical_hub_id("HuggingFaceTB/SmolLM2-135M"),
+            "HuggingFaceTB/SmolLM2-135M"
+        );
     }
 
     #[test]

@@ -17,10 +17,18 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    /// Loads `tokenizer.json`, or builds GPT-2's byte-level BPE from `vocab.json` +
-    /// `merges.txt`.
+    /// Loads `tokenizer.json`, builds GPT-2's byte-level BPE from `vocab.json` +
+    /// `merges.txt`, or reads a GGUF file's tokenizer (whose own BOS is the default).
     pub fn load(files: &TokenizerFiles, bos_id: Option<u32>) -> Result<Self> {
         let inner = match files {
+            TokenizerFiles::Gguf(path) => {
+                let tokenizer = crate::gguf::GgufFile::open(path)?.tokenizer()?;
+                let bos = bos_id.or(tokenizer.bos_id);
+                return Ok(Tokenizer {
+                    bos_id: bos,
+                    ..tokenizer
+                });
+            }
             TokenizerFiles::Json(path) => tokenizers::Tokenizer::from_file(path)
                 .map_err(|e| tokenizer_err(path, e.to_string()))?,
             TokenizerFiles::VocabMerges { vocab, merges } => {

@@ -1,8 +1,9 @@
-//! Safetensors checkpoints, one file or several shards, with errors that name the file,
+//! Checkpoint tensors: safetensors files (one or several shards, memory-mapped), or
+//! tensors already in memory (a dequantized GGUF file), with errors that name the file,
 //! the tensor and both shapes.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
@@ -14,6 +15,8 @@ pub struct WeightStore {
     files: Vec<(PathBuf, MmapedSafetensors)>,
     /// Tensor name → index into `files`.
     index: HashMap<String, usize>,
+    /// Tensors given in memory, under Hugging Face names, with the file they came from.
+    loaded: Option<(PathBuf, HashMap<String, Tensor>)>,
     device: Device,
     /// Architecture name for error messages.
     arch: &'static str,
@@ -29,7 +32,10 @@ impl WeightStore {
             if !path.is_file() {
                 return Err(ModelError::Io {
                     path: path.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "weights file missing"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "weights file missing",
+                    ),
                 });
             }
             // SAFETY: the file is memory-mapped read-only; like every safetensors reader
@@ -46,10 +52,29 @@ impl WeightStore {
         Ok(WeightStore {
             files,
             index,
+            loaded: None,
             device: device.clone(),
             arch,
             prefix: String::new(),
         })
+    }
+
+    /// A store of tensors already in memory (e.g. dequantized from the GGUF `file`),
+    /// named as in a Hugging Face checkpoint; they are moved to `device` as f32.
+    pub fn from_tensors(
+        file: PathBuf,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+        arch: &'static str,
+    ) -> Self {
+        WeightStore {
+            files: Vec::new(),
+            index: HashMap::new(),
+            loaded: Some((file, tensors)),
+            device: device.clone(),
+            arch,
+            prefix: String::new(),
+        }
     }
 
     /// Looks names up under `prefix` when the checkpoint uses it (e.g. `transformer.`).
@@ -61,15 +86,24 @@ impl WeightStore {
     }
 
     pub fn contains(&self, name: &str) -> bool {
+        if let Some((_, tensors)) = &self.loaded {
+            return tensors.contains_key(name);
+        }
         self.index.contains_key(&format!("{}{name}", self.prefix)) || self.index.contains_key(name)
     }
 
     fn first_file(&self) -> PathBuf {
-        self.files.first().map(|(p, _)| p.clone()).unwrap_or_default()
+        self.files
+            .first()
+            .map(|(p, _)| p.clone())
+            .unwrap_or_default()
     }
 
     /// Loads `name` as f32, checking it has `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if let Some((file, tensors)) = &self.loaded {
+            return self.get_loaded(file, tensors, name, shape);
+        }
         let prefixed = format!("{}{name}", self.prefix);
         let (full, file_idx) = match self.index.get(&prefixed) {
             Some(i) => (prefixed, *i),
@@ -101,5 +135,28 @@ impl WeightStore {
         st.load(&full, &self.device)
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(weights_err)
+    }
+
+    fn get_loaded(
+        &self,
+        file: &Path,
+        tensors: &HashMap<String, Tensor>,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Tensor> {
+        let tensor = tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
+            file: file.to_path_buf(),
+            tensor: name.to_string(),
+            arch: self.arch,
+        })?;
+        if tensor.dims() != shape {
+            return Err(ModelError::TensorShape {
+                file: file.to_path_buf(),
+                tensor: name.to_string(),
+                expected: shape.to_vec(),
+                found: tensor.dims().to_vec(),
+            });
+        }
+        Ok(tensor.to_dtype(DType::F32)?.to_device(&self.device)?)
     }
 }

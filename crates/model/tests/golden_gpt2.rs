@@ -20,11 +20,19 @@ fn tokens_with_bos_match_transformer_lens() {
     for (name, pair) in golden["pairs"].as_object().unwrap() {
         for side in ["clean", "corrupted"] {
             let tokens = model.to_tokens(pair[side].as_str().unwrap(), true).unwrap();
-            assert_eq!(tokens, ids(&pair[format!("{side}_tokens")]), "{name} {side}");
+            assert_eq!(
+                tokens,
+                ids(&pair[format!("{side}_tokens")]),
+                "{name} {side}"
+            );
         }
-        let correct = model.to_single_token(pair["correct"].as_str().unwrap()).unwrap();
+        let correct = model
+            .to_single_token(pair["correct"].as_str().unwrap())
+            .unwrap();
         assert_eq!(correct as u64, pair["correct_id"].as_u64().unwrap());
-        let incorrect = model.to_single_token(pair["incorrect"].as_str().unwrap()).unwrap();
+        let incorrect = model
+            .to_single_token(pair["incorrect"].as_str().unwrap())
+            .unwrap();
         assert_eq!(incorrect as u64, pair["incorrect_id"].as_u64().unwrap());
     }
 }
@@ -39,18 +47,32 @@ fn last_position_logits_match() {
         let pos = logits.dim(1).unwrap();
         let last = logits.get(0).unwrap().get(pos - 1).unwrap(); // [vocab]
         let first32 = last.narrow(0, 0, 32).unwrap();
-        assert_close(&format!("{name} logits[:32]"), &first32, &pair["clean_last_logits_first32"], TOL);
+        assert_close(
+            &format!("{name} logits[:32]"),
+            &first32,
+            &pair["clean_last_logits_first32"],
+            TOL,
+        );
 
         let values: Vec<f32> = last.to_vec1().unwrap();
         let max = values.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max + values.iter().map(|v| (*v as f64 - max).exp()).sum::<f64>().ln();
+        let lse = max
+            + values
+                .iter()
+                .map(|v| (*v as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
         let want = pair["clean_last_logsumexp"].as_f64().unwrap();
         assert!((lse - want).abs() < TOL, "{name} logsumexp {lse} vs {want}");
 
         let mut order: Vec<usize> = (0..values.len()).collect();
         order.sort_by(|a, b| values[*b].total_cmp(&values[*a]));
         let top10: Vec<u32> = order[..10].iter().map(|i| *i as u32).collect();
-        assert_eq!(top10, ids(&pair["clean_last_logits_top10"]), "{name} top-10 ids");
+        assert_eq!(
+            top10,
+            ids(&pair["clean_last_logits_top10"]),
+            "{name} top-10 ids"
+        );
     }
 }
 
@@ -62,9 +84,15 @@ fn logit_differences_match() {
         let correct = pair["correct_id"].as_u64().unwrap() as usize;
         let incorrect = pair["incorrect_id"].as_u64().unwrap() as usize;
         for side in ["clean", "corrupted"] {
-            let tokens = model.tokens_tensor(&[ids(&pair[format!("{side}_tokens")])]).unwrap();
+            let tokens = model
+                .tokens_tensor(&[ids(&pair[format!("{side}_tokens")])])
+                .unwrap();
             let logits: Vec<f32> = model
-                .forward(&tokens, &mut actpatch_hooks::Hooks::none(), Readout::LastPosition)
+                .forward(
+                    &tokens,
+                    &mut actpatch_hooks::Hooks::none(),
+                    Readout::LastPosition,
+                )
                 .unwrap()
                 .get(0)
                 .unwrap()

@@ -11,12 +11,21 @@ fn unreachable_hub_and_offline_cache_miss_say_what_to_do() {
     // Port 9 (discard) on loopback refuses connections at once.
     std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");
     std::env::remove_var("HF_HUB_OFFLINE");
-    let source = ModelSource::Hub { id: "gpt2".into(), revision: None };
+    let source = ModelSource::Hub {
+        id: "gpt2".into(),
+        revision: None,
+    };
     let err = source.resolve().unwrap_err().to_string();
-    assert!(err.contains("`gpt2`") && err.contains("unreachable") && err.contains("path ="), "{err}");
+    assert!(
+        err.contains("`gpt2`") && err.contains("unreachable") && err.contains("path ="),
+        "{err}"
+    );
 
     std::env::set_var("HF_HUB_OFFLINE", "1");
     let err = source.resolve().unwrap_err().to_string();
-    assert!(err.contains("HF_HUB_OFFLINE") && err.contains("`gpt2`") && err.contains("path ="), "{err}");
+    assert!(
+        err.contains("HF_HUB_OFFLINE") && err.contains("`gpt2`") && err.contains("path ="),
+        "{err}"
+    );
     std::fs::remove_dir_all(home).ok();
 }

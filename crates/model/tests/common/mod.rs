@@ -57,11 +57,17 @@ pub fn assert_close(name: &str, actual: &Tensor, expected: &Value, tol: f64) {
     let mut worst = 0.0f64;
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         match w {
-            None => assert!(g.is_infinite() && *g < 0.0, "{name}[{i}]: expected masked (-inf), got {g}"),
+            None => assert!(
+                g.is_infinite() && *g < 0.0,
+                "{name}[{i}]: expected masked (-inf), got {g}"
+            ),
             Some(w) => {
                 let diff = (*g as f64 - w).abs();
                 worst = worst.max(diff);
-                assert!(diff <= tol, "{name}[{i}]: got {g}, golden {w} (diff {diff:e})");
+                assert!(
+                    diff <= tol,
+                    "{name}[{i}]: got {g}, golden {w} (diff {diff:e})"
+                );
             }
         }
     }

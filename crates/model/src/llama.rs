@@ -1,0 +1,371 @@
+//! Llama (Touvron et al. 2023) as a hooked transformer, read from Hugging Face
+//! `LlamaForCausalLM` checkpoints or from llama.cpp GGUF files (see [`crate::gguf`]).
+//!
+//! The same forward pass serves Llama's close relatives, told apart by `model_type`:
+//! `llama` (biases where `attention_bias` / `mlp_bias` say), `mistral` (no biases; the
+//! context is capped at `sliding_window`, within which the window changes nothing) and
+//! `qwen2` (biases on q, k and v only). Hook points and their values match
+//! TransformerLens's `HookedTransformer` loaded with no weight processing: RMSNorm,
+//! rotary embeddings in the Hugging Face "halves" layout, grouped-query attention and a
+//! SiLU-gated MLP.
+
+use std::path::Path;
+
+use actpatch_hooks::{BlockSite, HookPoint, HookSpace, Hooks};
+use candle_core::{Device, Tensor};
+use serde::Deserialize;
+
+use crate::layers::{attention_output, causal_attention, causal_mask, Linear, NormSite, RmsNorm};
+use crate::layers::{Rotary, RotaryTables};
+use crate::weights::WeightStore;
+use crate::{Architecture, ModelDims, ModelError, Readout, Result};
+
+/// The `model_type`s this file runs.
+pub const MODEL_TYPES: &str = "llama, mistral, qwen2";
+
+/// The fields of a Hugging Face Llama-family `config.json` that the forward pass needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlamaConfig {
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    pub vocab_size: usize,
+    /// aka d_model
+    pub hidden_size: usize,
+    /// aka d_mlp
+    pub intermediate_size: usize,
+    /// aka n_layers
+    pub num_hidden_layers: usize,
+    /// aka n_heads
+    pub num_attention_heads: usize,
+    /// aka n_key_value_heads; `None` means one per query head.
+    pub num_key_value_heads: Option<usize>,
+    /// aka d_head; `None` means hidden_size / num_attention_heads.
+    pub head_dim: Option<usize>,
+    /// aka n_ctx
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    /// Only `null` is supported (no scaling).
+    pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// Biases on q, k, v and o (llama).
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Biases on the gate, up and down projections (llama).
+    #[serde(default)]
+    pub mlp_bias: bool,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Unembedding = embedding; otherwise `lm_head.weight`.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    /// mistral; qwen2 when `use_sliding_window`.
+    pub sliding_window: Option<usize>,
+    #[serde(default)]
+    pub use_sliding_window: bool,
+}
+
+fn default_model_type() -> String {
+    "llama".into()
+}
+
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+
+fn default_act() -> String {
+    "silu".into()
+}
+
+/// Which projections carry biases.
+#[derive(Debug, Clone, Copy)]
+struct Biases {
+    qkv: bool,
+    o: bool,
+    mlp: bool,
+}
+
+impl LlamaConfig {
+    pub fn d_head(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    pub fn n_kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// The longest context the forward pass computes exactly.
+    fn n_ctx(&self) -> usize {
+        let window = match self.model_type.as_str() {
+            "mistral" => self.sliding_window,
+            "qwen2" if self.use_sliding_window => self.sliding_window,
+            _ => None,
+        };
+        window.map_or(self.max_position_embeddings, |w| {
+            w.min(self.max_position_embeddings)
+        })
+    }
+
+    fn biases(&self) -> Biases {
+        match self.model_type.as_str() {
+            "qwen2" => Biases {
+                qkv: true,
+                o: false,
+                mlp: false,
+            },
+            "mistral" => Biases {
+                qkv: false,
+                o: false,
+                mlp: false,
+            },
+            _ => Biases {
+                qkv: self.attention_bias,
+                o: self.attention_bias,
+                mlp: self.mlp_bias,
+            },
+        }
+    }
+
+    pub fn dims(&self) -> ModelDims {
+        ModelDims {
+            arch: Architecture::Llama,
+            n_layers: self.num_hidden_layers,
+            d_model: self.hidden_size,
+            n_heads: self.num_attention_heads,
+            n_kv_heads: self.n_kv_heads(),
+            d_head: self.d_head(),
+            d_mlp: self.intermediate_size,
+            n_ctx: self.n_ctx(),
+            d_vocab: self.vocab_size,
+        }
+    }
+
+    pub fn check(&self, path: &Path) -> Result<()> {
+        let bad = |reason: String| ModelError::Config {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !matches!(self.model_type.as_str(), "llama" | "mistral" | "qwen2") {
+            return Err(bad(format!(
+                "model_type `{}` is not a Llama-family model actpatch runs (supported: {MODEL_TYPES})",
+                self.model_type
+            )));
+        }
+        let (heads, kv_heads) = (self.num_attention_heads, self.n_kv_heads());
+        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(bad(format!(
+                "num_attention_heads ({heads}) must be a positive multiple of num_key_value_heads ({kv_heads})"
+            )));
+        }
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(heads) {
+            return Err(bad(format!(
+                "hidden_size ({}) must be a multiple of num_attention_heads ({heads}), or give head_dim",
+                self.hidden_size
+            )));
+        }
+        if !self.d_head().is_multiple_of(2) {
+            return Err(bad(format!(
+                "head_dim ({}) must be even for rotary embeddings",
+                self.d_head()
+            )));
+        }
+        if self.hidden_act != "silu" {
+            return Err(bad(format!(
+                "hidden_act `{}` is not supported for Llama (supported: silu)",
+                self.hidden_act
+            )));
+        }
+        if let Some(scaling) = self.rope_scaling.as_ref().filter(|s| !s.is_null()) {
+            return Err(bad(format!(
+                "rope_scaling {scaling} is not supported (supported: null, i.e. plain rotary embeddings with rope_theta)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+struct Attention {
+    q_proj: Linear, // [d_model, head * d_head]
+    k_proj: Linear, // [d_model, kv_head * d_head]
+    v_proj: Linear, // [d_model, kv_head * d_head]
+    o_proj: Linear, // [head * d_head, d_model]
+}
+
+struct Mlp {
+    gate_proj: Linear, // [d_model, d_mlp]
+    up_proj: Linear,   // [d_model, d_mlp]
+    down_proj: Linear, // [d_mlp, d_model]
+}
+
+struct Block {
+    layer: usize,
+    ln1: RmsNorm, // input_layernorm
+    attn: Attention,
+    ln2: RmsNorm, // post_attention_layernorm
+    mlp: Mlp,
+    n_heads: usize,
+    n_kv_heads: usize,
+    d_head: usize,
+}
+
+impl Block {
+    fn load(store: &WeightStore, cfg: &LlamaConfig, layer: usize) -> Result<Self> {
+        let dims = cfg.dims();
+        let (d, d_mlp, eps) = (dims.d_model, dims.d_mlp, cfg.rms_norm_eps);
+        let (d_q, d_kv) = (dims.n_heads * dims.d_head, dims.n_kv_heads * dims.d_head);
+        let biases = cfg.biases();
+        let name = |suffix: &str| format!("model.layers.{layer}.{suffix}");
+        let linear = |suffix: &str, d_in, d_out, bias| {
+            Linear::torch(store, &name(suffix), d_in, d_out, bias)
+        };
+        Ok(Block {
+            layer,
+            ln1: RmsNorm::load(store, &name("input_layernorm"), d, eps)?,
+            attn: Attention {
+                q_proj: linear("self_attn.q_proj", d, d_q, biases.qkv)?,
+                k_proj: linear("self_attn.k_proj", d, d_kv, biases.qkv)?,
+                v_proj: linear("self_attn.v_proj", d, d_kv, biases.qkv)?,
+                o_proj: linear("self_attn.o_proj", d_q, d, biases.o)?,
+            },
+            ln2: RmsNorm::load(store, &name("post_attention_layernorm"), d, eps)?,
+            mlp: Mlp {
+                gate_proj: linear("mlp.gate_proj", d, d_mlp, biases.mlp)?,
+                up_proj: linear("mlp.up_proj", d, d_mlp, biases.mlp)?,
+                down_proj: linear("mlp.down_proj", d_mlp, d, biases.mlp)?,
+            },
+            n_heads: dims.n_heads,
+            n_kv_heads: dims.n_kv_heads,
+            d_head: dims.d_head,
+        })
+    }
+
+    /// `[batch, pos, d_model]` → `[batch, pos, d_model]`
+    fn forward(
+        &self,
+        resid_pre: Tensor,
+        rotary: &RotaryTables,
+        mask: &Tensor,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        let at = |site| HookPoint::block(self.layer, site);
+        let (batch, pos, _) = resid_pre.dims3()?;
+        let q_shape = (batch, pos, self.n_heads, self.d_head);
+        let kv_shape = (batch, pos, self.n_kv_heads, self.d_head);
+        let (attn, mlp) = (&self.attn, &self.mlp);
+
+        let resid_pre = hooks.at(at(BlockSite::ResidPre), resid_pre)?;
+        let normalized = self
+            .ln1
+            .forward(&resid_pre, hooks, NormSite::Ln1(self.layer))?;
+        let q = attn.q_proj.forward(&normalized)?.reshape(q_shape)?;
+        let k = attn.k_proj.forward(&normalized)?.reshape(kv_shape)?;
+        let v = attn.v_proj.forward(&normalized)?.reshape(kv_shape)?;
+        let q = hooks.at(at(BlockSite::Q), q)?; // [batch, pos, head, d_head]
+        let k = hooks.at(at(BlockSite::K), k)?; // [batch, pos, kv_head, d_head]
+        let v = hooks.at(at(BlockSite::V), v)?; // [batch, pos, kv_head, d_head]
+        let rot_q = hooks.at(at(BlockSite::RotQ), rotary.apply(&q)?)?;
+        let rot_k = hooks.at(at(BlockSite::RotK), rotary.apply(&k)?)?;
+        let z = causal_attention(&rot_q, &rot_k, &v, mask, self.layer, hooks)?; // [batch, pos, head, d_head]
+        let attn_out = attention_output(&z, &attn.o_proj)?;
+        let attn_out = hooks.at(at(BlockSite::AttnOut), attn_out)?;
+        let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
+
+        let normalized = self
+            .ln2
+            .forward(&resid_mid, hooks, NormSite::Ln2(self.layer))?;
+        let gate = hooks.at(at(BlockSite::MlpPre), mlp.gate_proj.forward(&normalized)?)?;
+        let up = mlp.up_proj.forward(&normalized)?;
+        let up = hooks.at(at(BlockSite::MlpPreLinear), up)?;
+        let mlp_post = hooks.at(at(BlockSite::MlpPost), (gate.silu()? * up)?)?; // [batch, pos, d_mlp]
+        let mlp_out = hooks.at(at(BlockSite::MlpOut), mlp.down_proj.forward(&mlp_post)?)?;
+        Ok(hooks.at(at(BlockSite::ResidPost), (resid_mid + mlp_out)?)?)
+    }
+}
+
+/// A Llama-family language model with hook points.
+pub struct Llama {
+    embed_tokens: Tensor, // [d_vocab, d_model]
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Tensor, // [d_vocab, d_model]; the embedding itself when tied
+    rotary: Rotary,
+    dims: ModelDims,
+}
+
+impl Llama {
+    pub fn parse_config(text: &str, path: &Path) -> Result<LlamaConfig> {
+        let cfg: LlamaConfig = serde_json::from_str(text).map_err(|e| ModelError::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        cfg.check(path)?;
+        Ok(cfg)
+    }
+
+    /// Loads the model from safetensors files in Hugging Face layout.
+    pub fn load(
+        cfg: &LlamaConfig,
+        weights: &[std::path::PathBuf],
+        device: &Device,
+    ) -> Result<Self> {
+        let store = WeightStore::open(weights, device, "Llama")?;
+        Self::from_store(cfg, &store)
+    }
+
+    /// Loads the model from tensors named as in a Hugging Face `LlamaForCausalLM`.
+    pub fn from_store(cfg: &LlamaConfig, store: &WeightStore) -> Result<Self> {
+        let dims = cfg.dims();
+        let (vocab, d) = (dims.d_vocab, dims.d_model);
+        let blocks = (0..dims.n_layers)
+            .map(|layer| Block::load(store, cfg, layer))
+            .collect::<Result<Vec<_>>>()?;
+        let embed_tokens = store.get("model.embed_tokens.weight", &[vocab, d])?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed_tokens.clone()
+        } else {
+            store.get("lm_head.weight", &[vocab, d])?
+        };
+        Ok(Llama {
+            embed_tokens,
+            blocks,
+            norm: RmsNorm::load(store, "model.norm", d, cfg.rms_norm_eps)?,
+            lm_head,
+            rotary: Rotary::new(dims.d_head, cfg.rope_theta),
+            dims,
+        })
+    }
+
+    pub fn dims(&self) -> &ModelDims {
+        &self.dims
+    }
+
+    pub fn hook_space(&self) -> HookSpace {
+        HookSpace::llama(self.dims.n_layers)
+    }
+
+    /// tokens `[batch, pos]` (u32) → logits (`[batch, pos, d_vocab]`, or
+    /// `[batch, d_vocab]` for [`Readout::LastPosition`]).
+    pub fn forward(&self, tokens: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
+        let (batch, pos) = tokens.dims2()?;
+        let embed = self
+            .embed_tokens
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((batch, pos, self.dims.d_model))?;
+        let mut resid = hooks.at(HookPoint::Embed, embed)?; // [batch, pos, d_model]
+
+        let rotary = self.rotary.tables(pos, tokens.device())?;
+        let mask = causal_mask(pos, tokens.device())?;
+        for block in &self.blocks {
+            resid = block.forward(resid, &rotary, &mask, hooks)?;
+        }
+        let normalized = self.norm.forward(&resid, hooks, NormSite::Final)?;
+        readout.unembed(&normalized, &self.lm_head, None)
+    }
+}

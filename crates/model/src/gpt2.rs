@@ -12,7 +12,10 @@ use actpatch_hooks::{BlockSite, HookPoint, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::layers::{attention_output, causal_attention, causal_mask, LayerNorm, Linear, NormSite};
+use crate::layers::{
+    attention_output, causal_attention, causal_mask_from, Frame, KvPrefix, LayerNorm, Linear,
+    NormSite,
+};
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
 
@@ -113,8 +116,15 @@ impl Block {
         })
     }
 
-    /// `[batch, pos, d_model]` → `[batch, pos, d_model]`
-    fn forward(&self, resid_pre: Tensor, mask: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+    /// `[batch, pos, d_model]` → `[batch, pos, d_model]`, the rows holding the
+    /// positions of `frame`, after `prefix`'s keys and values.
+    fn forward(
+        &self,
+        resid_pre: Tensor,
+        frame: &Frame,
+        prefix: Option<KvPrefix>,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
         let at = |site| HookPoint::block(self.layer, site);
         let (batch, pos, d_model) = resid_pre.dims3()?;
         let head_shape = (batch, pos, self.n_heads, self.d_head);
@@ -136,7 +146,7 @@ impl Block {
             at(BlockSite::V),
             qkv.narrow(2, 2 * d_model, d_model)?.reshape(head_shape)?,
         )?;
-        let z = causal_attention(&q, &k, &v, mask, self.layer, hooks)?; // [batch, pos, head, d_head]
+        let z = causal_attention(&q, &k, &v, &frame.mask, prefix, self.layer, hooks)?; // [batch, pos, head, d_head]
         let attn_out = hooks.at(at(BlockSite::AttnOut), attention_output(&z, &self.c_proj)?)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
 
@@ -211,12 +221,39 @@ impl Gpt2 {
             .contiguous()?;
         let pos_embed = hooks.at(HookPoint::PosEmbed, pos_embed)?;
 
-        let mask = causal_mask(pos, tokens.device())?;
+        let frame = self.frame(0, pos, tokens.device())?;
         let mut resid = (embed + pos_embed)?; // [batch, pos, d_model]
         for block in &self.blocks {
-            resid = block.forward(resid, &mask, hooks)?;
+            resid = block.forward(resid, &frame, None, hooks)?;
         }
-        let normalized = self.ln_final.forward(&resid, hooks, NormSite::Final)?;
+        self.readout(&resid, hooks, readout)
+    }
+
+    /// The frame of positions `start..start + len`.
+    pub fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
+        Ok(Frame {
+            start,
+            len,
+            mask: causal_mask_from(start, len, device)?,
+            rotary: None,
+        })
+    }
+
+    /// Block `layer` alone: `[batch, len, d_model]` → `[batch, len, d_model]`.
+    pub fn block_forward(
+        &self,
+        layer: usize,
+        resid_pre: Tensor,
+        frame: &Frame,
+        prefix: Option<KvPrefix>,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.blocks[layer].forward(resid_pre, frame, prefix, hooks)
+    }
+
+    /// Final LayerNorm and unembedding of the residual stream `[batch, len, d_model]`.
+    pub fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
+        let normalized = self.ln_final.forward(resid, hooks, NormSite::Final)?;
         readout.unembed(&normalized, &self.wte, None)
     }
 }

@@ -159,10 +159,58 @@ impl RmsNorm {
 
 /// `[pos, pos]` additive mask: 0 on and below the diagonal, -inf above.
 pub fn causal_mask(pos: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..pos)
-        .flat_map(|q| (0..pos).map(move |k| if k > q { f32::NEG_INFINITY } else { 0.0 }))
+    causal_mask_from(0, pos, device)
+}
+
+/// `[len, start + len]` additive mask for queries at positions `start..start + len`
+/// over keys at `0..start + len`: query `i` sees keys up to `start + i`.
+pub fn causal_mask_from(start: usize, len: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..len)
+        .flat_map(|q| {
+            (0..start + len).map(move |k| {
+                if k > start + q {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
-    Ok(Tensor::from_vec(mask, (pos, pos), device)?)
+    Ok(Tensor::from_vec(mask, (len, start + len), device)?)
+}
+
+/// Where the rows of a forward pass sit in the prompt: positions `start..start + len`.
+/// A full pass has `start = 0`; a fast sweep runs only the positions a patch can
+/// change, with the keys and values of the earlier positions taken from a cache.
+pub struct Frame {
+    pub start: usize,
+    pub len: usize,
+    /// `[len, start + len]`
+    pub mask: Tensor,
+    /// Rotary tables of positions `start..start + len` (architectures with rotary).
+    pub rotary: Option<RotaryTables>,
+}
+
+/// Keys and values of the positions before a [`Frame`]'s start, from a cached run:
+/// `[1, start, kv_head, d_head]` each (keys after rotary embedding where there is one).
+#[derive(Clone, Copy)]
+pub struct KvPrefix<'a> {
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
+}
+
+/// `[batch, len, kv_head, d_head]` → `[batch, start + len, kv_head, d_head]`, the
+/// cached prefix broadcast over the batch and put in front.
+fn with_prefix(x: &Tensor, prefix: Option<&Tensor>) -> Result<Tensor> {
+    match prefix {
+        None => Ok(x.clone()),
+        Some(prefix) => {
+            let (batch, _, kv_heads, d_head) = x.dims4()?;
+            let start = prefix.dim(1)?;
+            let prefix = prefix.broadcast_as((batch, start, kv_heads, d_head))?;
+            Ok(Tensor::cat(&[&prefix, x], 1)?)
+        }
+    }
 }
 
 /// Causal attention from hooked queries, keys and values, through
@@ -170,17 +218,21 @@ pub fn causal_mask(pos: usize, device: &Device) -> Result<Tensor> {
 ///
 /// `q`: `[batch, pos, head, d_head]`; `k`, `v`: `[batch, pos, kv_head, d_head]`, where
 /// each key/value head serves `head / kv_head` query heads (grouped-query attention).
-/// Returns `z`: `[batch, pos, head, d_head]`.
+/// With a `prefix`, the keys and values of earlier positions are put in front and
+/// `mask` is the frame's `[pos, start + pos]` mask. Returns `z`: `[batch, pos, head, d_head]`.
 pub fn causal_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     mask: &Tensor,
+    prefix: Option<KvPrefix>,
     layer: usize,
     hooks: &mut Hooks,
 ) -> Result<Tensor> {
     let (_, _, n_heads, d_head) = q.dims4()?;
     let n_kv_heads = k.dim(2)?;
+    let k = with_prefix(k, prefix.map(|p| p.k))?; // [batch, start + pos, kv_head, d_head]
+    let v = with_prefix(v, prefix.map(|p| p.v))?;
     let q = q.transpose(1, 2)?.contiguous()?; // [batch, head, pos, d_head]
     let k = repeat_kv(&k.transpose(1, 2)?, n_heads / n_kv_heads)?; // [batch, head, pos, d_head]
     let v = repeat_kv(&v.transpose(1, 2)?, n_heads / n_kv_heads)?;
@@ -229,8 +281,13 @@ impl Rotary {
     /// The cosines and sines of positions `0..pos`. Angles are products in f32, as
     /// Hugging Face computes them, so long contexts round the same way.
     pub fn tables(&self, pos: usize, device: &Device) -> Result<RotaryTables> {
+        self.tables_from(0, pos, device)
+    }
+
+    /// The cosines and sines of positions `start..start + pos`.
+    pub fn tables_from(&self, start: usize, pos: usize, device: &Device) -> Result<RotaryTables> {
         let half = self.inv_freq.len();
-        let angles: Vec<f32> = (0..pos)
+        let angles: Vec<f32> = (start..start + pos)
             .flat_map(|p| self.inv_freq.iter().map(move |f| p as f32 * f))
             .collect();
         let cos: Vec<f32> = angles.iter().map(|a| (*a as f64).cos() as f32).collect();

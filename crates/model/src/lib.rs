@@ -37,6 +37,7 @@ use candle_core::{Device, Tensor};
 pub use actpatch_hooks::HookPoint;
 pub use device::DeviceSpec;
 pub use error::{ModelError, Result};
+pub use layers::{Frame, KvPrefix};
 pub use source::{ModelFiles, ModelSource, TokenizerFiles};
 pub use tokenizer::Tokenizer;
 
@@ -258,6 +259,66 @@ impl HookedTransformer {
         match &self.arch {
             Arch::Gpt2(m) => m.forward(tokens, hooks, readout),
             Arch::Llama(m) => m.forward(tokens, hooks, readout),
+        }
+    }
+
+    /// The frame of prompt positions `start..start + len`, for [`Self::block_forward`].
+    pub fn frame(&self, start: usize, len: usize) -> Result<Frame> {
+        let n_ctx = self.dims().n_ctx;
+        if len == 0 || start + len > n_ctx {
+            return Err(ModelError::PromptTooLong {
+                prompt: None,
+                n_tokens: start + len,
+                n_ctx,
+            });
+        }
+        match &self.arch {
+            Arch::Gpt2(m) => m.frame(start, len, &self.device),
+            Arch::Llama(m) => m.frame(start, len, &self.device),
+        }
+    }
+
+    /// Runs block `layer` alone on `resid_pre` `[batch, len, d_model]`, whose rows hold
+    /// the positions of `frame`; the keys and values of earlier positions come from
+    /// `prefix` (from a cached run: [`Self::key_site`] and `hook_v` of this layer).
+    /// Hook points see frame-relative positions. Fast sweeps build on this.
+    pub fn block_forward(
+        &self,
+        layer: usize,
+        resid_pre: Tensor,
+        frame: &Frame,
+        prefix: Option<KvPrefix>,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        let n_layers = self.dims().n_layers;
+        if layer >= n_layers {
+            return Err(actpatch_hooks::HookError::LayerOutOfRange {
+                name: format!("blocks.{layer}"),
+                layer,
+                n_layers,
+            }
+            .into());
+        }
+        match &self.arch {
+            Arch::Gpt2(m) => m.block_forward(layer, resid_pre, frame, prefix, hooks),
+            Arch::Llama(m) => m.block_forward(layer, resid_pre, frame, prefix, hooks),
+        }
+    }
+
+    /// Final norm and unembedding of a residual stream `[batch, len, d_model]`.
+    pub fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
+        match &self.arch {
+            Arch::Gpt2(m) => m.readout(resid, hooks, readout),
+            Arch::Llama(m) => m.readout(resid, hooks, readout),
+        }
+    }
+
+    /// The hook point whose cached value is what attention uses as keys:
+    /// `attn.hook_k` (GPT-2) or `attn.hook_rot_k` (Llama, after rotary).
+    pub fn key_site(&self) -> actpatch_hooks::BlockSite {
+        match &self.arch {
+            Arch::Gpt2(_) => actpatch_hooks::BlockSite::K,
+            Arch::Llama(_) => actpatch_hooks::BlockSite::RotK,
         }
     }
 

@@ -15,8 +15,10 @@ use actpatch_hooks::{BlockSite, HookPoint, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::layers::{attention_output, causal_attention, causal_mask, Linear, NormSite, RmsNorm};
-use crate::layers::{Rotary, RotaryTables};
+use crate::layers::{
+    attention_output, causal_attention, causal_mask_from, Frame, KvPrefix, Linear, NormSite,
+    RmsNorm, Rotary,
+};
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
 
@@ -246,14 +248,18 @@ impl Block {
         })
     }
 
-    /// `[batch, pos, d_model]` → `[batch, pos, d_model]`
+    /// `[batch, pos, d_model]` → `[batch, pos, d_model]`, the rows holding the
+    /// positions of `frame`, after `prefix`'s keys (rotated) and values.
     fn forward(
         &self,
         resid_pre: Tensor,
-        rotary: &RotaryTables,
-        mask: &Tensor,
+        frame: &Frame,
+        prefix: Option<KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
+        let rotary = frame.rotary.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg("a Llama frame needs rotary tables (use Llama::frame)".into())
+        })?;
         let at = |site| HookPoint::block(self.layer, site);
         let (batch, pos, _) = resid_pre.dims3()?;
         let q_shape = (batch, pos, self.n_heads, self.d_head);
@@ -272,7 +278,7 @@ impl Block {
         let v = hooks.at(at(BlockSite::V), v)?; // [batch, pos, kv_head, d_head]
         let rot_q = hooks.at(at(BlockSite::RotQ), rotary.apply(&q)?)?;
         let rot_k = hooks.at(at(BlockSite::RotK), rotary.apply(&k)?)?;
-        let z = causal_attention(&rot_q, &rot_k, &v, mask, self.layer, hooks)?; // [batch, pos, head, d_head]
+        let z = causal_attention(&rot_q, &rot_k, &v, &frame.mask, prefix, self.layer, hooks)?; // [batch, pos, head, d_head]
         let attn_out = attention_output(&z, &attn.o_proj)?;
         let attn_out = hooks.at(at(BlockSite::AttnOut), attn_out)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
@@ -360,12 +366,38 @@ impl Llama {
             .reshape((batch, pos, self.dims.d_model))?;
         let mut resid = hooks.at(HookPoint::Embed, embed)?; // [batch, pos, d_model]
 
-        let rotary = self.rotary.tables(pos, tokens.device())?;
-        let mask = causal_mask(pos, tokens.device())?;
+        let frame = self.frame(0, pos, tokens.device())?;
         for block in &self.blocks {
-            resid = block.forward(resid, &rotary, &mask, hooks)?;
+            resid = block.forward(resid, &frame, None, hooks)?;
         }
-        let normalized = self.norm.forward(&resid, hooks, NormSite::Final)?;
+        self.readout(&resid, hooks, readout)
+    }
+
+    /// The frame of positions `start..start + len`, with their rotary tables.
+    pub fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
+        Ok(Frame {
+            start,
+            len,
+            mask: causal_mask_from(start, len, device)?,
+            rotary: Some(self.rotary.tables_from(start, len, device)?),
+        })
+    }
+
+    /// Block `layer` alone: `[batch, len, d_model]` → `[batch, len, d_model]`.
+    pub fn block_forward(
+        &self,
+        layer: usize,
+        resid_pre: Tensor,
+        frame: &Frame,
+        prefix: Option<KvPrefix>,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.blocks[layer].forward(resid_pre, frame, prefix, hooks)
+    }
+
+    /// Final RMSNorm and unembedding of the residual stream `[batch, len, d_model]`.
+    pub fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
+        let normalized = self.norm.forward(resid, hooks, NormSite::Final)?;
         readout.unembed(&normalized, &self.lm_head, None)
     }
 }

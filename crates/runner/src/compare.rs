@@ -139,10 +139,7 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
         options.top,
         &figures,
     );
-    actpatch_report::atomic::write_bytes_atomic(
-        &out_dir.join("compare.md"),
-        markdown.as_bytes(),
-    )?;
+    actpatch_report::atomic::write_bytes_atomic(&out_dir.join("compare.md"), markdown.as_bytes())?;
     Ok(Comparison {
         a,
         b,
@@ -158,15 +155,18 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
 /// when `--fail-above` is exceeded).
 pub fn cli(a: &Path, b: &Path, options: &CompareOptions) -> Result<u8, RunnerError> {
     let c = compare(a, b, options)?;
-    print!("{}", c.markdown);
+    let (text, figures) = match c.markdown.split_once(render::FIGURES_HEADING) {
+        Some((text, figures)) => (text, figures.matches("![").count()),
+        None => (c.markdown.as_str(), 0),
+    };
+    print!("{text}");
+    let figures = match figures {
+        0 => String::new(),
+        n => format!(", {n} difference heatmaps in figures/"),
+    };
     println!(
-        "\nwritten to {} (compare.md, compare.parquet{})",
-        c.out_dir.display(),
-        if options.formats.is_empty() {
-            ""
-        } else {
-            ", figures/"
-        }
+        "\nwritten to {}: compare.md, compare.parquet{figures}",
+        c.out_dir.display()
     );
     if c.summary.matched == 0 {
         eprintln!(

@@ -14,6 +14,7 @@ pub mod run;
 pub mod runs;
 pub mod summary;
 pub mod sweep;
+pub mod sweep_fast;
 pub mod sweep_pair;
 pub mod validate;
 

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use actpatch_runner::run::{check, resume, run, RunOptions};
 use actpatch_runner::compare::{self, CompareOptions};
+use actpatch_runner::run::{check, resume, run, RunOptions};
 use actpatch_runner::runs::{self, RunsFilter};
 use clap::{Parser, Subcommand};
 
@@ -158,21 +158,27 @@ fn main() -> ExitCode {
             out,
             formats,
             no_figures,
-        } => compare::image_formats(&formats, no_figures).and_then(|formats| {
-            let options = CompareOptions {
-                out_dir: out,
-                by_depth,
-                fail_above,
-                top,
-                formats,
+        } => {
+            let status = match compare::image_formats(&formats, no_figures) {
+                Ok(formats) => {
+                    let options = CompareOptions {
+                        out_dir: out,
+                        by_depth,
+                        fail_above,
+                        top,
+                        formats,
+                    };
+                    compare::cli(&a, &b, &options)
+                }
+                Err(e) => Err(e),
             };
-            match compare::cli(&a, &b, &options) {
+            match status {
                 Ok(0) => Ok(()),
-                Ok(code) => return Ok(Some(code)),
+                // --fail-above exceeded: the report is printed, the message is on stderr.
+                Ok(code) => return ExitCode::from(code),
                 Err(e) => Err(e),
             }
-            .map(|()| None)
-        }),
+        }
         Command::Runs {
             dir,
             concept,

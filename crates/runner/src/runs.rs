@@ -50,14 +50,14 @@ pub struct RunsFilter {
 
 impl RunsFilter {
     pub fn accepts(&self, run: &RunEntry) -> bool {
-        let concept = self
-            .concept
-            .as_ref()
-            .map_or(true, |c| run.concepts.contains(c));
-        let model = self
-            .model
-            .as_ref()
-            .map_or(true, |m| run.model.to_lowercase().contains(&m.to_lowercase()));
+        let concept = match &self.concept {
+            Some(c) => run.concepts.contains(c),
+            None => true,
+        };
+        let model = match &self.model {
+            Some(m) => run.model.to_lowercase().contains(&m.to_lowercase()),
+            None => true,
+        };
         concept && model
     }
 }
@@ -97,8 +97,12 @@ fn entry(dir: &Path) -> RunEntry {
         experiment: text(&|m| m["experiment"].as_str()).unwrap_or_default(),
         model: text(&|m| m["model"]["source"].as_str()).unwrap_or_default(),
         started: text(&|m| m["started"].as_str()),
-        passed: manifest.as_ref().and_then(|m| m["pairs"]["passed"].as_u64()),
-        failed: manifest.as_ref().and_then(|m| m["pairs"]["failed"].as_u64()),
+        passed: manifest
+            .as_ref()
+            .and_then(|m| m["pairs"]["passed"].as_u64()),
+        failed: manifest
+            .as_ref()
+            .and_then(|m| m["pairs"]["failed"].as_u64()),
         cells: manifest
             .as_ref()
             .and_then(|m| m["cells"].as_u64())
@@ -156,9 +160,7 @@ pub fn scan(dir: &Path, filter: &RunsFilter) -> Result<Vec<RunEntry>, RunnerErro
         .map(|d| entry(d))
         .filter(|r| filter.accepts(r))
         .collect();
-    runs.sort_by(|a, b| {
-        (a.started.as_deref(), &a.run_id).cmp(&(b.started.as_deref(), &b.run_id))
-    });
+    runs.sort_by(|a, b| (a.started.as_deref(), &a.run_id).cmp(&(b.started.as_deref(), &b.run_id)));
     Ok(runs)
 }
 
@@ -171,6 +173,18 @@ fn date(started: Option<&str>) -> String {
                 .to_string()
         })
         .unwrap_or_else(|| "–".into())
+}
+
+/// `12.3 s`, `4 min 05 s`, `2 h 03 min`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    if s < 120.0 {
+        format!("{s:.1} s")
+    } else if s < 7200.0 {
+        format!("{} min {:02} s", (s / 60.0) as u64, s as u64 % 60)
+    } else {
+        format!("{} h {:02} min", (s / 3600.0) as u64, (s as u64 / 60) % 60)
+    }
 }
 
 fn or_dash<T: ToString>(v: Option<T>) -> String {
@@ -205,9 +219,7 @@ pub fn render(runs: &[RunEntry]) -> String {
                 date(r.started.as_deref()),
                 format!("{}/{}", or_dash(r.passed), or_dash(r.failed)),
                 or_dash(r.cells),
-                r.wall_seconds
-                    .map(|s| format!("{s:.1} s"))
-                    .unwrap_or_else(|| "–".into()),
+                r.wall_seconds.map(duration).unwrap_or_else(|| "–".into()),
                 status,
             ]
         })
@@ -230,7 +242,9 @@ pub fn render(runs: &[RunEntry]) -> String {
         padded.join("  ").trim_end().to_string() + "\n"
     };
     let mut text = line(&header.map(String::from));
-    text.push_str(&line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()));
+    text.push_str(&line(
+        &widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>(),
+    ));
     for r in &rows {
         text.push_str(&line(r));
     }

@@ -226,7 +226,7 @@ pub fn rows_for_budget(dims: &ModelDims, n_pos: usize, budget_bytes: usize) -> u
 
 /// The clean activation at `point`, re-indexed so position j holds what corrupted
 /// position j receives: `[1, n_corrupted, ...]`.
-fn aligned_source(
+pub(crate) fn aligned_source(
     point: HookPoint,
     cache: &ActivationCache,
     map: &PositionMap,

@@ -13,6 +13,7 @@ use crate::run::{say, skipped_kinds, RunOptions};
 use crate::sweep::{
     cells_of, hook_points, rows_for_budget, sweep, CellIndex, PairSweep, PatchKind,
 };
+use crate::sweep_fast::{corrupted_run, sweep_fast};
 use crate::validate::PairPlan;
 use crate::RunnerError;
 
@@ -94,12 +95,25 @@ pub fn sweep_pair<'p>(
         plan.corrupted_tokens.len(),
         options.max_batch_mib << 20,
     );
+    let corrupted = if options.naive {
+        None
+    } else {
+        Some(corrupted_run(
+            model,
+            &plan.corrupted_tokens,
+            &experiment.sweep.kinds,
+        )?)
+    };
     let mut results = Vec::new();
     for (kind, cells) in planned_cells(experiment, model, plan) {
         let started = Instant::now();
-        results.extend(sweep(model, &pair, kind, &cells, rows, &mut |n| {
-            bar.inc(n as u64)
-        })?);
+        let mut progress = |n: usize| bar.inc(n as u64);
+        results.extend(match &corrupted {
+            None => sweep(model, &pair, kind, &cells, rows, &mut progress)?,
+            Some(corrupted) => {
+                sweep_fast(model, &pair, corrupted, kind, &cells, rows, &mut progress)?
+            }
+        });
         if !std::io::stderr().is_terminal() {
             say(
                 options,

@@ -92,7 +92,11 @@ pub fn load(path: &Path, side: &str) -> Result<RunTable, RunnerError> {
     let (n_layers, n_layers_source) = match manifest_layers {
         Some(n) => (n as usize, "manifest model.n_layers"),
         None => (
-            cells.iter().map(|c| c.layer as usize + 1).max().unwrap_or(1),
+            cells
+                .iter()
+                .map(|c| c.layer as usize + 1)
+                .max()
+                .unwrap_or(1),
             "largest layer in cells.parquet + 1",
         ),
     };

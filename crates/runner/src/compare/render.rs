@@ -10,15 +10,21 @@ use actpatch_report::{CompareRow, ImageFormat};
 
 use super::input::RunTable;
 use super::join::LayerAxis;
-use super::stats::Summary;
+use super::stats::{Summary, UNCHANGED_BELOW};
 use crate::figures::heatmap;
 use crate::sweep::{CellIndex, PatchKind};
 use crate::RunnerError;
 
-/// A value for a table: 4 decimals, `–` when undefined.
+/// Heading of the figures section, which the command does not print.
+pub const FIGURES_HEADING: &str = "\n## Difference heatmaps (B − A)\n\n";
+
+/// A value for a table: 4 decimals (scientific when it would round to zero), `–` when
+/// undefined.
 fn num(v: f64) -> String {
     if v.is_nan() {
         "–".into()
+    } else if v != 0.0 && v.abs() < 1e-3 {
+        format!("{v:.2e}")
     } else {
         format!("{v:.4}")
     }
@@ -90,7 +96,7 @@ pub fn markdown(
     );
     let _ = writeln!(
         md,
-        "## Differences\n\nOver the matched cells: max |B − A| = {}, mean |B − A| = {}; {} cells changed.",
+        "## Differences\n\nOver the matched cells: max |B − A| = {}, mean |B − A| = {}; changed cells (|B − A| > {UNCHANGED_BELOW:e}): {}.",
         num(summary.max_abs),
         num(summary.mean_abs),
         summary.changed.len()
@@ -153,7 +159,7 @@ pub fn markdown(
         }
     }
     if !figures.is_empty() {
-        md.push_str("\n## Difference heatmaps (B − A)\n\n");
+        md.push_str(FIGURES_HEADING);
         for (heading, image) in figures {
             let _ = writeln!(md, "### {heading}\n\n![{}]({image})\n", cell(heading));
         }

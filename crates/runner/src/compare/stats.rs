@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 
 use actpatch_report::CompareRow;
 
+/// |B − A| at or below this counts as unchanged: rounding of the depth-bin means, not a
+/// change. (`--fail-above` compares with its own threshold.)
+pub const UNCHANGED_BELOW: f64 = 1e-12;
+
 /// One patch kind's numbers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KindStats {
@@ -32,7 +36,7 @@ pub struct Summary {
     /// Matched cells where exactly one run has a non-finite value.
     pub finite_mismatch: usize,
     pub per_kind: Vec<KindStats>,
-    /// Matched cells whose value changed, largest |B − A| first.
+    /// Matched cells whose |B − A| exceeds [`UNCHANGED_BELOW`], largest first.
     pub changed: Vec<CompareRow>,
     /// With `--fail-above X`: the matched cells that differ by more than X.
     pub exceeding: Option<usize>,
@@ -138,7 +142,7 @@ pub fn summarize(rows: &[CompareRow], fail_above: Option<f64>) -> Summary {
     let mut changed: Vec<(f64, &CompareRow)> = rows
         .iter()
         .filter_map(|r| abs_change(r).map(|d| (d, r)))
-        .filter(|(d, _)| *d > 0.0)
+        .filter(|(d, _)| *d > UNCHANGED_BELOW)
         .collect();
     changed.sort_by(|x, y| y.0.total_cmp(&x.0));
     Summary {
@@ -166,7 +170,11 @@ mod tests {
         // Monotone but not linear: Spearman 1, Pearson below.
         let y = [1.0, 4.0, 9.0, 16.0, 100.0];
         assert!((spearman(&x, &y) - 1.0).abs() < 1e-12);
-        assert!((pearson(&x, &y) - 0.795_203_6).abs() < 1e-6, "{}", pearson(&x, &y));
+        assert!(
+            (pearson(&x, &y) - 0.795_203_6).abs() < 1e-6,
+            "{}",
+            pearson(&x, &y)
+        );
         assert!(pearson(&x, &[1.0; 5]).is_nan());
         assert_eq!(ranks(&[10.0, 20.0, 10.0, 30.0]), vec![1.5, 3.0, 1.5, 4.0]);
     }

@@ -1,0 +1,276 @@
+//! Fast exact sweeps: the same numbers as [`crate::sweep::sweep`], computing only what
+//! a patch can change.
+//!
+//! - A patch at layer L leaves layers before L unchanged: each patched run starts at
+//!   block L from the corrupted run's cached residual stream.
+//! - Attention is causal: positions before the first patched position are unchanged
+//!   in every layer. Only positions from there on are run; the keys and values of
+//!   the earlier ones come from the corrupted cache.
+//! - A cell whose clean and corrupted activations are equal (e.g. a shared prefix)
+//!   cannot change anything: it gets the corrupted run's metrics without a pass.
+//! - Cells starting at the same position run together, layer by layer: a batch row
+//!   joins when the sweep reaches its layer, so each block runs once per layer for
+//!   all of them.
+
+use std::collections::BTreeMap;
+
+use actpatch_hooks::{
+    ActivationCache, BlockSite, CacheFilter, Cell, HookPoint, Hooks, Layout, Patch, PatchValue,
+};
+use actpatch_metrics::cell_metrics;
+use actpatch_model::{HookedTransformer, KvPrefix, Readout};
+use candle_core::{Tensor, D};
+
+use crate::sweep::{aligned_source, CellIndex, CellResult, PairSweep, PatchKind};
+use crate::RunnerError;
+
+/// The corrupted run's activations a fast sweep reuses, and its next-token logits.
+pub struct CorruptedRun {
+    pub cache: ActivationCache,
+    /// `[1, d_vocab]`
+    pub logits: Tensor,
+}
+
+/// Runs the corrupted prompt once, caching the residual stream, keys and values of
+/// every layer and the sites of `kinds`.
+pub fn corrupted_run(
+    model: &HookedTransformer,
+    tokens: &[u32],
+    kinds: &[PatchKind],
+) -> Result<CorruptedRun, RunnerError> {
+    let n_layers = model.dims().n_layers;
+    let mut sites = vec![BlockSite::ResidPre, model.key_site(), BlockSite::V];
+    sites.extend(kinds.iter().map(|k| k.site()));
+    let points = (0..n_layers).flat_map(|l| sites.iter().map(move |s| HookPoint::block(l, *s)));
+    let mut hooks = Hooks::caching(CacheFilter::only(points));
+    let tokens = model.tokens_tensor(&[tokens.to_vec()])?;
+    let logits = model.forward(&tokens, &mut hooks, Readout::LastPosition)?;
+    Ok(CorruptedRun {
+        cache: hooks.into_cache(),
+        logits,
+    })
+}
+
+/// Where a cell's patched run starts, or that it cannot change anything.
+#[derive(Debug, Clone, PartialEq)]
+enum CellPlan {
+    NoOp,
+    /// First position that changes, and the absolute positions patched.
+    From {
+        start: usize,
+        positions: Vec<usize>,
+    },
+}
+
+/// For one layer, which (position, head) entries differ between the clean source
+/// and the corrupted activation: `differs[pos][head]` (one head column without a
+/// head axis).
+fn differences(
+    source: &Tensor,
+    corrupted: &Tensor,
+    layout: Layout,
+) -> Result<Vec<Vec<bool>>, RunnerError> {
+    let gap = (source - corrupted)?.abs()?.squeeze(0)?;
+    let gap = match layout {
+        Layout::BatchPos => gap.max_keepdim(D::Minus1)?, // [pos, 1]
+        Layout::BatchPosHead => gap.max(D::Minus1)?,     // [pos, head]
+        Layout::BatchHeadQueryKey => gap.max(D::Minus1)?.t()?, // [query_pos, head]
+    };
+    let gap: Vec<Vec<f32>> = gap.to_vec2()?;
+    Ok(gap
+        .into_iter()
+        .map(|row| row.into_iter().map(|g| g != 0.0).collect())
+        .collect())
+}
+
+fn plan_cell(cell: &CellIndex, differs: &[Vec<bool>], patched: &[usize]) -> CellPlan {
+    let differs_at = |p: usize| match cell.head {
+        Some(h) => differs[p].get(h).copied().unwrap_or(true),
+        None => differs[p].iter().any(|d| *d),
+    };
+    let candidates: Vec<usize> = match cell.position {
+        Some(p) => vec![p],
+        None => patched.to_vec(),
+    };
+    match candidates.iter().copied().find(|p| differs_at(*p)) {
+        None => CellPlan::NoOp,
+        Some(start) => CellPlan::From {
+            start,
+            positions: candidates.into_iter().filter(|p| *p >= start).collect(),
+        },
+    }
+}
+
+/// `[1, pos, ...]` (or `[1, head, query_pos, key_pos]`) narrowed to positions
+/// `start..start + len` (query positions for patterns).
+fn suffix_of(
+    tensor: &Tensor,
+    layout: Layout,
+    start: usize,
+    len: usize,
+) -> Result<Tensor, RunnerError> {
+    let axis = if layout == Layout::BatchHeadQueryKey {
+        2
+    } else {
+        1
+    };
+    Ok(tensor.narrow(axis, start, len)?)
+}
+
+/// The fast sweep of `kind` over `cells`, at most `max_rows` rows per batch.
+pub fn sweep_fast(
+    model: &HookedTransformer,
+    pair: &PairSweep,
+    corrupted: &CorruptedRun,
+    kind: PatchKind,
+    cells: &[CellIndex],
+    max_rows: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<CellResult>, RunnerError> {
+    let dims = model.dims();
+    let n_layers = dims.n_layers;
+    let n_pos = pair.corrupted_tokens.len();
+    let site = kind.site();
+    let layout = HookPoint::block(0, site).layout();
+    let patched = pair.map.patched_positions();
+
+    let mut sources = Vec::with_capacity(n_layers);
+    let mut differs = Vec::with_capacity(n_layers);
+    for layer in 0..n_layers {
+        let point = HookPoint::block(layer, site);
+        let source = aligned_source(point, pair.clean_cache, pair.map)?; // [1, pos, ...]
+        differs.push(differences(&source, corrupted.cache.get(point)?, layout)?);
+        sources.push(source);
+    }
+
+    let noop = cell_metrics(
+        &corrupted.logits,
+        pair.answers,
+        &pair.baseline,
+        pair.clean_log_probs,
+    )?[0];
+    let mut results: Vec<Option<CellResult>> = vec![None; cells.len()];
+    // Cells by the position their run starts at; within a start, in layer order.
+    let mut by_start: BTreeMap<usize, Vec<(usize, Vec<usize>)>> = BTreeMap::new();
+    for (i, cell) in cells.iter().enumerate() {
+        match plan_cell(cell, &differs[cell.layer], &patched) {
+            CellPlan::NoOp => {
+                results[i] = Some(CellResult {
+                    kind,
+                    index: *cell,
+                    metrics: noop,
+                })
+            }
+            CellPlan::From { start, positions } => {
+                by_start.entry(start).or_default().push((i, positions))
+            }
+        }
+    }
+    let n_noop = results.iter().filter(|r| r.is_some()).count();
+    if n_noop > 0 {
+        progress(n_noop);
+    }
+
+    for (start, mut group) in by_start {
+        group.sort_by_key(|(i, _)| cells[*i].layer);
+        let len = n_pos - start;
+        let frame = model.frame(start, len)?;
+        let prefixes: Vec<Option<(Tensor, Tensor)>> = (0..n_layers)
+            .map(|layer| -> Result<_, RunnerError> {
+                if start == 0 {
+                    return Ok(None);
+                }
+                let k = corrupted
+                    .cache
+                    .get(HookPoint::block(layer, model.key_site()))?
+                    .narrow(1, 0, start)?;
+                let v = corrupted
+                    .cache
+                    .get(HookPoint::block(layer, BlockSite::V))?
+                    .narrow(1, 0, start)?;
+                Ok(Some((k, v)))
+            })
+            .collect::<Result<_, _>>()?;
+        let suffix_sources: Vec<Tensor> = sources
+            .iter()
+            .map(|s| suffix_of(s, layout, start, len))
+            .collect::<Result<_, _>>()?;
+
+        for chunk in group.chunks(max_rows.max(1)) {
+            let first_layer = cells[chunk[0].0].layer;
+            let mut resid: Option<Tensor> = None; // [rows, len, d_model]
+            let mut rows = 0;
+            for layer in first_layer..n_layers {
+                let joining: Vec<&(usize, Vec<usize>)> = chunk
+                    .iter()
+                    .filter(|(i, _)| cells[*i].layer == layer)
+                    .collect();
+                let mut patch_cells = Vec::new();
+                if !joining.is_empty() {
+                    let base = corrupted
+                        .cache
+                        .get(HookPoint::resid_pre(layer))?
+                        .narrow(1, start, len)?;
+                    let base = base
+                        .broadcast_as((joining.len(), len, dims.d_model))?
+                        .contiguous()?;
+                    resid = Some(match resid {
+                        None => base,
+                        Some(r) => Tensor::cat(&[&r, &base], 0)?,
+                    });
+                    for (offset, (i, positions)) in joining.iter().enumerate() {
+                        patch_cells.extend(positions.iter().map(|p| Cell {
+                            row: rows + offset,
+                            position: Some(p - start),
+                            head: cells[*i].head,
+                        }));
+                    }
+                    rows += joining.len();
+                }
+                let Some(current) = resid.take() else {
+                    continue;
+                };
+                let patches = if patch_cells.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![Patch::at_cells(
+                        HookPoint::block(layer, site),
+                        PatchValue::Replace(suffix_sources[layer].clone()),
+                        patch_cells,
+                    )]
+                };
+                let prefix = prefixes[layer].as_ref().map(|(k, v)| KvPrefix { k, v });
+                resid = Some(model.block_forward(
+                    layer,
+                    current,
+                    &frame,
+                    prefix,
+                    &mut Hooks::patching(&patches),
+                )?);
+            }
+            let Some(resid) = resid else { continue };
+            let logits = model.readout(&resid, &mut Hooks::none(), Readout::LastPosition)?; // [rows, d_vocab]
+            let metrics =
+                cell_metrics(&logits, pair.answers, &pair.baseline, pair.clean_log_probs)?;
+            for ((i, _), metrics) in chunk.iter().zip(metrics) {
+                results[*i] = Some(CellResult {
+                    kind,
+                    index: cells[*i],
+                    metrics,
+                });
+            }
+            progress(chunk.len());
+        }
+    }
+    results
+        .into_iter()
+        .zip(cells)
+        .map(|(r, cell)| {
+            r.ok_or_else(|| {
+                RunnerError::Input(format!(
+                    "internal: cell {cell:?} of {kind} was not computed"
+                ))
+            })
+        })
+        .collect()
+}

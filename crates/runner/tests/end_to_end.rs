@@ -280,3 +280,46 @@ fn check_passes_the_fixture_and_fails_when_no_pair_passes() {
         "{stderr}"
     );
 }
+
+#[test]
+fn llama_grids_match_golden_through_the_runner() {
+    let out = std::env::temp_dir().join(format!("actpatch-e2e-llama-{}", std::process::id()));
+    let options = RunOptions {
+        out_dir: Some(out),
+        quiet: true,
+        ..RunOptions::default()
+    };
+    let outcome = run(
+        &repo().join("tests/fixtures/experiments/tiny_llama.toml"),
+        &options,
+    )
+    .unwrap();
+    let cells = read_cells(&outcome.run_dir.join("cells.parquet")).unwrap();
+    let text =
+        std::fs::read_to_string(repo().join("tests/fixtures/tiny-llama/golden.json")).unwrap();
+    let golden: Value = serde_json::from_str(&text).unwrap();
+    let mut checked = 0;
+    for cell in &cells {
+        let grid = &golden["pairs"][&cell.pair]["grids"];
+        let (layer, pos) = (cell.layer as usize, cell.position.map(|p| p as usize));
+        let want = match (cell.kind.as_str(), pos, cell.head) {
+            ("resid_pre" | "attn_out" | "mlp_out", Some(p), None) => {
+                grid[&cell.kind][layer][p].as_f64()
+            }
+            ("head_out_by_pos", Some(p), Some(h)) => {
+                grid["head_z_by_pos"][layer][p][h as usize].as_f64()
+            }
+            _ => None,
+        };
+        if let Some(want) = want {
+            let got = cell.normalized_logit_diff;
+            assert!(
+                (got - want).abs() < 1e-4,
+                "{cell:?}: {got} vs golden {want}"
+            );
+            checked += 1;
+        }
+    }
+    // 2 pairs (7 and 6 tokens): 3 kinds × 2 layers × pos + 2 layers × 4 heads × pos.
+    assert_eq!(checked, (3 * 2 + 2 * 4) * (7 + 6));
+}

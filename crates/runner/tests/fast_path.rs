@@ -1,0 +1,183 @@
+//! The fast sweep gives the numbers of the naive one (a full forward pass per cell
+//! batch): on random patch kinds, positions and heads, on GPT-2 and on Llama with
+//! grouped-query attention, aligned and misaligned; and cells skipped as no-ops are
+//! exactly what the naive path computes.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use actpatch_hooks::CacheFilter;
+use actpatch_model::HookedTransformer;
+use actpatch_runner::experiment::{Align, Experiment};
+use actpatch_runner::sweep::{
+    cells_of, hook_points, sweep, CellIndex, CellResult, PairSweep, PatchKind,
+};
+use actpatch_runner::sweep_fast::{corrupted_run, sweep_fast};
+use actpatch_runner::validate::{validate_pair, PairPlan};
+use proptest::prelude::*;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+struct Setup {
+    model: HookedTransformer,
+    plans: Vec<PairPlan>,
+}
+
+/// The fixture experiment's model and validated pairs, plus a misaligned pair.
+fn setup(file: &str) -> Setup {
+    let mut experiment = Experiment::load(&fixtures().join("experiments").join(file)).unwrap();
+    let mut misaligned = experiment.pairs[0].clone();
+    misaligned.name = Some("misaligned".into());
+    misaligned.corrupted = "The Champs Elysees is in".into();
+    misaligned.align = Some(Align::Start);
+    experiment.pairs.push(misaligned.clone());
+    misaligned.name = Some("misaligned-end".into());
+    misaligned.align = Some(Align::End);
+    experiment.pairs.push(misaligned);
+    let model = HookedTransformer::load(
+        &actpatch_model::ModelSource::Local(experiment.model.path.clone().unwrap()),
+        actpatch_model::DeviceSpec::Cpu,
+    )
+    .unwrap();
+    let plans = (0..experiment.pairs.len())
+        .map(|i| validate_pair(&model, &experiment, i).unwrap())
+        .collect();
+    Setup { model, plans }
+}
+
+fn gpt2() -> &'static Setup {
+    static S: OnceLock<Setup> = OnceLock::new();
+    S.get_or_init(|| setup("tiny.toml"))
+}
+
+fn llama() -> &'static Setup {
+    static S: OnceLock<Setup> = OnceLock::new();
+    S.get_or_init(|| setup("tiny_llama.toml"))
+}
+
+/// Both paths on the given cells of one pair; `naive_rows` cells per naive pass.
+fn both(
+    setup: &Setup,
+    pair: usize,
+    kind: PatchKind,
+    cells: &[CellIndex],
+    naive_rows: usize,
+) -> (Vec<CellResult>, Vec<CellResult>) {
+    let plan = &setup.plans[pair];
+    let model = &setup.model;
+    let (_, clean_cache) = model
+        .run_with_cache(
+            &[plan.clean_tokens.clone()],
+            CacheFilter::only(hook_points(&[kind], model.dims().n_layers)),
+        )
+        .unwrap();
+    let map = plan.map.as_ref().unwrap();
+    let pair = PairSweep {
+        corrupted_tokens: &plan.corrupted_tokens,
+        clean_cache: &clean_cache,
+        map,
+        answers: plan.answers.unwrap(),
+        baseline: plan.baseline().unwrap(),
+        clean_log_probs: plan.clean_log_probs.as_ref().unwrap(),
+    };
+    let corrupted = corrupted_run(model, &plan.corrupted_tokens, &[kind]).unwrap();
+    let fast = sweep_fast(model, &pair, &corrupted, kind, cells, 7, &mut |_| {}).unwrap();
+    let naive = sweep(model, &pair, kind, cells, naive_rows, &mut |_| {}).unwrap();
+    (fast, naive)
+}
+
+fn assert_agree(fast: &[CellResult], naive: &[CellResult], what: &str) {
+    assert_eq!(fast.len(), naive.len());
+    for (f, n) in fast.iter().zip(naive) {
+        assert_eq!(f.index, n.index);
+        let (a, b) = (f.metrics, n.metrics);
+        for (name, x, y) in [
+            ("logit_diff", a.logit_diff, b.logit_diff),
+            (
+                "normalized",
+                a.normalized_logit_diff,
+                b.normalized_logit_diff,
+            ),
+            ("prob_correct", a.prob_correct, b.prob_correct),
+            ("kl_div", a.kl_div, b.kl_div),
+        ] {
+            assert!(
+                (x - y).abs() < 1e-4,
+                "{what} {:?} {name}: fast {x} vs naive {y}",
+                f.index
+            );
+        }
+    }
+}
+
+fn kind_strategy() -> impl Strategy<Value = PatchKind> {
+    proptest::sample::select(PatchKind::ALL.to_vec())
+}
+
+fn check_random(setup: &Setup, pair: usize, kind: PatchKind, picks: &[usize]) {
+    let plan = &setup.plans[pair];
+    let aligned = plan.map.as_ref().unwrap().is_identity();
+    if kind == PatchKind::HeadPattern && !aligned {
+        return; // not defined between prompts of different lengths
+    }
+    let positions = plan.map.as_ref().unwrap().patched_positions();
+    let all = cells_of(kind, setup.model.dims(), &positions);
+    let cells: Vec<CellIndex> = picks.iter().map(|i| all[i % all.len()]).collect();
+    let (fast, naive) = both(setup, pair, kind, &cells, 5);
+    assert_agree(&fast, &naive, &format!("{} {kind}", plan.name));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn fast_equals_naive_on_gpt2(kind in kind_strategy(), pair in 0usize..4, picks in proptest::collection::vec(any::<usize>(), 1..24)) {
+        check_random(gpt2(), pair, kind, &picks);
+    }
+
+    #[test]
+    fn fast_equals_naive_on_llama(kind in kind_strategy(), pair in 0usize..4, picks in proptest::collection::vec(any::<usize>(), 1..24)) {
+        check_random(llama(), pair, kind, &picks);
+    }
+}
+
+#[test]
+fn every_kind_agrees_on_every_cell() {
+    for setup in [gpt2(), llama()] {
+        for (pair, plan) in setup.plans.iter().enumerate() {
+            for kind in PatchKind::ALL {
+                let map = plan.map.as_ref().unwrap();
+                if kind == PatchKind::HeadPattern && !map.is_identity() {
+                    continue;
+                }
+                let cells = cells_of(kind, setup.model.dims(), &map.patched_positions());
+                let (fast, naive) = both(setup, pair, kind, &cells, 64);
+                assert_agree(&fast, &naive, &format!("{} {kind}", plan.name));
+            }
+        }
+    }
+}
+
+#[test]
+fn no_op_cells_are_exactly_the_naive_result() {
+    // Positions 0 and 1 (BOS, "The") are shared by clean and corrupted: patching them
+    // changes nothing, and the fast path skips them.
+    let setup = gpt2();
+    let cells: Vec<CellIndex> = (0..2)
+        .flat_map(|layer| {
+            (0..2).map(move |p| CellIndex {
+                layer,
+                head: None,
+                position: Some(p),
+            })
+        })
+        .collect();
+    for kind in [PatchKind::ResidPre, PatchKind::AttnOut, PatchKind::MlpOut] {
+        let (fast, naive) = both(setup, 0, kind, &cells, 1);
+        for (f, n) in fast.iter().zip(&naive) {
+            assert_eq!(f.metrics, n.metrics, "{kind} {:?}", f.index);
+            assert_eq!(f.metrics.normalized_logit_diff, 0.0);
+        }
+    }
+}

@@ -74,14 +74,15 @@ impl Baseline {
     }
 }
 
-/// Every metric of one patched run.
+/// Every metric of one patched run. The distribution metrics are `None` when only the
+/// answer logits were computed ([`logit_diff_metrics`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CellMetrics {
     pub logit_diff: f64,
     pub normalized_logit_diff: f64,
     pub logprob_diff: f64,
-    pub prob_correct: f64,
-    pub kl_div: f64,
+    pub prob_correct: Option<f64>,
+    pub kl_div: Option<f64>,
 }
 
 fn check_answers(logits: &Tensor, answers: Answers) -> Result<()> {
@@ -145,8 +146,32 @@ pub fn cell_metrics(
             logit_diff: logit_diffs[row],
             normalized_logit_diff: baseline.normalize(logit_diffs[row]),
             logprob_diff: logprob_diffs[row],
-            prob_correct: f64::from(prob_correct[row]),
-            kl_div: kl[row],
+            prob_correct: Some(f64::from(prob_correct[row])),
+            kl_div: Some(kl[row]),
+        })
+        .collect())
+}
+
+/// The logit-difference metrics from the answer logits alone: `answer_logits`
+/// `[batch, 2]` holds each row's (correct, incorrect) logits. The log-prob difference
+/// equals the logit difference (the log-sum-exp cancels); the distribution metrics
+/// are `None`.
+pub fn logit_diff_metrics(answer_logits: &Tensor, baseline: &Baseline) -> Result<Vec<CellMetrics>> {
+    let diffs = logit_diff(
+        answer_logits,
+        Answers {
+            correct: 0,
+            incorrect: 1,
+        },
+    )?;
+    Ok(diffs
+        .into_iter()
+        .map(|ld| CellMetrics {
+            logit_diff: ld,
+            normalized_logit_diff: baseline.normalize(ld),
+            logprob_diff: ld,
+            prob_correct: None,
+            kl_div: None,
         })
         .collect())
 }
@@ -210,10 +235,10 @@ mod tests {
         let baseline = Baseline::new(2.0, 0.0).unwrap();
         let m = cell_metrics(&logits, ANSWERS, &baseline, &clean).unwrap();
         // Row 0 is the clean distribution itself: KL 0, normalized 1.
-        assert!(m[0].kl_div.abs() < 1e-6);
+        assert!(m[0].kl_div.unwrap().abs() < 1e-6);
         assert!((m[0].normalized_logit_diff - 1.0).abs() < 1e-12);
         let z: f64 = [1.0f64, 3.0, 0.0, -1.0].iter().map(|v| v.exp()).sum();
-        assert!((m[0].prob_correct - 3.0f64.exp() / z).abs() < 1e-6);
+        assert!((m[0].prob_correct.unwrap() - 3.0f64.exp() / z).abs() < 1e-6);
         assert!((m[0].logprob_diff - 2.0).abs() < 1e-5);
         // Row 1 by hand.
         let p: Vec<f64> = [1.0f64, 3.0, 0.0, -1.0]
@@ -226,8 +251,35 @@ mod tests {
             .map(|v| v.exp() / z1)
             .collect();
         let kl: f64 = p.iter().zip(&q).map(|(p, q)| p * (p / q).ln()).sum();
-        assert!((m[1].kl_div - kl).abs() < 1e-5, "{} vs {kl}", m[1].kl_div);
+        assert!(
+            (m[1].kl_div.unwrap() - kl).abs() < 1e-5,
+            "{:?} vs {kl}",
+            m[1].kl_div
+        );
         assert_eq!(m[1].normalized_logit_diff, 0.0);
+    }
+
+    #[test]
+    fn logit_diff_only_metrics_match_the_full_ones() {
+        let logits = logits();
+        let clean = log_softmax(&logits).unwrap().get(0).unwrap();
+        let baseline = Baseline::new(2.0, -1.0).unwrap();
+        let full = cell_metrics(&logits, ANSWERS, &baseline, &clean).unwrap();
+        let columns = Tensor::cat(
+            &[
+                logits.narrow(1, 1, 1).unwrap(),
+                logits.narrow(1, 0, 1).unwrap(),
+            ],
+            1,
+        )
+        .unwrap();
+        let cheap = logit_diff_metrics(&columns, &baseline).unwrap();
+        for (f, c) in full.iter().zip(&cheap) {
+            assert_eq!(f.logit_diff, c.logit_diff);
+            assert_eq!(f.normalized_logit_diff, c.normalized_logit_diff);
+            assert!((f.logprob_diff - c.logprob_diff).abs() < 1e-5);
+            assert_eq!((c.prob_correct, c.kl_div), (None, None));
+        }
     }
 
     #[test]

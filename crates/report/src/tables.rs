@@ -34,8 +34,10 @@ pub struct CellRow {
     pub patched_logit_diff: f64,
     pub normalized_logit_diff: f64,
     pub logprob_diff: f64,
-    pub prob_correct: f64,
-    pub kl_div: f64,
+    /// `None` when the sweep computed logit-difference metrics only.
+    pub prob_correct: Option<f64>,
+    /// `None` when the sweep computed logit-difference metrics only.
+    pub kl_div: Option<f64>,
     /// Whether the pair passed baseline validation (false only under `--no-validate`).
     pub pair_valid: bool,
 }
@@ -108,8 +110,14 @@ pub fn cells_frame(rows: &[CellRow]) -> PolarsResult<DataFrame> {
             f(|r| r.normalized_logit_diff),
         ),
         Column::new("logprob_diff".into(), f(|r| r.logprob_diff)),
-        Column::new("prob_correct".into(), f(|r| r.prob_correct)),
-        Column::new("kl_div".into(), f(|r| r.kl_div)),
+        Column::new(
+            "prob_correct".into(),
+            rows.iter().map(|r| r.prob_correct).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "kl_div".into(),
+            rows.iter().map(|r| r.kl_div).collect::<Vec<_>>(),
+        ),
         Column::new(
             "pair_valid".into(),
             rows.iter().map(|r| r.pair_valid).collect::<Vec<_>>(),
@@ -223,6 +231,9 @@ fn cells_from_frame(frame: &DataFrame) -> PolarsResult<Vec<CellRow>> {
             .map(|s| s.map(str::to_string))
             .collect())
     };
+    let optional = |name: &str| -> PolarsResult<Vec<Option<f64>>> {
+        Ok(frame.column(name)?.f64()?.iter().collect())
+    };
     let floats = |name: &str| -> PolarsResult<Vec<f64>> {
         Ok(frame
             .column(name)?
@@ -248,8 +259,8 @@ fn cells_from_frame(frame: &DataFrame) -> PolarsResult<Vec<CellRow>> {
         floats("patched_logit_diff")?,
         floats("normalized_logit_diff")?,
         floats("logprob_diff")?,
-        floats("prob_correct")?,
-        floats("kl_div")?,
+        optional("prob_correct")?,
+        optional("kl_div")?,
     );
     let valid: Vec<bool> = frame
         .column("pair_valid")?

@@ -97,6 +97,21 @@ pub struct SweepSpec {
     pub kinds: Vec<PatchKind>,
     #[serde(default)]
     pub positions: Positions,
+    /// `"all"` (default) or `"logit_diff"`: skip the full-vocabulary unembedding that
+    /// `prob_correct` and `kl_div` need (they are then null in the tables).
+    #[serde(default)]
+    pub metrics: MetricSet,
+}
+
+/// Which metrics a sweep computes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricSet {
+    /// Logit difference, normalized, log-prob difference, p(correct), KL from clean.
+    #[default]
+    All,
+    /// The logit-difference metrics only: two columns of the unembedding per cell.
+    LogitDiff,
 }
 
 fn default_kinds() -> Vec<PatchKind> {
@@ -108,6 +123,7 @@ impl Default for SweepSpec {
         SweepSpec {
             kinds: default_kinds(),
             positions: Positions::default(),
+            metrics: MetricSet::All,
         }
     }
 }

@@ -32,15 +32,21 @@ pub fn top_cells(results: &[CellResult], labels: &[String], n: usize) -> Vec<Str
     ];
     for r in sorted.into_iter().take(n) {
         lines.push(format!(
-            "| {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {} | {:.3} | {:.3} | {} | {} |",
             describe(r.kind, &r.index, labels).replace('|', "\\|"),
             r.metrics.normalized_logit_diff,
             r.metrics.logit_diff,
-            r.metrics.prob_correct,
-            r.metrics.kl_div
+            optional(r.metrics.prob_correct),
+            optional(r.metrics.kl_div)
         ));
     }
     lines
+}
+
+fn optional(value: Option<f64>) -> String {
+    value
+        .map(|v| format!("{v:.3}"))
+        .unwrap_or_else(|| "–".into())
 }
 
 /// Where the effect of a layer × position sweep sits at each layer: the position

@@ -6,12 +6,14 @@
 
 use std::fmt;
 
+use actpatch_hooks::Hooks;
 use actpatch_hooks::{ActivationCache, BlockSite, Cell, HookPoint, Layout, Patch, PatchValue};
-use actpatch_metrics::{cell_metrics, Answers, Baseline, CellMetrics};
+use actpatch_metrics::{cell_metrics, logit_diff_metrics, Answers, Baseline, CellMetrics};
 use actpatch_model::{HookedTransformer, ModelDims, Readout};
 use candle_core::Tensor;
 use serde::Deserialize;
 
+use crate::experiment::MetricSet;
 use crate::RunnerError;
 
 /// What a sweep patches.
@@ -178,6 +180,66 @@ pub struct PairSweep<'a> {
     pub baseline: Baseline,
     /// Clean next-token log-probabilities `[d_vocab]`, for the KL divergence.
     pub clean_log_probs: &'a Tensor,
+    pub metrics: MetricSet,
+}
+
+impl PairSweep<'_> {
+    /// Runs the final readout of `resid` `[rows, len, d_model]` and computes the metrics.
+    pub fn metrics_of(
+        &self,
+        model: &HookedTransformer,
+        resid: &Tensor,
+    ) -> Result<Vec<CellMetrics>, RunnerError> {
+        let answers = [self.answers.correct, self.answers.incorrect];
+        match self.metrics {
+            MetricSet::All => {
+                let logits = model.readout(resid, &mut Hooks::none(), Readout::LastPosition)?; // [rows, d_vocab]
+                Ok(cell_metrics(
+                    &logits,
+                    self.answers,
+                    &self.baseline,
+                    self.clean_log_probs,
+                )?)
+            }
+            MetricSet::LogitDiff => {
+                let logits = model.readout(
+                    resid,
+                    &mut Hooks::none(),
+                    Readout::LastPositionColumns(&answers),
+                )?; // [rows, 2]
+                Ok(logit_diff_metrics(&logits, &self.baseline)?)
+            }
+        }
+    }
+
+    /// The metrics of a full patched forward pass.
+    pub fn metrics_of_run(
+        &self,
+        model: &HookedTransformer,
+        rows: &[Vec<u32>],
+        patches: &[Patch],
+    ) -> Result<Vec<CellMetrics>, RunnerError> {
+        let answers = [self.answers.correct, self.answers.incorrect];
+        match self.metrics {
+            MetricSet::All => {
+                let logits = model.run_with_patches(rows, patches, Readout::LastPosition)?; // [rows, d_vocab]
+                Ok(cell_metrics(
+                    &logits,
+                    self.answers,
+                    &self.baseline,
+                    self.clean_log_probs,
+                )?)
+            }
+            MetricSet::LogitDiff => {
+                let logits = model.run_with_patches(
+                    rows,
+                    patches,
+                    Readout::LastPositionColumns(&answers),
+                )?; // [rows, 2]
+                Ok(logit_diff_metrics(&logits, &self.baseline)?)
+            }
+        }
+    }
 }
 
 /// The cells a sweep of `kind` patches, in the order of the result tables.
@@ -289,8 +351,7 @@ pub fn sweep(
             })
             .collect();
         let rows = vec![pair.corrupted_tokens.to_vec(); chunk.len()];
-        let logits = model.run_with_patches(&rows, &patches, Readout::LastPosition)?; // [rows, d_vocab]
-        let metrics = cell_metrics(&logits, pair.answers, &pair.baseline, pair.clean_log_probs)?;
+        let metrics = pair.metrics_of_run(model, &rows, &patches)?;
         results.extend(
             chunk
                 .iter()

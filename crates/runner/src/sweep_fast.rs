@@ -21,6 +21,7 @@ use actpatch_metrics::cell_metrics;
 use actpatch_model::{HookedTransformer, KvPrefix, Readout};
 use candle_core::{Tensor, D};
 
+use crate::experiment::MetricSet;
 use crate::sweep::{aligned_source, CellIndex, CellResult, PairSweep, PatchKind};
 use crate::RunnerError;
 
@@ -117,6 +118,18 @@ fn suffix_of(
     Ok(tensor.narrow(axis, start, len)?)
 }
 
+/// What a fast sweep computed, for benchmarks: block work in (row, position) units
+/// per block, rows unembedded, and cells answered without a pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepWork {
+    /// Σ over block calls of rows × positions.
+    pub block_row_positions: usize,
+    /// Σ over block calls of rows × positions × key positions (attention).
+    pub attention_row_position_keys: usize,
+    pub rows_unembedded: usize,
+    pub noop_cells: usize,
+}
+
 /// The fast sweep of `kind` over `cells`, at most `max_rows` rows per batch.
 pub fn sweep_fast(
     model: &HookedTransformer,
@@ -126,6 +139,24 @@ pub fn sweep_fast(
     cells: &[CellIndex],
     max_rows: usize,
     progress: &mut dyn FnMut(usize),
+) -> Result<Vec<CellResult>, RunnerError> {
+    let mut work = SweepWork::default();
+    sweep_fast_counted(
+        model, pair, corrupted, kind, cells, max_rows, progress, &mut work,
+    )
+}
+
+/// [`sweep_fast`], adding what it computed to `work`.
+#[allow(clippy::too_many_arguments)]
+pub fn sweep_fast_counted(
+    model: &HookedTransformer,
+    pair: &PairSweep,
+    corrupted: &CorruptedRun,
+    kind: PatchKind,
+    cells: &[CellIndex],
+    max_rows: usize,
+    progress: &mut dyn FnMut(usize),
+    work: &mut SweepWork,
 ) -> Result<Vec<CellResult>, RunnerError> {
     let dims = model.dims();
     let n_layers = dims.n_layers;
@@ -143,12 +174,15 @@ pub fn sweep_fast(
         sources.push(source);
     }
 
-    let noop = cell_metrics(
+    let mut noop = cell_metrics(
         &corrupted.logits,
         pair.answers,
         &pair.baseline,
         pair.clean_log_probs,
     )?[0];
+    if pair.metrics == MetricSet::LogitDiff {
+        (noop.prob_correct, noop.kl_div, noop.logprob_diff) = (None, None, noop.logit_diff);
+    }
     let mut results: Vec<Option<CellResult>> = vec![None; cells.len()];
     // Cells by the position their run starts at; within a start, in layer order.
     let mut by_start: BTreeMap<usize, Vec<(usize, Vec<usize>)>> = BTreeMap::new();
@@ -167,6 +201,7 @@ pub fn sweep_fast(
         }
     }
     let n_noop = results.iter().filter(|r| r.is_some()).count();
+    work.noop_cells += n_noop;
     if n_noop > 0 {
         progress(n_noop);
     }
@@ -240,6 +275,8 @@ pub fn sweep_fast(
                     )]
                 };
                 let prefix = prefixes[layer].as_ref().map(|(k, v)| KvPrefix { k, v });
+                work.block_row_positions += rows * len;
+                work.attention_row_position_keys += rows * len * (start + len);
                 resid = Some(model.block_forward(
                     layer,
                     current,
@@ -249,9 +286,10 @@ pub fn sweep_fast(
                 )?);
             }
             let Some(resid) = resid else { continue };
-            let logits = model.readout(&resid, &mut Hooks::none(), Readout::LastPosition)?; // [rows, d_vocab]
-            let metrics =
-                cell_metrics(&logits, pair.answers, &pair.baseline, pair.clean_log_probs)?;
+            if pair.metrics == MetricSet::All {
+                work.rows_unembedded += rows;
+            }
+            let metrics = pair.metrics_of(model, &resid)?;
             for ((i, _), metrics) in chunk.iter().zip(metrics) {
                 results[*i] = Some(CellResult {
                     kind,

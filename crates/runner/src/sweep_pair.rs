@@ -89,6 +89,7 @@ pub fn sweep_pair<'p>(
         answers,
         baseline,
         clean_log_probs,
+        metrics: experiment.sweep.metrics,
     };
     let rows = rows_for_budget(
         dims,

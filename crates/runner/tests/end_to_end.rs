@@ -160,11 +160,8 @@ fn tables_have_the_documented_columns_and_values() {
     let h = cells.iter().find(|c| c.kind == "head_out").unwrap();
     assert!(h.position.is_none() && h.head.is_some() && h.token.is_none());
     for c in cells {
-        assert!(
-            c.normalized_logit_diff.is_finite()
-                && c.kl_div >= 0.0
-                && (0.0..=1.0).contains(&c.prob_correct)
-        );
+        let (kl, p) = (c.kl_div.unwrap(), c.prob_correct.unwrap());
+        assert!(c.normalized_logit_diff.is_finite() && kl >= 0.0 && (0.0..=1.0).contains(&p));
     }
 
     let baselines = read_parquet(&outcome.run_dir.join("baselines.parquet")).unwrap();

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use actpatch_hooks::CacheFilter;
 use actpatch_model::HookedTransformer;
-use actpatch_runner::experiment::{Align, Experiment};
+use actpatch_runner::experiment::{Align, Experiment, MetricSet};
 use actpatch_runner::sweep::{
     cells_of, hook_points, sweep, CellIndex, CellResult, PairSweep, PatchKind,
 };
@@ -65,6 +65,17 @@ fn both(
     cells: &[CellIndex],
     naive_rows: usize,
 ) -> (Vec<CellResult>, Vec<CellResult>) {
+    both_with(setup, pair, kind, cells, naive_rows, MetricSet::All)
+}
+
+fn both_with(
+    setup: &Setup,
+    pair: usize,
+    kind: PatchKind,
+    cells: &[CellIndex],
+    naive_rows: usize,
+    metrics: MetricSet,
+) -> (Vec<CellResult>, Vec<CellResult>) {
     let plan = &setup.plans[pair];
     let model = &setup.model;
     let (_, clean_cache) = model
@@ -81,6 +92,7 @@ fn both(
         answers: plan.answers.unwrap(),
         baseline: plan.baseline().unwrap(),
         clean_log_probs: plan.clean_log_probs.as_ref().unwrap(),
+        metrics,
     };
     let corrupted = corrupted_run(model, &plan.corrupted_tokens, &[kind]).unwrap();
     let fast = sweep_fast(model, &pair, &corrupted, kind, cells, 7, &mut |_| {}).unwrap();
@@ -100,8 +112,12 @@ fn assert_agree(fast: &[CellResult], naive: &[CellResult], what: &str) {
                 a.normalized_logit_diff,
                 b.normalized_logit_diff,
             ),
-            ("prob_correct", a.prob_correct, b.prob_correct),
-            ("kl_div", a.kl_div, b.kl_div),
+            (
+                "prob_correct",
+                a.prob_correct.unwrap_or(0.0),
+                b.prob_correct.unwrap_or(0.0),
+            ),
+            ("kl_div", a.kl_div.unwrap_or(0.0), b.kl_div.unwrap_or(0.0)),
         ] {
             assert!(
                 (x - y).abs() < 1e-4,
@@ -178,6 +194,29 @@ fn no_op_cells_are_exactly_the_naive_result() {
         for (f, n) in fast.iter().zip(&naive) {
             assert_eq!(f.metrics, n.metrics, "{kind} {:?}", f.index);
             assert_eq!(f.metrics.normalized_logit_diff, 0.0);
+        }
+    }
+}
+
+#[test]
+fn logit_diff_only_metrics_agree_and_leave_the_distribution_empty() {
+    let setup = gpt2();
+    let plan = &setup.plans[0];
+    for kind in [PatchKind::ResidPre, PatchKind::HeadOutByPos] {
+        let cells = cells_of(
+            kind,
+            setup.model.dims(),
+            &plan.map.as_ref().unwrap().patched_positions(),
+        );
+        let (fast, naive) = both_with(setup, 0, kind, &cells, 64, MetricSet::LogitDiff);
+        let (full, _) = both(setup, 0, kind, &cells, 64);
+        for ((f, n), a) in fast.iter().zip(&naive).zip(&full) {
+            assert!(
+                (f.metrics.normalized_logit_diff - a.metrics.normalized_logit_diff).abs() < 1e-4
+            );
+            assert!((n.metrics.logit_diff - a.metrics.logit_diff).abs() < 1e-4);
+            assert_eq!((f.metrics.prob_correct, f.metrics.kl_div), (None, None));
+            assert_eq!((n.metrics.prob_correct, n.metrics.kl_div), (None, None));
         }
     }
 }

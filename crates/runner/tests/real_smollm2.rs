@@ -12,9 +12,6 @@ use actpatch_report::tables::{read_cells, read_parquet};
 use actpatch_report::CellRow;
 use actpatch_runner::run::{check, run, RunOptions};
 
-const IGNORE: &str =
-    "needs models/SmolLM2-135M-Instruct.Q4_1.gguf (just fetch-smollm2, or ACTPATCH_SMOLLM2_GGUF)";
-
 fn gguf_path() -> PathBuf {
     std::env::var_os("ACTPATCH_SMOLLM2_GGUF")
         .map(PathBuf::from)
@@ -29,17 +26,13 @@ fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "actpatch-real-smollm2-{tag}-{}-{:08x}",
         std::process::id(),
-        rand_suffix()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
 }
 
 /// Writes an experiment file in `dir` pointing at the GGUF, with these `[[pairs]]`.
@@ -79,17 +72,9 @@ incorrect = " Rome"
 expect = { clean_logit_diff = 6.213, corrupted_logit_diff = -6.601, tolerance = 0.01 }
 "#;
 
-/// The cell of `layer` with the largest normalized logit difference.
-fn argmax_position(cells: &[&CellRow], layer: u32) -> &'static str {
-    let _ = (cells, layer);
-    unreachable!()
-}
-
 #[test]
 #[ignore = "needs models/SmolLM2-135M-Instruct.Q4_1.gguf (just fetch-smollm2, or ACTPATCH_SMOLLM2_GGUF)"]
 fn capital_pair_causal_tracing_on_resid_pre() {
-    let _ = IGNORE;
-    let _ = argmax_position;
     let dir = temp_dir("capitals");
     let experiment = write_experiment(&dir, "capitals", "[\"resid_pre\"]", CAPITALS);
     let outcome = run(&experiment, &options(&dir.join("out"))).unwrap();
@@ -178,61 +163,73 @@ fn capital_pair_causal_tracing_on_resid_pre() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// (name, clean, corrupted, correct, incorrect, clean LD, corrupted LD, passes) — from
-/// Hugging Face transformers on the same GGUF dequantized to f32, `<|im_start|>` first.
-const BASELINES: [(&str, &str, &str, &str, &str, f64, f64, bool); 5] = [
-    (
-        "landmarks",
-        "The Colosseum is in",
-        "The Eiffel Tower is in",
-        " Rome",
-        " Paris",
-        3.648,
-        -2.418,
-        true,
-    ),
-    (
-        "country_capitals",
-        "The capital of France is",
-        "The capital of Italy is",
-        " Paris",
-        " Rome",
-        6.213,
-        -6.601,
-        true,
-    ),
+/// A reference pair: Hugging Face transformers on the same GGUF dequantized to f32,
+/// `<|im_start|>` first (the values of `experiments/smollm2/*.toml`).
+struct Reference {
+    name: &'static str,
+    clean: &'static str,
+    corrupted: &'static str,
+    correct: &'static str,
+    incorrect: &'static str,
+    clean_ld: f64,
+    corrupted_ld: f64,
+    /// Whether it passes validation (min_gap 1.0, clean logit difference > 0).
+    passes: bool,
+}
+
+const BASELINES: [Reference; 5] = [
+    Reference {
+        name: "landmarks",
+        clean: "The Colosseum is in",
+        corrupted: "The Eiffel Tower is in",
+        correct: " Rome",
+        incorrect: " Paris",
+        clean_ld: 3.648,
+        corrupted_ld: -2.418,
+        passes: true,
+    },
+    Reference {
+        name: "country_capitals",
+        clean: "The capital of France is",
+        corrupted: "The capital of Italy is",
+        correct: " Paris",
+        incorrect: " Rome",
+        clean_ld: 6.213,
+        corrupted_ld: -6.601,
+        passes: true,
+    },
     // Gap 0.856 < min_gap 1.0.
-    (
-        "gender_bias",
-        "The nurse said that",
-        "The mechanic said that",
-        " she",
-        " he",
-        1.505,
-        0.648,
-        false,
-    ),
-    (
-        "number_agreement",
-        "The keys to the cabinet",
-        "The key to the cabinet",
-        " are",
-        " is",
-        1.190,
-        -3.736,
-        true,
-    ),
+    Reference {
+        name: "gender_bias",
+        clean: "The nurse said that",
+        corrupted: "The mechanic said that",
+        correct: " she",
+        incorrect: " he",
+        clean_ld: 1.505,
+        corrupted_ld: 0.648,
+        passes: false,
+    },
+    Reference {
+        name: "number_agreement",
+        clean: "The keys to the cabinet",
+        corrupted: "The key to the cabinet",
+        correct: " are",
+        incorrect: " is",
+        clean_ld: 1.190,
+        corrupted_ld: -3.736,
+        passes: true,
+    },
     // The clean logit difference is negative.
-    (
-        "temporal_consistency",
-        "Yesterday, I",
-        "Tomorrow, I",
-        " walked",
-        " will",
-        -0.319,
-        -3.924,
-        false,
-    ),
+    Reference {
+        name: "temporal_consistency",
+        clean: "Yesterday, I",
+        corrupted: "Tomorrow, I",
+        correct: " walked",
+        incorrect: " will",
+        clean_ld: -0.319,
+        corrupted_ld: -3.924,
+        passes: false,
+    },
 ];
 
 const TOL: f64 = 0.01;
@@ -243,9 +240,16 @@ fn five_reference_baselines_in_baselines_parquet() {
     let dir = temp_dir("baselines");
     let pairs: String = BASELINES
         .iter()
-        .map(|(name, clean, corrupted, correct, incorrect, want_clean, want_corrupted, _)| {
+        .map(|r| {
             format!(
-                "[[pairs]]\nname = \"{name}\"\nconcept = \"{name}\"\nclean = \"{clean}\"\ncorrupted = \"{corrupted}\"\ncorrect = \"{correct}\"\nincorrect = \"{incorrect}\"\nexpect = {{ clean_logit_diff = {want_clean}, corrupted_logit_diff = {want_corrupted}, tolerance = {TOL} }}\n\n"
+                "[[pairs]]\nname = \"{name}\"\nconcept = \"{name}\"\nclean = \"{clean}\"\ncorrupted = \"{corrupted}\"\ncorrect = \"{correct}\"\nincorrect = \"{incorrect}\"\nexpect = {{ clean_logit_diff = {want_clean}, corrupted_logit_diff = {want_corrupted}, tolerance = {TOL} }}\n\n",
+                name = r.name,
+                clean = r.clean,
+                corrupted = r.corrupted,
+                correct = r.correct,
+                incorrect = r.incorrect,
+                want_clean = r.clean_ld,
+                want_corrupted = r.corrupted_ld,
             )
         })
         .collect();
@@ -276,22 +280,24 @@ fn five_reference_baselines_in_baselines_parquet() {
     let swept = frame.column("swept").unwrap().bool().unwrap().clone();
 
     let mut failures = Vec::new();
-    for (row, (name, _, _, _, _, want_clean, want_corrupted, want_pass)) in
-        BASELINES.iter().enumerate()
-    {
-        assert_eq!(pair.get(row), Some(*name));
+    for (row, r) in BASELINES.iter().enumerate() {
+        let name = r.name;
+        assert_eq!(pair.get(row), Some(name));
         let (got_clean, got_corrupted) = (clean.get(row).unwrap(), corrupted.get(row).unwrap());
         println!(
-            "{name}: clean {got_clean:.3}, corrupted {got_corrupted:.3} (want {want_clean} / {want_corrupted}), passed {:?}",
+            "{name}: clean {got_clean:.3}, corrupted {got_corrupted:.3} (want {} / {}), passed {:?}",
+            r.clean_ld,
+            r.corrupted_ld,
             passed.get(row)
         );
-        if (got_clean - want_clean).abs() > TOL || (got_corrupted - want_corrupted).abs() > TOL {
+        if (got_clean - r.clean_ld).abs() > TOL || (got_corrupted - r.corrupted_ld).abs() > TOL {
             failures.push(format!(
-                "{name}: {got_clean:.4} / {got_corrupted:.4}, want {want_clean} / {want_corrupted}"
+                "{name}: {got_clean:.4} / {got_corrupted:.4}, want {} / {}",
+                r.clean_ld, r.corrupted_ld
             ));
         }
-        assert_eq!(passed.get(row), Some(*want_pass), "{name} passed");
-        assert_eq!(swept.get(row), Some(*want_pass), "{name} swept");
+        assert_eq!(passed.get(row), Some(r.passes), "{name} passed");
+        assert_eq!(swept.get(row), Some(r.passes), "{name} swept");
     }
     assert!(failures.is_empty(), "{failures:#?}");
 

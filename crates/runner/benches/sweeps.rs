@@ -1,0 +1,305 @@
+//! `just bench`: the fast sweep against the notebook's loop, on a random-weight GPT-2
+//! with gpt2-small's shapes (12 layers, d_model 768, 12 heads, vocabulary 50257).
+//!
+//! For `resid_pre` (layer × position) and `head_out_by_pos` (layer × head × position),
+//! on an 8-token and an 11-token pair (with BOS), it times in one run:
+//! (a) the naive loop: one full forward pass per cell, logits at every position, as
+//!     the notebook and TransformerLens's `patching` module do;
+//! (b) the fast path the runner uses by default.
+//! It prints cells, seconds, cells/s, the fast/naive speed-up, the fast path's
+//! achieved GFLOP/s next to a matmul peak measured in the same run, and peak memory.
+//! It fails when (a) and (b) differ by more than 1e-4 on any cell.
+//!
+//! `cargo bench -p actpatch-runner --bench sweeps -- --quick` times the naive loop on
+//! a sample of cells only (and checks those).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use actpatch_hooks::{CacheFilter, Hooks, Patch, PatchValue};
+use actpatch_metrics::cell_metrics;
+use actpatch_model::{HookedTransformer, Readout};
+use actpatch_runner::experiment::{Experiment, MetricSet};
+use actpatch_runner::sweep::{cells_of, hook_points, CellIndex, PairSweep, PatchKind};
+use actpatch_runner::sweep_fast::{corrupted_run, sweep_fast_counted, SweepWork};
+use actpatch_runner::validate::validate_pair;
+use candle_core::{DType, Device, Tensor};
+
+const D_MODEL: usize = 768;
+const N_LAYERS: usize = 12;
+const N_HEADS: usize = 12;
+const D_MLP: usize = 3072;
+const D_VOCAB: usize = 50257;
+const N_CTX: usize = 1024;
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// Writes a random GPT-2 small (config, safetensors, the real GPT-2 tokenizer).
+fn random_gpt2(dir: &Path) -> Result<(), BoxError> {
+    std::fs::create_dir_all(dir)?;
+    let config = serde_json::json!({
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": D_VOCAB, "n_positions": N_CTX, "n_embd": D_MODEL, "n_layer": N_LAYERS,
+        "n_head": N_HEADS, "n_inner": null, "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5, "bos_token_id": 50256, "eos_token_id": 50256,
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    let tokenizer = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny-gpt2/tokenizer.json");
+    std::fs::copy(tokenizer, dir.join("tokenizer.json"))?;
+    let dev = Device::Cpu;
+    let randn = |shape: &[usize]| Tensor::randn(0f32, 0.02, shape, &dev);
+    let mut tensors = std::collections::HashMap::new();
+    tensors.insert("wte.weight".to_string(), randn(&[D_VOCAB, D_MODEL])?);
+    tensors.insert("wpe.weight".to_string(), randn(&[N_CTX, D_MODEL])?);
+    for (name, value) in [("ln_f.weight", 1.0f32), ("ln_f.bias", 0.0)] {
+        tensors.insert(name.to_string(), Tensor::full(value, D_MODEL, &dev)?);
+    }
+    for l in 0..N_LAYERS {
+        let p = |s: &str| format!("h.{l}.{s}");
+        for ln in ["ln_1", "ln_2"] {
+            tensors.insert(
+                p(&format!("{ln}.weight")),
+                Tensor::ones(D_MODEL, DType::F32, &dev)?,
+            );
+            tensors.insert(
+                p(&format!("{ln}.bias")),
+                Tensor::zeros(D_MODEL, DType::F32, &dev)?,
+            );
+        }
+        for (name, d_in, d_out) in [
+            ("attn.c_attn", D_MODEL, 3 * D_MODEL),
+            ("attn.c_proj", D_MODEL, D_MODEL),
+            ("mlp.c_fc", D_MODEL, D_MLP),
+            ("mlp.c_proj", D_MLP, D_MODEL),
+        ] {
+            tensors.insert(p(&format!("{name}.weight")), randn(&[d_in, d_out])?);
+            tensors.insert(p(&format!("{name}.bias")), randn(&[d_out])?);
+        }
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+    Ok(())
+}
+
+/// Peak resident memory of this process so far, in MiB.
+fn peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(String::from)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// GFLOP/s of a large f32 matmul, best of a few.
+fn matmul_peak() -> Result<f64, BoxError> {
+    let (m, k, n) = (1024, 768, 3072);
+    let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
+    let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu)?;
+    let mut best = 0.0f64;
+    for _ in 0..8 {
+        let t = Instant::now();
+        let c = a.matmul(&b)?;
+        let _ = c.sum_all()?.to_scalar::<f32>()?;
+        best = best.max(2.0 * (m * k * n) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    Ok(best)
+}
+
+/// FLOPs of the fast path's work (matmuls; element-wise work not counted).
+fn flops(work: &SweepWork) -> f64 {
+    let per_row_position = 2.0 * (4 * D_MODEL * D_MODEL + 2 * D_MODEL * D_MLP) as f64;
+    let attention = 2.0 * 2.0 * D_MODEL as f64; // scores and weighted values, per key
+    let unembed = 2.0 * (D_MODEL * D_VOCAB) as f64;
+    work.block_row_positions as f64 * per_row_position
+        + work.attention_row_position_keys as f64 * attention
+        + work.rows_unembedded as f64 * unembed
+}
+
+/// Resets the peak-memory counter (Linux), so each phase reports its own peak.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().collect();
+    // The weights are generated by a child process, so their construction does not
+    // count in this process's peak memory.
+    if let Some(i) = args.iter().position(|a| a == "--write-model") {
+        return random_gpt2(Path::new(args.get(i + 1).ok_or("--write-model DIR")?));
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let dir =
+        std::env::temp_dir().join(format!("actpatch-bench-gpt2-small-{}", std::process::id()));
+    println!(
+        "building a random-weight GPT-2 small in {} …",
+        dir.display()
+    );
+    let status = std::process::Command::new(&args[0])
+        .arg("--write-model")
+        .arg(&dir)
+        .status()?;
+    if !status.success() {
+        return Err("could not write the random model".into());
+    }
+    let model = HookedTransformer::from_dir(&dir)?;
+    let peak = matmul_peak()?;
+    println!(
+        "matmul peak (1024×768 @ 768×3072, f32): {peak:.1} GFLOP/s; threads: {}",
+        candle_core::utils::get_num_threads()
+    );
+
+    let pairs = [
+        ("8-token", "The Colosseum is in", "The Eiffel Tower is in"),
+        (
+            "11-token",
+            "The Colosseum is in the city of",
+            "The Eiffel Tower is in the city of",
+        ),
+    ];
+    println!(
+        "\n{:<9} {:<16} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>9}",
+        "pair",
+        "kind",
+        "cells",
+        "naive s",
+        "naive c/s",
+        "fast s",
+        "fast c/s",
+        "speedup",
+        "GFLOP/s",
+        "peak MiB"
+    );
+    let mut worst = 0.0f64;
+    for (label, clean, corrupted) in pairs {
+        let toml = format!(
+            "[experiment]\nname = \"bench\"\n[model]\npath = {:?}\n[validate]\nenabled = false\n[[pairs]]\nconcept = \"bench\"\nclean = {clean:?}\ncorrupted = {corrupted:?}\ncorrect = \" Rome\"\nincorrect = \" Paris\"\n",
+            dir.display().to_string()
+        );
+        let experiment = Experiment::parse(&toml, &dir.join("bench.toml"))?;
+        let plan = validate_pair(&model, &experiment, 0)?;
+        let map = plan.map.as_ref().ok_or("pair not aligned")?;
+        for kind in [PatchKind::ResidPre, PatchKind::HeadOutByPos] {
+            let (_, clean_cache) = model.run_with_cache(
+                &[plan.clean_tokens.clone()],
+                CacheFilter::only(hook_points(&[kind], N_LAYERS)),
+            )?;
+            let pair = PairSweep {
+                corrupted_tokens: &plan.corrupted_tokens,
+                clean_cache: &clean_cache,
+                map,
+                answers: plan.answers.ok_or("answers")?,
+                baseline: plan.baseline().ok_or("baseline")?,
+                clean_log_probs: plan.clean_log_probs.as_ref().ok_or("log probs")?,
+                metrics: MetricSet::All,
+            };
+            let cells = cells_of(kind, model.dims(), &map.patched_positions());
+
+            // (b) the fast path, including its corrupted-run cache.
+            reset_peak();
+            let t = Instant::now();
+            let mut work = SweepWork::default();
+            let corrupted_cache = corrupted_run(&model, &plan.corrupted_tokens, &[kind])?;
+            let fast = sweep_fast_counted(
+                &model,
+                &pair,
+                &corrupted_cache,
+                kind,
+                &cells,
+                256,
+                &mut |_| {},
+                &mut work,
+            )?;
+            let fast_s = t.elapsed().as_secs_f64();
+            let fast_peak = peak_mib();
+
+            // (a) the notebook's loop: one full forward pass per cell.
+            let sample: Vec<(usize, CellIndex)> = if quick {
+                cells
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .step_by(cells.len().div_ceil(24))
+                    .collect()
+            } else {
+                cells.iter().copied().enumerate().collect()
+            };
+            let tokens = model.tokens_tensor(&[plan.corrupted_tokens.clone()])?;
+            let t = Instant::now();
+            for (i, cell) in &sample {
+                let source = clean_cache
+                    .get(actpatch_hooks::HookPoint::block(cell.layer, kind.site()))?
+                    .clone();
+                let patch = Patch::at_cells(
+                    actpatch_hooks::HookPoint::block(cell.layer, kind.site()),
+                    PatchValue::Replace(source),
+                    vec![actpatch_hooks::Cell {
+                        row: 0,
+                        position: cell.position,
+                        head: cell.head,
+                    }],
+                );
+                let logits = model.forward(
+                    &tokens,
+                    &mut Hooks::patching(std::slice::from_ref(&patch)),
+                    Readout::AllPositions,
+                )?;
+                let last = logits
+                    .get(0)?
+                    .get(plan.corrupted_tokens.len() - 1)?
+                    .unsqueeze(0)?; // [1, d_vocab]
+                let naive =
+                    cell_metrics(&last, pair.answers, &pair.baseline, pair.clean_log_probs)?[0];
+                let gap = (naive.normalized_logit_diff - fast[*i].metrics.normalized_logit_diff)
+                    .abs()
+                    .max((naive.logit_diff - fast[*i].metrics.logit_diff).abs());
+                worst = worst.max(gap);
+                if gap > 1e-4 {
+                    return Err(format!(
+                        "{label} {kind} {cell:?}: naive and fast differ by {gap:e}"
+                    )
+                    .into());
+                }
+            }
+            let naive_s = t.elapsed().as_secs_f64() * cells.len() as f64 / sample.len() as f64;
+            println!(
+                "{:<9} {:<16} {:>6} {:>10.2} {:>10.1} {:>10.3} {:>10.1} {:>7.1}× {:>8.1} {:>9.0}{}",
+                label,
+                kind.name(),
+                cells.len(),
+                naive_s,
+                cells.len() as f64 / naive_s,
+                fast_s,
+                cells.len() as f64 / fast_s,
+                naive_s / fast_s,
+                flops(&work) / fast_s / 1e9,
+                fast_peak,
+                if quick {
+                    "  (naive extrapolated from a sample)"
+                } else {
+                    ""
+                }
+            );
+            println!(
+                "          fast path: {} no-op cells, {:.1} GFLOP of block work, {} rows unembedded",
+                work.noop_cells,
+                flops(&work) / 1e9,
+                work.rows_unembedded
+            );
+        }
+    }
+    println!("\nlargest naive/fast difference: {worst:.2e} (limit 1e-4); peak MiB is the process's resident peak during the fast sweep, model weights included");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

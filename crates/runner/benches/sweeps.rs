@@ -122,7 +122,9 @@ fn flops(work: &SweepWork) -> f64 {
     let per_row_position = 2.0 * (4 * D_MODEL * D_MODEL + 2 * D_MODEL * D_MLP) as f64;
     let attention = 2.0 * 2.0 * D_MODEL as f64; // scores and weighted values, per key
     let unembed = 2.0 * (D_MODEL * D_VOCAB) as f64;
+    let keys_values = 2.0 * (3 * D_MODEL * D_MODEL) as f64; // GPT-2's c_attn
     work.block_row_positions as f64 * per_row_position
+        + work.kv_row_positions as f64 * keys_values
         + work.attention_row_position_keys as f64 * attention
         + work.rows_unembedded as f64 * unembed
 }

@@ -6,6 +6,7 @@
 
 pub mod compare;
 pub mod experiment;
+mod fast_chunk;
 pub mod figures;
 pub mod manifest;
 pub mod outputs;

@@ -90,10 +90,15 @@ pub fn flow_sentence(
         Some(l) => text.push_str(&format!(
             "; from layer {l} on it sits on the final position `{}` ({:.2} at the last layer).",
             label(last),
-            peaks[n_layers - 1].map(|p| p.1).unwrap_or(f64::NAN)
+            peaks
+                .last()
+                .copied()
+                .flatten()
+                .map(|p| p.1)
+                .unwrap_or(f64::NAN)
         )),
         None => {
-            let (p, v) = peaks[n_layers - 1]?;
+            let (p, v) = peaks.last().copied().flatten()?;
             text.push_str(&format!(
                 "; at the last layer it is largest at `{}` ({v:.2}), not at the final position.",
                 label(p)

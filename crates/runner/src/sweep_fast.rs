@@ -14,14 +14,13 @@
 
 use std::collections::BTreeMap;
 
-use actpatch_hooks::{
-    ActivationCache, BlockSite, CacheFilter, Cell, HookPoint, Hooks, Layout, Patch, PatchValue,
-};
+use actpatch_hooks::{ActivationCache, BlockSite, CacheFilter, HookPoint, Hooks, Layout};
 use actpatch_metrics::cell_metrics;
-use actpatch_model::{HookedTransformer, KvPrefix, Readout};
+use actpatch_model::{HookedTransformer, Readout};
 use candle_core::{Tensor, D};
 
 use crate::experiment::MetricSet;
+use crate::fast_chunk::{Job, StartGroup};
 use crate::sweep::{aligned_source, CellIndex, CellResult, PairSweep, PatchKind};
 use crate::RunnerError;
 
@@ -84,6 +83,21 @@ fn differences(
         .collect())
 }
 
+/// Sites whose value at a position feeds only that position's own residual stream
+/// (after the keys and values are read): in the last layer they cannot reach the
+/// final position's logits from any other position.
+fn after_keys_and_values(site: BlockSite) -> bool {
+    !matches!(
+        site,
+        BlockSite::ResidPre
+            | BlockSite::Ln1Scale
+            | BlockSite::Ln1Normalized
+            | BlockSite::K
+            | BlockSite::V
+            | BlockSite::RotK
+    )
+}
+
 fn plan_cell(cell: &CellIndex, differs: &[Vec<bool>], patched: &[usize]) -> CellPlan {
     let differs_at = |p: usize| match cell.head {
         Some(h) => differs[p].get(h).copied().unwrap_or(true),
@@ -127,6 +141,8 @@ pub struct SweepWork {
     /// Σ over block calls of rows × positions × key positions (attention).
     pub attention_row_position_keys: usize,
     pub rows_unembedded: usize,
+    /// Σ of rows × positions whose keys and values alone were computed.
+    pub kv_row_positions: usize,
     pub noop_cells: usize,
 }
 
@@ -187,7 +203,16 @@ pub fn sweep_fast_counted(
     // Cells by the position their run starts at; within a start, in layer order.
     let mut by_start: BTreeMap<usize, Vec<(usize, Vec<usize>)>> = BTreeMap::new();
     for (i, cell) in cells.iter().enumerate() {
-        match plan_cell(cell, &differs[cell.layer], &patched) {
+        let mut plan = plan_cell(cell, &differs[cell.layer], &patched);
+        if let CellPlan::From { positions, .. } = &plan {
+            let unread = cell.layer + 1 == n_layers
+                && after_keys_and_values(site)
+                && positions.iter().all(|p| p + 1 < n_pos);
+            if unread {
+                plan = CellPlan::NoOp;
+            }
+        }
+        match plan {
             CellPlan::NoOp => {
                 results[i] = Some(CellResult {
                     kind,
@@ -206,94 +231,55 @@ pub fn sweep_fast_counted(
         progress(n_noop);
     }
 
+    let single_position = kind.by_position() && site != BlockSite::ResidPre;
     for (start, mut group) in by_start {
         group.sort_by_key(|(i, _)| cells[*i].layer);
         let len = n_pos - start;
-        let frame = model.frame(start, len)?;
-        let prefixes: Vec<Option<(Tensor, Tensor)>> = (0..n_layers)
+        let prefixes = (0..n_layers)
             .map(|layer| -> Result<_, RunnerError> {
                 if start == 0 {
                     return Ok(None);
                 }
                 let k = corrupted
                     .cache
-                    .get(HookPoint::block(layer, model.key_site()))?
-                    .narrow(1, 0, start)?;
-                let v = corrupted
-                    .cache
-                    .get(HookPoint::block(layer, BlockSite::V))?
-                    .narrow(1, 0, start)?;
-                Ok(Some((k, v)))
+                    .get(HookPoint::block(layer, model.key_site()))?;
+                let v = corrupted.cache.get(HookPoint::block(layer, BlockSite::V))?;
+                Ok(Some((k.narrow(1, 0, start)?, v.narrow(1, 0, start)?)))
             })
             .collect::<Result<_, _>>()?;
-        let suffix_sources: Vec<Tensor> = sources
-            .iter()
-            .map(|s| suffix_of(s, layout, start, len))
-            .collect::<Result<_, _>>()?;
-
+        let group_inputs = StartGroup {
+            model,
+            corrupted,
+            site,
+            start,
+            len,
+            frame: model.frame(start, len)?,
+            prefixes,
+            sources: sources
+                .iter()
+                .map(|s| suffix_of(s, layout, start, len))
+                .collect::<Result<_, _>>()?,
+            single_position,
+        };
         for chunk in group.chunks(max_rows.max(1)) {
-            let first_layer = cells[chunk[0].0].layer;
-            let mut resid: Option<Tensor> = None; // [rows, len, d_model]
-            let mut rows = 0;
-            for layer in first_layer..n_layers {
-                let joining: Vec<&(usize, Vec<usize>)> = chunk
-                    .iter()
-                    .filter(|(i, _)| cells[*i].layer == layer)
-                    .collect();
-                let mut patch_cells = Vec::new();
-                if !joining.is_empty() {
-                    let base = corrupted
-                        .cache
-                        .get(HookPoint::resid_pre(layer))?
-                        .narrow(1, start, len)?;
-                    let base = base
-                        .broadcast_as((joining.len(), len, dims.d_model))?
-                        .contiguous()?;
-                    resid = Some(match resid {
-                        None => base,
-                        Some(r) => Tensor::cat(&[&r, &base], 0)?,
-                    });
-                    for (offset, (i, positions)) in joining.iter().enumerate() {
-                        patch_cells.extend(positions.iter().map(|p| Cell {
-                            row: rows + offset,
-                            position: Some(p - start),
-                            head: cells[*i].head,
-                        }));
-                    }
-                    rows += joining.len();
-                }
-                let Some(current) = resid.take() else {
-                    continue;
-                };
-                let patches = if patch_cells.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![Patch::at_cells(
-                        HookPoint::block(layer, site),
-                        PatchValue::Replace(suffix_sources[layer].clone()),
-                        patch_cells,
-                    )]
-                };
-                let prefix = prefixes[layer].as_ref().map(|(k, v)| KvPrefix { k, v });
-                work.block_row_positions += rows * len;
-                work.attention_row_position_keys += rows * len * (start + len);
-                resid = Some(model.block_forward(
-                    layer,
-                    current,
-                    &frame,
-                    prefix,
-                    &mut Hooks::patching(&patches),
-                )?);
-            }
-            let Some(resid) = resid else { continue };
+            let jobs: Vec<Job> = chunk
+                .iter()
+                .map(|(i, positions)| Job {
+                    layer: cells[*i].layer,
+                    head: cells[*i].head,
+                    positions: positions.clone(),
+                })
+                .collect();
+            let (resid, rows) = group_inputs.run(&jobs, work)?; // [rows, 1, d_model]
             if pair.metrics == MetricSet::All {
-                work.rows_unembedded += rows;
+                work.rows_unembedded += rows.len();
             }
             let metrics = pair.metrics_of(model, &resid)?;
-            for ((i, _), metrics) in chunk.iter().zip(metrics) {
-                results[*i] = Some(CellResult {
+            for (job, metrics) in rows.into_iter().zip(metrics) {
+                let i = chunk[job].0;
+                results[i] = Some(CellResult {
                     kind,
-                    index: cells[*i],
+                    index: cells[i],
                     metrics,
                 });
             }

@@ -1,0 +1,248 @@
+//! One batch of a fast sweep: cells that start at the same position, run layer by
+//! layer, each row joining when the sweep reaches its layer.
+//!
+//! Two reuses beyond the caller's:
+//! - A cell patching one position of a site after the block input (`attn_out`,
+//!   `mlp_out`, a head's `z`, …) changes only that position in its own layer: that
+//!   layer runs for the one position, and the row joins the batch at the next layer.
+//! - In the last layer only the final position's output is read: the other positions
+//!   contribute their keys and values, nothing else is computed for them.
+
+use actpatch_hooks::{BlockSite, Cell, HookPoint, Hooks, Layout, Patch, PatchValue};
+use actpatch_model::{Frame, HookedTransformer, KvPrefix};
+use candle_core::Tensor;
+
+use crate::sweep_fast::{CorruptedRun, SweepWork};
+use crate::RunnerError;
+
+/// A cell to run: its layer, head, and the absolute positions it patches.
+pub(crate) struct Job {
+    pub layer: usize,
+    pub head: Option<usize>,
+    pub positions: Vec<usize>,
+}
+
+/// What every batch starting at one position shares.
+pub(crate) struct StartGroup<'a> {
+    pub model: &'a HookedTransformer,
+    pub corrupted: &'a CorruptedRun,
+    pub site: BlockSite,
+    pub start: usize,
+    pub len: usize,
+    /// Positions `start..start + len`.
+    pub frame: Frame,
+    /// Per layer, the corrupted keys and values of positions before `start`.
+    pub prefixes: Vec<Option<(Tensor, Tensor)>>,
+    /// Per layer, the clean source narrowed to the frame's positions.
+    pub sources: Vec<Tensor>,
+    /// Each cell patches the one position `start` of a site after the block input.
+    pub single_position: bool,
+}
+
+impl StartGroup<'_> {
+    fn prefix(&self, layer: usize) -> Option<KvPrefix<'_>> {
+        self.prefixes[layer]
+            .as_ref()
+            .map(|(k, v)| KvPrefix { k, v })
+    }
+
+    /// Corrupted `resid_pre` of `layer` at positions `from..from + len`, once per row:
+    /// `[rows, len, d_model]`.
+    fn corrupted_rows(
+        &self,
+        layer: usize,
+        from: usize,
+        len: usize,
+        rows: usize,
+    ) -> Result<Tensor, RunnerError> {
+        let resid = self
+            .corrupted
+            .cache
+            .get(HookPoint::resid_pre(layer))?
+            .narrow(1, from, len)?;
+        let d_model = resid.dim(2)?;
+        Ok(resid.broadcast_as((rows, len, d_model))?.contiguous()?)
+    }
+
+    fn patch(&self, layer: usize, source: Tensor, cells: Vec<Cell>) -> Vec<Patch> {
+        if cells.is_empty() {
+            return Vec::new();
+        }
+        vec![Patch::at_cells(
+            HookPoint::block(layer, self.site),
+            PatchValue::Replace(source),
+            cells,
+        )]
+    }
+
+    /// Block `layer` for positions `start..start + len` of `rows` (`[n, len, d_model]`).
+    fn full_block(
+        &self,
+        layer: usize,
+        rows: Tensor,
+        patches: &[Patch],
+        work: &mut SweepWork,
+    ) -> Result<Tensor, RunnerError> {
+        let n = rows.dim(0)?;
+        work.block_row_positions += n * self.len;
+        work.attention_row_position_keys += n * self.len * (self.start + self.len);
+        Ok(self.model.block_forward(
+            layer,
+            rows,
+            &self.frame,
+            self.prefix(layer),
+            &mut Hooks::patching(patches),
+        )?)
+    }
+
+    /// The last block, for the final position only: `[n, len, d_model]` → `[n, 1, d_model]`.
+    fn last_block(
+        &self,
+        layer: usize,
+        rows: Tensor,
+        work: &mut SweepWork,
+    ) -> Result<Tensor, RunnerError> {
+        let (n, len, _) = rows.dims3()?;
+        if len == 1 {
+            return self.full_block(layer, rows, &[], work);
+        }
+        let earlier = self.model.frame(self.start, len - 1)?;
+        let (k, v) = self
+            .model
+            .block_keys_values(layer, &rows.narrow(1, 0, len - 1)?, &earlier)?; // [n, len - 1, kv_head, d_head]
+        let (k, v) = match &self.prefixes[layer] {
+            None => (k, v),
+            Some((pk, pv)) => {
+                let widen = |p: &Tensor| -> Result<Tensor, RunnerError> {
+                    let (_, start, heads, d_head) = p.dims4()?;
+                    Ok(p.broadcast_as((n, start, heads, d_head))?)
+                };
+                (
+                    Tensor::cat(&[&widen(pk)?, &k], 1)?,
+                    Tensor::cat(&[&widen(pv)?, &v], 1)?,
+                )
+            }
+        };
+        let final_position = self.model.frame(self.start + len - 1, 1)?;
+        work.kv_row_positions += n * (len - 1);
+        work.block_row_positions += n;
+        work.attention_row_position_keys += n * (self.start + len);
+        Ok(self.model.block_forward(
+            layer,
+            rows.narrow(1, len - 1, 1)?,
+            &final_position,
+            Some(KvPrefix { k: &k, v: &v }),
+            &mut Hooks::none(),
+        )?)
+    }
+
+    /// Runs `jobs` (in layer order) to the end of the model. Returns the final
+    /// position's residual stream `[rows, 1, d_model]` and the job of each row.
+    pub fn run(
+        &self,
+        jobs: &[Job],
+        work: &mut SweepWork,
+    ) -> Result<(Tensor, Vec<usize>), RunnerError> {
+        let n_layers = self.model.dims().n_layers;
+        let last = n_layers - 1;
+        let first = jobs.iter().map(|j| j.layer).min().unwrap_or(n_layers);
+        let axis = if HookPoint::block(0, self.site).layout() == Layout::BatchHeadQueryKey {
+            2
+        } else {
+            1
+        };
+        let mut resid: Option<Tensor> = None; // [rows, len, d_model]
+        let mut order: Vec<usize> = Vec::new();
+        let mut pending: Option<(Tensor, Vec<usize>)> = None; // rows joining at the next layer
+        let mut finished: Vec<(Tensor, Vec<usize>)> = Vec::new(); // [n, 1, d_model]
+        let append = |resid: &mut Option<Tensor>, rows: Tensor| -> Result<(), RunnerError> {
+            *resid = Some(match resid.take() {
+                None => rows,
+                Some(r) => Tensor::cat(&[&r, &rows], 0)?,
+            });
+            Ok(())
+        };
+        for layer in first..n_layers {
+            if let Some((rows, ids)) = pending.take() {
+                append(&mut resid, rows)?;
+                order.extend(ids);
+            }
+            let joining: Vec<usize> = (0..jobs.len())
+                .filter(|j| jobs[*j].layer == layer)
+                .collect();
+            let mut patch_cells = Vec::new();
+            if !joining.is_empty() && self.single_position {
+                // This layer at the one patched position; the row joins at the next.
+                let cells = joining
+                    .iter()
+                    .enumerate()
+                    .map(|(row, j)| Cell {
+                        row,
+                        position: Some(0),
+                        head: jobs[*j].head,
+                    })
+                    .collect();
+                let source = self.sources[layer].narrow(axis, 0, 1)?;
+                let patches = self.patch(layer, source, cells);
+                let base = self.corrupted_rows(layer, self.start, 1, joining.len())?;
+                let one = self.model.frame(self.start, 1)?;
+                work.block_row_positions += joining.len();
+                work.attention_row_position_keys += joining.len() * (self.start + 1);
+                let out = self.model.block_forward(
+                    layer,
+                    base,
+                    &one,
+                    self.prefix(layer),
+                    &mut Hooks::patching(&patches),
+                )?; // [n, 1, d_model]
+                if layer == last {
+                    finished.push((out, joining));
+                } else {
+                    let rows =
+                        self.corrupted_rows(layer + 1, self.start, self.len, joining.len())?;
+                    let rows = if self.len > 1 {
+                        Tensor::cat(&[&out, &rows.narrow(1, 1, self.len - 1)?], 1)?
+                    } else {
+                        out
+                    };
+                    pending = Some((rows, joining));
+                }
+            } else if !joining.is_empty() {
+                let offset = order.len();
+                for (k, j) in joining.iter().enumerate() {
+                    patch_cells.extend(jobs[*j].positions.iter().map(|p| Cell {
+                        row: offset + k,
+                        position: Some(p - self.start),
+                        head: jobs[*j].head,
+                    }));
+                }
+                append(
+                    &mut resid,
+                    self.corrupted_rows(layer, self.start, self.len, joining.len())?,
+                )?;
+                order.extend(joining);
+            }
+            let Some(current) = resid.take() else {
+                continue;
+            };
+            resid = Some(if layer == last && patch_cells.is_empty() {
+                self.last_block(layer, current, work)?
+            } else {
+                let patches = self.patch(layer, self.sources[layer].clone(), patch_cells);
+                self.full_block(layer, current, &patches, work)?
+            });
+        }
+        let mut parts = Vec::new();
+        let mut ids = Vec::new();
+        if let Some(resid) = resid {
+            let len = resid.dim(1)?;
+            parts.push(resid.narrow(1, len - 1, 1)?);
+            ids.extend(order);
+        }
+        for (rows, job_ids) in finished {
+            parts.push(rows);
+            ids.extend(job_ids);
+        }
+        Ok((Tensor::cat(&parts, 0)?, ids))
+    }
+}

@@ -55,6 +55,10 @@ enum Command {
         /// Print only errors.
         #[arg(long, short)]
         quiet: bool,
+        /// Use this local model folder or .gguf file instead of the file's [model]
+        /// (e.g. when the hub is unreachable).
+        #[arg(long, value_name = "PATH")]
+        model_path: Option<PathBuf>,
     },
     /// Validate the experiment file and every pair's baselines, without sweeping.
     ///
@@ -62,6 +66,9 @@ enum Command {
     Check {
         /// The experiment file.
         experiment: PathBuf,
+        /// Use this local model folder or .gguf file instead of the file's [model].
+        #[arg(long, value_name = "PATH")]
+        model_path: Option<PathBuf>,
     },
     /// Compare two runs cell by cell: matched/unmatched cells, |B − A| of the
     /// normalized logit difference, correlations per patch kind, the cells that
@@ -129,6 +136,7 @@ fn main() -> ExitCode {
             out,
             max_batch_memory,
             quiet,
+            model_path,
         } => {
             let options = RunOptions {
                 no_validate,
@@ -136,6 +144,7 @@ fn main() -> ExitCode {
                 max_batch_mib: max_batch_memory.max(1),
                 naive,
                 quiet,
+                model_path,
             };
             let outcome = match (resume_dir, experiment) {
                 (Some(dir), _) => resume(&dir, &options),
@@ -148,7 +157,17 @@ fn main() -> ExitCode {
                 println!("{}", outcome.run_dir.display());
             })
         }
-        Command::Check { experiment } => check(&experiment, &RunOptions::default()).map(|_| ()),
+        Command::Check {
+            experiment,
+            model_path,
+        } => check(
+            &experiment,
+            &RunOptions {
+                model_path,
+                ..RunOptions::default()
+            },
+        )
+        .map(|_| ()),
         Command::Compare {
             a,
             b,

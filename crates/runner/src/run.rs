@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub naive: bool,
     /// Print nothing but errors.
     pub quiet: bool,
+    /// A local model folder or GGUF file to use instead of the file's `[model]`.
+    pub model_path: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -46,6 +48,7 @@ impl Default for RunOptions {
             max_batch_mib: 1024,
             naive: false,
             quiet: false,
+            model_path: None,
         }
     }
 }
@@ -63,6 +66,16 @@ pub(crate) fn say(options: &RunOptions, text: impl AsRef<str>) {
     if !options.quiet {
         eprintln!("{}", text.as_ref());
     }
+}
+
+/// Loads the experiment file, with `--model-path` replacing its `[model]` source.
+fn load_experiment(path: &Path, options: &RunOptions) -> Result<Experiment, RunnerError> {
+    let mut experiment = Experiment::load(path)?;
+    if let Some(model_path) = &options.model_path {
+        experiment.model.path = Some(model_path.clone());
+        experiment.model.id = None;
+    }
+    Ok(experiment)
 }
 
 fn load_model(experiment: &Experiment) -> Result<HookedTransformer, RunnerError> {
@@ -105,7 +118,7 @@ fn validate_all(
 
 /// Validates the file and every pair's baselines without sweeping.
 pub fn check(path: &Path, options: &RunOptions) -> Result<(usize, usize), RunnerError> {
-    let experiment = Experiment::load(path)?;
+    let experiment = load_experiment(path, options)?;
     let model = load_model(&experiment)?;
     let plans = validate_all(&model, &experiment, options)?;
     let passed = plans.iter().filter(|p| p.passed()).count();
@@ -223,6 +236,9 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
                 .as_bool()
                 .unwrap_or(false);
             resumed.naive = manifest["options"]["naive"].as_bool().unwrap_or(false);
+            resumed.model_path = manifest["options"]["model_path"]
+                .as_str()
+                .map(PathBuf::from);
             (path, resumed)
         }
     };
@@ -241,7 +257,7 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
             )));
         }
     }
-    let experiment = Experiment::load(&experiment_path)?;
+    let experiment = load_experiment(&experiment_path, &options)?;
     if let Start::Fresh { .. } = &start {
         let out_dir = options
             .out_dir
@@ -268,7 +284,11 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
                 "experiment": experiment.experiment.name,
                 "experiment_file": std::fs::canonicalize(&experiment_path).unwrap_or(experiment_path.clone()).display().to_string(),
                 "experiment_sha256": experiment_sha256,
-                "options": { "no_validate": options.no_validate, "naive": options.naive },
+                "options": {
+                    "no_validate": options.no_validate,
+                    "naive": options.naive,
+                    "model_path": options.model_path.as_ref().map(|p| p.display().to_string()),
+                },
                 "tool": manifest::tool(),
                 "git_commit": manifest::git_commit(),
                 "started": chrono::Utc::now().to_rfc3339(),

@@ -12,6 +12,7 @@ use actpatch_hooks::{BlockSite, HookPoint, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
+use crate::arch::ArchModel;
 use crate::layers::{
     attention_output, causal_attention, causal_mask_from, Frame, KvPrefix, LayerNorm, Linear,
     NormSite,
@@ -208,18 +209,23 @@ impl Gpt2 {
             dims,
         })
     }
+}
 
-    pub fn dims(&self) -> &ModelDims {
+impl ArchModel for Gpt2 {
+    fn dims(&self) -> &ModelDims {
         &self.dims
     }
 
-    pub fn hook_space(&self) -> HookSpace {
+    fn hook_space(&self) -> HookSpace {
         HookSpace::gpt2(self.dims.n_layers)
     }
 
-    /// tokens `[batch, pos]` (u32) → logits (`[batch, pos, d_vocab]`, or
-    /// `[batch, d_vocab]` for [`Readout::LastPosition`]).
-    pub fn forward(&self, tokens: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
+    fn key_site(&self) -> BlockSite {
+        BlockSite::K
+    }
+
+    /// `hook_embed` + `hook_pos_embed`.
+    fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         let (batch, pos) = tokens.dims2()?;
         let d_model = self.dims.d_model;
         let embed = self
@@ -234,17 +240,11 @@ impl Gpt2 {
             .broadcast_as((batch, pos, d_model))?
             .contiguous()?;
         let pos_embed = hooks.at(HookPoint::PosEmbed, pos_embed)?;
-
-        let frame = self.frame(0, pos, tokens.device())?;
-        let mut resid = (embed + pos_embed)?; // [batch, pos, d_model]
-        for block in &self.blocks {
-            resid = block.forward(resid, &frame, None, hooks)?;
-        }
-        self.readout(&resid, hooks, readout)
+        Ok((embed + pos_embed)?) // [batch, pos, d_model]
     }
 
     /// The frame of positions `start..start + len`.
-    pub fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
+    fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
         Ok(Frame {
             start,
             len,
@@ -254,7 +254,7 @@ impl Gpt2 {
     }
 
     /// Block `layer` alone: `[batch, len, d_model]` → `[batch, len, d_model]`.
-    pub fn block_forward(
+    fn block_forward(
         &self,
         layer: usize,
         resid_pre: Tensor,
@@ -266,12 +266,17 @@ impl Gpt2 {
     }
 
     /// Block `layer`'s keys and values at the rows' positions (see [`Block::keys_values`]).
-    pub fn block_keys_values(&self, layer: usize, resid_pre: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn block_keys_values(
+        &self,
+        layer: usize,
+        resid_pre: &Tensor,
+        _frame: &Frame,
+    ) -> Result<(Tensor, Tensor)> {
         self.blocks[layer].keys_values(resid_pre)
     }
 
     /// Final LayerNorm and unembedding of the residual stream `[batch, len, d_model]`.
-    pub fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
+    fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
         let normalized = self.ln_final.forward(resid, hooks, NormSite::Final)?;
         readout.unembed(&normalized, &self.wte, None)
     }

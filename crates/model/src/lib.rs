@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod arch;
 mod device;
 mod error;
 pub mod gguf;
@@ -35,6 +36,7 @@ use actpatch_hooks::{ActivationCache, CacheFilter, HookSpace, Hooks, Patch};
 use candle_core::{Device, Tensor};
 
 pub use actpatch_hooks::HookPoint;
+use arch::ArchModel;
 pub use device::DeviceSpec;
 pub use error::{ModelError, Result};
 pub use layers::{Frame, KvPrefix};
@@ -134,14 +136,9 @@ impl Readout<'_> {
     }
 }
 
-enum Arch {
-    Gpt2(gpt2::Gpt2),
-    Llama(llama::Llama),
-}
-
 /// A language model with hook points, its tokenizer and where it came from.
 pub struct HookedTransformer {
-    arch: Arch,
+    arch: Box<dyn ArchModel>,
     tokenizer: Tokenizer,
     device: Device,
     source: ModelSource,
@@ -179,17 +176,11 @@ impl HookedTransformer {
     }
 
     pub fn dims(&self) -> &ModelDims {
-        match &self.arch {
-            Arch::Gpt2(m) => m.dims(),
-            Arch::Llama(m) => m.dims(),
-        }
+        self.arch.dims()
     }
 
     pub fn hook_space(&self) -> HookSpace {
-        match &self.arch {
-            Arch::Gpt2(m) => m.hook_space(),
-            Arch::Llama(m) => m.hook_space(),
-        }
+        self.arch.hook_space()
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -278,10 +269,12 @@ impl HookedTransformer {
                 n_ctx,
             });
         }
-        match &self.arch {
-            Arch::Gpt2(m) => m.forward(tokens, hooks, readout),
-            Arch::Llama(m) => m.forward(tokens, hooks, readout),
+        let mut resid = self.arch.embed(tokens, hooks)?; // [batch, pos, d_model]
+        let frame = self.arch.frame(0, pos, tokens.device())?;
+        for layer in 0..self.dims().n_layers {
+            resid = self.arch.block_forward(layer, resid, &frame, None, hooks)?;
         }
+        self.arch.readout(&resid, hooks, readout)
     }
 
     /// The frame of prompt positions `start..start + len`, for [`Self::block_forward`].
@@ -294,10 +287,7 @@ impl HookedTransformer {
                 n_ctx,
             });
         }
-        match &self.arch {
-            Arch::Gpt2(m) => m.frame(start, len, &self.device),
-            Arch::Llama(m) => m.frame(start, len, &self.device),
-        }
+        self.arch.frame(start, len, &self.device)
     }
 
     /// Runs block `layer` alone on `resid_pre` `[batch, len, d_model]`, whose rows hold
@@ -321,10 +311,8 @@ impl HookedTransformer {
             }
             .into());
         }
-        match &self.arch {
-            Arch::Gpt2(m) => m.block_forward(layer, resid_pre, frame, prefix, hooks),
-            Arch::Llama(m) => m.block_forward(layer, resid_pre, frame, prefix, hooks),
-        }
+        self.arch
+            .block_forward(layer, resid_pre, frame, prefix, hooks)
     }
 
     /// The keys and values block `layer`'s attention reads at the positions of `frame`,
@@ -345,27 +333,18 @@ impl HookedTransformer {
             }
             .into());
         }
-        match &self.arch {
-            Arch::Gpt2(m) => m.block_keys_values(layer, resid_pre),
-            Arch::Llama(m) => m.block_keys_values(layer, resid_pre, frame),
-        }
+        self.arch.block_keys_values(layer, resid_pre, frame)
     }
 
     /// Final norm and unembedding of a residual stream `[batch, len, d_model]`.
     pub fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
-        match &self.arch {
-            Arch::Gpt2(m) => m.readout(resid, hooks, readout),
-            Arch::Llama(m) => m.readout(resid, hooks, readout),
-        }
+        self.arch.readout(resid, hooks, readout)
     }
 
     /// The hook point whose cached value is what attention uses as keys:
     /// `attn.hook_k` (GPT-2) or `attn.hook_rot_k` (Llama, after rotary).
     pub fn key_site(&self) -> actpatch_hooks::BlockSite {
-        match &self.arch {
-            Arch::Gpt2(_) => actpatch_hooks::BlockSite::K,
-            Arch::Llama(_) => actpatch_hooks::BlockSite::RotK,
-        }
+        self.arch.key_site()
     }
 
     /// Plain logits `[batch, pos, d_vocab]`.
@@ -402,7 +381,7 @@ impl HookedTransformer {
 }
 
 /// A Hugging Face checkpoint: `config.json` decides the architecture.
-fn load_hf(files: &ModelFiles, device: &Device) -> Result<(Arch, Tokenizer)> {
+fn load_hf(files: &ModelFiles, device: &Device) -> Result<(Box<dyn ArchModel>, Tokenizer)> {
     let text = std::fs::read_to_string(&files.config).map_err(|source| ModelError::Io {
         path: files.config.clone(),
         source,
@@ -411,12 +390,12 @@ fn load_hf(files: &ModelFiles, device: &Device) -> Result<(Arch, Tokenizer)> {
         Architecture::Gpt2 => {
             let cfg = gpt2::Gpt2::parse_config(&text, &files.config)?;
             let model = gpt2::Gpt2::load(&cfg, &files.weights, device)?;
-            (Arch::Gpt2(model), cfg.bos_token_id)
+            (Box::new(model) as Box<dyn ArchModel>, cfg.bos_token_id)
         }
         Architecture::Llama => {
             let cfg = llama::Llama::parse_config(&text, &files.config)?;
             let model = llama::Llama::load(&cfg, &files.weights, device)?;
-            (Arch::Llama(model), cfg.bos_token_id)
+            (Box::new(model) as Box<dyn ArchModel>, cfg.bos_token_id)
         }
     };
     let mut tokenizer = Tokenizer::load(&files.tokenizer, bos_id)?;
@@ -428,11 +407,11 @@ fn load_hf(files: &ModelFiles, device: &Device) -> Result<(Arch, Tokenizer)> {
 }
 
 /// A GGUF file: its metadata decides the architecture (Llama only, so far).
-fn load_gguf(path: &Path, device: &Device) -> Result<(Arch, Tokenizer)> {
+fn load_gguf(path: &Path, device: &Device) -> Result<(Box<dyn ArchModel>, Tokenizer)> {
     let file = gguf::GgufFile::open(path)?;
     let cfg = file.llama_config()?;
     let model = llama::Llama::from_store(&cfg, &file.llama_weights(&cfg, device)?)?;
-    Ok((Arch::Llama(model), file.tokenizer()?))
+    Ok((Box::new(model), file.tokenizer()?))
 }
 
 fn detect_architecture(config_text: &str, path: &Path) -> Result<Architecture> {

@@ -15,6 +15,7 @@ use actpatch_hooks::{BlockSite, HookPoint, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
+use crate::arch::ArchModel;
 use crate::layers::{
     attention_output, causal_attention, causal_mask_from, Frame, KvPrefix, Linear, NormSite,
     RmsNorm, Rotary,
@@ -364,34 +365,33 @@ impl Llama {
             dims,
         })
     }
+}
 
-    pub fn dims(&self) -> &ModelDims {
+impl ArchModel for Llama {
+    fn dims(&self) -> &ModelDims {
         &self.dims
     }
 
-    pub fn hook_space(&self) -> HookSpace {
+    fn hook_space(&self) -> HookSpace {
         HookSpace::llama(self.dims.n_layers)
     }
 
-    /// tokens `[batch, pos]` (u32) → logits (`[batch, pos, d_vocab]`, or
-    /// `[batch, d_vocab]` for [`Readout::LastPosition`]).
-    pub fn forward(&self, tokens: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
+    fn key_site(&self) -> BlockSite {
+        BlockSite::RotK
+    }
+
+    /// `hook_embed` (positions enter through rotary embeddings in each block).
+    fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         let (batch, pos) = tokens.dims2()?;
         let embed = self
             .embed_tokens
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((batch, pos, self.dims.d_model))?;
-        let mut resid = hooks.at(HookPoint::Embed, embed)?; // [batch, pos, d_model]
-
-        let frame = self.frame(0, pos, tokens.device())?;
-        for block in &self.blocks {
-            resid = block.forward(resid, &frame, None, hooks)?;
-        }
-        self.readout(&resid, hooks, readout)
+        Ok(hooks.at(HookPoint::Embed, embed)?) // [batch, pos, d_model]
     }
 
     /// The frame of positions `start..start + len`, with their rotary tables.
-    pub fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
+    fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
         Ok(Frame {
             start,
             len,
@@ -401,7 +401,7 @@ impl Llama {
     }
 
     /// Block `layer` alone: `[batch, len, d_model]` → `[batch, len, d_model]`.
-    pub fn block_forward(
+    fn block_forward(
         &self,
         layer: usize,
         resid_pre: Tensor,
@@ -413,7 +413,7 @@ impl Llama {
     }
 
     /// Block `layer`'s keys (rotated) and values at the positions of `frame`.
-    pub fn block_keys_values(
+    fn block_keys_values(
         &self,
         layer: usize,
         resid_pre: &Tensor,
@@ -423,7 +423,7 @@ impl Llama {
     }
 
     /// Final RMSNorm and unembedding of the residual stream `[batch, len, d_model]`.
-    pub fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
+    fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
         let normalized = self.norm.forward(resid, hooks, NormSite::Final)?;
         readout.unembed(&normalized, &self.lm_head, None)
     }

@@ -3,122 +3,27 @@
 
 mod common;
 
-use actpatch_hooks::{CacheFilter, HookPoint};
-use actpatch_model::{HookedTransformer, Readout};
-use common::{assert_close, fixture, golden, ids};
+use common::golden_checks as checks;
 
-const TOL: f64 = 1e-4;
-
-fn model() -> HookedTransformer {
-    HookedTransformer::from_dir(fixture("tiny-gpt2")).unwrap()
-}
+const FIXTURE: &str = "tiny-gpt2";
 
 #[test]
 fn tokens_with_bos_match_transformer_lens() {
-    let model = model();
-    let golden = golden("tiny-gpt2");
-    for (name, pair) in golden["pairs"].as_object().unwrap() {
-        for side in ["clean", "corrupted"] {
-            let tokens = model.to_tokens(pair[side].as_str().unwrap(), true).unwrap();
-            assert_eq!(
-                tokens,
-                ids(&pair[format!("{side}_tokens")]),
-                "{name} {side}"
-            );
-        }
-        let correct = model
-            .to_single_token(pair["correct"].as_str().unwrap())
-            .unwrap();
-        assert_eq!(correct as u64, pair["correct_id"].as_u64().unwrap());
-        let incorrect = model
-            .to_single_token(pair["incorrect"].as_str().unwrap())
-            .unwrap();
-        assert_eq!(incorrect as u64, pair["incorrect_id"].as_u64().unwrap());
-    }
+    checks::tokens_with_bos_match_transformer_lens(FIXTURE);
 }
 
 #[test]
 fn last_position_logits_match() {
-    let model = model();
-    let golden = golden("tiny-gpt2");
-    for (name, pair) in golden["pairs"].as_object().unwrap() {
-        let tokens = ids(&pair["clean_tokens"]);
-        let logits = model.logits(&[tokens]).unwrap(); // [1, pos, vocab]
-        let pos = logits.dim(1).unwrap();
-        let last = logits.get(0).unwrap().get(pos - 1).unwrap(); // [vocab]
-        let first32 = last.narrow(0, 0, 32).unwrap();
-        assert_close(
-            &format!("{name} logits[:32]"),
-            &first32,
-            &pair["clean_last_logits_first32"],
-            TOL,
-        );
-
-        let values: Vec<f32> = last.to_vec1().unwrap();
-        let max = values.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max
-            + values
-                .iter()
-                .map(|v| (*v as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
-        let want = pair["clean_last_logsumexp"].as_f64().unwrap();
-        assert!((lse - want).abs() < TOL, "{name} logsumexp {lse} vs {want}");
-
-        let mut order: Vec<usize> = (0..values.len()).collect();
-        order.sort_by(|a, b| values[*b].total_cmp(&values[*a]));
-        let top10: Vec<u32> = order[..10].iter().map(|i| *i as u32).collect();
-        assert_eq!(
-            top10,
-            ids(&pair["clean_last_logits_top10"]),
-            "{name} top-10 ids"
-        );
-    }
+    checks::last_position_logits_match(FIXTURE);
 }
 
 #[test]
 fn logit_differences_match() {
-    let model = model();
-    let golden = golden("tiny-gpt2");
-    for (name, pair) in golden["pairs"].as_object().unwrap() {
-        let correct = pair["correct_id"].as_u64().unwrap() as usize;
-        let incorrect = pair["incorrect_id"].as_u64().unwrap() as usize;
-        for side in ["clean", "corrupted"] {
-            let tokens = model
-                .tokens_tensor(&[ids(&pair[format!("{side}_tokens")])])
-                .unwrap();
-            let logits: Vec<f32> = model
-                .forward(
-                    &tokens,
-                    &mut actpatch_hooks::Hooks::none(),
-                    Readout::LastPosition,
-                )
-                .unwrap()
-                .get(0)
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let ld = (logits[correct] - logits[incorrect]) as f64;
-            let want = pair[format!("{side}_logit_diff")].as_f64().unwrap();
-            assert!((ld - want).abs() < TOL, "{name} {side}: {ld} vs {want}");
-        }
-    }
+    checks::logit_differences_match(FIXTURE);
 }
 
 #[test]
 fn every_cached_activation_matches() {
-    let model = model();
-    let golden = golden("tiny-gpt2");
-    let pair = &golden["pairs"]["landmarks"];
-    let (_, cache) = model
-        .run_with_cache(&[ids(&pair["clean_tokens"])], CacheFilter::All)
-        .unwrap();
-    let expected = pair["activations_clean"].as_object().unwrap();
-    assert_eq!(expected.len(), 38);
-    assert_eq!(cache.len(), 38, "GPT-2 has 38 hook points at 2 layers");
-    for (name, want) in expected {
-        let point: HookPoint = name.parse().unwrap();
-        let got = cache.get(point).unwrap().squeeze(0).unwrap(); // drop the batch axis
-        assert_close(name, &got, want, TOL);
-    }
+    // hook_embed, hook_pos_embed, 17 per block, 2 of ln_final.
+    checks::every_cached_activation_matches(FIXTURE, 2 + 2 * 17 + 2);
 }

@@ -194,7 +194,7 @@ fn main() -> Result<(), BoxError> {
         let map = plan.map.as_ref().ok_or("pair not aligned")?;
         for kind in [PatchKind::ResidPre, PatchKind::HeadOutByPos] {
             let (_, clean_cache) = model.run_with_cache(
-                &[plan.clean_tokens.clone()],
+                std::slice::from_ref(&plan.clean_tokens),
                 CacheFilter::only(hook_points(&[kind], N_LAYERS)),
             )?;
             let pair = PairSweep {
@@ -237,7 +237,7 @@ fn main() -> Result<(), BoxError> {
             } else {
                 cells.iter().copied().enumerate().collect()
             };
-            let tokens = model.tokens_tensor(&[plan.corrupted_tokens.clone()])?;
+            let tokens = model.tokens_tensor(std::slice::from_ref(&plan.corrupted_tokens))?;
             let t = Instant::now();
             for (i, cell) in &sample {
                 let source = clean_cache

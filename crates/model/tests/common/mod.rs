@@ -1,6 +1,8 @@
 //! Shared helpers of the golden tests: fixture paths and JSON-to-number flattening.
 #![allow(dead_code)]
 
+pub mod golden_checks;
+
 use std::path::PathBuf;
 
 use candle_core::Tensor;

@@ -80,7 +80,7 @@ fn both_with(
     let model = &setup.model;
     let (_, clean_cache) = model
         .run_with_cache(
-            &[plan.clean_tokens.clone()],
+            std::slice::from_ref(&plan.clean_tokens),
             CacheFilter::only(hook_points(&[kind], model.dims().n_layers)),
         )
         .unwrap();

@@ -132,22 +132,42 @@ pub fn cell_metrics(
     baseline: &Baseline,
     clean_log_probs: &Tensor,
 ) -> Result<Vec<CellMetrics>> {
-    let logit_diffs = logit_diff(logits, answers)?;
-    let log_probs = log_softmax(logits)?;
-    let logprob_diffs = logit_diff(&log_probs, answers)?;
-    let prob_correct: Vec<f32> = log_probs
-        .narrow(1, answers.correct as usize, 1)?
+    check_answers(logits, answers)?;
+    // One pass for the log-sum-exp and one product with the clean distribution,
+    // instead of materializing every row's log-probabilities:
+    // log p(t) = logit(t) − lse, and
+    // KL(p_clean ‖ p) = Σ p_clean log p_clean − (p_clean · logits − lse).
+    let max = logits.max_keepdim(D::Minus1)?; // [batch, 1]
+    let lse = (logits
+        .broadcast_sub(&max)?
         .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + &max)?;
+    let clean_probs = clean_log_probs.exp()?; // [d_vocab]
+    let clean_neg_entropy = f64::from(
+        (&clean_probs * clean_log_probs)?
+            .sum_all()?
+            .to_scalar::<f32>()?,
+    );
+    let cross = logits.matmul(&clean_probs.unsqueeze(1)?)?; // [batch, 1]
+    let lse: Vec<f32> = lse.flatten_all()?.to_vec1()?;
+    let cross: Vec<f32> = cross.flatten_all()?.to_vec1()?;
+    let correct: Vec<f32> = logits
+        .narrow(1, answers.correct as usize, 1)?
         .flatten_all()?
         .to_vec1()?;
-    let kl = kl_divergence(&log_probs, clean_log_probs)?;
+    let logit_diffs = logit_diff(logits, answers)?;
     Ok((0..logit_diffs.len())
-        .map(|row| CellMetrics {
-            logit_diff: logit_diffs[row],
-            normalized_logit_diff: baseline.normalize(logit_diffs[row]),
-            logprob_diff: logprob_diffs[row],
-            prob_correct: Some(f64::from(prob_correct[row])),
-            kl_div: Some(kl[row]),
+        .map(|row| {
+            let lse = f64::from(lse[row]);
+            CellMetrics {
+                logit_diff: logit_diffs[row],
+                normalized_logit_diff: baseline.normalize(logit_diffs[row]),
+                logprob_diff: logit_diffs[row],
+                prob_correct: Some((f64::from(correct[row]) - lse).exp()),
+                kl_div: Some((clean_neg_entropy - f64::from(cross[row]) + lse).max(0.0)),
+            }
         })
         .collect())
 }
@@ -257,6 +277,19 @@ mod tests {
             m[1].kl_div
         );
         assert_eq!(m[1].normalized_logit_diff, 0.0);
+    }
+
+    #[test]
+    fn kl_from_log_probs_equals_the_one_pass_formula() {
+        let logits = logits();
+        let log_probs = log_softmax(&logits).unwrap();
+        let clean = log_probs.get(0).unwrap();
+        let direct = kl_divergence(&log_probs, &clean).unwrap();
+        let baseline = Baseline::new(2.0, -1.0).unwrap();
+        let one_pass = cell_metrics(&logits, ANSWERS, &baseline, &clean).unwrap();
+        for (d, m) in direct.iter().zip(&one_pass) {
+            assert!((d - m.kl_div.unwrap()).abs() < 1e-5, "{d} vs {:?}", m.kl_div);
+        }
     }
 
     #[test]

@@ -177,7 +177,8 @@ impl Block {
 
 /// A GPT-2 language model with hook points.
 pub struct Gpt2 {
-    wte: Tensor, // [d_vocab, d_model]; also the unembedding (tied)
+    wte: Tensor, // [d_vocab, d_model]
+    w_u: Tensor, // [d_model, d_vocab]: the tied unembedding, stored transposed once
     wpe: Tensor, // [n_ctx, d_model]
     blocks: Vec<Block>,
     ln_final: LayerNorm,
@@ -198,11 +199,13 @@ impl Gpt2 {
         let store = WeightStore::open(weights, device, "GPT-2")?
             .with_prefix_if_present("transformer.", "wte.weight");
         let dims = cfg.dims();
+        let wte = store.get("wte.weight", &[cfg.vocab_size, cfg.n_embd])?;
         let blocks = (0..cfg.n_layer)
             .map(|layer| Block::load(&store, cfg, layer))
             .collect::<Result<Vec<_>>>()?;
         Ok(Gpt2 {
-            wte: store.get("wte.weight", &[cfg.vocab_size, cfg.n_embd])?,
+            w_u: wte.t()?.contiguous()?,
+            wte,
             wpe: store.get("wpe.weight", &[cfg.n_positions, cfg.n_embd])?,
             blocks,
             ln_final: LayerNorm::load(&store, "ln_f", cfg.n_embd, cfg.layer_norm_epsilon)?,
@@ -278,6 +281,6 @@ impl ArchModel for Gpt2 {
     /// Final LayerNorm and unembedding of the residual stream `[batch, len, d_model]`.
     fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
         let normalized = self.ln_final.forward(resid, hooks, NormSite::Final)?;
-        readout.unembed(&normalized, &self.wte, None)
+        readout.unembed(&normalized, &self.w_u, None)
     }
 }

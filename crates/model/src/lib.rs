@@ -91,7 +91,7 @@ pub enum Readout<'a> {
 }
 
 impl Readout<'_> {
-    /// `normalized` `[batch, pos, d_model]`, `w_u` `[d_vocab, d_model]` → logits.
+    /// `normalized` `[batch, pos, d_model]`, `w_u` `[d_model, d_vocab]` → logits.
     pub fn unembed(
         self,
         normalized: &Tensor,
@@ -112,7 +112,7 @@ impl Readout<'_> {
             ),
             Readout::LastPosition => (last()?, w_u.clone(), b_u.cloned()),
             Readout::LastPositionColumns(ids) => {
-                let d_vocab = w_u.dim(0)?;
+                let d_vocab = w_u.dim(1)?;
                 if let Some(id) = ids.iter().find(|id| **id as usize >= d_vocab) {
                     return Err(ModelError::TokenOutOfRange {
                         id: *id,
@@ -121,10 +121,10 @@ impl Readout<'_> {
                 }
                 let ids = Tensor::from_slice(ids, ids.len(), w_u.device())?;
                 let b_u = b_u.map(|b| b.index_select(&ids, 0)).transpose()?;
-                (last()?, w_u.index_select(&ids, 0)?, b_u) // w_u: [columns, d_model]
+                (last()?, w_u.index_select(&ids, 1)?, b_u) // w_u: [d_model, columns]
             }
         };
-        let logits = rows.matmul(&w_u.t()?)?;
+        let logits = rows.matmul(&w_u)?;
         let logits = match b_u {
             Some(b) => logits.broadcast_add(&b)?,
             None => logits,

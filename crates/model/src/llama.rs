@@ -318,7 +318,7 @@ pub struct Llama {
     embed_tokens: Tensor, // [d_vocab, d_model]
     blocks: Vec<Block>,
     norm: RmsNorm,
-    lm_head: Tensor, // [d_vocab, d_model]; the embedding itself when tied
+    w_u: Tensor, // [d_model, d_vocab]: lm_head (the embedding when tied), stored transposed
     rotary: Rotary,
     dims: ModelDims,
 }
@@ -360,7 +360,7 @@ impl Llama {
             embed_tokens,
             blocks,
             norm: RmsNorm::load(store, "model.norm", d, cfg.rms_norm_eps)?,
-            lm_head,
+            w_u: lm_head.t()?.contiguous()?,
             rotary: Rotary::new(dims.d_head, cfg.rope_theta),
             dims,
         })
@@ -425,6 +425,6 @@ impl ArchModel for Llama {
     /// Final RMSNorm and unembedding of the residual stream `[batch, len, d_model]`.
     fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
         let normalized = self.norm.forward(resid, hooks, NormSite::Final)?;
-        readout.unembed(&normalized, &self.lm_head, None)
+        readout.unembed(&normalized, &self.w_u, None)
     }
 }

@@ -8,6 +8,8 @@
 //! - In the last layer only the final position's output is read: the other positions
 //!   contribute their keys and values, nothing else is computed for them.
 
+use std::collections::BTreeMap;
+
 use actpatch_hooks::{BlockSite, Cell, HookPoint, Hooks, Layout, Patch, PatchValue};
 use actpatch_model::{Frame, HookedTransformer, KvPrefix};
 use candle_core::Tensor;
@@ -136,6 +138,88 @@ impl StartGroup<'_> {
         )?)
     }
 
+    /// Patch cells of the `joining` jobs, on rows `first_row..` of the batch.
+    fn cells_of(&self, joining: &[usize], jobs: &[Job], first_row: usize) -> Vec<Cell> {
+        joining
+            .iter()
+            .enumerate()
+            .flat_map(|(k, j)| {
+                jobs[*j].positions.iter().map(move |p| Cell {
+                    row: first_row + k,
+                    position: Some(p - self.start),
+                    head: jobs[*j].head,
+                })
+            })
+            .collect()
+    }
+
+    /// Block `layer` at the one position `position`, patched there, for the jobs
+    /// `ids`: `[n, 1, d_model]`, the rest of the prompt read from the corrupted cache.
+    fn one_position(
+        &self,
+        layer: usize,
+        position: usize,
+        ids: &[usize],
+        jobs: &[Job],
+        axis: usize,
+        work: &mut SweepWork,
+    ) -> Result<Tensor, RunnerError> {
+        let cells = ids
+            .iter()
+            .enumerate()
+            .map(|(row, j)| Cell {
+                row,
+                position: Some(0),
+                head: jobs[*j].head,
+            })
+            .collect();
+        let source = self.sources[layer].narrow(axis, position - self.start, 1)?;
+        let patches = self.patch(layer, source, cells);
+        let base = self.corrupted_rows(layer, position, 1, ids.len())?;
+        let prefix = if position == 0 {
+            None
+        } else {
+            let k = self
+                .corrupted
+                .cache
+                .get(HookPoint::block(layer, self.model.key_site()))?;
+            let v = self
+                .corrupted
+                .cache
+                .get(HookPoint::block(layer, BlockSite::V))?;
+            Some((k.narrow(1, 0, position)?, v.narrow(1, 0, position)?))
+        };
+        let prefix = prefix.as_ref().map(|(k, v)| KvPrefix { k, v });
+        work.block_row_positions += ids.len();
+        work.attention_row_position_keys += ids.len() * (position + 1);
+        let frame = self.model.frame(position, 1)?;
+        Ok(self
+            .model
+            .block_forward(layer, base, &frame, prefix, &mut Hooks::patching(&patches))?)
+    }
+
+    /// Corrupted rows of `layer` over the frame, with `position` replaced by `value`
+    /// (`[n, 1, d_model]`): `[n, len, d_model]`.
+    fn rows_with(
+        &self,
+        layer: usize,
+        position: usize,
+        value: Tensor,
+    ) -> Result<Tensor, RunnerError> {
+        let n = value.dim(0)?;
+        let rows = self.corrupted_rows(layer, self.start, self.len, n)?;
+        let at = position - self.start;
+        let mut parts = Vec::new();
+        if at > 0 {
+            parts.push(rows.narrow(1, 0, at)?);
+        }
+        parts.push(value);
+        if at + 1 < self.len {
+            parts.push(rows.narrow(1, at + 1, self.len - at - 1)?);
+        }
+        Ok(Tensor::cat(&parts, 1)?)
+    }
+
     /// Runs `jobs` (in layer order) to the end of the model. Returns the final
     /// position's residual stream `[rows, 1, d_model]` and the job of each row.
     pub fn run(
@@ -153,7 +237,7 @@ impl StartGroup<'_> {
         };
         let mut resid: Option<Tensor> = None; // [rows, len, d_model]
         let mut order: Vec<usize> = Vec::new();
-        let mut pending: Option<(Tensor, Vec<usize>)> = None; // rows joining at the next layer
+        let mut pending: Vec<(Tensor, Vec<usize>)> = Vec::new(); // rows joining at the next layer
         let mut finished: Vec<(Tensor, Vec<usize>)> = Vec::new(); // [n, 1, d_model]
         let append = |resid: &mut Option<Tensor>, rows: Tensor| -> Result<(), RunnerError> {
             *resid = Some(match resid.take() {
@@ -163,7 +247,7 @@ impl StartGroup<'_> {
             Ok(())
         };
         for layer in first..n_layers {
-            if let Some((rows, ids)) = pending.take() {
+            for (rows, ids) in pending.drain(..) {
                 append(&mut resid, rows)?;
                 order.extend(ids);
             }
@@ -171,51 +255,39 @@ impl StartGroup<'_> {
                 .filter(|j| jobs[*j].layer == layer)
                 .collect();
             let mut patch_cells = Vec::new();
-            if !joining.is_empty() && self.single_position {
+            if joining.is_empty() {
+            } else if self.single_position {
                 // This layer at the one patched position; the row joins at the next.
-                let cells = joining
-                    .iter()
-                    .enumerate()
-                    .map(|(row, j)| Cell {
-                        row,
-                        position: Some(0),
-                        head: jobs[*j].head,
-                    })
-                    .collect();
-                let source = self.sources[layer].narrow(axis, 0, 1)?;
-                let patches = self.patch(layer, source, cells);
-                let base = self.corrupted_rows(layer, self.start, 1, joining.len())?;
-                let one = self.model.frame(self.start, 1)?;
-                work.block_row_positions += joining.len();
-                work.attention_row_position_keys += joining.len() * (self.start + 1);
-                let out = self.model.block_forward(
-                    layer,
-                    base,
-                    &one,
-                    self.prefix(layer),
-                    &mut Hooks::patching(&patches),
-                )?; // [n, 1, d_model]
-                if layer == last {
-                    finished.push((out, joining));
-                } else {
-                    let rows =
-                        self.corrupted_rows(layer + 1, self.start, self.len, joining.len())?;
-                    let rows = if self.len > 1 {
-                        Tensor::cat(&[&out, &rows.narrow(1, 1, self.len - 1)?], 1)?
+                let mut by_position: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+                for j in &joining {
+                    by_position
+                        .entry(jobs[*j].positions[0])
+                        .or_default()
+                        .push(*j);
+                }
+                for (position, ids) in by_position {
+                    let out = self.one_position(layer, position, &ids, jobs, axis, work)?; // [n, 1, d_model]
+                    if layer == last {
+                        finished.push((out, ids));
                     } else {
-                        out
-                    };
-                    pending = Some((rows, joining));
+                        pending.push((self.rows_with(layer + 1, position, out)?, ids));
+                    }
                 }
-            } else if !joining.is_empty() {
-                let offset = order.len();
-                for (k, j) in joining.iter().enumerate() {
-                    patch_cells.extend(jobs[*j].positions.iter().map(|p| Cell {
-                        row: offset + k,
-                        position: Some(p - self.start),
-                        head: jobs[*j].head,
-                    }));
-                }
+            } else if self.site == BlockSite::ResidPre {
+                // The block input itself: patch the rows before the block, no hook.
+                let cells = self.cells_of(&joining, jobs, 0);
+                let base = self.corrupted_rows(layer, self.start, self.len, joining.len())?;
+                let point = HookPoint::block(layer, self.site);
+                let rows = Patch::at_cells(
+                    point,
+                    PatchValue::Replace(self.sources[layer].clone()),
+                    cells,
+                )
+                .apply(&base)?;
+                append(&mut resid, rows)?;
+                order.extend(joining);
+            } else {
+                patch_cells = self.cells_of(&joining, jobs, order.len());
                 append(
                     &mut resid,
                     self.corrupted_rows(layer, self.start, self.len, joining.len())?,

@@ -171,6 +171,7 @@ pub struct CellResult {
 }
 
 /// What a sweep of one pair needs.
+#[derive(Clone, Copy)]
 pub struct PairSweep<'a> {
     pub corrupted_tokens: &'a [u32],
     /// The clean run's activations at the hook points the sweep patches.

@@ -146,6 +146,31 @@ pub struct SweepWork {
     pub noop_cells: usize,
 }
 
+/// Fewest cells a batch should hold: smaller start groups are merged into the
+/// next ones, running from the earliest start (recomputing a few unchanged positions
+/// buys matrix products large enough to run near the machine's peak).
+const MIN_GROUP_CELLS: usize = 48;
+
+type StartGroups = BTreeMap<usize, Vec<(usize, Vec<usize>)>>;
+
+fn merge_small_groups(by_start: StartGroups) -> StartGroups {
+    let mut merged = StartGroups::new();
+    let mut open: Option<(usize, Vec<(usize, Vec<usize>)>)> = None;
+    for (start, cells) in by_start {
+        let (first, mut acc) = open.take().unwrap_or((start, Vec::new()));
+        acc.extend(cells);
+        if acc.len() >= MIN_GROUP_CELLS {
+            merged.insert(first, acc);
+        } else {
+            open = Some((first, acc));
+        }
+    }
+    if let Some((first, acc)) = open {
+        merged.insert(first, acc);
+    }
+    merged
+}
+
 /// The fast sweep of `kind` over `cells`, at most `max_rows` rows per batch.
 pub fn sweep_fast(
     model: &HookedTransformer,
@@ -232,7 +257,7 @@ pub fn sweep_fast_counted(
     }
 
     let single_position = kind.by_position() && site != BlockSite::ResidPre;
-    for (start, mut group) in by_start {
+    for (start, mut group) in merge_small_groups(by_start) {
         group.sort_by_key(|(i, _)| cells[*i].layer);
         let len = n_pos - start;
         let prefixes = (0..n_layers)

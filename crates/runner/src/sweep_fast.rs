@@ -151,11 +151,14 @@ pub struct SweepWork {
 /// buys matrix products large enough to run near the machine's peak).
 const MIN_GROUP_CELLS: usize = 48;
 
-type StartGroups = BTreeMap<usize, Vec<(usize, Vec<usize>)>>;
+/// A cell to run: its index among the sweep's cells, and the positions it patches.
+type Planned = (usize, Vec<usize>);
+/// Planned cells by the position their runs start at.
+type StartGroups = BTreeMap<usize, Vec<Planned>>;
 
 fn merge_small_groups(by_start: StartGroups) -> StartGroups {
     let mut merged = StartGroups::new();
-    let mut open: Option<(usize, Vec<(usize, Vec<usize>)>)> = None;
+    let mut open: Option<(usize, Vec<Planned>)> = None;
     for (start, cells) in by_start {
         let (first, mut acc) = open.take().unwrap_or((start, Vec::new()));
         acc.extend(cells);
@@ -226,7 +229,7 @@ pub fn sweep_fast_counted(
     }
     let mut results: Vec<Option<CellResult>> = vec![None; cells.len()];
     // Cells by the position their run starts at; within a start, in layer order.
-    let mut by_start: BTreeMap<usize, Vec<(usize, Vec<usize>)>> = BTreeMap::new();
+    let mut by_start = StartGroups::new();
     for (i, cell) in cells.iter().enumerate() {
         let mut plan = plan_cell(cell, &differs[cell.layer], &patched);
         if let CellPlan::From { positions, .. } = &plan {

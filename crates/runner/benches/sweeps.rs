@@ -218,7 +218,7 @@ fn main() -> Result<(), BoxError> {
             for metrics in [MetricSet::All, MetricSet::LogitDiff] {
                 let pair = PairSweep {
                     metrics,
-                    ..pair.clone()
+                    ..pair
                 };
                 reset_peak();
                 let t = Instant::now();

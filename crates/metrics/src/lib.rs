@@ -288,7 +288,11 @@ mod tests {
         let baseline = Baseline::new(2.0, -1.0).unwrap();
         let one_pass = cell_metrics(&logits, ANSWERS, &baseline, &clean).unwrap();
         for (d, m) in direct.iter().zip(&one_pass) {
-            assert!((d - m.kl_div.unwrap()).abs() < 1e-5, "{d} vs {:?}", m.kl_div);
+            assert!(
+                (d - m.kl_div.unwrap()).abs() < 1e-5,
+                "{d} vs {:?}",
+                m.kl_div
+            );
         }
     }
 

@@ -216,10 +216,7 @@ fn main() -> Result<(), BoxError> {
             // (the runner's default), and with the logit-difference metrics only.
             let mut timed = Vec::new();
             for metrics in [MetricSet::All, MetricSet::LogitDiff] {
-                let pair = PairSweep {
-                    metrics,
-                    ..pair
-                };
+                let pair = PairSweep { metrics, ..pair };
                 reset_peak();
                 let t = Instant::now();
                 let mut work = SweepWork::default();

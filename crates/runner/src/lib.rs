@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod outputs;
 pub mod partial;
 pub mod run;
+mod run_folder;
 pub mod runs;
 pub mod summary;
 pub mod sweep;

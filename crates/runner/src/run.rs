@@ -19,6 +19,7 @@ use crate::experiment::Experiment;
 use crate::manifest;
 use crate::outputs::{write_outputs, SweptPair};
 use crate::partial::{partial_dir, partial_path, pause_point, results_from_rows};
+use crate::run_folder::{create_run_dir, describe_model, ensure_writable, unwritable};
 use crate::sweep::PatchKind;
 use crate::validate::{validate_pair, PairPlan};
 use crate::{sweep_pair, RunnerError};
@@ -133,41 +134,6 @@ pub fn check(path: &Path, options: &RunOptions) -> Result<(usize, usize), Runner
         )));
     }
     Ok((passed, plans.len() - passed))
-}
-
-fn unwritable(path: &Path, e: impl std::fmt::Display) -> RunnerError {
-    RunnerError::Input(format!(
-        "the output folder {} is not writable: {e}. Choose another with [output] dir or --out.",
-        path.display()
-    ))
-}
-
-/// Fails early, before the model loads, when runs cannot be written under `dir`.
-fn ensure_writable(dir: &Path) -> Result<(), RunnerError> {
-    std::fs::create_dir_all(dir).map_err(|e| unwritable(dir, e))?;
-    let probe = dir.join(format!(".actpatch-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| unwritable(dir, e))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
-}
-
-/// A unique folder `<dir>/<UTC timestamp>-<random>` for this run; concurrent runs in
-/// the same folder cannot collide (`create_dir` fails on an existing name).
-fn create_run_dir(dir: &Path) -> Result<(String, PathBuf), RunnerError> {
-    for _ in 0..64 {
-        let id = format!(
-            "{}-{:04x}",
-            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
-            rand::random::<u16>()
-        );
-        let run_dir = dir.join(&id);
-        match std::fs::create_dir(&run_dir) {
-            Ok(()) => return Ok((id, run_dir)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(unwritable(dir, e)),
-        }
-    }
-    Err(unwritable(dir, "no free run id"))
 }
 
 /// How a run starts: fresh, or resuming an interrupted run folder.
@@ -424,27 +390,6 @@ pub(crate) fn skipped_kinds(experiment: &Experiment, plan: &PairPlan) -> Vec<Str
         .filter(|k| **k == PatchKind::HeadPattern && !aligned)
         .map(|k| format!("{k} not swept: attention patterns cannot be patched between prompts of different token lengths"))
         .collect()
-}
-
-fn describe_model(manifest: &mut Value, model: &HookedTransformer, experiment: &Experiment) {
-    let dims = model.dims();
-    let files = model.files();
-    manifest["model"] = json!({
-        "source": model.source().to_string(),
-        "revision": experiment.model.revision,
-        "architecture": dims.arch.name(),
-        "n_layers": dims.n_layers,
-        "d_model": dims.d_model,
-        "n_heads": dims.n_heads,
-        "config_sha256": manifest::sha256_file(&files.config),
-        "weights": files.weights.iter().map(|w| json!({
-            "file": w.display().to_string(),
-            "sha256": manifest::sha256_file(w),
-        })).collect::<Vec<_>>(),
-    });
-    manifest["tokenizer"] = json!(format!("{:?}", files.tokenizer));
-    manifest["prepend_bos"] = json!(experiment.model.prepend_bos);
-    manifest["device"] = json!(experiment.model.device);
 }
 
 fn progress_bar(total: u64, options: &RunOptions) -> ProgressBar {

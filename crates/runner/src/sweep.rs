@@ -185,16 +185,16 @@ pub struct PairSweep<'a> {
 }
 
 impl PairSweep<'_> {
-    /// Runs the final readout of `resid` `[rows, len, d_model]` and computes the metrics.
-    pub fn metrics_of(
+    /// The metrics from the logits `logits_for(readout)` produces: the whole
+    /// vocabulary, or only the two answer columns when the metric set allows.
+    fn metrics_with(
         &self,
-        model: &HookedTransformer,
-        resid: &Tensor,
+        logits_for: impl FnOnce(Readout<'_>) -> Result<Tensor, RunnerError>,
     ) -> Result<Vec<CellMetrics>, RunnerError> {
         let answers = [self.answers.correct, self.answers.incorrect];
         match self.metrics {
             MetricSet::All => {
-                let logits = model.readout(resid, &mut Hooks::none(), Readout::LastPosition)?; // [rows, d_vocab]
+                let logits = logits_for(Readout::LastPosition)?; // [rows, d_vocab]
                 Ok(cell_metrics(
                     &logits,
                     self.answers,
@@ -203,43 +203,29 @@ impl PairSweep<'_> {
                 )?)
             }
             MetricSet::LogitDiff => {
-                let logits = model.readout(
-                    resid,
-                    &mut Hooks::none(),
-                    Readout::LastPositionColumns(&answers),
-                )?; // [rows, 2]
+                let logits = logits_for(Readout::LastPositionColumns(&answers))?; // [rows, 2]
                 Ok(logit_diff_metrics(&logits, &self.baseline)?)
             }
         }
     }
 
-    /// The metrics of a full patched forward pass.
+    /// The metrics of the final residual stream `resid` `[rows, len, d_model]`.
+    pub fn metrics_of(
+        &self,
+        model: &HookedTransformer,
+        resid: &Tensor,
+    ) -> Result<Vec<CellMetrics>, RunnerError> {
+        self.metrics_with(|readout| Ok(model.readout(resid, &mut Hooks::none(), readout)?))
+    }
+
+    /// The metrics of full patched forward passes of `rows`.
     pub fn metrics_of_run(
         &self,
         model: &HookedTransformer,
         rows: &[Vec<u32>],
         patches: &[Patch],
     ) -> Result<Vec<CellMetrics>, RunnerError> {
-        let answers = [self.answers.correct, self.answers.incorrect];
-        match self.metrics {
-            MetricSet::All => {
-                let logits = model.run_with_patches(rows, patches, Readout::LastPosition)?; // [rows, d_vocab]
-                Ok(cell_metrics(
-                    &logits,
-                    self.answers,
-                    &self.baseline,
-                    self.clean_log_probs,
-                )?)
-            }
-            MetricSet::LogitDiff => {
-                let logits = model.run_with_patches(
-                    rows,
-                    patches,
-                    Readout::LastPositionColumns(&answers),
-                )?; // [rows, 2]
-                Ok(logit_diff_metrics(&logits, &self.baseline)?)
-            }
-        }
+        self.metrics_with(|readout| Ok(model.run_with_patches(rows, patches, readout)?))
     }
 }
 

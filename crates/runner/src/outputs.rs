@@ -9,7 +9,7 @@ use actpatch_report::{BaselineRow, CellRow, FigureSection, Heatmap, ImageFormat,
 
 use crate::experiment::{Experiment, FigureFormat};
 use crate::figures::{heatmap, mean_cells, normalized_cells, position_labels};
-use crate::summary::{flow_sentence, top_cells};
+use crate::summary::{kind_sentence, shared_labels, top_cells};
 use crate::sweep::{CellResult, PatchKind};
 use crate::validate::PairPlan;
 use crate::RunnerError;
@@ -210,11 +210,8 @@ pub fn write_outputs(
                     details,
                 });
             }
-            if kind.by_position() && !kind.has_head() {
-                if let Some(line) = flow_sentence(&pair.plan.name, *kind, &cells, &labels, n_layers)
-                {
-                    summary.push(line);
-                }
+            if let Some(line) = kind_sentence(&pair.plan.name, *kind, &cells, &labels, n_layers) {
+                summary.push(line);
             }
         }
     }
@@ -239,16 +236,14 @@ pub fn write_outputs(
                 .collect();
             match mean_cells(&per_pair) {
                 Some(mean) => {
-                    let labels: Vec<String> = (0..pairs[0].plan.corrupted_tokens.len()).map(|p| format!("pos_{p}")).collect();
+                    let labels = shared_labels(&pairs.iter().map(|p| p.labels()).collect::<Vec<_>>());
                     let title = format!("{concept} · mean of {} pairs · {kind}", pairs.len());
                     let map = heatmap(*kind, &mean, &labels, title.clone());
                     if let Some(image) = save_figure(run_dir, &file_stem(&format!("mean_{concept}_{kind}")), &map, formats)? {
                         figures.push(FigureSection { heading: title, image, details: Vec::new() });
                     }
-                    if kind.by_position() && !kind.has_head() {
-                        if let Some(line) = flow_sentence(&format!("{concept} (mean)"), *kind, &mean, &labels, n_layers) {
-                            summary.push(line);
-                        }
+                    if let Some(line) = kind_sentence(&format!("{concept} (mean)"), *kind, &mean, &labels, n_layers) {
+                        summary.push(line);
                     }
                 }
                 None => notes.push(format!(

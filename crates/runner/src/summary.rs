@@ -108,6 +108,61 @@ pub fn flow_sentence(
     Some(text)
 }
 
+/// One sentence about a kind's grid: for the residual stream, how the effect moves
+/// along the layers; for component outputs and heads, the strongest three cells.
+pub fn kind_sentence(
+    pair: &str,
+    kind: PatchKind,
+    cells: &[(CellIndex, f64)],
+    labels: &[String],
+    n_layers: usize,
+) -> Option<String> {
+    let residual = matches!(
+        kind,
+        PatchKind::ResidPre | PatchKind::ResidMid | PatchKind::ResidPost
+    );
+    if residual {
+        return flow_sentence(pair, kind, cells, labels, n_layers);
+    }
+    let mut sorted: Vec<&(CellIndex, f64)> = cells.iter().filter(|(_, v)| v.is_finite()).collect();
+    sorted.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    let strongest: Vec<String> = sorted
+        .iter()
+        .take(3)
+        .map(|(cell, value)| {
+            let mut text = format!("L{}", cell.layer);
+            if let Some(h) = cell.head {
+                text.push_str(&format!("H{h}"));
+            }
+            if let Some(p) = cell.position {
+                text.push_str(&format!(
+                    " `{}`",
+                    labels.get(p).cloned().unwrap_or_default()
+                ));
+            }
+            format!("{text} ({value:.2})")
+        })
+        .collect();
+    (!strongest.is_empty()).then(|| {
+        format!(
+            "**{pair}** ({kind}): strongest at {}.",
+            strongest.join(", ")
+        )
+    })
+}
+
+/// Position labels for a mean over pairs: the shared token where every pair has
+/// the same one at that position, else `pos_i`.
+pub fn shared_labels(per_pair: &[Vec<String>]) -> Vec<String> {
+    let n = per_pair.iter().map(Vec::len).max().unwrap_or(0);
+    (0..n)
+        .map(|j| match per_pair.first().and_then(|l| l.get(j)) {
+            Some(first) if per_pair.iter().all(|l| l.get(j) == Some(first)) => first.clone(),
+            _ => format!("pos_{j}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +182,24 @@ mod tests {
             }
         }
         cells
+    }
+
+    #[test]
+    fn component_kinds_name_their_strongest_cells() {
+        let cells = grid(&[&[0.0, 0.1, 0.2], &[0.0, -0.5, 0.9]]);
+        let labels: Vec<String> = ["a_0", "b_1", "c_2"].map(String::from).to_vec();
+        let text = kind_sentence("p", PatchKind::AttnOut, &cells, &labels, 2).unwrap();
+        assert_eq!(
+            text,
+            "**p** (attn_out): strongest at L1 `c_2` (0.90), L1 `b_1` (-0.50), L0 `c_2` (0.20)."
+        );
+    }
+
+    #[test]
+    fn shared_labels_keep_common_tokens() {
+        let a = vec!["x_0".to_string(), "y_1".to_string()];
+        let b = vec!["x_0".to_string(), "z_1".to_string()];
+        assert_eq!(shared_labels(&[a, b]), vec!["x_0", "pos_1"]);
     }
 
     #[test]

@@ -18,7 +18,13 @@ use clap::{Parser, Subcommand};
 /// Exit codes: 0 done; 1 no pair passed validation (or a computation failed);
 /// 2 bad input (experiment file, model, output folder).
 #[derive(Parser, Debug)]
-#[command(name = "actpatch", version, about, long_about)]
+#[command(
+    name = "actpatch",
+    version,
+    about,
+    long_about,
+    after_long_help = "Examples:\n  actpatch check experiments/landmarks.toml      validate pairs and baselines only\n  actpatch run experiments/landmarks.toml        the whole experiment\n  actpatch run --resume results/landmarks/RUN    finish an interrupted run\n  actpatch runs --concept landmarks              every run, as one table\n  actpatch compare RUN_A RUN_B --fail-above 1e-4 a regression check\n\nThe experiment file, the patch kinds and the output tables are documented in README.md."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

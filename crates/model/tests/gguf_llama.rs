@@ -6,12 +6,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use actpatch_hooks::{CacheFilter, HookPoint, Hooks};
-use actpatch_model::{HookedTransformer, ModelError, Readout};
+use actpatch_hooks::{CacheFilter, HookPoint};
+use actpatch_model::{HookedTransformer, ModelError};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use common::{assert_close, fixture, golden, ids};
+use common::{assert_close, fixture, golden, ids, next_token_logits};
 
 const TOL: f64 = 1e-4;
 const HEADS: usize = 4;
@@ -163,17 +163,7 @@ fn tiny_llama_from_gguf_matches_the_golden_values() {
                 ids(&pair[format!("{side}_tokens")]),
                 "{name} {side}"
             );
-            let logits: Vec<f32> = model
-                .forward(
-                    &model.tokens_tensor(&[tokens]).unwrap(),
-                    &mut Hooks::none(),
-                    Readout::LastPosition,
-                )
-                .unwrap()
-                .get(0)
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let logits = next_token_logits(&model, &tokens);
             let (correct, incorrect) = (
                 pair["correct_id"].as_u64().unwrap(),
                 pair["incorrect_id"].as_u64().unwrap(),

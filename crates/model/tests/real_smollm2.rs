@@ -9,8 +9,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use actpatch_hooks::Hooks;
-use actpatch_model::{HookedTransformer, Readout};
+use actpatch_model::HookedTransformer;
 
 /// (clean, corrupted, correct, incorrect, clean logit diff, corrupted logit diff)
 const BASELINES: [(&str, &str, &str, &str, f64, f64); 5] = [
@@ -71,17 +70,7 @@ pub fn gguf_path() -> PathBuf {
 fn logit_diff(model: &HookedTransformer, prompt: &str, correct: u32, incorrect: u32) -> f64 {
     let tokens = model.to_tokens(prompt, true).unwrap();
     assert_eq!(tokens[0], 1, "BOS is <|im_start|>");
-    let logits: Vec<f32> = model
-        .forward(
-            &model.tokens_tensor(&[tokens]).unwrap(),
-            &mut Hooks::none(),
-            Readout::LastPosition,
-        )
-        .unwrap()
-        .get(0)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let logits = common::next_token_logits(model, &tokens);
     (logits[correct as usize] - logits[incorrect as usize]) as f64
 }
 

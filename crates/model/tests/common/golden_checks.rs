@@ -2,9 +2,9 @@
 //! logit differences and every cached activation against `golden.json`.
 
 use actpatch_hooks::{CacheFilter, HookPoint};
-use actpatch_model::{HookedTransformer, Readout};
+use actpatch_model::HookedTransformer;
 
-use super::{assert_close, fixture, golden, ids};
+use super::{assert_close, fixture, golden, ids, next_token_logits};
 
 pub const TOL: f64 = 1e-4;
 
@@ -76,20 +76,7 @@ pub fn logit_differences_match(fixture_name: &str) {
         let correct = pair["correct_id"].as_u64().unwrap() as usize;
         let incorrect = pair["incorrect_id"].as_u64().unwrap() as usize;
         for side in ["clean", "corrupted"] {
-            let tokens = model
-                .tokens_tensor(&[ids(&pair[format!("{side}_tokens")])])
-                .unwrap();
-            let logits: Vec<f32> = model
-                .forward(
-                    &tokens,
-                    &mut actpatch_hooks::Hooks::none(),
-                    Readout::LastPosition,
-                )
-                .unwrap()
-                .get(0)
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let logits = next_token_logits(&model, &ids(&pair[format!("{side}_tokens")]));
             let ld = (logits[correct] - logits[incorrect]) as f64;
             let want = pair[format!("{side}_logit_diff")].as_f64().unwrap();
             assert!((ld - want).abs() < TOL, "{name} {side}: {ld} vs {want}");

@@ -88,3 +88,19 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// The next-token logits `[d_vocab]` of one prompt's token ids.
+pub fn next_token_logits(model: &actpatch_model::HookedTransformer, tokens: &[u32]) -> Vec<f32> {
+    let tokens = model.tokens_tensor(&[tokens.to_vec()]).unwrap();
+    model
+        .forward(
+            &tokens,
+            &mut actpatch_hooks::Hooks::none(),
+            actpatch_model::Readout::LastPosition,
+        )
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}

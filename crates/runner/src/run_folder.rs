@@ -52,6 +52,16 @@ pub(crate) fn describe_model(
 ) {
     let dims = model.dims();
     let files = model.files();
+    let weights: Vec<Value> = files
+        .weights
+        .iter()
+        .map(|w| json!({ "file": w.display().to_string(), "sha256": manifest::sha256_file(w) }))
+        .collect();
+    // A GGUF file is config and weights at once: hash it once.
+    let config_sha256 = match files.weights.iter().position(|w| *w == files.config) {
+        Some(i) => weights[i]["sha256"].clone(),
+        None => json!(manifest::sha256_file(&files.config)),
+    };
     manifest["model"] = json!({
         "source": model.source().to_string(),
         "revision": experiment.model.revision,
@@ -59,11 +69,8 @@ pub(crate) fn describe_model(
         "n_layers": dims.n_layers,
         "d_model": dims.d_model,
         "n_heads": dims.n_heads,
-        "config_sha256": manifest::sha256_file(&files.config),
-        "weights": files.weights.iter().map(|w| json!({
-            "file": w.display().to_string(),
-            "sha256": manifest::sha256_file(w),
-        })).collect::<Vec<_>>(),
+        "config_sha256": config_sha256,
+        "weights": weights,
     });
     manifest["tokenizer"] = json!(format!("{:?}", files.tokenizer));
     manifest["prepend_bos"] = json!(experiment.model.prepend_bos);

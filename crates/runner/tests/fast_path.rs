@@ -220,3 +220,30 @@ fn logit_diff_only_metrics_agree_and_leave_the_distribution_empty() {
         }
     }
 }
+
+#[test]
+fn unread_last_layer_cells_are_exactly_the_naive_result() {
+    // In the last layer, what a non-final position writes after attention never
+    // reaches the final position: the fast path answers these cells without a pass.
+    let setup = gpt2();
+    let n_pos = setup.plans[0].corrupted_tokens.len();
+    let last = setup.model.dims().n_layers - 1;
+    let cells: Vec<CellIndex> = (2..n_pos - 1)
+        .map(|p| CellIndex {
+            layer: last,
+            head: None,
+            position: Some(p),
+        })
+        .collect();
+    for kind in [
+        PatchKind::AttnOut,
+        PatchKind::MlpOut,
+        PatchKind::ResidMid,
+        PatchKind::ResidPost,
+    ] {
+        let (fast, naive) = both(setup, 0, kind, &cells, 1);
+        for (f, n) in fast.iter().zip(&naive) {
+            assert_eq!(f.metrics, n.metrics, "{kind} {:?}", f.index);
+        }
+    }
+}

@@ -149,3 +149,43 @@ fn resuming_a_complete_run_is_refused() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already complete"));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn runs_started_together_in_one_folder_do_not_collide() {
+    let out = std::env::temp_dir().join(format!("actpatch-together-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let experiment = repo().join("tests/fixtures/experiments/tiny.toml");
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            actpatch()
+                .arg("run")
+                .arg(&experiment)
+                .arg("--out")
+                .arg(&out)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let runs: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    for run in &runs {
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(manifest["status"], "complete");
+        assert_eq!(
+            manifest["run_id"].as_str(),
+            run.file_name().and_then(|n| n.to_str())
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

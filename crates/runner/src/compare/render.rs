@@ -203,7 +203,7 @@ pub fn figures(
     }
     let mut made = Vec::new();
     for ((concept, pair, kind_name), group) in groups {
-        let Some(kind) = PatchKind::from_name(&kind_name) else {
+        let Some(kind) = PatchKind::from_name(kind_name) else {
             continue; // a kind this version does not know: no axes to draw it on
         };
         let n_pos = group

@@ -76,6 +76,29 @@ fn both_with(
     naive_rows: usize,
     metrics: MetricSet,
 ) -> (Vec<CellResult>, Vec<CellResult>) {
+    both_rows(setup, pair, kind, cells, 7, naive_rows, metrics)
+}
+
+fn both_with_rows(
+    setup: &Setup,
+    pair: usize,
+    kind: PatchKind,
+    cells: &[CellIndex],
+    fast_rows: usize,
+    metrics: MetricSet,
+) -> (Vec<CellResult>, Vec<CellResult>) {
+    both_rows(setup, pair, kind, cells, fast_rows, 64, metrics)
+}
+
+fn both_rows(
+    setup: &Setup,
+    pair: usize,
+    kind: PatchKind,
+    cells: &[CellIndex],
+    fast_rows: usize,
+    naive_rows: usize,
+    metrics: MetricSet,
+) -> (Vec<CellResult>, Vec<CellResult>) {
     let plan = &setup.plans[pair];
     let model = &setup.model;
     let (_, clean_cache) = model
@@ -95,7 +118,16 @@ fn both_with(
         metrics,
     };
     let corrupted = corrupted_run(model, &plan.corrupted_tokens, &[kind]).unwrap();
-    let fast = sweep_fast(model, &pair, &corrupted, kind, cells, 7, &mut |_| {}).unwrap();
+    let fast = sweep_fast(
+        model,
+        &pair,
+        &corrupted,
+        kind,
+        cells,
+        fast_rows,
+        &mut |_| {},
+    )
+    .unwrap();
     let naive = sweep(model, &pair, kind, cells, naive_rows, &mut |_| {}).unwrap();
     (fast, naive)
 }
@@ -244,6 +276,72 @@ fn unread_last_layer_cells_are_exactly_the_naive_result() {
         let (fast, naive) = both(setup, 0, kind, &cells, 1);
         for (f, n) in fast.iter().zip(&naive) {
             assert_eq!(f.metrics, n.metrics, "{kind} {:?}", f.index);
+        }
+    }
+}
+
+/// A random 5-layer GPT-2 (d_model 32) with the real tokenizer: deep enough that
+/// patched rows join at intermediate layers, run full blocks, and reach a pruned
+/// last layer — what the 2-layer fixtures cannot show.
+fn deep_random_gpt2() -> &'static Setup {
+    static S: OnceLock<Setup> = OnceLock::new();
+    S.get_or_init(|| {
+        use candle_core::{DType, Device, Tensor};
+        let dir = std::env::temp_dir().join(format!("actpatch-deep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (d, layers, vocab, ctx) = (32usize, 5usize, 50257usize, 64usize);
+        let config = serde_json::json!({
+            "model_type": "gpt2", "vocab_size": vocab, "n_positions": ctx, "n_embd": d,
+            "n_layer": layers, "n_head": 4, "layer_norm_epsilon": 1e-5, "bos_token_id": 50256,
+        });
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        std::fs::copy(fixtures().join("tiny-gpt2/tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+        let dev = Device::Cpu;
+        let randn = |shape: &[usize]| Tensor::randn(0f32, 0.3, shape, &dev).unwrap();
+        let mut w = std::collections::HashMap::new();
+        w.insert("wte.weight".to_string(), randn(&[vocab, d]));
+        w.insert("wpe.weight".to_string(), randn(&[ctx, d]));
+        w.insert("ln_f.weight".to_string(), Tensor::ones(d, DType::F32, &dev).unwrap());
+        w.insert("ln_f.bias".to_string(), Tensor::zeros(d, DType::F32, &dev).unwrap());
+        for l in 0..layers {
+            for ln in ["ln_1", "ln_2"] {
+                w.insert(format!("h.{l}.{ln}.weight"), Tensor::ones(d, DType::F32, &dev).unwrap());
+                w.insert(format!("h.{l}.{ln}.bias"), randn(&[d]));
+            }
+            for (name, d_in, d_out) in [("attn.c_attn", d, 3 * d), ("attn.c_proj", d, d), ("mlp.c_fc", d, 4 * d), ("mlp.c_proj", 4 * d, d)] {
+                w.insert(format!("h.{l}.{name}.weight"), randn(&[d_in, d_out]));
+                w.insert(format!("h.{l}.{name}.bias"), randn(&[d_out]));
+            }
+        }
+        candle_core::safetensors::save(&w, dir.join("model.safetensors")).unwrap();
+        let toml = format!(
+            "[experiment]\nname = \"deep\"\n[model]\npath = {:?}\n[validate]\nenabled = false\n[[pairs]]\nconcept = \"c\"\nclean = \"The Colosseum is in the city of\"\ncorrupted = \"The Eiffel Tower is in the city of\"\ncorrect = \" Rome\"\nincorrect = \" Paris\"\n",
+            dir.display().to_string()
+        );
+        let experiment = Experiment::parse(&toml, &dir.join("deep.toml")).unwrap();
+        let model = HookedTransformer::from_dir(&dir).unwrap();
+        let plans = vec![validate_pair(&model, &experiment, 0).unwrap()];
+        Setup { model, plans }
+    })
+}
+
+#[test]
+fn every_kind_agrees_on_a_deeper_model() {
+    let setup = deep_random_gpt2();
+    let plan = &setup.plans[0];
+    let positions = plan.map.as_ref().unwrap().patched_positions();
+    for kind in PatchKind::ALL {
+        let cells = cells_of(kind, setup.model.dims(), &positions);
+        for metrics in [MetricSet::All, MetricSet::LogitDiff] {
+            // Few rows per batch too, so batches split inside start groups.
+            for fast_rows in [7, 256] {
+                let (fast, naive) = both_with_rows(setup, 0, kind, &cells, fast_rows, metrics);
+                assert_agree(
+                    &fast,
+                    &naive,
+                    &format!("deep {kind} {metrics:?} rows {fast_rows}"),
+                );
+            }
         }
     }
 }

@@ -290,6 +290,19 @@ impl HookedTransformer {
         self.arch.frame(start, len, &self.device)
     }
 
+    fn check_layer(&self, layer: usize) -> Result<()> {
+        let n_layers = self.dims().n_layers;
+        if layer >= n_layers {
+            return Err(actpatch_hooks::HookError::LayerOutOfRange {
+                name: format!("blocks.{layer}"),
+                layer,
+                n_layers,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// Runs block `layer` alone on `resid_pre` `[batch, len, d_model]`, whose rows hold
     /// the positions of `frame`; the keys and values of earlier positions come from
     /// `prefix` (from a cached run: [`Self::key_site`] and `hook_v` of this layer).
@@ -302,15 +315,7 @@ impl HookedTransformer {
         prefix: Option<KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
-        let n_layers = self.dims().n_layers;
-        if layer >= n_layers {
-            return Err(actpatch_hooks::HookError::LayerOutOfRange {
-                name: format!("blocks.{layer}"),
-                layer,
-                n_layers,
-            }
-            .into());
-        }
+        self.check_layer(layer)?;
         self.arch
             .block_forward(layer, resid_pre, frame, prefix, hooks)
     }
@@ -324,15 +329,7 @@ impl HookedTransformer {
         resid_pre: &Tensor,
         frame: &Frame,
     ) -> Result<(Tensor, Tensor)> {
-        let n_layers = self.dims().n_layers;
-        if layer >= n_layers {
-            return Err(actpatch_hooks::HookError::LayerOutOfRange {
-                name: format!("blocks.{layer}"),
-                layer,
-                n_layers,
-            }
-            .into());
-        }
+        self.check_layer(layer)?;
         self.arch.block_keys_values(layer, resid_pre, frame)
     }
 

@@ -6,14 +6,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use actpatch_hooks::{CacheFilter, HookPoint};
 use actpatch_model::{HookedTransformer, ModelError};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use common::{assert_close, fixture, golden, ids, next_token_logits};
+use common::fixture;
+use common::golden_checks as checks;
 
-const TOL: f64 = 1e-4;
 const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
 
@@ -152,40 +151,12 @@ fn cleanup(path: &Path) {
 fn tiny_llama_from_gguf_matches_the_golden_values() {
     let path = write_tiny_gguf("golden", |_| {});
     let model = HookedTransformer::from_dir(&path).unwrap();
-    let golden = golden("tiny-llama");
     assert_eq!(model.dims().n_kv_heads, 2);
     assert_eq!(model.files().gguf(), Some(path.as_path()));
-    for (name, pair) in golden["pairs"].as_object().unwrap() {
-        for side in ["clean", "corrupted"] {
-            let tokens = model.to_tokens(pair[side].as_str().unwrap(), true).unwrap();
-            assert_eq!(
-                tokens,
-                ids(&pair[format!("{side}_tokens")]),
-                "{name} {side}"
-            );
-            let logits = next_token_logits(&model, &tokens);
-            let (correct, incorrect) = (
-                pair["correct_id"].as_u64().unwrap(),
-                pair["incorrect_id"].as_u64().unwrap(),
-            );
-            let ld = (logits[correct as usize] - logits[incorrect as usize]) as f64;
-            let want = pair[format!("{side}_logit_diff")].as_f64().unwrap();
-            assert!((ld - want).abs() < TOL, "{name} {side}: {ld} vs {want}");
-        }
-    }
-    let pair = &golden["pairs"]["landmarks"];
-    let (_, cache) = model
-        .run_with_cache(&[ids(&pair["clean_tokens"])], CacheFilter::All)
-        .unwrap();
-    for (name, want) in pair["activations_clean"].as_object().unwrap() {
-        let point: HookPoint = name.parse().unwrap();
-        assert_close(
-            name,
-            &cache.get(point).unwrap().squeeze(0).unwrap(),
-            want,
-            TOL,
-        );
-    }
+    checks::tokens_with_bos_match_transformer_lens(&model, "tiny-llama");
+    checks::last_position_logits_match(&model, "tiny-llama");
+    checks::logit_differences_match(&model, "tiny-llama");
+    checks::every_cached_activation_matches(&model, "tiny-llama", 1 + 2 * 20 + 2);
     cleanup(&path);
 }
 

@@ -6,19 +6,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use actpatch_model::{Tokenizer, TokenizerFiles};
 use common::fixture;
-
-fn gguf_path() -> PathBuf {
-    std::env::var_os("ACTPATCH_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
-}
 
 /// A few hundred strings: words and punctuation behind every kind of leading
 /// whitespace, digits, Unicode, contractions, code, special tokens.
@@ -67,7 +56,7 @@ fn samples() -> Vec<String> {
 #[test]
 #[ignore = "needs models/SmolLM2-135M-Instruct.Q4_1.gguf (or ACTPATCH_SMOLLM2_GGUF)"]
 fn gguf_tokenizer_equals_the_transformers_conversion() {
-    let gguf = Tokenizer::load(&TokenizerFiles::Gguf(gguf_path()), None).unwrap();
+    let gguf = Tokenizer::load(&TokenizerFiles::Gguf(common::gguf_path()), None).unwrap();
     let json = Tokenizer::load(
         &TokenizerFiles::Json(fixture("tiny-llama").join("tokenizer.json")),
         Some(1),

@@ -10,29 +10,33 @@ use common::{fixture, golden, ids};
 
 const FIXTURE: &str = "tiny-llama";
 
+fn fixture_model() -> HookedTransformer {
+    model()
+}
+
 fn model() -> HookedTransformer {
     HookedTransformer::from_dir(fixture(FIXTURE)).unwrap()
 }
 
 #[test]
 fn tokens_with_bos_match_transformer_lens() {
-    checks::tokens_with_bos_match_transformer_lens(FIXTURE);
+    checks::tokens_with_bos_match_transformer_lens(&fixture_model(), FIXTURE);
 }
 
 #[test]
 fn last_position_logits_match() {
-    checks::last_position_logits_match(FIXTURE);
+    checks::last_position_logits_match(&fixture_model(), FIXTURE);
 }
 
 #[test]
 fn logit_differences_match() {
-    checks::logit_differences_match(FIXTURE);
+    checks::logit_differences_match(&fixture_model(), FIXTURE);
 }
 
 #[test]
 fn every_cached_activation_matches() {
     // hook_embed, 20 per block (with rot_q, rot_k, pre_linear), 2 of ln_final.
-    checks::every_cached_activation_matches(FIXTURE, 1 + 2 * 20 + 2);
+    checks::every_cached_activation_matches(&fixture_model(), FIXTURE, 1 + 2 * 20 + 2);
 }
 
 /// Denoising: each clean activation patched into the corrupted run, one cell at a time;

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use actpatch_model::HookedTransformer;
 
 /// (clean, corrupted, correct, incorrect, clean logit diff, corrupted logit diff)
@@ -58,15 +56,6 @@ const BASELINES: [(&str, &str, &str, &str, f64, f64); 5] = [
 /// The reference values are rounded to 3 decimals.
 const TOL: f64 = 0.01;
 
-pub fn gguf_path() -> PathBuf {
-    std::env::var_os("ACTPATCH_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
-}
-
 fn logit_diff(model: &HookedTransformer, prompt: &str, correct: u32, incorrect: u32) -> f64 {
     let tokens = model.to_tokens(prompt, true).unwrap();
     assert_eq!(tokens[0], 1, "BOS is <|im_start|>");
@@ -77,7 +66,7 @@ fn logit_diff(model: &HookedTransformer, prompt: &str, correct: u32, incorrect: 
 #[test]
 #[ignore = "needs models/SmolLM2-135M-Instruct.Q4_1.gguf (or ACTPATCH_SMOLLM2_GGUF)"]
 fn smollm2_gguf_baselines_match_transformers() {
-    let model = HookedTransformer::from_dir(gguf_path()).unwrap();
+    let model = HookedTransformer::from_dir(common::gguf_path()).unwrap();
     let dims = model.dims();
     assert_eq!(dims.arch.name(), "llama");
     assert_eq!(

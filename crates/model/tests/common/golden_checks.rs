@@ -1,15 +1,16 @@
 //! The checks every architecture's golden test runs: tokens, last-position logits,
-//! logit differences and every cached activation against `golden.json`.
+//! logit differences and every cached activation of `model` against the
+//! `golden.json` of fixture `fixture_name` (the same model loaded from a folder or a
+//! GGUF file).
 
 use actpatch_hooks::{CacheFilter, HookPoint};
 use actpatch_model::HookedTransformer;
 
-use super::{assert_close, fixture, golden, ids, next_token_logits};
+use super::{assert_close, golden, ids, next_token_logits};
 
 pub const TOL: f64 = 1e-4;
 
-pub fn tokens_with_bos_match_transformer_lens(fixture_name: &str) {
-    let model = HookedTransformer::from_dir(fixture(fixture_name)).unwrap();
+pub fn tokens_with_bos_match_transformer_lens(model: &HookedTransformer, fixture_name: &str) {
     let golden = golden(fixture_name);
     for (name, pair) in golden["pairs"].as_object().unwrap() {
         for side in ["clean", "corrupted"] {
@@ -31,8 +32,7 @@ pub fn tokens_with_bos_match_transformer_lens(fixture_name: &str) {
     }
 }
 
-pub fn last_position_logits_match(fixture_name: &str) {
-    let model = HookedTransformer::from_dir(fixture(fixture_name)).unwrap();
+pub fn last_position_logits_match(model: &HookedTransformer, fixture_name: &str) {
     let golden = golden(fixture_name);
     for (name, pair) in golden["pairs"].as_object().unwrap() {
         let tokens = ids(&pair["clean_tokens"]);
@@ -69,14 +69,13 @@ pub fn last_position_logits_match(fixture_name: &str) {
     }
 }
 
-pub fn logit_differences_match(fixture_name: &str) {
-    let model = HookedTransformer::from_dir(fixture(fixture_name)).unwrap();
+pub fn logit_differences_match(model: &HookedTransformer, fixture_name: &str) {
     let golden = golden(fixture_name);
     for (name, pair) in golden["pairs"].as_object().unwrap() {
         let correct = pair["correct_id"].as_u64().unwrap() as usize;
         let incorrect = pair["incorrect_id"].as_u64().unwrap() as usize;
         for side in ["clean", "corrupted"] {
-            let logits = next_token_logits(&model, &ids(&pair[format!("{side}_tokens")]));
+            let logits = next_token_logits(model, &ids(&pair[format!("{side}_tokens")]));
             let ld = (logits[correct] - logits[incorrect]) as f64;
             let want = pair[format!("{side}_logit_diff")].as_f64().unwrap();
             assert!((ld - want).abs() < TOL, "{name} {side}: {ld} vs {want}");
@@ -84,8 +83,11 @@ pub fn logit_differences_match(fixture_name: &str) {
     }
 }
 
-pub fn every_cached_activation_matches(fixture_name: &str, n_hooks: usize) {
-    let model = HookedTransformer::from_dir(fixture(fixture_name)).unwrap();
+pub fn every_cached_activation_matches(
+    model: &HookedTransformer,
+    fixture_name: &str,
+    n_hooks: usize,
+) {
     let golden = golden(fixture_name);
     let pair = &golden["pairs"]["landmarks"];
     let (_, cache) = model

@@ -104,3 +104,14 @@ pub fn next_token_logits(model: &actpatch_model::HookedTransformer, tokens: &[u3
         .to_vec1()
         .unwrap()
 }
+
+/// The SmolLM2 GGUF of the real-model tests: `ACTPATCH_SMOLLM2_GGUF`, else where
+/// `just fetch-smollm2` puts it.
+pub fn gguf_path() -> PathBuf {
+    std::env::var_os("ACTPATCH_SMOLLM2_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
+}

@@ -3,17 +3,22 @@
 
 use crate::sweep::{CellIndex, CellResult, PatchKind};
 
-/// A readable name of a cell: `resid_pre L3 pos 4 (" France")`.
-pub fn describe(kind: PatchKind, cell: &CellIndex, labels: &[String]) -> String {
-    let mut text = format!("{kind} L{}", cell.layer);
+/// Where a cell is: `L3H1 ` France_4``, the head and position where it has them.
+fn cell_label(cell: &CellIndex, labels: &[String]) -> String {
+    let mut text = format!("L{}", cell.layer);
     if let Some(h) = cell.head {
         text.push_str(&format!("H{h}"));
     }
     if let Some(p) = cell.position {
-        let label = labels.get(p).cloned().unwrap_or_default();
-        text.push_str(&format!(" at `{label}`"));
+        let label = labels.get(p).map(String::as_str).unwrap_or_default();
+        text.push_str(&format!(" `{label}`"));
     }
     text
+}
+
+/// A readable name of a cell: `resid_pre L3 ` France_4``.
+pub fn describe(kind: PatchKind, cell: &CellIndex, labels: &[String]) -> String {
+    format!("{kind} {}", cell_label(cell, labels))
 }
 
 /// Markdown table of the `n` cells with the largest |normalized logit difference|.
@@ -129,19 +134,7 @@ pub fn kind_sentence(
     let strongest: Vec<String> = sorted
         .iter()
         .take(3)
-        .map(|(cell, value)| {
-            let mut text = format!("L{}", cell.layer);
-            if let Some(h) = cell.head {
-                text.push_str(&format!("H{h}"));
-            }
-            if let Some(p) = cell.position {
-                text.push_str(&format!(
-                    " `{}`",
-                    labels.get(p).cloned().unwrap_or_default()
-                ));
-            }
-            format!("{text} ({value:.2})")
-        })
+        .map(|(cell, value)| format!("{} ({value:.2})", cell_label(cell, labels)))
         .collect();
     (!strongest.is_empty()).then(|| {
         format!(

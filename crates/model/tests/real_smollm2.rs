@@ -28,13 +28,22 @@ fn u64_of(value: &Value, key: &str) -> usize {
     value[key].as_u64().unwrap() as usize
 }
 
-/// Compares `got` with the reference value `want`, keeping the largest deviation.
-fn check(label: String, got: f64, want: &Value, worst: &mut f64, failures: &mut Vec<String>) {
-    let want = want.as_f64().unwrap();
-    let diff = (got - want).abs();
-    *worst = worst.max(diff);
-    if diff > TOL {
-        failures.push(format!("{label}: {got} vs transformers {want} (diff {diff:e})"));
+/// The largest deviation from the reference seen so far, and the values beyond `TOL`.
+#[derive(Default)]
+struct Deviations {
+    worst: f64,
+    failures: Vec<String>,
+}
+
+impl Deviations {
+    fn check(&mut self, label: String, got: f64, want: &Value) {
+        let want = want.as_f64().unwrap();
+        let diff = (got - want).abs();
+        self.worst = self.worst.max(diff);
+        if diff.is_nan() || diff > TOL {
+            let message = format!("{label}: {got} vs transformers {want} (diff {diff:e})");
+            self.failures.push(message);
+        }
     }
 }
 
@@ -65,8 +74,7 @@ fn smollm2_gguf_matches_transformers() {
         )
     );
 
-    let (mut worst_ld, mut worst_logit) = (0.0f64, 0.0f64);
-    let mut failures = Vec::new();
+    let (mut logit_diffs, mut logits_seen) = (Deviations::default(), Deviations::default());
     for (name, pair) in reference["pairs"].as_object().unwrap() {
         let correct = model
             .to_single_token(pair["correct"].as_str().unwrap())
@@ -88,17 +96,17 @@ fn smollm2_gguf_matches_transformers() {
             println!("{name} {side}: logit diff {logit_diff:.5}");
             let label = format!("{name} {side} logit diff");
             let want = &pair[format!("{side}_logit_diff")];
-            check(label, logit_diff, want, &mut worst_ld, &mut failures);
+            logit_diffs.check(label, logit_diff, want);
 
             let summary = &pair[format!("{side}_logits")];
             let first32 = summary["last_logits_first32"].as_array().unwrap();
             for (i, want) in first32.iter().enumerate() {
                 let label = format!("{name} {side} logits[{i}]");
-                check(label, logits[i] as f64, want, &mut worst_logit, &mut failures);
+                logits_seen.check(label, logits[i] as f64, want);
             }
             let label = format!("{name} {side} log-sum-exp");
             let lse = common::log_sum_exp(&logits);
-            check(label, lse, &summary["last_logsumexp"], &mut worst_logit, &mut failures);
+            logits_seen.check(label, lse, &summary["last_logsumexp"]);
             assert_eq!(
                 common::top_k(&logits, 10),
                 common::ids(&summary["last_logits_top10"]),
@@ -106,6 +114,10 @@ fn smollm2_gguf_matches_transformers() {
             );
         }
     }
-    println!("max |actpatch - transformers|: logit diffs {worst_ld:e}, logits {worst_logit:e}");
+    println!(
+        "max |actpatch - transformers|: logit diffs {:e}, logits {:e}",
+        logit_diffs.worst, logits_seen.worst
+    );
+    let failures = [logit_diffs.failures, logits_seen.failures].concat();
     assert!(failures.is_empty(), "{failures:#?}");
 }

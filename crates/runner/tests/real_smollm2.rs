@@ -167,7 +167,10 @@ fn capital_pair_causal_tracing_on_resid_pre() {
             .unwrap()
     };
     let first = best(0);
-    assert_eq!((first.position, first.token.as_deref()), (Some(4), Some(" France")));
+    assert_eq!(
+        (first.position, first.token.as_deref()),
+        (Some(4), Some(" France"))
+    );
     let last = best(n_layers - 1);
     assert_eq!(
         (last.position, last.token.as_deref()),
@@ -230,7 +233,10 @@ fn five_reference_baselines_in_baselines_parquet() {
         assert_eq!(pair_column.get(row), Some(name.as_str()));
         let got = [clean.get(row).unwrap(), corrupted.get(row).unwrap()];
         let want = [ld(pair, "clean"), ld(pair, "corrupted")];
-        println!("{name}: {got:?} (transformers {want:?}), passed {:?}", passed.get(row));
+        println!(
+            "{name}: {got:?} (transformers {want:?}), passed {:?}",
+            passed.get(row)
+        );
         for (got, want) in got.iter().zip(want) {
             worst = worst.max((got - want).abs());
             if (got - want).abs() > TOL {
@@ -242,7 +248,10 @@ fn five_reference_baselines_in_baselines_parquet() {
         // A failing pair fails for its one documented reason only (its `expect` holds).
         let reasons = reasons_of(row);
         if not_positive(pair) {
-            assert!(reasons.len() == 1 && reasons[0].contains("≤ 0"), "{name}: {reasons:?}");
+            assert!(
+                reasons.len() == 1 && reasons[0].contains("≤ 0"),
+                "{name}: {reasons:?}"
+            );
         } else if too_small(pair) {
             let one = reasons.len() == 1 && reasons[0].contains("below min_gap");
             assert!(one, "{name}: {reasons:?}");

@@ -91,6 +91,33 @@ fn pair_toml(name: &str, pair: &Value) -> String {
     )
 }
 
+/// The `resid_pre` cells by (layer, position), each present once; the largest deviation
+/// from the reference grid `[layer, pos]` and the cells beyond `TOL`.
+fn compare_grid<'a>(
+    cells: &'a [CellRow],
+    want_grid: &[&Vec<Value>],
+) -> (HashMap<(u32, u32), &'a CellRow>, f64, Vec<String>) {
+    let mut grid = HashMap::new();
+    let mut worst = 0.0f64;
+    let mut failures = Vec::new();
+    for c in cells {
+        let position = c.position.expect("resid_pre cells have a position");
+        assert!(grid.insert((c.layer, position), c).is_none());
+        let want = want_grid[c.layer as usize][position as usize]
+            .as_f64()
+            .unwrap();
+        let diff = (c.normalized_logit_diff - want).abs();
+        worst = worst.max(diff);
+        if diff.is_nan() || diff > TOL {
+            failures.push(format!(
+                "layer {} position {position}: {} vs transformers {want}",
+                c.layer, c.normalized_logit_diff
+            ));
+        }
+    }
+    (grid, worst, failures)
+}
+
 #[test]
 #[ignore = "needs models/SmolLM2-135M-Instruct.Q4_1.gguf (just fetch-smollm2, or ACTPATCH_SMOLLM2_GGUF)"]
 fn capital_pair_causal_tracing_on_resid_pre() {
@@ -120,25 +147,7 @@ fn capital_pair_causal_tracing_on_resid_pre() {
         .iter()
         .all(|c| c.kind == "resid_pre" && c.pair == pair_name && c.pair_valid));
 
-    // The (layer, position) grid; every cell present once, each within TOL of transformers.
-    let mut grid: HashMap<(u32, u32), &CellRow> = HashMap::new();
-    let mut worst = 0.0f64;
-    let mut failures = Vec::new();
-    for c in &cells {
-        let position = c.position.expect("resid_pre cells have a position");
-        assert!(grid.insert((c.layer, position), c).is_none());
-        let want = want_grid[c.layer as usize][position as usize]
-            .as_f64()
-            .unwrap();
-        let diff = (c.normalized_logit_diff - want).abs();
-        worst = worst.max(diff);
-        if diff.is_nan() || diff > TOL {
-            failures.push(format!(
-                "layer {} position {position}: {} vs transformers {want}",
-                c.layer, c.normalized_logit_diff
-            ));
-        }
-    }
+    let (grid, worst, failures) = compare_grid(&cells, &want_grid);
     let describe = |layer: u32| -> String {
         (0..n_positions)
             .map(|p| {

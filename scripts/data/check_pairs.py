@@ -33,6 +33,16 @@ from pairlib import DATA, SmolLM2, baseline_verdict, form_reasons, gpt2_tokenize
 
 CHECKS = DATA / "checks"
 IOI = "indirect object identification"
+# The course notebook's pairs: the experiment files keep them verbatim as reference
+# pairs, so the datasets must not repeat them.
+NOTEBOOK_PAIRS = {
+    ("The Colosseum is in", "The Champs Elysees is in"),
+    ("The nurse said that she would assist the doctor.", "The nurse said that he would assist the doctor."),
+    ("Marie Curie won the Nobel Prize in Physics.", "Marie Curie won the Nobel Prize in Biology."),
+    ("The dogs are barking loudly.", "The dogs is barking loudly."),
+    ("The capital of France is Paris.", "The capital of France is Berlin."),
+    ("Yesterday, I walked to the store.", "Yesterday, I will walk to the store."),
+}
 
 
 def check_pair_rows(rows: list[dict], tok, model: SmolLM2 | None) -> list[dict]:
@@ -41,6 +51,8 @@ def check_pair_rows(rows: list[dict], tok, model: SmolLM2 | None) -> list[dict]:
     results = []
     for row in rows:
         reasons = form_reasons(row, tok, answer_in_prompt_ok=bool(row.get("io")))
+        if (row["clean"], row["corrupted"]) in NOTEBOOK_PAIRS:
+            reasons.append("the course notebook's own pair (kept in the experiment files instead)")
         result = {"name": row["name"], "concept": row["concept"]}
         single = all(len(tok.answer_ids(row[k])) == 1 for k in ("correct", "incorrect"))
         if model is not None and single:

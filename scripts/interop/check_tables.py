@@ -73,13 +73,13 @@ def read_everywhere(path):
     )
     frame = pd.read_parquet(path)
     polars_frame = pl.read_parquet(path)
-    duck = duckdb.sql(f"SELECT * FROM read_parquet('{path}')")
+    duck = duckdb.connect().execute(f"SELECT * FROM read_parquet('{path}')")
     columns = table.column_names
     seen = {
         "pyarrow": (columns, rows_of(zip(*[table.column(c).to_pylist() for c in columns]))),
         "pandas": (list(frame.columns), rows_of(frame.itertuples(index=False))),
         "polars": (polars_frame.columns, rows_of(polars_frame.iter_rows())),
-        "duckdb": (duck.columns, rows_of(duck.fetchall())),
+        "duckdb": ([d[0] for d in duck.description], rows_of(duck.fetchall())),
     }
     ref_cols, ref_rows = seen["pyarrow"]
     check(f"{path.name}: has rows", len(ref_rows) > 0)
@@ -147,8 +147,9 @@ def main():
         return part.num_rows
 
     def by_duckdb(path):
-        duckdb.sql(f"COPY (SELECT * FROM read_parquet('{source}') WHERE kind = 'mlp_out') TO '{path}' (FORMAT parquet)")
-        return duckdb.sql(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()[0]
+        con = duckdb.connect()
+        con.execute(f"COPY (SELECT * FROM read_parquet('{source}') WHERE kind = 'mlp_out') TO '{path}' (FORMAT parquet)")
+        return con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0][0]
 
     result = written_back_is_accepted(actpatch, run_dir, work, "pandas", by_pandas, "resid_pre", n_all)
     check(

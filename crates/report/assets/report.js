@@ -42,9 +42,13 @@
     var cw = Math.max(22, Math.min(56, Math.floor(900 / Math.max(nc, 1))));
     var ch = nr > 120 ? 5 : nr > 60 ? 9 : nr > 30 ? 14 : nr > 16 ? 20 : 28;
     var xl = longest(grid.cols), rotate = xl * 7 > cw;
-    var left = 16 + 7 * longest(grid.rows) + 28, top = 40;
+    // Room for the row labels, and for the first rotated column label reaching left.
+    var first = nc ? grid.cols[0].label.length * 7 * 0.72 - cw / 2 : 0;
+    var left = Math.max(16 + 7 * longest(grid.rows) + 28, rotate ? first + 8 : 0), top = 40;
     var bottom = (rotate ? Math.ceil(xl * 7 * 0.72) + 14 : 22) + 34;
-    var width = left + nc * cw + 110, height = top + nr * ch + bottom;
+    var width = left + nc * cw + 110;
+    var height = Math.max(top + nr * ch + bottom, top + Math.max(nr * ch, 120) + 30);
+    tip.hidden = true;
     var svg = el("svg", { width: width, height: height, viewBox: "0 0 " + width + " " + height, role: "img", "aria-label": grid.title });
     el("text", { x: left, y: 22, "font-size": 16, "font-weight": 600, "class": "title" }, svg, grid.title);
     var cells = el("g", { "class": "cells" }, svg);

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
-const TERMINAL: &str = "{bar:40} {pos}/{len} cells  {per_sec}  ETA {eta}";
-const PLAIN: &str = "swept {pos}/{len} cells ({percent}%), {per_sec}, ETA {eta}";
+const TERMINAL: &str = "{bar:40} {pos}/{len} cells  {rate}  ETA {eta}";
+const PLAIN: &str = "swept {pos}/{len} cells ({percent}%), {rate}, ETA {eta}";
 /// How often a plain line is printed at most.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
@@ -47,7 +47,12 @@ pub fn cells_bar(total: u64, mode: ProgressMode) -> ProgressBar {
     };
     let bar = ProgressBar::with_draw_target(Some(total), target);
     if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style);
+        bar.set_style(style.with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} cells/s", state.per_sec());
+            },
+        ));
     }
     bar
 }

@@ -156,7 +156,7 @@ fn report_page_works_in_chromium() {
 }
 
 /// A screenshot of any run's page for the docs: `ACTPATCH_SCREENSHOT_RUN=RUN_DIR
-/// ACTPATCH_SCREENSHOT_OUT=docs/report.png`, hovering the strongest cell's row.
+/// ACTPATCH_SCREENSHOT_OUT=docs/report.png`, hovering the last cell (last layer, final position).
 #[test]
 #[ignore = "makes the README's screenshot: `just screenshot RUN_DIR OUT.png`"]
 fn screenshot_of_a_run() {

@@ -147,7 +147,7 @@ fn validate_all(
 /// Validates the file and every pair's baselines without sweeping.
 pub fn check(path: &Path, options: &RunOptions) -> Result<(usize, usize), RunnerError> {
     let experiment = load_experiment(path, options)?;
-    let model = load_model(&experiment, &options)?;
+    let model = load_model(&experiment, options)?;
     let plans = validate_all(&model, &experiment, options)?;
     let passed = plans.iter().filter(|p| p.passed()).count();
     say(

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::grid::{grids, ColumnKey, LongCell};
+use super::grid::{facet_title as title, grids, ColumnKey, LongCell};
 use super::run_page::SUBJECT;
 use super::{Block, GridSet, Page, Section, TableBlock};
 use crate::compare_table::{read_compare, CompareRow};
@@ -20,12 +20,16 @@ fn split_row(line: &str) -> Vec<String> {
     while let Some(c) = chars.next() {
         match c {
             '\\' if chars.peek() == Some(&'|') => {
-                cells.last_mut().map(|s| s.push('|'));
+                if let Some(cell) = cells.last_mut() {
+                    cell.push('|');
+                }
                 chars.next();
             }
             '|' => cells.push(String::new()),
             c => {
-                cells.last_mut().map(|s| s.push(c));
+                if let Some(cell) = cells.last_mut() {
+                    cell.push(c);
+                }
             }
         }
     }
@@ -57,8 +61,8 @@ pub fn markdown_sections(markdown: &str) -> (String, Vec<Section>) {
             });
         } else if let Some(h) = line.strip_prefix("### ") {
             blocks.push(Block::Text(format!("**{}**", h.trim())));
-        } else if line.starts_with("- ") {
-            let mut items = vec![line[2..].to_string()];
+        } else if let Some(item) = line.strip_prefix("- ") {
+            let mut items = vec![item.to_string()];
             while let Some(next) = lines.peek().and_then(|l| l.strip_prefix("- ")) {
                 items.push(next.to_string());
                 lines.next();
@@ -123,14 +127,6 @@ fn side_cells(rows: &[CompareRow]) -> Vec<LongCell> {
         }
     }
     cells
-}
-
-fn title(facets: &[(String, String)]) -> String {
-    facets
-        .iter()
-        .map(|(_, v)| v.as_str())
-        .collect::<Vec<_>>()
-        .join(" · ")
 }
 
 /// The comparison page from `compare.md`'s text and the joined rows.

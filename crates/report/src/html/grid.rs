@@ -16,6 +16,9 @@ pub struct Tick {
     pub hover: Vec<(String, String)>,
 }
 
+/// A facet of a grid: (selector name, value).
+pub type Facet = (String, String);
+
 /// One heatmap.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Grid {
@@ -102,9 +105,9 @@ pub fn grids(
     cells: &[LongCell],
     column_axis: &str,
     value_label: &str,
-    title: &dyn Fn(&[(String, String)]) -> String,
+    title: &dyn Fn(&[Facet]) -> String,
 ) -> Vec<Grid> {
-    let mut groups: Vec<(&[(String, String)], Vec<&LongCell>)> = Vec::new();
+    let mut groups: Vec<(&[Facet], Vec<&LongCell>)> = Vec::new();
     for cell in cells {
         match groups
             .iter_mut()
@@ -155,42 +158,10 @@ fn layout(
             intervals[r * cols.len() + c] = cell.interval;
         }
     }
-    let row_ticks = rows
-        .iter()
-        .map(|(layer, head)| match head {
-            Some(h) => Tick {
-                label: format!("L{layer}H{h}"),
-                hover: vec![
-                    ("layer".into(), layer.to_string()),
-                    ("head".into(), h.to_string()),
-                ],
-            },
-            None => Tick {
-                label: layer.to_string(),
-                hover: vec![("layer".into(), layer.to_string())],
-            },
-        })
-        .collect();
+    let row_ticks = rows.iter().map(row_tick).collect();
     let col_ticks = cols
         .iter()
-        .map(|&col| match shape {
-            Shape::LayerByHead => Tick {
-                label: format!("H{col}"),
-                hover: vec![("head".into(), col.to_string())],
-            },
-            _ => cells
-                .iter()
-                .filter_map(|c| c.column.as_ref())
-                .find(|k| k.order == col)
-                .map(|k| Tick {
-                    label: k.label.clone(),
-                    hover: k.hover.clone(),
-                })
-                .unwrap_or_else(|| Tick {
-                    label: "all positions".into(),
-                    hover: vec![("position".into(), "all".into())],
-                }),
-        })
+        .map(|&col| col_tick(shape, cells, col))
         .collect();
     let (x_label, y_label) = match shape {
         Shape::LayerByColumn if has_column => (column_axis, "layer"),
@@ -209,6 +180,52 @@ fn layout(
         values,
         intervals: intervals.iter().any(Option::is_some).then_some(intervals),
     }
+}
+
+/// A grid's title from its facets' values: `landmarks (landmarks) · resid_pre`.
+pub fn facet_title(facets: &[Facet]) -> String {
+    facets
+        .iter()
+        .map(|(_, v)| v.as_str())
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+fn row_tick(&(layer, head): &RowKey) -> Tick {
+    match head {
+        Some(h) => Tick {
+            label: format!("L{layer}H{h}"),
+            hover: vec![
+                ("layer".into(), layer.to_string()),
+                ("head".into(), h.to_string()),
+            ],
+        },
+        None => Tick {
+            label: layer.to_string(),
+            hover: vec![("layer".into(), layer.to_string())],
+        },
+    }
+}
+
+fn col_tick(shape: Shape, cells: &[&LongCell], col: u32) -> Tick {
+    if shape == Shape::LayerByHead {
+        return Tick {
+            label: format!("H{col}"),
+            hover: vec![("head".into(), col.to_string())],
+        };
+    }
+    cells
+        .iter()
+        .filter_map(|c| c.column.as_ref())
+        .find(|k| k.order == col)
+        .map(|k| Tick {
+            label: k.label.clone(),
+            hover: k.hover.clone(),
+        })
+        .unwrap_or_else(|| Tick {
+            label: "all positions".into(),
+            hover: vec![("position".into(), "all".into())],
+        })
 }
 
 #[cfg(test)]

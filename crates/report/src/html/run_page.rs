@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde_json::Value;
 
-use super::grid::{grids, ColumnKey, LongCell};
+use super::grid::{facet_title as title, grids, ColumnKey, LongCell};
 use super::{Block, GridSet, Page, Section, TableBlock};
 use crate::summary::{kind_sentence, mean_cells, shared_labels, Spot};
 use crate::tables::{read_frame, read_rows, BASELINES, CELLS};
@@ -152,10 +152,7 @@ fn position_labels(cells: &[&CellRow]) -> Vec<String> {
 }
 
 /// Items in order of first appearance.
-fn ordered<'a, T: PartialEq>(items: impl Iterator<Item = &'a T>) -> Vec<&'a T>
-where
-    T: 'a,
-{
+fn ordered<'a, T: PartialEq + 'a>(items: impl Iterator<Item = &'a T>) -> Vec<&'a T> {
     let mut out: Vec<&T> = Vec::new();
     for item in items {
         if !out.contains(&item) {
@@ -352,14 +349,6 @@ pub fn concept_cells(frame: &DataFrame) -> Vec<LongCell> {
     cells
 }
 
-fn title(facets: &[(String, String)]) -> String {
-    facets
-        .iter()
-        .map(|(_, v)| v.as_str())
-        .collect::<Vec<_>>()
-        .join(" · ")
-}
-
 fn fmt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into())
 }
@@ -479,6 +468,34 @@ fn facts(files: &RunFiles) -> Vec<(String, String)> {
     facts
 }
 
+/// The baselines table, with every pair's warnings.
+fn baselines_section(baselines: &[BaselineRow]) -> Section {
+    let passed = baselines.iter().filter(|b| b.passed).count();
+    let mut blocks = vec![
+        Block::Text(format!(
+            "{passed} of {} pairs passed validation.",
+            baselines.len()
+        )),
+        Block::Table(baselines_table(baselines)),
+    ];
+    let warnings: Vec<String> = baselines
+        .iter()
+        .flat_map(|b| {
+            b.warnings
+                .iter()
+                .map(move |w| format!("**{}**: {w}", b.pair))
+        })
+        .collect();
+    if !warnings.is_empty() {
+        blocks.push(Block::Text("**Warnings**".into()));
+        blocks.push(Block::Bullets(warnings));
+    }
+    Section {
+        heading: "Baselines".into(),
+        blocks,
+    }
+}
+
 /// The whole page.
 pub fn run_page(files: &RunFiles) -> Page {
     let pairs = by_pair_and_kind(&files.cells);
@@ -540,31 +557,7 @@ pub fn run_page(files: &RunFiles) -> Page {
             })],
         });
     }
-    let passed = files.baselines.iter().filter(|b| b.passed).count();
-    let mut blocks = vec![
-        Block::Text(format!(
-            "{passed} of {} pairs passed validation.",
-            files.baselines.len()
-        )),
-        Block::Table(baselines_table(&files.baselines)),
-    ];
-    let warnings: Vec<String> = files
-        .baselines
-        .iter()
-        .flat_map(|b| {
-            b.warnings
-                .iter()
-                .map(move |w| format!("**{}**: {w}", b.pair))
-        })
-        .collect();
-    if !warnings.is_empty() {
-        blocks.push(Block::Text("**Warnings**".into()));
-        blocks.push(Block::Bullets(warnings));
-    }
-    sections.push(Section {
-        heading: "Baselines".into(),
-        blocks,
-    });
+    sections.push(baselines_section(&files.baselines));
     if let Some(frame) = &files.attribution {
         sections.push(Section {
             heading: "Attribution accuracy".into(),

@@ -77,6 +77,15 @@ fn tooltip(browser: &Browser) -> String {
         .to_string()
 }
 
+fn assert_no_console_errors(browser: &Browser) {
+    let errors: Vec<Value> = browser
+        .console()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}
+
 #[test]
 #[ignore = "needs chromium and chromium-driver: run with `just test-browser`"]
 fn report_page_works_in_chromium() {
@@ -87,12 +96,7 @@ fn report_page_works_in_chromium() {
     let browser = Browser::start(&dir.join("profile"));
     browser.goto(&file_url(&page));
 
-    let errors: Vec<Value> = browser
-        .console()
-        .into_iter()
-        .filter(|e| e["level"] == "SEVERE")
-        .collect();
-    assert!(errors.is_empty(), "console errors: {errors:?}");
+    assert_no_console_errors(&browser);
 
     // The first heatmap: pair `landmarks`, resid_pre, layers × positions. Its cell at
     // layer 1, position 2 is the table's.
@@ -146,12 +150,7 @@ fn report_page_works_in_chromium() {
     browser.screenshot(&screenshot);
     let png = std::fs::read(&screenshot).unwrap();
     assert_eq!(&png[1..4], b"PNG");
-    let errors: Vec<Value> = browser
-        .console()
-        .into_iter()
-        .filter(|e| e["level"] == "SEVERE")
-        .collect();
-    assert!(errors.is_empty(), "console errors: {errors:?}");
+    assert_no_console_errors(&browser);
     println!("screenshots: {}", dir.display());
 }
 

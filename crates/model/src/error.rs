@@ -103,6 +103,20 @@ pub enum ModelError {
     #[error("device `{spec}` asked for, but this actpatch was built without CUDA support: rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit), or use device \"cpu\"")]
     CudaNotBuilt { spec: String },
 
+    #[error("a partial forward pass over positions {start}..{} does not fit a prompt of {n_pos} tokens", start + len)]
+    Span {
+        start: usize,
+        len: usize,
+        n_pos: usize,
+    },
+
+    #[error("a partial forward pass got rows of shape {shape:?}, but its span needs [rows, {len}, {d_model}]")]
+    SpanRows {
+        shape: Vec<usize>,
+        len: usize,
+        d_model: usize,
+    },
+
     #[error(transparent)]
     Hook(#[from] actpatch_hooks::HookError),
 

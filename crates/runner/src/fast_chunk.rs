@@ -11,10 +11,10 @@
 use std::collections::BTreeMap;
 
 use actpatch_hooks::{BlockSite, Cell, HookPoint, Hooks, Layout, Patch, PatchValue};
-use actpatch_model::{Frame, HookedTransformer, KvPrefix};
+use actpatch_model::{BaseRun, HookedTransformer, Span};
 use candle_core::Tensor;
 
-use crate::sweep_fast::{CorruptedRun, SweepWork};
+use crate::sweep_fast::SweepWork;
 use crate::RunnerError;
 
 /// A cell to run: its layer, head, and the absolute positions it patches.
@@ -27,14 +27,12 @@ pub(crate) struct Job {
 /// What every batch starting at one position shares.
 pub(crate) struct StartGroup<'a> {
     pub model: &'a HookedTransformer,
-    pub corrupted: &'a CorruptedRun,
+    pub corrupted: &'a BaseRun,
     pub site: BlockSite,
     pub start: usize,
     pub len: usize,
     /// Positions `start..start + len`.
-    pub frame: Frame,
-    /// Per layer, the corrupted keys and values of positions before `start`.
-    pub prefixes: Vec<Option<(Tensor, Tensor)>>,
+    pub span: Span<'a>,
     /// Per layer, the clean source narrowed to the frame's positions.
     pub sources: Vec<Tensor>,
     /// Each cell patches the one position `start` of a site after the block input.
@@ -42,12 +40,6 @@ pub(crate) struct StartGroup<'a> {
 }
 
 impl StartGroup<'_> {
-    fn prefix(&self, layer: usize) -> Option<KvPrefix<'_>> {
-        self.prefixes[layer]
-            .as_ref()
-            .map(|(k, v)| KvPrefix { k, v })
-    }
-
     /// Corrupted `resid_pre` of `layer` at positions `from..from + len`, once per row:
     /// `[rows, len, d_model]`.
     fn corrupted_rows(
@@ -57,13 +49,7 @@ impl StartGroup<'_> {
         len: usize,
         rows: usize,
     ) -> Result<Tensor, RunnerError> {
-        let resid = self
-            .corrupted
-            .cache
-            .get(HookPoint::resid_pre(layer))?
-            .narrow(1, from, len)?;
-        let d_model = resid.dim(2)?;
-        Ok(resid.broadcast_as((rows, len, d_model))?.contiguous()?)
+        Ok(self.corrupted.resid_pre(layer, from, len, rows)?)
     }
 
     fn patch(&self, layer: usize, source: Tensor, cells: Vec<Cell>) -> Vec<Patch> {
@@ -88,13 +74,9 @@ impl StartGroup<'_> {
         let n = rows.dim(0)?;
         work.block_row_positions += n * self.len;
         work.attention_row_position_keys += n * self.len * (self.start + self.len);
-        Ok(self.model.block_forward(
-            layer,
-            rows,
-            &self.frame,
-            self.prefix(layer),
-            &mut Hooks::patching(patches),
-        )?)
+        Ok(self
+            .model
+            .run_block(layer, rows, &self.span, &mut Hooks::patching(patches))?)
     }
 
     /// The last block, for the final position only: `[n, len, d_model]` → `[n, 1, d_model]`.
@@ -108,34 +90,12 @@ impl StartGroup<'_> {
         if len == 1 {
             return self.full_block(layer, rows, &[], work);
         }
-        let earlier = self.model.frame(self.start, len - 1)?;
-        let (k, v) = self
-            .model
-            .block_keys_values(layer, &rows.narrow(1, 0, len - 1)?, &earlier)?; // [n, len - 1, kv_head, d_head]
-        let (k, v) = match &self.prefixes[layer] {
-            None => (k, v),
-            Some((pk, pv)) => {
-                let widen = |p: &Tensor| -> Result<Tensor, RunnerError> {
-                    let (_, start, heads, d_head) = p.dims4()?;
-                    Ok(p.broadcast_as((n, start, heads, d_head))?)
-                };
-                (
-                    Tensor::cat(&[&widen(pk)?, &k], 1)?,
-                    Tensor::cat(&[&widen(pv)?, &v], 1)?,
-                )
-            }
-        };
-        let final_position = self.model.frame(self.start + len - 1, 1)?;
         work.kv_row_positions += n * (len - 1);
         work.block_row_positions += n;
         work.attention_row_position_keys += n * (self.start + len);
-        Ok(self.model.block_forward(
-            layer,
-            rows.narrow(1, len - 1, 1)?,
-            &final_position,
-            Some(KvPrefix { k: &k, v: &v }),
-            &mut Hooks::none(),
-        )?)
+        Ok(self
+            .model
+            .run_block_final(layer, rows, &self.span, &mut Hooks::none())?)
     }
 
     /// Patch cells of the `joining` jobs, on rows `first_row..` of the batch.
@@ -176,26 +136,12 @@ impl StartGroup<'_> {
         let source = self.sources[layer].narrow(axis, position - self.start, 1)?;
         let patches = self.patch(layer, source, cells);
         let base = self.corrupted_rows(layer, position, 1, ids.len())?;
-        let prefix = if position == 0 {
-            None
-        } else {
-            let k = self
-                .corrupted
-                .cache
-                .get(HookPoint::block(layer, self.model.key_site()))?;
-            let v = self
-                .corrupted
-                .cache
-                .get(HookPoint::block(layer, BlockSite::V))?;
-            Some((k.narrow(1, 0, position)?, v.narrow(1, 0, position)?))
-        };
-        let prefix = prefix.as_ref().map(|(k, v)| KvPrefix { k, v });
         work.block_row_positions += ids.len();
         work.attention_row_position_keys += ids.len() * (position + 1);
-        let frame = self.model.frame(position, 1)?;
+        let span = self.model.span(self.corrupted, position, 1)?;
         Ok(self
             .model
-            .block_forward(layer, base, &frame, prefix, &mut Hooks::patching(&patches))?)
+            .run_block(layer, base, &span, &mut Hooks::patching(&patches))?)
     }
 
     /// Corrupted rows of `layer` over the frame, with `position` replaced by `value`

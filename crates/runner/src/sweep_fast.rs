@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use actpatch_hooks::{ActivationCache, BlockSite, CacheFilter, HookPoint, Hooks, Layout};
+use actpatch_hooks::{BlockSite, HookPoint, Layout};
 use actpatch_metrics::cell_metrics;
-use actpatch_model::{HookedTransformer, Readout};
+use actpatch_model::{BaseRun, HookedTransformer};
 use candle_core::{Tensor, D};
 
 use crate::experiment::MetricSet;
@@ -24,31 +24,18 @@ use crate::fast_chunk::{Job, StartGroup};
 use crate::sweep::{aligned_source, CellIndex, CellResult, PairSweep, PatchKind};
 use crate::RunnerError;
 
-/// The corrupted run's activations a fast sweep reuses, and its next-token logits.
-pub struct CorruptedRun {
-    pub cache: ActivationCache,
-    /// `[1, d_vocab]`
-    pub logits: Tensor,
-}
-
-/// Runs the corrupted prompt once, caching the residual stream, keys and values of
-/// every layer and the sites of `kinds`.
+/// Runs the corrupted prompt once, caching what partial passes continue from and the
+/// sites of `kinds`.
 pub fn corrupted_run(
     model: &HookedTransformer,
     tokens: &[u32],
     kinds: &[PatchKind],
-) -> Result<CorruptedRun, RunnerError> {
+) -> Result<BaseRun, RunnerError> {
     let n_layers = model.dims().n_layers;
-    let mut sites = vec![BlockSite::ResidPre, model.key_site(), BlockSite::V];
-    sites.extend(kinds.iter().map(|k| k.site()));
-    let points = (0..n_layers).flat_map(|l| sites.iter().map(move |s| HookPoint::block(l, *s)));
-    let mut hooks = Hooks::caching(CacheFilter::only(points));
-    let tokens = model.tokens_tensor(&[tokens.to_vec()])?;
-    let logits = model.forward(&tokens, &mut hooks, Readout::LastPosition)?;
-    Ok(CorruptedRun {
-        cache: hooks.into_cache(),
-        logits,
-    })
+    let points = kinds
+        .iter()
+        .flat_map(|k| (0..n_layers).map(move |l| HookPoint::block(l, k.site())));
+    Ok(model.base_run(tokens, points)?)
 }
 
 /// Where a cell's patched run starts, or that it cannot change anything.
@@ -81,21 +68,6 @@ fn differences(
         .into_iter()
         .map(|row| row.into_iter().map(|g| g != 0.0).collect())
         .collect())
-}
-
-/// Sites whose value at a position feeds only that position's own residual stream
-/// (after the keys and values are read): in the last layer they cannot reach the
-/// final position's logits from any other position.
-fn after_keys_and_values(site: BlockSite) -> bool {
-    !matches!(
-        site,
-        BlockSite::ResidPre
-            | BlockSite::Ln1Scale
-            | BlockSite::Ln1Normalized
-            | BlockSite::K
-            | BlockSite::V
-            | BlockSite::RotK
-    )
 }
 
 fn plan_cell(cell: &CellIndex, differs: &[Vec<bool>], patched: &[usize]) -> CellPlan {
@@ -178,7 +150,7 @@ fn merge_small_groups(by_start: StartGroups) -> StartGroups {
 pub fn sweep_fast(
     model: &HookedTransformer,
     pair: &PairSweep,
-    corrupted: &CorruptedRun,
+    corrupted: &BaseRun,
     kind: PatchKind,
     cells: &[CellIndex],
     max_rows: usize,
@@ -195,7 +167,7 @@ pub fn sweep_fast(
 pub fn sweep_fast_counted(
     model: &HookedTransformer,
     pair: &PairSweep,
-    corrupted: &CorruptedRun,
+    corrupted: &BaseRun,
     kind: PatchKind,
     cells: &[CellIndex],
     max_rows: usize,
@@ -214,12 +186,12 @@ pub fn sweep_fast_counted(
     for layer in 0..n_layers {
         let point = HookPoint::block(layer, site);
         let source = aligned_source(point, pair.clean_cache, pair.map)?; // [1, pos, ...]
-        differs.push(differences(&source, corrupted.cache.get(point)?, layout)?);
+        differs.push(differences(&source, corrupted.cache().get(point)?, layout)?);
         sources.push(source);
     }
 
     let mut noop = cell_metrics(
-        &corrupted.logits,
+        corrupted.logits(),
         pair.answers,
         &pair.baseline,
         pair.clean_log_probs,
@@ -234,7 +206,7 @@ pub fn sweep_fast_counted(
         let mut plan = plan_cell(cell, &differs[cell.layer], &patched);
         if let CellPlan::From { positions, .. } = &plan {
             let unread = cell.layer + 1 == n_layers
-                && after_keys_and_values(site)
+                && !model.site_feeds_keys_values(site)
                 && positions.iter().all(|p| p + 1 < n_pos);
             if unread {
                 plan = CellPlan::NoOp;
@@ -263,26 +235,13 @@ pub fn sweep_fast_counted(
     for (start, mut group) in merge_small_groups(by_start) {
         group.sort_by_key(|(i, _)| cells[*i].layer);
         let len = n_pos - start;
-        let prefixes = (0..n_layers)
-            .map(|layer| -> Result<_, RunnerError> {
-                if start == 0 {
-                    return Ok(None);
-                }
-                let k = corrupted
-                    .cache
-                    .get(HookPoint::block(layer, model.key_site()))?;
-                let v = corrupted.cache.get(HookPoint::block(layer, BlockSite::V))?;
-                Ok(Some((k.narrow(1, 0, start)?, v.narrow(1, 0, start)?)))
-            })
-            .collect::<Result<_, _>>()?;
         let group_inputs = StartGroup {
             model,
             corrupted,
             site,
             start,
             len,
-            frame: model.frame(start, len)?,
-            prefixes,
+            span: model.span(corrupted, start, len)?,
             sources: sources
                 .iter()
                 .map(|s| suffix_of(s, layout, start, len))

@@ -1,5 +1,5 @@
 //! `compare.parquet`: one row per cell of two runs joined on (concept, pair, patch kind,
-//! layer, head, position), with both runs' normalized logit differences and B − A.
+//! direction, layer, head, position), with both runs' normalized logit differences and B − A.
 //! Carries the schema version like the run tables ([`crate::tables::write_parquet`]).
 
 use std::path::Path;
@@ -17,6 +17,8 @@ pub struct CompareRow {
     pub concept: String,
     pub pair: String,
     pub kind: String,
+    /// `"denoising"` or `"noising"`.
+    pub direction: String,
     /// Layer, or the relative-depth bin when compared by depth.
     pub layer: u32,
     pub head: Option<u32>,
@@ -43,6 +45,7 @@ pub fn compare_frame(rows: &[CompareRow]) -> PolarsResult<DataFrame> {
         Column::new("concept".into(), s(|r| r.concept.clone())),
         Column::new("pair".into(), s(|r| r.pair.clone())),
         Column::new("kind".into(), s(|r| r.kind.clone())),
+        Column::new("direction".into(), s(|r| r.direction.clone())),
         Column::new(
             "layer".into(),
             rows.iter().map(|r| r.layer).collect::<Vec<_>>(),

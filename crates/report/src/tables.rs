@@ -11,7 +11,11 @@ use crate::atomic::write_atomic;
 use crate::{ReportError, Result};
 
 /// Version of the table layouts below; bump it when a column changes meaning or type.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2 added `direction` to cells and `reference` to baselines; version-1 tables
+/// still read (as denoising cells and non-reference pairs).
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest version [`read_parquet`] reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Parquet key-value metadata key holding [`SCHEMA_VERSION`].
 pub const SCHEMA_VERSION_KEY: &str = "actpatch.schema_version";
 
@@ -24,12 +28,15 @@ pub struct CellRow {
     pub pair: String,
     pub model: String,
     pub kind: String,
+    /// `"denoising"` (clean into corrupted) or `"noising"` (corrupted into clean).
+    pub direction: String,
     pub layer: u32,
     /// `None` where the kind has no head axis.
     pub head: Option<u32>,
-    /// `None` where the patch spans all positions.
+    /// Position in the patched run (corrupted for denoising, clean for noising); `None`
+    /// where the patch spans all positions.
     pub position: Option<u32>,
-    /// The clean token at `position`.
+    /// The clean-prompt token `position` stands for.
     pub token: Option<String>,
     pub patched_logit_diff: f64,
     pub normalized_logit_diff: f64,
@@ -61,6 +68,8 @@ pub struct BaselineRow {
     pub corrupted_logit_diff: Option<f64>,
     pub passed: bool,
     pub swept: bool,
+    /// Marked `reference = true`: validated, never swept.
+    pub reference: bool,
     /// Why the pair failed validation; empty when it passed.
     pub reasons: Vec<String>,
     pub warnings: Vec<String>,
@@ -88,6 +97,7 @@ pub fn cells_frame(rows: &[CellRow]) -> PolarsResult<DataFrame> {
         str_col("pair", s(|r| r.pair.clone())),
         str_col("model", s(|r| r.model.clone())),
         str_col("kind", s(|r| r.kind.clone())),
+        str_col("direction", s(|r| r.direction.clone())),
         Column::new(
             "layer".into(),
             rows.iter().map(|r| r.layer).collect::<Vec<_>>(),
@@ -152,6 +162,10 @@ pub fn baselines_frame(rows: &[BaselineRow]) -> PolarsResult<DataFrame> {
             "swept".into(),
             rows.iter().map(|r| r.swept).collect::<Vec<_>>(),
         ),
+        Column::new(
+            "reference".into(),
+            rows.iter().map(|r| r.reference).collect::<Vec<_>>(),
+        ),
         list_col("reasons", l(|r| r.reasons.clone())),
         list_col("warnings", l(|r| r.warnings.clone())),
     ])
@@ -203,8 +217,9 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
         .as_ref()
         .and_then(|kvs| kvs.iter().find(|kv| kv.key == SCHEMA_VERSION_KEY))
         .and_then(|kv| kv.value.clone());
+    let readable = (OLDEST_READABLE_VERSION..=SCHEMA_VERSION).map(|v| v.to_string());
     match version {
-        Some(v) if v == SCHEMA_VERSION.to_string() => {}
+        Some(v) if readable.clone().any(|r| r == v) => {}
         other => {
             return Err(ReportError::SchemaVersion {
                 path: path.to_path_buf(),
@@ -255,6 +270,11 @@ fn cells_from_frame(frame: &DataFrame) -> PolarsResult<Vec<CellRow>> {
         strings("token")?,
     );
     let (layer, head, position) = (uints("layer")?, uints("head")?, uints("position")?);
+    // Version 1 had no direction: every cell was denoising.
+    let direction = match frame.column("direction") {
+        Ok(_) => strings("direction")?,
+        Err(_) => vec![Some("denoising".to_string()); frame.height()],
+    };
     let (ld, nld, lp, pc, kl) = (
         floats("patched_logit_diff")?,
         floats("normalized_logit_diff")?,
@@ -276,6 +296,7 @@ fn cells_from_frame(frame: &DataFrame) -> PolarsResult<Vec<CellRow>> {
             pair: pair[i].clone().unwrap_or_default(),
             model: model[i].clone().unwrap_or_default(),
             kind: kind[i].clone().unwrap_or_default(),
+            direction: direction[i].clone().unwrap_or_default(),
             layer: layer[i].unwrap_or(0),
             head: head[i],
             position: position[i],

@@ -16,13 +16,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use actpatch_hooks::{CacheFilter, Hooks, Patch, PatchValue};
+use actpatch_hooks::{Hooks, Patch, PatchValue};
 use actpatch_metrics::cell_metrics;
 use actpatch_model::{HookedTransformer, Readout};
-use actpatch_runner::experiment::{Experiment, MetricSet};
-use actpatch_runner::sweep::{cells_of, hook_points, CellIndex, PairSweep, PatchKind};
-use actpatch_runner::sweep_fast::{corrupted_run, sweep_fast_counted, SweepWork};
-use actpatch_runner::validate::validate_pair;
+use actpatch_patching::fast::{self, SweepWork};
+use actpatch_patching::{
+    cells_of, Align, CellIndex, CellResult, DirectedPair, Direction, MetricSet, Pair, PatchKind,
+};
 use candle_core::{DType, Device, Tensor};
 
 const D_MODEL: usize = 768;
@@ -189,44 +189,37 @@ fn main() -> Result<(), BoxError> {
     );
     let mut worst = 0.0f64;
     for (label, clean, corrupted) in pairs {
-        let toml = format!(
-            "[experiment]\nname = \"bench\"\n[model]\npath = {:?}\n[validate]\nenabled = false\n[[pairs]]\nconcept = \"bench\"\nclean = {clean:?}\ncorrupted = {corrupted:?}\ncorrect = \" Rome\"\nincorrect = \" Paris\"\n",
-            dir.display().to_string()
-        );
-        let experiment = Experiment::parse(&toml, &dir.join("bench.toml"))?;
-        let plan = validate_pair(&model, &experiment, 0)?;
-        let map = plan.map.as_ref().ok_or("pair not aligned")?;
+        let pair =
+            Pair::from_prompts(&model, clean, corrupted, [" Rome", " Paris"], Align::Strict)?;
+        let baselines = pair.baselines(&model)?;
         for kind in [PatchKind::ResidPre, PatchKind::HeadOutByPos] {
-            let (_, clean_cache) = model.run_with_cache(
-                std::slice::from_ref(&plan.clean_tokens),
-                CacheFilter::only(hook_points(&[kind], N_LAYERS)),
-            )?;
-            let pair = PairSweep {
-                corrupted_tokens: &plan.corrupted_tokens,
-                clean_cache: &clean_cache,
-                map,
-                answers: plan.answers.ok_or("answers")?,
-                baseline: plan.baseline().ok_or("baseline")?,
-                clean_log_probs: plan.clean_log_probs.as_ref().ok_or("log probs")?,
-                metrics: MetricSet::All,
+            let directed = |metrics| {
+                DirectedPair::new(
+                    &model,
+                    &pair,
+                    &baselines,
+                    Direction::Denoising,
+                    &[kind],
+                    metrics,
+                )
             };
-            let cells = cells_of(kind, model.dims(), &map.patched_positions());
+            let reference = directed(MetricSet::All)?;
+            let cells = cells_of(kind, model.dims(), &reference.positions(None));
 
-            // (b) the fast path, including its corrupted-run cache: with every metric
+            // (b) the fast path, including its target-run cache: with every metric
             // (the runner's default), and with the logit-difference metrics only.
             let mut timed = Vec::new();
             for metrics in [MetricSet::All, MetricSet::LogitDiff] {
-                let pair = PairSweep { metrics, ..pair };
+                let directed = directed(metrics)?;
                 reset_peak();
                 let t = Instant::now();
                 let mut work = SweepWork::default();
-                let corrupted_cache = corrupted_run(&model, &plan.corrupted_tokens, &[kind])?;
-                let results = sweep_fast_counted(
+                let target = fast::target_run(&model, &directed, &[kind])?;
+                let results: Vec<CellResult> = fast::sweep_counted(
                     &model,
-                    &pair,
-                    &corrupted_cache,
-                    kind,
-                    &cells,
+                    &directed,
+                    &target,
+                    (kind, &cells),
                     256,
                     &mut |_| {},
                     &mut work,
@@ -249,10 +242,11 @@ fn main() -> Result<(), BoxError> {
             } else {
                 cells.iter().copied().enumerate().collect()
             };
-            let tokens = model.tokens_tensor(std::slice::from_ref(&plan.corrupted_tokens))?;
+            let tokens = model.tokens_tensor(std::slice::from_ref(&pair.corrupted_tokens))?;
             let t = Instant::now();
             for (i, cell) in &sample {
-                let source = clean_cache
+                let source = reference
+                    .source
                     .get(actpatch_hooks::HookPoint::block(cell.layer, kind.site()))?
                     .clone();
                 let patch = Patch::at_cells(
@@ -271,10 +265,15 @@ fn main() -> Result<(), BoxError> {
                 )?;
                 let last = logits
                     .get(0)?
-                    .get(plan.corrupted_tokens.len() - 1)?
+                    .get(pair.corrupted_tokens.len() - 1)?
                     .unsqueeze(0)?; // [1, d_vocab]
-                let naive =
-                    cell_metrics(&last, pair.answers, &pair.baseline, pair.clean_log_probs)?[0];
+                let scorer = reference.scorer;
+                let naive = cell_metrics(
+                    &last,
+                    scorer.answers,
+                    &scorer.baseline,
+                    scorer.clean_log_probs,
+                )?[0];
                 let gap = [&fast[*i], &ld_fast[*i]]
                     .iter()
                     .map(|f| {

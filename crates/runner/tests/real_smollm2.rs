@@ -1,5 +1,5 @@
 //! The whole runner on a real model: SmolLM2-135M-Instruct from its Q4_1 GGUF, through
-//! `actpatch_runner::run::run`, the tables read back.
+//! `actpatch_runner::run`, the tables read back.
 //!
 //! Needs the file (`just fetch-smollm2`); run with `just test-real`, or
 //! `cargo test -p actpatch-runner --test real_smollm2 -- --ignored`. The path is
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use actpatch_report::tables::{read_cells, read_parquet};
 use actpatch_report::CellRow;
-use actpatch_runner::run::{check, run, RunOptions};
+use actpatch_runner::{check, run, RunOptions};
 
 fn gguf_path() -> PathBuf {
     std::env::var_os("ACTPATCH_SMOLLM2_GGUF")

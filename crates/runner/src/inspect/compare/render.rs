@@ -11,9 +11,10 @@ use actpatch_report::{CompareRow, ImageFormat};
 use super::input::RunTable;
 use super::join::LayerAxis;
 use super::stats::{Summary, UNCHANGED_BELOW};
-use crate::figures::heatmap;
-use crate::sweep::{CellIndex, PatchKind};
+use crate::manifest::RunStatus;
+use crate::outputs::heatmap;
 use crate::RunnerError;
+use actpatch_patching::{CellIndex, PatchKind};
 
 /// Heading of the figures section, which the command does not print.
 pub const FIGURES_HEADING: &str = "\n## Difference heatmaps (B − A)\n\n";
@@ -51,9 +52,9 @@ fn describe(side: &str, t: &RunTable) -> String {
         t.n_layers,
         t.n_layers_source,
         t.cells.len(),
-        match t.status.as_deref() {
-            Some("complete") | None => String::new(),
-            Some(s) => format!(", **incomplete** (status \"{s}\")"),
+        match t.status {
+            Some(RunStatus::Complete) | None => String::new(),
+            Some(s) => format!(", **incomplete** (status \"{}\")", s.name()),
         },
         t.cells_path.display()
     )
@@ -61,8 +62,7 @@ fn describe(side: &str, t: &RunTable) -> String {
 
 /// Everything the comparison found, as markdown.
 pub fn markdown(
-    a: &RunTable,
-    b: &RunTable,
+    (a, b): (&RunTable, &RunTable),
     axis: LayerAxis,
     summary: &Summary,
     fail_above: Option<f64>,
@@ -72,23 +72,36 @@ pub fn markdown(
     let mut md = format!("# Comparison: `{}` (B) − `{}` (A)\n\n", b.id, a.id);
     md.push_str(&describe("A", a));
     md.push_str(&describe("B", b));
-    md.push_str("- cells joined on (concept, pair, patch kind, layer, head, position); value: normalized logit difference; difference: B − A\n");
-    match axis {
-        LayerAxis::Layer if a.n_layers != b.n_layers => {
-            let _ = writeln!(
-                md,
-                "- layers: matched by index, but A has {} layers and B {}: compare on relative depth with `--by-depth`",
-                a.n_layers, b.n_layers
-            );
-        }
-        LayerAxis::Layer => md.push_str("- layers: matched by index\n"),
-        LayerAxis::Depth { bins } => {
-            let _ = writeln!(
-                md,
-                "- layers: by relative depth — layer / n_layers binned into {bins} bins (bin = floor(layer / n_layers × {bins})); cells in one bin averaged; `layer` is the bin"
-            );
+    md.push_str("- cells joined on (concept, pair, patch kind, direction, layer, head, position); value: normalized logit difference; difference: B − A\n");
+    md.push_str(&layers_line(a, b, axis));
+    differences(&mut md, summary, fail_above);
+    per_kind(&mut md, summary);
+    changed(&mut md, summary, top);
+    if !figures.is_empty() {
+        md.push_str(FIGURES_HEADING);
+        for (heading, image) in figures {
+            let _ = writeln!(md, "### {heading}\n\n![{}]({image})\n", cell(heading));
         }
     }
+    md
+}
+
+/// How the layers were matched.
+fn layers_line(a: &RunTable, b: &RunTable, axis: LayerAxis) -> String {
+    match axis {
+        LayerAxis::Layer if a.n_layers != b.n_layers => format!(
+            "- layers: matched by index, but A has {} layers and B {}: compare on relative depth with `--by-depth`\n",
+            a.n_layers, b.n_layers
+        ),
+        LayerAxis::Layer => "- layers: matched by index\n".into(),
+        LayerAxis::Depth { bins } => format!(
+            "- layers: by relative depth — layer / n_layers binned into {bins} bins (bin = floor(layer / n_layers × {bins})); cells in one bin averaged; `layer` is the bin\n"
+        ),
+    }
+}
+
+/// The cell counts and the overall differences.
+fn differences(md: &mut String, summary: &Summary, fail_above: Option<f64>) {
     let _ = writeln!(
         md,
         "\n## Cells\n\n| matched | only in A | only in B |\n|---|---|---|\n| {} | {} | {} |\n",
@@ -115,6 +128,10 @@ pub fn markdown(
             "\n`--fail-above {x}`: {verdict} — {n} matched cells differ by more than {x}."
         );
     }
+}
+
+/// The statistics of each patch kind.
+fn per_kind(md: &mut String, summary: &Summary) {
     md.push_str("\n## Per patch kind\n\n| kind | matched | only A | only B | max abs | mean abs | Pearson | Spearman |\n|---|---|---|---|---|---|---|---|\n");
     for k in &summary.per_kind {
         let _ = writeln!(
@@ -131,40 +148,38 @@ pub fn markdown(
         );
     }
     md.push_str("\nCorrelations are over matched cells with finite values; – where undefined (under two cells, or one side constant).\n");
+}
+
+/// The `top` cells that changed most.
+fn changed(md: &mut String, summary: &Summary, top: usize) {
     if summary.changed.is_empty() {
         md.push_str("\n## Cells that changed most\n\nNo matched cell changed.\n");
-    } else {
-        let shown = summary.changed.len().min(top);
+        return;
+    }
+    let shown = summary.changed.len().min(top);
+    let _ = writeln!(
+        md,
+        "\n## Cells that changed most\n\n{shown} of {} changed cells, largest |B − A| first.\n\n| concept | pair | kind | direction | layer | head | position | token | A | B | B − A |\n|---|---|---|---|---|---|---|---|---|---|---|",
+        summary.changed.len()
+    );
+    for r in summary.changed.iter().take(top) {
+        let (va, vb) = (r.a.unwrap_or(f64::NAN), r.b.unwrap_or(f64::NAN));
         let _ = writeln!(
             md,
-            "\n## Cells that changed most\n\n{shown} of {} changed cells, largest |B − A| first.\n\n| concept | pair | kind | layer | head | position | token | A | B | B − A |\n|---|---|---|---|---|---|---|---|---|---|",
-            summary.changed.len()
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&r.concept),
+            cell(&r.pair),
+            cell(&r.kind),
+            cell(&r.direction),
+            r.layer,
+            opt(r.head),
+            opt(r.position),
+            cell(&format!("`{}`", r.token.as_deref().unwrap_or("–"))),
+            num(va),
+            num(vb),
+            signed(vb - va)
         );
-        for r in summary.changed.iter().take(top) {
-            let (va, vb) = (r.a.unwrap_or(f64::NAN), r.b.unwrap_or(f64::NAN));
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                cell(&r.concept),
-                cell(&r.pair),
-                cell(&r.kind),
-                r.layer,
-                opt(r.head),
-                opt(r.position),
-                cell(&format!("`{}`", r.token.as_deref().unwrap_or("–"))),
-                num(va),
-                num(vb),
-                signed(vb - va)
-            );
-        }
     }
-    if !figures.is_empty() {
-        md.push_str(FIGURES_HEADING);
-        for (heading, image) in figures {
-            let _ = writeln!(md, "### {heading}\n\n![{}]({image})\n", cell(heading));
-        }
-    }
-    md
 }
 
 fn file_stem(text: &str) -> String {
@@ -188,21 +203,26 @@ pub fn figures(
         return Ok(Vec::new());
     }
     let dir = out_dir.join("figures");
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        RunnerError::Input(format!(
-            "cannot create {}: {e}. Choose a writable folder with --out.",
-            dir.display()
-        ))
+    std::fs::create_dir_all(&dir).map_err(|source| RunnerError::Write {
+        source: actpatch_report::ReportError::Write {
+            path: dir.clone(),
+            source,
+        },
+        resume: None,
     })?;
-    let mut groups: BTreeMap<(&str, &str, &str), Vec<&CompareRow>> = BTreeMap::new();
+    type Group<'a> = (&'a str, &'a str, &'a str, &'a str);
+    let mut groups: BTreeMap<Group, Vec<&CompareRow>> = BTreeMap::new();
     for r in rows {
-        groups
-            .entry((r.concept.as_str(), r.pair.as_str(), r.kind.as_str()))
-            .or_default()
-            .push(r);
+        let key = (
+            r.concept.as_str(),
+            r.pair.as_str(),
+            r.direction.as_str(),
+            r.kind.as_str(),
+        );
+        groups.entry(key).or_default().push(r);
     }
     let mut made = Vec::new();
-    for ((concept, pair, kind_name), group) in groups {
+    for ((concept, pair, direction, kind_name), group) in groups {
         let Some(kind) = PatchKind::from_name(kind_name) else {
             continue; // a kind this version does not know: no axes to draw it on
         };
@@ -228,18 +248,22 @@ pub fn figures(
                 (index, r.diff.unwrap_or(f64::NAN))
             })
             .collect();
-        let heading = format!("{concept} · {pair} · {kind} · B − A");
+        let heading = format!("{concept} · {pair} · {direction} · {kind} · B − A");
         let mut map = heatmap(kind, &cells, &labels, heading.clone());
         map.colorbar_label = "B − A normalized LD".into();
         if let LayerAxis::Depth { bins } = axis {
             let rest = map.y_label.strip_prefix("layer").unwrap_or("").to_string();
             map.y_label = format!("relative depth bin (of {bins}){rest}");
         }
-        let stem = file_stem(&format!("diff_{pair}_{kind}"));
+        let stem = file_stem(&format!("diff_{pair}_{direction}_{kind}"));
         let mut first = None;
         for format in formats {
             let name = format!("figures/{stem}.{}", format.extension());
-            map.save(&out_dir.join(&name), *format)?;
+            map.save(&out_dir.join(&name), *format)
+                .map_err(|source| RunnerError::Write {
+                    source,
+                    resume: None,
+                })?;
             first.get_or_insert(name);
         }
         if let Some(image) = first {

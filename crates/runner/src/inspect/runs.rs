@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use actpatch_report::tables::read_cells;
 
-use crate::compare::read_manifest;
+use crate::manifest::{Manifest, RunStatus};
 use crate::RunnerError;
 
 /// One run as listed.
@@ -26,7 +26,7 @@ pub struct RunEntry {
     pub cells: Option<usize>,
     pub wall_seconds: Option<f64>,
     /// Manifest `status`; `None` without a manifest.
-    pub status: Option<String>,
+    pub status: Option<RunStatus>,
     /// The concepts in `cells.parquet`.
     pub concepts: BTreeSet<String>,
     /// Why part of the run could not be read.
@@ -35,7 +35,7 @@ pub struct RunEntry {
 
 impl RunEntry {
     pub fn complete(&self) -> bool {
-        self.status.as_deref() == Some("complete")
+        self.status == Some(RunStatus::Complete)
     }
 }
 
@@ -87,34 +87,27 @@ fn run_dirs(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
 }
 
 fn entry(dir: &Path) -> RunEntry {
-    let manifest = read_manifest(dir);
-    let text = |f: &dyn Fn(&serde_json::Value) -> Option<&str>| {
-        manifest.as_ref().and_then(f).map(str::to_string)
+    let (manifest, problem) = match Manifest::read(dir) {
+        Ok(manifest) => (manifest, None),
+        Err(problem) => (None, Some(problem)),
     };
+    let m = manifest.as_ref();
     let mut run = RunEntry {
         dir: dir.to_path_buf(),
-        run_id: text(&|m| m["run_id"].as_str()).unwrap_or_default(),
-        experiment: text(&|m| m["experiment"].as_str()).unwrap_or_default(),
-        model: text(&|m| m["model"]["source"].as_str()).unwrap_or_default(),
-        started: text(&|m| m["started"].as_str()),
-        passed: manifest
-            .as_ref()
-            .and_then(|m| m["pairs"]["passed"].as_u64()),
-        failed: manifest
-            .as_ref()
-            .and_then(|m| m["pairs"]["failed"].as_u64()),
-        cells: manifest
-            .as_ref()
-            .and_then(|m| m["cells"].as_u64())
-            .map(|n| n as usize),
-        wall_seconds: manifest.as_ref().and_then(|m| m["wall_seconds"].as_f64()),
-        status: text(&|m| m["status"].as_str()),
+        run_id: m.map(|m| m.run_id.clone()).unwrap_or_default(),
+        experiment: m.map(|m| m.experiment.clone()).unwrap_or_default(),
+        model: (m.and_then(|m| m.model.as_ref()))
+            .map(|model| model.source.clone())
+            .unwrap_or_default(),
+        started: m.map(|m| m.started.clone()).filter(|s| !s.is_empty()),
+        passed: (m.and_then(|m| m.pairs.as_ref())).map(|p| p.passed as u64),
+        failed: (m.and_then(|m| m.pairs.as_ref())).map(|p| p.failed as u64),
+        cells: m.and_then(|m| m.cells),
+        wall_seconds: m.and_then(|m| m.wall_seconds),
+        status: m.map(|m| m.status),
         concepts: BTreeSet::new(),
-        problem: None,
+        problem,
     };
-    if dir.join("manifest.json").is_file() && manifest.is_none() {
-        run.problem = Some("manifest.json is not valid JSON".into());
-    }
     let cells_path = dir.join("cells.parquet");
     if cells_path.is_file() {
         match read_cells(&cells_path) {
@@ -206,10 +199,10 @@ pub fn render(runs: &[RunEntry]) -> String {
     let rows: Vec<[String; 8]> = runs
         .iter()
         .map(|r| {
-            let status = match (r.status.as_deref(), &r.problem) {
+            let status = match (r.status, &r.problem) {
                 (_, Some(_)) if r.complete() => "complete, tables unreadable (see below)".into(),
-                (Some("complete"), None) => "complete".into(),
-                (Some(s), _) => format!("incomplete ({s})"),
+                (Some(RunStatus::Complete), None) => "complete".into(),
+                (Some(s), _) => format!("incomplete ({})", s.name()),
                 (None, _) => "incomplete (no manifest)".into(),
             };
             [

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use actpatch_report::compare_table::write_compare;
 use actpatch_report::{CompareRow, ImageFormat};
 
-pub use input::{load, read_manifest, RunTable};
+pub use input::{load, RunTable};
 pub use join::{depth_bin, LayerAxis};
 pub use stats::Summary;
 
@@ -122,24 +122,28 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
             folder_name(&b.id)
         ))
     });
-    std::fs::create_dir_all(&out_dir).map_err(|e| {
-        RunnerError::Input(format!(
-            "cannot create the output folder {}: {e}. Choose a writable folder with --out.",
-            out_dir.display()
-        ))
+    let written = |source| RunnerError::Write {
+        source,
+        resume: None,
+    };
+    std::fs::create_dir_all(&out_dir).map_err(|source| {
+        written(actpatch_report::ReportError::Write {
+            path: out_dir.clone(),
+            source,
+        })
     })?;
-    write_compare(&out_dir.join("compare.parquet"), &rows)?;
+    write_compare(&out_dir.join("compare.parquet"), &rows).map_err(written)?;
     let figures = render::figures(&rows, &out_dir, axis, &options.formats)?;
     let markdown = render::markdown(
-        &a,
-        &b,
+        (&a, &b),
         axis,
         &summary,
         options.fail_above,
         options.top,
         &figures,
     );
-    actpatch_report::atomic::write_bytes_atomic(&out_dir.join("compare.md"), markdown.as_bytes())?;
+    actpatch_report::atomic::write_bytes_atomic(&out_dir.join("compare.md"), markdown.as_bytes())
+        .map_err(written)?;
     Ok(Comparison {
         a,
         b,
@@ -151,9 +155,9 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
     })
 }
 
-/// The command: compares, prints `compare.md`, and returns the exit status (0, or 1
-/// when `--fail-above` is exceeded).
-pub fn cli(a: &Path, b: &Path, options: &CompareOptions) -> Result<u8, RunnerError> {
+/// The command: compares and prints `compare.md`; an error when `--fail-above` is
+/// exceeded (exit 1).
+pub fn cli(a: &Path, b: &Path, options: &CompareOptions) -> Result<(), RunnerError> {
     let c = compare(a, b, options)?;
     let (text, figures) = match c.markdown.split_once(render::FIGURES_HEADING) {
         Some((text, figures)) => (text, figures.matches("![").count()),
@@ -176,19 +180,15 @@ pub fn cli(a: &Path, b: &Path, options: &CompareOptions) -> Result<u8, RunnerErr
         );
     }
     match (options.fail_above, c.summary.exceeding) {
-        (Some(x), Some(n)) if n > 0 => {
-            eprintln!(
-                "error: {n} of {} matched cells differ by more than {x} (largest |B − A| = {:.3e}); see {}",
-                c.summary.matched,
-                c.summary
-                    .changed
-                    .first()
-                    .and_then(stats::abs_change)
-                    .unwrap_or(f64::NAN),
-                c.out_dir.join("compare.md").display()
-            );
-            Ok(1)
-        }
-        _ => Ok(0),
+        (Some(threshold), Some(count)) if count > 0 => Err(RunnerError::ThresholdExceeded {
+            count,
+            matched: c.summary.matched,
+            threshold,
+            largest: (c.summary.changed.first())
+                .and_then(stats::abs_change)
+                .unwrap_or(f64::NAN),
+            report: c.out_dir.join("compare.md"),
+        }),
+        _ => Ok(()),
     }
 }

@@ -1,7 +1,7 @@
 //! Findings derived from the data: the strongest cells, and where along the layers
 //! the effect moves from the subject tokens to the final position.
 
-use crate::sweep::{CellIndex, CellResult, PatchKind};
+use actpatch_patching::{CellIndex, CellResult, PatchKind};
 
 /// Where a cell is: `L3H1 ` France_4``, the head and position where it has them.
 fn cell_label(cell: &CellIndex, labels: &[String]) -> String {

@@ -1,4 +1,5 @@
-//! Joining two runs' cells on (concept, pair, patch kind, layer, head, position) — in
+//! Joining two runs' cells on (concept, pair, patch kind, direction, layer, head,
+//! position) — in
 //! plain Rust over the tables polars read — layer to layer, or by relative depth.
 //!
 //! **Relative depth.** A cell at layer `l` of a model with `n` layers sits at depth
@@ -45,6 +46,7 @@ pub struct Key {
     pub concept: String,
     pub pair: String,
     pub kind: String,
+    pub direction: String,
     pub layer: u32,
     pub head: Option<u32>,
     pub position: Option<u32>,
@@ -63,6 +65,7 @@ fn by_key(table: &RunTable, axis: LayerAxis) -> BTreeMap<Key, (f64, Option<Strin
             concept: c.concept.clone(),
             pair: c.pair.clone(),
             kind: c.kind.clone(),
+            direction: c.direction.clone(),
             layer,
             head: c.head,
             position: c.position,
@@ -92,6 +95,7 @@ pub fn join(a: &RunTable, b: &RunTable, axis: LayerAxis) -> Vec<CompareRow> {
             concept: key.concept.clone(),
             pair: key.pair.clone(),
             kind: key.kind.clone(),
+            direction: key.direction.clone(),
             layer: key.layer,
             head: key.head,
             position: key.position,

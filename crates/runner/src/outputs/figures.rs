@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use actpatch_report::Heatmap;
 
-use crate::sweep::{CellIndex, CellResult, PatchKind};
+use actpatch_patching::{CellIndex, CellResult, PatchKind};
 
 /// Row and column of a cell in its kind's figure.
 fn row_col(kind: PatchKind, cell: &CellIndex) -> ((usize, Option<usize>), usize) {
@@ -17,7 +17,7 @@ fn row_col(kind: PatchKind, cell: &CellIndex) -> ((usize, Option<usize>), usize)
 }
 
 /// The heatmap of one kind's cells, coloured by `value`. `position_labels[j]` names
-/// corrupted position j (e.g. `" France_4"`).
+/// target position j (e.g. `" France_4"`).
 pub fn heatmap(
     kind: PatchKind,
     cells: &[(CellIndex, f64)],
@@ -70,22 +70,6 @@ pub fn heatmap(
         values,
         colorbar_label: "normalized logit diff".into(),
     }
-}
-
-/// `token_position` labels of the corrupted positions, each with the clean token
-/// patched into it (`·` where none is).
-pub fn position_labels(clean_str: &[String], clean_of: &[Option<usize>]) -> Vec<String> {
-    clean_of
-        .iter()
-        .enumerate()
-        .map(|(j, c)| match c {
-            Some(c) => format!(
-                "{}_{j}",
-                clean_str.get(*c).map(String::as_str).unwrap_or("?")
-            ),
-            None => format!("·_{j}"),
-        })
-        .collect()
 }
 
 /// The cells of `kind` from `results` as (index, normalized logit difference).

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use actpatch_report::tables::read_cells;
 use actpatch_report::CellRow;
-use serde_json::Value;
 
+use crate::manifest::{Manifest, RunStatus};
 use crate::RunnerError;
 
 /// One side of a comparison.
@@ -25,13 +25,7 @@ pub struct RunTable {
     /// Hub id or folder of the model.
     pub model: String,
     /// Manifest `status`, when there is a manifest.
-    pub status: Option<String>,
-}
-
-/// Reads a run's `manifest.json`; `None` when it is missing or not JSON.
-pub fn read_manifest(run_dir: &Path) -> Option<Value> {
-    let text = std::fs::read_to_string(run_dir.join("manifest.json")).ok()?;
-    serde_json::from_str(&text).ok()
+    pub status: Option<RunStatus>,
 }
 
 /// The `cells.parquet` of `path` (a run folder or the file itself) and its run folder.
@@ -46,9 +40,13 @@ fn resolve(path: &Path, side: &str) -> Result<(PathBuf, Option<PathBuf>), Runner
     if path.is_dir() {
         let cells = path.join("cells.parquet");
         if !cells.is_file() {
-            let status = read_manifest(path)
-                .and_then(|m| m["status"].as_str().map(str::to_string))
-                .map(|s| format!(" (its manifest says status \"{s}\": the run did not finish)"))
+            let status = (Manifest::read(path).ok().flatten())
+                .map(|m| {
+                    format!(
+                        " (its manifest says status \"{}\": the run did not finish)",
+                        m.status.name()
+                    )
+                })
                 .unwrap_or_default();
             return Err(RunnerError::Input(format!(
                 "{side}: {} has no cells.parquet{status}. {how}",
@@ -67,9 +65,8 @@ fn resolve(path: &Path, side: &str) -> Result<(PathBuf, Option<PathBuf>), Runner
 /// Loads one side of a comparison. `side` ("A" or "B") prefixes error messages.
 pub fn load(path: &Path, side: &str) -> Result<RunTable, RunnerError> {
     let (cells_path, run_dir) = resolve(path, side)?;
-    let cells = read_cells(&cells_path)?;
-    let manifest = run_dir.as_deref().and_then(read_manifest);
-    let from_manifest = |f: &dyn Fn(&Value) -> Option<String>| manifest.as_ref().and_then(f);
+    let cells = read_cells(&cells_path).map_err(RunnerError::Read)?;
+    let manifest = (run_dir.as_deref()).and_then(|d| Manifest::read(d).ok().flatten());
     let folder_name = || {
         run_dir
             .as_deref()
@@ -78,19 +75,19 @@ pub fn load(path: &Path, side: &str) -> Result<RunTable, RunnerError> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| cells_path.display().to_string())
     };
-    let id = from_manifest(&|m| m["run_id"].as_str().map(str::to_string))
+    let id = (manifest.as_ref().map(|m| m.run_id.clone()))
         .or_else(|| cells.first().map(|c| c.run_id.clone()))
         .filter(|id| !id.is_empty())
         .unwrap_or_else(folder_name);
-    let model = from_manifest(&|m| m["model"]["source"].as_str().map(str::to_string))
+    let model = (manifest.as_ref())
+        .and_then(|m| m.model.as_ref().map(|model| model.source.clone()))
         .or_else(|| cells.first().map(|c| c.model.clone()))
         .unwrap_or_default();
-    let manifest_layers = manifest
-        .as_ref()
-        .and_then(|m| m["model"]["n_layers"].as_u64())
+    let manifest_layers = (manifest.as_ref())
+        .and_then(|m| m.model.as_ref().map(|model| model.n_layers))
         .filter(|n| *n > 0);
     let (n_layers, n_layers_source) = match manifest_layers {
-        Some(n) => (n as usize, "manifest model.n_layers"),
+        Some(n) => (n, "manifest model.n_layers"),
         None => (
             cells
                 .iter()
@@ -100,7 +97,7 @@ pub fn load(path: &Path, side: &str) -> Result<RunTable, RunnerError> {
             "largest layer in cells.parquet + 1",
         ),
     };
-    let status = from_manifest(&|m| m["status"].as_str().map(str::to_string));
+    let status = manifest.as_ref().map(|m| m.status);
     Ok(RunTable {
         id,
         cells_path,

@@ -8,6 +8,13 @@ use actpatch_runner::run::{check, resume, run, RunOptions};
 use actpatch_runner::runs::{self, RunsFilter};
 use clap::{Parser, Subcommand};
 
+/// `actpatch --version`, naming the GPU backend when the binary has one.
+const VERSION: &str = if cfg!(feature = "cuda") {
+    concat!(env!("CARGO_PKG_VERSION"), " (with CUDA)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// Find which parts of a language model cause its answers, by activation patching.
 ///
 /// An experiment file (TOML) names a model, clean/corrupted prompt pairs with their
@@ -20,7 +27,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "actpatch",
-    version,
+    version = VERSION,
     about,
     long_about,
     after_long_help = "Examples:\n  actpatch check experiments/landmarks.toml      validate pairs and baselines only\n  actpatch run experiments/landmarks.toml        the whole experiment\n  actpatch run --resume results/landmarks/RUN    finish an interrupted run\n  actpatch runs --concept landmarks              every run, as one table\n  actpatch compare RUN_A RUN_B --fail-above 1e-4 a regression check\n\nThe experiment file, the patch kinds and the output tables are documented in README.md."

@@ -161,7 +161,7 @@ cargo_with_stub() {
     for ((try = 1; try <= MAX_LINK_TRIES; try++)); do
         set +e
         # The log keeps everything; the terminal gets all but --message-format=json lines.
-        cargo "$@" 2>&1 | tee "$out" | grep -v '^{' >&2
+        cargo "$@" 2>&1 | tee "$out" | grep --line-buffered -v '^{' >&2
         status=${PIPESTATUS[0]}
         set -e
         ((status == 0)) && return 0
@@ -231,7 +231,9 @@ main() {
     log "toolchain ready in $(seconds_since "$t") s: $cuda_root"
 
     export PATH="$cuda_root/bin:$PATH"
-    export CUDA_ROOT="$cuda_root" CUDA_PATH="$cuda_root"
+    # cudarc's build script reads all of these (CUDA_HOME first): one toolkit only.
+    export CUDA_ROOT="$cuda_root" CUDA_PATH="$cuda_root" CUDA_HOME="$cuda_root"
+    unset CUDA_TOOLKIT_ROOT_DIR
     export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
     log "$(nvcc --version | tail -n 2 | head -n 1); compute capability $CUDA_COMPUTE_CAP; target dir $CARGO_TARGET_DIR"
 

@@ -31,6 +31,8 @@
 # temporary folder.
 #
 # Usage: scripts/gpu-check.sh [BUNDLE_DIR]   (default dist/gpu-bundle)
+# GPU_CHECK_DEVICE=cpu rehearses every step on the CPU (on a machine without a GPU,
+# with the toolchain's libraries and the link stub on LD_LIBRARY_PATH: see README).
 set -uo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,6 +47,7 @@ fixtures="$repo/tests/fixtures"
 # Each command's limit, so that a hang leaves time for the rest (device time is short).
 STEP_TIMEOUT="${STEP_TIMEOUT:-240}"
 TOL=1e-4
+device="${GPU_CHECK_DEVICE:-cuda:0}"
 
 exec > >(tee "$out/gpu-check.log") 2>&1
 : >"$out/summary.txt"
@@ -147,18 +150,18 @@ for spec in "tiny-gpt2 tiny.toml" "tiny-llama tiny_llama.toml"; do
     experiment="$fixtures/experiments/$file"
     model="$fixtures/$fixture"
     check "$fixture: run on cpu" sweep "$fixture-cpu" "$experiment" "$model" cpu
-    check "$fixture: run on cuda:0 (fast path)" sweep "$fixture-cuda" "$experiment" "$model" cuda:0 \
-        && check "$fixture: cuda:0 fast path = golden" golden "$fixture-cuda" "$fixture"
-    check "$fixture: run on cuda:0 (--naive)" sweep "$fixture-cuda-naive" "$experiment" "$model" cuda:0 --naive \
-        && check "$fixture: cuda:0 naive path = golden" golden "$fixture-cuda-naive" "$fixture"
-    check "$fixture: cuda:0 = cpu (every cell)" compare_runs "$fixture-cpu" "$fixture-cuda"
-    check "$fixture: cuda:0 fast = cuda:0 naive (every cell)" compare_runs "$fixture-cuda-naive" "$fixture-cuda"
+    check "$fixture: run on $device (fast path)" sweep "$fixture-gpu" "$experiment" "$model" "$device" \
+        && check "$fixture: $device fast path = golden" golden "$fixture-gpu" "$fixture"
+    check "$fixture: run on $device (--naive)" sweep "$fixture-gpu-naive" "$experiment" "$model" "$device" --naive \
+        && check "$fixture: $device naive path = golden" golden "$fixture-gpu-naive" "$fixture"
+    check "$fixture: $device = cpu (every cell)" compare_runs "$fixture-cpu" "$fixture-gpu"
+    check "$fixture: $device fast = $device naive (every cell)" compare_runs "$fixture-gpu-naive" "$fixture-gpu"
 done
 
 if [[ -f "$bundle/tiny-llama.gguf" ]]; then
-    check "tiny-llama GGUF: run on cuda:0" sweep gguf-cuda "$fixtures/experiments/tiny_llama.toml" \
-        "$bundle/tiny-llama.gguf" cuda:0 \
-        && check "tiny-llama GGUF: cuda:0 = golden" golden gguf-cuda tiny-llama
+    check "tiny-llama GGUF: run on $device" sweep gguf-gpu "$fixtures/experiments/tiny_llama.toml" \
+        "$bundle/tiny-llama.gguf" "$device" \
+        && check "tiny-llama GGUF: $device = golden" golden gguf-gpu tiny-llama
 else
     echo "FAIL  GGUF: $bundle/tiny-llama.gguf missing" | tee -a "$out/summary.txt"
     failures=$((failures + 1))
@@ -167,8 +170,11 @@ fi
 if unpack sweeps; then
     # The bench reads the tokenizer from tests/fixtures/ under the current folder.
     cd "$repo" || exit 2
-    check "bench on cuda:0 (gpt2-small shapes, naive loop in full)" \
-        timeout "$STEP_TIMEOUT" "$work/sweeps" --device cuda:0
+    # The naive loop in full on the GPU; sampled on a CPU (a rehearsal), as below.
+    loop=(in full) quick=()
+    [[ "$device" == cpu ]] && loop=(sampled) quick=(--quick)
+    check "bench on $device (gpt2-small shapes, naive loop ${loop[*]})" \
+        timeout "$STEP_TIMEOUT" "$work/sweeps" --device "$device" "${quick[@]}"
     check "bench on cpu (same shapes, naive loop sampled)" \
         timeout "$STEP_TIMEOUT" "$work/sweeps" --device cpu --quick
 else

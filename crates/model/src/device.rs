@@ -98,6 +98,9 @@ mod tests {
     #[test]
     fn missing_gpu_is_a_clear_error() {
         let err = DeviceSpec::Cuda(999).device().unwrap_err().to_string();
-        assert!(err.contains("cuda:999") && err.contains("nvidia-smi"), "{err}");
+        assert!(
+            err.contains("cuda:999") && err.contains("nvidia-smi"),
+            "{err}"
+        );
     }
 }

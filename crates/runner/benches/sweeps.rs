@@ -90,13 +90,14 @@ fn random_gpt2(dir: &Path) -> Result<(), BoxError> {
 fn fixture_tokenizer() -> Result<PathBuf, BoxError> {
     let relative = "tests/fixtures/tiny-gpt2/tokenizer.json";
     let candidates = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(relative),
         PathBuf::from(relative),
     ];
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| format!("{relative} not found: run the bench from the repository's root").into())
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        format!("{relative} not found: run the bench from the repository's root").into()
+    })
 }
 
 /// Peak resident memory of this process so far, in MiB.
@@ -237,7 +238,11 @@ fn main() -> Result<(), BoxError> {
             let mut timed = Vec::new();
             // On a GPU the first sweep also loads candle's kernels (PTX compiled by the
             // driver): it runs twice, and the second is timed.
-            let warm_up = if warmed_up { [].as_slice() } else { [MetricSet::All].as_slice() };
+            let warm_up = if warmed_up {
+                [].as_slice()
+            } else {
+                [MetricSet::All].as_slice()
+            };
             warmed_up = true;
             for (i, metrics) in warm_up
                 .iter()

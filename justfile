@@ -34,7 +34,7 @@ lint:
 bench *args:
     cargo bench -p actpatch-runner --bench sweeps -- {{args}}
 
-# Build `actpatch` with CUDA (no GPU or system toolkit needed; CUDA 13.0 from PyPI into .cuda-venv/): target-cuda/, dist/cuda/actpatch, dist/gpu-bundle/actpatch.gz. `--tests` also builds the test executables.
+# Build `actpatch` with CUDA (no GPU or system toolkit needed; CUDA 13.0 from PyPI into .cuda-venv/): target-cuda/, dist/cuda/actpatch, dist/cuda/actpatch.gz, dist/gpu-bundle/actpatch.xz. `--tests` also builds the test executables.
 build-cuda *args:
     scripts/build-cuda.sh {{args}}
 

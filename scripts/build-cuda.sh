@@ -21,13 +21,15 @@
 #  4. cargo build --release -p actpatch-runner --features cuda, with the toolkit's bin
 #     on PATH, CUDA_ROOT/CUDA_PATH set and CUDA_COMPUTE_CAP=90 (H100/H200; there is no
 #     GPU here to detect it from), into target-cuda/ so target/ is left alone.
-#  5. strips the binary to dist/cuda/actpatch (to copy to a GPU machine) and gzips it
-#     to dist/gpu-bundle/actpatch.gz (the stripped binary is larger than the device
-#     tool's 64 MiB carry limit).
+#  5. strips the binary to dist/cuda/actpatch (to copy to a GPU machine), gzips it to
+#     dist/cuda/actpatch.gz and compresses it with xz to dist/gpu-bundle/actpatch.xz:
+#     the stripped binary (~82 MiB) is over the device tool's 64 MiB carry limit, and
+#     with the checkout (~22 MiB) and the rest of the bundle even the gzipped one
+#     (~22 MiB) is too much; xz makes it ~12 MiB.
 #
 # Usage: scripts/build-cuda.sh [--bundle] [--tests]
 #   --bundle  also what scripts/gpu-check.sh needs in dist/gpu-bundle/: the `sweeps`
-#             bench built with CUDA (sweeps.gz) and the tiny Llama as a GGUF file
+#             bench built with CUDA (sweeps.xz) and the tiny Llama as a GGUF file
 #             (tiny-llama.gguf, written by scripts/gpu/tiny_llama_gguf.py with the
 #             gguf package, installed into the same venv).
 #   --tests   also build every test executable with `cargo test --release --no-run
@@ -186,10 +188,10 @@ for line in open(sys.argv[1]):
         print(msg["executable"])' "$1"
 }
 
-# `compress SRC DEST`: strips SRC and writes it gzipped to DEST (atomically).
+# `compress SRC DEST.xz`: strips SRC and writes it compressed with xz to DEST.xz.
 compress() {
     strip -o "$2.stripped" "$1"
-    gzip -c "$2.stripped" >"$2.partial"
+    xz -T0 -6 -c "$2.stripped" >"$2.partial"
     rm "$2.stripped"
     mv "$2.partial" "$2"
 }
@@ -205,12 +207,12 @@ write_bundle() {
         --message-format=json-render-diagnostics
     sweeps="$(test_executables "$CARGO_TARGET_DIR/build-cuda-cargo.log" | head -n 1)"
     [[ -x "$sweeps" ]] || die "cargo bench --no-run named no bench executable (see $CARGO_TARGET_DIR/build-cuda-cargo.log)."
-    compress "$sweeps" "$bundle/sweeps.gz"
+    compress "$sweeps" "$bundle/sweeps.xz"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${BUNDLE_PINS[@]}" \
         || die "pip could not install ${BUNDLE_PINS[*]} (is PyPI reachable?)."
     "$venv/bin/python" "$repo/scripts/gpu/tiny_llama_gguf.py" "$repo/tests/fixtures/tiny-llama" \
         "$bundle/tiny-llama.gguf" >&2
-    log "bundle: sweeps.gz ($(mib "$bundle/sweeps.gz")), tiny-llama.gguf ($(mib "$bundle/tiny-llama.gguf"))"
+    log "bundle: sweeps.xz ($(mib "$bundle/sweeps.xz")), tiny-llama.gguf ($(mib "$bundle/tiny-llama.gguf"))"
 }
 
 main() {
@@ -231,9 +233,9 @@ main() {
     log "toolchain ready in $(seconds_since "$t") s: $cuda_root"
 
     export PATH="$cuda_root/bin:$PATH"
-    # cudarc's build script reads all of these (CUDA_HOME first): one toolkit only.
-    export CUDA_ROOT="$cuda_root" CUDA_PATH="$cuda_root" CUDA_HOME="$cuda_root"
-    unset CUDA_TOOLKIT_ROOT_DIR
+    # cudarc's build script links from every one of these that is set: this toolkit only.
+    export CUDA_ROOT="$cuda_root" CUDA_PATH="$cuda_root"
+    unset CUDA_HOME CUDA_TOOLKIT_ROOT_DIR CUDNN_LIB
     export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
     log "$(nvcc --version | tail -n 2 | head -n 1); compute capability $CUDA_COMPUTE_CAP; target dir $CARGO_TARGET_DIR"
 
@@ -243,8 +245,10 @@ main() {
 
     mkdir -p "$dist" "$bundle"
     strip -o "$dist/actpatch" "$CARGO_TARGET_DIR/release/actpatch"
-    compress "$CARGO_TARGET_DIR/release/actpatch" "$bundle/actpatch.gz"
-    log "binary: $CARGO_TARGET_DIR/release/actpatch ($(mib "$CARGO_TARGET_DIR/release/actpatch")); stripped: $dist/actpatch ($(mib "$dist/actpatch")); gzipped: $bundle/actpatch.gz ($(mib "$bundle/actpatch.gz"))"
+    gzip -c "$dist/actpatch" >"$dist/actpatch.gz.partial"
+    mv "$dist/actpatch.gz.partial" "$dist/actpatch.gz"
+    compress "$CARGO_TARGET_DIR/release/actpatch" "$bundle/actpatch.xz"
+    log "binary: $CARGO_TARGET_DIR/release/actpatch ($(mib "$CARGO_TARGET_DIR/release/actpatch")); stripped: $dist/actpatch ($(mib "$dist/actpatch")); gzipped: $dist/actpatch.gz ($(mib "$dist/actpatch.gz")); xz: $bundle/actpatch.xz ($(mib "$bundle/actpatch.xz"))"
 
     if $with_bundle; then
         t=$(date +%s)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of actpatch's `cuda` build, on a machine with an NVIDIA GPU and driver
 # but no Rust toolchain: run from a checkout's root with the bundle that
-# `just gpu-bundle` makes here (dist/gpu-bundle/: actpatch.gz, sweeps.gz,
-# tiny-llama.gguf).
+# `just gpu-bundle` makes here (dist/gpu-bundle/: actpatch.xz, sweeps.xz,
+# tiny-llama.gguf; 33 MiB, which with the checkout fits the device tool's 64 MiB).
 #
 #  1. finds the CUDA libraries the binary links (cuBLAS, cuBLASLt, cuRAND, NVRTC, from
 #     `readelf -d`) inside python3's site-packages (the GPU image's PyTorch ships them)
@@ -75,8 +75,13 @@ check() {
 
 unpack() {
     local name="$1"
-    [[ -f "$bundle/$name.gz" ]] || return 1
-    gzip -dc "$bundle/$name.gz" >"$work/$name" && chmod +x "$work/$name"
+    [[ -f "$bundle/$name.xz" ]] || return 1
+    if command -v xz >/dev/null 2>&1; then
+        xz -dc "$bundle/$name.xz" >"$work/$name"
+    else
+        python3 -c 'import lzma, shutil, sys
+shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$bundle/$name.xz" >"$work/$name"
+    fi && chmod +x "$work/$name"
 }
 
 # Adds to LD_LIBRARY_PATH the folder of every library the binary needs and the loader
@@ -139,7 +144,7 @@ echo "=== machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 nproc
 unpack actpatch || {
-    echo "gpu-check: $bundle/actpatch.gz missing: run \`just gpu-bundle\` first" >&2
+    echo "gpu-check: $bundle/actpatch.xz missing: run \`just gpu-bundle\` first" >&2
     exit 2
 }
 "$work/actpatch" --version
@@ -178,7 +183,7 @@ if unpack sweeps; then
     check "bench on cpu (same shapes, naive loop sampled)" \
         timeout "$STEP_TIMEOUT" "$work/sweeps" --device cpu --quick
 else
-    echo "FAIL  bench: $bundle/sweeps.gz missing" | tee -a "$out/summary.txt"
+    echo "FAIL  bench: $bundle/sweeps.xz missing" | tee -a "$out/summary.txt"
     failures=$((failures + 1))
 fi
 

@@ -190,9 +190,10 @@ for line in open(sys.argv[1]):
 
 # `compress SRC DEST.xz`: strips SRC and writes it compressed with xz to DEST.xz.
 compress() {
-    strip -o "$2.stripped" "$1"
-    xz -T0 -6 -c "$2.stripped" >"$2.partial"
-    rm "$2.stripped"
+    local stripped="$CARGO_TARGET_DIR/$(basename "$2").stripped"
+    strip -o "$stripped" "$1"
+    xz -T0 -6 -c "$stripped" >"$2.partial"
+    rm "$stripped"
     mv "$2.partial" "$2"
 }
 

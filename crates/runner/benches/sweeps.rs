@@ -11,14 +11,16 @@
 //! It fails when (a) and (b) differ by more than 1e-4 on any cell.
 //!
 //! `cargo bench -p actpatch-runner --bench sweeps -- --quick` times the naive loop on
-//! a sample of cells only (and checks those).
+//! a sample of cells only (and checks those). `-- --device cuda:0` runs everything on
+//! that device (a build with `--features cuda`); the matmul peak is then the GPU's, and
+//! MiB stays the host process's peak.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use actpatch_hooks::{Hooks, Patch, PatchValue};
 use actpatch_metrics::cell_metrics;
-use actpatch_model::{HookedTransformer, Readout};
+use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource, Readout};
 use actpatch_patching::fast::{self, SweepWork};
 use actpatch_patching::{
     cells_of, Align, CellIndex, CellResult, DirectedPair, Direction, MetricSet, Pair, PatchKind,
@@ -47,9 +49,7 @@ fn random_gpt2(dir: &Path) -> Result<(), BoxError> {
         dir.join("config.json"),
         serde_json::to_string_pretty(&config)?,
     )?;
-    let tokenizer = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/tiny-gpt2/tokenizer.json");
-    std::fs::copy(tokenizer, dir.join("tokenizer.json"))?;
+    std::fs::copy(fixture_tokenizer()?, dir.join("tokenizer.json"))?;
     let dev = Device::Cpu;
     let randn = |shape: &[usize]| Tensor::randn(0f32, 0.02, shape, &dev);
     let mut tensors = std::collections::HashMap::new();
@@ -84,6 +84,22 @@ fn random_gpt2(dir: &Path) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The real GPT-2 tokenizer of the tiny fixture: under the source tree this bench was
+/// built from, else under the current folder (a bench executable carried to another
+/// machine, run from a checkout's root).
+fn fixture_tokenizer() -> Result<PathBuf, BoxError> {
+    let relative = "tests/fixtures/tiny-gpt2/tokenizer.json";
+    let candidates = [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(relative),
+        PathBuf::from(relative),
+    ];
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        format!("{relative} not found: run the bench from the repository's root").into()
+    })
+}
+
 /// Peak resident memory of this process so far, in MiB.
 fn peak_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -102,11 +118,11 @@ fn peak_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// GFLOP/s of a large f32 matmul, best of a few.
-fn matmul_peak() -> Result<f64, BoxError> {
+/// GFLOP/s of a large f32 matmul on `device`, best of a few.
+fn matmul_peak(device: &Device) -> Result<f64, BoxError> {
     let (m, k, n) = (1024, 768, 3072);
-    let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
-    let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu)?;
+    let a = Tensor::randn(0f32, 1.0, (m, k), device)?;
+    let b = Tensor::randn(0f32, 1.0, (k, n), device)?;
     let mut best = 0.0f64;
     for _ in 0..8 {
         let t = Instant::now();
@@ -144,6 +160,10 @@ fn main() -> Result<(), BoxError> {
     let quick = args.iter().any(|a| a == "--quick");
     // For profiling: the fast path alone, naive loop skipped (no ratios, no check).
     let fast_only = args.iter().any(|a| a == "--fast-only");
+    let device: DeviceSpec = match args.iter().position(|a| a == "--device") {
+        Some(i) => args.get(i + 1).ok_or("--device cpu|cuda:N")?.parse()?,
+        None => DeviceSpec::Cpu,
+    };
     let dir =
         std::env::temp_dir().join(format!("actpatch-bench-gpt2-small-{}", std::process::id()));
     println!(
@@ -157,10 +177,10 @@ fn main() -> Result<(), BoxError> {
     if !status.success() {
         return Err("could not write the random model".into());
     }
-    let model = HookedTransformer::from_dir(&dir)?;
-    let peak_gflops = matmul_peak()?;
+    let model = HookedTransformer::load(&ModelSource::Local(dir.clone()), device)?;
+    let peak_gflops = matmul_peak(model.device())?;
     println!(
-        "matmul peak (1024×768 @ 768×3072, f32): {peak_gflops:.1} GFLOP/s; threads: {}",
+        "device: {device}; matmul peak (1024×768 @ 768×3072, f32): {peak_gflops:.1} GFLOP/s; CPU threads: {}",
         candle_core::utils::get_num_threads()
     );
 
@@ -188,6 +208,7 @@ fn main() -> Result<(), BoxError> {
         "MiB"
     );
     let mut worst = 0.0f64;
+    let mut warmed_up = device == DeviceSpec::Cpu;
     for (label, clean, corrupted) in pairs {
         let pair =
             Pair::from_prompts(&model, clean, corrupted, [" Rome", " Paris"], Align::Strict)?;
@@ -209,7 +230,20 @@ fn main() -> Result<(), BoxError> {
             // (b) the fast path, including its target-run cache: with every metric
             // (the runner's default), and with the logit-difference metrics only.
             let mut timed = Vec::new();
-            for metrics in [MetricSet::All, MetricSet::LogitDiff] {
+            // On a GPU the first sweep also loads candle's kernels (PTX compiled by the
+            // driver): it runs twice, and the second is timed.
+            let warm_up = if warmed_up {
+                [].as_slice()
+            } else {
+                [MetricSet::All].as_slice()
+            };
+            warmed_up = true;
+            for (i, metrics) in warm_up
+                .iter()
+                .chain(&[MetricSet::All, MetricSet::LogitDiff])
+                .copied()
+                .enumerate()
+            {
                 let directed = directed(metrics)?;
                 reset_peak();
                 let t = Instant::now();
@@ -224,7 +258,9 @@ fn main() -> Result<(), BoxError> {
                     &mut |_| {},
                     &mut work,
                 )?;
-                timed.push((t.elapsed().as_secs_f64(), peak_mib(), work, results));
+                if i >= warm_up.len() {
+                    timed.push((t.elapsed().as_secs_f64(), peak_mib(), work, results));
+                }
             }
             let (fast_s, fast_peak, work, fast) = timed.remove(0);
             let (ld_s, ld_peak, ld_work, ld_fast) = timed.remove(0);

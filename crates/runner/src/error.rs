@@ -83,4 +83,17 @@ impl RunnerError {
             resume: Some(run_dir.to_path_buf()),
         }
     }
+
+    /// A report error of a command over existing files (`report`, `compare`): a failed
+    /// write is exit 1, anything else (the files read) bad input.
+    pub fn from_files(source: actpatch_report::ReportError) -> Self {
+        match source {
+            actpatch_report::ReportError::Write { .. }
+            | actpatch_report::ReportError::Plot { .. } => RunnerError::Write {
+                source,
+                resume: None,
+            },
+            other => RunnerError::Read(other),
+        }
+    }
 }

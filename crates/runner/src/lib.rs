@@ -7,7 +7,7 @@
 //! - [`run`]: orchestration — [`run::run`], [`run::resume`], [`run::check`];
 //! - [`outputs`]: tables, figures and `report.md`;
 //! - [`manifest`]: the typed `manifest.json`;
-//! - [`inspect`]: `compare` and `runs`, over finished runs;
+//! - [`inspect`]: `compare`, `runs` and `report`, over finished runs;
 //! - [`RunnerError`] and its exit codes.
 //!
 //! The binary (`src/main.rs`) is a thin command line over these.

@@ -8,12 +8,20 @@ use actpatch_runner::runs::{self, RunsFilter};
 use actpatch_runner::{check, resume, run, RunOptions, RunnerError};
 use clap::{Args, Parser, Subcommand};
 
+/// `actpatch --version`, naming the GPU backend when the binary has one.
+const VERSION: &str = if cfg!(feature = "cuda") {
+    concat!(env!("CARGO_PKG_VERSION"), " (with CUDA)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// Find which parts of a language model cause its answers, by activation patching.
 ///
 /// An experiment file (TOML) names a model, clean/corrupted prompt pairs with their
 /// answers, and the sweeps to run. actpatch validates every pair's baseline logit
 /// differences, patches clean activations into the corrupted run cell by cell, and
-/// writes parquet tables, figures and a markdown report under results/.
+/// writes parquet tables, figures, report.md and an interactive report.html under
+/// results/.
 ///
 /// Exit codes: 0 done; 1 the run could not finish or found nothing (no pair passed
 /// validation, a computation or a write failed — what was finished is kept for
@@ -22,10 +30,10 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "actpatch",
-    version,
+    version = VERSION,
     about,
     long_about,
-    after_long_help = "Examples:\n  actpatch check experiments/landmarks.toml      validate pairs and baselines only\n  actpatch run experiments/landmarks.toml        the whole experiment\n  actpatch run --resume results/landmarks/RUN    finish an interrupted run\n  actpatch runs --concept landmarks              every run, as one table\n  actpatch compare RUN_A RUN_B --fail-above 1e-4 a regression check\n\nThe experiment file, the patch kinds and the output tables are documented in README.md."
+    after_long_help = "Examples:\n  actpatch check experiments/landmarks.toml      validate pairs and baselines only\n  actpatch run experiments/landmarks.toml        the whole experiment\n  actpatch run --resume results/landmarks/RUN    finish an interrupted run\n  actpatch runs --concept landmarks              every run, as one table\n  actpatch compare RUN_A RUN_B --fail-above 1e-4 a regression check\n  actpatch report results/landmarks/RUN          re-render report.html\n\nThe experiment file, the patch kinds and the output tables are documented in README.md."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,7 +42,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate the pairs, run the sweeps, write tables, figures and report.md.
+    /// Validate the pairs, run the sweeps, write tables, figures, report.md and
+    /// report.html.
     ///
     /// Example: actpatch run experiments/landmarks.toml
     ///
@@ -55,14 +64,28 @@ enum Command {
     /// normalized logit difference, correlations per patch kind, the cells that
     /// changed most, and a B − A heatmap per pair and patch kind.
     ///
-    /// A and B are run folders or cells.parquet files. Writes compare.md,
-    /// compare.parquet and figures/ to --out (default results/compare/<A>-vs-<B>).
+    /// A and B are run folders or cells.parquet files (also as pandas, pyarrow or
+    /// polars wrote them back). Writes compare.md, compare.html, compare.parquet and
+    /// figures/ to --out (default results/compare/<A>-vs-<B>).
     ///
     /// Exit codes: 0 done; 1 --fail-above exceeded; 2 bad input (missing run,
     /// table of another schema version).
     ///
     /// Example: actpatch compare results/landmarks/RUN_A results/landmarks/RUN_B --fail-above 1e-4
     Compare(CompareArgs),
+    /// Re-render the page of a finished (or merged) run from its files: report.html
+    /// from the run's tables and manifest.json. Given a folder written by `actpatch
+    /// compare`, re-renders compare.html from compare.md and compare.parquet.
+    ///
+    /// The page is self-contained (no network; opens from file://): baselines, an
+    /// interactive heatmap per grid with selectors for pair/concept and kind, the
+    /// summary sentences.
+    ///
+    /// Example: actpatch report results/landmarks/RUN
+    Report {
+        /// The run folder (or comparison folder).
+        dir: PathBuf,
+    },
     /// List every run under DIR (default results/): run id, experiment, model, date,
     /// pairs passed/failed, cells, wall time, status. Runs that did not finish are
     /// shown as incomplete.
@@ -156,6 +179,8 @@ fn main() -> ExitCode {
         )
         .map(|_| ()),
         Command::Compare(args) => compare_command(args),
+        Command::Report { dir } => actpatch_runner::inspect::render::report(&dir)
+            .map(|page| println!("{}", page.display())),
         Command::Runs {
             dir,
             concept,

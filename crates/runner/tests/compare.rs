@@ -100,7 +100,11 @@ fn a_run_against_itself_is_all_zero_with_correlation_one() {
     assert!(c.markdown.contains("No matched cell changed."));
     let table = read_parquet(&c.out_dir.join("compare.parquet")).unwrap();
     assert_eq!(table.height(), cells.len());
-    let image = image::open(c.out_dir.join("figures/diff_landmarks_denoising_resid_pre.png")).unwrap();
+    let image = image::open(
+        c.out_dir
+            .join("figures/diff_landmarks_denoising_resid_pre.png"),
+    )
+    .unwrap();
     assert!(image.width() > 200 && image.height() > 100);
     let md = std::fs::read_to_string(c.out_dir.join("compare.md")).unwrap();
     assert!(

@@ -11,14 +11,14 @@
 
 mod folder;
 mod partial;
+mod progress;
 mod sweep_pair;
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::experiment::Experiment;
 use crate::manifest::{
@@ -30,6 +30,7 @@ use crate::validate::{validate_pair, PairPlan};
 use crate::RunnerError;
 use folder::{create_run_dir, ensure_writable, model_record};
 use partial::{partial_dir, partial_path, results_from_rows, test_point};
+use progress::{cells_bar, ProgressMode};
 
 /// What a finished run produced.
 #[derive(Debug, Clone)]
@@ -50,7 +51,10 @@ fn load_experiment(path: &Path, options: &RunOptions) -> Result<Experiment, Runn
     Ok(experiment)
 }
 
-fn load_model(experiment: &Experiment) -> Result<HookedTransformer, RunnerError> {
+fn load_model(
+    experiment: &Experiment,
+    options: &RunOptions,
+) -> Result<HookedTransformer, RunnerError> {
     let device: DeviceSpec = experiment
         .model
         .device
@@ -64,7 +68,22 @@ fn load_model(experiment: &Experiment) -> Result<HookedTransformer, RunnerError>
         },
         (None, None) => return Err(RunnerError::Input("[model] needs `id` or `path`".into())),
     };
-    HookedTransformer::load(&source, device).map_err(RunnerError::Model)
+    let clock = Instant::now();
+    options.say(format!(
+        "loading model {source} on {}…",
+        experiment.model.device
+    ));
+    let model = HookedTransformer::load(&source, device).map_err(RunnerError::Model)?;
+    let dims = model.dims();
+    options.say(format!(
+        "loaded {} ({} layers, {} heads, d_model {}) in {:.1} s",
+        dims.arch.name(),
+        dims.n_layers,
+        dims.n_heads,
+        dims.d_model,
+        clock.elapsed().as_secs_f64()
+    ));
+    Ok(model)
 }
 
 /// Validates every pair, prints each outcome, and checks the sweep's positions
@@ -75,6 +94,10 @@ fn validate_all(
     options: &RunOptions,
 ) -> Result<Vec<PairPlan>, RunnerError> {
     let mut plans = Vec::new();
+    options.say(format!(
+        "validating {} pairs (baseline logit differences, answers, alignment)…",
+        experiment.pairs.len()
+    ));
     for index in 0..experiment.pairs.len() {
         let plan = validate_pair(model, experiment, index)?;
         options.say(plan.describe());
@@ -98,7 +121,7 @@ fn validate_all(
 /// Validates the file and every pair's baselines without sweeping.
 pub fn check(path: &Path, options: &RunOptions) -> Result<(usize, usize), RunnerError> {
     let experiment = load_experiment(path, options)?;
-    let model = load_model(&experiment)?;
+    let model = load_model(&experiment, options)?;
     let plans = validate_all(&model, &experiment, options)?;
     let passed = plans.iter().filter(|p| p.passed()).count();
     options.say(format!("{passed} of {} pairs pass validation", plans.len()));
@@ -255,7 +278,7 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
     let clock = Instant::now();
     let prepared = prepare(&start, options)?;
     let (experiment, options) = (&prepared.experiment, &prepared.options);
-    let model = load_model(experiment)?;
+    let model = load_model(experiment, options)?;
     let t_loaded = clock.elapsed().as_secs_f64();
     let plans = validate_all(&model, experiment, options)?;
     let t_validated = clock.elapsed().as_secs_f64();
@@ -267,29 +290,69 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
     let to_sweep: Vec<&PairPlan> = (plans.iter())
         .filter(|p| !p.reference() && (p.passed() || sweep_all) && p.baseline().is_some())
         .collect();
+    let run_id = manifest.run_id.clone();
     let context = SweepContext {
         model: &model,
         experiment,
         options,
         run_dir: &run_dir,
-        run_id: &manifest.run_id,
+        run_id: &run_id,
     };
     let swept = context.sweep_all(&to_sweep)?;
     let t_swept = clock.elapsed().as_secs_f64();
 
+    let stages = Stages {
+        t_loaded,
+        t_validated,
+        t_swept,
+    };
+    finish_run(&context, (&plans, &swept), &mut manifest, stages, clock)
+}
+
+/// When each stage ended, in seconds since the run started.
+struct Stages {
+    t_loaded: f64,
+    t_validated: f64,
+    t_swept: f64,
+}
+
+/// Writes the outputs and the complete manifest of a swept run.
+fn finish_run(
+    context: &SweepContext,
+    (plans, swept): (&[PairPlan], &[SweptPair]),
+    manifest: &mut Manifest,
+    stages: Stages,
+    clock: Instant,
+) -> Result<RunOutcome, RunnerError> {
+    let SweepContext {
+        model,
+        experiment,
+        options,
+        run_dir,
+        ..
+    } = *context;
+    let Stages {
+        t_loaded,
+        t_validated,
+        t_swept,
+    } = stages;
+    options.say(format!(
+        "swept in {:.1} s; writing tables, figures and reports",
+        t_swept - t_validated
+    ));
     let started = chrono::DateTime::parse_from_rfc3339(&manifest.started)
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_else(|_| chrono::Utc::now());
     let cells = write_outputs(
         experiment,
-        &model,
-        (&manifest.run_id, &run_dir),
-        &plans,
-        &swept,
+        model,
+        (&manifest.run_id, run_dir),
+        plans,
+        swept,
         (started, clock.elapsed().as_secs_f64()),
     )
-    .map_err(RunnerError::write_run(&run_dir))?;
-    let _ = std::fs::remove_dir_all(partial_dir(&run_dir));
+    .map_err(RunnerError::write_run(run_dir))?;
+    let _ = std::fs::remove_dir_all(partial_dir(run_dir));
 
     let passed = plans.iter().filter(|p| p.passed()).count();
     manifest.pairs = Some(PairCounts {
@@ -306,19 +369,19 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
         sweep_seconds: t_swept - t_validated,
         write_seconds: clock.elapsed().as_secs_f64() - t_swept,
     });
-    finish_manifest(
-        &mut manifest,
-        &model,
-        experiment,
-        clock.elapsed().as_secs_f64(),
-    );
+    finish_manifest(manifest, model, experiment, clock.elapsed().as_secs_f64());
+    // From the files just written and the final manifest: `actpatch report` renders
+    // the same page from the folder.
+    let page_manifest = serde_json::to_value(&*manifest).ok();
+    actpatch_report::html::run_page::write_run_page(run_dir, page_manifest.as_ref())
+        .map_err(RunnerError::write_run(run_dir))?;
     manifest
-        .write(&run_dir)
-        .map_err(RunnerError::write_run(&run_dir))?;
+        .write(run_dir)
+        .map_err(RunnerError::write_run(run_dir))?;
     options.say(format!(
         "{cells} cells, {passed} of {} pairs passed; report: {}",
         plans.len(),
-        run_dir.join("report.md").display()
+        run_dir.join("report.html").display()
     ));
     if swept.is_empty() {
         return Err(RunnerError::NoPairPassed(format!(
@@ -328,7 +391,7 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
         )));
     }
     Ok(RunOutcome {
-        run_dir,
+        run_dir: run_dir.to_path_buf(),
         passed,
         failed: plans.len() - passed,
         cells,
@@ -373,7 +436,9 @@ impl SweepContext<'_> {
         let total: usize = (to_sweep.iter())
             .map(|p| sweep_pair::cell_count(self.experiment, self.model, p))
             .sum();
-        let bar = progress_bar(total as u64, self.options);
+        self.options
+            .say(format!("sweeping {} pairs: {total} cells", to_sweep.len()));
+        let bar = cells_bar(total as u64, ProgressMode::detect(self.options.quiet));
         let partial = partial_dir(self.run_dir);
         std::fs::create_dir_all(&partial).map_err(|source| RunnerError::Write {
             source: actpatch_report::ReportError::Write {
@@ -423,17 +488,4 @@ impl SweepContext<'_> {
             .map_err(RunnerError::write_run(self.run_dir))?;
         Ok(pair)
     }
-}
-
-fn progress_bar(total: u64, options: &RunOptions) -> ProgressBar {
-    if options.quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:40} {pos}/{len} cells  {per_sec}  ETA {eta}")
-    {
-        bar.set_style(style);
-    }
-    bar
 }

@@ -1,10 +1,10 @@
 //! The two sides of a comparison: a run folder or a `cells.parquet` file, read with the
-//! schema-version check of [`actpatch_report::tables::read_cells`], plus what the
-//! run's `manifest.json` says about it when there is one.
+//! schema-version check and lenient reading of [`actpatch_report::tables::read_rows`],
+//! plus what the run's `manifest.json` says about it when there is one.
 
 use std::path::{Path, PathBuf};
 
-use actpatch_report::tables::read_cells;
+use actpatch_report::tables::{read_rows, CELLS};
 use actpatch_report::CellRow;
 
 use crate::manifest::{Manifest, RunStatus};
@@ -26,6 +26,9 @@ pub struct RunTable {
     pub model: String,
     /// Manifest `status`, when there is a manifest.
     pub status: Option<RunStatus>,
+    /// What reading the table adapted (e.g. written back by pandas without the
+    /// schema version key).
+    pub notes: Vec<String>,
 }
 
 /// The `cells.parquet` of `path` (a run folder or the file itself) and its run folder.
@@ -65,7 +68,8 @@ fn resolve(path: &Path, side: &str) -> Result<(PathBuf, Option<PathBuf>), Runner
 /// Loads one side of a comparison. `side` ("A" or "B") prefixes error messages.
 pub fn load(path: &Path, side: &str) -> Result<RunTable, RunnerError> {
     let (cells_path, run_dir) = resolve(path, side)?;
-    let cells = read_cells(&cells_path).map_err(RunnerError::Read)?;
+    let table = read_rows(&cells_path, &CELLS).map_err(RunnerError::Read)?;
+    let (cells, notes) = (table.data, table.notes);
     let manifest = (run_dir.as_deref()).and_then(|d| Manifest::read(d).ok().flatten());
     let folder_name = || {
         run_dir
@@ -106,5 +110,6 @@ pub fn load(path: &Path, side: &str) -> Result<RunTable, RunnerError> {
         n_layers_source,
         model,
         status,
+        notes,
     })
 }

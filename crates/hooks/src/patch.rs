@@ -142,7 +142,7 @@ impl Patch {
         let name = self.point.to_string();
         let tensor_err = |source| HookError::Tensor {
             name: name.clone(),
-            source,
+            source: Box::new(source),
         };
         let shape = activation.dims().to_vec();
         let mask = self.mask(&shape)?; // u8, broadcast to the activation's shape
@@ -326,7 +326,10 @@ impl MaskGrid {
         let name = self.name;
         Tensor::from_vec(self.flags, self.shape, &candle_core::Device::Cpu)
             .and_then(|m| m.to_dtype(DType::U8))
-            .map_err(|source| HookError::Tensor { name, source })
+            .map_err(|source| HookError::Tensor {
+                name,
+                source: Box::new(source),
+            })
     }
 }
 
@@ -347,6 +350,6 @@ fn fit_source(source: &Tensor, shape: &[usize], name: &str) -> Result<Tensor, Ho
         .broadcast_as(shape)
         .map_err(|source| HookError::Tensor {
             name: name.to_string(),
-            source,
+            source: Box::new(source),
         })
 }

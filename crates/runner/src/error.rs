@@ -20,25 +20,27 @@ pub enum RunnerError {
     /// The model could not be loaded (missing or damaged files, unknown architecture,
     /// unreachable hub): bad input.
     #[error(transparent)]
-    Model(actpatch_model::ModelError),
+    Model(Box<actpatch_model::ModelError>),
 
     /// A table given as input could not be read (missing, damaged, another schema
     /// version): bad input.
     #[error(transparent)]
-    Read(actpatch_report::ReportError),
+    Read(Box<actpatch_report::ReportError>),
 
     /// A forward pass, patch or metric failed while the run was under way.
     #[error("the computation failed while {during}: {source}")]
     Compute {
         during: String,
-        source: actpatch_patching::PatchingError,
+        // Boxed: candle's error is large, and every `Result` of this crate carries it.
+        source: Box<actpatch_patching::PatchingError>,
     },
 
     /// An output could not be written. `resume`: the run folder whose finished part
     /// is kept for `actpatch run --resume`.
     #[error("{source}{}", resume.as_ref().map(|dir| format!("\n  What was finished is kept: fix the cause, then finish the run with `actpatch run --resume {}`.", dir.display())).unwrap_or_default())]
     Write {
-        source: actpatch_report::ReportError,
+        // Boxed: keeps every `Result` of this crate small.
+        source: Box<actpatch_report::ReportError>,
         resume: Option<PathBuf>,
     },
 
@@ -68,18 +70,31 @@ impl RunnerError {
         }
     }
 
+    /// A model that could not be loaded (bad input).
+    pub fn model(source: actpatch_model::ModelError) -> Self {
+        RunnerError::Model(Box::new(source))
+    }
+
+    /// A table given as input that could not be read (bad input).
+    pub fn read(source: actpatch_report::ReportError) -> Self {
+        RunnerError::Read(Box::new(source))
+    }
+
     /// A computation failure `during` some step.
     pub fn compute(
         during: impl Into<String>,
     ) -> impl FnOnce(actpatch_patching::PatchingError) -> Self {
         let during = during.into();
-        move |source| RunnerError::Compute { during, source }
+        move |source| RunnerError::Compute {
+            during,
+            source: Box::new(source),
+        }
     }
 
     /// A failed write of a run's outputs; what it finished stays for `--resume`.
     pub fn write_run(run_dir: &Path) -> impl FnOnce(actpatch_report::ReportError) -> Self + '_ {
         move |source| RunnerError::Write {
-            source,
+            source: Box::new(source),
             resume: Some(run_dir.to_path_buf()),
         }
     }
@@ -90,10 +105,10 @@ impl RunnerError {
         match source {
             actpatch_report::ReportError::Write { .. }
             | actpatch_report::ReportError::Plot { .. } => RunnerError::Write {
-                source,
+                source: Box::new(source),
                 resume: None,
             },
-            other => RunnerError::Read(other),
+            other => RunnerError::read(other),
         }
     }
 }

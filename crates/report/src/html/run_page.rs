@@ -516,8 +516,10 @@ fn baselines_section(baselines: &[BaselineRow]) -> Section {
     }
 }
 
-/// The whole page.
-pub fn run_page(files: &RunFiles) -> Page {
+/// The summary sentences of every pair's grids and, for a run without
+/// `concepts.parquet`, the concept means (with their sentences), direction by
+/// direction.
+fn summaries(files: &RunFiles) -> (Vec<String>, Vec<LongCell>) {
     let n_layers = n_layers(files);
     let mut summary = Vec::new();
     let mut means = Vec::new();
@@ -548,6 +550,12 @@ pub fn run_page(files: &RunFiles) -> Page {
             means.extend(cells);
         }
     }
+    (summary, means)
+}
+
+/// The whole page.
+pub fn run_page(files: &RunFiles) -> Page {
+    let (summary, means) = summaries(files);
     let mut cells = match &files.concepts {
         Some(frame) => concept_cells(frame),
         None => means,

@@ -124,7 +124,7 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
         ))
     });
     let written = |source| RunnerError::Write {
-        source,
+        source: Box::new(source),
         resume: None,
     };
     std::fs::create_dir_all(&out_dir).map_err(|source| {

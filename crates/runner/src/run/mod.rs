@@ -59,7 +59,7 @@ fn load_model(
         .model
         .device
         .parse()
-        .map_err(RunnerError::Model)?;
+        .map_err(RunnerError::model)?;
     let source = match (&experiment.model.path, &experiment.model.id) {
         (Some(path), _) => ModelSource::Local(path.clone()),
         (None, Some(id)) => ModelSource::Hub {
@@ -73,7 +73,7 @@ fn load_model(
         "loading model {source} on {}…",
         experiment.model.device
     ));
-    let model = HookedTransformer::load(&source, device).map_err(RunnerError::Model)?;
+    let model = HookedTransformer::load(&source, device).map_err(RunnerError::model)?;
     let dims = model.dims();
     options.say(format!(
         "loaded {} ({} layers, {} heads, d_model {}) in {:.1} s",
@@ -141,7 +141,7 @@ enum Start {
     },
     Resume {
         run_dir: PathBuf,
-        manifest: Manifest,
+        manifest: Box<Manifest>,
     },
 }
 
@@ -175,7 +175,7 @@ pub fn resume(run_dir: &Path, options: &RunOptions) -> Result<RunOutcome, Runner
     execute(
         Start::Resume {
             run_dir: run_dir.to_path_buf(),
-            manifest,
+            manifest: Box::new(manifest),
         },
         options,
     )
@@ -243,7 +243,7 @@ fn prepare(start: &Start, options: &RunOptions) -> Result<Prepared, RunnerError>
 /// Creates the run folder and its `running` manifest (or takes the resumed run's).
 fn open_run(start: Start, prepared: &Prepared) -> Result<(PathBuf, Manifest), RunnerError> {
     match start {
-        Start::Resume { run_dir, manifest } => Ok((run_dir, manifest)),
+        Start::Resume { run_dir, manifest } => Ok((run_dir, *manifest)),
         Start::Fresh { .. } => {
             let out_dir = prepared.options.out_dir.clone().unwrap_or_default();
             let (run_id, run_dir) = create_run_dir(&out_dir)?;
@@ -441,10 +441,10 @@ impl SweepContext<'_> {
         let bar = cells_bar(total as u64, ProgressMode::detect(self.options.quiet));
         let partial = partial_dir(self.run_dir);
         std::fs::create_dir_all(&partial).map_err(|source| RunnerError::Write {
-            source: actpatch_report::ReportError::Write {
+            source: Box::new(actpatch_report::ReportError::Write {
                 path: partial.clone(),
                 source,
-            },
+            }),
             resume: Some(self.run_dir.to_path_buf()),
         })?;
         let mut swept = Vec::new();
@@ -463,7 +463,7 @@ impl SweepContext<'_> {
     ) -> Result<SweptPair<'p>, RunnerError> {
         let saved = partial_path(self.run_dir, plan.index);
         if saved.is_file() {
-            let rows = actpatch_report::tables::read_cells(&saved).map_err(RunnerError::Read)?;
+            let rows = actpatch_report::tables::read_cells(&saved).map_err(RunnerError::read)?;
             bar.inc(rows.len() as u64);
             self.options.say(format!(
                 "{}: {} cells read back from {}",

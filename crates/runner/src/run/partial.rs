@@ -81,8 +81,8 @@ pub(crate) fn test_point(pairs_done: usize) -> Result<(), RunnerError> {
     if after("ACTPATCH_FAIL_AFTER_PAIR") {
         return Err(RunnerError::Compute {
             during: format!("sweeping pair {}", pairs_done + 1),
-            source: actpatch_patching::PatchingError::Tensor(candle_core::Error::Msg(
-                "simulated failure (ACTPATCH_FAIL_AFTER_PAIR)".into(),
+            source: Box::new(actpatch_patching::PatchingError::Tensor(
+                candle_core::Error::Msg("simulated failure (ACTPATCH_FAIL_AFTER_PAIR)".into()),
             )),
         });
     }

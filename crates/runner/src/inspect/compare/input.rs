@@ -68,7 +68,7 @@ fn resolve(path: &Path, side: &str) -> Result<(PathBuf, Option<PathBuf>), Runner
 /// Loads one side of a comparison. `side` ("A" or "B") prefixes error messages.
 pub fn load(path: &Path, side: &str) -> Result<RunTable, RunnerError> {
     let (cells_path, run_dir) = resolve(path, side)?;
-    let table = read_rows(&cells_path, &CELLS).map_err(RunnerError::Read)?;
+    let table = read_rows(&cells_path, &CELLS).map_err(RunnerError::read)?;
     let (cells, notes) = (table.data, table.notes);
     let manifest = (run_dir.as_deref()).and_then(|d| Manifest::read(d).ok().flatten());
     let folder_name = || {

@@ -209,10 +209,10 @@ pub fn figures(
     }
     let dir = out_dir.join("figures");
     std::fs::create_dir_all(&dir).map_err(|source| RunnerError::Write {
-        source: actpatch_report::ReportError::Write {
+        source: Box::new(actpatch_report::ReportError::Write {
             path: dir.clone(),
             source,
-        },
+        }),
         resume: None,
     })?;
     type Group<'a> = (&'a str, &'a str, &'a str, &'a str);
@@ -266,7 +266,7 @@ pub fn figures(
             let name = format!("figures/{stem}.{}", format.extension());
             map.save(&out_dir.join(&name), *format)
                 .map_err(|source| RunnerError::Write {
-                    source,
+                    source: Box::new(source),
                     resume: None,
                 })?;
             first.get_or_insert(name);

@@ -1,6 +1,12 @@
 //! What an architecture file provides. [`crate::HookedTransformer`] builds every
-//! forward pass from these pieces, so a new architecture is one file implementing
-//! [`ArchModel`] over the shared layers of [`crate::layers`].
+//! forward pass — full ([`crate::HookedTransformer::forward`]) or partial
+//! ([`crate::partial`]) — from these pieces, over the shared layers of
+//! [`crate::layers`].
+//!
+//! Adding an architecture: a file with its config, its `Block` and a model struct
+//! implementing [`ArchModel`]; an [`crate::Architecture`] variant; its `model_type`s
+//! in [`crate::load`]; and, when its hook points differ from GPT-2's and Llama's, a
+//! `HookSpace` constructor in `actpatch-hooks`.
 
 use actpatch_hooks::{BlockSite, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
@@ -14,8 +20,26 @@ pub(crate) trait ArchModel: Send + Sync {
     /// The hook points this architecture has.
     fn hook_space(&self) -> HookSpace;
 
-    /// The hook point whose cached value attention uses as keys.
+    /// The hook point whose cached value attention uses as keys (after rotary
+    /// embedding where there is one). Values are `attn.hook_v`.
     fn key_site(&self) -> BlockSite;
+
+    /// Whether a site's value at one position can reach the other positions of its
+    /// own layer, i.e. it is computed before (and feeds) the layer's keys and values.
+    /// A patch at any other site of the last layer reaches the final position's logits
+    /// only from the final position. Override when a block computes more before its
+    /// keys and values (e.g. a norm on the keys).
+    fn site_feeds_keys_values(&self, site: BlockSite) -> bool {
+        matches!(
+            site,
+            BlockSite::ResidPre
+                | BlockSite::Ln1Scale
+                | BlockSite::Ln1Normalized
+                | BlockSite::K
+                | BlockSite::V
+                | BlockSite::RotK
+        )
+    }
 
     /// tokens `[batch, pos]` → the residual stream entering block 0
     /// `[batch, pos, d_model]`, through the embedding hook points.
@@ -24,17 +48,20 @@ pub(crate) trait ArchModel: Send + Sync {
     /// The frame of prompt positions `start..start + len`.
     fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame>;
 
-    /// Block `layer`: `[batch, len, d_model]` → `[batch, len, d_model]`.
+    /// Block `layer` on rows holding the positions of `frame`, after `prefix`'s keys
+    /// and values: `[batch, len, d_model]` → `[batch, len, d_model]`. Hook points see
+    /// frame-relative positions.
     fn block_forward(
         &self,
         layer: usize,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor>;
 
-    /// Block `layer`'s keys and values at the frame's positions, no hooks.
+    /// Block `layer`'s keys and values at the frame's positions, no hooks:
+    /// `[batch, len, d_model]` → (`[batch, len, kv_head, d_head]`, the same).
     fn block_keys_values(
         &self,
         layer: usize,

@@ -137,7 +137,7 @@ impl Block {
         &self,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let at = |site| HookPoint::block(self.layer, site);
@@ -249,8 +249,6 @@ impl ArchModel for Gpt2 {
     /// The frame of positions `start..start + len`.
     fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
         Ok(Frame {
-            start,
-            len,
             mask: causal_mask_from(start, len, device)?,
             rotary: None,
         })
@@ -262,7 +260,7 @@ impl ArchModel for Gpt2 {
         layer: usize,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         self.blocks[layer].forward(resid_pre, frame, prefix, hooks)

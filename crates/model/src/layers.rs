@@ -52,14 +52,6 @@ impl Linear {
         Ok(linear)
     }
 
-    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
-    }
-
-    pub fn bias(&self) -> Option<&Tensor> {
-        self.bias.as_ref()
-    }
-
     /// `[batch, pos, in]` → `[batch, pos, out]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (batch, pos, d_in) = x.dims3()?;
@@ -143,10 +135,6 @@ impl RmsNorm {
         })
     }
 
-    pub fn from_tensor(weight: Tensor, eps: f64) -> Self {
-        RmsNorm { weight, eps }
-    }
-
     /// `[batch, pos, d_model]` → `[batch, pos, d_model]`
     pub fn forward(&self, x: &Tensor, hooks: &mut Hooks, site: NormSite) -> Result<Tensor> {
         let (scale_point, normalized_point) = site.points();
@@ -155,11 +143,6 @@ impl RmsNorm {
         let normalized = hooks.at(normalized_point, x.broadcast_div(&scale)?)?;
         Ok(normalized.broadcast_mul(&self.weight)?)
     }
-}
-
-/// `[pos, pos]` additive mask: 0 on and below the diagonal, -inf above.
-pub fn causal_mask(pos: usize, device: &Device) -> Result<Tensor> {
-    causal_mask_from(0, pos, device)
 }
 
 /// `[len, start + len]` additive mask for queries at positions `start..start + len`
@@ -180,37 +163,43 @@ pub fn causal_mask_from(start: usize, len: usize, device: &Device) -> Result<Ten
 }
 
 /// Where the rows of a forward pass sit in the prompt: positions `start..start + len`.
-/// A full pass has `start = 0`; a fast sweep runs only the positions a patch can
+/// A full pass has `start = 0`; a partial pass runs only the positions a patch can
 /// change, with the keys and values of the earlier positions taken from a cache.
-pub struct Frame {
-    pub start: usize,
-    pub len: usize,
+pub(crate) struct Frame {
     /// `[len, start + len]`
     pub mask: Tensor,
     /// Rotary tables of positions `start..start + len` (architectures with rotary).
     pub rotary: Option<RotaryTables>,
 }
 
-/// Keys and values of the positions before a [`Frame`]'s start, from a cached run:
-/// `[1, start, kv_head, d_head]` each (keys after rotary embedding where there is one).
-#[derive(Clone, Copy)]
-pub struct KvPrefix<'a> {
-    pub k: &'a Tensor,
-    pub v: &'a Tensor,
+/// Keys and values of the positions before a [`Frame`]'s start:
+/// `[1 or batch, start, kv_head, d_head]` each (keys after rotary embedding where there
+/// is one). A batch axis of 1 is shared by every row.
+#[derive(Clone)]
+pub(crate) struct KvPrefix {
+    pub k: Tensor,
+    pub v: Tensor,
 }
 
-/// `[batch, len, kv_head, d_head]` → `[batch, start + len, kv_head, d_head]`, the
-/// cached prefix broadcast over the batch and put in front.
-fn with_prefix(x: &Tensor, prefix: Option<&Tensor>) -> Result<Tensor> {
-    match prefix {
-        None => Ok(x.clone()),
-        Some(prefix) => {
-            let (batch, _, kv_heads, d_head) = x.dims4()?;
-            let start = prefix.dim(1)?;
-            let prefix = prefix.broadcast_as((batch, start, kv_heads, d_head))?;
-            Ok(Tensor::cat(&[&prefix, x], 1)?)
-        }
+impl KvPrefix {
+    /// This prefix followed by the keys and values `k`, `v` `[batch, len, kv_head,
+    /// d_head]` of the next positions: `[batch, start + len, kv_head, d_head]` each.
+    pub fn then(&self, k: &Tensor, v: &Tensor) -> Result<KvPrefix> {
+        Ok(KvPrefix {
+            k: prepend(&self.k, k)?,
+            v: prepend(&self.v, v)?,
+        })
     }
+}
+
+/// `prefix` `[1 or batch, start, kv_head, d_head]` broadcast over the batch of `x`
+/// `[batch, len, kv_head, d_head]` and put in front: `[batch, start + len, kv_head, d_head]`.
+/// The one place a cached prefix meets computed keys and values.
+fn prepend(prefix: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let (batch, _, kv_heads, d_head) = x.dims4()?;
+    let start = prefix.dim(1)?;
+    let prefix = prefix.broadcast_as((batch, start, kv_heads, d_head))?;
+    Ok(Tensor::cat(&[&prefix, x], 1)?)
 }
 
 /// Causal attention from hooked queries, keys and values, through
@@ -220,19 +209,21 @@ fn with_prefix(x: &Tensor, prefix: Option<&Tensor>) -> Result<Tensor> {
 /// each key/value head serves `head / kv_head` query heads (grouped-query attention).
 /// With a `prefix`, the keys and values of earlier positions are put in front and
 /// `mask` is the frame's `[pos, start + pos]` mask. Returns `z`: `[batch, pos, head, d_head]`.
-pub fn causal_attention(
+pub(crate) fn causal_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     mask: &Tensor,
-    prefix: Option<KvPrefix>,
+    prefix: Option<&KvPrefix>,
     layer: usize,
     hooks: &mut Hooks,
 ) -> Result<Tensor> {
     let (_, _, n_heads, d_head) = q.dims4()?;
     let n_kv_heads = k.dim(2)?;
-    let k = with_prefix(k, prefix.map(|p| p.k))?; // [batch, start + pos, kv_head, d_head]
-    let v = with_prefix(v, prefix.map(|p| p.v))?;
+    let (k, v) = match prefix {
+        Some(prefix) => (prepend(&prefix.k, k)?, prepend(&prefix.v, v)?), // [batch, start + pos, kv_head, d_head]
+        None => (k.clone(), v.clone()),
+    };
     let q = q.transpose(1, 2)?.contiguous()?; // [batch, head, pos, d_head]
     let k = repeat_kv(&k.transpose(1, 2)?, n_heads / n_kv_heads)?; // [batch, head, pos, d_head]
     let v = repeat_kv(&v.transpose(1, 2)?, n_heads / n_kv_heads)?;
@@ -278,13 +269,8 @@ impl Rotary {
         Rotary { inv_freq }
     }
 
-    /// The cosines and sines of positions `0..pos`. Angles are products in f32, as
-    /// Hugging Face computes them, so long contexts round the same way.
-    pub fn tables(&self, pos: usize, device: &Device) -> Result<RotaryTables> {
-        self.tables_from(0, pos, device)
-    }
-
-    /// The cosines and sines of positions `start..start + pos`.
+    /// The cosines and sines of positions `start..start + pos`. Angles are products in
+    /// f32, as Hugging Face computes them, so long contexts round the same way.
     pub fn tables_from(&self, start: usize, pos: usize, device: &Device) -> Result<RotaryTables> {
         let half = self.inv_freq.len();
         let angles: Vec<f32> = (start..start + pos)
@@ -314,5 +300,36 @@ impl RotaryTables {
             &self.cos,
             &self.sin,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotary_tables_rotate_halves() {
+        // Position 1, frequency 1 for the first pair: (x, y) in the two halves → rotated.
+        let rotary = Rotary::new(4, 10_000.0);
+        let tables = rotary.tables_from(0, 2, &Device::Cpu).unwrap();
+        let x = Tensor::new(
+            &[[[[1f32, 0.0, 0.0, 0.0]]], [[[1f32, 0.0, 0.0, 0.0]]]],
+            &Device::Cpu,
+        )
+        .unwrap()
+        .reshape((1, 2, 1, 4))
+        .unwrap();
+        let got: Vec<f32> = tables
+            .apply(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let (c, s) = (1f32.cos(), 1f32.sin());
+        let want = [1.0, 0.0, 0.0, 0.0, c, 0.0, s, 0.0];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
     }
 }

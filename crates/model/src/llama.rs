@@ -272,7 +272,7 @@ impl Block {
         &self,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let rotary = frame.rotary.as_ref().ok_or_else(|| {
@@ -393,8 +393,6 @@ impl ArchModel for Llama {
     /// The frame of positions `start..start + len`, with their rotary tables.
     fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
         Ok(Frame {
-            start,
-            len,
             mask: causal_mask_from(start, len, device)?,
             rotary: Some(self.rotary.tables_from(start, len, device)?),
         })
@@ -406,7 +404,7 @@ impl ArchModel for Llama {
         layer: usize,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         self.blocks[layer].forward(resid_pre, frame, prefix, hooks)

@@ -73,4 +73,5 @@ pub use kind::{CellAxes, PatchKind};
 pub use pair::{Baselines, Pair};
 pub use positions::{Align, PositionMap};
 pub use score::{MetricSet, Scorer};
+pub use fast::SweepBatch;
 pub use sweep::{Execution, PairSweeper, Sweep};

@@ -5,7 +5,10 @@ use std::io::IsTerminal;
 use std::time::Instant;
 
 use actpatch_model::HookedTransformer;
-use actpatch_patching::{rows_for_budget, CellIndex, Direction, Execution, PairSweeper, PatchKind};
+use actpatch_patching::{
+    rows_for_budget, CellIndex, CellResult, Direction, Execution, PairSweeper, PatchKind,
+    SweepBatch,
+};
 use indicatif::ProgressBar;
 
 use crate::experiment::Experiment;
@@ -65,6 +68,35 @@ pub(crate) fn cell_count(
         .sum()
 }
 
+/// The cells of `kind` swept for `plan` in `direction`, in table order.
+pub(crate) fn cells(
+    experiment: &Experiment,
+    model: &HookedTransformer,
+    plan: &PairPlan,
+    (direction, kind): (Direction, PatchKind),
+) -> Vec<CellIndex> {
+    actpatch_patching::cells_of(kind, model.dims(), &positions(experiment, plan, direction))
+}
+
+/// The kinds swept for `plan`, in the experiment's order.
+pub(crate) fn swept_kinds(experiment: &Experiment, plan: &PairPlan) -> Vec<PatchKind> {
+    kinds_of(experiment, plan)
+}
+
+/// One batch of one pair's sweep: the unit sharded runs divide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct BatchKey {
+    /// The pair's index in the experiment.
+    pub pair: usize,
+    pub direction: Direction,
+    pub kind: PatchKind,
+    /// The batch's number among those of (pair, direction, kind).
+    pub batch: usize,
+}
+
+/// Which batches of a pair's sweep to run.
+pub(crate) type KeepBatch<'k> = &'k dyn Fn(BatchKey) -> bool;
+
 /// Sweeps `plan` with every kind and direction of the experiment.
 pub(crate) fn sweep_pair<'p>(
     model: &HookedTransformer,
@@ -73,6 +105,75 @@ pub(crate) fn sweep_pair<'p>(
     options: &RunOptions,
     bar: &ProgressBar,
 ) -> Result<SweptPair<'p>, RunnerError> {
+    sweep_pair_batches(model, experiment, plan, (options, &|_| true), bar)
+}
+
+/// The batches of `plan`'s sweep, in the order a whole sweep runs them, with their
+/// estimated costs.
+pub(crate) fn pair_batches(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    plan: &PairPlan,
+    options: &RunOptions,
+) -> Result<Vec<(BatchKey, SweepBatch)>, RunnerError> {
+    let mut batches = Vec::new();
+    let mut each_kind = |sweeper: &PairSweeper, kind, rows| -> Result<(), RunnerError> {
+        let direction = sweeper.directed().direction;
+        let during = format!("planning pair `{}`", plan.name);
+        let cells = (sweeper.cells(kind, experiment.sweep.positions.list()))
+            .map_err(RunnerError::compute(during.clone()))?;
+        let planned = (sweeper.batches(kind, &cells, rows)).map_err(RunnerError::compute(during))?;
+        batches.extend(planned.iter().enumerate().map(|(batch, b)| {
+            let key = BatchKey {
+                pair: plan.index,
+                direction,
+                kind,
+                batch,
+            };
+            (key, *b)
+        }));
+        Ok(())
+    };
+    for_each_kind(model, experiment, plan, options, &mut each_kind)?;
+    Ok(batches)
+}
+
+/// Sweeps the batches of `plan` that `keep` selects (the results of the others'
+/// cells are left out).
+pub(crate) fn sweep_pair_batches<'p>(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    plan: &'p PairPlan,
+    (options, keep): (&RunOptions, KeepBatch),
+    bar: &ProgressBar,
+) -> Result<SweptPair<'p>, RunnerError> {
+    let mut results = Vec::new();
+    let mut each_kind = |sweeper: &PairSweeper, kind, rows| -> Result<(), RunnerError> {
+        results.extend(sweep_kind(
+            (sweeper, experiment, plan, options),
+            (kind, rows),
+            keep,
+            bar,
+        )?);
+        Ok(())
+    };
+    for_each_kind(model, experiment, plan, options, &mut each_kind)?;
+    Ok(SweptPair {
+        plan,
+        results,
+        skipped: skipped_kinds(experiment, plan),
+    })
+}
+
+/// Calls `each` with the sweeper of every direction of `plan` and every kind swept,
+/// with the rows per batch.
+fn for_each_kind(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    plan: &PairPlan,
+    options: &RunOptions,
+    each: &mut dyn FnMut(&PairSweeper, PatchKind, usize) -> Result<(), RunnerError>,
+) -> Result<(), RunnerError> {
     let Some((pair, baselines)) = plan.sweepable() else {
         return Err(RunnerError::Input(format!(
             "pair `{}` cannot be swept: {}",
@@ -87,8 +188,6 @@ pub(crate) fn sweep_pair<'p>(
     let kinds = kinds_of(experiment, plan);
     let n_pos = plan.corrupted_tokens.len().max(plan.clean_tokens.len());
     let rows = rows_for_budget(model.dims(), n_pos, options.max_batch_mib << 20);
-    let during = |what: &str| format!("{what} pair `{}`", plan.name);
-    let mut results = Vec::new();
     for direction in experiment.sweep.direction.directions() {
         let sweeper = PairSweeper::new(
             model,
@@ -99,33 +198,46 @@ pub(crate) fn sweep_pair<'p>(
             experiment.sweep.metrics,
             execution,
         )
-        .map_err(RunnerError::compute(during("running")))?;
+        .map_err(RunnerError::compute(format!("running pair `{}`", plan.name)))?;
         for kind in &kinds {
-            let started = Instant::now();
-            let cells: Vec<CellIndex> = sweeper
-                .cells(*kind, experiment.sweep.positions.list())
-                .map_err(RunnerError::compute(during("planning")))?;
-            let mut progress = |n: usize| bar.inc(n as u64);
-            let swept =
-                sweeper
-                    .sweep(*kind, &cells, rows, &mut progress)
-                    .map_err(RunnerError::compute(during(&format!(
-                        "sweeping {direction} {kind} of"
-                    ))))?;
-            results.extend(swept);
-            if !std::io::stderr().is_terminal() {
-                options.say(format!(
-                    "swept {} {direction} {kind}: {} cells in {:.2} s",
-                    plan.name,
-                    cells.len(),
-                    started.elapsed().as_secs_f64()
-                ));
-            }
+            each(&sweeper, *kind, rows)?;
         }
     }
-    Ok(SweptPair {
-        plan,
-        results,
-        skipped: skipped_kinds(experiment, plan),
-    })
+    Ok(())
+}
+
+/// Sweeps the batches of one kind that `keep` selects.
+fn sweep_kind(
+    (sweeper, experiment, plan, options): (&PairSweeper, &Experiment, &PairPlan, &RunOptions),
+    (kind, rows): (PatchKind, usize),
+    keep: KeepBatch,
+    bar: &ProgressBar,
+) -> Result<Vec<CellResult>, RunnerError> {
+    let started = Instant::now();
+    let direction = sweeper.directed().direction;
+    let during = |what: &str| format!("{what} pair `{}`", plan.name);
+    let cells: Vec<CellIndex> = sweeper
+        .cells(kind, experiment.sweep.positions.list())
+        .map_err(RunnerError::compute(during("planning")))?;
+    let key = |batch| BatchKey {
+        pair: plan.index,
+        direction,
+        kind,
+        batch,
+    };
+    let mut progress = |n: usize| bar.inc(n as u64);
+    let swept = sweeper
+        .sweep_batches(kind, &cells, (rows, &|batch| keep(key(batch))), &mut progress)
+        .map_err(RunnerError::compute(during(&format!(
+            "sweeping {direction} {kind} of"
+        ))))?;
+    if !std::io::stderr().is_terminal() && !swept.is_empty() {
+        options.say(format!(
+            "swept {} {direction} {kind}: {} cells in {:.2} s",
+            plan.name,
+            swept.len(),
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(swept)
 }

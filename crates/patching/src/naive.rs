@@ -63,19 +63,14 @@ pub(crate) fn sweep_selected(
         let patches = chunk_patches(pair, kind, chunk, &sources);
         let rows = vec![pair.target_tokens.to_vec(); chunk.len()];
         let metrics = pair.scorer.score_run(model, &rows, &patches)?;
-        results.extend(
-            chunk
-                .iter()
-                .zip(metrics)
-                .map(|(index, metrics)| {
-                    Some(CellResult {
-                        direction: pair.direction,
-                        kind,
-                        index: *index,
-                        metrics,
-                    })
-                }),
-        );
+        results.extend(chunk.iter().zip(metrics).map(|(index, metrics)| {
+            Some(CellResult {
+                direction: pair.direction,
+                kind,
+                index: *index,
+                metrics,
+            })
+        }));
         progress(chunk.len());
     }
     Ok(results)

@@ -57,7 +57,11 @@ fn batches_swept_in_three_parts_equal_the_whole_sweep() {
                     let swept = sweeper
                         .sweep_batches(kind, &cells, (max_rows, &keep), &mut |n| done += n)
                         .unwrap();
-                    assert_eq!(swept.len(), done, "{label}: progress counts the part's cells");
+                    assert_eq!(
+                        swept.len(),
+                        done,
+                        "{label}: progress counts the part's cells"
+                    );
                     parts.extend(swept);
                 }
                 // Back in table order, every cell once, with the same bits.

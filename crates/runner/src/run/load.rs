@@ -12,7 +12,10 @@ use crate::validate::{validate_pair, PairPlan};
 use crate::RunnerError;
 
 /// Loads the experiment file, with `--model-path` replacing its `[model]` source.
-pub(super) fn load_experiment(path: &Path, options: &RunOptions) -> Result<Experiment, RunnerError> {
+pub(super) fn load_experiment(
+    path: &Path,
+    options: &RunOptions,
+) -> Result<Experiment, RunnerError> {
     let mut experiment = Experiment::load(path)?;
     if let Some(model_path) = &options.model_path {
         experiment.model.path = Some(model_path.clone());

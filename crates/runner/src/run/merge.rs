@@ -121,7 +121,9 @@ pub(super) fn merge_loaded(
         .ok()
         .and_then(|d| d.to_std().ok())
         .unwrap_or(Duration::ZERO);
-    let clock = merge_started.checked_sub(since_start).unwrap_or(merge_started);
+    let clock = merge_started
+        .checked_sub(since_start)
+        .unwrap_or(merge_started);
     let run_id = manifest.run_id.clone();
     let context = SweepContext {
         model,
@@ -135,10 +137,7 @@ pub(super) fn merge_loaded(
         t_validated,
         t_swept,
     };
-    options.say(format!(
-        "merging {} shards of run {run_id}",
-        shards.len()
-    ));
+    options.say(format!("merging {} shards of run {run_id}", shards.len()));
     finish_run(&context, (plans, &swept), &mut manifest, stages, clock)
 }
 
@@ -216,10 +215,13 @@ fn read_parts(
 ) -> Result<HashMap<CellKey, CellRow>, RunnerError> {
     let mut cells = HashMap::new();
     for index in 0..shards.len() {
-        let part = layout::part_path(run_dir, ShardSpec {
-            index,
-            count: shards.len(),
-        });
+        let part = layout::part_path(
+            run_dir,
+            ShardSpec {
+                index,
+                count: shards.len(),
+            },
+        );
         for row in actpatch_report::tables::read_cells(&part).map_err(RunnerError::read)? {
             let key = (
                 row.pair.clone(),

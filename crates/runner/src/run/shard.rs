@@ -16,8 +16,8 @@ use actpatch_model::HookedTransformer;
 
 use super::sweep_pair::{pair_batches, sweep_pair_batches, BatchKey};
 use super::{
-    finish_manifest, load_model, model_record, pairs_to_sweep, prepare, run_choices,
-    validate_all, Prepared, RunOutcome, Start,
+    finish_manifest, load_model, model_record, pairs_to_sweep, prepare, run_choices, validate_all,
+    Prepared, RunOutcome, Start,
 };
 use crate::experiment::Experiment;
 use crate::manifest::{Manifest, PairCounts, RunStatus, ShardRecord, Timings, Tool};
@@ -94,7 +94,12 @@ pub(super) fn run_shard(
         sweep_seconds: t_swept - t_validated,
         write_seconds: clock.elapsed().as_secs_f64() - t_swept,
     });
-    finish_manifest(&mut mine, &model, shard.experiment, clock.elapsed().as_secs_f64());
+    finish_manifest(
+        &mut mine,
+        &model,
+        shard.experiment,
+        clock.elapsed().as_secs_f64(),
+    );
     let manifest_path = layout::shard_manifest_path(&run_dir, choice.shard);
     mine.write_to(&manifest_path)
         .map_err(RunnerError::write_run(&run_dir))?;
@@ -167,8 +172,13 @@ impl Shard<'_> {
             .iter()
             .filter(|plan| owned.iter().any(|key| key.pair == plan.index));
         for (done, plan) in mine_pairs.enumerate() {
-            let swept =
-                sweep_pair_batches(self.model, self.experiment, plan, (self.options, &keep), &bar)?;
+            let swept = sweep_pair_batches(
+                self.model,
+                self.experiment,
+                plan,
+                (self.options, &keep),
+                &bar,
+            )?;
             rows.extend(cell_rows(
                 self.experiment,
                 self.model,
@@ -226,7 +236,10 @@ fn host_name() -> Option<String> {
 /// Refuses (bad input, nothing written) when the run folder holds a run or shards
 /// that `mine` cannot merge with.
 fn check_siblings(run_dir: &Path, mine: &Manifest) -> Result<(), RunnerError> {
-    let shard = mine.shard.as_ref().map(|s| format!("{}/{}", s.index, s.count));
+    let shard = mine
+        .shard
+        .as_ref()
+        .map(|s| format!("{}/{}", s.index, s.count));
     let shard = shard.unwrap_or_default();
     let refuse = |what: String| {
         RunnerError::Input(format!(
@@ -239,10 +252,11 @@ fn check_siblings(run_dir: &Path, mine: &Manifest) -> Result<(), RunnerError> {
             let what = match run.shards {
                 None => "it holds a run that is not sharded".to_string(),
                 Some(_) => format!(
-                    "it holds a run of {} (SHA-256 {}…), not of {}",
+                    "it holds a run of {} (SHA-256 {}…), another experiment file than this shard's {} ({}…)",
                     run.experiment_file.display(),
                     run.experiment_sha256.chars().take(12).collect::<String>(),
-                    mine.experiment_file.display()
+                    mine.experiment_file.display(),
+                    mine.experiment_sha256.chars().take(12).collect::<String>()
                 ),
             };
             return Err(refuse(what));
@@ -251,7 +265,9 @@ fn check_siblings(run_dir: &Path, mine: &Manifest) -> Result<(), RunnerError> {
     for (spec, manifest) in layout::read_shards(run_dir) {
         let other = manifest.map_err(refuse)?;
         if let Some(why) = mismatch(&other, mine) {
-            return Err(refuse(format!("its shard {spec} differs: this shard {why}")));
+            return Err(refuse(format!(
+                "its shard {spec} differs: this shard {why}"
+            )));
         }
     }
     Ok(())
@@ -279,8 +295,8 @@ fn already_done(
     let own = Manifest::read_from(&layout::shard_manifest_path(run_dir, spec))
         .ok()
         .flatten();
-    let done = own.as_ref().is_some_and(|m| m.complete())
-        && layout::part_path(run_dir, spec).is_file();
+    let done =
+        own.as_ref().is_some_and(|m| m.complete()) && layout::part_path(run_dir, spec).is_file();
     if !done {
         return Ok(None);
     }
@@ -322,7 +338,8 @@ fn start_shard(run_dir: &Path, mine: &Manifest) -> Result<(), RunnerError> {
             device: None,
             ..mine.clone()
         };
-        run.write(run_dir).map_err(RunnerError::write_run(run_dir))?;
+        run.write(run_dir)
+            .map_err(RunnerError::write_run(run_dir))?;
     }
     mine.write_to(&layout::shard_manifest_path(run_dir, spec))
         .map_err(RunnerError::write_run(run_dir))

@@ -122,7 +122,8 @@ pub(crate) fn pair_batches(
         let during = format!("planning pair `{}`", plan.name);
         let cells = (sweeper.cells(kind, experiment.sweep.positions.list()))
             .map_err(RunnerError::compute(during.clone()))?;
-        let planned = (sweeper.batches(kind, &cells, rows)).map_err(RunnerError::compute(during))?;
+        let planned =
+            (sweeper.batches(kind, &cells, rows)).map_err(RunnerError::compute(during))?;
         batches.extend(planned.iter().enumerate().map(|(batch, b)| {
             let key = BatchKey {
                 pair: plan.index,
@@ -198,7 +199,10 @@ fn for_each_kind(
             experiment.sweep.metrics,
             execution,
         )
-        .map_err(RunnerError::compute(format!("running pair `{}`", plan.name)))?;
+        .map_err(RunnerError::compute(format!(
+            "running pair `{}`",
+            plan.name
+        )))?;
         for kind in &kinds {
             each(&sweeper, *kind, rows)?;
         }
@@ -227,7 +231,12 @@ fn sweep_kind(
     };
     let mut progress = |n: usize| bar.inc(n as u64);
     let swept = sweeper
-        .sweep_batches(kind, &cells, (rows, &|batch| keep(key(batch))), &mut progress)
+        .sweep_batches(
+            kind,
+            &cells,
+            (rows, &|batch| keep(key(batch))),
+            &mut progress,
+        )
         .map_err(RunnerError::compute(during(&format!(
             "sweeping {direction} {kind} of"
         ))))?;

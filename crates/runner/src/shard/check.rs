@@ -54,7 +54,11 @@ pub fn mismatch(reference: &Manifest, other: &Manifest) -> Option<String> {
     }
     let (wa, wb) = (reference.weights_sha256(), other.weights_sha256());
     if !wa.is_empty() && !wb.is_empty() && wa != wb {
-        let source = |m: &Manifest| (m.model.as_ref()).map(|m| m.source.clone()).unwrap_or_default();
+        let source = |m: &Manifest| {
+            (m.model.as_ref())
+                .map(|m| m.source.clone())
+                .unwrap_or_default()
+        };
         return Some(format!(
             "used another model ({}, not {}: the weights' SHA-256 differ)",
             source(other),

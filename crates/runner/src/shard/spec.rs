@@ -95,7 +95,9 @@ fn number(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<usi
     match env(name).filter(|v| !v.trim().is_empty()) {
         None => Ok(None),
         Some(value) => value.trim().parse().map(Some).map_err(|_| {
-            input(format!("{name}={value} is not a task index or count (a whole number ≥ 0)"))
+            input(format!(
+                "{name}={value} is not a task index or count (a whole number ≥ 0)"
+            ))
         }),
     }
 }
@@ -126,8 +128,11 @@ pub fn resolve_shard(
                 "JOB_COMPLETION_INDEX={index} is set (a Kubernetes Indexed Job) but not the number of shards: pass --shards N with N = the Job's `completions`"
             ))
         })?;
-        let shard = ShardSpec::new(index, count)
-            .map_err(|e| input(format!("JOB_COMPLETION_INDEX={index} with --shards {count}: {e}")))?;
+        let shard = ShardSpec::new(index, count).map_err(|e| {
+            input(format!(
+                "JOB_COMPLETION_INDEX={index} with --shards {count}: {e}"
+            ))
+        })?;
         return Ok(Some(ShardChoice {
             shard,
             from: "JOB_COMPLETION_INDEX",
@@ -238,8 +243,10 @@ mod tests {
     use super::*;
 
     fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: Vec<(String, String)> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
@@ -251,8 +258,14 @@ mod tests {
 
     #[test]
     fn shard_flags_parse_and_check_their_range() {
-        assert_eq!("2/4".parse::<ShardSpec>(), Ok(ShardSpec { index: 2, count: 4 }));
-        assert!("4/4".parse::<ShardSpec>().unwrap_err().contains("last is 3/4"));
+        assert_eq!(
+            "2/4".parse::<ShardSpec>(),
+            Ok(ShardSpec { index: 2, count: 4 })
+        );
+        assert!("4/4"
+            .parse::<ShardSpec>()
+            .unwrap_err()
+            .contains("last is 3/4"));
         assert!("0/0".parse::<ShardSpec>().is_err());
         assert!("1-4".parse::<ShardSpec>().unwrap_err().contains("i/n"));
         let shard = ShardSpec::new(1, 8).unwrap();
@@ -267,8 +280,14 @@ mod tests {
             shard: Some(ShardSpec::new(1, 2).unwrap()),
             ..Default::default()
         };
-        let slurm = [("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "4")];
-        assert_eq!(resolved(&flags, &slurm), Ok(Some(ShardSpec::new(1, 2).unwrap())));
+        let slurm = [
+            ("SLURM_ARRAY_TASK_ID", "3"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
+        assert_eq!(
+            resolved(&flags, &slurm),
+            Ok(Some(ShardSpec::new(1, 2).unwrap()))
+        );
         assert_eq!(resolved(&ShardFlags::default(), &[]), Ok(None));
         let off = ShardFlags {
             no_shard: true,
@@ -280,15 +299,24 @@ mod tests {
     #[test]
     fn slurm_arrays_number_their_tasks_from_the_minimum() {
         let flags = ShardFlags::default();
-        let from_zero = [("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "4")];
-        assert_eq!(resolved(&flags, &from_zero), Ok(Some(ShardSpec::new(3, 4).unwrap())));
+        let from_zero = [
+            ("SLURM_ARRAY_TASK_ID", "3"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
+        assert_eq!(
+            resolved(&flags, &from_zero),
+            Ok(Some(ShardSpec::new(3, 4).unwrap()))
+        );
         let from_one = [
             ("SLURM_ARRAY_TASK_ID", "1"),
             ("SLURM_ARRAY_TASK_COUNT", "4"),
             ("SLURM_ARRAY_TASK_MIN", "1"),
             ("SLURM_ARRAY_TASK_MAX", "4"),
         ];
-        assert_eq!(resolved(&flags, &from_one), Ok(Some(ShardSpec::new(0, 4).unwrap())));
+        assert_eq!(
+            resolved(&flags, &from_one),
+            Ok(Some(ShardSpec::new(0, 4).unwrap()))
+        );
         let stepped = [
             ("SLURM_ARRAY_TASK_ID", "6"),
             ("SLURM_ARRAY_TASK_COUNT", "4"),
@@ -296,7 +324,10 @@ mod tests {
             ("SLURM_ARRAY_TASK_MAX", "9"),
             ("SLURM_ARRAY_TASK_STEP", "3"),
         ];
-        assert_eq!(resolved(&flags, &stepped), Ok(Some(ShardSpec::new(2, 4).unwrap())));
+        assert_eq!(
+            resolved(&flags, &stepped),
+            Ok(Some(ShardSpec::new(2, 4).unwrap()))
+        );
         // --array=1,3,7: three tasks that are not a range.
         let list = [
             ("SLURM_ARRAY_TASK_ID", "7"),
@@ -309,7 +340,9 @@ mod tests {
             shards: Some(8),
             ..Default::default()
         };
-        assert!(resolved(&disagree, &from_zero).unwrap_err().contains("disagrees"));
+        assert!(resolved(&disagree, &from_zero)
+            .unwrap_err()
+            .contains("disagrees"));
     }
 
     #[test]
@@ -319,8 +352,13 @@ mod tests {
             shards: Some(4),
             ..Default::default()
         };
-        assert_eq!(resolved(&flags, &pod), Ok(Some(ShardSpec::new(2, 4).unwrap())));
-        assert!(resolved(&ShardFlags::default(), &pod).unwrap_err().contains("--shards N"));
+        assert_eq!(
+            resolved(&flags, &pod),
+            Ok(Some(ShardSpec::new(2, 4).unwrap()))
+        );
+        assert!(resolved(&ShardFlags::default(), &pod)
+            .unwrap_err()
+            .contains("--shards N"));
         assert!(resolved(&flags, &[("JOB_COMPLETION_INDEX", "4")])
             .unwrap_err()
             .contains("last is 3/4"));

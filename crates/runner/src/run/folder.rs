@@ -33,7 +33,7 @@ pub(crate) fn ensure_writable(dir: &Path) -> Result<(), RunnerError> {
     if !existing.is_dir() {
         return Err(unwritable(
             dir,
-            format!("{} is not a folder", existing.display()),
+            format!("{} is not a directory", existing.display()),
         ));
     }
     let probe = existing.join(format!(".actpatch-probe-{}", std::process::id()));

@@ -283,14 +283,8 @@ fn finish_run(
     .map_err(RunnerError::write_run(run_dir))?;
     let _ = std::fs::remove_dir_all(partial_dir(run_dir));
 
+    manifest.pairs = Some(pair_counts(plans, swept.len()));
     let passed = plans.iter().filter(|p| p.passed()).count();
-    manifest.pairs = Some(PairCounts {
-        total: plans.len(),
-        passed,
-        failed: plans.len() - passed,
-        swept: swept.len(),
-        reference: plans.iter().filter(|p| p.reference()).count(),
-    });
     manifest.cells = Some(cells);
     manifest.timings = Some(Timings {
         load_seconds: t_loaded,
@@ -325,6 +319,18 @@ fn finish_run(
         failed: plans.len() - passed,
         cells,
     })
+}
+
+/// How the pairs fared, `swept` of them swept.
+fn pair_counts(plans: &[PairPlan], swept: usize) -> PairCounts {
+    let passed = plans.iter().filter(|p| p.passed()).count();
+    PairCounts {
+        total: plans.len(),
+        passed,
+        failed: plans.len() - passed,
+        swept,
+        reference: plans.iter().filter(|p| p.reference()).count(),
+    }
 }
 
 /// What a complete run's manifest adds: the model, the sweep, the end.

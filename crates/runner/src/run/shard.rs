@@ -16,11 +16,11 @@ use actpatch_model::HookedTransformer;
 
 use super::sweep_pair::{pair_batches, sweep_pair_batches, BatchKey};
 use super::{
-    finish_manifest, load_model, model_record, pairs_to_sweep, prepare, run_choices, validate_all,
-    Prepared, RunOutcome, Start,
+    finish_manifest, load_model, model_record, pair_counts, pairs_to_sweep, prepare, run_choices,
+    validate_all, Prepared, RunOutcome, Start,
 };
 use crate::experiment::Experiment;
-use crate::manifest::{Manifest, PairCounts, RunStatus, ShardRecord, Timings, Tool};
+use crate::manifest::{Manifest, RunStatus, ShardRecord, Timings, Tool};
 use crate::options::RunOptions;
 use crate::outputs::cell_rows;
 use crate::shard::{assign::assign, check::mismatch, layout, ShardChoice, ShardSpec};
@@ -79,14 +79,7 @@ pub(super) fn run_shard(
     let cells = shard.sweep(&to_sweep, &mut mine)?;
     let t_swept = clock.elapsed().as_secs_f64();
 
-    let passed = plans.iter().filter(|p| p.passed()).count();
-    mine.pairs = Some(PairCounts {
-        total: plans.len(),
-        passed,
-        failed: plans.len() - passed,
-        swept: to_sweep.len(),
-        reference: plans.iter().filter(|p| p.reference()).count(),
-    });
+    mine.pairs = Some(pair_counts(&plans, to_sweep.len()));
     mine.cells = Some(cells);
     mine.timings = Some(Timings {
         load_seconds: t_loaded,
@@ -103,17 +96,8 @@ pub(super) fn run_shard(
     let manifest_path = layout::shard_manifest_path(&run_dir, choice.shard);
     mine.write_to(&manifest_path)
         .map_err(RunnerError::write_run(&run_dir))?;
-    options.say(format!(
-        "shard {} complete: {cells} cells → {}",
-        choice.shard,
-        layout::part_path(&run_dir, choice.shard).display()
-    ));
-    let outcome = RunOutcome {
-        run_dir: run_dir.clone(),
-        passed,
-        failed: plans.len() - passed,
-        cells,
-    };
+    options.say(format!("shard {} complete: {cells} cells", choice.shard));
+    let outcome = outcome_of(&run_dir, Some(&mine));
     match options.merge {
         true => merge_if_last(&shard, &plans, outcome),
         false => Ok(outcome),

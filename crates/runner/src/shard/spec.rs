@@ -186,7 +186,7 @@ fn slurm_shard(
             count.saturating_sub(1)
         ))
     };
-    if task < min || (task - min) % step != 0 {
+    if task < min || !(task - min).is_multiple_of(step) {
         return Err(not_a_range());
     }
     if let Some(max) = max {

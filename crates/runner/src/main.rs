@@ -50,6 +50,11 @@ enum Command {
     ///
     /// An interrupted run (killed, Ctrl-C) is marked "running" in its manifest;
     /// `actpatch run --resume RUN_DIR` finishes it.
+    ///
+    /// On a cluster: `--shard i/n --run-id ID` runs shard i of n into <out>/ID/;
+    /// a Slurm array task or a Kubernetes Indexed Job pod (with --shards n) finds its
+    /// shard in the environment. The last shard to finish merges the run (README:
+    /// "Running on a cluster").
     Run(RunArgs),
     /// Merge the shards of a sharded run into the run's tables, figures, report.md and
     /// report.html, exactly as a single-process run writes them.

@@ -162,6 +162,12 @@ impl HookedTransformer {
         Ok(ids)
     }
 
+    /// The byte range of `prompt` each token of [`HookedTransformer::to_tokens`]
+    /// covers (BOS covers `0..0`): where template slots and subjects sit.
+    pub fn token_byte_spans(&self, prompt: &str, prepend_bos: bool) -> Result<Vec<(usize, usize)>> {
+        self.tokenizer.byte_spans(prompt, prepend_bos)
+    }
+
     pub fn to_single_token(&self, answer: &str) -> Result<u32> {
         self.tokenizer.single_token(answer)
     }

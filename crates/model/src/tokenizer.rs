@@ -84,6 +84,24 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// The byte range of `text` each token of [`Tokenizer::encode`] covers (BOS, when
+    /// prepended, covers `0..0`).
+    pub fn byte_spans(&self, text: &str, prepend_bos: bool) -> Result<Vec<(usize, usize)>> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| ModelError::Encode {
+                text: text.to_string(),
+                reason: e.to_string(),
+            })?;
+        let mut spans = Vec::with_capacity(encoding.len() + 1);
+        if prepend_bos && self.bos_id.is_some() {
+            spans.push((0, 0));
+        }
+        spans.extend_from_slice(encoding.get_offsets());
+        Ok(spans)
+    }
+
     /// The text of one token, as TransformerLens's `to_str_tokens` shows it.
     pub fn decode_one(&self, id: u32) -> String {
         self.inner

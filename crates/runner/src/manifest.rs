@@ -42,6 +42,17 @@ pub struct Manifest {
     pub tokenizer: Option<String>,
     pub prepend_bos: Option<bool>,
     pub device: Option<String>,
+    /// The concept table's bootstrap: its resamplings, seed and level.
+    pub statistics: Option<StatisticsRecord>,
+}
+
+/// `[statistics]` as the run used it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatisticsRecord {
+    pub bootstrap: usize,
+    pub seed: u64,
+    pub level: f64,
 }
 
 /// Whether a run finished.

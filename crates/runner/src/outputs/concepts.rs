@@ -31,43 +31,7 @@ fn summarized<'a>(experiment: &Experiment, swept: &'a [SweptPair<'a>]) -> Vec<&'
 impl ConceptTable {
     pub fn compute(experiment: &Experiment, swept: &[SweptPair]) -> ConceptTable {
         let pairs = summarized(experiment, swept);
-        let mut infos = Vec::with_capacity(pairs.len());
-        let mut observations = Vec::new();
-        for (i, pair) in pairs.iter().enumerate() {
-            let plan = pair.plan;
-            let Some(baselines) = plan.baselines.as_ref() else {
-                continue;
-            };
-            infos.push(PairInfo {
-                concept: plan.spec.concept.clone(),
-                group: (plan.spec.group.clone()).unwrap_or_else(|| plan.name.clone()),
-                clean_logit_diff: baselines.clean_logit_diff,
-                corrupted_logit_diff: baselines.corrupted_logit_diff,
-            });
-            for r in &pair.results {
-                let role = match r.index.position {
-                    Some(p) => match plan.role(r.direction, p) {
-                        Some(role) => Some(role.to_string()),
-                        None => continue,
-                    },
-                    None => None,
-                };
-                observations.push(Observation {
-                    key: CellKey {
-                        concept: plan.spec.concept.clone(),
-                        direction: r.direction.name().to_string(),
-                        kind: r.kind.name().to_string(),
-                        layer: r.index.layer as u32,
-                        head: r.index.head.map(|h| h as u32),
-                        role,
-                    },
-                    pair: infos.len() - 1,
-                    normalized: r.metrics.normalized_logit_diff,
-                    patched: r.metrics.logit_diff,
-                });
-            }
-            debug_assert_eq!(infos.len(), i + 1);
-        }
+        let (infos, observations) = observations(&pairs);
         let spec = experiment.statistics.bootstrap_spec();
         let mut stats = summarize(&infos, &observations, spec);
         let role_order = role_orders(experiment, &pairs);
@@ -75,35 +39,7 @@ impl ConceptTable {
         for info in &infos {
             *n_pairs.entry(info.concept.clone()).or_insert(0) += 1;
         }
-        // Table order: concept, direction and kind as the experiment lists them, layer,
-        // head, then roles in prompt order.
-        let kind_rank = |name: &str| {
-            (experiment.sweep.kinds.iter())
-                .position(|k| k.name() == name)
-                .unwrap_or(usize::MAX)
-        };
-        let role_rank = |s: &ConceptStat| {
-            let direction = Direction::BOTH
-                .into_iter()
-                .find(|d| d.name() == s.key.direction);
-            let order = direction.and_then(|d| role_order.get(&(s.key.concept.clone(), d)));
-            match (&s.key.role, order) {
-                (Some(role), Some(order)) => {
-                    order.iter().position(|o| o == role).unwrap_or(usize::MAX)
-                }
-                _ => 0,
-            }
-        };
-        stats.sort_by_cached_key(|s| {
-            (
-                s.key.concept.clone(),
-                s.key.direction != "denoising",
-                kind_rank(&s.key.kind),
-                s.key.layer,
-                s.key.head,
-                role_rank(s),
-            )
-        });
+        sort_stats(experiment, &role_order, &mut stats);
         ConceptTable {
             stats,
             role_order,
@@ -132,6 +68,81 @@ impl ConceptTable {
             })
             .collect()
     }
+}
+
+/// The pairs' baselines and groups, and every cell of theirs keyed by role.
+fn observations(pairs: &[&SweptPair]) -> (Vec<PairInfo>, Vec<Observation>) {
+    let mut infos = Vec::with_capacity(pairs.len());
+    let mut observations = Vec::new();
+    for pair in pairs {
+        let plan = pair.plan;
+        let Some(baselines) = plan.baselines.as_ref() else {
+            continue;
+        };
+        infos.push(PairInfo {
+            concept: plan.spec.concept.clone(),
+            group: (plan.spec.group.clone()).unwrap_or_else(|| plan.name.clone()),
+            clean_logit_diff: baselines.clean_logit_diff,
+            corrupted_logit_diff: baselines.corrupted_logit_diff,
+        });
+        for r in &pair.results {
+            let role = match r.index.position {
+                Some(p) => match plan.role(r.direction, p) {
+                    Some(role) => Some(role.to_string()),
+                    None => continue,
+                },
+                None => None,
+            };
+            observations.push(Observation {
+                key: CellKey {
+                    concept: plan.spec.concept.clone(),
+                    direction: r.direction.name().to_string(),
+                    kind: r.kind.name().to_string(),
+                    layer: r.index.layer as u32,
+                    head: r.index.head.map(|h| h as u32),
+                    role,
+                },
+                pair: infos.len() - 1,
+                normalized: r.metrics.normalized_logit_diff,
+                patched: r.metrics.logit_diff,
+            });
+        }
+    }
+    (infos, observations)
+}
+
+/// Table order: concept, direction and kind as the experiment lists them, layer,
+/// head, then roles in prompt order.
+fn sort_stats(
+    experiment: &Experiment,
+    role_order: &BTreeMap<(String, Direction), Vec<String>>,
+    stats: &mut [ConceptStat],
+) {
+    let kind_rank = |name: &str| {
+        (experiment.sweep.kinds.iter())
+            .position(|k| k.name() == name)
+            .unwrap_or(usize::MAX)
+    };
+    let role_rank = |s: &ConceptStat| {
+        let direction = Direction::BOTH
+            .into_iter()
+            .find(|d| d.name() == s.key.direction);
+        let order = direction.and_then(|d| role_order.get(&(s.key.concept.clone(), d)));
+        match (&s.key.role, order) {
+            (Some(role), Some(order)) => order.iter().position(|o| o == role).unwrap_or(usize::MAX),
+            _ => 0,
+        }
+    };
+    stats.sort_by_cached_key(|s| {
+        (
+            s.key.concept.clone(),
+            s.key.direction != "denoising",
+            kind_rank(&s.key.kind),
+            s.key.layer,
+            s.key.head,
+            role_rank(s),
+        )
+    });
 }
 
 /// Roles in prompt order per concept and direction (over the target prompts).

@@ -25,3 +25,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 run_dir=$("$actpatch" run tests/fixtures/experiments/tiny.toml --out "$work/runs" --quiet)
 "$venv/bin/python" scripts/interop/check_tables.py "$actpatch" "$run_dir" "$work"
+# concepts.parquet (issue 11): a run of pairs from data files and templates.
+concept_run=$("$actpatch" run tests/fixtures/experiments/concepts.toml --out "$work/concept-runs" --quiet)
+test -f "$concept_run/concepts.parquet" || { echo "interop: no concepts.parquet in $concept_run" >&2; exit 1; }
+"$venv/bin/python" scripts/interop/check_tables.py "$actpatch" "$concept_run" "$work"

@@ -124,7 +124,7 @@ def written_back_is_accepted(actpatch, run_dir, work, tool, write, kind, n_all):
 def main():
     actpatch, run_dir, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     tables = sorted(run_dir.glob("*.parquet"))
-    check("run has cells.parquet, baselines.parquet and concepts.parquet", {"cells.parquet", "baselines.parquet", "concepts.parquet"} <= {t.name for t in tables})
+    check("run has cells.parquet and baselines.parquet", {"cells.parquet", "baselines.parquet"} <= {t.name for t in tables})
     frames = {t.name: read_everywhere(t) for t in tables}
     cells = frames["cells.parquet"]
     n_all = len(cells)

@@ -67,13 +67,7 @@ impl Tokenizer {
     /// TransformerLens's `to_tokens`). The tokenizer's own post-processing is not
     /// applied, so BOS is never doubled.
     pub fn encode(&self, text: &str, prepend_bos: bool) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| ModelError::Encode {
-                text: text.to_string(),
-                reason: e.to_string(),
-            })?;
+        let encoding = self.encoding(text)?;
         let mut ids = Vec::with_capacity(encoding.len() + 1);
         if prepend_bos {
             if let Some(bos) = self.bos_id {
@@ -84,16 +78,20 @@ impl Tokenizer {
         Ok(ids)
     }
 
-    /// The byte range of `text` each token of [`Tokenizer::encode`] covers (BOS, when
-    /// prepended, covers `0..0`).
-    pub fn byte_spans(&self, text: &str, prepend_bos: bool) -> Result<Vec<(usize, usize)>> {
-        let encoding = self
-            .inner
+    /// `text` encoded without the tokenizer's post-processing (no special tokens).
+    fn encoding(&self, text: &str) -> Result<tokenizers::Encoding> {
+        self.inner
             .encode(text, false)
             .map_err(|e| ModelError::Encode {
                 text: text.to_string(),
                 reason: e.to_string(),
-            })?;
+            })
+    }
+
+    /// The byte range of `text` each token of [`Tokenizer::encode`] covers (BOS, when
+    /// prepended, covers `0..0`).
+    pub fn byte_spans(&self, text: &str, prepend_bos: bool) -> Result<Vec<(usize, usize)>> {
+        let encoding = self.encoding(text)?;
         let mut spans = Vec::with_capacity(encoding.len() + 1);
         if prepend_bos && self.bos_id.is_some() {
             spans.push((0, 0));

@@ -21,7 +21,7 @@ pub struct ConceptTable {
     pub n_pairs: BTreeMap<String, usize>,
 }
 
-/// The pairs a concept is summarized over: swept and passed, or every swept pair when
+/// The pairs a concept is summarized over (a concept needs two): swept and passed, or every swept pair when
 /// the experiment turns validation off (`[validate] enabled = false`, exploring).
 fn summarized<'a>(experiment: &Experiment, swept: &'a [SweptPair<'a>]) -> Vec<&'a SweptPair<'a>> {
     let all = !experiment.validate.enabled;
@@ -39,6 +39,9 @@ impl ConceptTable {
         for info in &infos {
             *n_pairs.entry(info.concept.clone()).or_insert(0) += 1;
         }
+        // A concept of one pair has nothing to summarize: its cells are the pair's.
+        n_pairs.retain(|_, n| *n >= 2);
+        stats.retain(|s| n_pairs.contains_key(&s.key.concept));
         sort_stats(experiment, &role_order, &mut stats);
         ConceptTable {
             stats,

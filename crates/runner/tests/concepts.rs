@@ -218,7 +218,9 @@ fn concept_table_agrees_with_the_cells() {
         })
         .collect();
     type Key = (String, String, String, u32, Option<u32>, Option<String>);
-    let mut per_pair: BTreeMap<Key, BTreeMap<&str, Vec<(f64, f64)>>> = BTreeMap::new();
+    /// Per pair, its (normalized, patched) values at the cell.
+    type PerPair<'a> = BTreeMap<&'a str, Vec<(f64, f64)>>;
+    let mut per_pair: BTreeMap<Key, PerPair> = BTreeMap::new();
     for c in cells {
         let key = (
             c.concept.clone(),

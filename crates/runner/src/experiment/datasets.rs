@@ -45,7 +45,7 @@ impl DatasetSpec {
             "csv" => read_csv(&path),
             "jsonl" | "ndjson" => read_jsonl(&path),
             "parquet" => read_parquet(&path),
-            _ => Err(format!("its extension is not .csv, .jsonl or .parquet")),
+            _ => Err("its extension is not .csv, .jsonl or .parquet".to_string()),
         }
         .map_err(|e| format!("[[datasets]] {shown}: {e}"))?;
         if let Some(limit) = self.limit {

@@ -165,6 +165,6 @@ fn failure_counts(plans: &[&PairPlan]) -> Vec<(String, usize)> {
             None => counts.push((short, 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     counts
 }

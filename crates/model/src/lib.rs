@@ -129,6 +129,12 @@ impl HookedTransformer {
         self.arch.hook_space()
     }
 
+    /// The token embedding matrix `W_E`, `[d_vocab, d_model]` (e.g. for the scale of
+    /// Gaussian-noise corruption).
+    pub fn token_embeddings(&self) -> &Tensor {
+        self.arch.token_embeddings()
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }

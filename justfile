@@ -58,7 +58,7 @@ fetch-smollm2:
 # The ignored real-model tests (need `just fetch-smollm2` first, or ACTPATCH_SMOLLM2_GGUF).
 test-real:
     cargo test -p actpatch-model --test real_smollm2 --test gguf_tokenizer -- --ignored
-    cargo test -p actpatch-runner --test real_smollm2 -- --ignored
+    cargo test -p actpatch-runner --test real_smollm2 --test real_concepts -- --ignored
 
 # Formatting and lints, as CI should see them.
 lint:

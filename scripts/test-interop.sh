@@ -36,3 +36,7 @@ for shard in 0/3 1/3 2/3; do
 done
 "$venv/bin/python" scripts/interop/check_shards.py "$work/sharded/three" 3
 "$venv/bin/python" scripts/interop/check_k8s.py deploy/k8s/indexed-job.yaml
+# concepts.parquet (issue 11): a run of pairs from data files and templates.
+concept_run=$("$actpatch" run tests/fixtures/experiments/concepts.toml --out "$work/concept-runs" --quiet)
+test -f "$concept_run/concepts.parquet" || { echo "interop: no concepts.parquet in $concept_run" >&2; exit 1; }
+"$venv/bin/python" scripts/interop/check_tables.py "$actpatch" "$concept_run" "$work"

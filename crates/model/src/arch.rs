@@ -20,6 +20,9 @@ pub(crate) trait ArchModel: Send + Sync {
     /// The hook points this architecture has.
     fn hook_space(&self) -> HookSpace;
 
+    /// The token embedding matrix `W_E`, `[d_vocab, d_model]`.
+    fn token_embeddings(&self) -> &Tensor;
+
     /// The hook point whose cached value attention uses as keys (after rotary
     /// embedding where there is one). Values are `attn.hook_v`.
     fn key_site(&self) -> BlockSite;

@@ -228,6 +228,10 @@ impl ArchModel for Gpt2 {
     }
 
     /// `hook_embed` + `hook_pos_embed`.
+    fn token_embeddings(&self) -> &Tensor {
+        &self.wte
+    }
+
     fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         let (batch, pos) = tokens.dims2()?;
         let d_model = self.dims.d_model;

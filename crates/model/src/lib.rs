@@ -129,6 +129,12 @@ impl HookedTransformer {
         self.arch.hook_space()
     }
 
+    /// The token embedding matrix `W_E`, `[d_vocab, d_model]` (e.g. for the scale of
+    /// Gaussian-noise corruption).
+    pub fn token_embeddings(&self) -> &Tensor {
+        self.arch.token_embeddings()
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
@@ -160,6 +166,12 @@ impl HookedTransformer {
             });
         }
         Ok(ids)
+    }
+
+    /// The byte range of `prompt` each token of [`HookedTransformer::to_tokens`]
+    /// covers (BOS covers `0..0`): where template slots and subjects sit.
+    pub fn token_byte_spans(&self, prompt: &str, prepend_bos: bool) -> Result<Vec<(usize, usize)>> {
+        self.tokenizer.byte_spans(prompt, prepend_bos)
     }
 
     pub fn to_single_token(&self, answer: &str) -> Result<u32> {

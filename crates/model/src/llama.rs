@@ -380,6 +380,10 @@ impl ArchModel for Llama {
         BlockSite::RotK
     }
 
+    fn token_embeddings(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
     /// `hook_embed` (positions enter through rotary embeddings in each block).
     fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         let (batch, pos) = tokens.dims2()?;

@@ -57,6 +57,7 @@ mod directed;
 mod direction;
 mod error;
 pub mod fast;
+pub mod gaussian;
 pub mod kind;
 pub mod naive;
 mod pair;

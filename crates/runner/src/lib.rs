@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod manifest;
 mod options;
 pub mod outputs;
+pub mod roles;
 pub mod run;
 pub mod shard;
 pub mod validate;

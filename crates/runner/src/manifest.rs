@@ -46,6 +46,8 @@ pub struct Manifest {
     pub shards: Option<usize>,
     /// The shard a shard manifest (`shards/i-of-n.json`) describes.
     pub shard: Option<ShardRecord>,
+    /// The concept table's bootstrap: its resamplings, seed and level.
+    pub statistics: Option<StatisticsRecord>,
 }
 
 /// Which shard of a sharded run a shard manifest describes, and the choices every
@@ -68,6 +70,15 @@ pub struct ShardRecord {
     pub total_cost: u64,
     /// The machine it ran on.
     pub host: Option<String>,
+}
+
+/// `[statistics]` as the run used it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatisticsRecord {
+    pub bootstrap: usize,
+    pub seed: u64,
+    pub level: f64,
 }
 
 /// Whether a run finished.

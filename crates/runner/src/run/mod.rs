@@ -350,6 +350,12 @@ fn finish_manifest(
     manifest.directions = (experiment.sweep.direction.directions().iter())
         .map(|d| d.name().to_string())
         .collect();
+    let statistics = experiment.statistics;
+    manifest.statistics = Some(crate::manifest::StatisticsRecord {
+        bootstrap: statistics.bootstrap,
+        seed: statistics.seed,
+        level: statistics.level,
+    });
     manifest.finished = Some(chrono::Utc::now().to_rfc3339());
     manifest.wall_seconds = Some(wall_seconds);
     manifest.status = RunStatus::Complete;

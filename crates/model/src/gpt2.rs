@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::layers::{
-    attention_output, causal_attention, causal_mask_from, Frame, KvPrefix, LayerNorm, Linear,
+    attention_output, causal_mask_from, AttentionSpec, Frame, KvPrefix, LayerNorm, Linear,
     NormSite,
 };
 use crate::weights::WeightStore;
@@ -95,6 +95,7 @@ struct Block {
     ln2: LayerNorm,
     c_fc: Linear,     // [d_model, d_mlp]
     mlp_proj: Linear, // [d_mlp, d_model]
+    spec: AttentionSpec,
     n_heads: usize,
     d_head: usize,
 }
@@ -112,6 +113,7 @@ impl Block {
             ln2: LayerNorm::load(store, &name("ln_2"), d, cfg.layer_norm_epsilon)?,
             c_fc: Linear::conv1d(store, &name("mlp.c_fc"), d, dims.d_mlp)?,
             mlp_proj: Linear::conv1d(store, &name("mlp.c_proj"), dims.d_mlp, d)?,
+            spec: AttentionSpec::standard(layer, dims.d_head),
             n_heads: cfg.n_head,
             d_head: dims.d_head,
         })
@@ -161,7 +163,7 @@ impl Block {
             at(BlockSite::V),
             qkv.narrow(2, 2 * d_model, d_model)?.reshape(head_shape)?,
         )?;
-        let z = causal_attention(&q, &k, &v, &frame.mask, prefix, self.layer, hooks)?; // [batch, pos, head, d_head]
+        let z = self.spec.attend(&q, &k, &v, frame, prefix, hooks)?; // [batch, pos, head, d_head]
         let attn_out = hooks.at(at(BlockSite::AttnOut), attention_output(&z, &self.c_proj)?)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
 

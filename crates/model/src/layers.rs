@@ -77,6 +77,14 @@ impl Linear {
 pub enum NormSite {
     Ln1(usize),
     Ln2(usize),
+    /// After attention (Gemma 2's `ln1_post`).
+    Ln1Post(usize),
+    /// After the MLP (Gemma 2's `ln2_post`).
+    Ln2Post(usize),
+    /// Per-head query norm (Qwen3's `attn.q_norm`).
+    QNorm(usize),
+    /// Per-head key norm (Qwen3's `attn.k_norm`).
+    KNorm(usize),
     Final,
 }
 
@@ -90,6 +98,22 @@ impl NormSite {
             NormSite::Ln2(l) => (
                 HookPoint::block(l, BlockSite::Ln2Scale),
                 HookPoint::block(l, BlockSite::Ln2Normalized),
+            ),
+            NormSite::Ln1Post(l) => (
+                HookPoint::block(l, BlockSite::Ln1PostScale),
+                HookPoint::block(l, BlockSite::Ln1PostNormalized),
+            ),
+            NormSite::Ln2Post(l) => (
+                HookPoint::block(l, BlockSite::Ln2PostScale),
+                HookPoint::block(l, BlockSite::Ln2PostNormalized),
+            ),
+            NormSite::QNorm(l) => (
+                HookPoint::block(l, BlockSite::QNormScale),
+                HookPoint::block(l, BlockSite::QNormNormalized),
+            ),
+            NormSite::KNorm(l) => (
+                HookPoint::block(l, BlockSite::KNormScale),
+                HookPoint::block(l, BlockSite::KNormNormalized),
             ),
             NormSite::Final => (HookPoint::LnFinalScale, HookPoint::LnFinalNormalized),
         }
@@ -147,7 +171,8 @@ impl RmsNorm {
         RmsNorm { weight, eps }
     }
 
-    /// `[batch, pos, d_model]` → `[batch, pos, d_model]`
+    /// `[batch, pos, d_model]` → `[batch, pos, d_model]` (or `[batch, pos, head,
+    /// d_head]` for per-head norms: the last axis is normalized).
     pub fn forward(&self, x: &Tensor, hooks: &mut Hooks, site: NormSite) -> Result<Tensor> {
         let (scale_point, normalized_point) = site.points();
         let scale = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
@@ -179,6 +204,35 @@ pub fn causal_mask_from(start: usize, len: usize, device: &Device) -> Result<Ten
     Ok(Tensor::from_vec(mask, (len, start + len), device)?)
 }
 
+/// `[len, start + len]` additive mask like [`causal_mask_from`], where query `q` also
+/// sees only the last `window` keys (`q - window < k <= q`, as transformers' sliding
+/// window).
+pub fn sliding_mask_from(
+    start: usize,
+    len: usize,
+    window: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..len)
+        .flat_map(|q| {
+            let q = start + q;
+            (0..start + len).map(move |k| {
+                if k > q || k + window <= q {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(mask, (len, start + len), device)?)
+}
+
+/// `cap · tanh(x / cap)`: Gemma 2's soft-capping of attention scores and logits.
+pub fn soft_cap(x: &Tensor, cap: f64) -> Result<Tensor> {
+    Ok(((x / cap)?.tanh()? * cap)?)
+}
+
 /// Where the rows of a forward pass sit in the prompt: positions `start..start + len`.
 /// A full pass has `start = 0`; a fast sweep runs only the positions a patch can
 /// change, with the keys and values of the earlier positions taken from a cache.
@@ -189,6 +243,65 @@ pub struct Frame {
     pub mask: Tensor,
     /// Rotary tables of positions `start..start + len` (architectures with rotary).
     pub rotary: Option<RotaryTables>,
+}
+
+impl Frame {
+    /// The rotary tables of the frame's positions (architectures with rotary).
+    pub fn rotary(&self) -> Result<&RotaryTables> {
+        self.rotary.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg(
+                "this architecture's frame needs rotary tables (build it with the model's `frame`)"
+                    .into(),
+            )
+            .into()
+        })
+    }
+}
+
+/// How one layer's attention turns queries and keys into scores: the scale, an
+/// optional soft-cap (Gemma 2) and an optional sliding window.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionSpec {
+    pub layer: usize,
+    /// Scores are `q · k * scale` (d_head^-½ unless the model says otherwise).
+    pub scale: f64,
+    /// `cap · tanh(scores / cap)` before the mask.
+    pub softcap: Option<f64>,
+    /// Queries see only the last `window` positions.
+    pub window: Option<usize>,
+}
+
+impl AttentionSpec {
+    /// Scaled by d_head^-½, no cap, no window.
+    pub fn standard(layer: usize, d_head: usize) -> Self {
+        AttentionSpec {
+            layer,
+            scale: 1.0 / (d_head as f64).sqrt(),
+            softcap: None,
+            window: None,
+        }
+    }
+
+    /// [`causal_attention`] with this layer's scale, cap and window over `frame`'s positions.
+    pub fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        frame: &Frame,
+        prefix: Option<KvPrefix>,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        let windowed;
+        let mask = match self.window {
+            Some(window) => {
+                windowed = sliding_mask_from(frame.start, frame.len, window, q.device())?;
+                &windowed
+            }
+            None => &frame.mask,
+        };
+        causal_attention(q, k, v, mask, prefix, self, hooks)
+    }
 }
 
 /// Keys and values of the positions before a [`Frame`]'s start, from a cached run:
@@ -226,17 +339,22 @@ pub fn causal_attention(
     v: &Tensor,
     mask: &Tensor,
     prefix: Option<KvPrefix>,
-    layer: usize,
+    spec: &AttentionSpec,
     hooks: &mut Hooks,
 ) -> Result<Tensor> {
-    let (_, _, n_heads, d_head) = q.dims4()?;
+    let layer = spec.layer;
+    let n_heads = q.dim(2)?;
     let n_kv_heads = k.dim(2)?;
     let k = with_prefix(k, prefix.map(|p| p.k))?; // [batch, start + pos, kv_head, d_head]
     let v = with_prefix(v, prefix.map(|p| p.v))?;
     let q = q.transpose(1, 2)?.contiguous()?; // [batch, head, pos, d_head]
     let k = repeat_kv(&k.transpose(1, 2)?, n_heads / n_kv_heads)?; // [batch, head, pos, d_head]
     let v = repeat_kv(&v.transpose(1, 2)?, n_heads / n_kv_heads)?;
-    let scores = (q.matmul(&k.t()?)? / (d_head as f64).sqrt())?; // [batch, head, q_pos, k_pos]
+    let scores = (q.matmul(&k.t()?)? * spec.scale)?; // [batch, head, q_pos, k_pos]
+    let scores = match spec.softcap {
+        Some(cap) => soft_cap(&scores, cap)?,
+        None => scores,
+    };
     let scores = scores.broadcast_add(mask)?;
     let scores = hooks.at(HookPoint::block(layer, BlockSite::AttnScores), scores)?;
     let pattern = candle_nn::ops::softmax_last_dim(&scores)?;
@@ -271,6 +389,12 @@ pub struct Rotary {
 }
 
 impl Rotary {
+    /// From inverse frequencies `[rotary_dim / 2]` (see [`crate::rope::RopeConfig::inv_freq`]);
+    /// a head's dimensions past `rotary_dim` pass through unrotated.
+    pub fn from_inv_freq(inv_freq: Vec<f32>) -> Self {
+        Rotary { inv_freq }
+    }
+
     pub fn new(d_head: usize, theta: f64) -> Self {
         let inv_freq = (0..d_head / 2)
             .map(|i| (1.0 / theta.powf((2 * i) as f64 / d_head as f64)) as f32)
@@ -307,12 +431,24 @@ pub struct RotaryTables {
 
 impl RotaryTables {
     /// `[batch, pos, head, d_head]` → `[batch, pos, head, d_head]`, rotated by position:
-    /// `x * cos + rotate_half(x) * sin`.
+    /// `x * cos + rotate_half(x) * sin` on the first `rotary_dim` dimensions, the rest
+    /// unchanged (partial rotary, GPT-NeoX).
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::rotary_emb::rope_thd(
-            &x.contiguous()?,
+        let d_head = x.dim(3)?;
+        let rotary_dim = 2 * self.cos.dim(1)?;
+        if rotary_dim == d_head {
+            return Ok(candle_nn::rotary_emb::rope_thd(
+                &x.contiguous()?,
+                &self.cos,
+                &self.sin,
+            )?);
+        }
+        let rotated = candle_nn::rotary_emb::rope_thd(
+            &x.narrow(3, 0, rotary_dim)?.contiguous()?,
             &self.cos,
             &self.sin,
-        )?)
+        )?;
+        let passed = x.narrow(3, rotary_dim, d_head - rotary_dim)?;
+        Ok(Tensor::cat(&[&rotated, &passed], 3)?)
     }
 }

@@ -22,10 +22,13 @@
 mod arch;
 mod device;
 mod error;
+pub mod gemma2;
 pub mod gguf;
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
+pub mod neox;
+pub mod rope;
 pub mod source;
 mod tokenizer;
 pub mod weights;
@@ -47,18 +50,24 @@ pub use tokenizer::Tokenizer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
     Gpt2,
-    /// Llama and its close relatives (see [`llama`]).
+    /// Llama and its close relatives: Llama 3.x, Mistral, Qwen2/2.5, Qwen3 (see [`llama`]).
     Llama,
+    /// Gemma 2 (see [`gemma2`]).
+    Gemma2,
+    /// GPT-NeoX and Pythia (see [`neox`]).
+    GptNeox,
 }
 
 impl Architecture {
     pub const SUPPORTED: &'static str =
-        "gpt2 (GPT2LMHeadModel), llama (LlamaForCausalLM), mistral (MistralForCausalLM), qwen2 (Qwen2ForCausalLM); GGUF files of general.architecture llama";
+        "gpt2 (GPT2LMHeadModel), llama (LlamaForCausalLM), mistral (MistralForCausalLM), qwen2 (Qwen2ForCausalLM), qwen3 (Qwen3ForCausalLM), gemma2 (Gemma2ForCausalLM), gpt_neox (GPTNeoXForCausalLM, Pythia); GGUF files of general.architecture llama, qwen2, qwen3";
 
     pub fn name(self) -> &'static str {
         match self {
             Architecture::Gpt2 => "gpt2",
             Architecture::Llama => "llama",
+            Architecture::Gemma2 => "gemma2",
+            Architecture::GptNeox => "gpt_neox",
         }
     }
 }
@@ -394,6 +403,16 @@ fn load_hf(files: &ModelFiles, device: &Device) -> Result<(Box<dyn ArchModel>, T
             let model = llama::Llama::load(&cfg, &files.weights, device)?;
             (Box::new(model) as Box<dyn ArchModel>, cfg.bos_token_id)
         }
+        Architecture::Gemma2 => {
+            let cfg = gemma2::Gemma2::parse_config(&text, &files.config)?;
+            let model = gemma2::Gemma2::load(&cfg, &files.weights, device)?;
+            (Box::new(model) as Box<dyn ArchModel>, cfg.bos_token_id)
+        }
+        Architecture::GptNeox => {
+            let cfg = neox::Neox::parse_config(&text, &files.config)?;
+            let model = neox::Neox::load(&cfg, &files.weights, device)?;
+            (Box::new(model) as Box<dyn ArchModel>, cfg.bos_token_id)
+        }
     };
     let mut tokenizer = Tokenizer::load(&files.tokenizer, bos_id)?;
     if tokenizer.bos_id().is_none() {
@@ -403,7 +422,7 @@ fn load_hf(files: &ModelFiles, device: &Device) -> Result<(Box<dyn ArchModel>, T
     Ok((arch, tokenizer))
 }
 
-/// A GGUF file: its metadata decides the architecture (Llama only, so far).
+/// A GGUF file: its metadata decides the architecture (the Llama family).
 fn load_gguf(path: &Path, device: &Device) -> Result<(Box<dyn ArchModel>, Tokenizer)> {
     let file = gguf::GgufFile::open(path)?;
     let cfg = file.llama_config()?;
@@ -424,10 +443,13 @@ fn detect_architecture(config_text: &str, path: &Path) -> Result<Architecture> {
         .and_then(|v| v.as_str());
     match (model_type, class) {
         (Some("gpt2"), _) | (None, Some("GPT2LMHeadModel")) => Ok(Architecture::Gpt2),
-        (Some("llama" | "mistral" | "qwen2"), _)
-        | (None, Some("LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM")) => {
-            Ok(Architecture::Llama)
-        }
+        (Some("llama" | "mistral" | "qwen2" | "qwen3"), _)
+        | (
+            None,
+            Some("LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM"),
+        ) => Ok(Architecture::Llama),
+        (Some("gemma2"), _) | (None, Some("Gemma2ForCausalLM")) => Ok(Architecture::Gemma2),
+        (Some("gpt_neox"), _) | (None, Some("GPTNeoXForCausalLM")) => Ok(Architecture::GptNeox),
         (found, class) => Err(ModelError::UnsupportedArchitecture {
             path: path.to_path_buf(),
             found: found

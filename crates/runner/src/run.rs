@@ -11,6 +11,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use actpatch_hooks::HookPoint;
 use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -89,7 +90,30 @@ fn load_model(experiment: &Experiment) -> Result<HookedTransformer, RunnerError>
         },
         (None, None) => return Err(RunnerError::Input("[model] needs `id` or `path`".into())),
     };
-    Ok(HookedTransformer::load(&source, device)?)
+    let model = HookedTransformer::load(&source, device)?;
+    check_kinds(&model, &experiment.sweep.kinds)?;
+    Ok(model)
+}
+
+/// Every patch kind's hook point exists in the model (e.g. no `resid_mid` where
+/// attention and MLP run in parallel), checked before anything runs.
+fn check_kinds(model: &HookedTransformer, kinds: &[PatchKind]) -> Result<(), RunnerError> {
+    let space = model.hook_space();
+    let has = |kind: &PatchKind| space.check(HookPoint::block(0, kind.site())).is_ok();
+    if let Some(kind) = kinds.iter().find(|k| !has(k)) {
+        let available: Vec<&str> = PatchKind::ALL
+            .iter()
+            .filter(|k| has(k))
+            .map(|k| k.name())
+            .collect();
+        return Err(RunnerError::Input(format!(
+            "[sweep] kinds: `{kind}` patches blocks.L.{}, which this {} model does not have. Patch kinds it has: {}",
+            kind.site().suffix(),
+            model.dims().arch.name(),
+            available.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Validates every pair, prints each outcome, and checks the sweep's positions.

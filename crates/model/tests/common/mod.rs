@@ -1,7 +1,10 @@
 //! Shared helpers of the golden tests: fixture paths and JSON-to-number flattening.
 #![allow(dead_code)]
 
+pub mod families;
 pub mod golden_checks;
+pub mod gguf_writer;
+pub mod samples;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,133 @@
+//! Llama 3.x, Qwen2.5, Qwen3, Gemma 2 and Pythia through the runner: each fixture's
+//! experiment (`tests/fixtures/experiments/tiny_<family>.toml`, every patch kind the
+//! family has) gives transformers' grids (resid_pre, attn_out, mlp_out,
+//! head_out_by_pos; `tests/fixtures/tiny-<family>/golden.json`) within 1e-4 on the
+//! fast path, and the fast path gives the naive path's numbers on every kind.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use actpatch_report::tables::read_cells;
+use actpatch_report::CellRow;
+use actpatch_runner::run::{run, RunOptions};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn cells(experiment: &str, naive: bool) -> Vec<CellRow> {
+    let out = std::env::temp_dir().join(format!(
+        "actpatch-families-{experiment}-{naive}-{}",
+        std::process::id()
+    ));
+    let options = RunOptions {
+        out_dir: Some(out.clone()),
+        quiet: true,
+        naive,
+        max_batch_mib: 1, // many small batches
+        ..RunOptions::default()
+    };
+    let file = repo().join(format!("tests/fixtures/experiments/{experiment}.toml"));
+    let outcome = run(&file, &options).unwrap();
+    let cells = read_cells(&outcome.run_dir.join("cells.parquet")).unwrap();
+    std::fs::remove_dir_all(&out).ok();
+    cells
+}
+
+fn key(c: &CellRow) -> (String, String, u32, Option<u32>, Option<u32>) {
+    (c.pair.clone(), c.kind.clone(), c.layer, c.head, c.position)
+}
+
+fn check(fixture: &str, experiment: &str, kinds: usize) {
+    let text = std::fs::read_to_string(repo().join(format!("tests/fixtures/{fixture}/golden.json")))
+        .unwrap();
+    let golden: Value = serde_json::from_str(&text).unwrap();
+    let fast = cells(experiment, false);
+    let mut checked = 0;
+    let mut worst = 0.0f64;
+    for cell in &fast {
+        let grid = &golden["pairs"][&cell.pair]["grids"];
+        let (layer, pos) = (cell.layer as usize, cell.position.map(|p| p as usize));
+        let want = match (cell.kind.as_str(), pos, cell.head) {
+            ("resid_pre" | "attn_out" | "mlp_out", Some(p), None) => grid[&cell.kind][layer][p].as_f64(),
+            ("head_out_by_pos", Some(p), Some(h)) => grid["head_z_by_pos"][layer][p][h as usize].as_f64(),
+            _ => None,
+        };
+        if let Some(want) = want {
+            let dev = (cell.normalized_logit_diff - want).abs();
+            assert!(dev < 1e-4, "{fixture} {cell:?}: {} vs golden {want}", cell.normalized_logit_diff);
+            worst = worst.max(dev);
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "{fixture}: no golden cells checked");
+    let kinds_seen: std::collections::HashSet<&str> = fast.iter().map(|c| c.kind.as_str()).collect();
+    assert_eq!(kinds_seen.len(), kinds, "{fixture}: {kinds_seen:?}");
+
+    let naive: HashMap<_, f64> = cells(experiment, true)
+        .iter()
+        .map(|c| (key(c), c.normalized_logit_diff))
+        .collect();
+    assert_eq!(naive.len(), fast.len(), "{fixture}: cell counts");
+    for cell in &fast {
+        let want = naive[&key(cell)];
+        assert!(
+            (cell.normalized_logit_diff - want).abs() < 1e-4,
+            "{fixture} fast {cell:?} vs naive {want}"
+        );
+    }
+    println!("{fixture}: {checked} golden cells, largest deviation {worst:.2e}; {} cells fast = naive", fast.len());
+}
+
+#[test]
+fn llama3_through_the_runner() {
+    check("tiny-llama3", "tiny_llama3", 8);
+}
+
+#[test]
+fn qwen2_through_the_runner() {
+    check("tiny-qwen2", "tiny_qwen2", 8);
+}
+
+#[test]
+fn qwen3_through_the_runner() {
+    check("tiny-qwen3", "tiny_qwen3", 8);
+}
+
+#[test]
+fn gemma2_through_the_runner() {
+    check("tiny-gemma2", "tiny_gemma2", 8);
+}
+
+#[test]
+fn pythia_through_the_runner() {
+    check("tiny-pythia", "tiny_pythia", 7);
+}
+
+#[test]
+fn resid_mid_on_parallel_pythia_is_refused_before_the_run() {
+    let dir = std::env::temp_dir().join(format!("actpatch-families-mid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/experiments/tiny_pythia.toml"))
+        .unwrap()
+        .replace("path = \"../tiny-pythia\"", &format!("path = {:?}", repo().join("tests/fixtures/tiny-pythia")))
+        .replace("kinds = [\"resid_pre\"", "kinds = [\"resid_mid\", \"resid_pre\"");
+    let file = dir.join("mid.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.join("results");
+    let options = RunOptions {
+        out_dir: Some(out.clone()),
+        quiet: true,
+        ..RunOptions::default()
+    };
+    let err = run(&file, &options).err().expect("must be refused");
+    let msg = err.to_string();
+    assert_eq!(err.exit_code(), 2, "{msg}");
+    assert!(
+        msg.contains("resid_mid") && msg.contains("gpt_neox") && msg.contains("resid_post"),
+        "{msg}"
+    );
+    assert!(!out.exists(), "nothing may be written");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -467,13 +467,20 @@ mod tests {
         let err = HookPoint::parse_in("blocks.0.hook_resid_mid", &HookSpace::neox(2, true))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("hook_resid_mid") && err.contains("hook_resid_post"), "{err}");
+        assert!(
+            err.contains("hook_resid_mid") && err.contains("hook_resid_post"),
+            "{err}"
+        );
         assert!(HookPoint::parse_in("blocks.0.hook_resid_mid", &HookSpace::neox(2, false)).is_ok());
         assert_eq!(HookSpace::llama(1).all().len(), 1 + 20 + 2);
         assert_eq!(HookSpace::qwen3(1).all().len(), 1 + 24 + 2);
         assert_eq!(HookSpace::gemma2(1).all().len(), 1 + 24 + 2);
         assert_eq!(HookSpace::neox(1, true).all().len(), 1 + 18 + 2);
-        for space in [HookSpace::qwen3(2), HookSpace::gemma2(2), HookSpace::neox(2, true)] {
+        for space in [
+            HookSpace::qwen3(2),
+            HookSpace::gemma2(2),
+            HookSpace::neox(2, true),
+        ] {
             for point in space.all() {
                 assert_eq!(point.to_string().parse::<HookPoint>().unwrap(), point);
             }

@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::layers::{
-    attention_output, causal_mask_from, soft_cap, AttentionSpec, Frame, KvPrefix, Linear,
-    NormSite, RmsNorm, Rotary,
+    attention_output, causal_mask_from, soft_cap, AttentionSpec, Frame, KvPrefix, Linear, NormSite,
+    RmsNorm, Rotary,
 };
 use crate::rope::{RopeConfig, RopeScaling};
 use crate::weights::WeightStore;
@@ -88,9 +88,7 @@ impl Gemma2Config {
             n_layers: self.num_hidden_layers,
             d_model: self.hidden_size,
             n_heads: self.num_attention_heads,
-            n_kv_heads: self
-                .num_key_value_heads
-                .unwrap_or(self.num_attention_heads),
+            n_kv_heads: self.num_key_value_heads.unwrap_or(self.num_attention_heads),
             d_head: self.d_head(),
             d_mlp: self.intermediate_size,
             n_ctx: self.max_position_embeddings,
@@ -251,9 +249,18 @@ impl Block {
         let normalized = self
             .ln1
             .forward(&resid_pre, hooks, NormSite::Ln1(self.layer))?;
-        let q = hooks.at(at(BlockSite::Q), self.q_proj.forward(&normalized)?.reshape(q_shape)?)?;
-        let k = hooks.at(at(BlockSite::K), self.k_proj.forward(&normalized)?.reshape(kv_shape)?)?;
-        let v = hooks.at(at(BlockSite::V), self.v_proj.forward(&normalized)?.reshape(kv_shape)?)?;
+        let q = hooks.at(
+            at(BlockSite::Q),
+            self.q_proj.forward(&normalized)?.reshape(q_shape)?,
+        )?;
+        let k = hooks.at(
+            at(BlockSite::K),
+            self.k_proj.forward(&normalized)?.reshape(kv_shape)?,
+        )?;
+        let v = hooks.at(
+            at(BlockSite::V),
+            self.v_proj.forward(&normalized)?.reshape(kv_shape)?,
+        )?;
         let rot_q = hooks.at(at(BlockSite::RotQ), rotary.apply(&q)?)?; // [batch, pos, head, d_head]
         let rot_k = hooks.at(at(BlockSite::RotK), rotary.apply(&k)?)?; // [batch, pos, kv_head, d_head]
         let z = self.spec.attend(&rot_q, &rot_k, &v, frame, prefix, hooks)?; // [batch, pos, head, d_head]
@@ -268,7 +275,10 @@ impl Block {
             .ln2
             .forward(&resid_mid, hooks, NormSite::Ln2(self.layer))?;
         let gate = hooks.at(at(BlockSite::MlpPre), self.gate_proj.forward(&normalized)?)?;
-        let up = hooks.at(at(BlockSite::MlpPreLinear), self.up_proj.forward(&normalized)?)?;
+        let up = hooks.at(
+            at(BlockSite::MlpPreLinear),
+            self.up_proj.forward(&normalized)?,
+        )?;
         let mlp_post = hooks.at(at(BlockSite::MlpPost), (gate.gelu()? * up)?)?; // [batch, pos, d_mlp], tanh GELU
         let mlp_out = self.down_proj.forward(&mlp_post)?;
         let mlp_out = self

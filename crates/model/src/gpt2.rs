@@ -14,8 +14,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::layers::{
-    attention_output, causal_mask_from, AttentionSpec, Frame, KvPrefix, LayerNorm, Linear,
-    NormSite,
+    attention_output, causal_mask_from, AttentionSpec, Frame, KvPrefix, LayerNorm, Linear, NormSite,
 };
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};

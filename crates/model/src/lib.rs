@@ -446,7 +446,9 @@ fn detect_architecture(config_text: &str, path: &Path) -> Result<Architecture> {
         (Some("llama" | "mistral" | "qwen2" | "qwen3"), _)
         | (
             None,
-            Some("LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM"),
+            Some(
+                "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM",
+            ),
         ) => Ok(Architecture::Llama),
         (Some("gemma2"), _) | (None, Some("Gemma2ForCausalLM")) => Ok(Architecture::Gemma2),
         (Some("gpt_neox"), _) | (None, Some("GPTNeoXForCausalLM")) => Ok(Architecture::GptNeox),

@@ -19,8 +19,8 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::layers::{
-    attention_output, causal_mask_from, AttentionSpec, Frame, KvPrefix, Linear, NormSite,
-    RmsNorm, Rotary,
+    attention_output, causal_mask_from, AttentionSpec, Frame, KvPrefix, Linear, NormSite, RmsNorm,
+    Rotary,
 };
 use crate::rope::RopeConfig;
 use crate::weights::WeightStore;
@@ -286,7 +286,9 @@ impl Block {
         let (batch, pos, _) = resid_pre.dims3()?;
         let kv_shape = (batch, pos, self.n_kv_heads, self.d_head);
         let hooks = &mut Hooks::none();
-        let normalized = self.ln1.forward(resid_pre, hooks, NormSite::Ln1(self.layer))?;
+        let normalized = self
+            .ln1
+            .forward(resid_pre, hooks, NormSite::Ln1(self.layer))?;
         let k = self.attn.k_proj.forward(&normalized)?.reshape(kv_shape)?;
         let v = self.attn.v_proj.forward(&normalized)?.reshape(kv_shape)?;
         let k = match &self.qk_norm {

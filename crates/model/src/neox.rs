@@ -97,7 +97,8 @@ impl NeoxConfig {
                 supported: supported.into(),
             })
         };
-        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {
             return Err(ModelError::Config {
                 path: path.to_path_buf(),
@@ -134,12 +135,12 @@ impl NeoxConfig {
 
 struct Block {
     layer: usize,
-    ln1: LayerNorm,       // input_layernorm
-    qkv: Linear,          // [d_model, head * 3 * d_head]: per head [q, k, v]
-    dense: Linear,        // [d_model, d_model]
-    ln2: LayerNorm,       // post_attention_layernorm
-    h_to_4h: Linear,      // [d_model, d_mlp]
-    four_h_to_h: Linear,  // [d_mlp, d_model]
+    ln1: LayerNorm,      // input_layernorm
+    qkv: Linear,         // [d_model, head * 3 * d_head]: per head [q, k, v]
+    dense: Linear,       // [d_model, d_model]
+    ln2: LayerNorm,      // post_attention_layernorm
+    h_to_4h: Linear,     // [d_model, d_mlp]
+    four_h_to_h: Linear, // [d_mlp, d_model]
     exact_gelu: bool,
     parallel: bool,
     spec: AttentionSpec,
@@ -173,12 +174,14 @@ impl Block {
     /// fused projection's per-head `[q, k, v]` layout.
     fn qkv(&self, normalized: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let (batch, pos, _) = normalized.dims3()?;
-        let fused = self
-            .qkv
-            .forward(normalized)?
-            .reshape((batch, pos, self.n_heads, 3 * self.d_head))?;
+        let fused =
+            self.qkv
+                .forward(normalized)?
+                .reshape((batch, pos, self.n_heads, 3 * self.d_head))?;
         let part = |i: usize| -> Result<Tensor> {
-            Ok(fused.narrow(3, i * self.d_head, self.d_head)?.contiguous()?)
+            Ok(fused
+                .narrow(3, i * self.d_head, self.d_head)?
+                .contiguous()?)
         };
         Ok((part(0)?, part(1)?, part(2)?))
     }
@@ -221,7 +224,9 @@ impl Block {
             true => resid_pre.clone(),
             false => hooks.at(at(BlockSite::ResidMid), (&resid_pre + &attn_out)?)?,
         };
-        let normalized = self.ln2.forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;
+        let normalized = self
+            .ln2
+            .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;
         let mlp_pre = hooks.at(at(BlockSite::MlpPre), self.h_to_4h.forward(&normalized)?)?;
         let mlp_post = match self.exact_gelu {
             true => mlp_pre.gelu_erf()?,
@@ -358,7 +363,9 @@ impl ArchModel for Neox {
 
     /// Final LayerNorm and the untied unembedding.
     fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
-        let normalized = self.final_layer_norm.forward(resid, hooks, NormSite::Final)?;
+        let normalized = self
+            .final_layer_norm
+            .forward(resid, hooks, NormSite::Final)?;
         readout.unembed(&normalized, &self.w_u, None)
     }
 }

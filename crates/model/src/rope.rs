@@ -56,45 +56,14 @@ impl RopeConfig {
 
     /// Reads a config's rotary settings; `default_theta` where the config gives none.
     pub fn from_config(config: &Value, default_theta: f64, path: &Path) -> Result<Self> {
-        let (params, prefix) = match config.get("rope_parameters").filter(|v| !v.is_null()) {
-            Some(p) => (Some(p), "rope_parameters"),
-            None => (
-                config.get("rope_scaling").filter(|v| !v.is_null()),
-                "rope_scaling",
-            ),
-        };
-        let params = match params {
-            Some(Value::Object(map)) => Some(map),
-            Some(other) => {
-                return Err(unsupported(
-                    path,
-                    prefix,
-                    other,
-                    "an object such as {\"rope_type\": \"llama3\", ...}",
-                ))
-            }
-            None => None,
-        };
-        let number = |key: &str| -> Result<Option<f64>> {
-            let found = params
-                .and_then(|p| p.get(key))
-                .map(|v| (format!("{prefix}.{key}"), v))
-                .or_else(|| config.get(key).map(|v| (key.to_string(), v)));
-            match found {
-                None | Some((_, Value::Null)) => Ok(None),
-                Some((name, v)) => v
-                    .as_f64()
-                    .map(Some)
-                    .ok_or_else(|| unsupported(path, &name, v, "a number")),
-            }
-        };
-        let theta = match number("rope_theta")? {
+        let fields = Fields::of(config, path)?;
+        let theta = match fields.number("rope_theta")? {
             Some(t) => t,
-            None => number("rotary_emb_base")?.unwrap_or(default_theta),
+            None => fields.number("rotary_emb_base")?.unwrap_or(default_theta),
         };
-        let partial_rotary_factor = match number("partial_rotary_factor")? {
+        let partial_rotary_factor = match fields.number("partial_rotary_factor")? {
             Some(f) => f,
-            None => number("rotary_pct")?.unwrap_or(1.0),
+            None => fields.number("rotary_pct")?.unwrap_or(1.0),
         };
         if !(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0) {
             return Err(unsupported(
@@ -104,45 +73,10 @@ impl RopeConfig {
                 "a fraction in (0, 1]",
             ));
         }
-        let kind = params.and_then(|p| p.get("rope_type").or_else(|| p.get("type")));
-        let scaling = match kind.and_then(Value::as_str) {
-            None if kind.is_none() && params.is_none_or(|p| !p.contains_key("factor")) => {
-                RopeScaling::None
-            }
-            Some("default") => RopeScaling::None,
-            Some("llama3") => {
-                let required = |key: &str| -> Result<f64> {
-                    number(key)?.ok_or_else(|| ModelError::Config {
-                        path: path.to_path_buf(),
-                        reason: format!(
-                            "{prefix} of type \"llama3\" needs `{key}` (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)"
-                        ),
-                    })
-                };
-                RopeScaling::Llama3 {
-                    factor: required("factor")?,
-                    low_freq_factor: required("low_freq_factor")?,
-                    high_freq_factor: required("high_freq_factor")?,
-                    original_max_position_embeddings: required("original_max_position_embeddings")?,
-                }
-            }
-            _ => {
-                let key = match params.is_some_and(|p| p.contains_key("rope_type")) {
-                    true => "rope_type",
-                    false => "type",
-                };
-                return Err(unsupported(
-                    path,
-                    &format!("{prefix}.{key}"),
-                    kind.unwrap_or(&Value::Null),
-                    SUPPORTED_SCALING,
-                ));
-            }
-        };
         Ok(RopeConfig {
             theta,
             partial_rotary_factor,
-            scaling,
+            scaling: fields.scaling()?,
         })
     }
 
@@ -171,8 +105,10 @@ impl RopeConfig {
                 .map(|inv_freq| {
                     let inv_freq = inv_freq as f64;
                     let wavelen = 2.0 * std::f64::consts::PI / inv_freq;
-                    let (low_wavelen, high_wavelen) =
-                        (old_context / low_freq_factor, old_context / high_freq_factor);
+                    let (low_wavelen, high_wavelen) = (
+                        old_context / low_freq_factor,
+                        old_context / high_freq_factor,
+                    );
                     if wavelen < high_wavelen {
                         inv_freq as f32
                     } else if wavelen > low_wavelen {
@@ -184,6 +120,99 @@ impl RopeConfig {
                     }
                 })
                 .collect(),
+        }
+    }
+}
+
+/// Where a config keeps its rotary settings: `rope_parameters` (transformers ≥ 5) or
+/// `rope_scaling`, with top-level keys as the fallback.
+struct Fields<'a> {
+    config: &'a Value,
+    params: Option<&'a serde_json::Map<String, Value>>,
+    prefix: &'static str,
+    path: &'a Path,
+}
+
+impl<'a> Fields<'a> {
+    fn of(config: &'a Value, path: &'a Path) -> Result<Self> {
+        let present = |key| config.get(key).filter(|v| !v.is_null());
+        let (params, prefix) = match present("rope_parameters") {
+            Some(p) => (Some(p), "rope_parameters"),
+            None => (present("rope_scaling"), "rope_scaling"),
+        };
+        let params = match params {
+            Some(Value::Object(map)) => Some(map),
+            Some(other) => {
+                return Err(unsupported(
+                    path,
+                    prefix,
+                    other,
+                    "an object such as {\"rope_type\": \"llama3\", ...}",
+                ))
+            }
+            None => None,
+        };
+        Ok(Fields {
+            config,
+            params,
+            prefix,
+            path,
+        })
+    }
+
+    /// A number under the rotary settings' object, else at the top level.
+    fn number(&self, key: &str) -> Result<Option<f64>> {
+        let found = self
+            .params
+            .and_then(|p| p.get(key))
+            .map(|v| (format!("{}.{key}", self.prefix), v))
+            .or_else(|| self.config.get(key).map(|v| (key.to_string(), v)));
+        match found {
+            None | Some((_, Value::Null)) => Ok(None),
+            Some((name, v)) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| unsupported(self.path, &name, v, "a number")),
+        }
+    }
+
+    fn scaling(&self) -> Result<RopeScaling> {
+        let kind = self
+            .params
+            .and_then(|p| p.get("rope_type").or_else(|| p.get("type")));
+        let has_factor = self.params.is_some_and(|p| p.contains_key("factor"));
+        match kind.and_then(Value::as_str) {
+            None if kind.is_none() && !has_factor => Ok(RopeScaling::None),
+            Some("default") => Ok(RopeScaling::None),
+            Some("llama3") => {
+                let required = |key: &str| -> Result<f64> {
+                    self.number(key)?.ok_or_else(|| ModelError::Config {
+                        path: self.path.to_path_buf(),
+                        reason: format!(
+                            "{} of type \"llama3\" needs `{key}` (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)",
+                            self.prefix
+                        ),
+                    })
+                };
+                Ok(RopeScaling::Llama3 {
+                    factor: required("factor")?,
+                    low_freq_factor: required("low_freq_factor")?,
+                    high_freq_factor: required("high_freq_factor")?,
+                    original_max_position_embeddings: required("original_max_position_embeddings")?,
+                })
+            }
+            _ => {
+                let key = match self.params.is_some_and(|p| p.contains_key("rope_type")) {
+                    true => "rope_type",
+                    false => "type",
+                };
+                Err(unsupported(
+                    self.path,
+                    &format!("{}.{key}", self.prefix),
+                    kind.unwrap_or(&Value::Null),
+                    SUPPORTED_SCALING,
+                ))
+            }
         }
     }
 }
@@ -227,8 +256,10 @@ mod tests {
     #[test]
     fn neox_rotary_pct_and_base() {
         let legacy = parse(json!({"rotary_pct": 0.25, "rotary_emb_base": 10000})).unwrap();
-        let v5 = parse(json!({"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
-                                                  "partial_rotary_factor": 0.25}}))
+        let v5 = parse(
+            json!({"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                  "partial_rotary_factor": 0.25}}),
+        )
         .unwrap();
         assert_eq!(legacy, v5);
         assert_eq!(legacy.rotary_dim(64), 16);
@@ -274,9 +305,11 @@ mod tests {
     #[test]
     fn llama3_bands() {
         // d 16, theta 10000: wavelengths 6.3 (kept), 19.9 (smoothed), ≥ 62.8 (÷ factor)
-        let rope = parse(json!({"rope_parameters": {"rope_type": "llama3", "rope_theta": 10000.0,
+        let rope = parse(
+            json!({"rope_parameters": {"rope_type": "llama3", "rope_theta": 10000.0,
             "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 32}}))
+            "original_max_position_embeddings": 32}}),
+        )
         .unwrap();
         let plain = RopeConfig::plain(10_000.0).inv_freq(16);
         let scaled = rope.inv_freq(16);

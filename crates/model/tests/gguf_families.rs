@@ -46,7 +46,13 @@ fn tokenizer_matches(spec: &GgufSpec) {
                 gguf.encode(text, true).unwrap(),
                 json.encode(text, true).unwrap(),
             );
-            (a != b).then(|| format!("{text:?}: {:?} vs {:?}", gguf.str_tokens(&a), json.str_tokens(&b)))
+            (a != b).then(|| {
+                format!(
+                    "{text:?}: {:?} vs {:?}",
+                    gguf.str_tokens(&a),
+                    json.str_tokens(&b)
+                )
+            })
         })
         .collect();
     cleanup(&path);
@@ -90,14 +96,20 @@ fn qwen3_gguf_matches_transformers() {
 #[test]
 fn unknown_pre_tokenizer_is_refused_naming_key_value_and_supported() {
     let path = write_fixture_gguf(&QWEN2, "pre", |m| {
-        set(m, "tokenizer.ggml.pre", Value::String("deepseek-llm".into()))
+        set(
+            m,
+            "tokenizer.ggml.pre",
+            Value::String("deepseek-llm".into()),
+        )
     });
     let err = HookedTransformer::from_dir(&path).err().expect("must fail");
     cleanup(&path);
     let msg = err.to_string();
     assert!(matches!(err, ModelError::UnsupportedOption { .. }), "{msg}");
     assert!(
-        msg.contains("tokenizer.ggml.pre") && msg.contains("deepseek-llm") && msg.contains("llama-bpe"),
+        msg.contains("tokenizer.ggml.pre")
+            && msg.contains("deepseek-llm")
+            && msg.contains("llama-bpe"),
         "{msg}"
     );
 }
@@ -105,10 +117,16 @@ fn unknown_pre_tokenizer_is_refused_naming_key_value_and_supported() {
 #[test]
 fn rope_scaling_type_in_metadata_is_refused_naming_the_key() {
     let path = write_fixture_gguf(&LLAMA3, "yarn", |m| {
-        m.push(("llama.rope.scaling.type".into(), Value::String("yarn".into())))
+        m.push((
+            "llama.rope.scaling.type".into(),
+            Value::String("yarn".into()),
+        ))
     });
     let err = HookedTransformer::from_dir(&path).err().expect("must fail");
     cleanup(&path);
     let msg = err.to_string();
-    assert!(msg.contains("llama.rope.scaling.type") && msg.contains("yarn"), "{msg}");
+    assert!(
+        msg.contains("llama.rope.scaling.type") && msg.contains("yarn"),
+        "{msg}"
+    );
 }

@@ -20,9 +20,11 @@ use common::{fixture, ids};
 use serde_json::Value;
 
 fn repo_path(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(default))
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(default)
+    })
 }
 
 fn reference() -> Value {
@@ -43,12 +45,21 @@ fn qwen25_gguf_matches_transformers() {
     .unwrap();
     let dims = model.dims();
     assert_eq!(
-        (dims.n_layers, dims.d_model, dims.n_heads, dims.n_kv_heads, dims.d_head),
+        (
+            dims.n_layers,
+            dims.d_model,
+            dims.n_heads,
+            dims.n_kv_heads,
+            dims.d_head
+        ),
         (24, 896, 14, 2, 64)
     );
     assert_eq!((dims.d_mlp, dims.d_vocab), (4864, 151936));
     let reference = reference();
-    assert_eq!(model.tokenizer().bos_id(), reference["bos_id"].as_u64().map(|b| b as u32));
+    assert_eq!(
+        model.tokenizer().bos_id(),
+        reference["bos_id"].as_u64().map(|b| b as u32)
+    );
     let mut worst = 0.0f64;
     for (name, pair) in reference["pairs"].as_object().unwrap() {
         let text = |k: &str| pair[k].as_str().unwrap();
@@ -88,7 +99,10 @@ fn qwen25_gguf_matches_transformers() {
                 let patch = Patch::replace(point, source.clone()).positions([pos]);
                 let got = (ld(&[corrupted.clone()], &[patch]) - want_x) / (want_c - want_x);
                 let dev = (got - want.as_f64().unwrap()).abs();
-                assert!(dev < TOL, "{name} resid_pre L{layer} p{pos}: {got} vs {want}");
+                assert!(
+                    dev < TOL,
+                    "{name} resid_pre L{layer} p{pos}: {got} vs {want}"
+                );
                 worst = worst.max(dev);
             }
         }
@@ -114,7 +128,8 @@ fn llama_cpp_cases(gguf: &std::path::Path) -> Vec<(String, Vec<u32>)> {
 }
 
 fn real_vocab_matches(name: &str) {
-    let path = repo_path("ACTPATCH_VOCAB_DIR", "models/vocab").join(format!("ggml-vocab-{name}.gguf"));
+    let path =
+        repo_path("ACTPATCH_VOCAB_DIR", "models/vocab").join(format!("ggml-vocab-{name}.gguf"));
     let tokenizer = Tokenizer::load(&TokenizerFiles::Gguf(path.clone()), None).unwrap();
     let cases = llama_cpp_cases(&path);
     assert!(cases.len() > 40, "{} cases", cases.len());

@@ -40,8 +40,9 @@ fn key(c: &CellRow) -> (String, String, u32, Option<u32>, Option<u32>) {
 }
 
 fn check(fixture: &str, experiment: &str, kinds: usize) {
-    let text = std::fs::read_to_string(repo().join(format!("tests/fixtures/{fixture}/golden.json")))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(repo().join(format!("tests/fixtures/{fixture}/golden.json")))
+            .unwrap();
     let golden: Value = serde_json::from_str(&text).unwrap();
     let fast = cells(experiment, false);
     let mut checked = 0;
@@ -50,19 +51,28 @@ fn check(fixture: &str, experiment: &str, kinds: usize) {
         let grid = &golden["pairs"][&cell.pair]["grids"];
         let (layer, pos) = (cell.layer as usize, cell.position.map(|p| p as usize));
         let want = match (cell.kind.as_str(), pos, cell.head) {
-            ("resid_pre" | "attn_out" | "mlp_out", Some(p), None) => grid[&cell.kind][layer][p].as_f64(),
-            ("head_out_by_pos", Some(p), Some(h)) => grid["head_z_by_pos"][layer][p][h as usize].as_f64(),
+            ("resid_pre" | "attn_out" | "mlp_out", Some(p), None) => {
+                grid[&cell.kind][layer][p].as_f64()
+            }
+            ("head_out_by_pos", Some(p), Some(h)) => {
+                grid["head_z_by_pos"][layer][p][h as usize].as_f64()
+            }
             _ => None,
         };
         if let Some(want) = want {
             let dev = (cell.normalized_logit_diff - want).abs();
-            assert!(dev < 1e-4, "{fixture} {cell:?}: {} vs golden {want}", cell.normalized_logit_diff);
+            assert!(
+                dev < 1e-4,
+                "{fixture} {cell:?}: {} vs golden {want}",
+                cell.normalized_logit_diff
+            );
             worst = worst.max(dev);
             checked += 1;
         }
     }
     assert!(checked > 0, "{fixture}: no golden cells checked");
-    let kinds_seen: std::collections::HashSet<&str> = fast.iter().map(|c| c.kind.as_str()).collect();
+    let kinds_seen: std::collections::HashSet<&str> =
+        fast.iter().map(|c| c.kind.as_str()).collect();
     assert_eq!(kinds_seen.len(), kinds, "{fixture}: {kinds_seen:?}");
 
     let naive: HashMap<_, f64> = cells(experiment, true)
@@ -77,7 +87,10 @@ fn check(fixture: &str, experiment: &str, kinds: usize) {
             "{fixture} fast {cell:?} vs naive {want}"
         );
     }
-    println!("{fixture}: {checked} golden cells, largest deviation {worst:.2e}; {} cells fast = naive", fast.len());
+    println!(
+        "{fixture}: {checked} golden cells, largest deviation {worst:.2e}; {} cells fast = naive",
+        fast.len()
+    );
 }
 
 #[test]
@@ -111,8 +124,14 @@ fn resid_mid_on_parallel_pythia_is_refused_before_the_run() {
     std::fs::create_dir_all(&dir).unwrap();
     let text = std::fs::read_to_string(repo().join("tests/fixtures/experiments/tiny_pythia.toml"))
         .unwrap()
-        .replace("path = \"../tiny-pythia\"", &format!("path = {:?}", repo().join("tests/fixtures/tiny-pythia")))
-        .replace("kinds = [\"resid_pre\"", "kinds = [\"resid_mid\", \"resid_pre\"");
+        .replace(
+            "path = \"../tiny-pythia\"",
+            &format!("path = {:?}", repo().join("tests/fixtures/tiny-pythia")),
+        )
+        .replace(
+            "kinds = [\"resid_pre\"",
+            "kinds = [\"resid_mid\", \"resid_pre\"",
+        );
     let file = dir.join("mid.toml");
     std::fs::write(&file, text).unwrap();
     let out = dir.join("results");

@@ -307,7 +307,10 @@ fn hf_name(gguf: &str, cfg: &LlamaConfig) -> Option<(String, Option<usize>)> {
             "self_attn.q_proj",
             Some(cfg.num_attention_heads).filter(|_| permuted),
         ),
-        "attn_k" => ("self_attn.k_proj", Some(cfg.n_kv_heads()).filter(|_| permuted)),
+        "attn_k" => (
+            "self_attn.k_proj",
+            Some(cfg.n_kv_heads()).filter(|_| permuted),
+        ),
         "attn_q_norm" => ("self_attn.q_norm", None),
         "attn_k_norm" => ("self_attn.k_norm", None),
         "attn_v" => ("self_attn.v_proj", None),

@@ -12,7 +12,8 @@ use super::{integer, GgufFile};
 use crate::{ModelError, Result, Tokenizer};
 
 /// The `tokenizer.ggml.pre` values this module builds.
-pub const PRE_TOKENIZERS: &str = "gpt2, default, smollm, llama-bpe (Llama 3), qwen2 (Qwen2, Qwen2.5, Qwen3)";
+pub const PRE_TOKENIZERS: &str =
+    "gpt2, default, smollm, llama-bpe (Llama 3), qwen2 (Qwen2, Qwen2.5, Qwen3)";
 
 /// Llama 3's split pattern (`tokenizer.json`; llama.cpp's `llama-bpe`).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -25,6 +26,52 @@ enum PreTokenizer {
     Gpt2,
     /// A split pattern, then `ByteLevel` without its regex; NFC first for Qwen2.
     Split { pattern: &'static str, nfc: bool },
+}
+
+impl PreTokenizer {
+    /// The pre-tokenizer `tokenizer.ggml.pre` names, if this module builds it.
+    fn named(pre: &str) -> Option<Self> {
+        Some(match pre {
+            "gpt2" | "default" | "smollm" => PreTokenizer::Gpt2,
+            "llama-bpe" => PreTokenizer::Split {
+                pattern: LLAMA3_SPLIT,
+                nfc: false,
+            },
+            "qwen2" => PreTokenizer::Split {
+                pattern: QWEN2_SPLIT,
+                nfc: true,
+            },
+            _ => return None,
+        })
+    }
+
+    /// Sets `tokenizer`'s normalizer and pre-tokenizer.
+    fn install(
+        self,
+        tokenizer: &mut tokenizers::Tokenizer,
+        add_prefix_space: bool,
+    ) -> tokenizers::Result<()> {
+        match self {
+            PreTokenizer::Gpt2 => {
+                tokenizer.with_pre_tokenizer(Some(ByteLevel::new(add_prefix_space, true, true)));
+            }
+            PreTokenizer::Split { pattern, nfc } => {
+                let split = Split::new(
+                    SplitPattern::Regex(pattern.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )?;
+                tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+                    PreTokenizerWrapper::Split(split),
+                    PreTokenizerWrapper::ByteLevel(ByteLevel::new(add_prefix_space, true, false)),
+                ])));
+                if nfc {
+                    tokenizer.with_normalizer(Some(NFC))?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl GgufFile {
@@ -51,25 +98,13 @@ impl GgufFile {
         let pre = self
             .optional_string("tokenizer.ggml.pre")?
             .unwrap_or("gpt2");
-        let pre_tokenizer = match pre {
-            "gpt2" | "default" | "smollm" => PreTokenizer::Gpt2,
-            "llama-bpe" => PreTokenizer::Split {
-                pattern: LLAMA3_SPLIT,
-                nfc: false,
-            },
-            "qwen2" => PreTokenizer::Split {
-                pattern: QWEN2_SPLIT,
-                nfc: true,
-            },
-            other => {
-                return Err(ModelError::UnsupportedOption {
-                    path: self.path.clone(),
-                    key: "tokenizer.ggml.pre".into(),
-                    value: format!("{other:?}"),
-                    supported: PRE_TOKENIZERS.into(),
-                })
-            }
-        };
+        let pre_tokenizer =
+            PreTokenizer::named(pre).ok_or_else(|| ModelError::UnsupportedOption {
+                path: self.path.clone(),
+                key: "tokenizer.ggml.pre".into(),
+                value: format!("{pre:?}"),
+                supported: PRE_TOKENIZERS.into(),
+            })?;
         let tokens = self.strings("tokenizer.ggml.tokens")?;
         let merges = self
             .strings("tokenizer.ggml.merges")?
@@ -103,28 +138,9 @@ impl GgufFile {
             None => false,
         };
         let mut inner = tokenizers::Tokenizer::new(bpe);
-        match pre_tokenizer {
-            PreTokenizer::Gpt2 => {
-                inner.with_pre_tokenizer(Some(ByteLevel::new(add_prefix_space, true, true)));
-            }
-            PreTokenizer::Split { pattern, nfc } => {
-                let split = Split::new(
-                    SplitPattern::Regex(pattern.into()),
-                    SplitDelimiterBehavior::Isolated,
-                    false,
-                )
-                .map_err(|e| bad(e.to_string()))?;
-                inner.with_pre_tokenizer(Some(Sequence::new(vec![
-                    PreTokenizerWrapper::Split(split),
-                    PreTokenizerWrapper::ByteLevel(ByteLevel::new(add_prefix_space, true, false)),
-                ])));
-                if nfc {
-                    inner
-                        .with_normalizer(Some(NFC))
-                        .map_err(|e| bad(e.to_string()))?;
-                }
-            }
-        }
+        pre_tokenizer
+            .install(&mut inner, add_prefix_space)
+            .map_err(|e| bad(e.to_string()))?;
         inner.with_decoder(Some(ByteLevel::default()));
         // llama.cpp token types: 3 control (special), 4 user-defined.
         let types = match self.content.metadata.get("tokenizer.ggml.token_type") {

@@ -46,7 +46,9 @@ pub fn check_family(model: &HookedTransformer, fixture_name: &str) -> f64 {
         assert_eq!(correct as u64, pair["correct_id"].as_u64().unwrap());
         assert_eq!(incorrect as u64, pair["incorrect_id"].as_u64().unwrap());
 
-        let (logits, cache) = model.run_with_cache(&[clean.clone()], CacheFilter::All).unwrap();
+        let (logits, cache) = model
+            .run_with_cache(&[clean.clone()], CacheFilter::All)
+            .unwrap();
         let logits = logits.squeeze(0).unwrap(); // [pos, vocab]
         let last = logits.get(logits.dim(0).unwrap() - 1).unwrap();
         let first32 = last.narrow(0, 0, 32).unwrap();
@@ -112,7 +114,12 @@ pub fn check_family(model: &HookedTransformer, fixture_name: &str) -> f64 {
                 }
             }
         }
-        for (layer, by_pos) in grids["head_z_by_pos"].as_array().unwrap().iter().enumerate() {
+        for (layer, by_pos) in grids["head_z_by_pos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
             let point = HookPoint::block(layer, BlockSite::Z);
             let source = cache.get(point).unwrap().clone();
             for (pos, by_head) in by_pos.as_array().unwrap().iter().enumerate() {

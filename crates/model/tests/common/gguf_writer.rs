@@ -112,10 +112,18 @@ fn metadata(spec: &GgufSpec, config: &Json, d_head: usize) -> Vec<(String, Value
     }
     let special = |i: u64| added.iter().any(|t| t["id"] == i && t["special"] == true);
     let types = (0..tokens.len() as u64).map(|i| Value::I32(if special(i) { 3 } else { 1 }));
-    let merges = tok["model"]["merges"].as_array().unwrap().iter().map(|m| match m {
-        Json::String(s) => s.clone(),
-        pair => format!("{} {}", pair[0].as_str().unwrap(), pair[1].as_str().unwrap()),
-    });
+    let merges = tok["model"]["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| match m {
+            Json::String(s) => s.clone(),
+            pair => format!(
+                "{} {}",
+                pair[0].as_str().unwrap(),
+                pair[1].as_str().unwrap()
+            ),
+        });
     let key = |k: &str| format!("{arch}.{k}");
     vec![
         ("general.architecture".into(), Value::String(arch.into())),
@@ -135,7 +143,10 @@ fn metadata(spec: &GgufSpec, config: &Json, d_head: usize) -> Vec<(String, Value
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Value::String(spec.pre.into())),
         ("tokenizer.ggml.tokens".into(), strings(tokens)),
-        ("tokenizer.ggml.token_type".into(), Value::Array(types.collect())),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.collect()),
+        ),
         ("tokenizer.ggml.merges".into(), strings(merges)),
         ("tokenizer.ggml.bos_token_id".into(), int("bos_token_id")),
         ("tokenizer.ggml.add_space_prefix".into(), Value::Bool(false)),

@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 pub mod families;
-pub mod golden_checks;
 pub mod gguf_writer;
+pub mod golden_checks;
 pub mod samples;
 
 use std::path::PathBuf;

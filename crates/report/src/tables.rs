@@ -1,6 +1,9 @@
 //! The run's tables as parquet: `cells.parquet` (one row per patched cell) and
-//! `baselines.parquet` (one row per pair). Both carry the schema version in their
-//! file metadata under [`SCHEMA_VERSION_KEY`].
+//! `baselines.parquet` (one row per pair), laid out by [`CELLS`] and [`BASELINES`]
+//! (see [`crate::schema`]). Every table carries the schema version in its file
+//! metadata under [`SCHEMA_VERSION_KEY`], and is read back leniently
+//! ([`read_rows`]): tables that pandas, pyarrow, polars or duckdb wrote back are
+//! accepted when their columns can be read without loss.
 
 use std::fs::File;
 use std::path::Path;
@@ -8,6 +11,8 @@ use std::path::Path;
 use polars::prelude::*;
 
 use crate::atomic::write_atomic;
+use crate::lenient::conform;
+use crate::schema::{arrow_schema, frame, rows, Column, Table};
 use crate::{ReportError, Result};
 
 /// Version of the table layouts below; bump it when a column changes meaning or type.
@@ -16,7 +21,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const SCHEMA_VERSION_KEY: &str = "actpatch.schema_version";
 
 /// One patched cell: a pair, a patch kind, and where (layer, head, position).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CellRow {
     pub run_id: String,
     pub experiment: String,
@@ -42,8 +47,47 @@ pub struct CellRow {
     pub pair_valid: bool,
 }
 
+/// `cells.parquet`, one line per column.
+pub static CELLS: Table<CellRow> = Table {
+    file: "cells.parquet",
+    columns: &[
+        Column::text("run_id", |r| &r.run_id, |r, v| r.run_id = v),
+        Column::text("experiment", |r| &r.experiment, |r, v| r.experiment = v),
+        Column::text("concept", |r| &r.concept, |r, v| r.concept = v),
+        Column::text("pair", |r| &r.pair, |r, v| r.pair = v),
+        Column::text("model", |r| &r.model, |r, v| r.model = v),
+        Column::text("kind", |r| &r.kind, |r, v| r.kind = v),
+        Column::u32("layer", |r| r.layer, |r, v| r.layer = v),
+        Column::opt_u32("head", |r| r.head, |r, v| r.head = v),
+        Column::opt_u32("position", |r| r.position, |r, v| r.position = v),
+        Column::opt_text("token", |r| r.token.as_deref(), |r, v| r.token = v),
+        Column::f64(
+            "patched_logit_diff",
+            |r| r.patched_logit_diff,
+            |r, v| r.patched_logit_diff = v,
+        ),
+        Column::f64(
+            "normalized_logit_diff",
+            |r| r.normalized_logit_diff,
+            |r, v| r.normalized_logit_diff = v,
+        ),
+        Column::f64(
+            "logprob_diff",
+            |r| r.logprob_diff,
+            |r, v| r.logprob_diff = v,
+        ),
+        Column::opt_f64(
+            "prob_correct",
+            |r| r.prob_correct,
+            |r, v| r.prob_correct = v,
+        ),
+        Column::opt_f64("kl_div", |r| r.kl_div, |r, v| r.kl_div = v),
+        Column::bool("pair_valid", |r| r.pair_valid, |r, v| r.pair_valid = v),
+    ],
+};
+
 /// One pair's tokenization, baselines and validation outcome.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct BaselineRow {
     pub run_id: String,
     pub experiment: String,
@@ -66,96 +110,46 @@ pub struct BaselineRow {
     pub warnings: Vec<String>,
 }
 
-fn str_col(name: &str, values: Vec<String>) -> Column {
-    Column::new(name.into(), values)
-}
-
-fn list_col(name: &str, values: Vec<Vec<String>>) -> Column {
-    let series: Vec<Series> = values
-        .into_iter()
-        .map(|v| Series::new("".into(), v))
-        .collect();
-    Column::new(name.into(), series)
-}
-
-pub fn cells_frame(rows: &[CellRow]) -> PolarsResult<DataFrame> {
-    let s = |f: fn(&CellRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
-    let f = |f: fn(&CellRow) -> f64| rows.iter().map(f).collect::<Vec<_>>();
-    DataFrame::new_infer_height(vec![
-        str_col("run_id", s(|r| r.run_id.clone())),
-        str_col("experiment", s(|r| r.experiment.clone())),
-        str_col("concept", s(|r| r.concept.clone())),
-        str_col("pair", s(|r| r.pair.clone())),
-        str_col("model", s(|r| r.model.clone())),
-        str_col("kind", s(|r| r.kind.clone())),
-        Column::new(
-            "layer".into(),
-            rows.iter().map(|r| r.layer).collect::<Vec<_>>(),
+/// `baselines.parquet`, one line per column.
+pub static BASELINES: Table<BaselineRow> = Table {
+    file: "baselines.parquet",
+    columns: &[
+        Column::text("run_id", |r| &r.run_id, |r, v| r.run_id = v),
+        Column::text("experiment", |r| &r.experiment, |r, v| r.experiment = v),
+        Column::text("concept", |r| &r.concept, |r, v| r.concept = v),
+        Column::text("pair", |r| &r.pair, |r, v| r.pair = v),
+        Column::text("model", |r| &r.model, |r, v| r.model = v),
+        Column::text("clean", |r| &r.clean, |r, v| r.clean = v),
+        Column::text("corrupted", |r| &r.corrupted, |r, v| r.corrupted = v),
+        Column::text("correct", |r| &r.correct, |r, v| r.correct = v),
+        Column::text("incorrect", |r| &r.incorrect, |r, v| r.incorrect = v),
+        Column::text_list(
+            "clean_tokens",
+            |r| &r.clean_tokens,
+            |r, v| r.clean_tokens = v,
         ),
-        Column::new(
-            "head".into(),
-            rows.iter().map(|r| r.head).collect::<Vec<_>>(),
+        Column::text_list(
+            "corrupted_tokens",
+            |r| &r.corrupted_tokens,
+            |r, v| r.corrupted_tokens = v,
         ),
-        Column::new(
-            "position".into(),
-            rows.iter().map(|r| r.position).collect::<Vec<_>>(),
+        Column::text("align", |r| &r.align, |r, v| r.align = v),
+        Column::opt_f64(
+            "clean_logit_diff",
+            |r| r.clean_logit_diff,
+            |r, v| r.clean_logit_diff = v,
         ),
-        Column::new(
-            "token".into(),
-            rows.iter().map(|r| r.token.clone()).collect::<Vec<_>>(),
+        Column::opt_f64(
+            "corrupted_logit_diff",
+            |r| r.corrupted_logit_diff,
+            |r, v| r.corrupted_logit_diff = v,
         ),
-        Column::new("patched_logit_diff".into(), f(|r| r.patched_logit_diff)),
-        Column::new(
-            "normalized_logit_diff".into(),
-            f(|r| r.normalized_logit_diff),
-        ),
-        Column::new("logprob_diff".into(), f(|r| r.logprob_diff)),
-        Column::new(
-            "prob_correct".into(),
-            rows.iter().map(|r| r.prob_correct).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "kl_div".into(),
-            rows.iter().map(|r| r.kl_div).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "pair_valid".into(),
-            rows.iter().map(|r| r.pair_valid).collect::<Vec<_>>(),
-        ),
-    ])
-}
-
-pub fn baselines_frame(rows: &[BaselineRow]) -> PolarsResult<DataFrame> {
-    let s = |f: fn(&BaselineRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
-    let l = |f: fn(&BaselineRow) -> Vec<String>| rows.iter().map(f).collect::<Vec<_>>();
-    let o = |f: fn(&BaselineRow) -> Option<f64>| rows.iter().map(f).collect::<Vec<_>>();
-    DataFrame::new_infer_height(vec![
-        str_col("run_id", s(|r| r.run_id.clone())),
-        str_col("experiment", s(|r| r.experiment.clone())),
-        str_col("concept", s(|r| r.concept.clone())),
-        str_col("pair", s(|r| r.pair.clone())),
-        str_col("model", s(|r| r.model.clone())),
-        str_col("clean", s(|r| r.clean.clone())),
-        str_col("corrupted", s(|r| r.corrupted.clone())),
-        str_col("correct", s(|r| r.correct.clone())),
-        str_col("incorrect", s(|r| r.incorrect.clone())),
-        list_col("clean_tokens", l(|r| r.clean_tokens.clone())),
-        list_col("corrupted_tokens", l(|r| r.corrupted_tokens.clone())),
-        str_col("align", s(|r| r.align.clone())),
-        Column::new("clean_logit_diff".into(), o(|r| r.clean_logit_diff)),
-        Column::new("corrupted_logit_diff".into(), o(|r| r.corrupted_logit_diff)),
-        Column::new(
-            "passed".into(),
-            rows.iter().map(|r| r.passed).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "swept".into(),
-            rows.iter().map(|r| r.swept).collect::<Vec<_>>(),
-        ),
-        list_col("reasons", l(|r| r.reasons.clone())),
-        list_col("warnings", l(|r| r.warnings.clone())),
-    ])
-}
+        Column::bool("passed", |r| r.passed, |r, v| r.passed = v),
+        Column::bool("swept", |r| r.swept, |r, v| r.swept = v),
+        Column::text_list("reasons", |r| &r.reasons, |r, v| r.reasons = v),
+        Column::text_list("warnings", |r| &r.warnings, |r, v| r.warnings = v),
+    ],
+};
 
 fn table_err(path: &Path, e: PolarsError) -> ReportError {
     ReportError::Table {
@@ -164,33 +158,58 @@ fn table_err(path: &Path, e: PolarsError) -> ReportError {
     }
 }
 
-/// Writes `frame` to `path` atomically, with the schema version in its metadata.
-pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<()> {
+/// Writes `rows` as `table` to `path` atomically, with the schema version and the
+/// table's Arrow schema (plain strings) in its metadata.
+pub fn write_table<R>(path: &Path, table: &Table<R>, rows: &[R]) -> Result<()> {
+    let mut data = frame(table, rows).map_err(|e| table_err(path, e))?;
+    let hint = polars_parquet::write::schema_to_metadata_key(&arrow_schema(table));
+    let mut metadata = vec![(SCHEMA_VERSION_KEY.to_string(), SCHEMA_VERSION.to_string())];
+    if let Some(value) = hint.value {
+        // Given explicitly, this replaces the schema polars would store, whose
+        // strings are `string_view`, which pandas cannot read inside lists.
+        metadata.push((hint.key, value));
+    }
     write_atomic(path, |writer| {
         ParquetWriter::new(writer)
             .with_compression(ParquetCompression::Zstd(None))
-            .with_key_value_metadata(Some(KeyValueMetadata::from_static(vec![(
-                SCHEMA_VERSION_KEY.to_string(),
-                SCHEMA_VERSION.to_string(),
-            )])))
-            .finish(frame)
+            .with_key_value_metadata(Some(KeyValueMetadata::from_static(metadata)))
+            .finish(&mut data)
             .map(|_| ())
             .map_err(|e| table_err(path, e))
     })
 }
 
 pub fn write_cells(path: &Path, rows: &[CellRow]) -> Result<()> {
-    let mut frame = cells_frame(rows).map_err(|e| table_err(path, e))?;
-    write_parquet(path, &mut frame)
+    write_table(path, &CELLS, rows)
 }
 
 pub fn write_baselines(path: &Path, rows: &[BaselineRow]) -> Result<()> {
-    let mut frame = baselines_frame(rows).map_err(|e| table_err(path, e))?;
-    write_parquet(path, &mut frame)
+    write_table(path, &BASELINES, rows)
 }
 
-/// Reads a table written by actpatch, refusing other schema versions.
-pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+/// The cells as a data frame laid out by [`CELLS`].
+pub fn cells_frame(rows: &[CellRow]) -> PolarsResult<DataFrame> {
+    frame(&CELLS, rows)
+}
+
+/// The baselines as a data frame laid out by [`BASELINES`].
+pub fn baselines_frame(rows: &[BaselineRow]) -> PolarsResult<DataFrame> {
+    frame(&BASELINES, rows)
+}
+
+/// A table read from parquet, with what was adapted on the way.
+#[derive(Debug, Clone)]
+pub struct TableRead<T> {
+    pub data: T,
+    /// What the reader accepted and adapted (no version key, columns ignored…), one
+    /// sentence each, for the user to see.
+    pub notes: Vec<String>,
+}
+
+/// Reads a parquet table as it is. A table of another actpatch schema version is
+/// refused; one without the version key (as pandas and pyarrow write it back) is
+/// read, with a note.
+pub fn read_frame(path: &Path) -> Result<TableRead<DataFrame>> {
     let read_err = |reason: String| ReportError::Read {
         path: path.to_path_buf(),
         reason,
@@ -203,89 +222,65 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
         .as_ref()
         .and_then(|kvs| kvs.iter().find(|kv| kv.key == SCHEMA_VERSION_KEY))
         .and_then(|kv| kv.value.clone());
+    let mut notes = Vec::new();
     match version {
         Some(v) if v == SCHEMA_VERSION.to_string() => {}
-        other => {
+        Some(found) => {
             return Err(ReportError::SchemaVersion {
                 path: path.to_path_buf(),
-                found: other.unwrap_or_else(|| "none (not an actpatch table)".into()),
+                found,
                 expected: SCHEMA_VERSION,
             })
         }
+        None => notes.push(format!(
+            "{} has no `{SCHEMA_VERSION_KEY}` key (another tool, e.g. pandas or pyarrow, wrote it); read as schema version {SCHEMA_VERSION}",
+            path.display()
+        )),
     }
-    reader.finish().map_err(|e| table_err(path, e))
+    let data = reader.finish().map_err(|e| table_err(path, e))?;
+    Ok(TableRead { data, notes })
+}
+
+/// Reads a table as it is (see [`read_frame`]), without the notes.
+pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    read_frame(path).map(|t| t.data)
+}
+
+/// Reads `table`'s rows from `path`, casting what other tools changed back to the
+/// schema's types; an error names the column and the type it expected.
+pub fn read_rows<R: Default>(path: &Path, table: &Table<R>) -> Result<TableRead<Vec<R>>> {
+    let TableRead { data, mut notes } = read_frame(path)?;
+    let (conformed, adapted) = conform(table, &data).map_err(|m| ReportError::Column {
+        path: path.to_path_buf(),
+        table: table.file,
+        column: m.column,
+        expected: m.expected,
+        found: m.found,
+    })?;
+    notes.extend(
+        adapted
+            .into_iter()
+            .map(|n| format!("{}: {n}", path.display())),
+    );
+    let data = rows(table, &conformed).map_err(|e| ReportError::Column {
+        path: path.to_path_buf(),
+        table: table.file,
+        column: e.column.clone(),
+        expected: table
+            .column(&e.column)
+            .map(|c| c.ty().describe(c.nullable()))
+            .unwrap_or_default(),
+        found: e.reason,
+    })?;
+    Ok(TableRead { data, notes })
 }
 
 /// Reads `cells.parquet` back into rows.
 pub fn read_cells(path: &Path) -> Result<Vec<CellRow>> {
-    let frame = read_parquet(path)?;
-    cells_from_frame(&frame).map_err(|e| table_err(path, e))
+    read_rows(path, &CELLS).map(|t| t.data)
 }
 
-fn cells_from_frame(frame: &DataFrame) -> PolarsResult<Vec<CellRow>> {
-    let strings = |name: &str| -> PolarsResult<Vec<Option<String>>> {
-        Ok(frame
-            .column(name)?
-            .str()?
-            .iter()
-            .map(|s| s.map(str::to_string))
-            .collect())
-    };
-    let optional = |name: &str| -> PolarsResult<Vec<Option<f64>>> {
-        Ok(frame.column(name)?.f64()?.iter().collect())
-    };
-    let floats = |name: &str| -> PolarsResult<Vec<f64>> {
-        Ok(frame
-            .column(name)?
-            .f64()?
-            .iter()
-            .map(|v| v.unwrap_or(f64::NAN))
-            .collect())
-    };
-    let uints = |name: &str| -> PolarsResult<Vec<Option<u32>>> {
-        Ok(frame.column(name)?.u32()?.iter().collect())
-    };
-    let (run_id, experiment, concept, pair, model, kind, token) = (
-        strings("run_id")?,
-        strings("experiment")?,
-        strings("concept")?,
-        strings("pair")?,
-        strings("model")?,
-        strings("kind")?,
-        strings("token")?,
-    );
-    let (layer, head, position) = (uints("layer")?, uints("head")?, uints("position")?);
-    let (ld, nld, lp, pc, kl) = (
-        floats("patched_logit_diff")?,
-        floats("normalized_logit_diff")?,
-        floats("logprob_diff")?,
-        optional("prob_correct")?,
-        optional("kl_div")?,
-    );
-    let valid: Vec<bool> = frame
-        .column("pair_valid")?
-        .bool()?
-        .iter()
-        .map(|v| v.unwrap_or(false))
-        .collect();
-    Ok((0..frame.height())
-        .map(|i| CellRow {
-            run_id: run_id[i].clone().unwrap_or_default(),
-            experiment: experiment[i].clone().unwrap_or_default(),
-            concept: concept[i].clone().unwrap_or_default(),
-            pair: pair[i].clone().unwrap_or_default(),
-            model: model[i].clone().unwrap_or_default(),
-            kind: kind[i].clone().unwrap_or_default(),
-            layer: layer[i].unwrap_or(0),
-            head: head[i],
-            position: position[i],
-            token: token[i].clone(),
-            patched_logit_diff: ld[i],
-            normalized_logit_diff: nld[i],
-            logprob_diff: lp[i],
-            prob_correct: pc[i],
-            kl_div: kl[i],
-            pair_valid: valid[i],
-        })
-        .collect())
+/// Reads `baselines.parquet` back into rows.
+pub fn read_baselines(path: &Path) -> Result<Vec<BaselineRow>> {
+    read_rows(path, &BASELINES).map(|t| t.data)
 }

@@ -1,9 +1,10 @@
 //! `actpatch compare A B`: two runs' `cells.parquet` joined on (concept, pair, patch
 //! kind, layer, head, position). The tables are read by polars
-//! ([`actpatch_report::tables::read_cells`], which refuses other schema versions); the
+//! ([`actpatch_report::tables::read_rows`], which refuses other schema versions and
+//! reads back what pandas or pyarrow rewrote); the
 //! join and the statistics are plain Rust ([`join`], [`stats`]). Writes
-//! `compare.parquet` (every cell, matched or not), `compare.md` (also printed) and a
-//! B − A heatmap per pair and patch kind.
+//! `compare.parquet` (every cell, matched or not), `compare.md` (also printed), a
+//! B − A heatmap per pair and patch kind, and `compare.html` (the same, interactive).
 
 mod input;
 pub mod join;
@@ -140,6 +141,7 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
         &figures,
     );
     actpatch_report::atomic::write_bytes_atomic(&out_dir.join("compare.md"), markdown.as_bytes())?;
+    actpatch_report::html::compare_page::write_compare_page(&out_dir)?;
     Ok(Comparison {
         a,
         b,
@@ -155,6 +157,9 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
 /// when `--fail-above` is exceeded).
 pub fn cli(a: &Path, b: &Path, options: &CompareOptions) -> Result<u8, RunnerError> {
     let c = compare(a, b, options)?;
+    for note in c.a.notes.iter().chain(&c.b.notes) {
+        eprintln!("note: {note}");
+    }
     let (text, figures) = match c.markdown.split_once(render::FIGURES_HEADING) {
         Some((text, figures)) => (text, figures.matches("![").count()),
         None => (c.markdown.as_str(), 0),
@@ -165,7 +170,7 @@ pub fn cli(a: &Path, b: &Path, options: &CompareOptions) -> Result<u8, RunnerErr
         n => format!(", {n} difference heatmaps in figures/"),
     };
     println!(
-        "\nwritten to {}: compare.md, compare.parquet{figures}",
+        "\nwritten to {}: compare.md, compare.html, compare.parquet{figures}",
         c.out_dir.display()
     );
     if c.summary.matched == 0 {

@@ -97,30 +97,7 @@ pub fn normalized_cells(results: &[CellResult], kind: PatchKind) -> Vec<(CellInd
         .collect()
 }
 
-/// The mean over pairs of each cell, when every pair has the same cells (same token
-/// length); `None` otherwise.
-pub fn mean_cells(per_pair: &[Vec<(CellIndex, f64)>]) -> Option<Vec<(CellIndex, f64)>> {
-    let first = per_pair.first()?;
-    let same = per_pair.iter().all(|cells| {
-        cells.len() == first.len() && cells.iter().zip(first).all(|(a, b)| a.0 == b.0)
-    });
-    if !same || first.is_empty() {
-        return None;
-    }
-    let n = per_pair.len() as f64;
-    Some(
-        first
-            .iter()
-            .enumerate()
-            .map(|(i, (index, _))| {
-                (
-                    *index,
-                    per_pair.iter().map(|cells| cells[i].1).sum::<f64>() / n,
-                )
-            })
-            .collect(),
-    )
-}
+pub use actpatch_report::summary::mean_cells;
 
 #[cfg(test)]
 mod tests {
@@ -144,21 +121,5 @@ mod tests {
         assert_eq!(h.x_ticks, labels);
         assert_eq!(h.values[1][1], 0.2);
         assert!(h.values[1][0].is_nan());
-    }
-
-    #[test]
-    fn mean_needs_identical_cells() {
-        let c = |p| CellIndex {
-            layer: 0,
-            head: None,
-            position: Some(p),
-        };
-        let a = vec![(c(0), 1.0), (c(1), 0.0)];
-        let b = vec![(c(0), 0.0), (c(1), 1.0)];
-        assert_eq!(
-            mean_cells(&[a.clone(), b]).unwrap(),
-            vec![(c(0), 0.5), (c(1), 0.5)]
-        );
-        assert!(mean_cells(&[a, vec![(c(0), 1.0)]]).is_none());
     }
 }

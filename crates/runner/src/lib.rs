@@ -11,6 +11,8 @@ pub mod figures;
 pub mod manifest;
 pub mod outputs;
 pub mod partial;
+pub mod progress;
+pub mod render;
 pub mod run;
 mod run_folder;
 pub mod runs;

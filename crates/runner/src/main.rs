@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand};
 /// An experiment file (TOML) names a model, clean/corrupted prompt pairs with their
 /// answers, and the sweeps to run. actpatch validates every pair's baseline logit
 /// differences, patches clean activations into the corrupted run cell by cell, and
-/// writes parquet tables, figures and a markdown report under results/.
+/// writes parquet tables, figures, report.md and an interactive report.html under
+/// results/.
 ///
 /// Exit codes: 0 done; 1 no pair passed validation (or a computation failed);
 /// 2 bad input (experiment file, model, output folder).
@@ -23,7 +24,7 @@ use clap::{Parser, Subcommand};
     version,
     about,
     long_about,
-    after_long_help = "Examples:\n  actpatch check experiments/landmarks.toml      validate pairs and baselines only\n  actpatch run experiments/landmarks.toml        the whole experiment\n  actpatch run --resume results/landmarks/RUN    finish an interrupted run\n  actpatch runs --concept landmarks              every run, as one table\n  actpatch compare RUN_A RUN_B --fail-above 1e-4 a regression check\n\nThe experiment file, the patch kinds and the output tables are documented in README.md."
+    after_long_help = "Examples:\n  actpatch check experiments/landmarks.toml      validate pairs and baselines only\n  actpatch run experiments/landmarks.toml        the whole experiment\n  actpatch run --resume results/landmarks/RUN    finish an interrupted run\n  actpatch runs --concept landmarks              every run, as one table\n  actpatch compare RUN_A RUN_B --fail-above 1e-4 a regression check\n  actpatch report results/landmarks/RUN          re-render report.html\n\nThe experiment file, the patch kinds and the output tables are documented in README.md."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,7 +33,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate the pairs, run the sweeps, write tables, figures and report.md.
+    /// Validate the pairs, run the sweeps, write tables, figures, report.md and
+    /// report.html.
     ///
     /// Example: actpatch run experiments/landmarks.toml
     ///
@@ -80,8 +82,9 @@ enum Command {
     /// normalized logit difference, correlations per patch kind, the cells that
     /// changed most, and a B − A heatmap per pair and patch kind.
     ///
-    /// A and B are run folders or cells.parquet files. Writes compare.md,
-    /// compare.parquet and figures/ to --out (default results/compare/<A>-vs-<B>).
+    /// A and B are run folders or cells.parquet files (also as pandas, pyarrow or
+    /// polars wrote them back). Writes compare.md, compare.html, compare.parquet and
+    /// figures/ to --out (default results/compare/<A>-vs-<B>).
     ///
     /// Exit codes: 0 done; 1 --fail-above exceeded; 2 bad input (missing run,
     /// table of another schema version).
@@ -112,6 +115,19 @@ enum Command {
         /// Draw no difference heatmaps.
         #[arg(long)]
         no_figures: bool,
+    },
+    /// Re-render the page of a finished (or merged) run from its files: report.html
+    /// from the run's tables and manifest.json. Given a folder written by `actpatch
+    /// compare`, re-renders compare.html from compare.md and compare.parquet.
+    ///
+    /// The page is self-contained (no network; opens from file://): baselines, an
+    /// interactive heatmap per grid with selectors for pair/concept and kind, the
+    /// summary sentences.
+    ///
+    /// Example: actpatch report results/landmarks/RUN
+    Report {
+        /// The run folder (or comparison folder).
+        dir: PathBuf,
     },
     /// List every run under DIR (default results/): run id, experiment, model, date,
     /// pairs passed/failed, cells, wall time, status. Runs that did not finish are
@@ -203,6 +219,9 @@ fn main() -> ExitCode {
                 Ok(code) => return ExitCode::from(code),
                 Err(e) => Err(e),
             }
+        }
+        Command::Report { dir } => {
+            actpatch_runner::render::report(&dir).map(|page| println!("{}", page.display()))
         }
         Command::Runs {
             dir,

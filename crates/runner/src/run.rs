@@ -7,19 +7,18 @@
 //! pair's cells as the pair finishes, and the final tables, figures and report, each
 //! written atomically; the manifest says `"complete"` last.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use actpatch_hooks::HookPoint;
 use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use crate::experiment::Experiment;
 use crate::manifest;
 use crate::outputs::{write_outputs, SweptPair};
 use crate::partial::{partial_dir, partial_path, pause_point, results_from_rows};
+use crate::progress::{cells_bar, ProgressMode};
 use crate::run_folder::{create_run_dir, describe_model, ensure_writable, unwritable};
 use crate::sweep::PatchKind;
 use crate::validate::{validate_pair, PairPlan};
@@ -80,7 +79,10 @@ fn load_experiment(path: &Path, options: &RunOptions) -> Result<Experiment, Runn
     Ok(experiment)
 }
 
-fn load_model(experiment: &Experiment) -> Result<HookedTransformer, RunnerError> {
+fn load_model(
+    experiment: &Experiment,
+    options: &RunOptions,
+) -> Result<HookedTransformer, RunnerError> {
     let device: DeviceSpec = experiment.model.device.parse()?;
     let source = match (&experiment.model.path, &experiment.model.id) {
         (Some(path), _) => ModelSource::Local(path.clone()),
@@ -90,8 +92,25 @@ fn load_model(experiment: &Experiment) -> Result<HookedTransformer, RunnerError>
         },
         (None, None) => return Err(RunnerError::Input("[model] needs `id` or `path`".into())),
     };
+    let clock = Instant::now();
+    say(
+        options,
+        format!("loading model {source} on {}…", experiment.model.device),
+    );
     let model = HookedTransformer::load(&source, device)?;
     check_kinds(&model, &experiment.sweep.kinds)?;
+    let dims = model.dims();
+    say(
+        options,
+        format!(
+            "loaded {} ({} layers, {} heads, d_model {}) in {:.1} s",
+            dims.arch.name(),
+            dims.n_layers,
+            dims.n_heads,
+            dims.d_model,
+            clock.elapsed().as_secs_f64()
+        ),
+    );
     Ok(model)
 }
 
@@ -123,6 +142,13 @@ fn validate_all(
     options: &RunOptions,
 ) -> Result<Vec<PairPlan>, RunnerError> {
     let mut plans = Vec::new();
+    say(
+        options,
+        format!(
+            "validating {} pairs (baseline logit differences, answers, alignment)…",
+            experiment.pairs.len()
+        ),
+    );
     for index in 0..experiment.pairs.len() {
         let plan = validate_pair(model, experiment, index)?;
         say(options, plan.describe());
@@ -144,7 +170,7 @@ fn validate_all(
 /// Validates the file and every pair's baselines without sweeping.
 pub fn check(path: &Path, options: &RunOptions) -> Result<(usize, usize), RunnerError> {
     let experiment = load_experiment(path, options)?;
-    let model = load_model(&experiment)?;
+    let model = load_model(&experiment, options)?;
     let plans = validate_all(&model, &experiment, options)?;
     let passed = plans.iter().filter(|p| p.passed()).count();
     say(
@@ -258,7 +284,7 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
         options.out_dir = Some(out_dir);
     }
 
-    let model = load_model(&experiment)?;
+    let model = load_model(&experiment, &options)?;
     let t_loaded = clock.elapsed().as_secs_f64();
     let plans = validate_all(&model, &experiment, &options)?;
     let t_validated = clock.elapsed().as_secs_f64();
@@ -302,7 +328,11 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
         .iter()
         .map(|p| sweep_pair::cell_count(&experiment, &model, p))
         .sum();
-    let bar = progress_bar(total as u64, &options);
+    say(
+        &options,
+        format!("sweeping {} pairs: {total} cells", to_sweep.len()),
+    );
+    let bar = cells_bar(total as u64, ProgressMode::detect(options.quiet));
     std::fs::create_dir_all(partial_dir(&run_dir)).map_err(|e| unwritable(&run_dir, e))?;
     let mut swept = Vec::new();
     for (done, plan) in to_sweep.iter().enumerate() {
@@ -341,6 +371,13 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
     }
     bar.finish_and_clear();
     let t_swept = clock.elapsed().as_secs_f64();
+    say(
+        &options,
+        format!(
+            "swept {total} cells in {:.1} s; writing tables, figures and reports",
+            t_swept - t_validated
+        ),
+    );
 
     let passed = plans.iter().filter(|p| p.passed()).count();
     let failed = plans.len() - passed;
@@ -380,13 +417,16 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
         .map(|k| k.name())
         .collect::<Vec<_>>());
     manifest["status"] = json!("complete");
+    // From the files just written and the final manifest: `actpatch report` renders
+    // the same page from the folder.
+    actpatch_report::html::run_page::write_run_page(&run_dir, Some(&manifest))?;
     manifest::write(&run_dir, &manifest)?;
     say(
         &options,
         format!(
             "{cells} cells, {passed} of {} pairs passed; report: {}",
             plans.len(),
-            run_dir.join("report.md").display()
+            run_dir.join("report.html").display()
         ),
     );
     if swept.is_empty() {
@@ -414,17 +454,4 @@ pub(crate) fn skipped_kinds(experiment: &Experiment, plan: &PairPlan) -> Vec<Str
         .filter(|k| **k == PatchKind::HeadPattern && !aligned)
         .map(|k| format!("{k} not swept: attention patterns cannot be patched between prompts of different token lengths"))
         .collect()
-}
-
-fn progress_bar(total: u64, options: &RunOptions) -> ProgressBar {
-    if options.quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:40} {pos}/{len} cells  {per_sec}  ETA {eta}")
-    {
-        bar.set_style(style);
-    }
-    bar
 }

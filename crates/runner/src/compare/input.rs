@@ -1,10 +1,10 @@
 //! The two sides of a comparison: a run folder or a `cells.parquet` file, read with the
-//! schema-version check of [`actpatch_report::tables::read_cells`], plus what the
+//! schema-version check and lenient reading of [`actpatch_report::tables::read_rows`], plus what the
 //! run's `manifest.json` says about it when there is one.
 
 use std::path::{Path, PathBuf};
 
-use actpatch_report::tables::read_cells;
+use actpatch_report::tables::{read_rows, CELLS};
 use actpatch_report::CellRow;
 use serde_json::Value;
 
@@ -26,6 +26,9 @@ pub struct RunTable {
     pub model: String,
     /// Manifest `status`, when there is a manifest.
     pub status: Option<String>,
+    /// What reading the table adapted (e.g. written back by pandas without the
+    /// schema version key).
+    pub notes: Vec<String>,
 }
 
 /// Reads a run's `manifest.json`; `None` when it is missing or not JSON.
@@ -67,7 +70,8 @@ fn resolve(path: &Path, side: &str) -> Result<(PathBuf, Option<PathBuf>), Runner
 /// Loads one side of a comparison. `side` ("A" or "B") prefixes error messages.
 pub fn load(path: &Path, side: &str) -> Result<RunTable, RunnerError> {
     let (cells_path, run_dir) = resolve(path, side)?;
-    let cells = read_cells(&cells_path)?;
+    let table = read_rows(&cells_path, &CELLS)?;
+    let (cells, notes) = (table.data, table.notes);
     let manifest = run_dir.as_deref().and_then(read_manifest);
     let from_manifest = |f: &dyn Fn(&Value) -> Option<String>| manifest.as_ref().and_then(f);
     let folder_name = || {
@@ -109,5 +113,6 @@ pub fn load(path: &Path, side: &str) -> Result<RunTable, RunnerError> {
         n_layers_source,
         model,
         status,
+        notes,
     })
 }

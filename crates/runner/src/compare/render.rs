@@ -44,8 +44,13 @@ fn opt(v: Option<u32>) -> String {
 }
 
 fn describe(side: &str, t: &RunTable) -> String {
+    let notes: String = t
+        .notes
+        .iter()
+        .map(|n| format!("  - note: {}\n", n.replace('\n', " ")))
+        .collect();
     format!(
-        "- **{side}**: `{}` — `{}`, {} layers ({}), {} cells{} — `{}`\n",
+        "- **{side}**: `{}` — `{}`, {} layers ({}), {} cells{} — `{}`\n{notes}",
         t.id,
         t.model,
         t.n_layers,

@@ -1,0 +1,584 @@
+//! `report.html` of a run, from the run folder's files alone: `manifest.json`,
+//! `cells.parquet`, `baselines.parquet`, and — where they exist — `concepts.parquet`
+//! (concept statistics with intervals) and `attribution.parquet` (attribution
+//! accuracy). A finished, resumed or merged run renders the same page.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde_json::Value;
+
+use super::grid::{facet_title as title, grids, ColumnKey, LongCell};
+use super::{Block, GridSet, Page, Section, TableBlock};
+use crate::summary::{kind_sentence, mean_cells, shared_labels, Spot};
+use crate::tables::{read_frame, read_rows, BASELINES, CELLS};
+use crate::{BaselineRow, CellRow, ReportError, Result};
+
+/// The facet that picks a pair or a concept.
+pub const SUBJECT: &str = "pair / concept";
+/// Facets of the heatmaps, in the order of their selectors.
+pub const FACETS: [&str; 4] = [SUBJECT, "direction", "kind", "method"];
+
+/// Everything a run page shows, as read from the run folder.
+#[derive(Debug, Clone, Default)]
+pub struct RunFiles {
+    pub manifest: Value,
+    pub cells: Vec<CellRow>,
+    pub baselines: Vec<BaselineRow>,
+    /// `concepts.parquet`, when the run wrote one.
+    pub concepts: Option<DataFrame>,
+    /// `attribution.parquet`, when the run wrote one.
+    pub attribution: Option<DataFrame>,
+    /// What reading the tables adapted (tables written back by other tools).
+    pub notes: Vec<String>,
+}
+
+fn read_optional(path: &Path, notes: &mut Vec<String>) -> Result<Option<DataFrame>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let table = read_frame(path)?;
+    notes.extend(table.notes);
+    Ok(Some(table.data))
+}
+
+impl RunFiles {
+    /// Reads the run folder's tables; `manifest` is the run's manifest (read from
+    /// `manifest.json` when `None`).
+    pub fn read(run_dir: &Path, manifest: Option<&Value>) -> Result<RunFiles> {
+        let manifest = match manifest {
+            Some(m) => m.clone(),
+            None => {
+                let path = run_dir.join("manifest.json");
+                let text = std::fs::read_to_string(&path).map_err(|e| ReportError::Read {
+                    path: path.clone(),
+                    reason: format!("{e}. Is {} a run folder?", run_dir.display()),
+                })?;
+                serde_json::from_str(&text).map_err(|e| ReportError::Read {
+                    path,
+                    reason: e.to_string(),
+                })?
+            }
+        };
+        let cells = read_rows(&run_dir.join("cells.parquet"), &CELLS)?;
+        let baselines = read_rows(&run_dir.join("baselines.parquet"), &BASELINES)?;
+        let mut notes = cells.notes;
+        notes.extend(baselines.notes);
+        let concepts = read_optional(&run_dir.join("concepts.parquet"), &mut notes)?;
+        let attribution = read_optional(&run_dir.join("attribution.parquet"), &mut notes)?;
+        Ok(RunFiles {
+            manifest,
+            cells: cells.data,
+            baselines: baselines.data,
+            concepts,
+            attribution,
+            notes,
+        })
+    }
+}
+
+/// Renders the run folder's `report.html` and writes it atomically; returns its path.
+pub fn write_run_page(run_dir: &Path, manifest: Option<&Value>) -> Result<PathBuf> {
+    let files = RunFiles::read(run_dir, manifest)?;
+    let path = run_dir.join("report.html");
+    crate::atomic::write_bytes_atomic(&path, run_page(&files).render().as_bytes())?;
+    Ok(path)
+}
+
+fn pair_subject(cell: &CellRow) -> String {
+    format!("{} ({})", cell.pair, cell.concept)
+}
+
+/// A cell's facets. New facet columns (direction, method) are one line each here.
+fn cell_facets(cell: &CellRow) -> Vec<(String, String)> {
+    vec![
+        (SUBJECT.into(), pair_subject(cell)),
+        ("kind".into(), cell.kind.clone()),
+    ]
+}
+
+fn quoted(token: &str) -> String {
+    format!("\"{token}\"")
+}
+
+fn position_key(position: u32, token: Option<&str>) -> ColumnKey {
+    let mut hover = vec![("position".into(), position.to_string())];
+    if let Some(t) = token {
+        hover.push(("token".into(), quoted(t)));
+    }
+    ColumnKey {
+        order: position,
+        label: format!("{}_{position}", token.unwrap_or("·")),
+        hover,
+    }
+}
+
+fn long_cell(cell: &CellRow) -> LongCell {
+    LongCell {
+        facets: cell_facets(cell),
+        layer: cell.layer,
+        head: cell.head,
+        column: cell
+            .position
+            .map(|p| position_key(p, cell.token.as_deref())),
+        value: cell.normalized_logit_diff,
+        interval: None,
+    }
+}
+
+fn spot(cell: &CellRow) -> Spot {
+    Spot {
+        layer: cell.layer as usize,
+        head: cell.head.map(|h| h as usize),
+        position: cell.position.map(|p| p as usize),
+    }
+}
+
+/// `token_position` labels of one pair's positions, as the figures print them.
+fn position_labels(cells: &[&CellRow]) -> Vec<String> {
+    let n = cells
+        .iter()
+        .filter_map(|c| c.position)
+        .max()
+        .map_or(0, |p| p as usize + 1);
+    let mut labels: Vec<String> = (0..n).map(|p| format!("·_{p}")).collect();
+    for c in cells {
+        if let (Some(p), Some(t)) = (c.position, &c.token) {
+            labels[p as usize] = format!("{t}_{p}");
+        }
+    }
+    labels
+}
+
+/// Items in order of first appearance.
+fn ordered<'a, T: PartialEq + 'a>(items: impl Iterator<Item = &'a T>) -> Vec<&'a T> {
+    let mut out: Vec<&T> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// The cells of one pair (in order of first appearance), by kind.
+type PairCells<'a> = Vec<(&'a str, Vec<(&'a str, Vec<&'a CellRow>)>)>;
+
+fn by_pair_and_kind(cells: &[CellRow]) -> PairCells<'_> {
+    let pairs = ordered(cells.iter().map(|c| &c.pair));
+    pairs
+        .into_iter()
+        .map(|pair| {
+            let of_pair: Vec<&CellRow> = cells.iter().filter(|c| &c.pair == pair).collect();
+            let kinds = ordered(of_pair.iter().map(|c| &c.kind));
+            let by_kind = kinds
+                .into_iter()
+                .map(|kind| {
+                    let cells = of_pair
+                        .iter()
+                        .copied()
+                        .filter(|c| &c.kind == kind)
+                        .collect();
+                    (kind.as_str(), cells)
+                })
+                .collect();
+            (pair.as_str(), by_kind)
+        })
+        .collect()
+}
+
+fn n_layers(files: &RunFiles) -> usize {
+    files.manifest["model"]["n_layers"]
+        .as_u64()
+        .map(|n| n as usize)
+        .unwrap_or_else(|| {
+            files
+                .cells
+                .iter()
+                .map(|c| c.layer as usize + 1)
+                .max()
+                .unwrap_or(0)
+        })
+}
+
+/// Concept means where every pair of a concept has the same cells (as `report.md`
+/// draws them), with the summary sentence of each; for runs without
+/// `concepts.parquet`.
+fn concept_means(files: &RunFiles, pairs: &PairCells) -> (Vec<LongCell>, Vec<String>) {
+    let mut concepts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for c in &files.cells {
+        let pairs = concepts.entry(c.concept.as_str()).or_default();
+        if !pairs.contains(&c.pair.as_str()) {
+            pairs.push(c.pair.as_str());
+        }
+    }
+    let (mut cells, mut sentences) = (Vec::new(), Vec::new());
+    for (concept, members) in concepts.iter().filter(|(_, m)| m.len() >= 2) {
+        let of_concept: Vec<_> = pairs.iter().filter(|(p, _)| members.contains(p)).collect();
+        let kinds = ordered(
+            of_concept
+                .iter()
+                .flat_map(|(_, k)| k.iter().map(|(k, _)| k)),
+        );
+        for kind in kinds {
+            let per_pair: Vec<&Vec<&CellRow>> = of_concept
+                .iter()
+                .filter_map(|(_, ks)| ks.iter().find(|(k, _)| k == kind).map(|(_, c)| c))
+                .collect();
+            let spots: Vec<Vec<(Spot, f64)>> = per_pair
+                .iter()
+                .map(|cs| {
+                    cs.iter()
+                        .map(|c| (spot(c), c.normalized_logit_diff))
+                        .collect()
+                })
+                .collect();
+            let (Some(mean), true) = (mean_cells(&spots), per_pair.len() == members.len()) else {
+                continue;
+            };
+            let labels = shared_labels(
+                &per_pair
+                    .iter()
+                    .map(|c| position_labels(c))
+                    .collect::<Vec<_>>(),
+            );
+            let subject = format!("{concept}: mean of {} pairs", members.len());
+            sentences.extend(kind_sentence(
+                &format!("{concept} (mean)"),
+                kind,
+                &mean,
+                &labels,
+                n_layers(files),
+            ));
+            cells.extend(mean.iter().map(|(s, v)| LongCell {
+                facets: vec![
+                    (SUBJECT.into(), subject.clone()),
+                    ("kind".into(), kind.to_string()),
+                ],
+                layer: s.layer as u32,
+                head: s.head.map(|h| h as u32),
+                column: s.position.map(|p| ColumnKey {
+                    order: p as u32,
+                    label: labels.get(p).cloned().unwrap_or_default(),
+                    hover: vec![("position".into(), p.to_string())],
+                }),
+                value: *v,
+                interval: None,
+            }));
+        }
+    }
+    (cells, sentences)
+}
+
+/// A column of `frame` as text, numbers or whole numbers; `None` when it is absent
+/// or cannot be cast.
+fn texts(frame: &DataFrame, name: &str) -> Option<Vec<Option<String>>> {
+    let column = frame.column(name).ok()?.cast(&DataType::String).ok()?;
+    Some(
+        column
+            .str()
+            .ok()?
+            .iter()
+            .map(|s| s.map(str::to_string))
+            .collect(),
+    )
+}
+
+fn numbers(frame: &DataFrame, name: &str) -> Option<Vec<Option<f64>>> {
+    let column = frame.column(name).ok()?.cast(&DataType::Float64).ok()?;
+    Some(column.f64().ok()?.iter().collect())
+}
+
+/// Concept heatmaps from `concepts.parquet` (one row per concept, direction, kind,
+/// layer, head, role: `n_pairs`, `mean`, `ci_low`, `ci_high`); roles are columns in
+/// order of first appearance. Rows missing a required value are left out.
+pub fn concept_cells(frame: &DataFrame) -> Vec<LongCell> {
+    let (Some(concept), Some(kind), Some(layer), Some(role), Some(mean)) = (
+        texts(frame, "concept"),
+        texts(frame, "kind"),
+        numbers(frame, "layer"),
+        texts(frame, "role"),
+        numbers(frame, "mean"),
+    ) else {
+        return Vec::new();
+    };
+    let optional = |name| texts(frame, name).unwrap_or_else(|| vec![None; frame.height()]);
+    let (direction, method) = (optional("direction"), optional("method"));
+    let head = numbers(frame, "head").unwrap_or_else(|| vec![None; frame.height()]);
+    let n_pairs = optional("n_pairs");
+    let (low, high) = (
+        numbers(frame, "ci_low").unwrap_or_else(|| vec![None; frame.height()]),
+        numbers(frame, "ci_high").unwrap_or_else(|| vec![None; frame.height()]),
+    );
+    let mut roles: BTreeMap<(String, String), u32> = BTreeMap::new();
+    let mut cells = Vec::new();
+    for i in 0..frame.height() {
+        let (Some(c), Some(k), Some(l), Some(r), Some(m)) =
+            (&concept[i], &kind[i], layer[i], &role[i], mean[i])
+        else {
+            continue;
+        };
+        let next = roles.iter().filter(|((rc, _), _)| rc == c).count() as u32;
+        let order = *roles.entry((c.clone(), r.clone())).or_insert(next);
+        let subject = match &n_pairs[i] {
+            Some(n) => format!("{c}: {n} pairs"),
+            None => format!("{c}: all pairs"),
+        };
+        let mut facets = vec![(SUBJECT.to_string(), subject)];
+        if let Some(d) = &direction[i] {
+            facets.push(("direction".into(), d.clone()));
+        }
+        facets.push(("kind".into(), k.clone()));
+        if let Some(m) = &method[i] {
+            facets.push(("method".into(), m.clone()));
+        }
+        cells.push(LongCell {
+            facets,
+            layer: l as u32,
+            head: head[i].map(|h| h as u32),
+            column: Some(ColumnKey {
+                order,
+                label: r.clone(),
+                hover: vec![("role".into(), r.clone())],
+            }),
+            value: m,
+            interval: low[i].zip(high[i]),
+        });
+    }
+    cells
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into())
+}
+
+fn baselines_table(rows: &[BaselineRow]) -> TableBlock {
+    let columns = [
+        "pair",
+        "concept",
+        "clean → corrupted",
+        "answers",
+        "tokens",
+        "clean LD",
+        "corrupted LD",
+        "outcome",
+    ];
+    TableBlock {
+        columns: columns.map(String::from).to_vec(),
+        rows: rows
+            .iter()
+            .map(|b| {
+                let outcome = match (b.passed, b.swept) {
+                    (true, _) => "passed".to_string(),
+                    (false, true) => format!("**failed, swept anyway**: {}", b.reasons.join("; ")),
+                    (false, false) => format!("**failed, skipped**: {}", b.reasons.join("; ")),
+                };
+                vec![
+                    b.pair.clone(),
+                    b.concept.clone(),
+                    format!("{} → {}", b.clean, b.corrupted),
+                    format!("`{}` vs `{}`", b.correct, b.incorrect),
+                    format!("{} / {}", b.clean_tokens.len(), b.corrupted_tokens.len()),
+                    fmt(b.clean_logit_diff),
+                    fmt(b.corrupted_logit_diff),
+                    outcome,
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// Any table, every value as text (numbers to 4 significant digits).
+pub fn frame_table(frame: &DataFrame) -> TableBlock {
+    let columns: Vec<String> = frame
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let rows = (0..frame.height())
+        .map(|i| {
+            frame
+                .columns()
+                .iter()
+                .map(|c| match c.get(i) {
+                    Ok(AnyValue::Null) | Err(_) => "–".to_string(),
+                    Ok(AnyValue::Float64(v)) => format!("{v:.4}"),
+                    Ok(AnyValue::Float32(v)) => format!("{v:.4}"),
+                    Ok(AnyValue::String(s)) => s.to_string(),
+                    Ok(AnyValue::StringOwned(s)) => s.to_string(),
+                    Ok(v) => v.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    TableBlock { columns, rows }
+}
+
+fn facts(files: &RunFiles) -> Vec<(String, String)> {
+    let m = &files.manifest;
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    };
+    let mut facts = Vec::new();
+    let mut add = |key: &str, value: Option<String>| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            facts.push((key.to_string(), v));
+        }
+    };
+    add(
+        "model",
+        text(&m["model"]["source"]).map(|s| format!("`{s}`")),
+    );
+    add("run", text(&m["run_id"]).map(|s| format!("`{s}`")));
+    add("status", text(&m["status"]));
+    add("started", text(&m["started"]));
+    add(
+        "wall time",
+        m["wall_seconds"].as_f64().map(|s| format!("{s:.1} s")),
+    );
+    add(
+        "pairs",
+        m["pairs"]["total"].as_u64().map(|t| {
+            format!(
+                "{} of {t} passed validation",
+                m["pairs"]["passed"].as_u64().unwrap_or(0)
+            )
+        }),
+    );
+    add("cells", Some(files.cells.len().to_string()));
+    add(
+        "patch kinds",
+        m["kinds"].as_array().map(|k| {
+            k.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }),
+    );
+    add(
+        "actpatch",
+        text(&m["tool"]["version"]).map(|v| match m["git_commit"].as_str() {
+            Some(c) => format!("{v} (`{}`)", &c[..c.len().min(10)]),
+            None => v,
+        }),
+    );
+    facts
+}
+
+/// The baselines table, with every pair's warnings.
+fn baselines_section(baselines: &[BaselineRow]) -> Section {
+    let passed = baselines.iter().filter(|b| b.passed).count();
+    let mut blocks = vec![
+        Block::Text(format!(
+            "{passed} of {} pairs passed validation.",
+            baselines.len()
+        )),
+        Block::Table(baselines_table(baselines)),
+    ];
+    let warnings: Vec<String> = baselines
+        .iter()
+        .flat_map(|b| {
+            b.warnings
+                .iter()
+                .map(move |w| format!("**{}**: {w}", b.pair))
+        })
+        .collect();
+    if !warnings.is_empty() {
+        blocks.push(Block::Text("**Warnings**".into()));
+        blocks.push(Block::Bullets(warnings));
+    }
+    Section {
+        heading: "Baselines".into(),
+        blocks,
+    }
+}
+
+/// The whole page.
+pub fn run_page(files: &RunFiles) -> Page {
+    let pairs = by_pair_and_kind(&files.cells);
+    let n_layers = n_layers(files);
+    let mut summary = Vec::new();
+    for (pair, kinds) in &pairs {
+        for (kind, cells) in kinds {
+            let spots: Vec<(Spot, f64)> = cells
+                .iter()
+                .map(|c| (spot(c), c.normalized_logit_diff))
+                .collect();
+            summary.extend(kind_sentence(
+                pair,
+                kind,
+                &spots,
+                &position_labels(cells),
+                n_layers,
+            ));
+        }
+    }
+    let mut cells = match &files.concepts {
+        Some(frame) => concept_cells(frame),
+        None => {
+            let (means, sentences) = concept_means(files, &pairs);
+            summary.extend(sentences);
+            means
+        }
+    };
+    let has_intervals = cells.iter().any(|c| c.interval.is_some());
+    cells.extend(files.cells.iter().map(long_cell));
+    let mut heatmaps = grids(
+        &cells,
+        "position (clean token)",
+        "normalized logit diff",
+        &title,
+    );
+    for grid in heatmaps.iter_mut().filter(|g| g.intervals.is_some()) {
+        grid.value_label = "mean normalized effect".into();
+    }
+    let mut note = "Normalized logit difference: 0 = the corrupted run, 1 = the clean run. Hover a cell for its token, layer, head and value; grey cells were not computed.".to_string();
+    if has_intervals {
+        note.push_str(" Concept cells whose 95% interval contains 0 are drawn faded.");
+    }
+
+    let mut sections = Vec::new();
+    if !summary.is_empty() {
+        sections.push(Section {
+            heading: "Summary".into(),
+            blocks: vec![Block::Bullets(summary)],
+        });
+    }
+    if !heatmaps.is_empty() {
+        sections.push(Section {
+            heading: "Heatmaps".into(),
+            blocks: vec![Block::Heatmaps(GridSet {
+                facets: FACETS.map(String::from).to_vec(),
+                grids: heatmaps,
+                note,
+            })],
+        });
+    }
+    sections.push(baselines_section(&files.baselines));
+    if let Some(frame) = &files.attribution {
+        sections.push(Section {
+            heading: "Attribution accuracy".into(),
+            blocks: vec![
+                Block::Text("How far each approximate method is from the exact sweep (`attribution.parquet`).".into()),
+                Block::Table(frame_table(frame)),
+            ],
+        });
+    }
+    if !files.notes.is_empty() {
+        sections.push(Section {
+            heading: "Reading notes".into(),
+            blocks: vec![Block::Bullets(files.notes.clone())],
+        });
+    }
+    Page {
+        title: files.manifest["experiment"]
+            .as_str()
+            .unwrap_or("actpatch run")
+            .to_string(),
+        facts: facts(files),
+        sections,
+    }
+}

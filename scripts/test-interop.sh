@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `just test-interop`: every table of a fixture run opens in pandas, pyarrow, polars
+# and duckdb (pinned in scripts/interop/requirements.txt), and cells.parquet written
+# back by each of them after a filter is accepted by `actpatch compare`.
+#
+# The Python environment lives in .cache/interop-venv (git-ignored) and is reused
+# while its pins match the requirements file; it is rebuilt when they change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+requirements=scripts/interop/requirements.txt
+venv=.cache/interop-venv
+if ! cmp -s "$requirements" "$venv/pins.txt" 2>/dev/null; then
+    echo "interop: creating $venv from $requirements"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$requirements"
+    "$venv/bin/pip" check
+    cp "$requirements" "$venv/pins.txt"
+fi
+
+cargo build --quiet -p actpatch-runner --bin actpatch
+actpatch="$PWD/target/debug/actpatch"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+run_dir=$("$actpatch" run tests/fixtures/experiments/tiny.toml --out "$work/runs" --quiet)
+"$venv/bin/python" scripts/interop/check_tables.py "$actpatch" "$run_dir" "$work"

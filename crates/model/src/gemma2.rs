@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::layers::{
-    attention_output, causal_mask_from, soft_cap, AttentionSpec, Frame, KvPrefix, Linear, NormSite,
+    attention_output, embed_rows, soft_cap, AttentionSpec, Frame, KvPrefix, Linear, NormSite,
     RmsNorm, Rotary,
 };
 use crate::rope::{RopeConfig, RopeScaling};
@@ -358,21 +358,12 @@ impl ArchModel for Gemma2 {
 
     /// `hook_embed`: the embedding times √d_model.
     fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
-        let (batch, pos) = tokens.dims2()?;
-        let embed = self
-            .embed_tokens
-            .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((batch, pos, self.dims.d_model))?;
+        let embed = embed_rows(&self.embed_tokens, tokens)?; // [batch, pos, d_model]
         Ok(hooks.at(HookPoint::Embed, (embed * self.embed_scale)?)?) // [batch, pos, d_model]
     }
 
     fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
-        Ok(Frame {
-            start,
-            len,
-            mask: causal_mask_from(start, len, device)?,
-            rotary: Some(self.rotary.tables_from(start, len, device)?),
-        })
+        Frame::causal(start, len, Some(&self.rotary), device)
     }
 
     fn block_forward(

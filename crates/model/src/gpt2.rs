@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::layers::{
-    attention_output, causal_mask_from, AttentionSpec, Frame, KvPrefix, LayerNorm, Linear, NormSite,
+    attention_output, embed_rows, AttentionSpec, Frame, KvPrefix, LayerNorm, Linear, NormSite,
 };
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
@@ -232,10 +232,7 @@ impl ArchModel for Gpt2 {
     fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         let (batch, pos) = tokens.dims2()?;
         let d_model = self.dims.d_model;
-        let embed = self
-            .wte
-            .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((batch, pos, d_model))?;
+        let embed = embed_rows(&self.wte, tokens)?; // [batch, pos, d_model]
         let embed = hooks.at(HookPoint::Embed, embed)?;
         let pos_embed = self
             .wpe
@@ -249,12 +246,7 @@ impl ArchModel for Gpt2 {
 
     /// The frame of positions `start..start + len`.
     fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
-        Ok(Frame {
-            start,
-            len,
-            mask: causal_mask_from(start, len, device)?,
-            rotary: None,
-        })
+        Frame::causal(start, len, None, device)
     }
 
     /// Block `layer` alone: `[batch, len, d_model]` → `[batch, len, d_model]`.

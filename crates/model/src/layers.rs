@@ -228,6 +228,14 @@ pub fn sliding_mask_from(
     Ok(Tensor::from_vec(mask, (len, start + len), device)?)
 }
 
+/// Rows of an embedding table: tokens `[batch, pos]` → `[batch, pos, d_model]`.
+pub fn embed_rows(table: &Tensor, tokens: &Tensor) -> Result<Tensor> {
+    let (batch, pos) = tokens.dims2()?;
+    Ok(table
+        .index_select(&tokens.flatten_all()?, 0)?
+        .reshape((batch, pos, table.dim(1)?))?)
+}
+
 /// `cap · tanh(x / cap)`: Gemma 2's soft-capping of attention scores and logits.
 pub fn soft_cap(x: &Tensor, cap: f64) -> Result<Tensor> {
     Ok(((x / cap)?.tanh()? * cap)?)
@@ -246,6 +254,24 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// Positions `start..start + len` under a causal mask, with `rotary`'s tables where
+    /// the architecture has rotary embeddings.
+    pub fn causal(
+        start: usize,
+        len: usize,
+        rotary: Option<&Rotary>,
+        device: &Device,
+    ) -> Result<Frame> {
+        Ok(Frame {
+            start,
+            len,
+            mask: causal_mask_from(start, len, device)?,
+            rotary: rotary
+                .map(|r| r.tables_from(start, len, device))
+                .transpose()?,
+        })
+    }
+
     /// The rotary tables of the frame's positions (architectures with rotary).
     pub fn rotary(&self) -> Result<&RotaryTables> {
         self.rotary.as_ref().ok_or_else(|| {

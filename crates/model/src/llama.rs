@@ -19,8 +19,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::layers::{
-    attention_output, causal_mask_from, AttentionSpec, Frame, KvPrefix, Linear, NormSite, RmsNorm,
-    Rotary,
+    attention_output, embed_rows, AttentionSpec, Frame, KvPrefix, Linear, NormSite, RmsNorm, Rotary,
 };
 use crate::rope::RopeConfig;
 use crate::weights::WeightStore;
@@ -427,22 +426,13 @@ impl ArchModel for Llama {
 
     /// `hook_embed` (positions enter through rotary embeddings in each block).
     fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
-        let (batch, pos) = tokens.dims2()?;
-        let embed = self
-            .embed_tokens
-            .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((batch, pos, self.dims.d_model))?;
+        let embed = embed_rows(&self.embed_tokens, tokens)?; // [batch, pos, d_model]
         Ok(hooks.at(HookPoint::Embed, embed)?) // [batch, pos, d_model]
     }
 
     /// The frame of positions `start..start + len`, with their rotary tables.
     fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
-        Ok(Frame {
-            start,
-            len,
-            mask: causal_mask_from(start, len, device)?,
-            rotary: Some(self.rotary.tables_from(start, len, device)?),
-        })
+        Frame::causal(start, len, Some(&self.rotary), device)
     }
 
     /// Block `layer` alone: `[batch, len, d_model]` → `[batch, len, d_model]`.

@@ -17,8 +17,8 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::layers::{
-    attention_output, causal_mask_from, AttentionSpec, Frame, KvPrefix, LayerNorm, Linear,
-    NormSite, Rotary,
+    attention_output, embed_rows, AttentionSpec, Frame, KvPrefix, LayerNorm, Linear, NormSite,
+    Rotary,
 };
 use crate::rope::{RopeConfig, RopeScaling};
 use crate::weights::WeightStore;
@@ -324,21 +324,12 @@ impl ArchModel for Neox {
 
     /// `hook_embed` (positions enter through rotary embeddings in each block).
     fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
-        let (batch, pos) = tokens.dims2()?;
-        let embed = self
-            .embed_in
-            .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((batch, pos, self.dims.d_model))?;
+        let embed = embed_rows(&self.embed_in, tokens)?; // [batch, pos, d_model]
         Ok(hooks.at(HookPoint::Embed, embed)?) // [batch, pos, d_model]
     }
 
     fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
-        Ok(Frame {
-            start,
-            len,
-            mask: causal_mask_from(start, len, device)?,
-            rotary: Some(self.rotary.tables_from(start, len, device)?),
-        })
+        Frame::causal(start, len, Some(&self.rotary), device)
     }
 
     fn block_forward(

@@ -147,6 +147,7 @@ fn resid_mid_on_parallel_pythia_is_refused_before_the_run() {
         msg.contains("resid_mid") && msg.contains("gpt_neox") && msg.contains("resid_post"),
         "{msg}"
     );
-    assert!(!out.exists(), "nothing may be written");
+    let written = out.exists() && std::fs::read_dir(&out).unwrap().next().is_some();
+    assert!(!written, "no run folder may be created");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -5,12 +5,15 @@ default:
     @just --list
 
 # Run an experiment: `just run experiments/landmarks.toml [--no-validate] [--out DIR]`.
+# A missing SmolLM2 GGUF named by the file's [model] path is fetched first.
 run experiment *args:
+    @scripts/fetch-missing-model.sh {{experiment}} {{args}}
     cargo run --quiet -p actpatch-runner -- run {{experiment}} {{args}}
 
-# Validate an experiment's file and baselines without sweeping.
-check experiment:
-    cargo run --quiet -p actpatch-runner -- check {{experiment}}
+# Validate an experiment's file and baselines without sweeping (fetches SmolLM2 as `run`).
+check experiment *args:
+    @scripts/fetch-missing-model.sh {{experiment}} {{args}}
+    cargo run --quiet -p actpatch-runner -- check {{experiment}} {{args}}
 
 # The whole test suite (offline, on the fixtures under tests/fixtures/).
 test:

@@ -90,6 +90,9 @@ impl ModelSource {
     }
 }
 
+/// The one real model the repository fetches for offline use (`just fetch-smollm2`).
+const SMOLLM2_GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
 fn is_gguf(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
@@ -106,8 +109,10 @@ fn resolve_local(dir: &Path) -> Result<ModelFiles> {
     if !dir.is_dir() {
         let reason = if dir.is_file() {
             "this is a file, not a folder; give a folder holding config.json, model.safetensors and tokenizer.json, or a .gguf file"
+        } else if dir.file_name().is_some_and(|name| name == SMOLLM2_GGUF) {
+            "no such GGUF file; `just fetch-smollm2` (scripts/fetch-smollm2.sh [DIR]) downloads it into models/ (or DIR), and `just run` does so by itself"
         } else if is_gguf(dir) {
-            "no such GGUF file"
+            "no such GGUF file; check the path (a relative path is relative to the experiment file's folder)"
         } else {
             "no such folder; give a folder holding config.json, model.safetensors and tokenizer.json, or a .gguf file"
         };

@@ -1,5 +1,7 @@
-//! SmolLM2-135M-Instruct from its Q4_1 GGUF file against Hugging Face transformers 4.49
-//! (the same file loaded with `gguf_file=`, dequantized to f32, `<|im_start|>` first).
+//! SmolLM2-135M-Instruct from its Q4_1 GGUF file against Hugging Face transformers:
+//! `tests/fixtures/smollm2/reference.json`, written by
+//! `scripts/reference/smollm2_reference.py` (the same file loaded with `gguf_file=`,
+//! dequantized to f32, `<|im_start|>` first; the versions are in the file).
 //!
 //! Needs the file (see README); run with
 //! `cargo test -p actpatch-model --test real_smollm2 -- --ignored`. The path is
@@ -8,85 +10,116 @@
 mod common;
 
 use actpatch_model::HookedTransformer;
+use serde_json::Value;
 
-/// (clean, corrupted, correct, incorrect, clean logit diff, corrupted logit diff)
-const BASELINES: [(&str, &str, &str, &str, f64, f64); 5] = [
-    (
-        "The Colosseum is in",
-        "The Eiffel Tower is in",
-        " Rome",
-        " Paris",
-        3.648,
-        -2.418,
-    ),
-    (
-        "The capital of France is",
-        "The capital of Italy is",
-        " Paris",
-        " Rome",
-        6.213,
-        -6.601,
-    ),
-    (
-        "The nurse said that",
-        "The mechanic said that",
-        " she",
-        " he",
-        1.505,
-        0.648,
-    ),
-    (
-        "The keys to the cabinet",
-        "The key to the cabinet",
-        " are",
-        " is",
-        1.190,
-        -3.736,
-    ),
-    (
-        "Yesterday, I",
-        "Tomorrow, I",
-        " walked",
-        " will",
-        -0.319,
-        -3.924,
-    ),
-];
+/// Both sides run the same dequantized f32 weights; they differ only in the order of
+/// f32 sums. Measured on an x86-64 CPU (the development machine): logit differences within
+/// 2.3e-5 of transformers, logits (|x| up to ~20) and log-sum-exp within 4.6e-5; for
+/// scale, transformers' own f32 run is 2.1e-5 from its f64 run (`f64_check` in the
+/// file). 2e-4 leaves a 4x margin and stays 50x below the 0.01 of the experiment files'
+/// `expect`s; the test prints the largest deviations it saw.
+const TOL: f64 = 2e-4;
 
-/// The reference values are rounded to 3 decimals.
-const TOL: f64 = 0.01;
+fn reference() -> Value {
+    let path = common::fixture("smollm2").join("reference.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
 
-fn logit_diff(model: &HookedTransformer, prompt: &str, correct: u32, incorrect: u32) -> f64 {
-    let tokens = model.to_tokens(prompt, true).unwrap();
-    assert_eq!(tokens[0], 1, "BOS is <|im_start|>");
-    let logits = common::next_token_logits(model, &tokens);
-    (logits[correct as usize] - logits[incorrect as usize]) as f64
+fn u64_of(value: &Value, key: &str) -> usize {
+    value[key].as_u64().unwrap() as usize
+}
+
+/// The largest deviation from the reference seen so far, and the values beyond `TOL`.
+#[derive(Default)]
+struct Deviations {
+    worst: f64,
+    failures: Vec<String>,
+}
+
+impl Deviations {
+    fn check(&mut self, label: String, got: f64, want: &Value) {
+        let want = want.as_f64().unwrap();
+        let diff = (got - want).abs();
+        self.worst = self.worst.max(diff);
+        if diff.is_nan() || diff > TOL {
+            let message = format!("{label}: {got} vs transformers {want} (diff {diff:e})");
+            self.failures.push(message);
+        }
+    }
 }
 
 #[test]
 #[ignore = "needs models/SmolLM2-135M-Instruct.Q4_1.gguf (or ACTPATCH_SMOLLM2_GGUF)"]
-fn smollm2_gguf_baselines_match_transformers() {
+fn smollm2_gguf_matches_transformers() {
+    let reference = reference();
     let model = HookedTransformer::from_dir(common::gguf_path()).unwrap();
     let dims = model.dims();
+    let want = &reference["model"];
     assert_eq!(dims.arch.name(), "llama");
     assert_eq!(
         (dims.n_layers, dims.d_model, dims.n_heads, dims.n_kv_heads),
-        (30, 576, 9, 3)
+        (
+            u64_of(want, "n_layers"),
+            u64_of(want, "d_model"),
+            u64_of(want, "n_heads"),
+            u64_of(want, "n_kv_heads")
+        )
     );
     assert_eq!(
         (dims.d_head, dims.d_mlp, dims.n_ctx, dims.d_vocab),
-        (64, 1536, 8192, 49152)
+        (
+            u64_of(want, "d_head"),
+            u64_of(want, "d_mlp"),
+            u64_of(want, "n_ctx"),
+            u64_of(want, "d_vocab")
+        )
     );
-    let mut failures = Vec::new();
-    for (clean, corrupted, correct, incorrect, want_clean, want_corrupted) in BASELINES {
-        let correct_id = model.to_single_token(correct).unwrap();
-        let incorrect_id = model.to_single_token(incorrect).unwrap();
-        let got_clean = logit_diff(&model, clean, correct_id, incorrect_id);
-        let got_corrupted = logit_diff(&model, corrupted, correct_id, incorrect_id);
-        println!("{clean:?} / {corrupted:?}: {got_clean:.4} / {got_corrupted:.4} (want {want_clean} / {want_corrupted})");
-        if (got_clean - want_clean).abs() > TOL || (got_corrupted - want_corrupted).abs() > TOL {
-            failures.push(format!("{clean:?}: {got_clean:.4} / {got_corrupted:.4}, want {want_clean} / {want_corrupted}"));
+
+    let (mut logit_diffs, mut logits_seen) = (Deviations::default(), Deviations::default());
+    for (name, pair) in reference["pairs"].as_object().unwrap() {
+        let correct = model
+            .to_single_token(pair["correct"].as_str().unwrap())
+            .unwrap();
+        let incorrect = model
+            .to_single_token(pair["incorrect"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(correct as usize, u64_of(pair, "correct_id"), "{name}");
+        assert_eq!(incorrect as usize, u64_of(pair, "incorrect_id"), "{name}");
+        for side in ["clean", "corrupted"] {
+            let tokens = model.to_tokens(pair[side].as_str().unwrap(), true).unwrap();
+            assert_eq!(
+                tokens,
+                common::ids(&pair[format!("{side}_tokens")]),
+                "{name} {side} tokens"
+            );
+            let logits = common::next_token_logits(&model, &tokens); // [d_vocab]
+            let logit_diff = (logits[correct as usize] - logits[incorrect as usize]) as f64;
+            println!("{name} {side}: logit diff {logit_diff:.5}");
+            let label = format!("{name} {side} logit diff");
+            let want = &pair[format!("{side}_logit_diff")];
+            logit_diffs.check(label, logit_diff, want);
+
+            let summary = &pair[format!("{side}_logits")];
+            let first32 = summary["last_logits_first32"].as_array().unwrap();
+            for (i, want) in first32.iter().enumerate() {
+                let label = format!("{name} {side} logits[{i}]");
+                logits_seen.check(label, logits[i] as f64, want);
+            }
+            let label = format!("{name} {side} log-sum-exp");
+            let lse = common::log_sum_exp(&logits);
+            logits_seen.check(label, lse, &summary["last_logsumexp"]);
+            assert_eq!(
+                common::top_k(&logits, 10),
+                common::ids(&summary["last_logits_top10"]),
+                "{name} {side} top-10 ids"
+            );
         }
     }
+    println!(
+        "max |actpatch - transformers|: logit diffs {:e}, logits {:e}",
+        logit_diffs.worst, logits_seen.worst
+    );
+    let failures = [logit_diffs.failures, logits_seen.failures].concat();
     assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -275,6 +275,25 @@ fn model_folder_without_config() {
 }
 
 #[test]
+fn missing_gguf_file_says_how_to_get_it() {
+    let dir = scratch("missing-gguf-files");
+    let smollm2 = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let keywords = [
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "no such GGUF file",
+        "just fetch-smollm2",
+    ];
+    bad("missing-smollm2", &with_model(&smollm2), &keywords);
+    let other = dir.join("other.gguf");
+    let keywords = [
+        "other.gguf",
+        "no such GGUF file",
+        "relative to the experiment file",
+    ];
+    bad("missing-gguf", &with_model(&other), &keywords);
+}
+
+#[test]
 fn model_folder_without_weights() {
     let dir = model_copy("no-weights", |d| {
         std::fs::remove_file(d.join("model.safetensors")).unwrap()

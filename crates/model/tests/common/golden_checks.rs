@@ -6,7 +6,7 @@
 use actpatch_hooks::{CacheFilter, HookPoint};
 use actpatch_model::HookedTransformer;
 
-use super::{assert_close, golden, ids, next_token_logits};
+use super::{assert_close, golden, ids, log_sum_exp, next_token_logits, top_k};
 
 pub const TOL: f64 = 1e-4;
 
@@ -48,21 +48,11 @@ pub fn last_position_logits_match(model: &HookedTransformer, fixture_name: &str)
         );
 
         let values: Vec<f32> = last.to_vec1().unwrap();
-        let max = values.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max
-            + values
-                .iter()
-                .map(|v| (*v as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
+        let lse = log_sum_exp(&values);
         let want = pair["clean_last_logsumexp"].as_f64().unwrap();
         assert!((lse - want).abs() < TOL, "{name} logsumexp {lse} vs {want}");
-
-        let mut order: Vec<usize> = (0..values.len()).collect();
-        order.sort_by(|a, b| values[*b].total_cmp(&values[*a]));
-        let top10: Vec<u32> = order[..10].iter().map(|i| *i as u32).collect();
         assert_eq!(
-            top10,
+            top_k(&values, 10),
             ids(&pair["clean_last_logits_top10"]),
             "{name} top-10 ids"
         );

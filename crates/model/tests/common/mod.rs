@@ -92,6 +92,23 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
+/// log Σ exp(logits), in f64.
+pub fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + logits
+        .iter()
+        .map(|v| (*v as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
+/// The ids of the `k` largest logits, largest first.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<u32> {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
+    order[..k].iter().map(|i| *i as u32).collect()
+}
+
 /// The next-token logits `[d_vocab]` of one prompt's token ids.
 pub fn next_token_logits(model: &actpatch_model::HookedTransformer, tokens: &[u32]) -> Vec<f32> {
     let tokens = model.tokens_tensor(&[tokens.to_vec()]).unwrap();

@@ -100,7 +100,7 @@ impl Gemma2Config {
     fn window(&self, layer: usize) -> Option<usize> {
         let sliding = match &self.layer_types {
             Some(types) => types.get(layer).is_some_and(|t| t == "sliding_attention"),
-            None => layer % 2 == 0,
+            None => layer.is_multiple_of(2),
         };
         self.sliding_window.filter(|_| sliding)
     }
@@ -115,7 +115,10 @@ impl Gemma2Config {
             })
         };
         let dims = self.dims();
-        if dims.n_heads == 0 || dims.n_kv_heads == 0 || dims.n_heads % dims.n_kv_heads != 0 {
+        if dims.n_heads == 0
+            || dims.n_kv_heads == 0
+            || !dims.n_heads.is_multiple_of(dims.n_kv_heads)
+        {
             return Err(ModelError::Config {
                 path: path.to_path_buf(),
                 reason: format!(

@@ -90,7 +90,7 @@ fn qwen25_gguf_matches_transformers() {
             continue;
         };
         let (_, cache) = model
-            .run_with_cache(&[clean.clone()], CacheFilter::All)
+            .run_with_cache(std::slice::from_ref(&clean), CacheFilter::All)
             .unwrap();
         for (layer, row) in grid.as_array().unwrap().iter().enumerate() {
             let point = HookPoint::resid_pre(layer);

@@ -47,7 +47,7 @@ pub fn check_family(model: &HookedTransformer, fixture_name: &str) -> f64 {
         assert_eq!(incorrect as u64, pair["incorrect_id"].as_u64().unwrap());
 
         let (logits, cache) = model
-            .run_with_cache(&[clean.clone()], CacheFilter::All)
+            .run_with_cache(std::slice::from_ref(&clean), CacheFilter::All)
             .unwrap();
         let logits = logits.squeeze(0).unwrap(); // [pos, vocab]
         let last = logits.get(logits.dim(0).unwrap() - 1).unwrap();
@@ -90,7 +90,11 @@ pub fn check_family(model: &HookedTransformer, fixture_name: &str) -> f64 {
         // Denoising grids, one patched run per cell.
         let normalized = |patch: Patch| {
             let row = model
-                .run_with_patches(&[corrupted.clone()], &[patch], Readout::LastPosition)
+                .run_with_patches(
+                    std::slice::from_ref(&corrupted),
+                    &[patch],
+                    Readout::LastPosition,
+                )
                 .unwrap();
             let row: Vec<f32> = row.squeeze(0).unwrap().to_vec1().unwrap();
             let ld = (row[correct as usize] - row[incorrect as usize]) as f64;

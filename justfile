@@ -61,3 +61,11 @@ lint:
 # Benchmark the fast sweep against the notebook's loop (release build; a few minutes).
 bench *args:
     cargo bench -p actpatch-runner --bench sweeps -- {{args}}
+
+# Build `actpatch` with CUDA (no GPU or system toolkit needed; CUDA 13.0 from PyPI into .cuda-venv/): target-cuda/, dist/cuda/actpatch, dist/cuda/actpatch.gz, dist/gpu-bundle/actpatch.xz. `--tests` also builds the test executables.
+build-cuda *args:
+    scripts/build-cuda.sh {{args}}
+
+# `just build-cuda` plus the bench and a tiny GGUF in dist/gpu-bundle/, what `scripts/gpu-check.sh` runs on a GPU machine.
+gpu-bundle *args:
+    scripts/build-cuda.sh --bundle {{args}}

@@ -40,7 +40,8 @@ pub enum HookError {
     #[error("tensor operation failed at `{name}`: {source}")]
     Tensor {
         name: String,
+        // Boxed: candle's error is large, and every `Result` of this crate carries it.
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
 }

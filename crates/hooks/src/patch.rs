@@ -142,7 +142,7 @@ impl Patch {
         let name = self.point.to_string();
         let tensor_err = |source| HookError::Tensor {
             name: name.clone(),
-            source,
+            source: Box::new(source),
         };
         let shape = activation.dims().to_vec();
         let mask = self.mask(&shape)?; // u8, broadcast to the activation's shape
@@ -187,8 +187,57 @@ impl Patch {
 
     /// A 0/1 mask over the batch, position and head axes, with trailing axes of size 1.
     fn mask(&self, shape: &[usize]) -> Result<Tensor, HookError> {
-        let name = self.point.to_string();
-        let layout = self.point.layout();
+        let mut grid = MaskGrid::new(self.point, shape);
+        match &self.target {
+            PatchTarget::Grid {
+                rows,
+                positions,
+                heads,
+            } => {
+                if !grid.has_heads() && *heads != Selection::All {
+                    return Err(grid.no_heads());
+                }
+                let each = |selection: &Selection| -> Vec<Option<usize>> {
+                    match selection {
+                        Selection::All => vec![None],
+                        Selection::Only(items) => items.iter().map(|i| Some(*i)).collect(),
+                    }
+                };
+                let (positions, heads) = (each(positions), each(heads));
+                for row in rows.indices(grid.batch) {
+                    for p in &positions {
+                        for h in &heads {
+                            grid.set(row, *p, *h)?;
+                        }
+                    }
+                }
+            }
+            PatchTarget::Cells(cells) => {
+                for cell in cells {
+                    grid.set(cell.row, cell.position, cell.head)?;
+                }
+            }
+        }
+        grid.into_tensor()
+    }
+}
+
+/// A patch mask being filled: one flag per (row, position, head) in the activation's
+/// axis order.
+struct MaskGrid {
+    name: String,
+    layout: Layout,
+    batch: usize,
+    pos: usize,
+    heads: usize,
+    /// The mask's shape: the activation's, with trailing axes of size 1.
+    shape: Vec<usize>,
+    flags: Vec<u8>,
+}
+
+impl MaskGrid {
+    fn new(point: HookPoint, shape: &[usize]) -> Self {
+        let layout = point.layout();
         // (batch, pos, head) sizes, and the mask's shape in the activation's axis order.
         let (batch, pos, heads, mask_shape) = match layout {
             Layout::BatchPos => (shape[0], shape[1], 1, vec![shape[0], shape[1], 1]),
@@ -205,84 +254,82 @@ impl Patch {
                 vec![shape[0], shape[1], shape[2], 1],
             ),
         };
-        let has_heads = layout != Layout::BatchPos;
-        let index = |row: usize, p: usize, h: usize| match layout {
-            Layout::BatchPos => row * pos + p,
-            Layout::BatchPosHead => (row * pos + p) * heads + h,
-            Layout::BatchHeadQueryKey => (row * heads + h) * pos + p,
-        };
-        let check = |axis: &'static str, index: usize, size: usize| {
-            if index >= size {
-                Err(HookError::IndexOutOfRange {
-                    name: name.clone(),
-                    axis,
-                    index,
-                    size,
-                })
-            } else {
-                Ok(())
+        MaskGrid {
+            name: point.to_string(),
+            layout,
+            batch,
+            pos,
+            heads,
+            shape: mask_shape,
+            flags: vec![0u8; batch * pos * heads],
+        }
+    }
+
+    fn has_heads(&self) -> bool {
+        self.layout != Layout::BatchPos
+    }
+
+    fn no_heads(&self) -> HookError {
+        HookError::NoHeadAxis {
+            name: self.name.clone(),
+        }
+    }
+
+    fn check(&self, axis: &'static str, index: usize, size: usize) -> Result<(), HookError> {
+        if index >= size {
+            return Err(HookError::IndexOutOfRange {
+                name: self.name.clone(),
+                axis,
+                index,
+                size,
+            });
+        }
+        Ok(())
+    }
+
+    fn index(&self, row: usize, p: usize, h: usize) -> usize {
+        match self.layout {
+            Layout::BatchPos => row * self.pos + p,
+            Layout::BatchPosHead => (row * self.pos + p) * self.heads + h,
+            Layout::BatchHeadQueryKey => (row * self.heads + h) * self.pos + p,
+        }
+    }
+
+    /// Sets the flags of `row` at position `p` and head `h` (`None`: all of them).
+    fn set(&mut self, row: usize, p: Option<usize>, h: Option<usize>) -> Result<(), HookError> {
+        self.check("row", row, self.batch)?;
+        let positions = match p {
+            Some(p) => {
+                self.check("position", p, self.pos)?;
+                p..p + 1
             }
+            None => 0..self.pos,
         };
-        let no_heads = || HookError::NoHeadAxis { name: name.clone() };
-        let mut mask = vec![0u8; batch * pos * heads];
-        let mut set = |row: usize, p: Option<usize>, h: Option<usize>| -> Result<(), HookError> {
-            check("row", row, batch)?;
-            let positions = match p {
-                Some(p) => {
-                    check("position", p, pos)?;
-                    p..p + 1
-                }
-                None => 0..pos,
-            };
-            let head_range = match h {
-                Some(_) if !has_heads => return Err(no_heads()),
-                Some(h) => {
-                    check("head", h, heads)?;
-                    h..h + 1
-                }
-                None => 0..heads,
-            };
-            for p in positions {
-                for h in head_range.clone() {
-                    mask[index(row, p, h)] = 1;
-                }
+        let heads = match h {
+            Some(_) if !self.has_heads() => return Err(self.no_heads()),
+            Some(h) => {
+                self.check("head", h, self.heads)?;
+                h..h + 1
             }
-            Ok(())
+            None => 0..self.heads,
         };
-        match &self.target {
-            PatchTarget::Grid {
-                rows,
-                positions,
-                heads: head_sel,
-            } => {
-                if !has_heads && *head_sel != Selection::All {
-                    return Err(no_heads());
-                }
-                let pos_list: Vec<Option<usize>> = match positions {
-                    Selection::All => vec![None],
-                    Selection::Only(p) => p.iter().map(|p| Some(*p)).collect(),
-                };
-                let head_list: Vec<Option<usize>> = match head_sel {
-                    Selection::All => vec![None],
-                    Selection::Only(h) => h.iter().map(|h| Some(*h)).collect(),
-                };
-                for row in rows.indices(batch) {
-                    for p in &pos_list {
-                        for h in &head_list {
-                            set(row, *p, *h)?;
-                        }
-                    }
-                }
-            }
-            PatchTarget::Cells(cells) => {
-                for cell in cells {
-                    set(cell.row, cell.position, cell.head)?;
-                }
+        for p in positions {
+            for h in heads.clone() {
+                let i = self.index(row, p, h);
+                self.flags[i] = 1;
             }
         }
-        Tensor::from_vec(mask, mask_shape, &candle_core::Device::Cpu)
+        Ok(())
+    }
+
+    fn into_tensor(self) -> Result<Tensor, HookError> {
+        let name = self.name;
+        Tensor::from_vec(self.flags, self.shape, &candle_core::Device::Cpu)
             .and_then(|m| m.to_dtype(DType::U8))
-            .map_err(|source| HookError::Tensor { name, source })
+            .map_err(|source| HookError::Tensor {
+                name,
+                source: Box::new(source),
+            })
     }
 }
 
@@ -303,6 +350,6 @@ fn fit_source(source: &Tensor, shape: &[usize], name: &str) -> Result<Tensor, Ho
         .broadcast_as(shape)
         .map_err(|source| HookError::Tensor {
             name: name.to_string(),
-            source,
+            source: Box::new(source),
         })
 }

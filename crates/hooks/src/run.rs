@@ -46,11 +46,6 @@ impl<'p> Hooks<'p> {
         }
     }
 
-    /// Whether anything happens at `point`; lets a model skip work for an idle hook.
-    pub fn is_active(&self, point: HookPoint) -> bool {
-        self.filter.wants(&point) || self.patches.iter().any(|p| p.point == point)
-    }
-
     /// Passes `activation` through the hook point: applies the patches of this point in
     /// order, records the result if the filter asks for it, and returns it.
     pub fn at(&mut self, point: HookPoint, activation: Tensor) -> Result<Tensor, HookError> {

@@ -11,7 +11,7 @@
 //! - probability of the correct answer: `p(correct)`
 //! - KL divergence from the clean distribution: `KL(p_clean || p_patched)`, in nats
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -98,34 +98,27 @@ fn check_answers(logits: &Tensor, answers: Answers) -> Result<()> {
 /// `[batch, d_vocab]` → per row `logit[correct] - logit[incorrect]`.
 pub fn logit_diff(logits: &Tensor, answers: Answers) -> Result<Vec<f64>> {
     check_answers(logits, answers)?;
-    let correct = logits.narrow(1, answers.correct as usize, 1)?;
-    let incorrect = logits.narrow(1, answers.incorrect as usize, 1)?;
-    let diff: Vec<f32> = (correct - incorrect)?.flatten_all()?.to_vec1()?;
-    Ok(diff.into_iter().map(f64::from).collect())
+    let column =
+        |id: u32| -> Result<Tensor> { Ok(logits.narrow(1, id as usize, 1)?.to_dtype(DType::F64)?) };
+    let diff = (column(answers.correct)? - column(answers.incorrect)?)?; // [batch, 1], f64
+    Ok(diff.flatten_all()?.to_vec1()?)
 }
 
-/// `[batch, d_vocab]` → log-probabilities `[batch, d_vocab]`.
+/// `[batch, d_vocab]` → log-probabilities `[batch, d_vocab]`, in f64.
 pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
+    let logits = logits.to_dtype(DType::F64)?;
     let max = logits.max_keepdim(D::Minus1)?;
     let shifted = logits.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
     Ok(shifted.broadcast_sub(&lse)?)
 }
 
-/// `KL(p_ref || p)` per row, from log-probabilities `[batch, d_vocab]` and the
-/// reference's `[d_vocab]`.
-pub fn kl_divergence(log_probs: &Tensor, reference_log_probs: &Tensor) -> Result<Vec<f64>> {
-    let reference = reference_log_probs.unsqueeze(0)?; // [1, d_vocab]
-    let kl = reference
-        .exp()?
-        .broadcast_mul(&reference.broadcast_sub(log_probs)?)?
-        .sum(D::Minus1)?;
-    let kl: Vec<f32> = kl.to_vec1()?;
-    Ok(kl.into_iter().map(|v| f64::from(v).max(0.0)).collect())
-}
-
 /// Every metric for each row of `logits` `[batch, d_vocab]`, against the pair's
-/// baseline and the clean run's log-probabilities `[d_vocab]`.
+/// baseline and the clean run's log-probabilities `[d_vocab]` (from [`log_softmax`]).
+///
+/// The distribution metrics are computed in f64: on GPT-2-sized logits (|logit| ~ 100)
+/// the log-sum-exp and the cross term are ~100 each, and a KL divergence of 1e-4 is
+/// their small difference, which f32 (7 digits) cannot resolve.
 pub fn cell_metrics(
     logits: &Tensor,
     answers: Answers,
@@ -137,6 +130,7 @@ pub fn cell_metrics(
     // instead of materializing every row's log-probabilities:
     // log p(t) = logit(t) − lse, and
     // KL(p_clean ‖ p) = Σ p_clean log p_clean − (p_clean · logits − lse).
+    let logits = logits.to_dtype(DType::F64)?; // [batch, d_vocab]
     let max = logits.max_keepdim(D::Minus1)?; // [batch, 1]
     let lse = (logits
         .broadcast_sub(&max)?
@@ -144,30 +138,26 @@ pub fn cell_metrics(
         .sum_keepdim(D::Minus1)?
         .log()?
         + &max)?;
-    let clean_probs = clean_log_probs.exp()?; // [d_vocab]
-    let clean_neg_entropy = f64::from(
-        (&clean_probs * clean_log_probs)?
-            .sum_all()?
-            .to_scalar::<f32>()?,
-    );
+    let clean_log_probs = clean_log_probs.to_dtype(DType::F64)?; // [d_vocab]
+    let clean_probs = clean_log_probs.exp()?;
+    let clean_neg_entropy = (&clean_probs * &clean_log_probs)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
     let cross = logits.matmul(&clean_probs.unsqueeze(1)?)?; // [batch, 1]
-    let lse: Vec<f32> = lse.flatten_all()?.to_vec1()?;
-    let cross: Vec<f32> = cross.flatten_all()?.to_vec1()?;
-    let correct: Vec<f32> = logits
+    let lse: Vec<f64> = lse.flatten_all()?.to_vec1()?;
+    let cross: Vec<f64> = cross.flatten_all()?.to_vec1()?;
+    let correct: Vec<f64> = logits
         .narrow(1, answers.correct as usize, 1)?
         .flatten_all()?
         .to_vec1()?;
-    let logit_diffs = logit_diff(logits, answers)?;
+    let logit_diffs = logit_diff(&logits, answers)?;
     Ok((0..logit_diffs.len())
-        .map(|row| {
-            let lse = f64::from(lse[row]);
-            CellMetrics {
-                logit_diff: logit_diffs[row],
-                normalized_logit_diff: baseline.normalize(logit_diffs[row]),
-                logprob_diff: logit_diffs[row],
-                prob_correct: Some((f64::from(correct[row]) - lse).exp()),
-                kl_div: Some((clean_neg_entropy - f64::from(cross[row]) + lse).max(0.0)),
-            }
+        .map(|row| CellMetrics {
+            logit_diff: logit_diffs[row],
+            normalized_logit_diff: baseline.normalize(logit_diffs[row]),
+            logprob_diff: logit_diffs[row],
+            prob_correct: Some((correct[row] - lse[row]).exp()),
+            kl_div: Some((clean_neg_entropy - cross[row] + lse[row]).max(0.0)),
         })
         .collect())
 }
@@ -208,6 +198,20 @@ pub fn mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// `KL(p_ref || p)` per row from log-probabilities `[batch, d_vocab]` and the
+    /// reference's `[d_vocab]`, the direct way.
+    fn kl_divergence(log_probs: &Tensor, reference_log_probs: &Tensor) -> Vec<f64> {
+        let reference = reference_log_probs.unsqueeze(0).unwrap(); // [1, d_vocab]
+        let kl = reference
+            .exp()
+            .unwrap()
+            .broadcast_mul(&reference.broadcast_sub(log_probs).unwrap())
+            .unwrap()
+            .sum(D::Minus1)
+            .unwrap();
+        kl.to_vec1().unwrap()
+    }
 
     fn logits() -> Tensor {
         // Two rows over a vocabulary of 4.
@@ -284,7 +288,7 @@ mod tests {
         let logits = logits();
         let log_probs = log_softmax(&logits).unwrap();
         let clean = log_probs.get(0).unwrap();
-        let direct = kl_divergence(&log_probs, &clean).unwrap();
+        let direct = kl_divergence(&log_probs, &clean);
         let baseline = Baseline::new(2.0, -1.0).unwrap();
         let one_pass = cell_metrics(&logits, ANSWERS, &baseline, &clean).unwrap();
         for (d, m) in direct.iter().zip(&one_pass) {
@@ -335,5 +339,79 @@ mod tests {
     fn mean_of_nothing_is_none() {
         assert_eq!(mean([]), None);
         assert_eq!(mean([1.0, 2.0, 6.0]), Some(3.0));
+    }
+
+    /// Deterministic pseudo-random numbers in [-1, 1) (a 64-bit LCG).
+    fn uniform(seed: u64, n: usize) -> Vec<f64> {
+        let mut state = seed;
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+            })
+            .collect()
+    }
+
+    /// KL(p ‖ q) from logits, in plain f64 loops: the reference.
+    fn reference_kl(p_logits: &[f64], q_logits: &[f64]) -> f64 {
+        let lse = |x: &[f64]| {
+            let max = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            max + x.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
+        };
+        let (lp, lq) = (lse(p_logits), lse(q_logits));
+        p_logits
+            .iter()
+            .zip(q_logits)
+            .map(|(a, b)| (a - lp).exp() * ((a - lp) - (b - lq)))
+            .sum()
+    }
+
+    #[test]
+    fn kl_is_exact_on_gpt2_sized_logits() {
+        // GPT-2's vocabulary, logits spread over ±100 with a peak near 100, and a
+        // patched distribution a small perturbation away: KL ~ 1e-4.
+        let vocab = 50257;
+        let clean: Vec<f32> = uniform(1, vocab)
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                if i % 997 == 0 {
+                    (95.0 + 5.0 * u) as f32
+                } else {
+                    (60.0 * u) as f32
+                }
+            })
+            .collect();
+        let patched: Vec<f32> = clean
+            .iter()
+            .zip(uniform(2, vocab))
+            .map(|(c, u)| c + (0.02 * u) as f32)
+            .collect();
+        let as_f64 = |v: &[f32]| v.iter().map(|x| *x as f64).collect::<Vec<_>>();
+        let want = reference_kl(&as_f64(&clean), &as_f64(&patched));
+        assert!((1e-5..1e-3).contains(&want), "reference KL {want}");
+
+        let device = Device::Cpu;
+        let clean_t = Tensor::from_vec(clean, (1, vocab), &device).unwrap();
+        let patched_t = Tensor::from_vec(patched, (1, vocab), &device).unwrap();
+        let clean_log_probs = log_softmax(&clean_t).unwrap().squeeze(0).unwrap();
+        let answers = Answers {
+            correct: 0,
+            incorrect: 1,
+        };
+        let baseline = Baseline::new(1.0, 0.0).unwrap();
+        let got = cell_metrics(&patched_t, answers, &baseline, &clean_log_probs).unwrap()[0]
+            .kl_div
+            .unwrap();
+        assert!(
+            (got - want).abs() <= 1e-6,
+            "KL {got} vs f64 reference {want}"
+        );
+        let itself = cell_metrics(&clean_t, answers, &baseline, &clean_log_probs).unwrap()[0]
+            .kl_div
+            .unwrap();
+        assert!(itself <= 1e-9, "KL of the clean run with itself: {itself}");
     }
 }

@@ -1,11 +1,21 @@
 //! What an architecture file provides. [`crate::HookedTransformer`] builds every
-//! forward pass from these pieces, so a new architecture is one file implementing
-//! [`ArchModel`] over the shared layers of [`crate::layers`].
+//! forward pass — full ([`crate::HookedTransformer::forward`]) or partial
+//! ([`crate::partial`]) — from these pieces, over the shared layers of
+//! [`crate::layers`].
+//!
+//! Adding an architecture: a file with its config, its `Block` and a model struct
+//! implementing [`ArchModel`] (its `Block` computes its keys and values twice: with
+//! hooks in `forward`, without in `keys_values`, for partial passes — keep them the
+//! same computation); an [`crate::Architecture`] variant; its `model_type`s in
+//! [`crate::load`]; and, when its hook points differ from the existing families', a
+//! `HookSpace` constructor in `actpatch-hooks`. Shared pieces: [`crate::layers`]
+//! (linear maps, norms), [`crate::attention`] (masks, scale, soft-cap, sliding window,
+//! cached prefixes), [`crate::rotary`] and [`crate::rope`] (rotary tables, scaling).
 
 use actpatch_hooks::{BlockSite, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
 
-use crate::layers::{Frame, KvPrefix};
+use crate::attention::{Frame, KvPrefix};
 use crate::{ModelDims, Readout, Result};
 
 pub(crate) trait ArchModel: Send + Sync {
@@ -14,8 +24,18 @@ pub(crate) trait ArchModel: Send + Sync {
     /// The hook points this architecture has.
     fn hook_space(&self) -> HookSpace;
 
-    /// The hook point whose cached value attention uses as keys.
+    /// The hook point whose cached value attention uses as keys (after rotary
+    /// embedding where there is one). Values are `attn.hook_v`.
     fn key_site(&self) -> BlockSite;
+
+    /// Whether a site's value at one position can reach the other positions of its
+    /// own layer, i.e. it is computed before (and feeds) the layer's keys and values.
+    /// A patch at any other site of the last layer reaches the final position's logits
+    /// only from the final position. Override when a block computes more before its
+    /// keys and values (e.g. a norm on the keys).
+    fn site_feeds_keys_values(&self, site: BlockSite) -> bool {
+        default_feeds_keys_values(site)
+    }
 
     /// tokens `[batch, pos]` → the residual stream entering block 0
     /// `[batch, pos, d_model]`, through the embedding hook points.
@@ -24,17 +44,20 @@ pub(crate) trait ArchModel: Send + Sync {
     /// The frame of prompt positions `start..start + len`.
     fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame>;
 
-    /// Block `layer`: `[batch, len, d_model]` → `[batch, len, d_model]`.
+    /// Block `layer` on rows holding the positions of `frame`, after `prefix`'s keys
+    /// and values: `[batch, len, d_model]` → `[batch, len, d_model]`. Hook points see
+    /// frame-relative positions.
     fn block_forward(
         &self,
         layer: usize,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor>;
 
-    /// Block `layer`'s keys and values at the frame's positions, no hooks.
+    /// Block `layer`'s keys and values at the frame's positions, no hooks:
+    /// `[batch, len, d_model]` → (`[batch, len, kv_head, d_head]`, the same).
     fn block_keys_values(
         &self,
         layer: usize,
@@ -44,4 +67,18 @@ pub(crate) trait ArchModel: Send + Sync {
 
     /// Final norm and unembedding of `[batch, len, d_model]`.
     fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor>;
+}
+
+/// The sites computed before a pre-norm block's keys and values: its input, the first
+/// norm, the keys (before and after rotary) and the values.
+pub(crate) fn default_feeds_keys_values(site: BlockSite) -> bool {
+    matches!(
+        site,
+        BlockSite::ResidPre
+            | BlockSite::Ln1Scale
+            | BlockSite::Ln1Normalized
+            | BlockSite::K
+            | BlockSite::V
+            | BlockSite::RotK
+    )
 }

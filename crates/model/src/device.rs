@@ -53,8 +53,11 @@ impl DeviceSpec {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_device(ordinal: usize, _spec: &DeviceSpec) -> Result<Device> {
-    Ok(Device::new_cuda(ordinal)?)
+fn cuda_device(ordinal: usize, spec: &DeviceSpec) -> Result<Device> {
+    Device::new_cuda(ordinal).map_err(|source| ModelError::CudaUnavailable {
+        spec: spec.to_string(),
+        source: Box::new(source),
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -83,6 +86,21 @@ mod tests {
     #[test]
     fn cuda_without_feature_is_a_clear_error() {
         let err = DeviceSpec::Cuda(0).device().unwrap_err().to_string();
-        assert!(err.contains("--features cuda"), "{err}");
+        assert!(
+            err.contains("just build-cuda") && err.contains("--features cuda"),
+            "{err}"
+        );
+    }
+
+    /// With the feature, an ordinal past the machine's GPUs (or no GPU at all) is an
+    /// error naming the device, not a panic.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn missing_gpu_is_a_clear_error() {
+        let err = DeviceSpec::Cuda(999).device().unwrap_err().to_string();
+        assert!(
+            err.contains("cuda:999") && err.contains("nvidia-smi"),
+            "{err}"
+        );
     }
 }

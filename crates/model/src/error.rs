@@ -110,8 +110,29 @@ pub enum ModelError {
     #[error("unknown device `{spec}`: use \"cpu\" or \"cuda:N\" (e.g. \"cuda:0\")")]
     UnknownDevice { spec: String },
 
-    #[error("device `{spec}` asked for, but this actpatch was built without CUDA support: rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit), or use device \"cpu\"")]
+    #[error("device `{spec}` asked for, but this actpatch was built without CUDA support: build it with `just build-cuda` (or `cargo build --release -p actpatch-runner --features cuda` with the CUDA toolkit installed), or use device \"cpu\"")]
     CudaNotBuilt { spec: String },
+
+    #[error("a partial forward pass over positions {start}..{} does not fit a prompt of {n_pos} tokens", start + len)]
+    Span {
+        start: usize,
+        len: usize,
+        n_pos: usize,
+    },
+
+    #[error("a partial forward pass got rows of shape {shape:?}, but its span needs [rows, {len}, {d_model}]")]
+    SpanRows {
+        shape: Vec<usize>,
+        len: usize,
+        d_model: usize,
+    },
+
+    #[error("could not open device `{spec}`: {source}. Check that the GPU is there and its driver loaded (`nvidia-smi` lists it, numbered from 0), or use device \"cpu\"")]
+    CudaUnavailable {
+        spec: String,
+        // Boxed: candle's error is large, and every `Result` of this crate carries it.
+        source: Box<candle_core::Error>,
+    },
 
     #[error(transparent)]
     Hook(#[from] actpatch_hooks::HookError),

@@ -19,11 +19,10 @@ use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
 use crate::arch::ArchModel;
-use crate::layers::{
-    attention_output, embed_rows, soft_cap, AttentionSpec, Frame, KvPrefix, Linear, NormSite,
-    RmsNorm, Rotary,
-};
+use crate::attention::{attention_output, soft_cap, AttentionSpec, Frame, KvPrefix};
+use crate::layers::{embed_rows, Linear, NormSite, RmsNorm};
 use crate::rope::{RopeConfig, RopeScaling};
+use crate::rotary::Rotary;
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
 
@@ -239,7 +238,7 @@ impl Block {
         &self,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let rotary = frame.rotary()?;
@@ -374,7 +373,7 @@ impl ArchModel for Gemma2 {
         layer: usize,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         self.blocks[layer].forward(resid_pre, frame, prefix, hooks)

@@ -13,9 +13,8 @@ use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
 use crate::arch::ArchModel;
-use crate::layers::{
-    attention_output, embed_rows, AttentionSpec, Frame, KvPrefix, LayerNorm, Linear, NormSite,
-};
+use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
+use crate::layers::{embed_rows, LayerNorm, Linear, NormSite};
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
 
@@ -138,7 +137,7 @@ impl Block {
         &self,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let at = |site| HookPoint::block(self.layer, site);
@@ -255,7 +254,7 @@ impl ArchModel for Gpt2 {
         layer: usize,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         self.blocks[layer].forward(resid_pre, frame, prefix, hooks)

@@ -17,11 +17,11 @@ use actpatch_hooks::{BlockSite, HookPoint, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::arch::ArchModel;
-use crate::layers::{
-    attention_output, embed_rows, AttentionSpec, Frame, KvPrefix, Linear, NormSite, RmsNorm, Rotary,
-};
+use crate::arch::{default_feeds_keys_values, ArchModel};
+use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
+use crate::layers::{embed_rows, Linear, NormSite, RmsNorm};
 use crate::rope::RopeConfig;
+use crate::rotary::Rotary;
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
 
@@ -303,7 +303,7 @@ impl Block {
         &self,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let rotary = frame.rotary()?;
@@ -424,6 +424,12 @@ impl ArchModel for Llama {
         BlockSite::RotK
     }
 
+    /// The default sites, and Qwen3's key norm: it is computed before the keys.
+    fn site_feeds_keys_values(&self, site: BlockSite) -> bool {
+        let key_norm = matches!(site, BlockSite::KNormScale | BlockSite::KNormNormalized);
+        (self.qk_norm && key_norm) || default_feeds_keys_values(site)
+    }
+
     /// `hook_embed` (positions enter through rotary embeddings in each block).
     fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         let embed = embed_rows(&self.embed_tokens, tokens)?; // [batch, pos, d_model]
@@ -441,7 +447,7 @@ impl ArchModel for Llama {
         layer: usize,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         self.blocks[layer].forward(resid_pre, frame, prefix, hooks)

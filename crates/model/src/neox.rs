@@ -16,11 +16,10 @@ use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
 use crate::arch::ArchModel;
-use crate::layers::{
-    attention_output, embed_rows, AttentionSpec, Frame, KvPrefix, LayerNorm, Linear, NormSite,
-    Rotary,
-};
+use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
+use crate::layers::{embed_rows, LayerNorm, Linear, NormSite};
 use crate::rope::{RopeConfig, RopeScaling};
+use crate::rotary::Rotary;
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
 
@@ -200,7 +199,7 @@ impl Block {
         &self,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let rotary = frame.rotary()?;
@@ -337,7 +336,7 @@ impl ArchModel for Neox {
         layer: usize,
         resid_pre: Tensor,
         frame: &Frame,
-        prefix: Option<KvPrefix>,
+        prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         self.blocks[layer].forward(resid_pre, frame, prefix, hooks)

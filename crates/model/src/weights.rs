@@ -85,13 +85,6 @@ impl WeightStore {
         self
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        if let Some((_, tensors)) = &self.loaded {
-            return tensors.contains_key(name);
-        }
-        self.index.contains_key(&format!("{}{name}", self.prefix)) || self.index.contains_key(name)
-    }
-
     fn first_file(&self) -> PathBuf {
         self.files
             .first()

@@ -1,17 +1,19 @@
 //! GGUF files of the new Llama-family fixtures, written as llama.cpp's converter writes
-//! them (`common/gguf_writer.rs`): Llama 3 (`general.architecture` llama, rotary
+//! them (`tests/support/tiny_gguf.rs`): Llama 3 (`general.architecture` llama, rotary
 //! scaling as `rope_freqs.weight`, the `llama-bpe` pre-tokenizer), Qwen2.5 (qwen2,
 //! q/k/v biases, `qwen2` pre-tokenizer) and Qwen3 (qwen3, q/k norms). Each must give
 //! the tokenizer of the fixture's tokenizer.json and the transformers golden values.
 
 mod common;
+#[path = "../../../tests/support/tiny_gguf.rs"]
+mod tiny_gguf;
 
 use actpatch_model::{HookedTransformer, ModelError, Tokenizer, TokenizerFiles};
 use candle_core::quantized::gguf_file::Value;
 use common::families::check_family;
 use common::fixture;
-use common::gguf_writer::{cleanup, set, write_fixture_gguf, GgufSpec};
 use common::samples::samples;
+use tiny_gguf::{cleanup, set, write_fixture_gguf, GgufSpec};
 
 const LLAMA3: GgufSpec = GgufSpec {
     fixture: "tiny-llama3",

@@ -3,22 +3,19 @@
 //! metadata) must reproduce the TransformerLens golden values of the safetensors model.
 
 mod common;
+#[path = "../../../tests/support/tiny_gguf.rs"]
+mod tiny_gguf;
 
 use std::path::PathBuf;
 
 use actpatch_model::{HookedTransformer, ModelError};
-use candle_core::quantized::gguf_file::Value;
-use common::gguf_writer::{cleanup, set, write_fixture_gguf, GgufSpec};
 use common::golden_checks as checks;
+use tiny_gguf::MetadataValue as Value;
+use tiny_gguf::{cleanup, set, write_fixture_gguf, TINY_LLAMA};
 
 /// The tiny Llama as a GGUF file; `edit` may change the metadata before writing.
 fn write_tiny_gguf(tag: &str, edit: impl FnOnce(&mut Vec<(String, Value)>)) -> PathBuf {
-    let spec = GgufSpec {
-        fixture: "tiny-llama",
-        arch: "llama",
-        pre: "smollm",
-    };
-    write_fixture_gguf(&spec, tag, edit)
+    write_fixture_gguf(&TINY_LLAMA, tag, edit)
 }
 
 #[test]

@@ -195,30 +195,3 @@ fn unsupported_configs_say_what_is_supported() {
         std::fs::remove_dir_all(&dir).ok();
     }
 }
-
-#[test]
-fn rotary_tables_rotate_halves() {
-    // Position 1, frequency 1 for the first pair: (x, y) in the two halves → rotated.
-    use actpatch_model::layers::Rotary;
-    let rotary = Rotary::new(4, 10_000.0);
-    let tables = rotary.tables(2, &Device::Cpu).unwrap();
-    let x = Tensor::new(
-        &[[[[1f32, 0.0, 0.0, 0.0]]], [[[1f32, 0.0, 0.0, 0.0]]]],
-        &Device::Cpu,
-    )
-    .unwrap()
-    .reshape((1, 2, 1, 4))
-    .unwrap();
-    let got: Vec<f32> = tables
-        .apply(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let (c, s) = (1f32.cos(), 1f32.sin());
-    let want = [1.0, 0.0, 0.0, 0.0, c, 0.0, s, 0.0];
-    for (g, w) in got.iter().zip(want) {
-        assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
-    }
-}

@@ -1,6 +1,6 @@
 //! `compare.parquet`: one row per cell of two runs joined on (concept, pair, patch kind,
-//! layer, head, position), with both runs' normalized logit differences and B − A,
-//! laid out by [`COMPARE`]. Carries the schema version like the run tables
+//! direction, layer, head, position), with both runs' normalized logit differences and
+//! B − A, laid out by [`COMPARE`]. Carries the schema version like the run tables
 //! ([`crate::tables::write_table`]).
 
 use std::path::Path;
@@ -19,6 +19,8 @@ pub struct CompareRow {
     pub concept: String,
     pub pair: String,
     pub kind: String,
+    /// `"denoising"` or `"noising"`.
+    pub direction: String,
     /// Layer, or the relative-depth bin when compared by depth.
     pub layer: u32,
     pub head: Option<u32>,
@@ -44,6 +46,7 @@ pub static COMPARE: Table<CompareRow> = Table {
         Column::text("concept", |r| &r.concept, |r, v| r.concept = v),
         Column::text("pair", |r| &r.pair, |r, v| r.pair = v),
         Column::text("kind", |r| &r.kind, |r, v| r.kind = v),
+        Column::text("direction", |r| &r.direction, |r, v| r.direction = v),
         Column::u32("layer", |r| r.layer, |r, v| r.layer = v),
         Column::opt_u32("head", |r| r.head, |r, v| r.head = v),
         Column::opt_u32("position", |r| r.position, |r, v| r.position = v),

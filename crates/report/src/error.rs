@@ -14,7 +14,7 @@ pub enum ReportError {
     #[error("cannot read {path}: {reason}")]
     Read { path: PathBuf, reason: String },
 
-    #[error("{path} was written with table schema version {found}, but this actpatch reads version {expected}. Re-run the experiment with this version, or read it with the actpatch that wrote it.")]
+    #[error("{path} was written with table schema version {found}, but this actpatch reads versions 1 to {expected}. Re-run the experiment with this version, or read it with the actpatch that wrote it.")]
     SchemaVersion {
         path: PathBuf,
         found: String,

@@ -170,21 +170,35 @@ impl Heatmap {
         layout: &Layout,
     ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
         area.fill(&WHITE)?;
-        let limit = self.limit();
         let title = (FONT, 18).into_font().color(&BLACK);
-        let label = (FONT, 13).into_font().color(&BLACK);
+        area.draw(&Text::new(
+            self.title.clone(),
+            (layout.width as i32 / 2, 22),
+            title.pos(Pos::new(HPos::Center, VPos::Center)),
+        ))?;
+        self.draw_cells(area, layout)?;
+        self.draw_axes(area, layout)?;
+        self.draw_colorbar(area, layout)
+    }
+
+    /// `(rows, columns)` of the grid.
+    fn grid_size(&self) -> (i32, i32) {
+        let n_cols = self.values.first().map(|r| r.len()).unwrap_or(0);
+        (self.values.len() as i32, n_cols as i32)
+    }
+
+    /// One coloured rectangle per cell, annotated with its value when there is room.
+    fn draw_cells<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        layout: &Layout,
+    ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let limit = self.limit();
         let small = (FONT, 11).into_font().color(&BLACK);
         let centre = Pos::new(HPos::Center, VPos::Center);
         let (cw, ch) = (layout.cell_w as i32, layout.cell_h as i32);
         let (left, top) = (layout.left as i32, layout.top as i32);
-        let n_rows = self.values.len() as i32;
-        let n_cols = self.values.first().map(|r| r.len()).unwrap_or(0) as i32;
-
-        area.draw(&Text::new(
-            self.title.clone(),
-            (layout.width as i32 / 2, 22),
-            title.pos(centre),
-        ))?;
+        let (n_rows, n_cols) = self.grid_size();
         let annotate = n_rows * n_cols <= 300 && ch >= 20;
         for (r, row) in self.values.iter().enumerate() {
             for (c, value) in row.iter().enumerate() {
@@ -215,6 +229,20 @@ impl Heatmap {
             [(left, top), (left + n_cols * cw, top + n_rows * ch)],
             BLACK.stroke_width(1),
         ))?;
+        Ok(())
+    }
+
+    /// Tick labels and axis labels.
+    fn draw_axes<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        layout: &Layout,
+    ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let label = (FONT, 13).into_font().color(&BLACK);
+        let small = (FONT, 11).into_font().color(&BLACK);
+        let (cw, ch) = (layout.cell_w as i32, layout.cell_h as i32);
+        let (left, top) = (layout.left as i32, layout.top as i32);
+        let (n_rows, n_cols) = self.grid_size();
         let step = if n_rows > 40 { 4 } else { 1 };
         for (r, tick) in self.y_ticks.iter().enumerate() {
             if r as i32 % step == 0 {
@@ -240,10 +268,22 @@ impl Heatmap {
         area.draw(&Text::new(
             self.y_label.clone(),
             (8, top - 18),
-            label.clone().pos(Pos::new(HPos::Left, VPos::Center)),
+            label.pos(Pos::new(HPos::Left, VPos::Center)),
         ))?;
+        Ok(())
+    }
 
-        // Colour bar: +limit at the top, -limit at the bottom.
+    /// The colour bar: +limit at the top, -limit at the bottom.
+    fn draw_colorbar<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        layout: &Layout,
+    ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let limit = self.limit();
+        let small = (FONT, 11).into_font().color(&BLACK);
+        let (cw, ch) = (layout.cell_w as i32, layout.cell_h as i32);
+        let (left, top) = (layout.left as i32, layout.top as i32);
+        let (n_rows, n_cols) = self.grid_size();
         let bar_x = left + n_cols * cw + 24;
         let bar_h = (n_rows * ch).max(120);
         let steps = 64;

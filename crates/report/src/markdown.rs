@@ -25,12 +25,31 @@ pub struct RunReport {
     pub started: String,
     pub wall_seconds: f64,
     pub sweep_kinds: Vec<String>,
+    /// `"denoising"` and/or `"noising"`.
+    pub directions: Vec<String>,
     pub baselines: Vec<BaselineRow>,
+    /// Pairs kept for reference (validated, not swept), with why.
+    pub references: Vec<ReferencePair>,
     /// Paragraphs about the whole run (alignment, warnings explained).
     pub notes: Vec<String>,
     /// Findings derived from the data, one bullet each.
     pub summary: Vec<String>,
     pub figures: Vec<FigureSection>,
+}
+
+/// A pair kept for reference: its baselines next to the values it was expected to
+/// reproduce, and why it is not swept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferencePair {
+    pub pair: String,
+    pub concept: String,
+    pub clean: String,
+    pub corrupted: String,
+    pub clean_logit_diff: Option<f64>,
+    pub corrupted_logit_diff: Option<f64>,
+    /// e.g. "clean 1.068, corrupted −2.766 (± 0.01): reproduced".
+    pub expected: String,
+    pub reason: String,
 }
 
 /// Escapes text for a markdown table cell.
@@ -45,29 +64,60 @@ fn fmt_opt(v: Option<f64>) -> String {
 impl RunReport {
     pub fn render(&self) -> String {
         let mut md = String::new();
+        self.render_header(&mut md);
+        self.render_baselines(&mut md);
+        self.render_references(&mut md);
+        for note in &self.notes {
+            let _ = writeln!(md, "{note}\n");
+        }
+        if !self.summary.is_empty() {
+            md.push_str("## Summary\n\n");
+            for line in &self.summary {
+                let _ = writeln!(md, "- {line}");
+            }
+            md.push('\n');
+        }
+        self.render_figures(&mut md);
+        md
+    }
+
+    fn render_header(&self, md: &mut String) {
         let _ = writeln!(md, "# {}\n", self.experiment);
         if !self.description.is_empty() {
             let _ = writeln!(md, "{}\n", self.description);
         }
+        let directions: Vec<&str> = self
+            .directions
+            .iter()
+            .map(|d| match d.as_str() {
+                "denoising" => "denoising (clean activations patched into the corrupted run)",
+                "noising" => "noising (corrupted activations patched into the clean run)",
+                other => other,
+            })
+            .collect();
         let _ = writeln!(
             md,
-            "- model: `{}`\n- run: `{}` (started {}, {:.1} s)\n- patch kinds: {}\n- direction: denoising (clean activations patched into the corrupted run); metric: normalized logit difference, 0 = corrupted, 1 = clean\n",
+            "- model: `{}`\n- run: `{}` (started {}, {:.1} s)\n- patch kinds: {}\n- direction: {}; metric: normalized logit difference, 0 = corrupted, 1 = clean\n",
             self.model,
             self.run_id,
             self.started,
             self.wall_seconds,
-            self.sweep_kinds.join(", ")
+            self.sweep_kinds.join(", "),
+            directions.join(" and ")
         );
+    }
 
-        let passed = self.baselines.iter().filter(|b| b.passed).count();
+    fn render_baselines(&self, md: &mut String) {
+        let swept: Vec<&BaselineRow> = self.baselines.iter().filter(|b| !b.reference).collect();
+        let passed = swept.iter().filter(|b| b.passed).count();
         let _ = writeln!(
             md,
             "## Baselines\n\n{passed} of {} pairs passed validation.\n",
-            self.baselines.len()
+            swept.len()
         );
         md.push_str("| pair | concept | clean → corrupted | answers | tokens | clean LD | corrupted LD | outcome |\n");
         md.push_str("|---|---|---|---|---|---|---|---|\n");
-        for b in &self.baselines {
+        for b in swept {
             let outcome = match (b.passed, b.swept) {
                 (true, _) => "passed".to_string(),
                 (false, true) => format!("**failed, swept anyway**: {}", b.reasons.join("; ")),
@@ -90,10 +140,8 @@ impl RunReport {
             );
         }
         md.push('\n');
-        let warned: Vec<&BaselineRow> = self
-            .baselines
-            .iter()
-            .filter(|b| !b.warnings.is_empty())
+        let warned: Vec<&BaselineRow> = (self.baselines.iter())
+            .filter(|b| !b.warnings.is_empty() && !b.reference)
             .collect();
         if !warned.is_empty() {
             md.push_str("### Warnings\n\n");
@@ -104,34 +152,49 @@ impl RunReport {
             }
             md.push('\n');
         }
-        for note in &self.notes {
-            let _ = writeln!(md, "{note}\n");
-        }
+    }
 
-        if !self.summary.is_empty() {
-            md.push_str("## Summary\n\n");
-            for line in &self.summary {
-                let _ = writeln!(md, "- {line}");
+    fn render_references(&self, md: &mut String) {
+        if self.references.is_empty() {
+            return;
+        }
+        md.push_str("## Reference pairs\n\nValidated and compared with the values they were kept for, but not swept and not part of any concept figure.\n\n");
+        md.push_str("| pair | concept | clean → corrupted | clean LD | corrupted LD | expected | why not swept |\n");
+        md.push_str("|---|---|---|---|---|---|---|\n");
+        for r in &self.references {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} → {} | {} | {} | {} | {} |",
+                cell(&r.pair),
+                cell(&r.concept),
+                cell(&r.clean),
+                cell(&r.corrupted),
+                fmt_opt(r.clean_logit_diff),
+                fmt_opt(r.corrupted_logit_diff),
+                cell(&r.expected),
+                cell(&r.reason)
+            );
+        }
+        md.push('\n');
+    }
+
+    fn render_figures(&self, md: &mut String) {
+        if self.figures.is_empty() {
+            return;
+        }
+        md.push_str("## Figures\n\n");
+        for fig in &self.figures {
+            let _ = writeln!(
+                md,
+                "### {}\n\n![{}]({})\n",
+                fig.heading,
+                cell(&fig.heading),
+                fig.image
+            );
+            for line in &fig.details {
+                let _ = writeln!(md, "{line}");
             }
             md.push('\n');
         }
-
-        if !self.figures.is_empty() {
-            md.push_str("## Figures\n\n");
-            for fig in &self.figures {
-                let _ = writeln!(
-                    md,
-                    "### {}\n\n![{}]({})\n",
-                    fig.heading,
-                    cell(&fig.heading),
-                    fig.image
-                );
-                for line in &fig.details {
-                    let _ = writeln!(md, "{line}");
-                }
-                md.push('\n');
-            }
-        }
-        md
     }
 }

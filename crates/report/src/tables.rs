@@ -16,7 +16,11 @@ use crate::schema::{arrow_schema, frame, rows, Column, Table};
 use crate::{ReportError, Result};
 
 /// Version of the table layouts below; bump it when a column changes meaning or type.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2 added `direction` to cells and `reference` to baselines; version-1 tables
+/// still read (as denoising cells and non-reference pairs).
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest version [`read_frame`] reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Parquet key-value metadata key holding [`SCHEMA_VERSION`].
 pub const SCHEMA_VERSION_KEY: &str = "actpatch.schema_version";
 
@@ -29,12 +33,15 @@ pub struct CellRow {
     pub pair: String,
     pub model: String,
     pub kind: String,
+    /// `"denoising"` (clean into corrupted) or `"noising"` (corrupted into clean).
+    pub direction: String,
     pub layer: u32,
     /// `None` where the kind has no head axis.
     pub head: Option<u32>,
-    /// `None` where the patch spans all positions.
+    /// Position in the patched run (corrupted for denoising, clean for noising); `None`
+    /// where the patch spans all positions.
     pub position: Option<u32>,
-    /// The clean token at `position`.
+    /// The clean-prompt token `position` stands for.
     pub token: Option<String>,
     pub patched_logit_diff: f64,
     pub normalized_logit_diff: f64,
@@ -57,6 +64,7 @@ pub static CELLS: Table<CellRow> = Table {
         Column::text("pair", |r| &r.pair, |r, v| r.pair = v),
         Column::text("model", |r| &r.model, |r, v| r.model = v),
         Column::text("kind", |r| &r.kind, |r, v| r.kind = v),
+        Column::text("direction", |r| &r.direction, |r, v| r.direction = v),
         Column::u32("layer", |r| r.layer, |r, v| r.layer = v),
         Column::opt_u32("head", |r| r.head, |r, v| r.head = v),
         Column::opt_u32("position", |r| r.position, |r, v| r.position = v),
@@ -105,6 +113,8 @@ pub struct BaselineRow {
     pub corrupted_logit_diff: Option<f64>,
     pub passed: bool,
     pub swept: bool,
+    /// Marked `reference = true`: validated, never swept.
+    pub reference: bool,
     /// Why the pair failed validation; empty when it passed.
     pub reasons: Vec<String>,
     pub warnings: Vec<String>,
@@ -146,6 +156,7 @@ pub static BASELINES: Table<BaselineRow> = Table {
         ),
         Column::bool("passed", |r| r.passed, |r, v| r.passed = v),
         Column::bool("swept", |r| r.swept, |r, v| r.swept = v),
+        Column::bool("reference", |r| r.reference, |r, v| r.reference = v),
         Column::text_list("reasons", |r| &r.reasons, |r, v| r.reasons = v),
         Column::text_list("warnings", |r| &r.warnings, |r, v| r.warnings = v),
     ],
@@ -223,8 +234,10 @@ pub fn read_frame(path: &Path) -> Result<TableRead<DataFrame>> {
         .and_then(|kvs| kvs.iter().find(|kv| kv.key == SCHEMA_VERSION_KEY))
         .and_then(|kv| kv.value.clone());
     let mut notes = Vec::new();
+    let readable = (OLDEST_READABLE_VERSION..=SCHEMA_VERSION).map(|v| v.to_string());
+    let mut version_1 = false;
     match version {
-        Some(v) if v == SCHEMA_VERSION.to_string() => {}
+        Some(v) if readable.clone().any(|r| r == v) => version_1 = v == "1",
         Some(found) => {
             return Err(ReportError::SchemaVersion {
                 path: path.to_path_buf(),
@@ -237,8 +250,32 @@ pub fn read_frame(path: &Path) -> Result<TableRead<DataFrame>> {
             path.display()
         )),
     }
-    let data = reader.finish().map_err(|e| table_err(path, e))?;
+    let mut data = reader.finish().map_err(|e| table_err(path, e))?;
+    if version_1 {
+        upgrade_version_1(&mut data).map_err(|e| table_err(path, e))?;
+    }
     Ok(TableRead { data, notes })
+}
+
+/// Adds what version 2 added to a version-1 table: every cell was denoising, no
+/// pair was a reference pair.
+fn upgrade_version_1(data: &mut DataFrame) -> PolarsResult<()> {
+    let height = data.height();
+    let names: Vec<String> = (data.get_column_names().iter())
+        .map(|n| n.to_string())
+        .collect();
+    let has = |name: &str| names.iter().any(|n| n == name);
+    if has("kind") && !has("direction") {
+        let direction = vec!["denoising"; height];
+        data.with_column(polars::prelude::Column::new("direction".into(), direction))?;
+    }
+    if has("passed") && !has("reference") {
+        data.with_column(polars::prelude::Column::new(
+            "reference".into(),
+            vec![false; height],
+        ))?;
+    }
+    Ok(())
 }
 
 /// Reads a table as it is (see [`read_frame`]), without the notes.

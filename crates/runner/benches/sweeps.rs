@@ -11,18 +11,20 @@
 //! It fails when (a) and (b) differ by more than 1e-4 on any cell.
 //!
 //! `cargo bench -p actpatch-runner --bench sweeps -- --quick` times the naive loop on
-//! a sample of cells only (and checks those).
+//! a sample of cells only (and checks those). `-- --device cuda:0` runs everything on
+//! that device (a build with `--features cuda`); the matmul peak is then the GPU's, and
+//! MiB stays the host process's peak.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use actpatch_hooks::{CacheFilter, Hooks, Patch, PatchValue};
+use actpatch_hooks::{Hooks, Patch, PatchValue};
 use actpatch_metrics::cell_metrics;
-use actpatch_model::{HookedTransformer, Readout};
-use actpatch_runner::experiment::{Experiment, MetricSet};
-use actpatch_runner::sweep::{cells_of, hook_points, CellIndex, PairSweep, PatchKind};
-use actpatch_runner::sweep_fast::{corrupted_run, sweep_fast_counted, SweepWork};
-use actpatch_runner::validate::validate_pair;
+use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource, Readout};
+use actpatch_patching::fast::{self, SweepWork};
+use actpatch_patching::{
+    cells_of, Align, CellIndex, CellResult, DirectedPair, Direction, MetricSet, Pair, PatchKind,
+};
 use candle_core::{DType, Device, Tensor};
 
 const D_MODEL: usize = 768;
@@ -47,9 +49,7 @@ fn random_gpt2(dir: &Path) -> Result<(), BoxError> {
         dir.join("config.json"),
         serde_json::to_string_pretty(&config)?,
     )?;
-    let tokenizer = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/tiny-gpt2/tokenizer.json");
-    std::fs::copy(tokenizer, dir.join("tokenizer.json"))?;
+    std::fs::copy(fixture_tokenizer()?, dir.join("tokenizer.json"))?;
     let dev = Device::Cpu;
     let randn = |shape: &[usize]| Tensor::randn(0f32, 0.02, shape, &dev);
     let mut tensors = std::collections::HashMap::new();
@@ -84,6 +84,22 @@ fn random_gpt2(dir: &Path) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The real GPT-2 tokenizer of the tiny fixture: under the source tree this bench was
+/// built from, else under the current folder (a bench executable carried to another
+/// machine, run from a checkout's root).
+fn fixture_tokenizer() -> Result<PathBuf, BoxError> {
+    let relative = "tests/fixtures/tiny-gpt2/tokenizer.json";
+    let candidates = [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(relative),
+        PathBuf::from(relative),
+    ];
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        format!("{relative} not found: run the bench from the repository's root").into()
+    })
+}
+
 /// Peak resident memory of this process so far, in MiB.
 fn peak_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -102,11 +118,11 @@ fn peak_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// GFLOP/s of a large f32 matmul, best of a few.
-fn matmul_peak() -> Result<f64, BoxError> {
+/// GFLOP/s of a large f32 matmul on `device`, best of a few.
+fn matmul_peak(device: &Device) -> Result<f64, BoxError> {
     let (m, k, n) = (1024, 768, 3072);
-    let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
-    let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu)?;
+    let a = Tensor::randn(0f32, 1.0, (m, k), device)?;
+    let b = Tensor::randn(0f32, 1.0, (k, n), device)?;
     let mut best = 0.0f64;
     for _ in 0..8 {
         let t = Instant::now();
@@ -144,6 +160,10 @@ fn main() -> Result<(), BoxError> {
     let quick = args.iter().any(|a| a == "--quick");
     // For profiling: the fast path alone, naive loop skipped (no ratios, no check).
     let fast_only = args.iter().any(|a| a == "--fast-only");
+    let device: DeviceSpec = match args.iter().position(|a| a == "--device") {
+        Some(i) => args.get(i + 1).ok_or("--device cpu|cuda:N")?.parse()?,
+        None => DeviceSpec::Cpu,
+    };
     let dir =
         std::env::temp_dir().join(format!("actpatch-bench-gpt2-small-{}", std::process::id()));
     println!(
@@ -157,10 +177,10 @@ fn main() -> Result<(), BoxError> {
     if !status.success() {
         return Err("could not write the random model".into());
     }
-    let model = HookedTransformer::from_dir(&dir)?;
-    let peak_gflops = matmul_peak()?;
+    let model = HookedTransformer::load(&ModelSource::Local(dir.clone()), device)?;
+    let peak_gflops = matmul_peak(model.device())?;
     println!(
-        "matmul peak (1024×768 @ 768×3072, f32): {peak_gflops:.1} GFLOP/s; threads: {}",
+        "device: {device}; matmul peak (1024×768 @ 768×3072, f32): {peak_gflops:.1} GFLOP/s; CPU threads: {}",
         candle_core::utils::get_num_threads()
     );
 
@@ -188,50 +208,59 @@ fn main() -> Result<(), BoxError> {
         "MiB"
     );
     let mut worst = 0.0f64;
+    let mut warmed_up = device == DeviceSpec::Cpu;
     for (label, clean, corrupted) in pairs {
-        let toml = format!(
-            "[experiment]\nname = \"bench\"\n[model]\npath = {:?}\n[validate]\nenabled = false\n[[pairs]]\nconcept = \"bench\"\nclean = {clean:?}\ncorrupted = {corrupted:?}\ncorrect = \" Rome\"\nincorrect = \" Paris\"\n",
-            dir.display().to_string()
-        );
-        let experiment = Experiment::parse(&toml, &dir.join("bench.toml"))?;
-        let plan = validate_pair(&model, &experiment, 0)?;
-        let map = plan.map.as_ref().ok_or("pair not aligned")?;
+        let pair =
+            Pair::from_prompts(&model, clean, corrupted, [" Rome", " Paris"], Align::Strict)?;
+        let baselines = pair.baselines(&model)?;
         for kind in [PatchKind::ResidPre, PatchKind::HeadOutByPos] {
-            let (_, clean_cache) = model.run_with_cache(
-                std::slice::from_ref(&plan.clean_tokens),
-                CacheFilter::only(hook_points(&[kind], N_LAYERS)),
-            )?;
-            let pair = PairSweep {
-                corrupted_tokens: &plan.corrupted_tokens,
-                clean_cache: &clean_cache,
-                map,
-                answers: plan.answers.ok_or("answers")?,
-                baseline: plan.baseline().ok_or("baseline")?,
-                clean_log_probs: plan.clean_log_probs.as_ref().ok_or("log probs")?,
-                metrics: MetricSet::All,
+            let directed = |metrics| {
+                DirectedPair::new(
+                    &model,
+                    &pair,
+                    &baselines,
+                    Direction::Denoising,
+                    &[kind],
+                    metrics,
+                )
             };
-            let cells = cells_of(kind, model.dims(), &map.patched_positions());
+            let reference = directed(MetricSet::All)?;
+            let cells = cells_of(kind, model.dims(), &reference.positions(None));
 
-            // (b) the fast path, including its corrupted-run cache: with every metric
+            // (b) the fast path, including its target-run cache: with every metric
             // (the runner's default), and with the logit-difference metrics only.
             let mut timed = Vec::new();
-            for metrics in [MetricSet::All, MetricSet::LogitDiff] {
-                let pair = PairSweep { metrics, ..pair };
+            // On a GPU the first sweep also loads candle's kernels (PTX compiled by the
+            // driver): it runs twice, and the second is timed.
+            let warm_up = if warmed_up {
+                [].as_slice()
+            } else {
+                [MetricSet::All].as_slice()
+            };
+            warmed_up = true;
+            for (i, metrics) in warm_up
+                .iter()
+                .chain(&[MetricSet::All, MetricSet::LogitDiff])
+                .copied()
+                .enumerate()
+            {
+                let directed = directed(metrics)?;
                 reset_peak();
                 let t = Instant::now();
                 let mut work = SweepWork::default();
-                let corrupted_cache = corrupted_run(&model, &plan.corrupted_tokens, &[kind])?;
-                let results = sweep_fast_counted(
+                let target = fast::target_run(&model, &directed, &[kind])?;
+                let results: Vec<CellResult> = fast::sweep_counted(
                     &model,
-                    &pair,
-                    &corrupted_cache,
-                    kind,
-                    &cells,
+                    &directed,
+                    &target,
+                    (kind, &cells),
                     256,
                     &mut |_| {},
                     &mut work,
                 )?;
-                timed.push((t.elapsed().as_secs_f64(), peak_mib(), work, results));
+                if i >= warm_up.len() {
+                    timed.push((t.elapsed().as_secs_f64(), peak_mib(), work, results));
+                }
             }
             let (fast_s, fast_peak, work, fast) = timed.remove(0);
             let (ld_s, ld_peak, ld_work, ld_fast) = timed.remove(0);
@@ -249,10 +278,11 @@ fn main() -> Result<(), BoxError> {
             } else {
                 cells.iter().copied().enumerate().collect()
             };
-            let tokens = model.tokens_tensor(std::slice::from_ref(&plan.corrupted_tokens))?;
+            let tokens = model.tokens_tensor(std::slice::from_ref(&pair.corrupted_tokens))?;
             let t = Instant::now();
             for (i, cell) in &sample {
-                let source = clean_cache
+                let source = reference
+                    .source
                     .get(actpatch_hooks::HookPoint::block(cell.layer, kind.site()))?
                     .clone();
                 let patch = Patch::at_cells(
@@ -271,10 +301,15 @@ fn main() -> Result<(), BoxError> {
                 )?;
                 let last = logits
                     .get(0)?
-                    .get(plan.corrupted_tokens.len() - 1)?
+                    .get(pair.corrupted_tokens.len() - 1)?
                     .unsqueeze(0)?; // [1, d_vocab]
-                let naive =
-                    cell_metrics(&last, pair.answers, &pair.baseline, pair.clean_log_probs)?[0];
+                let scorer = reference.scorer;
+                let naive = cell_metrics(
+                    &last,
+                    scorer.answers,
+                    &scorer.baseline,
+                    scorer.clean_log_probs,
+                )?[0];
                 let gap = [&fast[*i], &ld_fast[*i]]
                     .iter()
                     .map(|f| {

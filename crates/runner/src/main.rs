@@ -4,9 +4,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use actpatch_runner::compare::{self, CompareOptions};
-use actpatch_runner::run::{check, resume, run, RunOptions};
 use actpatch_runner::runs::{self, RunsFilter};
-use clap::{Parser, Subcommand};
+use actpatch_runner::{check, resume, run, RunOptions, RunnerError};
+use clap::{Args, Parser, Subcommand};
+
+/// `actpatch --version`, naming the GPU backend when the binary has one.
+const VERSION: &str = if cfg!(feature = "cuda") {
+    concat!(env!("CARGO_PKG_VERSION"), " (with CUDA)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
 
 /// Find which parts of a language model cause its answers, by activation patching.
 ///
@@ -16,12 +23,14 @@ use clap::{Parser, Subcommand};
 /// writes parquet tables, figures, report.md and an interactive report.html under
 /// results/.
 ///
-/// Exit codes: 0 done; 1 no pair passed validation (or a computation failed);
-/// 2 bad input (experiment file, model, output folder).
+/// Exit codes: 0 done; 1 the run could not finish or found nothing (no pair passed
+/// validation, a computation or a write failed — what was finished is kept for
+/// `run --resume` —, or `compare --fail-above` was exceeded); 2 bad input (experiment
+/// file, model, output folder, run folders), found before anything is written.
 #[derive(Parser, Debug)]
 #[command(
     name = "actpatch",
-    version,
+    version = VERSION,
     about,
     long_about,
     after_long_help = "Examples:\n  actpatch check experiments/landmarks.toml      validate pairs and baselines only\n  actpatch run experiments/landmarks.toml        the whole experiment\n  actpatch run --resume results/landmarks/RUN    finish an interrupted run\n  actpatch runs --concept landmarks              every run, as one table\n  actpatch compare RUN_A RUN_B --fail-above 1e-4 a regression check\n  actpatch report results/landmarks/RUN          re-render report.html\n\nThe experiment file, the patch kinds and the output tables are documented in README.md."
@@ -40,34 +49,7 @@ enum Command {
     ///
     /// An interrupted run (killed, Ctrl-C) is marked "running" in its manifest;
     /// `actpatch run --resume RUN_DIR` finishes it.
-    Run {
-        /// The experiment file (omit with --resume).
-        #[arg(required_unless_present = "resume")]
-        experiment: Option<PathBuf>,
-        /// Finish the interrupted run in RUN_DIR, reusing the pairs it completed.
-        #[arg(long, value_name = "RUN_DIR", conflicts_with = "experiment")]
-        resume: Option<PathBuf>,
-        /// One full forward pass per cell batch, without reusing unchanged layers and
-        /// positions (slower; to check the fast path).
-        #[arg(long)]
-        naive: bool,
-        /// Sweep pairs that fail validation too; they stay marked as failed.
-        #[arg(long)]
-        no_validate: bool,
-        /// Folder for runs (default: [output] dir, else results/<experiment name>).
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
-        /// Memory budget of one batched forward pass, in MiB.
-        #[arg(long, value_name = "MIB", default_value_t = 1024)]
-        max_batch_memory: usize,
-        /// Print only errors.
-        #[arg(long, short)]
-        quiet: bool,
-        /// Use this local model folder or .gguf file instead of the file's [model]
-        /// (e.g. when the hub is unreachable).
-        #[arg(long, value_name = "PATH")]
-        model_path: Option<PathBuf>,
-    },
+    Run(RunArgs),
     /// Validate the experiment file and every pair's baselines, without sweeping.
     ///
     /// Example: actpatch check experiments/landmarks.toml
@@ -90,32 +72,7 @@ enum Command {
     /// table of another schema version).
     ///
     /// Example: actpatch compare results/landmarks/RUN_A results/landmarks/RUN_B --fail-above 1e-4
-    Compare {
-        /// The reference run (folder or cells.parquet).
-        a: PathBuf,
-        /// The run compared with it (folder or cells.parquet).
-        b: PathBuf,
-        /// Match layers on relative depth: layer / n_layers, binned into the smaller
-        /// model's layer count (bin = floor(layer / n_layers × bins)), averaging the
-        /// cells in a bin. For models with different layer counts.
-        #[arg(long)]
-        by_depth: bool,
-        /// Exit 1 when any matched cell's |B − A| exceeds X (a regression check).
-        #[arg(long, value_name = "X")]
-        fail_above: Option<f64>,
-        /// How many of the most-changed cells to list.
-        #[arg(long, value_name = "N", default_value_t = 20)]
-        top: usize,
-        /// Output folder (default: results/compare/<A run id>-vs-<B run id>).
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
-        /// Figure format; repeat for several.
-        #[arg(long = "format", value_name = "FORMAT", value_parser = ["png", "svg"], default_value = "png")]
-        formats: Vec<String>,
-        /// Draw no difference heatmaps.
-        #[arg(long)]
-        no_figures: bool,
-    },
+    Compare(CompareArgs),
     /// Re-render the page of a finished (or merged) run from its files: report.html
     /// from the run's tables and manifest.json. Given a folder written by `actpatch
     /// compare`, re-renders compare.html from compare.md and compare.parquet.
@@ -147,38 +104,69 @@ enum Command {
     },
 }
 
+// The arguments of `actpatch run` (its help text is on `Command::Run`).
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The experiment file (omit with --resume).
+    #[arg(required_unless_present = "resume")]
+    experiment: Option<PathBuf>,
+    /// Finish the interrupted run in RUN_DIR, reusing the pairs it completed.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "experiment")]
+    resume: Option<PathBuf>,
+    /// One full forward pass per cell batch, without reusing unchanged layers and
+    /// positions (slower; to check the fast path).
+    #[arg(long)]
+    naive: bool,
+    /// Sweep pairs that fail validation too; they stay marked as failed.
+    #[arg(long)]
+    no_validate: bool,
+    /// Folder for runs (default: [output] dir, else results/<experiment name>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Memory budget of one batched forward pass, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    max_batch_memory: usize,
+    /// Print only errors.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Use this local model folder or .gguf file instead of the file's [model]
+    /// (e.g. when the hub is unreachable).
+    #[arg(long, value_name = "PATH")]
+    model_path: Option<PathBuf>,
+}
+
+// The arguments of `actpatch compare` (its help text is on `Command::Compare`).
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// The reference run (folder or cells.parquet).
+    a: PathBuf,
+    /// The run compared with it (folder or cells.parquet).
+    b: PathBuf,
+    /// Match layers on relative depth: layer / n_layers, binned into the smaller
+    /// model's layer count (bin = floor(layer / n_layers × bins)), averaging the
+    /// cells in a bin. For models with different layer counts.
+    #[arg(long)]
+    by_depth: bool,
+    /// Exit 1 when any matched cell's |B − A| exceeds X (a regression check).
+    #[arg(long, value_name = "X")]
+    fail_above: Option<f64>,
+    /// How many of the most-changed cells to list.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    top: usize,
+    /// Output folder (default: results/compare/<A run id>-vs-<B run id>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Figure format; repeat for several.
+    #[arg(long = "format", value_name = "FORMAT", value_parser = ["png", "svg"], default_value = "png")]
+    formats: Vec<String>,
+    /// Draw no difference heatmaps.
+    #[arg(long)]
+    no_figures: bool,
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Run {
-            experiment,
-            resume: resume_dir,
-            naive,
-            no_validate,
-            out,
-            max_batch_memory,
-            quiet,
-            model_path,
-        } => {
-            let options = RunOptions {
-                no_validate,
-                out_dir: out,
-                max_batch_mib: max_batch_memory.max(1),
-                naive,
-                quiet,
-                model_path,
-            };
-            let outcome = match (resume_dir, experiment) {
-                (Some(dir), _) => resume(&dir, &options),
-                (None, Some(file)) => run(&file, &options),
-                (None, None) => Err(actpatch_runner::RunnerError::Input(
-                    "give an experiment file, or --resume RUN_DIR".into(),
-                )),
-            };
-            outcome.map(|outcome| {
-                println!("{}", outcome.run_dir.display());
-            })
-        }
+    let result = match Cli::parse().command {
+        Command::Run(args) => run_command(args),
         Command::Check {
             experiment,
             model_path,
@@ -190,39 +178,9 @@ fn main() -> ExitCode {
             },
         )
         .map(|_| ()),
-        Command::Compare {
-            a,
-            b,
-            by_depth,
-            fail_above,
-            top,
-            out,
-            formats,
-            no_figures,
-        } => {
-            let status = match compare::image_formats(&formats, no_figures) {
-                Ok(formats) => {
-                    let options = CompareOptions {
-                        out_dir: out,
-                        by_depth,
-                        fail_above,
-                        top,
-                        formats,
-                    };
-                    compare::cli(&a, &b, &options)
-                }
-                Err(e) => Err(e),
-            };
-            match status {
-                Ok(0) => Ok(()),
-                // --fail-above exceeded: the report is printed, the message is on stderr.
-                Ok(code) => return ExitCode::from(code),
-                Err(e) => Err(e),
-            }
-        }
-        Command::Report { dir } => {
-            actpatch_runner::render::report(&dir).map(|page| println!("{}", page.display()))
-        }
+        Command::Compare(args) => compare_command(args),
+        Command::Report { dir } => actpatch_runner::inspect::render::report(&dir)
+            .map(|page| println!("{}", page.display())),
         Command::Runs {
             dir,
             concept,
@@ -236,4 +194,57 @@ fn main() -> ExitCode {
             ExitCode::from(err.exit_code())
         }
     }
+}
+
+/// `actpatch run`: a fresh run, or `--resume`; prints the run folder.
+fn run_command(args: RunArgs) -> Result<(), RunnerError> {
+    let RunArgs {
+        experiment,
+        resume: resume_dir,
+        naive,
+        no_validate,
+        out,
+        max_batch_memory,
+        quiet,
+        model_path,
+    } = args;
+    let options = RunOptions {
+        no_validate,
+        out_dir: out,
+        max_batch_mib: max_batch_memory.max(1),
+        naive,
+        quiet,
+        model_path,
+    };
+    let outcome = match (resume_dir, experiment) {
+        (Some(dir), _) => resume(&dir, &options),
+        (None, Some(file)) => run(&file, &options),
+        (None, None) => Err(RunnerError::Input(
+            "give an experiment file, or --resume RUN_DIR".into(),
+        )),
+    }?;
+    println!("{}", outcome.run_dir.display());
+    Ok(())
+}
+
+/// `actpatch compare`.
+fn compare_command(args: CompareArgs) -> Result<(), RunnerError> {
+    let CompareArgs {
+        a,
+        b,
+        by_depth,
+        fail_above,
+        top,
+        out,
+        formats,
+        no_figures,
+    } = args;
+    let options = CompareOptions {
+        out_dir: out,
+        by_depth,
+        fail_above,
+        top,
+        formats: compare::image_formats(&formats, no_figures)?,
+    };
+    compare::cli(&a, &b, &options)
 }

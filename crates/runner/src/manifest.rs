@@ -1,12 +1,207 @@
-//! `manifest.json`: what produced a run (model, files and their hashes, tokenizer,
-//! tool version, git commit, experiment file hash), when, how long, and whether it
-//! finished. `status` is written `"running"` first and `"complete"` last.
+//! `manifest.json`: what produced a run (the experiment file and its hash, the model's
+//! files and their hashes, the tool and its build commit, the experiment file's
+//! repository commit), when, how long, and whether it finished. Written by runs
+//! (`status` `"running"` first, `"complete"` last), read by `actpatch runs`,
+//! `actpatch compare` and `actpatch run --resume`.
+//!
+//! Every field a reader may lack defaults, so manifests of older runs still read.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// A run's `manifest.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Manifest {
+    pub status: RunStatus,
+    pub run_id: String,
+    /// `[experiment] name`.
+    pub experiment: String,
+    /// The experiment file, absolute.
+    pub experiment_file: PathBuf,
+    pub experiment_sha256: String,
+    /// The commit of the repository the experiment file is in, if any.
+    pub experiment_repository: Option<RepositoryState>,
+    pub options: RunChoices,
+    pub tool: Tool,
+    /// RFC 3339, UTC.
+    pub started: String,
+    pub finished: Option<String>,
+    pub wall_seconds: Option<f64>,
+    pub timings: Option<Timings>,
+    pub pairs: Option<PairCounts>,
+    /// Rows of `cells.parquet`.
+    pub cells: Option<usize>,
+    pub kinds: Vec<String>,
+    pub directions: Vec<String>,
+    pub model: Option<ModelRecord>,
+    /// The tokenizer's files, as the loader found them.
+    pub tokenizer: Option<String>,
+    pub prepend_bos: Option<bool>,
+    pub device: Option<String>,
+}
+
+/// Whether a run finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Started and not (yet) finished: still running, interrupted, or failed.
+    #[default]
+    Running,
+    Complete,
+    /// A status this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl RunStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Complete => "complete",
+            RunStatus::Unknown => "unknown",
+        }
+    }
+}
+
+/// The command-line choices a resumed run must repeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunChoices {
+    pub no_validate: bool,
+    pub naive: bool,
+    pub model_path: Option<PathBuf>,
+}
+
+/// The tool that wrote the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+    /// The git commit actpatch was built from; `None` when built outside a repository.
+    pub commit: Option<String>,
+}
+
+impl Tool {
+    /// This build of actpatch.
+    pub fn this() -> Tool {
+        Tool {
+            name: "actpatch".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            commit: option_env!("ACTPATCH_BUILD_COMMIT").map(str::to_string),
+        }
+    }
+}
+
+/// The state of the repository an experiment file is in.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RepositoryState {
+    pub commit: String,
+    /// Whether the experiment file differs from that commit (or is not committed).
+    pub file_modified: bool,
+}
+
+impl RepositoryState {
+    /// The commit of the git repository holding `file`, `None` outside one (or without
+    /// git).
+    pub fn of(file: &Path) -> Option<RepositoryState> {
+        let dir = file.parent()?;
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        let commit = git(&["rev-parse", "HEAD"])?;
+        let name = file.file_name()?.to_string_lossy().into_owned();
+        let status = git(&["status", "--porcelain", "--", &name]);
+        Some(RepositoryState {
+            commit,
+            file_modified: status.is_none_or(|s| !s.is_empty()),
+        })
+    }
+}
+
+/// Seconds spent in each phase of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timings {
+    pub load_seconds: f64,
+    pub validate_seconds: f64,
+    pub sweep_seconds: f64,
+    pub write_seconds: f64,
+}
+
+/// How the pairs fared.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PairCounts {
+    pub total: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub swept: usize,
+    /// Pairs marked `reference = true` (validated, not swept).
+    pub reference: usize,
+}
+
+/// The model a run used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelRecord {
+    /// Hub id or local path.
+    pub source: String,
+    pub revision: Option<String>,
+    pub architecture: String,
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub config_sha256: Option<String>,
+    pub weights: Vec<FileHash>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FileHash {
+    pub file: PathBuf,
+    pub sha256: Option<String>,
+}
+
+impl Manifest {
+    /// The manifest of the run in `run_dir`: `Ok(None)` when there is none, `Err` with
+    /// the reason when it cannot be read or parsed.
+    pub fn read(run_dir: &Path) -> Result<Option<Manifest>, String> {
+        let path = run_dir.join("manifest.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("{} is not a valid manifest: {e}", path.display()))
+    }
+
+    /// Writes the manifest to `<run_dir>/manifest.json` atomically.
+    pub fn write(&self, run_dir: &Path) -> Result<(), actpatch_report::ReportError> {
+        let text = serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".into());
+        actpatch_report::atomic::write_bytes_atomic(&run_dir.join("manifest.json"), text.as_bytes())
+    }
+
+    pub fn complete(&self) -> bool {
+        self.status == RunStatus::Complete
+    }
+}
 
 /// SHA-256 of a file, hex; `None` when it cannot be read.
 pub fn sha256_file(path: &Path) -> Option<String> {
@@ -27,25 +222,29 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
-/// The git commit of the working directory, if it is a repository.
-pub fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Writes `manifest` to `<run_dir>/manifest.json` atomically.
-pub fn write(run_dir: &Path, manifest: &Value) -> Result<(), actpatch_report::ReportError> {
-    let text = serde_json::to_string_pretty(manifest).unwrap_or_else(|_| "{}".into());
-    actpatch_report::atomic::write_bytes_atomic(&run_dir.join("manifest.json"), text.as_bytes())
-}
-
-/// The tool's own identity.
-pub fn tool() -> Value {
-    json!({ "name": "actpatch", "version": env!("CARGO_PKG_VERSION") })
+    #[test]
+    fn a_manifest_round_trips_and_old_ones_read() {
+        let manifest = Manifest {
+            run_id: "r".into(),
+            status: RunStatus::Complete,
+            tool: Tool::this(),
+            kinds: vec!["resid_pre".into()],
+            ..Manifest::default()
+        };
+        let text = serde_json::to_string(&manifest).unwrap();
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), manifest);
+        // A version-1 manifest: `git_commit`, no directions, an unknown status.
+        let old: Manifest = serde_json::from_str(
+            r#"{"status": "paused", "run_id": "x", "git_commit": "abc", "cells": 3}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (old.status, old.cells, old.directions.len()),
+            (RunStatus::Unknown, Some(3), 0)
+        );
+    }
 }

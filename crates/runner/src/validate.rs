@@ -2,13 +2,10 @@
 //! alignment, clean and corrupted logit differences, expectations, and warnings about
 //! prompts that do not test what they seem to.
 
-use actpatch_hooks::Hooks;
-use actpatch_metrics::{log_softmax, logit_diff, Answers, Baseline};
-use actpatch_model::{HookedTransformer, ModelError, Readout};
-use candle_core::Tensor;
+use actpatch_model::{HookedTransformer, ModelError};
+use actpatch_patching::{Align, Answers, Baseline, Baselines, Direction, Pair, PositionMap};
 
-use crate::experiment::{Align, Experiment, PairSpec};
-use crate::sweep::PositionMap;
+use crate::experiment::{Experiment, PairSpec};
 use crate::RunnerError;
 
 /// A pair after validation: everything the sweep and the tables need.
@@ -22,12 +19,11 @@ pub struct PairPlan {
     pub clean_str: Vec<String>,
     pub corrupted_str: Vec<String>,
     pub answers: Option<Answers>,
-    /// `None` when the lengths cannot be aligned (unequal under `strict`).
+    /// Corrupted position ← clean position; `None` when the lengths cannot be
+    /// aligned (unequal under `strict`).
     pub map: Option<PositionMap>,
-    pub clean_logit_diff: Option<f64>,
-    pub corrupted_logit_diff: Option<f64>,
-    /// Clean next-token log-probabilities `[d_vocab]`.
-    pub clean_log_probs: Option<Tensor>,
+    /// Both unpatched runs, when the answers are single tokens.
+    pub baselines: Option<Baselines>,
     /// Why the pair failed; empty when it passed.
     pub reasons: Vec<String>,
     pub warnings: Vec<String>,
@@ -38,13 +34,53 @@ impl PairPlan {
         self.reasons.is_empty()
     }
 
+    pub fn clean_logit_diff(&self) -> Option<f64> {
+        self.baselines.as_ref().map(|b| b.clean_logit_diff)
+    }
+
+    pub fn corrupted_logit_diff(&self) -> Option<f64> {
+        self.baselines.as_ref().map(|b| b.corrupted_logit_diff)
+    }
+
+    /// Whether the experiment file marks the pair `reference = true` (validated, not
+    /// swept).
+    pub fn reference(&self) -> bool {
+        self.spec.reference
+    }
+
+    /// The pair as the engine sweeps it, when it can be swept at all (answers,
+    /// alignment and a non-degenerate, finite baseline), whether or not it passed.
+    pub fn sweepable(&self) -> Option<(Pair, &Baselines)> {
+        self.baseline()?;
+        let pair = Pair {
+            clean_tokens: self.clean_tokens.clone(),
+            corrupted_tokens: self.corrupted_tokens.clone(),
+            answers: self.answers?,
+            alignment: self.map.clone()?,
+        };
+        Some((pair, self.baselines.as_ref()?))
+    }
+
+    /// The length of the run `direction` patches.
+    pub fn target_len(&self, direction: Direction) -> usize {
+        match direction {
+            Direction::Denoising => self.corrupted_tokens.len(),
+            Direction::Noising => self.clean_tokens.len(),
+        }
+    }
+
     /// A few lines for the terminal: outcome, both tokenizations, both baselines,
     /// reasons (✗) and warnings (!).
     pub fn describe(&self) -> String {
         let ld = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into());
         let mut text = format!(
             "{} {} [{}]\n    clean     {:?} → {} tokens {:?}\n    corrupted {:?} → {} tokens {:?}\n    logit diff {:?} − {:?}: clean {}, corrupted {}",
-            if self.passed() { "PASS" } else { "FAIL" },
+            match (self.passed(), self.reference()) {
+                (true, false) => "PASS",
+                (false, false) => "FAIL",
+                (true, true) => "PASS (reference, not swept)",
+                (false, true) => "FAIL (reference, not swept)",
+            },
             self.name,
             self.spec.concept,
             self.spec.clean,
@@ -55,8 +91,8 @@ impl PairPlan {
             self.corrupted_str,
             self.spec.correct,
             self.spec.incorrect,
-            ld(self.clean_logit_diff),
-            ld(self.corrupted_logit_diff),
+            ld(self.clean_logit_diff()),
+            ld(self.corrupted_logit_diff()),
         );
         for reason in &self.reasons {
             text.push_str(&format!("\n    ✗ {reason}"));
@@ -72,11 +108,11 @@ impl PairPlan {
     pub fn baseline(&self) -> Option<Baseline> {
         self.answers?;
         self.map.as_ref()?;
-        Baseline::new(self.clean_logit_diff?, self.corrupted_logit_diff?).ok()
+        self.baselines.as_ref()?.baseline().ok()
     }
 }
 
-const SENTENCE_END: [char; 6] = ['.', '!', '?', ';', ':', '"'];
+const SENTENCE_END: [char; 6] = ['.', '!', '?', ';', ':', '\u{22}'];
 
 /// Validates pair `index` of `experiment` on `model`.
 pub fn validate_pair(
@@ -87,89 +123,79 @@ pub fn validate_pair(
     let spec = experiment.pairs[index].clone();
     let name = experiment.pair_name(index);
     let bos = experiment.model.prepend_bos;
-    let label = name.clone();
-    let context = |e: ModelError| RunnerError::Input(format!("pair `{label}`: {e}"));
+    let context = |e: ModelError| RunnerError::Input(format!("pair `{name}`: {e}"));
     let clean_tokens = model.to_tokens(&spec.clean, bos).map_err(context)?;
     let corrupted_tokens = model.to_tokens(&spec.corrupted, bos).map_err(context)?;
-    let align = experiment.align_of(index);
     let mut plan = PairPlan {
         index,
-        name,
+        name: name.clone(),
         clean_str: model.to_str_tokens(&clean_tokens),
         corrupted_str: model.to_str_tokens(&corrupted_tokens),
         clean_tokens,
         corrupted_tokens,
         answers: None,
         map: None,
-        clean_logit_diff: None,
-        corrupted_logit_diff: None,
-        clean_log_probs: None,
+        baselines: None,
         reasons: Vec::new(),
         warnings: prompt_warnings(&spec),
-        align,
+        align: experiment.align_of(index),
         spec,
     };
-
-    // Answers: one token each, and different.
-    let correct = model.to_single_token(&plan.spec.correct);
-    let incorrect = model.to_single_token(&plan.spec.incorrect);
-    match (correct, incorrect) {
-        (Ok(c), Ok(i)) if c == i => plan
-            .reasons
-            .push("the correct and incorrect answers are the same token".into()),
-        (Ok(correct), Ok(incorrect)) => plan.answers = Some(Answers { correct, incorrect }),
-        (c, i) => {
-            for err in [c.err(), i.err()].into_iter().flatten() {
-                match err {
-                    ModelError::MultiTokenAnswer { .. } => plan.reasons.push(err.to_string()),
-                    other => return Err(context(other)),
-                }
-            }
-        }
-    }
-
-    // Alignment of positions.
-    let (n_clean, n_corrupted) = (plan.clean_tokens.len(), plan.corrupted_tokens.len());
-    plan.map = match (align, n_clean == n_corrupted) {
-        (_, true) => Some(PositionMap::identity(n_clean)),
-        (Align::Strict, false) => {
-            plan.reasons.push(unequal_lengths(&plan));
-            None
-        }
-        (Align::Start, false) => {
-            plan.warnings.push(format!(
-                "token lengths differ (clean {n_clean}, corrupted {n_corrupted}); align = \"start\" patches clean position i into corrupted position i, so after the first differing token the positions hold different words: the grid is misaligned there (this is what the seed notebook did silently)"
-            ));
-            Some(PositionMap::start(n_clean, n_corrupted))
-        }
-        (Align::End, false) => {
-            plan.warnings.push(format!(
-                "token lengths differ (clean {n_clean}, corrupted {n_corrupted}); align = \"end\" patches the last tokens onto each other, so positions before the differing span are misaligned"
-            ));
-            Some(PositionMap::end(n_clean, n_corrupted))
-        }
-    };
-
-    // Baselines.
+    plan.answers = answers(model, &mut plan).map_err(context)?;
+    plan.map = alignment(&mut plan, bos);
     if let Some(answers) = plan.answers {
-        let rows = [plan.clean_tokens.clone(), plan.corrupted_tokens.clone()];
-        let mut logits = Vec::new();
-        for row in &rows {
-            let tokens = model.tokens_tensor(std::slice::from_ref(row))?;
-            logits.push(model.forward(&tokens, &mut Hooks::none(), Readout::LastPosition)?);
-            // [1, d_vocab]
-        }
-        let clean_ld = logit_diff(&logits[0], answers)?[0];
-        let corrupted_ld = logit_diff(&logits[1], answers)?[0];
-        plan.clean_logit_diff = Some(clean_ld);
-        plan.corrupted_logit_diff = Some(corrupted_ld);
-        plan.clean_log_probs = Some(log_softmax(&logits[0])?.squeeze(0)?);
-        check_baselines(&mut plan, experiment, clean_ld, corrupted_ld);
+        let baselines =
+            Baselines::compute(model, &plan.clean_tokens, &plan.corrupted_tokens, answers)
+                .map_err(RunnerError::compute(format!("validating pair `{name}`")))?;
+        check_baselines(&mut plan, experiment, &baselines);
+        plan.baselines = Some(baselines);
     }
     Ok(plan)
 }
 
-fn check_baselines(plan: &mut PairPlan, experiment: &Experiment, clean_ld: f64, corrupted_ld: f64) {
+/// The answers' token ids, when each is one token and they differ (else a reason).
+fn answers(model: &HookedTransformer, plan: &mut PairPlan) -> Result<Option<Answers>, ModelError> {
+    let correct = model.to_single_token(&plan.spec.correct);
+    let incorrect = model.to_single_token(&plan.spec.incorrect);
+    match (correct, incorrect) {
+        (Ok(c), Ok(i)) if c == i => {
+            plan.reasons
+                .push("the correct and incorrect answers are the same token".into());
+            Ok(None)
+        }
+        (Ok(correct), Ok(incorrect)) => Ok(Some(Answers { correct, incorrect })),
+        (c, i) => {
+            for err in [c.err(), i.err()].into_iter().flatten() {
+                match err {
+                    ModelError::MultiTokenAnswer { .. } => plan.reasons.push(err.to_string()),
+                    other => return Err(other),
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The position map of the pair's alignment (BOS onto BOS when `bos`), with the
+/// reason or warning it calls for.
+fn alignment(plan: &mut PairPlan, bos: bool) -> Option<PositionMap> {
+    let (n_clean, n_corrupted) = (plan.clean_tokens.len(), plan.corrupted_tokens.len());
+    let map = PositionMap::aligned(plan.align, n_clean, n_corrupted, bos);
+    match plan.align {
+        _ if n_clean == n_corrupted => {}
+        Align::Strict => plan.reasons.push(unequal_lengths(plan)),
+        Align::Start => plan.warnings.push(format!(
+            "token lengths differ (clean {n_clean}, corrupted {n_corrupted}); align = \"start\" patches clean position i into corrupted position i, so after the first differing token the positions hold different words: the grid is misaligned there (this is what the seed notebook did silently)"
+        )),
+        Align::End => plan.warnings.push(format!(
+            "token lengths differ (clean {n_clean}, corrupted {n_corrupted}); align = \"end\" patches the last tokens onto each other (and BOS onto BOS), so positions before the differing span are misaligned"
+        )),
+    }
+    map
+}
+
+fn check_baselines(plan: &mut PairPlan, experiment: &Experiment, baselines: &Baselines) {
+    let (clean_ld, corrupted_ld) = (baselines.clean_logit_diff, baselines.corrupted_logit_diff);
     let v = &experiment.validate;
     if !clean_ld.is_finite() || !corrupted_ld.is_finite() {
         plan.reasons.push(format!(
@@ -233,7 +259,7 @@ fn unequal_lengths(plan: &PairPlan) -> String {
         let mark = if c == x { "" } else { "  ≠" };
         text.push_str(&format!("      {i:>3}  {c:<18} {x}{mark}\n"));
     }
-    text.push_str("      Fix: use a corruption of the same token length, or set align = \"start\" (position i into position i) or align = \"end\" (last tokens aligned) on this pair");
+    text.push_str("      Fix: use a corruption of the same token length, or set align = \"start\" (position i into position i) or align = \"end\" (last tokens aligned) on this pair.");
     text
 }
 
@@ -278,6 +304,8 @@ mod tests {
             incorrect: " Rome".into(),
             align: None,
             expect: None,
+            reference: false,
+            note: None,
         }
     }
 

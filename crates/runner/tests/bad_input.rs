@@ -85,7 +85,7 @@ fn run_with(tag: &str, toml: &str, env: &[(&str, &str)], extra: &[&str]) -> Outc
     }
 }
 
-/// Exit 2, every keyword in the message, and no run folder.
+/// Exit 2, every keyword in the message, and no output folder.
 fn assert_bad(outcome: &Outcome, keywords: &[&str]) {
     assert_eq!(
         outcome.code,
@@ -100,10 +100,12 @@ fn assert_bad(outcome: &Outcome, keywords: &[&str]) {
             outcome.stderr
         );
     }
-    let written: Vec<_> = std::fs::read_dir(&outcome.out_dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(written.is_empty(), "something was written: {written:?}");
+    // Nothing left behind: not even the output folder.
+    assert!(
+        !outcome.out_dir.exists(),
+        "{} was created",
+        outcome.out_dir.display()
+    );
 }
 
 fn bad(tag: &str, toml: &str, keywords: &[&str]) {
@@ -223,6 +225,63 @@ fn unknown_align_value() {
         "align",
         &valid().replace("align = \"strict\"", "align = \"middle\""),
         &["unknown variant `middle`", "start", "end"],
+    );
+}
+
+#[test]
+fn non_finite_expected_values_and_tolerances() {
+    let with_expect = |expect: &str| {
+        valid().replace(
+            "incorrect = \" Warsaw\"\n",
+            &format!("incorrect = \" Warsaw\"\nexpect = {{ {expect} }}\n"),
+        )
+    };
+    bad(
+        "expect-nan",
+        &with_expect("clean_logit_diff = nan"),
+        &["expect.clean_logit_diff", "not a finite number", "capital"],
+    );
+    bad(
+        "expect-inf",
+        &with_expect("corrupted_logit_diff = -inf"),
+        &["expect.corrupted_logit_diff", "not a finite number"],
+    );
+    bad(
+        "tolerance-inf",
+        &with_expect("clean_logit_diff = 1.0, tolerance = inf"),
+        &["expect.tolerance", "finite number"],
+    );
+}
+
+#[test]
+fn positions_with_kinds_that_patch_every_position() {
+    let toml = valid().replace(
+        "kinds = [\"resid_pre\"]\npositions = \"all\"",
+        "kinds = [\"resid_pre\", \"head_out\", \"head_pattern\"]\npositions = [1, 2]",
+    );
+    bad(
+        "positions-heads",
+        &toml,
+        &[
+            "[sweep] positions",
+            "head_out and head_pattern",
+            "every position",
+            "head_out_by_pos",
+        ],
+    );
+}
+
+#[test]
+fn positions_out_of_range_in_the_noising_direction() {
+    // The clean prompt is patched when noising: its length bounds the positions.
+    let toml = valid().replace(
+        "positions = \"all\"",
+        "positions = [6]\ndirection = \"noising\"",
+    );
+    bad(
+        "positions-noising",
+        &toml,
+        &["positions lists 6", "noising", "0..=5"],
     );
 }
 

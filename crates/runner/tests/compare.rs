@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use actpatch_report::tables::{cells_frame, read_parquet, write_cells};
 use actpatch_report::{CellRow, ImageFormat, SCHEMA_VERSION_KEY};
 use actpatch_runner::compare::{compare, CompareOptions, Comparison};
-use actpatch_runner::run::{run, RunOptions};
 use actpatch_runner::runs::{render, scan, RunsFilter};
+use actpatch_runner::{run, RunOptions};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -100,11 +100,15 @@ fn a_run_against_itself_is_all_zero_with_correlation_one() {
     assert!(c.markdown.contains("No matched cell changed."));
     let table = read_parquet(&c.out_dir.join("compare.parquet")).unwrap();
     assert_eq!(table.height(), cells.len());
-    let image = image::open(c.out_dir.join("figures/diff_landmarks_resid_pre.png")).unwrap();
+    let image = image::open(
+        c.out_dir
+            .join("figures/diff_landmarks_denoising_resid_pre.png"),
+    )
+    .unwrap();
     assert!(image.width() > 200 && image.height() > 100);
     let md = std::fs::read_to_string(c.out_dir.join("compare.md")).unwrap();
     assert!(
-        md.contains("figures/diff_capital_head_out_by_pos.png"),
+        md.contains("figures/diff_capital_denoising_head_out_by_pos.png"),
         "{md}"
     );
 }
@@ -231,7 +235,7 @@ fn fail_above_sets_the_exit_code() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("| landmarks | landmarks | resid_pre | 1 | – | 3 |"),
+        stdout.contains("| landmarks | landmarks | resid_pre | denoising | 1 | – | 3 |"),
         "{stdout}"
     );
 
@@ -260,7 +264,7 @@ fn missing_runs_and_other_schema_versions_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("schema version 999") && stderr.contains("reads version 1"),
+        stderr.contains("schema version 999") && stderr.contains("reads versions 1 to 2"),
         "{stderr}"
     );
     assert!(stderr.contains(&path.display().to_string()), "{stderr}");

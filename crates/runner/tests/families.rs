@@ -1,42 +1,70 @@
 //! Llama 3.x, Qwen2.5, Qwen3, Gemma 2 and Pythia through the runner: each fixture's
 //! experiment (`tests/fixtures/experiments/tiny_<family>.toml`, every patch kind the
-//! family has) gives transformers' grids (resid_pre, attn_out, mlp_out,
-//! head_out_by_pos; `tests/fixtures/tiny-<family>/golden.json`) within 1e-4 on the
-//! fast path, and the fast path gives the naive path's numbers on every kind.
+//! family has, run with `direction = "both"`) gives transformers' denoising and
+//! noising grids (resid_pre, attn_out, mlp_out, head_out_by_pos;
+//! `tests/fixtures/tiny-<family>/golden.json`) within 1e-4 on the fast path, and the
+//! fast path gives the naive path's numbers on every kind in both directions.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use actpatch_report::tables::read_cells;
 use actpatch_report::CellRow;
-use actpatch_runner::run::{run, RunOptions};
+use actpatch_runner::{run, RunOptions};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The fixture experiment with `direction = "both"` and an absolute model path, run
+/// into a fresh folder.
 fn cells(experiment: &str, naive: bool) -> Vec<CellRow> {
-    let out = std::env::temp_dir().join(format!(
+    let dir = std::env::temp_dir().join(format!(
         "actpatch-families-{experiment}-{naive}-{}",
         std::process::id()
     ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = std::fs::canonicalize(repo().join("tests/fixtures")).unwrap();
+    let text = std::fs::read_to_string(fixtures.join(format!("experiments/{experiment}.toml")))
+        .unwrap()
+        .replace("[sweep]\n", "[sweep]\ndirection = \"both\"\n")
+        .replace("path = \"../", &format!("path = \"{}/", fixtures.display()));
+    let file = dir.join(format!("{experiment}.toml"));
+    std::fs::write(&file, text).unwrap();
     let options = RunOptions {
-        out_dir: Some(out.clone()),
+        out_dir: Some(dir.join("out")),
         quiet: true,
         naive,
         max_batch_mib: 1, // many small batches
         ..RunOptions::default()
     };
-    let file = repo().join(format!("tests/fixtures/experiments/{experiment}.toml"));
     let outcome = run(&file, &options).unwrap();
     let cells = read_cells(&outcome.run_dir.join("cells.parquet")).unwrap();
-    std::fs::remove_dir_all(&out).ok();
+    std::fs::remove_dir_all(&dir).ok();
     cells
 }
 
-fn key(c: &CellRow) -> (String, String, u32, Option<u32>, Option<u32>) {
-    (c.pair.clone(), c.kind.clone(), c.layer, c.head, c.position)
+type CellKey = (String, String, String, u32, Option<u32>, Option<u32>);
+
+fn key(c: &CellRow) -> CellKey {
+    let (pair, direction, kind) = (c.pair.clone(), c.direction.clone(), c.kind.clone());
+    (pair, direction, kind, c.layer, c.head, c.position)
+}
+
+/// How many numbers the golden grids of both directions hold.
+fn golden_cells(golden: &Value) -> usize {
+    fn count(v: &Value) -> usize {
+        match v {
+            Value::Array(items) => items.iter().map(count).sum(),
+            Value::Object(map) => map.values().map(count).sum(),
+            _ => 1,
+        }
+    }
+    let pairs = golden["pairs"].as_object().unwrap().values();
+    pairs
+        .map(|p| count(&p["grids"]) + count(&p["grids_noising"]))
+        .sum()
 }
 
 fn check(fixture: &str, experiment: &str, kinds: usize) {
@@ -48,7 +76,11 @@ fn check(fixture: &str, experiment: &str, kinds: usize) {
     let mut checked = 0;
     let mut worst = 0.0f64;
     for cell in &fast {
-        let grid = &golden["pairs"][&cell.pair]["grids"];
+        let grids = match cell.direction.as_str() {
+            "denoising" => "grids",
+            _ => "grids_noising",
+        };
+        let grid = &golden["pairs"][&cell.pair][grids];
         let (layer, pos) = (cell.layer as usize, cell.position.map(|p| p as usize));
         let want = match (cell.kind.as_str(), pos, cell.head) {
             ("resid_pre" | "attn_out" | "mlp_out", Some(p), None) => {
@@ -70,10 +102,16 @@ fn check(fixture: &str, experiment: &str, kinds: usize) {
             checked += 1;
         }
     }
-    assert!(checked > 0, "{fixture}: no golden cells checked");
-    let kinds_seen: std::collections::HashSet<&str> =
-        fast.iter().map(|c| c.kind.as_str()).collect();
-    assert_eq!(kinds_seen.len(), kinds, "{fixture}: {kinds_seen:?}");
+    assert_eq!(
+        checked,
+        golden_cells(&golden),
+        "{fixture}: every golden cell checked"
+    );
+    let seen: std::collections::HashSet<(&str, &str)> = fast
+        .iter()
+        .map(|c| (c.direction.as_str(), c.kind.as_str()))
+        .collect();
+    assert_eq!(seen.len(), 2 * kinds, "{fixture}: {seen:?}");
 
     let naive: HashMap<_, f64> = cells(experiment, true)
         .iter()

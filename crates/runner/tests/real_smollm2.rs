@@ -1,5 +1,5 @@
 //! The whole runner on a real model: SmolLM2-135M-Instruct from its Q4_1 GGUF, through
-//! `actpatch_runner::run::run`, the tables read back and compared with Hugging Face
+//! `actpatch_runner::run`, the tables read back and compared with Hugging Face
 //! transformers on the same file: `tests/fixtures/smollm2/reference.json`, written by
 //! `scripts/reference/smollm2_reference.py`.
 //!
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use actpatch_report::tables::{read_cells, read_parquet};
 use actpatch_report::CellRow;
-use actpatch_runner::run::{check, run, RunOptions};
+use actpatch_runner::{check, run, RunOptions};
 use serde_json::Value;
 
 /// The runner's logit differences and normalized cells against transformers' (same

@@ -116,6 +116,7 @@ fn side_cells(rows: &[CompareRow]) -> Vec<LongCell> {
                 facets: vec![
                     (SUBJECT.into(), format!("{} ({})", r.pair, r.concept)),
                     ("kind".into(), r.kind.clone()),
+                    ("direction".into(), r.direction.clone()),
                     ("show".into(), shown.into()),
                 ],
                 layer: r.layer,

@@ -163,12 +163,7 @@ fn layout(
         .iter()
         .map(|&col| col_tick(shape, cells, col))
         .collect();
-    let (x_label, y_label) = match shape {
-        Shape::LayerByColumn if has_column => (column_axis, "layer"),
-        Shape::LayerByColumn => ("all positions", "layer"),
-        Shape::HeadByColumn => (column_axis, "layer / head"),
-        Shape::LayerByHead => ("head", "layer"),
-    };
+    let (x_label, y_label) = axis_labels(shape, has_column, column_axis);
     Grid {
         facets: facets.to_vec(),
         title,
@@ -179,6 +174,17 @@ fn layout(
         cols: col_ticks,
         values,
         intervals: intervals.iter().any(Option::is_some).then_some(intervals),
+    }
+}
+
+/// The x and y axis labels of a grid of `shape`.
+fn axis_labels(shape: Shape, has_column: bool, column_axis: &str) -> (&str, &'static str) {
+    let layer_axis = "layer";
+    match shape {
+        Shape::LayerByColumn if has_column => (column_axis, layer_axis),
+        Shape::LayerByColumn => ("all positions", layer_axis),
+        Shape::HeadByColumn => (column_axis, "layer / head"),
+        Shape::LayerByHead => ("head", layer_axis),
     }
 }
 

@@ -90,11 +90,15 @@ fn pair_subject(cell: &CellRow) -> String {
     format!("{} ({})", cell.pair, cell.concept)
 }
 
+/// The facet of a cell's direction (denoising, noising).
+const DIRECTION: &str = "direction";
+
 /// A cell's facets. New facet columns (direction, method) are one line each here.
 fn cell_facets(cell: &CellRow) -> Vec<(String, String)> {
     vec![
         (SUBJECT.into(), pair_subject(cell)),
         ("kind".into(), cell.kind.clone()),
+        (DIRECTION.into(), cell.direction.clone()),
     ]
 }
 
@@ -205,7 +209,11 @@ fn n_layers(files: &RunFiles) -> usize {
 /// Concept means where every pair of a concept has the same cells (as `report.md`
 /// draws them), with the summary sentence of each; for runs without
 /// `concepts.parquet`.
-fn concept_means(files: &RunFiles, pairs: &PairCells) -> (Vec<LongCell>, Vec<String>) {
+fn concept_means(
+    files: &RunFiles,
+    pairs: &PairCells,
+    direction: &str,
+) -> (Vec<LongCell>, Vec<String>) {
     let mut concepts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for c in &files.cells {
         let pairs = concepts.entry(c.concept.as_str()).or_default();
@@ -245,7 +253,7 @@ fn concept_means(files: &RunFiles, pairs: &PairCells) -> (Vec<LongCell>, Vec<Str
             );
             let subject = format!("{concept}: mean of {} pairs", members.len());
             sentences.extend(kind_sentence(
-                &format!("{concept} (mean)"),
+                &format!("{concept} (mean, {direction})"),
                 kind,
                 &mean,
                 &labels,
@@ -255,6 +263,7 @@ fn concept_means(files: &RunFiles, pairs: &PairCells) -> (Vec<LongCell>, Vec<Str
                 facets: vec![
                     (SUBJECT.into(), subject.clone()),
                     ("kind".into(), kind.to_string()),
+                    (DIRECTION.into(), direction.to_string()),
                 ],
                 layer: s.layer as u32,
                 head: s.head.map(|h| h as u32),
@@ -450,6 +459,15 @@ fn facts(files: &RunFiles) -> Vec<(String, String)> {
     );
     add("cells", Some(files.cells.len().to_string()));
     add(
+        "directions",
+        m["directions"].as_array().map(|k| {
+            k.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }),
+    );
+    add(
         "patch kinds",
         m["kinds"].as_array().map(|k| {
             k.iter()
@@ -458,9 +476,11 @@ fn facts(files: &RunFiles) -> Vec<(String, String)> {
                 .join(", ")
         }),
     );
+    // `tool.commit`: the build commit; `git_commit` in manifests before it.
+    let commit = (m["tool"]["commit"].as_str()).or(m["git_commit"].as_str());
     add(
         "actpatch",
-        text(&m["tool"]["version"]).map(|v| match m["git_commit"].as_str() {
+        text(&m["tool"]["version"]).map(|v| match commit {
             Some(c) => format!("{v} (`{}`)", &c[..c.len().min(10)]),
             None => v,
         }),
@@ -496,33 +516,49 @@ fn baselines_section(baselines: &[BaselineRow]) -> Section {
     }
 }
 
-/// The whole page.
-pub fn run_page(files: &RunFiles) -> Page {
-    let pairs = by_pair_and_kind(&files.cells);
+/// The summary sentences of every pair's grids and, for a run without
+/// `concepts.parquet`, the concept means (with their sentences), direction by
+/// direction.
+fn summaries(files: &RunFiles) -> (Vec<String>, Vec<LongCell>) {
     let n_layers = n_layers(files);
     let mut summary = Vec::new();
-    for (pair, kinds) in &pairs {
-        for (kind, cells) in kinds {
-            let spots: Vec<(Spot, f64)> = cells
-                .iter()
-                .map(|c| (spot(c), c.normalized_logit_diff))
-                .collect();
-            summary.extend(kind_sentence(
-                pair,
-                kind,
-                &spots,
-                &position_labels(cells),
-                n_layers,
-            ));
+    let mut means = Vec::new();
+    for direction in ordered(files.cells.iter().map(|c| &c.direction)) {
+        let of_direction: Vec<CellRow> = (files.cells.iter())
+            .filter(|c| &c.direction == direction)
+            .cloned()
+            .collect();
+        let pairs = by_pair_and_kind(&of_direction);
+        for (pair, kinds) in &pairs {
+            for (kind, cells) in kinds {
+                let spots: Vec<(Spot, f64)> = cells
+                    .iter()
+                    .map(|c| (spot(c), c.normalized_logit_diff))
+                    .collect();
+                summary.extend(kind_sentence(
+                    &format!("{pair} ({direction})"),
+                    kind,
+                    &spots,
+                    &position_labels(cells),
+                    n_layers,
+                ));
+            }
+        }
+        if files.concepts.is_none() {
+            let (cells, sentences) = concept_means(files, &pairs, direction);
+            summary.extend(sentences);
+            means.extend(cells);
         }
     }
+    (summary, means)
+}
+
+/// The whole page.
+pub fn run_page(files: &RunFiles) -> Page {
+    let (summary, means) = summaries(files);
     let mut cells = match &files.concepts {
         Some(frame) => concept_cells(frame),
-        None => {
-            let (means, sentences) = concept_means(files, &pairs);
-            summary.extend(sentences);
-            means
-        }
+        None => means,
     };
     let has_intervals = cells.iter().any(|c| c.interval.is_some());
     cells.extend(files.cells.iter().map(long_cell));

@@ -1,0 +1,196 @@
+//! The fast exact sweep: the numbers of [`crate::naive`], computing only what a patch
+//! can change.
+//!
+//! - A patch at layer L leaves layers before L unchanged: each patched run starts at
+//!   block L from the target run's cached residual stream.
+//! - Attention is causal: positions before the first patched position are unchanged
+//!   in every layer. Only positions from there on are run; the keys and values of the
+//!   earlier ones come from the target run ([`actpatch_model::partial`]).
+//! - A cell whose source and target activations are equal (e.g. a shared prefix)
+//!   cannot change anything: it gets the target run's metrics without a pass. So does
+//!   a last-layer cell at a site after the keys and values and not at the final
+//!   position: nothing of it reaches the next-token logits.
+//! - Cells starting at the same position run together, layer by layer: a batch row
+//!   joins when the sweep reaches its layer, so each block runs once per layer for
+//!   all of them. Start groups of fewer than 48 cells are merged with the next ones
+//!   and run from the earliest start, for matrix products large enough to be fast.
+
+mod group;
+mod plan;
+
+use actpatch_hooks::{BlockSite, HookPoint, Layout};
+use actpatch_metrics::CellMetrics;
+use actpatch_model::{BaseRun, HookedTransformer};
+use candle_core::Tensor;
+
+use crate::cells::hook_points;
+use crate::{CellIndex, CellResult, DirectedPair, MetricSet, PatchKind, PatchingError, Result};
+use group::StartGroup;
+pub use plan::SweepWork;
+use plan::{differences, merge_small_groups, plan_cell, CellPlan, Job, StartGroups};
+
+/// Runs the target prompt once, caching what partial passes continue from and the
+/// sites of `kinds` (to compare with the source run).
+pub fn target_run(
+    model: &HookedTransformer,
+    pair: &DirectedPair,
+    kinds: &[PatchKind],
+) -> Result<BaseRun> {
+    let points = hook_points(kinds, model.dims().n_layers);
+    Ok(model.base_run(pair.target_tokens, points)?)
+}
+
+/// The fast sweep of `kind` over `cells`, at most `max_rows` rows per batch.
+/// `target` is [`target_run`] of the same pair with `kind` among its kinds.
+pub fn sweep(
+    model: &HookedTransformer,
+    pair: &DirectedPair,
+    target: &BaseRun,
+    kind: PatchKind,
+    cells: &[CellIndex],
+    max_rows: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<CellResult>> {
+    let mut work = SweepWork::default();
+    sweep_counted(
+        model,
+        pair,
+        target,
+        (kind, cells),
+        max_rows,
+        progress,
+        &mut work,
+    )
+}
+
+/// [`sweep`], adding what it computed to `work`.
+pub fn sweep_counted(
+    model: &HookedTransformer,
+    pair: &DirectedPair,
+    target: &BaseRun,
+    (kind, cells): (PatchKind, &[CellIndex]),
+    max_rows: usize,
+    progress: &mut dyn FnMut(usize),
+    work: &mut SweepWork,
+) -> Result<Vec<CellResult>> {
+    let result = |index: CellIndex, metrics: CellMetrics| CellResult {
+        direction: pair.direction,
+        kind,
+        index,
+        metrics,
+    };
+    let (sources, groups, noop) = plan(model, pair, target, kind, cells)?;
+    let mut results: Vec<Option<CellResult>> = vec![None; cells.len()];
+    let unpatched = pair.scorer.score_logits(target.logits())?[0];
+    for i in &noop {
+        results[*i] = Some(result(cells[*i], unpatched));
+    }
+    work.noop_cells += noop.len();
+    if !noop.is_empty() {
+        progress(noop.len());
+    }
+    let site = kind.site();
+    let single_position = kind.by_position() && site != BlockSite::ResidPre;
+    let n_pos = target.n_pos();
+    for (start, mut jobs) in groups {
+        jobs.sort_by_key(|job| job.layer);
+        let span = model.span(target, start, n_pos - start)?;
+        let group = StartGroup {
+            model,
+            target,
+            site,
+            sources: narrowed(&sources, site, start, n_pos - start)?,
+            span,
+            single_position,
+        };
+        for chunk in jobs.chunks(max_rows.max(1)) {
+            let (resid, rows) = group.run(chunk, work)?; // [rows, 1, d_model]
+            if pair.scorer.metrics == MetricSet::All {
+                work.rows_unembedded += rows.len();
+            }
+            let metrics = pair.scorer.score_residual(model, &resid)?;
+            for (job, metrics) in rows.into_iter().zip(metrics) {
+                let i = chunk[job].cell;
+                results[i] = Some(result(cells[i], metrics));
+            }
+            progress(chunk.len());
+        }
+    }
+    collect(results, cells, kind)
+}
+
+/// The aligned sources of every layer, the start groups of the cells that need a
+/// run, and the cells that cannot change anything.
+fn plan(
+    model: &HookedTransformer,
+    pair: &DirectedPair,
+    target: &BaseRun,
+    kind: PatchKind,
+    cells: &[CellIndex],
+) -> Result<(Vec<Tensor>, StartGroups, Vec<usize>)> {
+    let n_layers = model.dims().n_layers;
+    let n_pos = target.n_pos();
+    let site = kind.site();
+    let layout = HookPoint::block(0, site).layout();
+    let patched = pair.map.patched_positions();
+    let mut sources = Vec::with_capacity(n_layers);
+    let mut differs = Vec::with_capacity(n_layers);
+    for layer in 0..n_layers {
+        let point = HookPoint::block(layer, site);
+        let source = pair.aligned_source(point)?; // [1, pos, ...]
+        differs.push(differences(&source, target.cache().get(point)?, layout)?);
+        sources.push(source);
+    }
+    let unread_in_last_layer = !model.site_feeds_keys_values(site);
+    let mut groups = StartGroups::new();
+    let mut noop = Vec::new();
+    for (i, cell) in cells.iter().enumerate() {
+        match plan_cell(cell, &differs[cell.layer], &patched) {
+            CellPlan::From { positions, .. }
+                if unread_in_last_layer
+                    && cell.layer + 1 == n_layers
+                    && positions.iter().all(|p| p + 1 < n_pos) =>
+            {
+                noop.push(i)
+            }
+            CellPlan::NoOp => noop.push(i),
+            CellPlan::From { start, positions } => groups.entry(start).or_default().push(Job {
+                cell: i,
+                layer: cell.layer,
+                head: cell.head,
+                positions,
+            }),
+        }
+    }
+    Ok((sources, merge_small_groups(groups), noop))
+}
+
+/// Each layer's source narrowed to positions `start..start + len` (query positions
+/// for patterns).
+fn narrowed(sources: &[Tensor], site: BlockSite, start: usize, len: usize) -> Result<Vec<Tensor>> {
+    let axis = match HookPoint::block(0, site).layout() {
+        Layout::BatchHeadQueryKey => 2,
+        _ => 1,
+    };
+    sources
+        .iter()
+        .map(|s| Ok(s.narrow(axis, start, len)?))
+        .collect()
+}
+
+fn collect(
+    results: Vec<Option<CellResult>>,
+    cells: &[CellIndex],
+    kind: PatchKind,
+) -> Result<Vec<CellResult>> {
+    results
+        .into_iter()
+        .zip(cells)
+        .map(|(r, cell)| {
+            r.ok_or_else(|| PatchingError::NotComputed {
+                kind,
+                cell: format!("{cell:?}"),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,169 @@
+//! Reading an experiment file: TOML errors with file, line and column (and the closest
+//! valid key), then the checks the types cannot express.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::experiment::suggest::suggestion;
+use crate::experiment::{Experiment, PairSpec};
+use crate::RunnerError;
+use actpatch_patching::Align;
+use actpatch_patching::PatchKind;
+
+impl Experiment {
+    /// Reads and checks an experiment file.
+    pub fn load(path: &Path) -> Result<Self, RunnerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            RunnerError::Input(format!(
+                "cannot read experiment file {}: {e}",
+                path.display()
+            ))
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text` (the contents of `path`) and checks what the types cannot.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, RunnerError> {
+        let mut experiment: Experiment = toml::from_str(text).map_err(|e| {
+            let message = e.to_string();
+            let hint = suggestion(&message)
+                .map(|s| format!("\n  hint: did you mean `{s}`?"))
+                .unwrap_or_default();
+            RunnerError::Input(format!("{}: {}{hint}", path.display(), message.trim_end()))
+        })?;
+        experiment.check(path)?;
+        if let Some(model_path) = &experiment.model.path {
+            if model_path.is_relative() {
+                let base = path.parent().unwrap_or(Path::new("."));
+                let joined = base.join(model_path);
+                // Canonical, so the same model reads the same however the file was named.
+                experiment.model.path = Some(std::fs::canonicalize(&joined).unwrap_or(joined));
+            }
+        }
+        Ok(experiment)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), RunnerError> {
+        let bad = |msg: String| RunnerError::Input(format!("{}: {msg}", path.display()));
+        self.check_sections().map_err(bad)?;
+        let mut seen = HashSet::new();
+        for (i, pair) in self.pairs.iter().enumerate() {
+            check_pair(pair, &pair_label(pair, i)).map_err(bad)?;
+            let name = self.pair_name(i);
+            if !seen.insert(name.clone()) {
+                return Err(bad(format!(
+                    "two pairs are named `{name}`: pair names must be unique (they key the result tables)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the types cannot say about `[experiment]`, `[model]`, `[sweep]` and
+    /// `[validate]`.
+    fn check_sections(&self) -> Result<(), String> {
+        if self.experiment.name.trim().is_empty() {
+            return Err("[experiment] name is empty: give the experiment a short name, e.g. name = \"landmarks\"".into());
+        }
+        match (&self.model.id, &self.model.path) {
+            (None, None) => {
+                return Err("[model] needs `id` (a hub id such as \"gpt2\") or `path` (a local model folder)".into())
+            }
+            (Some(_), Some(_)) => {
+                return Err("[model] has both `id` and `path`: keep one (`id` downloads from the hub, `path` reads a folder)".into())
+            }
+            _ => {}
+        }
+        if self.pairs.is_empty() {
+            return Err("no [[pairs]]: add at least one clean/corrupted pair".into());
+        }
+        if self.sweep.kinds.is_empty() {
+            return Err(format!(
+                "[sweep] kinds is empty: list at least one of {}",
+                PatchKind::names()
+            ));
+        }
+        if self.sweep.positions.list().is_some() {
+            let whole: Vec<&str> = (self.sweep.kinds.iter())
+                .filter(|k| !k.by_position())
+                .map(|k| k.name())
+                .collect();
+            if !whole.is_empty() {
+                return Err(format!(
+                    "[sweep] positions lists positions, but {} patch every position at once (one cell per layer and head), so a position list has no meaning for them. Use positions = \"all\", or sweep head_out_by_pos for heads at chosen positions",
+                    whole.join(" and ")
+                ));
+            }
+        }
+        if !(self.validate.min_gap.is_finite() && self.validate.min_gap >= 0.0) {
+            return Err(format!(
+                "[validate] min_gap = {} must be a number ≥ 0",
+                self.validate.min_gap
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pair's name: its `name`, or `<concept>-<n>` (1-based).
+    pub fn pair_name(&self, index: usize) -> String {
+        let pair = &self.pairs[index];
+        pair.name.clone().unwrap_or_else(|| {
+            let n = self.pairs[..=index]
+                .iter()
+                .filter(|p| p.name.is_none() && p.concept == pair.concept)
+                .count();
+            format!("{}-{n}", pair.concept)
+        })
+    }
+
+    /// The alignment mode of pair `index`.
+    pub fn align_of(&self, index: usize) -> Align {
+        self.pairs[index].align.unwrap_or(self.validate.align)
+    }
+}
+
+/// What the types cannot say about one pair.
+fn check_pair(pair: &PairSpec, label: &str) -> Result<(), String> {
+    for (field, value) in [
+        ("clean", &pair.clean),
+        ("corrupted", &pair.corrupted),
+        ("concept", &pair.concept),
+    ] {
+        if value.trim().is_empty() {
+            return Err(format!("pair {label}: `{field}` is empty"));
+        }
+    }
+    for (field, value) in [("correct", &pair.correct), ("incorrect", &pair.incorrect)] {
+        if value.is_empty() {
+            return Err(format!(
+                "pair {label}: `{field}` is empty: give the one-token answer, e.g. \" Rome\""
+            ));
+        }
+    }
+    if let Some(expect) = pair.expect {
+        for (field, value) in [
+            ("clean_logit_diff", expect.clean_logit_diff),
+            ("corrupted_logit_diff", expect.corrupted_logit_diff),
+        ] {
+            if let Some(value) = value.filter(|v| !v.is_finite()) {
+                return Err(format!(
+                    "pair {label}: expect.{field} = {value} is not a finite number: give the logit difference the pair should reproduce (e.g. {field} = 1.068), or leave it out"
+                ));
+            }
+        }
+        if !(expect.tolerance.is_finite() && expect.tolerance >= 0.0) {
+            return Err(format!(
+                "pair {label}: expect.tolerance = {} must be a finite number ≥ 0, e.g. tolerance = 0.01",
+                expect.tolerance
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn pair_label(pair: &PairSpec, index: usize) -> String {
+    match &pair.name {
+        Some(name) => format!("`{name}`"),
+        None => format!("#{}", index + 1),
+    }
+}

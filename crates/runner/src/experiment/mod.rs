@@ -1,0 +1,241 @@
+//! The experiment file: a declarative TOML description of a patching run.
+//!
+//! Unknown keys, missing keys and wrong types are rejected with the file, line and
+//! column ([`Experiment::load`]). Relative model paths are relative to the experiment
+//! file's folder.
+
+mod check;
+mod suggest;
+
+use std::path::PathBuf;
+
+use actpatch_patching::{Align, Direction, MetricSet, PatchKind};
+use serde::Deserialize;
+
+/// A whole experiment file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub experiment: ExperimentInfo,
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub sweep: SweepSpec,
+    #[serde(default)]
+    pub validate: ValidateSpec,
+    #[serde(default)]
+    pub output: OutputSpec,
+    pub pairs: Vec<PairSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentInfo {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A Hugging Face hub id, e.g. `"gpt2"`.
+    pub id: Option<String>,
+    /// A local model folder (relative to the experiment file).
+    pub path: Option<PathBuf>,
+    pub revision: Option<String>,
+    #[serde(default = "yes")]
+    pub prepend_bos: bool,
+    /// `"cpu"` or `"cuda:N"`.
+    #[serde(default = "cpu")]
+    pub device: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn cpu() -> String {
+    "cpu".into()
+}
+
+/// Which positions a position-indexed sweep patches.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(
+    untagged,
+    expecting = "positions = \"all\" or a list of position numbers such as [0, 3, 5]"
+)]
+pub enum Positions {
+    Keyword(AllKeyword),
+    List(Vec<usize>),
+}
+
+impl Default for Positions {
+    fn default() -> Self {
+        Positions::Keyword(AllKeyword::All)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum AllKeyword {
+    All,
+}
+
+impl Positions {
+    /// The positions to patch among `n` (`None`: all).
+    pub fn list(&self) -> Option<&[usize]> {
+        match self {
+            Positions::List(list) => Some(list),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    #[serde(default = "default_kinds")]
+    pub kinds: Vec<PatchKind>,
+    /// Positions of the run being patched (corrupted for denoising, clean for
+    /// noising); the same positions for pairs of equal token length.
+    #[serde(default)]
+    pub positions: Positions,
+    /// `"all"` (default) or `"logit_diff"`: skip the full-vocabulary unembedding that
+    /// `prob_correct` and `kl_div` need (they are then null in the tables).
+    #[serde(default)]
+    pub metrics: MetricSet,
+    /// `"denoising"` (default), `"noising"` or `"both"`.
+    #[serde(default)]
+    pub direction: DirectionSpec,
+}
+
+/// Which directions a sweep runs.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectionSpec {
+    /// Clean activations into the corrupted run.
+    #[default]
+    Denoising,
+    /// Corrupted activations into the clean run.
+    Noising,
+    /// Both, denoising first.
+    Both,
+}
+
+impl DirectionSpec {
+    pub fn directions(self) -> Vec<Direction> {
+        match self {
+            DirectionSpec::Denoising => vec![Direction::Denoising],
+            DirectionSpec::Noising => vec![Direction::Noising],
+            DirectionSpec::Both => Direction::BOTH.to_vec(),
+        }
+    }
+}
+
+fn default_kinds() -> Vec<PatchKind> {
+    vec![PatchKind::ResidPre]
+}
+
+impl Default for SweepSpec {
+    fn default() -> Self {
+        SweepSpec {
+            kinds: default_kinds(),
+            positions: Positions::default(),
+            metrics: MetricSet::All,
+            direction: DirectionSpec::Denoising,
+        }
+    }
+}
+
+/// The smallest clean − corrupted logit difference a pair needs, by default.
+pub const DEFAULT_MIN_GAP: f64 = 1.0;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateSpec {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_min_gap")]
+    pub min_gap: f64,
+    #[serde(default = "yes")]
+    pub require_clean_positive: bool,
+    #[serde(default)]
+    pub align: Align,
+}
+
+fn default_min_gap() -> f64 {
+    DEFAULT_MIN_GAP
+}
+
+impl Default for ValidateSpec {
+    fn default() -> Self {
+        ValidateSpec {
+            enabled: true,
+            min_gap: DEFAULT_MIN_GAP,
+            require_clean_positive: true,
+            align: Align::Strict,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FigureFormat {
+    Png,
+    Svg,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Runs go in `<dir>/<run id>/`; default `results/<experiment name>`.
+    pub dir: Option<PathBuf>,
+    #[serde(default = "default_formats")]
+    pub formats: Vec<FigureFormat>,
+}
+
+fn default_formats() -> Vec<FigureFormat> {
+    vec![FigureFormat::Png, FigureFormat::Svg]
+}
+
+impl Default for OutputSpec {
+    fn default() -> Self {
+        OutputSpec {
+            dir: None,
+            formats: default_formats(),
+        }
+    }
+}
+
+/// Baseline values a pair is expected to reproduce.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub clean_logit_diff: Option<f64>,
+    pub corrupted_logit_diff: Option<f64>,
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+}
+
+fn default_tolerance() -> f64 {
+    0.01
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PairSpec {
+    pub name: Option<String>,
+    pub concept: String,
+    pub clean: String,
+    pub corrupted: String,
+    pub correct: String,
+    pub incorrect: String,
+    pub align: Option<Align>,
+    pub expect: Option<Expect>,
+    /// A pair kept for reference (e.g. the course notebook's, verbatim): validated and
+    /// its baselines compared with `expect`, but not swept and not in concept figures.
+    #[serde(default)]
+    pub reference: bool,
+    /// Why the pair is as it is; shown with reference pairs in the report.
+    pub note: Option<String>,
+}

@@ -1,0 +1,42 @@
+//! The command-line choices of `actpatch run` and `actpatch check`.
+
+use std::path::PathBuf;
+
+/// Command-line choices that override or extend the experiment file.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Sweep pairs that fail validation too (still recorded as failed).
+    pub no_validate: bool,
+    /// Folder for runs, instead of `[output] dir`.
+    pub out_dir: Option<PathBuf>,
+    /// Memory budget of one batched forward pass, in MiB.
+    pub max_batch_mib: usize,
+    /// One full forward pass per batch of cells, no reuse (to check the fast path).
+    pub naive: bool,
+    /// Print nothing but errors.
+    pub quiet: bool,
+    /// A local model folder or GGUF file to use instead of the file's `[model]`.
+    pub model_path: Option<PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            no_validate: false,
+            out_dir: None,
+            max_batch_mib: 1024,
+            naive: false,
+            quiet: false,
+            model_path: None,
+        }
+    }
+}
+
+impl RunOptions {
+    /// Prints a progress line on stderr unless `quiet`.
+    pub(crate) fn say(&self, text: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", text.as_ref());
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Findings derived from the data: the strongest cells (here), and one sentence per
+//! grid ([`actpatch_report::summary`], shared with `report.html`).
+
+use actpatch_report::summary::{self, cell_label, Spot};
+
+use actpatch_patching::{CellIndex, CellResult, PatchKind};
+
+fn spot(cell: &CellIndex) -> Spot {
+    Spot {
+        layer: cell.layer,
+        head: cell.head,
+        position: cell.position,
+    }
+}
+
+/// A readable name of a cell: `resid_pre L3 ` France_4``.
+pub fn describe(kind: PatchKind, cell: &CellIndex, labels: &[String]) -> String {
+    format!("{kind} {}", cell_label(&spot(cell), labels))
+}
+
+/// Markdown table of the `n` cells with the largest |normalized logit difference|.
+pub fn top_cells(results: &[CellResult], labels: &[String], n: usize) -> Vec<String> {
+    let mut sorted: Vec<&CellResult> = results.iter().collect();
+    sorted.sort_by(|a, b| {
+        b.metrics
+            .normalized_logit_diff
+            .abs()
+            .total_cmp(&a.metrics.normalized_logit_diff.abs())
+    });
+    let mut lines = vec![
+        format!("Strongest {n} cells:\n"),
+        "| cell | normalized LD | logit diff | p(correct) | KL from clean |".into(),
+        "|---|---|---|---|---|".into(),
+    ];
+    for r in sorted.into_iter().take(n) {
+        lines.push(format!(
+            "| {} | {:.3} | {:.3} | {} | {} |",
+            describe(r.kind, &r.index, labels).replace('|', "\\|"),
+            r.metrics.normalized_logit_diff,
+            r.metrics.logit_diff,
+            optional(r.metrics.prob_correct),
+            optional(r.metrics.kl_div)
+        ));
+    }
+    lines
+}
+
+fn optional(value: Option<f64>) -> String {
+    value
+        .map(|v| format!("{v:.3}"))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// One sentence about a kind's grid (see [`actpatch_report::summary::kind_sentence`]).
+pub fn kind_sentence(
+    pair: &str,
+    kind: PatchKind,
+    cells: &[(CellIndex, f64)],
+    labels: &[String],
+    n_layers: usize,
+) -> Option<String> {
+    let spots: Vec<(Spot, f64)> = cells.iter().map(|(c, v)| (spot(c), *v)).collect();
+    summary::kind_sentence(pair, kind.name(), &spots, labels, n_layers)
+}
+
+pub use actpatch_report::summary::shared_labels;

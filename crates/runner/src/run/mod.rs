@@ -1,0 +1,495 @@
+//! A run from start to end: load the experiment and the model, validate every pair,
+//! sweep, write the outputs. `check` stops after validation; `resume` finishes an
+//! interrupted run.
+//!
+//! Bad input (file, model, positions, output folder) is found before anything is
+//! written, and nothing is left behind (exit 2). The run folder then gets a manifest
+//! with `status = "running"`, each pair's cells as the pair finishes, and the final
+//! tables, figures and report, each written atomically; the manifest says
+//! `"complete"` last. A run that fails after that (a computation or a write, exit 1)
+//! keeps what it finished for `actpatch run --resume`.
+
+mod folder;
+mod partial;
+mod progress;
+mod sweep_pair;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource};
+use indicatif::ProgressBar;
+
+use crate::experiment::Experiment;
+use crate::manifest::{
+    sha256_bytes, Manifest, PairCounts, RepositoryState, RunChoices, RunStatus, Timings, Tool,
+};
+use crate::options::RunOptions;
+use crate::outputs::{cell_rows, write_outputs, SweptPair};
+use crate::validate::{validate_pair, PairPlan};
+use crate::RunnerError;
+use folder::{create_run_dir, ensure_writable, model_record};
+use partial::{partial_dir, partial_path, results_from_rows, test_point};
+use progress::{cells_bar, ProgressMode};
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub run_dir: PathBuf,
+    pub passed: usize,
+    pub failed: usize,
+    pub cells: usize,
+}
+
+/// Loads the experiment file, with `--model-path` replacing its `[model]` source.
+fn load_experiment(path: &Path, options: &RunOptions) -> Result<Experiment, RunnerError> {
+    let mut experiment = Experiment::load(path)?;
+    if let Some(model_path) = &options.model_path {
+        experiment.model.path = Some(model_path.clone());
+        experiment.model.id = None;
+    }
+    Ok(experiment)
+}
+
+fn load_model(
+    experiment: &Experiment,
+    options: &RunOptions,
+) -> Result<HookedTransformer, RunnerError> {
+    let device: DeviceSpec = experiment
+        .model
+        .device
+        .parse()
+        .map_err(RunnerError::model)?;
+    let source = match (&experiment.model.path, &experiment.model.id) {
+        (Some(path), _) => ModelSource::Local(path.clone()),
+        (None, Some(id)) => ModelSource::Hub {
+            id: id.clone(),
+            revision: experiment.model.revision.clone(),
+        },
+        (None, None) => return Err(RunnerError::Input("[model] needs `id` or `path`".into())),
+    };
+    let clock = Instant::now();
+    options.say(format!(
+        "loading model {source} on {}…",
+        experiment.model.device
+    ));
+    let model = HookedTransformer::load(&source, device).map_err(RunnerError::model)?;
+    // Every kind's hook point exists in the model (e.g. no `resid_mid` where attention
+    // and MLP run in parallel), checked before anything runs.
+    actpatch_patching::check_kinds(&model, &experiment.sweep.kinds)
+        .map_err(|e| RunnerError::Input(format!("[sweep] kinds: {e}")))?;
+    let dims = model.dims();
+    options.say(format!(
+        "loaded {} ({} layers, {} heads, d_model {}) in {:.1} s",
+        dims.arch.name(),
+        dims.n_layers,
+        dims.n_heads,
+        dims.d_model,
+        clock.elapsed().as_secs_f64()
+    ));
+    Ok(model)
+}
+
+/// Validates every pair, prints each outcome, and checks the sweep's positions
+/// against every pair that will be swept.
+fn validate_all(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    options: &RunOptions,
+) -> Result<Vec<PairPlan>, RunnerError> {
+    let mut plans = Vec::new();
+    options.say(format!(
+        "validating {} pairs (baseline logit differences, answers, alignment)…",
+        experiment.pairs.len()
+    ));
+    for index in 0..experiment.pairs.len() {
+        let plan = validate_pair(model, experiment, index)?;
+        options.say(plan.describe());
+        if let (Some(list), false) = (experiment.sweep.positions.list(), plan.reference()) {
+            for direction in experiment.sweep.direction.directions() {
+                let n = plan.target_len(direction);
+                if let Some(bad) = list.iter().find(|p| **p >= n) {
+                    return Err(RunnerError::Input(format!(
+                        "[sweep] positions lists {bad}, but pair `{}` has {n} tokens in the run {direction} patches (positions 0..={}). Use positions = \"all\" or positions below {n}.",
+                        plan.name,
+                        n - 1
+                    )));
+                }
+            }
+        }
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// Validates the file and every pair's baselines without sweeping.
+pub fn check(path: &Path, options: &RunOptions) -> Result<(usize, usize), RunnerError> {
+    let experiment = load_experiment(path, options)?;
+    let model = load_model(&experiment, options)?;
+    let plans = validate_all(&model, &experiment, options)?;
+    let passed = plans.iter().filter(|p| p.passed()).count();
+    options.say(format!("{passed} of {} pairs pass validation", plans.len()));
+    if passed == 0 {
+        return Err(RunnerError::NoPairPassed(format!(
+            "0 of {} pairs",
+            plans.len()
+        )));
+    }
+    Ok((passed, plans.len() - passed))
+}
+
+/// How a run starts: fresh, or resuming an interrupted run folder.
+enum Start {
+    Fresh {
+        experiment_path: PathBuf,
+    },
+    Resume {
+        run_dir: PathBuf,
+        manifest: Box<Manifest>,
+    },
+}
+
+/// Runs the experiment at `path`.
+pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError> {
+    execute(
+        Start::Fresh {
+            experiment_path: path.to_path_buf(),
+        },
+        options,
+    )
+}
+
+/// Finishes the interrupted run in `run_dir`: pairs whose cells were saved are read
+/// back, the others swept; the tables equal those of an uninterrupted run.
+pub fn resume(run_dir: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError> {
+    let manifest = Manifest::read(run_dir)
+        .map_err(|e| RunnerError::Input(format!("cannot resume: {e}")))?
+        .ok_or_else(|| {
+            RunnerError::Input(format!(
+                "cannot resume {}: it has no manifest.json. Give the folder of a run that was interrupted.",
+                run_dir.display()
+            ))
+        })?;
+    if manifest.complete() {
+        return Err(RunnerError::Input(format!(
+            "{} is already complete; nothing to resume",
+            run_dir.display()
+        )));
+    }
+    execute(
+        Start::Resume {
+            run_dir: run_dir.to_path_buf(),
+            manifest: Box::new(manifest),
+        },
+        options,
+    )
+}
+
+/// Everything checked before the model loads: the experiment, its file's hash, the
+/// options (a resumed run's own), and where the run goes.
+struct Prepared {
+    experiment: Experiment,
+    experiment_path: PathBuf,
+    experiment_sha256: String,
+    options: RunOptions,
+}
+
+fn prepare(start: &Start, options: &RunOptions) -> Result<Prepared, RunnerError> {
+    let (experiment_path, mut options) = match start {
+        Start::Fresh { experiment_path } => (experiment_path.clone(), options.clone()),
+        Start::Resume { manifest, .. } => {
+            if manifest.experiment_file.as_os_str().is_empty() {
+                return Err(RunnerError::Input(
+                    "cannot resume: the manifest names no experiment_file".into(),
+                ));
+            }
+            // The interrupted run's own choices, so the tables come out the same.
+            let resumed = RunOptions {
+                no_validate: manifest.options.no_validate,
+                naive: manifest.options.naive,
+                model_path: manifest.options.model_path.clone(),
+                ..options.clone()
+            };
+            (manifest.experiment_file.clone(), resumed)
+        }
+    };
+    let text = std::fs::read(&experiment_path).map_err(|e| {
+        RunnerError::Input(format!(
+            "cannot read experiment file {}: {e}",
+            experiment_path.display()
+        ))
+    })?;
+    let experiment_sha256 = sha256_bytes(&text);
+    if let Start::Resume { manifest, .. } = start {
+        if manifest.experiment_sha256 != experiment_sha256 {
+            return Err(RunnerError::Input(format!(
+                "cannot resume: {} changed since the run started (its SHA-256 differs). Start a new run instead.",
+                experiment_path.display()
+            )));
+        }
+    }
+    let experiment = load_experiment(&experiment_path, &options)?;
+    if let Start::Fresh { .. } = start {
+        let out_dir = (options.out_dir.clone())
+            .or_else(|| experiment.output.dir.clone())
+            .unwrap_or_else(|| Path::new("results").join(&experiment.experiment.name));
+        ensure_writable(&out_dir)?;
+        options.out_dir = Some(out_dir);
+    }
+    Ok(Prepared {
+        experiment,
+        experiment_path,
+        experiment_sha256,
+        options,
+    })
+}
+
+/// Creates the run folder and its `running` manifest (or takes the resumed run's).
+fn open_run(start: Start, prepared: &Prepared) -> Result<(PathBuf, Manifest), RunnerError> {
+    match start {
+        Start::Resume { run_dir, manifest } => Ok((run_dir, *manifest)),
+        Start::Fresh { .. } => {
+            let out_dir = prepared.options.out_dir.clone().unwrap_or_default();
+            let (run_id, run_dir) = create_run_dir(&out_dir)?;
+            let experiment_file = std::fs::canonicalize(&prepared.experiment_path)
+                .unwrap_or(prepared.experiment_path.clone());
+            let options = &prepared.options;
+            let manifest = Manifest {
+                status: RunStatus::Running,
+                run_id,
+                experiment: prepared.experiment.experiment.name.clone(),
+                experiment_repository: RepositoryState::of(&experiment_file),
+                experiment_file,
+                experiment_sha256: prepared.experiment_sha256.clone(),
+                options: RunChoices {
+                    no_validate: options.no_validate,
+                    naive: options.naive,
+                    model_path: options.model_path.clone(),
+                },
+                tool: Tool::this(),
+                started: chrono::Utc::now().to_rfc3339(),
+                ..Manifest::default()
+            };
+            manifest
+                .write(&run_dir)
+                .map_err(RunnerError::write_run(&run_dir))?;
+            Ok((run_dir, manifest))
+        }
+    }
+}
+
+fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError> {
+    let clock = Instant::now();
+    let prepared = prepare(&start, options)?;
+    let (experiment, options) = (&prepared.experiment, &prepared.options);
+    let model = load_model(experiment, options)?;
+    let t_loaded = clock.elapsed().as_secs_f64();
+    let plans = validate_all(&model, experiment, options)?;
+    let t_validated = clock.elapsed().as_secs_f64();
+
+    // Only now, with every input checked, does the run folder appear.
+    let (run_dir, mut manifest) = open_run(start, &prepared)?;
+    options.say(format!("run {} → {}", manifest.run_id, run_dir.display()));
+    let sweep_all = options.no_validate || !experiment.validate.enabled;
+    let to_sweep: Vec<&PairPlan> = (plans.iter())
+        .filter(|p| !p.reference() && (p.passed() || sweep_all) && p.baseline().is_some())
+        .collect();
+    let run_id = manifest.run_id.clone();
+    let context = SweepContext {
+        model: &model,
+        experiment,
+        options,
+        run_dir: &run_dir,
+        run_id: &run_id,
+    };
+    let swept = context.sweep_all(&to_sweep)?;
+    let t_swept = clock.elapsed().as_secs_f64();
+
+    let stages = Stages {
+        t_loaded,
+        t_validated,
+        t_swept,
+    };
+    finish_run(&context, (&plans, &swept), &mut manifest, stages, clock)
+}
+
+/// When each stage ended, in seconds since the run started.
+struct Stages {
+    t_loaded: f64,
+    t_validated: f64,
+    t_swept: f64,
+}
+
+/// Writes the outputs and the complete manifest of a swept run.
+fn finish_run(
+    context: &SweepContext,
+    (plans, swept): (&[PairPlan], &[SweptPair]),
+    manifest: &mut Manifest,
+    stages: Stages,
+    clock: Instant,
+) -> Result<RunOutcome, RunnerError> {
+    let SweepContext {
+        model,
+        experiment,
+        options,
+        run_dir,
+        ..
+    } = *context;
+    let Stages {
+        t_loaded,
+        t_validated,
+        t_swept,
+    } = stages;
+    options.say(format!(
+        "swept in {:.1} s; writing tables, figures and reports",
+        t_swept - t_validated
+    ));
+    let started = chrono::DateTime::parse_from_rfc3339(&manifest.started)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    let cells = write_outputs(
+        experiment,
+        model,
+        (&manifest.run_id, run_dir),
+        plans,
+        swept,
+        (started, clock.elapsed().as_secs_f64()),
+    )
+    .map_err(RunnerError::write_run(run_dir))?;
+    let _ = std::fs::remove_dir_all(partial_dir(run_dir));
+
+    let passed = plans.iter().filter(|p| p.passed()).count();
+    manifest.pairs = Some(PairCounts {
+        total: plans.len(),
+        passed,
+        failed: plans.len() - passed,
+        swept: swept.len(),
+        reference: plans.iter().filter(|p| p.reference()).count(),
+    });
+    manifest.cells = Some(cells);
+    manifest.timings = Some(Timings {
+        load_seconds: t_loaded,
+        validate_seconds: t_validated - t_loaded,
+        sweep_seconds: t_swept - t_validated,
+        write_seconds: clock.elapsed().as_secs_f64() - t_swept,
+    });
+    finish_manifest(manifest, model, experiment, clock.elapsed().as_secs_f64());
+    // From the files just written and the final manifest: `actpatch report` renders
+    // the same page from the folder.
+    let page_manifest = serde_json::to_value(&*manifest).ok();
+    actpatch_report::html::run_page::write_run_page(run_dir, page_manifest.as_ref())
+        .map_err(RunnerError::write_run(run_dir))?;
+    manifest
+        .write(run_dir)
+        .map_err(RunnerError::write_run(run_dir))?;
+    options.say(format!(
+        "{cells} cells, {passed} of {} pairs passed; report: {}",
+        plans.len(),
+        run_dir.join("report.html").display()
+    ));
+    if swept.is_empty() {
+        return Err(RunnerError::NoPairPassed(format!(
+            "0 of {} pairs; baselines and report written to {}",
+            plans.len(),
+            run_dir.display()
+        )));
+    }
+    Ok(RunOutcome {
+        run_dir: run_dir.to_path_buf(),
+        passed,
+        failed: plans.len() - passed,
+        cells,
+    })
+}
+
+/// What a complete run's manifest adds: the model, the sweep, the end.
+fn finish_manifest(
+    manifest: &mut Manifest,
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    wall_seconds: f64,
+) {
+    manifest.model = Some(model_record(model, experiment));
+    manifest.tokenizer = Some(format!("{:?}", model.files().tokenizer));
+    manifest.prepend_bos = Some(experiment.model.prepend_bos);
+    manifest.device = Some(experiment.model.device.clone());
+    manifest.kinds = (experiment.sweep.kinds.iter())
+        .map(|k| k.name().to_string())
+        .collect();
+    manifest.directions = (experiment.sweep.direction.directions().iter())
+        .map(|d| d.name().to_string())
+        .collect();
+    manifest.finished = Some(chrono::Utc::now().to_rfc3339());
+    manifest.wall_seconds = Some(wall_seconds);
+    manifest.status = RunStatus::Complete;
+}
+
+/// What sweeping the pairs of one run needs.
+struct SweepContext<'a> {
+    model: &'a HookedTransformer,
+    experiment: &'a Experiment,
+    options: &'a RunOptions,
+    run_dir: &'a Path,
+    run_id: &'a str,
+}
+
+impl SweepContext<'_> {
+    /// Sweeps every pair (reading back those a resumed run already saved), saving
+    /// each as it finishes.
+    fn sweep_all<'p>(&self, to_sweep: &[&'p PairPlan]) -> Result<Vec<SweptPair<'p>>, RunnerError> {
+        let total: usize = (to_sweep.iter())
+            .map(|p| sweep_pair::cell_count(self.experiment, self.model, p))
+            .sum();
+        self.options
+            .say(format!("sweeping {} pairs: {total} cells", to_sweep.len()));
+        let bar = cells_bar(total as u64, ProgressMode::detect(self.options.quiet));
+        let partial = partial_dir(self.run_dir);
+        std::fs::create_dir_all(&partial).map_err(|source| RunnerError::Write {
+            source: Box::new(actpatch_report::ReportError::Write {
+                path: partial.clone(),
+                source,
+            }),
+            resume: Some(self.run_dir.to_path_buf()),
+        })?;
+        let mut swept = Vec::new();
+        for (done, plan) in to_sweep.iter().enumerate() {
+            swept.push(self.sweep_or_read_back(plan, &bar)?);
+            test_point(done + 1)?;
+        }
+        bar.finish_and_clear();
+        Ok(swept)
+    }
+
+    fn sweep_or_read_back<'p>(
+        &self,
+        plan: &'p PairPlan,
+        bar: &ProgressBar,
+    ) -> Result<SweptPair<'p>, RunnerError> {
+        let saved = partial_path(self.run_dir, plan.index);
+        if saved.is_file() {
+            let rows = actpatch_report::tables::read_cells(&saved).map_err(RunnerError::read)?;
+            bar.inc(rows.len() as u64);
+            self.options.say(format!(
+                "{}: {} cells read back from {}",
+                plan.name,
+                rows.len(),
+                saved.display()
+            ));
+            return Ok(SweptPair {
+                plan,
+                results: results_from_rows(&rows, &saved)?,
+                skipped: sweep_pair::skipped_kinds(self.experiment, plan),
+            });
+        }
+        let pair = sweep_pair::sweep_pair(self.model, self.experiment, plan, self.options, bar)?;
+        let rows = cell_rows(
+            self.experiment,
+            self.model,
+            self.run_id,
+            std::slice::from_ref(&pair),
+        );
+        actpatch_report::tables::write_cells(&saved, &rows)
+            .map_err(RunnerError::write_run(self.run_dir))?;
+        Ok(pair)
+    }
+}

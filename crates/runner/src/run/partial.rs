@@ -1,0 +1,95 @@
+//! Per-pair results written as each pair finishes, so an interrupted or failed run
+//! can be resumed: `<run dir>/partial/pair-NNNN.parquet`, removed once the run
+//! completes.
+
+use std::path::{Path, PathBuf};
+
+use actpatch_patching::{CellIndex, CellMetrics, CellResult, Direction, PatchKind};
+use actpatch_report::CellRow;
+
+use crate::RunnerError;
+
+pub(crate) fn partial_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("partial")
+}
+
+/// Where pair `index`'s finished cells are kept until the run completes.
+pub(crate) fn partial_path(run_dir: &Path, index: usize) -> PathBuf {
+    partial_dir(run_dir).join(format!("pair-{index:04}.parquet"))
+}
+
+/// Cell results from rows read back from a partial table.
+pub(crate) fn results_from_rows(
+    rows: &[CellRow],
+    path: &Path,
+) -> Result<Vec<CellResult>, RunnerError> {
+    let damaged = |what: &str, value: &str| {
+        RunnerError::Input(format!(
+            "{} holds an unknown {what} `{value}`: the partial results are damaged; start a new run",
+            path.display()
+        ))
+    };
+    rows.iter()
+        .map(|row| {
+            let kind =
+                PatchKind::from_name(&row.kind).ok_or_else(|| damaged("patch kind", &row.kind))?;
+            let direction = Direction::from_name(&row.direction)
+                .ok_or_else(|| damaged("direction", &row.direction))?;
+            Ok(CellResult {
+                direction,
+                kind,
+                index: CellIndex {
+                    layer: row.layer as usize,
+                    head: row.head.map(|h| h as usize),
+                    position: row.position.map(|p| p as usize),
+                },
+                metrics: CellMetrics {
+                    logit_diff: row.patched_logit_diff,
+                    normalized_logit_diff: row.normalized_logit_diff,
+                    logprob_diff: row.logprob_diff,
+                    prob_correct: row.prob_correct,
+                    kl_div: row.kl_div,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Test hooks, compiled only with the `test-hooks` feature (the runner's own tests
+/// enable it; see CONTRIBUTING in the README):
+///
+/// - `ACTPATCH_PAUSE_AFTER_PAIR=N`: after the N-th swept pair is saved, the run waits
+///   until the file named by `ACTPATCH_CONTINUE_FILE` exists (or 120 s pass), so a
+///   test can kill it, or change its folder, at a known point;
+/// - `ACTPATCH_FAIL_AFTER_PAIR=N`: after the N-th swept pair is saved, the run fails
+///   as a computation failure would.
+#[cfg(feature = "test-hooks")]
+pub(crate) fn test_point(pairs_done: usize) -> Result<(), RunnerError> {
+    let after = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            == Some(pairs_done)
+    };
+    if after("ACTPATCH_PAUSE_AFTER_PAIR") {
+        let resume = std::env::var_os("ACTPATCH_CONTINUE_FILE").map(PathBuf::from);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < deadline && !resume.as_ref().is_some_and(|f| f.exists()) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    if after("ACTPATCH_FAIL_AFTER_PAIR") {
+        return Err(RunnerError::Compute {
+            during: format!("sweeping pair {}", pairs_done + 1),
+            source: Box::new(actpatch_patching::PatchingError::Tensor(
+                candle_core::Error::Msg("simulated failure (ACTPATCH_FAIL_AFTER_PAIR)".into()),
+            )),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "test-hooks"))]
+pub(crate) fn test_point(_pairs_done: usize) -> Result<(), RunnerError> {
+    Ok(())
+}

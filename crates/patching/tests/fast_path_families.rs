@@ -7,8 +7,8 @@
 mod common;
 
 use actpatch_model::HookedTransformer;
-use actpatch_patching::{check_kinds, Align, Direction, PatchKind, PatchingError};
-use common::{assert_agree, fixtures, pair, Case, Setup};
+use actpatch_patching::{check_kinds, Align, PatchKind, PatchingError};
+use common::{every_cell_agrees, fixtures, pair, Setup};
 
 /// The fixture with the two pairs of its golden file, and the first pair's clean
 /// prompt against a longer corruption under each alignment.
@@ -50,18 +50,7 @@ fn every_kind_agrees(setup: &Setup) -> Vec<PatchKind> {
             refused.push(kind);
             continue;
         }
-        for pair in 0..setup.pairs.len() {
-            for direction in Direction::BOTH {
-                let case = Case {
-                    naive_rows: 64,
-                    ..Case::new(setup, pair, direction, kind)
-                };
-                if case.applies() {
-                    let (fast, naive) = case.both(&case.all_cells());
-                    assert_agree(&fast, &naive, &case.label());
-                }
-            }
-        }
+        every_cell_agrees(setup, kind);
     }
     refused
 }

@@ -190,3 +190,20 @@ pub fn assert_agree(fast: &[CellResult], naive: &[CellResult], what: &str) {
         }
     }
 }
+
+/// Fast and naive agree on every cell of `kind`, on every pair of `setup`, in both
+/// directions (patterns only between prompts of equal lengths).
+pub fn every_cell_agrees(setup: &Setup, kind: PatchKind) {
+    for pair in 0..setup.pairs.len() {
+        for direction in Direction::BOTH {
+            let case = Case {
+                naive_rows: 64,
+                ..Case::new(setup, pair, direction, kind)
+            };
+            if case.applies() {
+                let (fast, naive) = case.both(&case.all_cells());
+                assert_agree(&fast, &naive, &case.label());
+            }
+        }
+    }
+}

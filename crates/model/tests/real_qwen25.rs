@@ -79,7 +79,10 @@ fn qwen25_gguf_matches_transformers() {
                 .unwrap();
             (logits[correct] - logits[incorrect]) as f64
         };
-        let (c, x) = (ld(&[clean.clone()], &[]), ld(&[corrupted.clone()], &[]));
+        let (c, x) = (
+            ld(std::slice::from_ref(&clean), &[]),
+            ld(std::slice::from_ref(&corrupted), &[]),
+        );
         let (want_c, want_x) = (
             pair["clean_logit_diff"].as_f64().unwrap(),
             pair["corrupted_logit_diff"].as_f64().unwrap(),
@@ -97,7 +100,8 @@ fn qwen25_gguf_matches_transformers() {
             let source = cache.get(point).unwrap().clone();
             for (pos, want) in row.as_array().unwrap().iter().enumerate() {
                 let patch = Patch::replace(point, source.clone()).positions([pos]);
-                let got = (ld(&[corrupted.clone()], &[patch]) - want_x) / (want_c - want_x);
+                let got =
+                    (ld(std::slice::from_ref(&corrupted), &[patch]) - want_x) / (want_c - want_x);
                 let dev = (got - want.as_f64().unwrap()).abs();
                 assert!(
                     dev < TOL,

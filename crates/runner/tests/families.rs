@@ -178,7 +178,9 @@ fn resid_mid_on_parallel_pythia_is_refused_before_the_run() {
         quiet: true,
         ..RunOptions::default()
     };
-    let err = run(&file, &options).err().expect("must be refused");
+    let Err(err) = run(&file, &options) else {
+        panic!("resid_mid on parallel Pythia must be refused");
+    };
     let msg = err.to_string();
     assert_eq!(err.exit_code(), 2, "{msg}");
     assert!(

@@ -67,7 +67,7 @@ mod sweep;
 
 pub use actpatch_metrics::{Answers, Baseline, CellMetrics};
 pub use cells::{cells_of, hook_points, rows_for_budget, CellIndex, CellResult};
-pub use directed::DirectedPair;
+pub use directed::{check_kinds, DirectedPair};
 pub use direction::Direction;
 pub use error::{PatchingError, Result};
 pub use fast::SweepBatch;

@@ -50,6 +50,10 @@ pub(super) fn load_model(
         experiment.model.device
     ));
     let model = HookedTransformer::load(&source, device).map_err(RunnerError::model)?;
+    // Every kind's hook point exists in the model (e.g. no `resid_mid` where attention
+    // and MLP run in parallel), checked before anything runs.
+    actpatch_patching::check_kinds(&model, &experiment.sweep.kinds)
+        .map_err(|e| RunnerError::Input(format!("[sweep] kinds: {e}")))?;
     let dims = model.dims();
     options.say(format!(
         "loaded {} ({} layers, {} heads, d_model {}) in {:.1} s",

@@ -169,12 +169,14 @@ fn ordered<'a, T: PartialEq + 'a>(items: impl Iterator<Item = &'a T>) -> Vec<&'a
 /// The cells of one pair (in order of first appearance), by kind.
 type PairCells<'a> = Vec<(&'a str, Vec<(&'a str, Vec<&'a CellRow>)>)>;
 
-fn by_pair_and_kind(cells: &[CellRow]) -> PairCells<'_> {
+fn by_pair_and_kind<'a>(cells: &[&'a CellRow]) -> PairCells<'a> {
     let pairs = ordered(cells.iter().map(|c| &c.pair));
     pairs
         .into_iter()
         .map(|pair| {
-            let of_pair: Vec<&CellRow> = cells.iter().filter(|c| &c.pair == pair).collect();
+            let of_pair: Vec<&CellRow> = (cells.iter().copied())
+                .filter(|c| &c.pair == pair)
+                .collect();
             let kinds = ordered(of_pair.iter().map(|c| &c.kind));
             let by_kind = kinds
                 .into_iter()
@@ -533,9 +535,8 @@ fn summaries(files: &RunFiles) -> (Vec<String>, Vec<LongCell>) {
     let mut summary = Vec::new();
     let mut means = Vec::new();
     for direction in ordered(files.cells.iter().map(|c| &c.direction)) {
-        let of_direction: Vec<CellRow> = (files.cells.iter())
+        let of_direction: Vec<&CellRow> = (files.cells.iter())
             .filter(|c| &c.direction == direction)
-            .cloned()
             .collect();
         let pairs = by_pair_and_kind(&of_direction);
         for (pair, kinds) in &pairs {

@@ -60,6 +60,7 @@ pub mod fast;
 pub mod kind;
 pub mod naive;
 mod pair;
+pub mod path;
 pub mod positions;
 mod score;
 mod sweep;

@@ -4,7 +4,7 @@ use actpatch_model::{BaseRun, HookedTransformer};
 
 use crate::{
     fast, naive, Baselines, CellIndex, CellResult, DirectedPair, Direction, MetricSet, Pair,
-    PatchKind, Result,
+    PatchKind, PatchingError, Result,
 };
 
 /// How exact patched runs are computed. Both give the same numbers (within 1e-4, the
@@ -70,6 +70,9 @@ impl<'a> PairSweeper<'a> {
         max_rows: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<CellResult>> {
+        if crate::path::is_path(kind) {
+            return Err(PatchingError::NeedsReceivers { kind });
+        }
         match &self.target {
             Some(target) => fast::sweep(
                 self.model, &self.pair, target, kind, cells, max_rows, progress,

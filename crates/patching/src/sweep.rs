@@ -2,6 +2,7 @@
 
 use actpatch_model::{BaseRun, HookedTransformer};
 
+use crate::path::{self, Receivers};
 use crate::{
     fast, naive, Baselines, CellIndex, CellResult, DirectedPair, Direction, MetricSet, Pair,
     PatchKind, PatchingError, Result,
@@ -78,6 +79,27 @@ impl<'a> PairSweeper<'a> {
                 self.model, &self.pair, target, kind, cells, max_rows, progress,
             ),
             None => naive::sweep(self.model, &self.pair, kind, cells, max_rows, progress),
+        }
+    }
+}
+
+impl PairSweeper<'_> {
+    /// Path patching of `senders` (cells of [`PatchKind::Path`] or
+    /// [`PatchKind::PathByPos`], see [`crate::path::Receivers::senders`]) to
+    /// `receivers`, at most `max_rows` senders per batch.
+    pub fn sweep_path(
+        &self,
+        (kind, receivers): (PatchKind, &Receivers),
+        senders: &[CellIndex],
+        max_rows: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<CellResult>> {
+        let what = (kind, receivers);
+        match &self.target {
+            Some(target) => path::fast::sweep(
+                self.model, &self.pair, target, what, senders, max_rows, progress,
+            ),
+            None => path::naive::sweep(self.model, &self.pair, what, senders, max_rows, progress),
         }
     }
 }

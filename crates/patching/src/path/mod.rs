@@ -42,23 +42,32 @@ pub(crate) fn frozen_patches(
     senders: &[CellIndex],
     positions: Option<&[usize]>,
 ) -> Vec<Patch> {
-    let mut patches = Vec::new();
-    for (layer, (target, source)) in target_z.iter().zip(source_z).enumerate() {
-        let point = HookPoint::block(layer, BlockSite::Z);
-        patches.push(Patch::replace(point, target.clone()));
-        let cells: Vec<Cell> = senders
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.layer == layer)
-            .flat_map(|(row, s)| sender_cells(row, s, positions))
-            .collect();
-        if !cells.is_empty() {
-            patches.push(Patch::at_cells(
-                point,
-                PatchValue::Replace(source.clone()),
-                cells,
-            ));
-        }
+    (target_z.iter().zip(source_z).enumerate())
+        .flat_map(|(layer, z)| layer_frozen_patches(layer, z, senders, positions))
+        .collect()
+}
+
+/// The frozen pass's `hook_z` patches of layer `layer` (`z`: the target's and the
+/// source's value there): every head to the target's, then the senders of this layer
+/// to the source's.
+pub(crate) fn layer_frozen_patches(
+    layer: usize,
+    (target, source): (&Tensor, &Tensor),
+    senders: &[CellIndex],
+    positions: Option<&[usize]>,
+) -> Vec<Patch> {
+    let point = HookPoint::block(layer, BlockSite::Z);
+    let mut patches = vec![Patch::replace(point, target.clone())];
+    let cells: Vec<Cell> = (senders.iter().enumerate())
+        .filter(|(_, s)| s.layer == layer)
+        .flat_map(|(row, s)| sender_cells(row, s, positions))
+        .collect();
+    if !cells.is_empty() {
+        patches.push(Patch::at_cells(
+            point,
+            PatchValue::Replace(source.clone()),
+            cells,
+        ));
     }
     patches
 }

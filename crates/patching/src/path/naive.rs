@@ -47,7 +47,8 @@ pub fn sweep(
             Receivers::Logits => pair.scorer.score_run(model, &rows, &frozen)?,
             Receivers::Heads { .. } => {
                 let recorded = record(model, &rows, &frozen, receivers)?;
-                let patches = receivers.patches(&recorded, chunk.len(), 0)?;
+                let layers: Vec<usize> = chunk.iter().map(|s| s.layer).collect();
+                let patches = receivers.patches(&recorded, &layers, 0)?;
                 pair.scorer.score_run(model, &rows, &patches)?
             }
         };

@@ -157,13 +157,15 @@ impl Receivers {
         }
     }
 
-    /// The second pass's patches: every receiver's recorded value on each of `rows`
-    /// rows (`recorded` holds `[rows, pos, head, d_head]` at [`Receivers::points`];
-    /// `offset` is subtracted from the positions, for passes over a later span).
+    /// The second pass's patches: on each row, the recorded value of every receiver
+    /// after that row's sender (`sender_layers[row]`; a receiver at or before it
+    /// records the target run's own value, so patching it would change nothing).
+    /// `recorded` holds `[rows, pos, head, d_head]` at [`Receivers::points`]; `offset`
+    /// is subtracted from the positions, for passes over a later span.
     pub fn patches(
         &self,
         recorded: &ActivationCache,
-        rows: usize,
+        sender_layers: &[usize],
         offset: usize,
     ) -> Result<Vec<Patch>> {
         let Receivers::Heads {
@@ -174,34 +176,29 @@ impl Receivers {
         };
         let mut patches = Vec::new();
         for point in self.points() {
-            let value = recorded.get(point)?;
-            let layer_heads: Vec<usize> = heads
-                .iter()
-                .filter(|h| Some(h.layer) == point.layer())
+            let layer = point.layer().unwrap_or(0);
+            let layer_heads: Vec<usize> = (heads.iter())
+                .filter(|h| h.layer == layer)
                 .map(|h| h.head)
                 .collect();
             let mut cells = Vec::new();
-            for row in 0..rows {
+            for (row, _) in (sender_layers.iter().enumerate()).filter(|(_, l)| **l < layer) {
                 for head in &layer_heads {
+                    let cell = |position| Cell {
+                        row,
+                        position,
+                        head: Some(*head),
+                    };
                     match positions {
-                        None => cells.push(Cell {
-                            row,
-                            position: None,
-                            head: Some(*head),
-                        }),
-                        Some(list) => cells.extend(list.iter().map(|p| Cell {
-                            row,
-                            position: Some(p - offset),
-                            head: Some(*head),
-                        })),
+                        None => cells.push(cell(None)),
+                        Some(list) => cells.extend(list.iter().map(|p| cell(Some(p - offset)))),
                     }
                 }
             }
-            patches.push(Patch::at_cells(
-                point,
-                PatchValue::Replace(value.clone()),
-                cells,
-            ));
+            if !cells.is_empty() {
+                let value = recorded.get(point)?.clone();
+                patches.push(Patch::at_cells(point, PatchValue::Replace(value), cells));
+            }
         }
         Ok(patches)
     }

@@ -5,12 +5,15 @@
 //! file's folder.
 
 mod check;
+mod paths;
 mod suggest;
 
 use std::path::PathBuf;
 
 use actpatch_patching::{Align, Direction, MetricSet, PatchKind};
 use serde::Deserialize;
+
+pub use paths::{HeadRef, PathSpec, ReceiverKind, ReceiverPositions};
 
 /// A whole experiment file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -107,6 +110,9 @@ pub struct SweepSpec {
     /// `"denoising"` (default), `"noising"` or `"both"`.
     #[serde(default)]
     pub direction: DirectionSpec,
+    /// The receiver sets of the `path` and `path_by_pos` kinds (`[[sweep.paths]]`).
+    #[serde(default)]
+    pub paths: Vec<PathSpec>,
 }
 
 /// Which directions a sweep runs.
@@ -143,6 +149,7 @@ impl Default for SweepSpec {
             positions: Positions::default(),
             metrics: MetricSet::All,
             direction: DirectionSpec::Denoising,
+            paths: Vec::new(),
         }
     }
 }

@@ -13,6 +13,7 @@ mod folder;
 mod partial;
 mod progress;
 mod sweep_pair;
+mod sweep_paths;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -93,6 +94,9 @@ fn validate_all(
     experiment: &Experiment,
     options: &RunOptions,
 ) -> Result<Vec<PairPlan>, RunnerError> {
+    for spec in &experiment.sweep.paths {
+        spec.heads(model.dims()).map_err(RunnerError::Input)?;
+    }
     let mut plans = Vec::new();
     options.say(format!(
         "validating {} pairs (baseline logit differences, answers, alignment)…",
@@ -113,9 +117,34 @@ fn validate_all(
                 }
             }
         }
+        if !plan.reference() {
+            check_receiver_positions(experiment, &plan)?;
+        }
         plans.push(plan);
     }
     Ok(plans)
+}
+
+/// Checks that every listed receiver position of `[[sweep.paths]]` is inside the
+/// pair's patched runs.
+fn check_receiver_positions(experiment: &Experiment, plan: &PairPlan) -> Result<(), RunnerError> {
+    for spec in &experiment.sweep.paths {
+        let Some(list) = spec.positions.list() else {
+            continue;
+        };
+        for direction in experiment.sweep.direction.directions() {
+            let n = plan.target_len(direction);
+            if let Some(bad) = list.iter().find(|p| **p >= n) {
+                return Err(RunnerError::Input(format!(
+                    "[[sweep.paths]] `{}` lists receiver position {bad}, but pair `{}` has {n} tokens in the run {direction} patches (positions 0..={}). Use positions = \"end\" for the final position of every pair.",
+                    spec.label(),
+                    plan.name,
+                    n - 1
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Validates the file and every pair's baselines without sweeping.
@@ -471,9 +500,11 @@ impl SweepContext<'_> {
                 rows.len(),
                 saved.display()
             ));
+            let (results, paths) = results_from_rows(&rows, &saved)?;
             return Ok(SweptPair {
                 plan,
-                results: results_from_rows(&rows, &saved)?,
+                results,
+                paths,
                 skipped: sweep_pair::skipped_kinds(self.experiment, plan),
             });
         }

@@ -5,12 +5,15 @@ use std::io::IsTerminal;
 use std::time::Instant;
 
 use actpatch_model::HookedTransformer;
-use actpatch_patching::{rows_for_budget, CellIndex, Direction, Execution, PairSweeper, PatchKind};
+use actpatch_patching::{
+    path, rows_for_budget, CellIndex, Direction, Execution, PairSweeper, PatchKind,
+};
 use indicatif::ProgressBar;
 
 use crate::experiment::Experiment;
 use crate::options::RunOptions;
 use crate::outputs::SweptPair;
+use crate::run::sweep_paths::{senders, sweep_paths};
 use crate::validate::PairPlan;
 use crate::RunnerError;
 
@@ -58,9 +61,16 @@ pub(crate) fn cell_count(
         .iter()
         .flat_map(|d| {
             let positions = positions(experiment, plan, *d);
-            kinds_of(experiment, plan)
-                .into_iter()
-                .map(move |k| actpatch_patching::cells_of(k, model.dims(), &positions).len())
+            let n_pos = plan.target_len(*d);
+            kinds_of(experiment, plan).into_iter().map(move |k| {
+                if !path::is_path(k) {
+                    return actpatch_patching::cells_of(k, model.dims(), &positions).len();
+                }
+                (experiment.sweep.paths.iter())
+                    .filter_map(|spec| senders(model, spec, k, (n_pos, &positions)).ok())
+                    .map(|(_, cells)| cells.len())
+                    .sum()
+            })
         })
         .sum()
 }
@@ -89,6 +99,7 @@ pub(crate) fn sweep_pair<'p>(
     let rows = rows_for_budget(model.dims(), n_pos, options.max_batch_mib << 20);
     let during = |what: &str| format!("{what} pair `{}`", plan.name);
     let mut results = Vec::new();
+    let mut paths = Vec::new();
     for direction in experiment.sweep.direction.directions() {
         let sweeper = PairSweeper::new(
             model,
@@ -100,7 +111,7 @@ pub(crate) fn sweep_pair<'p>(
             execution,
         )
         .map_err(RunnerError::compute(during("running")))?;
-        for kind in &kinds {
+        for kind in kinds.iter().filter(|k| !path::is_path(**k)) {
             let started = Instant::now();
             let cells: Vec<CellIndex> = sweeper
                 .cells(*kind, experiment.sweep.positions.list())
@@ -122,10 +133,32 @@ pub(crate) fn sweep_pair<'p>(
                 ));
             }
         }
+        if kinds.iter().any(|k| path::is_path(*k)) {
+            let started = Instant::now();
+            let positions = positions(experiment, plan, direction);
+            let mut progress = |n: usize| bar.inc(n as u64);
+            sweep_paths(
+                model,
+                experiment,
+                (&sweeper, direction, &plan.name),
+                (rows, &positions),
+                &mut progress,
+                &mut paths,
+            )?;
+            if !std::io::stderr().is_terminal() {
+                options.say(format!(
+                    "swept {} {direction} path patching ({} receiver sets) in {:.2} s",
+                    plan.name,
+                    experiment.sweep.paths.len(),
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+        }
     }
     Ok(SweptPair {
         plan,
         results,
+        paths,
         skipped: skipped_kinds(experiment, plan),
     })
 }

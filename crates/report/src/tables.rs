@@ -57,6 +57,17 @@ pub struct CellRow {
     pub pair_valid: bool,
 }
 
+impl CellRow {
+    /// The grid the cell belongs to: its kind, or for path patching `path → <receivers>`
+    /// (each receiver set is its own grid).
+    pub fn grid_kind(&self) -> String {
+        match &self.receivers {
+            None => self.kind.clone(),
+            Some(receivers) => format!("{} → {receivers}", self.kind),
+        }
+    }
+}
+
 /// `cells.parquet`, one line per column.
 pub static CELLS: Table<CellRow> = Table {
     file: "cells.parquet",

@@ -228,7 +228,9 @@ pub fn figures(
     }
     let mut made = Vec::new();
     for ((concept, pair, direction, kind_name), group) in groups {
-        let Some(kind) = PatchKind::from_name(kind_name) else {
+        // A path grid is `path → <receivers>`: drawn on the axes of its kind.
+        let base = kind_name.split(" → ").next().unwrap_or(kind_name);
+        let Some(kind) = PatchKind::from_name(base) else {
             continue; // a kind this version does not know: no axes to draw it on
         };
         let n_pos = group

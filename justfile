@@ -44,6 +44,7 @@ fetch-smollm2:
 test-real:
     cargo test -p actpatch-model --test real_smollm2 --test gguf_tokenizer -- --ignored
     cargo test -p actpatch-runner --test real_smollm2 -- --ignored
+    cargo test -p actpatch-patching --test real_smollm2_paths -- --ignored
 
 # Formatting and lints, as CI should see them.
 lint:

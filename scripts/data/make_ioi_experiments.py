@@ -16,9 +16,11 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 COMMON = """
+# Noising, as the paper's path patching: the ABC run's values patched into the clean run
+# (a sender that matters pulls the normalized logit difference down from 1).
 [sweep]
 kinds = ["head_out", "path"]
-direction = "both"
+direction = "noising"
 metrics = "logit_diff"
 
 [[sweep.paths]]
@@ -76,9 +78,11 @@ prepend_bos = true
 # scripts/data/make_ioi_experiments.py); templates differ in length, so receiver
 # positions are "end" (the final position of each pair).
 #
-# The q/k/v receivers are the three heads this file's own logits path patching ranks
+# The q receivers are the three heads this file's own logits path patching ranks
 # highest (largest mean |normalized effect| over the passing pairs, noising direction):
 # {ranking}
+# The k and v receivers are their key/value heads (9 query heads share 3 key/value
+# heads in SmolLM2; query head h reads key/value head h // 3).
 # What the run finds is in the README ("Path patching").
 # Run with `just run experiments/smollm2/ioi.toml`.
 
@@ -92,6 +96,9 @@ prepend_bos = true
 """,
         "who": "top logit heads",
         "heads": None,  # from scripts/data/ioi_smollm2_top_heads.json
+        # 9 query heads share 3 key/value heads: k and v receivers are the key/value
+        # heads of the top heads (query head h reads key/value head h // 3).
+        "kv_group": 3,
     },
 }
 
@@ -111,8 +118,17 @@ def main():
             ranking = "; ".join(f"{h['head']} (mean {h['mean']:+.3f})" for h in top["heads"])
             header = header.replace("{ranking}", f"{ranking}, from {top['run']}.")
         quoted = ", ".join(toml_string(h) for h in heads)
-        receivers = "".join(
-            RECEIVERS.format(who=spec["who"], input=i, heads=quoted) for i in ("q", "k", "v")
+        group = spec.get("kv_group", 1)
+        kv_heads = []
+        for h in heads:
+            layer, head = h.split(".")
+            kv = f"{layer}.{int(head) // group}"
+            if kv not in kv_heads:
+                kv_heads.append(kv)
+        kv_quoted = ", ".join(toml_string(h) for h in kv_heads)
+        kv_who = spec["who"] if group == 1 else spec["who"] + " (key/value heads)"
+        receivers = RECEIVERS.format(who=spec["who"], input="q", heads=quoted) + "".join(
+            RECEIVERS.format(who=kv_who, input=i, heads=kv_quoted) for i in ("k", "v")
         )
         text = header + COMMON.format(receivers=receivers)
         for r in rows:

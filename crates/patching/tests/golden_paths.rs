@@ -158,3 +158,95 @@ fn fast_path_patching_equals_transformer_lens_on_gpt2() {
 fn fast_path_patching_equals_transformer_lens_on_llama() {
     check_fixture("tiny-llama", Method::Fast);
 }
+
+/// Pairs of different token lengths (aligned at the start or the end): the fast path
+/// equals the naive passes for both path kinds, every receiver form, both directions.
+fn check_misaligned(name: &str) {
+    let model = HookedTransformer::from_dir(fixture(name)).unwrap();
+    let n_heads = model.dims().n_heads;
+    let n_kv = model.dims().n_kv_heads;
+    for align in [Align::Start, Align::End] {
+        let pair = Pair::from_prompts(
+            &model,
+            "The Colosseum is in",
+            "The Champs Elysees is in",
+            [" Rome", " Paris"],
+            align,
+        )
+        .unwrap();
+        let baselines = pair.baselines(&model).unwrap();
+        for direction in Direction::BOTH {
+            let directed = DirectedPair::new(
+                &model,
+                &pair,
+                &baselines,
+                direction,
+                &[PatchKind::Path],
+                MetricSet::All,
+            )
+            .unwrap();
+            let n_pos = directed.target_tokens.len();
+            let sets = [
+                Receivers::Logits,
+                Receivers::Heads {
+                    input: ReceiverInput::Q,
+                    heads: vec![ReceiverHead {
+                        layer: 1,
+                        head: n_heads - 1,
+                    }],
+                    positions: Some(vec![n_pos - 1]),
+                },
+                Receivers::Heads {
+                    input: ReceiverInput::K,
+                    heads: (0..n_kv)
+                        .map(|head| ReceiverHead { layer: 1, head })
+                        .collect(),
+                    positions: Some(vec![2, n_pos - 2]),
+                },
+            ];
+            let target = path::fast::target_run(&model, &directed).unwrap();
+            for receivers in &sets {
+                for kind in [PatchKind::Path, PatchKind::PathByPos] {
+                    let senders = receivers.senders(kind, model.dims(), &directed.positions(None));
+                    let what = (kind, receivers);
+                    let fast = path::fast::sweep(
+                        &model,
+                        &directed,
+                        &target,
+                        what,
+                        &senders,
+                        4,
+                        &mut |_| {},
+                    )
+                    .unwrap();
+                    let naive =
+                        path::naive::sweep(&model, &directed, what, &senders, 3, &mut |_| {})
+                            .unwrap();
+                    assert_eq!(fast.len(), senders.len());
+                    for (f, n) in fast.iter().zip(&naive) {
+                        let gap = (f.metrics.normalized_logit_diff
+                            - n.metrics.normalized_logit_diff)
+                            .abs();
+                        assert!(
+                            gap < 1e-4,
+                            "{name} {align:?} {direction} {kind} {receivers} {:?}: fast {} naive {}",
+                            f.index,
+                            f.metrics.normalized_logit_diff,
+                            n.metrics.normalized_logit_diff
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_equals_naive_on_misaligned_pairs_gpt2() {
+    check_misaligned("tiny-gpt2");
+}
+
+#[test]
+fn fast_equals_naive_on_misaligned_pairs_llama() {
+    check_misaligned("tiny-llama");
+}

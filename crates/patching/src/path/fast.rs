@@ -91,7 +91,7 @@ pub fn sweep(
     let mut metrics: Vec<Option<CellMetrics>> = vec![None; senders.len()];
     let mut order: Vec<usize> = Vec::new();
     for (i, sender) in senders.iter().enumerate() {
-        match pass.reaches_span(sender) {
+        match receivers.reaches(sender.layer) && pass.reaches_span(sender) {
             true => order.push(i),
             false => metrics[i] = Some(unpatched),
         }

@@ -134,25 +134,15 @@ pub(crate) fn sweep_pair<'p>(
             }
         }
         if kinds.iter().any(|k| path::is_path(*k)) {
-            let started = Instant::now();
             let positions = positions(experiment, plan, direction);
-            let mut progress = |n: usize| bar.inc(n as u64);
+            let how = (rows, positions.as_slice(), options, bar);
             sweep_paths(
                 model,
                 experiment,
-                (&sweeper, direction, &plan.name),
-                (rows, &positions),
-                &mut progress,
+                (&sweeper, direction, plan),
+                how,
                 &mut paths,
             )?;
-            if !std::io::stderr().is_terminal() {
-                options.say(format!(
-                    "swept {} {direction} path patching ({} receiver sets) in {:.2} s",
-                    plan.name,
-                    experiment.sweep.paths.len(),
-                    started.elapsed().as_secs_f64()
-                ));
-            }
         }
     }
     Ok(SweptPair {

@@ -1,11 +1,17 @@
 //! Path patching of one pair and direction: every path kind of the experiment to
 //! every receiver set of `[[sweep.paths]]`, each its own grid.
 
+use std::io::IsTerminal;
+use std::time::Instant;
+
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{path, CellIndex, Direction, PairSweeper, PatchKind};
+use indicatif::ProgressBar;
 
 use crate::experiment::Experiment;
+use crate::options::RunOptions;
 use crate::outputs::PathResults;
+use crate::validate::PairPlan;
 use crate::RunnerError;
 
 /// The sender cells of `kind` to receiver set `spec` in a patched run of `n_pos`
@@ -21,17 +27,18 @@ pub(crate) fn senders(
     Ok((receivers, senders))
 }
 
-/// Sweeps every path kind to every receiver set for one direction, adding each set's
-/// cells to `out` (one entry per set, in file order).
+/// Sweeps every path kind to every receiver set for one direction of `plan`, adding
+/// each set's cells to `out` (one entry per set, in file order).
 pub(crate) fn sweep_paths(
     model: &HookedTransformer,
     experiment: &Experiment,
-    (sweeper, direction, pair_name): (&PairSweeper, Direction, &str),
-    (rows, positions): (usize, &[usize]),
-    progress: &mut dyn FnMut(usize),
+    (sweeper, direction, plan): (&PairSweeper, Direction, &PairPlan),
+    (rows, positions, options, bar): (usize, &[usize], &RunOptions, &ProgressBar),
     out: &mut Vec<PathResults>,
 ) -> Result<(), RunnerError> {
+    let started = Instant::now();
     let n_pos = sweeper.directed().target_tokens.len();
+    let mut progress = |n: usize| bar.inc(n as u64);
     let kinds = (experiment.sweep.kinds.iter()).filter(|k| path::is_path(**k));
     for kind in kinds {
         for spec in &experiment.sweep.paths {
@@ -39,9 +46,10 @@ pub(crate) fn sweep_paths(
             let (receivers, cells) =
                 senders(model, spec, *kind, (n_pos, positions)).map_err(RunnerError::Input)?;
             let swept = sweeper
-                .sweep_path((*kind, &receivers), &cells, rows, progress)
+                .sweep_path((*kind, &receivers), &cells, rows, &mut progress)
                 .map_err(RunnerError::compute(format!(
-                    "path patching ({direction} {kind} to `{label}`) of pair `{pair_name}`"
+                    "path patching ({direction} {kind} to `{label}`) of pair `{}`",
+                    plan.name
                 )))?;
             match out.iter_mut().find(|p| p.label == label) {
                 Some(entry) => entry.results.extend(swept),
@@ -51,6 +59,14 @@ pub(crate) fn sweep_paths(
                 }),
             }
         }
+    }
+    if !std::io::stderr().is_terminal() {
+        options.say(format!(
+            "swept {} {direction} path patching ({} receiver sets) in {:.2} s",
+            plan.name,
+            experiment.sweep.paths.len(),
+            started.elapsed().as_secs_f64()
+        ));
     }
     Ok(())
 }

@@ -228,8 +228,7 @@ pub fn figures(
     }
     let mut made = Vec::new();
     for ((concept, pair, direction, kind_name), group) in groups {
-        // A path grid is `path → <receivers>`: drawn on the axes of its kind.
-        let base = kind_name.split(" → ").next().unwrap_or(kind_name);
+        let base = kind_name.split(" → ").next().unwrap_or(kind_name); // path → <receivers>
         let Some(kind) = PatchKind::from_name(base) else {
             continue; // a kind this version does not know: no axes to draw it on
         };

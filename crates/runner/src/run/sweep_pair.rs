@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{
-    path, rows_for_budget, CellIndex, Direction, Execution, PairSweeper, PatchKind,
+    path, rows_for_budget, CellIndex, CellResult, Direction, Execution, PairSweeper, PatchKind,
+    SweepBatch,
 };
 use indicatif::ProgressBar;
 
@@ -75,6 +76,38 @@ pub(crate) fn cell_count(
         .sum()
 }
 
+/// The cells of `kind` swept for `plan` in `direction`, in table order.
+pub(crate) fn cells(
+    experiment: &Experiment,
+    model: &HookedTransformer,
+    plan: &PairPlan,
+    (direction, kind): (Direction, PatchKind),
+) -> Vec<CellIndex> {
+    actpatch_patching::cells_of(kind, model.dims(), &positions(experiment, plan, direction))
+}
+
+/// The kinds swept for `plan` in batches (every kind but the path kinds, which
+/// sharded runs refuse), in the experiment's order.
+pub(crate) fn swept_kinds(experiment: &Experiment, plan: &PairPlan) -> Vec<PatchKind> {
+    (kinds_of(experiment, plan).into_iter())
+        .filter(|k| !path::is_path(*k))
+        .collect()
+}
+
+/// One batch of one pair's sweep: the unit sharded runs divide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct BatchKey {
+    /// The pair's index in the experiment.
+    pub pair: usize,
+    pub direction: Direction,
+    pub kind: PatchKind,
+    /// The batch's number among those of (pair, direction, kind).
+    pub batch: usize,
+}
+
+/// Which batches of a pair's sweep to run.
+pub(crate) type KeepBatch<'k> = &'k dyn Fn(BatchKey) -> bool;
+
 /// Sweeps `plan` with every kind and direction of the experiment.
 pub(crate) fn sweep_pair<'p>(
     model: &HookedTransformer,
@@ -83,6 +116,111 @@ pub(crate) fn sweep_pair<'p>(
     options: &RunOptions,
     bar: &ProgressBar,
 ) -> Result<SweptPair<'p>, RunnerError> {
+    sweep_pair_batches(model, experiment, plan, (options, &|_| true), bar)
+}
+
+/// The batches of `plan`'s sweep, in the order a whole sweep runs them, with their
+/// estimated costs. Path kinds have no batches: sharded runs refuse them
+/// ([`super::shard`]).
+pub(crate) fn pair_batches(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    plan: &PairPlan,
+    options: &RunOptions,
+) -> Result<Vec<(BatchKey, SweepBatch)>, RunnerError> {
+    let mut batches = Vec::new();
+    let mut each_kind = |sweeper: &PairSweeper, kind, rows| -> Result<(), RunnerError> {
+        let direction = sweeper.directed().direction;
+        let during = format!("planning pair `{}`", plan.name);
+        let cells = (sweeper.cells(kind, experiment.sweep.positions.list()))
+            .map_err(RunnerError::compute(during.clone()))?;
+        let planned =
+            (sweeper.batches(kind, &cells, rows)).map_err(RunnerError::compute(during))?;
+        batches.extend(planned.iter().enumerate().map(|(batch, b)| {
+            let key = BatchKey {
+                pair: plan.index,
+                direction,
+                kind,
+                batch,
+            };
+            (key, *b)
+        }));
+        Ok(())
+    };
+    let mut no_paths = |_: &PairSweeper, _: usize| -> Result<(), RunnerError> { Ok(()) };
+    for_each_kind(
+        model,
+        experiment,
+        plan,
+        options,
+        (&mut each_kind, &mut no_paths),
+    )?;
+    Ok(batches)
+}
+
+/// Sweeps the batches of `plan` that `keep` selects (the results of the others'
+/// cells are left out), then its path kinds whole (only unsharded runs have them).
+pub(crate) fn sweep_pair_batches<'p>(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    plan: &'p PairPlan,
+    (options, keep): (&RunOptions, KeepBatch),
+    bar: &ProgressBar,
+) -> Result<SweptPair<'p>, RunnerError> {
+    let mut results = Vec::new();
+    let mut each_kind = |sweeper: &PairSweeper, kind, rows| -> Result<(), RunnerError> {
+        results.extend(sweep_kind(
+            (sweeper, experiment, plan, options),
+            (kind, rows),
+            keep,
+            bar,
+        )?);
+        Ok(())
+    };
+    let mut paths = Vec::new();
+    let mut each_paths = |sweeper: &PairSweeper, rows: usize| {
+        let direction = sweeper.directed().direction;
+        let positions = positions(experiment, plan, direction);
+        let how = (rows, positions.as_slice(), options, bar);
+        sweep_paths(
+            model,
+            experiment,
+            (sweeper, direction, plan),
+            how,
+            &mut paths,
+        )
+    };
+    for_each_kind(
+        model,
+        experiment,
+        plan,
+        options,
+        (&mut each_kind, &mut each_paths),
+    )?;
+    Ok(SweptPair {
+        plan,
+        results,
+        paths,
+        skipped: skipped_kinds(experiment, plan),
+    })
+}
+
+/// What [`for_each_kind`] calls per direction: once per kind that is not a path kind,
+/// then once for all path kinds (when there are any), with the rows per batch.
+type EachKind<'e> = (
+    &'e mut dyn FnMut(&PairSweeper, PatchKind, usize) -> Result<(), RunnerError>,
+    &'e mut dyn FnMut(&PairSweeper, usize) -> Result<(), RunnerError>,
+);
+
+/// Calls `each` with the sweeper of every direction of `plan` and every kind swept,
+/// with the rows per batch.
+fn for_each_kind(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    plan: &PairPlan,
+    options: &RunOptions,
+    (each, each_paths): EachKind,
+) -> Result<(), RunnerError> {
     let Some((pair, baselines)) = plan.sweepable() else {
         return Err(RunnerError::Input(format!(
             "pair `{}` cannot be swept: {}",
@@ -97,9 +235,6 @@ pub(crate) fn sweep_pair<'p>(
     let kinds = kinds_of(experiment, plan);
     let n_pos = plan.corrupted_tokens.len().max(plan.clean_tokens.len());
     let rows = rows_for_budget(model.dims(), n_pos, options.max_batch_mib << 20);
-    let during = |what: &str| format!("{what} pair `{}`", plan.name);
-    let mut results = Vec::new();
-    let mut paths = Vec::new();
     for direction in experiment.sweep.direction.directions() {
         let sweeper = PairSweeper::new(
             model,
@@ -110,45 +245,57 @@ pub(crate) fn sweep_pair<'p>(
             experiment.sweep.metrics,
             execution,
         )
-        .map_err(RunnerError::compute(during("running")))?;
+        .map_err(RunnerError::compute(format!(
+            "running pair `{}`",
+            plan.name
+        )))?;
         for kind in kinds.iter().filter(|k| !path::is_path(**k)) {
-            let started = Instant::now();
-            let cells: Vec<CellIndex> = sweeper
-                .cells(*kind, experiment.sweep.positions.list())
-                .map_err(RunnerError::compute(during("planning")))?;
-            let mut progress = |n: usize| bar.inc(n as u64);
-            let swept =
-                sweeper
-                    .sweep(*kind, &cells, rows, &mut progress)
-                    .map_err(RunnerError::compute(during(&format!(
-                        "sweeping {direction} {kind} of"
-                    ))))?;
-            results.extend(swept);
-            if !std::io::stderr().is_terminal() {
-                options.say(format!(
-                    "swept {} {direction} {kind}: {} cells in {:.2} s",
-                    plan.name,
-                    cells.len(),
-                    started.elapsed().as_secs_f64()
-                ));
-            }
+            each(&sweeper, *kind, rows)?;
         }
         if kinds.iter().any(|k| path::is_path(*k)) {
-            let positions = positions(experiment, plan, direction);
-            let how = (rows, positions.as_slice(), options, bar);
-            sweep_paths(
-                model,
-                experiment,
-                (&sweeper, direction, plan),
-                how,
-                &mut paths,
-            )?;
+            each_paths(&sweeper, rows)?;
         }
     }
-    Ok(SweptPair {
-        plan,
-        results,
-        paths,
-        skipped: skipped_kinds(experiment, plan),
-    })
+    Ok(())
+}
+
+/// Sweeps the batches of one kind that `keep` selects.
+fn sweep_kind(
+    (sweeper, experiment, plan, options): (&PairSweeper, &Experiment, &PairPlan, &RunOptions),
+    (kind, rows): (PatchKind, usize),
+    keep: KeepBatch,
+    bar: &ProgressBar,
+) -> Result<Vec<CellResult>, RunnerError> {
+    let started = Instant::now();
+    let direction = sweeper.directed().direction;
+    let during = |what: &str| format!("{what} pair `{}`", plan.name);
+    let cells: Vec<CellIndex> = sweeper
+        .cells(kind, experiment.sweep.positions.list())
+        .map_err(RunnerError::compute(during("planning")))?;
+    let key = |batch| BatchKey {
+        pair: plan.index,
+        direction,
+        kind,
+        batch,
+    };
+    let mut progress = |n: usize| bar.inc(n as u64);
+    let swept = sweeper
+        .sweep_batches(
+            kind,
+            &cells,
+            (rows, &|batch| keep(key(batch))),
+            &mut progress,
+        )
+        .map_err(RunnerError::compute(during(&format!(
+            "sweeping {direction} {kind} of"
+        ))))?;
+    if !std::io::stderr().is_terminal() && !swept.is_empty() {
+        options.say(format!(
+            "swept {} {direction} {kind}: {} cells in {:.2} s",
+            plan.name,
+            swept.len(),
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(swept)
 }

@@ -372,11 +372,6 @@ impl ArchModel for Gemma2 {
         Ok(hooks.at(HookPoint::Embed, (embed * self.embed_scale)?)?) // [batch, pos, d_model]
     }
 
-    /// `W_E` unscaled (`hook_embed` multiplies it by √d_model).
-    fn token_embeddings(&self) -> &Tensor {
-        &self.embed_tokens
-    }
-
     fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
         Frame::causal(start, len, Some(&self.rotary), device)
     }

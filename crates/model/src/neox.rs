@@ -331,10 +331,6 @@ impl ArchModel for Neox {
         Ok(hooks.at(HookPoint::Embed, embed)?) // [batch, pos, d_model]
     }
 
-    fn token_embeddings(&self) -> &Tensor {
-        &self.embed_in
-    }
-
     fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
         Frame::causal(start, len, Some(&self.rotary), device)
     }

@@ -7,7 +7,7 @@ use actpatch_patching::{path, CellIndex, CellResult, Direction, PatchKind};
 use actpatch_report::{FigureSection, Heatmap, ImageFormat, ReportError};
 
 use crate::experiment::{Experiment, FigureFormat};
-use crate::outputs::figures::{heatmap, normalized_cells};
+use crate::outputs::figures::heatmap;
 use crate::outputs::summary::{kind_sentence, top_cells};
 use crate::outputs::SweptPair;
 

@@ -67,15 +67,17 @@ fetch-vocabs:
 test-real:
     cargo test -p actpatch-model --test real_smollm2 --test gguf_tokenizer --test real_qwen25 -- --ignored
     cargo test -p actpatch-runner --test real_smollm2 --test real_concepts -- --ignored
+    cargo test -p actpatch-patching --test real_smollm2_paths -- --ignored
 
 # Formatting and lints, as CI should see them.
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmark the fast sweep against the notebook's loop (release build; a few minutes).
+# Benchmark the fast sweeps against the notebook's loop, then path patching against the tutorial loop (release build; a few minutes).
 bench *args:
     cargo bench -p actpatch-runner --bench sweeps -- {{args}}
+    cargo bench -p actpatch-runner --bench paths -- {{args}}
 
 # Build `actpatch` with CUDA (no GPU or system toolkit needed; CUDA 13.0 from PyPI into .cuda-venv/): target-cuda/, dist/cuda/actpatch, dist/cuda/actpatch.gz, dist/gpu-bundle/actpatch.xz. `--tests` also builds the test executables.
 build-cuda *args:

@@ -34,6 +34,12 @@ pub enum PatchingError {
     #[error("position {position} is outside the patched run's {n_pos} tokens")]
     PositionOutOfRange { position: usize, n_pos: usize },
 
+    #[error("path patching: {reason}")]
+    Receivers { reason: String },
+
+    #[error("`{kind}` needs receivers: sweep it with `path::naive::sweep` or `path::fast::sweep` (in an experiment file, a `[[sweep.paths]]` entry)")]
+    NeedsReceivers { kind: PatchKind },
+
     #[error("internal: cell {cell} of {kind} was not computed")]
     NotComputed { kind: PatchKind, cell: String },
 }

@@ -30,6 +30,11 @@ pub enum PatchKind {
     HeadOutByPos,
     /// Each head's `hook_pattern` (all query positions), by layer × head.
     HeadPattern,
+    /// Path patching: each sender head's `hook_z` (all positions), through the
+    /// receivers of a `[[sweep.paths]]` entry ([`crate::path`]), by layer × head.
+    Path,
+    /// Path patching from each sender head at one position, by layer × head × position.
+    PathByPos,
 }
 
 /// The axes of one kind's cells, besides the layer.
@@ -44,7 +49,7 @@ pub enum CellAxes {
 }
 
 impl PatchKind {
-    pub const ALL: [PatchKind; 8] = [
+    pub const ALL: [PatchKind; 10] = [
         PatchKind::ResidPre,
         PatchKind::ResidMid,
         PatchKind::ResidPost,
@@ -53,6 +58,8 @@ impl PatchKind {
         PatchKind::HeadOut,
         PatchKind::HeadOutByPos,
         PatchKind::HeadPattern,
+        PatchKind::Path,
+        PatchKind::PathByPos,
     ];
 
     /// The name in experiment files and tables.
@@ -66,6 +73,8 @@ impl PatchKind {
             PatchKind::HeadOut => "head_out",
             PatchKind::HeadOutByPos => "head_out_by_pos",
             PatchKind::HeadPattern => "head_pattern",
+            PatchKind::Path => "path",
+            PatchKind::PathByPos => "path_by_pos",
         }
     }
 
@@ -77,7 +86,10 @@ impl PatchKind {
             PatchKind::ResidPost => BlockSite::ResidPost,
             PatchKind::AttnOut => BlockSite::AttnOut,
             PatchKind::MlpOut => BlockSite::MlpOut,
-            PatchKind::HeadOut | PatchKind::HeadOutByPos => BlockSite::Z,
+            PatchKind::HeadOut
+            | PatchKind::HeadOutByPos
+            | PatchKind::Path
+            | PatchKind::PathByPos => BlockSite::Z,
             PatchKind::HeadPattern => BlockSite::Pattern,
         }
     }
@@ -90,8 +102,8 @@ impl PatchKind {
             | PatchKind::ResidPost
             | PatchKind::AttnOut
             | PatchKind::MlpOut => CellAxes::Position,
-            PatchKind::HeadOut | PatchKind::HeadPattern => CellAxes::Head,
-            PatchKind::HeadOutByPos => CellAxes::HeadPosition,
+            PatchKind::HeadOut | PatchKind::HeadPattern | PatchKind::Path => CellAxes::Head,
+            PatchKind::HeadOutByPos | PatchKind::PathByPos => CellAxes::HeadPosition,
         }
     }
 

@@ -49,8 +49,9 @@
 //! Layout: [`kind`] (the named kinds: site and cell axes), [`positions`] (alignment
 //! maps), [`Pair`] and [`Baselines`], [`DirectedPair`] (one direction, ready to
 //! patch; every method starts from it), [`naive`] and [`fast`] (the two exact
-//! sweeps), [`Sweep`] and [`PairSweeper`] (the generic entry points). A new method
-//! (attribution patching, path patching) is one module taking a [`DirectedPair`].
+//! sweeps), [`Sweep`] and [`PairSweeper`] (the generic entry points), [`path`] (path
+//! patching: a sender head's effect through chosen receivers, naive and fast). A new
+//! method is one module taking a [`DirectedPair`].
 
 mod cells;
 mod directed;
@@ -61,6 +62,7 @@ pub mod gaussian;
 pub mod kind;
 pub mod naive;
 mod pair;
+pub mod path;
 pub mod positions;
 mod score;
 mod sweep;

@@ -3,9 +3,10 @@
 use actpatch_model::{BaseRun, HookedTransformer};
 
 use crate::fast::SweepBatch;
+use crate::path::{self, Receivers};
 use crate::{
     fast, naive, Baselines, CellIndex, CellResult, DirectedPair, Direction, MetricSet, Pair,
-    PatchKind, Result,
+    PatchKind, PatchingError, Result,
 };
 
 /// How exact patched runs are computed. Both give the same numbers (within 1e-4, the
@@ -71,6 +72,9 @@ impl<'a> PairSweeper<'a> {
         max_rows: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<CellResult>> {
+        if crate::path::is_path(kind) {
+            return Err(PatchingError::NeedsReceivers { kind });
+        }
         match &self.target {
             Some(target) => fast::sweep(
                 self.model, &self.pair, target, kind, cells, max_rows, progress,
@@ -123,6 +127,27 @@ impl<'a> PairSweeper<'a> {
             )?,
         };
         Ok(selected.into_iter().flatten().collect())
+    }
+}
+
+impl PairSweeper<'_> {
+    /// Path patching of `senders` (cells of [`PatchKind::Path`] or
+    /// [`PatchKind::PathByPos`], see [`crate::path::Receivers::senders`]) to
+    /// `receivers`, at most `max_rows` senders per batch.
+    pub fn sweep_path(
+        &self,
+        (kind, receivers): (PatchKind, &Receivers),
+        senders: &[CellIndex],
+        max_rows: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<CellResult>> {
+        let what = (kind, receivers);
+        match &self.target {
+            Some(target) => path::fast::sweep(
+                self.model, &self.pair, target, what, senders, max_rows, progress,
+            ),
+            None => path::naive::sweep(self.model, &self.pair, what, senders, max_rows, progress),
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub struct CellRow {
     pub pair: String,
     pub model: String,
     pub kind: String,
+    /// Path patching (kinds `path`, `path_by_pos`): the receiver set's label; `None`
+    /// for every other kind.
+    pub receivers: Option<String>,
     /// `"denoising"` (clean into corrupted) or `"noising"` (corrupted into clean).
     pub direction: String,
     pub layer: u32,
@@ -59,6 +62,17 @@ pub struct CellRow {
     pub pair_valid: bool,
 }
 
+impl CellRow {
+    /// The grid the cell belongs to: its kind, or for path patching `path → <receivers>`
+    /// (each receiver set is its own grid).
+    pub fn grid_kind(&self) -> String {
+        match &self.receivers {
+            None => self.kind.clone(),
+            Some(receivers) => format!("{} → {receivers}", self.kind),
+        }
+    }
+}
+
 /// `cells.parquet`, one line per column.
 pub static CELLS: Table<CellRow> = Table {
     file: "cells.parquet",
@@ -69,6 +83,11 @@ pub static CELLS: Table<CellRow> = Table {
         Column::text("pair", |r| &r.pair, |r, v| r.pair = v),
         Column::text("model", |r| &r.model, |r, v| r.model = v),
         Column::text("kind", |r| &r.kind, |r, v| r.kind = v),
+        Column::opt_text(
+            "receivers",
+            |r| r.receivers.as_deref(),
+            |r, v| r.receivers = v,
+        ),
         Column::text("direction", |r| &r.direction, |r, v| r.direction = v),
         Column::u32("layer", |r| r.layer, |r, v| r.layer = v),
         Column::opt_u32("head", |r| r.head, |r, v| r.head = v),

@@ -450,3 +450,78 @@ fn nan_logits_fail_validation_and_are_never_written() {
     let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(report.contains("not finite"));
 }
+
+/// The valid experiment sweeping `path` with the `[[sweep.paths]]` entries `paths`.
+fn with_paths(paths: &str) -> String {
+    valid().replace("[\"resid_pre\"]", "[\"path\"]").replace(
+        "positions = \"all\"\n",
+        &format!("positions = \"all\"\n{paths}"),
+    )
+}
+
+#[test]
+fn path_kind_without_receivers() {
+    bad(
+        "path-no-receivers",
+        &with_paths(""),
+        &["no [[sweep.paths]] entry", "receivers = \"logits\""],
+    );
+}
+
+#[test]
+fn receivers_without_a_path_kind() {
+    bad(
+        "receivers-no-path",
+        &valid().replace(
+            "positions = \"all\"\n",
+            "positions = \"all\"\n\n[[sweep.paths]]\nreceivers = \"logits\"\n",
+        ),
+        &[
+            "neither \"path\" nor \"path_by_pos\"",
+            "add \"path\" to kinds",
+        ],
+    );
+}
+
+#[test]
+fn receiver_head_the_model_lacks() {
+    bad(
+        "receiver-head",
+        &with_paths("\n[[sweep.paths]]\nreceivers = \"q\"\nheads = [\"1.7\"]\n"),
+        &[
+            "receiver head 1.7 does not exist",
+            "layers 0..=1 with 4 heads",
+        ],
+    );
+}
+
+#[test]
+fn receiver_head_not_written_layer_dot_head() {
+    bad(
+        "receiver-head-form",
+        &with_paths("\n[[sweep.paths]]\nreceivers = \"q\"\nheads = [\"L1H2\"]\n"),
+        &["\"L1H2\" is not a head written \"layer.head\""],
+    );
+}
+
+#[test]
+fn receiver_position_outside_a_pair() {
+    bad(
+        "receiver-position",
+        &with_paths("\n[[sweep.paths]]\nreceivers = \"v\"\nlayer = 1\npositions = [9]\n"),
+        &[
+            "receiver position 9",
+            "pair `capital` has 6 tokens",
+            "positions = \"end\"",
+        ],
+    );
+}
+
+#[test]
+fn logits_receivers_take_no_heads() {
+    bad(
+        "logits-heads",
+        &with_paths("\n[[sweep.paths]]\nreceivers = \"logits\"\nlayer = 1\n"),
+        &["receivers = \"logits\" takes no `layer`"],
+    );
+}

@@ -402,3 +402,27 @@ fn two_processes_given_the_same_shard_leave_whole_files() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn path_kinds_refuse_to_shard_before_anything_is_written() {
+    let dir = scratch("paths");
+    let out = dir.join("sharded");
+    let paths = repo().join("tests/fixtures/experiments/tiny_paths.toml");
+    let said = failed(output(run_cmd(&paths, &out, &["--shard", "1/2"], &[])), 2);
+    assert!(
+        said.contains("path patching cannot be sharded") && said.contains("without --shard"),
+        "{said}"
+    );
+    // The same refusal when the shard comes from a Slurm array task.
+    let slurm = [
+        ("SLURM_ARRAY_TASK_ID", "0"),
+        ("SLURM_ARRAY_TASK_COUNT", "2"),
+        ("SLURM_ARRAY_TASK_MIN", "0"),
+        ("SLURM_ARRAY_TASK_MAX", "1"),
+        ("SLURM_ARRAY_JOB_ID", "7"),
+    ];
+    let said = failed(output(run_cmd(&paths, &out, &[], &slurm)), 2);
+    assert!(said.contains("SLURM_ARRAY_TASK_ID"), "{said}");
+    assert!(!out.join("R").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -67,9 +67,16 @@ impl RunFiles {
         notes.extend(baselines.notes);
         let concepts = read_optional(&run_dir.join("concepts.parquet"), &mut notes)?;
         let attribution = read_optional(&run_dir.join("attribution.parquet"), &mut notes)?;
+        // Each receiver set of path patching is its own grid.
+        let cells = (cells.data.into_iter())
+            .map(|c| CellRow {
+                kind: c.grid_kind(),
+                ..c
+            })
+            .collect();
         Ok(RunFiles {
             manifest,
-            cells: cells.data,
+            cells,
             baselines: baselines.data,
             concepts,
             attribution,

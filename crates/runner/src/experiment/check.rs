@@ -8,7 +8,7 @@ use crate::experiment::suggest::suggestion;
 use crate::experiment::{Experiment, PairSpec};
 use crate::RunnerError;
 use actpatch_patching::Align;
-use actpatch_patching::PatchKind;
+use actpatch_patching::{path, PatchKind};
 
 impl Experiment {
     /// Reads and checks an experiment file.
@@ -116,11 +116,39 @@ impl Experiment {
                 statistics.bootstrap, statistics.level
             ));
         }
+        self.check_paths()?;
         if !(self.validate.min_gap.is_finite() && self.validate.min_gap >= 0.0) {
             return Err(format!(
                 "[validate] min_gap = {} must be a number ≥ 0",
                 self.validate.min_gap
             ));
+        }
+        Ok(())
+    }
+
+    /// `[[sweep.paths]]` against the path kinds: each needs the other, labels are unique.
+    fn check_paths(&self) -> Result<(), String> {
+        let path_kinds: Vec<&str> = (self.sweep.kinds.iter())
+            .filter(|k| path::is_path(**k))
+            .map(|k| k.name())
+            .collect();
+        match (path_kinds.is_empty(), self.sweep.paths.is_empty()) {
+            (false, true) => return Err(format!(
+                "[sweep] kinds has {} but there is no [[sweep.paths]] entry: add one per receiver set, e.g.\n  [[sweep.paths]]\n  receivers = \"logits\"",
+                path_kinds.join(" and ")
+            )),
+            (true, false) => return Err(
+                "[[sweep.paths]] is given but [sweep] kinds has neither \"path\" nor \"path_by_pos\": add \"path\" to kinds, or remove the [[sweep.paths]] entries".into()
+            ),
+            _ => {}
+        }
+        let mut labels = HashSet::new();
+        for spec in &self.sweep.paths {
+            spec.check()?;
+            let label = spec.label();
+            if !labels.insert(label.clone()) {
+                return Err(format!("two [[sweep.paths]] entries are labelled `{label}`: labels key the tables and figures, give each a distinct `label`"));
+            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 mod check;
 pub mod datasets;
+mod paths;
 mod suggest;
 pub mod templates;
 
@@ -17,6 +18,7 @@ use actpatch_patching::{Align, Direction, MetricSet, PatchKind};
 use serde::Deserialize;
 
 pub use datasets::DatasetSpec;
+pub use paths::{HeadRef, PathSpec, ReceiverKind, ReceiverPositions};
 pub use templates::TemplateSpec;
 
 /// A whole experiment file.
@@ -166,6 +168,9 @@ pub struct SweepSpec {
     /// `"denoising"` (default), `"noising"` or `"both"`.
     #[serde(default)]
     pub direction: DirectionSpec,
+    /// The receiver sets of the `path` and `path_by_pos` kinds (`[[sweep.paths]]`).
+    #[serde(default)]
+    pub paths: Vec<PathSpec>,
 }
 
 /// Which directions a sweep runs.
@@ -202,6 +207,7 @@ impl Default for SweepSpec {
             positions: Positions::default(),
             metrics: MetricSet::All,
             direction: DirectionSpec::Denoising,
+            paths: Vec::new(),
         }
     }
 }

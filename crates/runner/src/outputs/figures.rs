@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use actpatch_report::Heatmap;
 
-use actpatch_patching::{CellIndex, CellResult, PatchKind};
+use actpatch_patching::{CellIndex, PatchKind};
 
 /// Row and column of a cell in its kind's figure.
 fn row_col(kind: PatchKind, cell: &CellIndex) -> ((usize, Option<usize>), usize) {
@@ -71,15 +71,6 @@ pub fn heatmap(
         colorbar_label: "normalized logit diff".into(),
         faded: Vec::new(),
     }
-}
-
-/// The cells of `kind` from `results` as (index, normalized logit difference).
-pub fn normalized_cells(results: &[CellResult], kind: PatchKind) -> Vec<(CellIndex, f64)> {
-    results
-        .iter()
-        .filter(|r| r.kind == kind)
-        .map(|r| (r.index, r.metrics.normalized_logit_diff))
-        .collect()
 }
 
 #[cfg(test)]

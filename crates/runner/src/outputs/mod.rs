@@ -20,10 +20,20 @@ use crate::validate::PairPlan;
 pub(crate) use figures::heatmap;
 pub use rows::cell_rows;
 
+/// One receiver set's cells for one pair (every path kind and direction).
+#[derive(Debug, Clone)]
+pub struct PathResults {
+    /// The receiver set's label (`[[sweep.paths]]` `label`, or its default).
+    pub label: String,
+    pub results: Vec<CellResult>,
+}
+
 /// A pair's sweep results.
 pub struct SweptPair<'a> {
     pub plan: &'a PairPlan,
     pub results: Vec<CellResult>,
+    /// Path-patching cells, one entry per receiver set (`[[sweep.paths]]`).
+    pub paths: Vec<PathResults>,
     /// Kinds not swept for this pair, with why.
     pub skipped: Vec<String>,
 }

@@ -17,7 +17,10 @@ pub fn cell_rows(
     let mut rows = Vec::new();
     for pair in swept {
         let plan = pair.plan;
-        for r in &pair.results {
+        let plain = pair.results.iter().map(|r| (r, None));
+        let paths = (pair.paths.iter())
+            .flat_map(|p| p.results.iter().map(move |r| (r, Some(p.label.clone()))));
+        for (r, receivers) in plain.chain(paths) {
             let token = (r.index.position)
                 .and_then(|p| pair.clean_position(r.direction, p))
                 .and_then(|c| plan.clean_str.get(c).cloned());
@@ -28,6 +31,7 @@ pub fn cell_rows(
                 pair: plan.name.clone(),
                 model: model.source().to_string(),
                 kind: r.kind.name().to_string(),
+                receivers,
                 direction: r.direction.name().to_string(),
                 layer: r.index.layer as u32,
                 head: r.index.head.map(|h| h as u32),

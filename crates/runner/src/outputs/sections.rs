@@ -3,13 +3,73 @@
 
 use std::path::Path;
 
-use actpatch_patching::{CellResult, Direction, PatchKind};
+use actpatch_patching::{path, CellIndex, CellResult, Direction, PatchKind};
 use actpatch_report::{FigureSection, Heatmap, ImageFormat, ReportError};
 
 use crate::experiment::{Experiment, FigureFormat};
-use crate::outputs::figures::{heatmap, normalized_cells};
+use crate::outputs::figures::heatmap;
 use crate::outputs::summary::{kind_sentence, top_cells};
 use crate::outputs::SweptPair;
+
+/// One grid of a run: a patch kind and, for path patching, its receiver set.
+#[derive(Debug, Clone, Copy)]
+struct GridKey<'a> {
+    kind: PatchKind,
+    receivers: Option<&'a str>,
+}
+
+impl GridKey<'_> {
+    /// Every grid the experiment asks for: its plain kinds, then each path kind to
+    /// each receiver set (`labels`).
+    fn all<'a>(kinds: &[PatchKind], labels: &'a [String]) -> Vec<GridKey<'a>> {
+        let plain = (kinds.iter())
+            .filter(|k| !path::is_path(**k))
+            .map(|k| GridKey {
+                kind: *k,
+                receivers: None,
+            });
+        let paths = (kinds.iter()).filter(|k| path::is_path(**k)).flat_map(|k| {
+            labels.iter().map(|l| GridKey {
+                kind: *k,
+                receivers: Some(l.as_str()),
+            })
+        });
+        plain.chain(paths).collect()
+    }
+
+    /// The pair's results of this grid in `direction`.
+    fn results(&self, pair: &SweptPair, direction: Direction) -> Vec<CellResult> {
+        let all = match self.receivers {
+            None => &pair.results,
+            Some(label) => match pair.paths.iter().find(|p| p.label == label) {
+                Some(p) => &p.results,
+                None => return Vec::new(),
+            },
+        };
+        (all.iter())
+            .filter(|r| r.direction == direction && r.kind == self.kind)
+            .copied()
+            .collect()
+    }
+
+    /// `head_out`, or `path → logits`.
+    fn name(&self) -> String {
+        match self.receivers {
+            None => self.kind.name().to_string(),
+            Some(label) => format!("{} → {label}", self.kind),
+        }
+    }
+
+    /// The grid's heatmap; path grids name their axes as senders.
+    fn heatmap(&self, cells: &[(CellIndex, f64)], labels: &[String], title: String) -> Heatmap {
+        let mut map = heatmap(self.kind, cells, labels, title);
+        if self.receivers.is_some() {
+            map.y_label = format!("sender {}", map.y_label);
+            map.x_label = format!("sender {}", map.x_label);
+        }
+        map
+    }
+}
 
 /// Everything drawn for the report.
 pub(crate) struct Drawn {
@@ -65,12 +125,14 @@ pub(crate) fn draw_all(
         notes: Vec::new(),
     };
     let formats = &experiment.output.formats;
+    let labels: Vec<String> = experiment.sweep.paths.iter().map(|p| p.label()).collect();
+    let grids = GridKey::all(&experiment.sweep.kinds, &labels);
     for pair in swept {
         for direction in experiment.sweep.direction.directions() {
             let grid = PairGrids {
                 pair,
                 direction,
-                kinds: &experiment.sweep.kinds,
+                grids: &grids,
             };
             grid.draw(n_layers, (run_dir, formats), &mut drawn)?;
         }
@@ -82,7 +144,7 @@ pub(crate) fn draw_all(
 struct PairGrids<'a> {
     pair: &'a SweptPair<'a>,
     direction: Direction,
-    kinds: &'a [PatchKind],
+    grids: &'a [GridKey<'a>],
 }
 
 impl PairGrids<'_> {
@@ -95,21 +157,24 @@ impl PairGrids<'_> {
     ) -> Result<(), ReportError> {
         let (pair, direction) = (self.pair, self.direction);
         let labels = pair.labels(direction);
-        let results: Vec<CellResult> = (pair.results.iter())
-            .filter(|r| r.direction == direction)
-            .copied()
-            .collect();
-        let kinds = (self.kinds.iter()).filter(|k| results.iter().any(|r| r.kind == **k));
-        for (i, kind) in kinds.enumerate() {
-            let cells = normalized_cells(&results, *kind);
+        let mut first = true;
+        for grid in self.grids {
+            let results = grid.results(pair, direction);
+            if results.is_empty() {
+                continue;
+            }
+            let cells: Vec<(CellIndex, f64)> = (results.iter())
+                .map(|r| (r.index, r.metrics.normalized_logit_diff))
+                .collect();
             let name = &pair.plan.name;
-            let title = format!("{} · {name} · {direction} · {kind}", pair.plan.spec.concept);
-            let map = heatmap(*kind, &cells, &labels, title.clone());
-            let stem = format!("{name}_{direction}_{kind}");
+            let what = grid.name();
+            let title = format!("{} · {name} · {direction} · {what}", pair.plan.spec.concept);
+            let map = grid.heatmap(&cells, &labels, title.clone());
+            let stem = format!("{name}_{direction}_{what}");
             if let Some(image) = save_figure(run_dir, &stem, &map, formats)? {
-                let details = match i {
-                    0 => top_cells(&results, &labels, 10),
-                    _ => Vec::new(),
+                let details = match std::mem::take(&mut first) {
+                    true => top_cells(&results, &labels, 10),
+                    false => Vec::new(),
                 };
                 drawn.figures.push(FigureSection {
                     heading: title,
@@ -118,7 +183,7 @@ impl PairGrids<'_> {
                 });
             }
             let label = format!("{name} ({direction})");
-            if let Some(line) = kind_sentence(&label, *kind, &cells, &labels, n_layers) {
+            if let Some(line) = kind_sentence(&label, &what, &cells, &labels, n_layers) {
                 drawn.summary.push(line);
             }
         }

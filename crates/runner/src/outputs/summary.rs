@@ -54,11 +54,11 @@ fn optional(value: Option<f64>) -> String {
 /// One sentence about a kind's grid (see [`actpatch_report::summary::kind_sentence`]).
 pub fn kind_sentence(
     pair: &str,
-    kind: PatchKind,
+    kind: &str,
     cells: &[(CellIndex, f64)],
     labels: &[String],
     n_layers: usize,
 ) -> Option<String> {
     let spots: Vec<(Spot, f64)> = cells.iter().map(|(c, v)| (spot(c), *v)).collect();
-    summary::kind_sentence(pair, kind.name(), &spots, labels, n_layers)
+    summary::kind_sentence(pair, kind, &spots, labels, n_layers)
 }

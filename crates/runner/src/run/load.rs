@@ -73,6 +73,9 @@ pub(super) fn validate_all(
     experiment: &Experiment,
     options: &RunOptions,
 ) -> Result<Vec<PairPlan>, RunnerError> {
+    for spec in &experiment.sweep.paths {
+        spec.heads(model.dims()).map_err(RunnerError::Input)?;
+    }
     let mut plans = Vec::new();
     options.say(format!(
         "validating {} pairs (baseline logit differences, answers, alignment)…",
@@ -93,9 +96,34 @@ pub(super) fn validate_all(
                 }
             }
         }
+        if !plan.reference() {
+            check_receiver_positions(experiment, &plan)?;
+        }
         plans.push(plan);
     }
     Ok(plans)
+}
+
+/// Checks that every listed receiver position of `[[sweep.paths]]` is inside the
+/// pair's patched runs.
+fn check_receiver_positions(experiment: &Experiment, plan: &PairPlan) -> Result<(), RunnerError> {
+    for spec in &experiment.sweep.paths {
+        let Some(list) = spec.positions.list() else {
+            continue;
+        };
+        for direction in experiment.sweep.direction.directions() {
+            let n = plan.target_len(direction);
+            if let Some(bad) = list.iter().find(|p| **p >= n) {
+                return Err(RunnerError::Input(format!(
+                    "[[sweep.paths]] `{}` lists receiver position {bad}, but pair `{}` has {n} tokens in the run {direction} patches (positions 0..={}). Use positions = \"end\" for the final position of every pair.",
+                    spec.label(),
+                    plan.name,
+                    n - 1
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Validates the file and every pair's baselines without sweeping.

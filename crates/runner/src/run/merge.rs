@@ -273,9 +273,11 @@ fn swept_from_parts<'p>(
             }
         }
     }
+    let (results, paths) = results_from_rows(&rows, Path::new("cells/"))?;
     Ok(SweptPair {
         plan,
-        results: results_from_rows(&rows, Path::new("cells/"))?,
+        results,
+        paths,
         skipped: skipped_kinds(experiment, plan),
     })
 }

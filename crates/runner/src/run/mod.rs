@@ -16,6 +16,7 @@ mod partial;
 mod progress;
 mod shard;
 mod sweep_pair;
+mod sweep_paths;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -412,9 +413,11 @@ impl SweepContext<'_> {
                 rows.len(),
                 saved.display()
             ));
+            let (results, paths) = results_from_rows(&rows, &saved)?;
             return Ok(SweptPair {
                 plan,
-                results: results_from_rows(&rows, &saved)?,
+                results,
+                paths,
                 skipped: sweep_pair::skipped_kinds(self.experiment, plan),
             });
         }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use actpatch_patching::{CellIndex, CellMetrics, CellResult, Direction, PatchKind};
 use actpatch_report::CellRow;
 
+use crate::outputs::PathResults;
 use crate::RunnerError;
 
 pub(crate) fn partial_dir(run_dir: &Path) -> PathBuf {
@@ -18,11 +19,30 @@ pub(crate) fn partial_path(run_dir: &Path, index: usize) -> PathBuf {
     partial_dir(run_dir).join(format!("pair-{index:04}.parquet"))
 }
 
-/// Cell results from rows read back from a partial table.
+/// Cell results from rows read back from a partial table: the plain kinds' cells,
+/// and the path-patching cells grouped by receiver set (in the order first seen).
 pub(crate) fn results_from_rows(
     rows: &[CellRow],
     path: &Path,
-) -> Result<Vec<CellResult>, RunnerError> {
+) -> Result<(Vec<CellResult>, Vec<PathResults>), RunnerError> {
+    let mut results = Vec::new();
+    let mut paths: Vec<PathResults> = Vec::new();
+    for (row, result) in rows.iter().zip(cell_results(rows, path)?) {
+        match &row.receivers {
+            None => results.push(result),
+            Some(label) => match paths.iter_mut().find(|p| &p.label == label) {
+                Some(entry) => entry.results.push(result),
+                None => paths.push(PathResults {
+                    label: label.clone(),
+                    results: vec![result],
+                }),
+            },
+        }
+    }
+    Ok((results, paths))
+}
+
+fn cell_results(rows: &[CellRow], path: &Path) -> Result<Vec<CellResult>, RunnerError> {
     let damaged = |what: &str, value: &str| {
         RunnerError::Input(format!(
             "{} holds an unknown {what} `{value}`: the partial results are damaged; start a new run",

@@ -47,6 +47,7 @@ pub(super) fn run_shard(
         experiment_path: path.to_path_buf(),
     };
     let prepared = prepare(&start, options)?;
+    refuse_paths(&prepared.experiment, choice)?;
     let options = &prepared.options;
     let run_dir = options.out_dir.clone().unwrap_or_default().join(&run_id);
     let mut mine = shard_manifest(&prepared, &run_id, choice);
@@ -101,6 +102,24 @@ pub(super) fn run_shard(
     match options.merge {
         true => merge_if_last(&shard, &plans, outcome),
         false => Ok(outcome),
+    }
+}
+
+/// Path kinds are swept whole per pair and direction, not in the engine's batches a
+/// sharded run divides, so a sharded run refuses them before anything is written.
+fn refuse_paths(experiment: &Experiment, choice: &ShardChoice) -> Result<(), RunnerError> {
+    let paths: Vec<&str> = (experiment.sweep.kinds.iter())
+        .filter(|k| actpatch_patching::path::is_path(**k))
+        .map(|k| k.name())
+        .collect();
+    match paths.is_empty() {
+        true => Ok(()),
+        false => Err(RunnerError::Input(format!(
+            "[sweep] kinds has {}, but path patching cannot be sharded yet (shard {} from {}): run this experiment without --shard (and without the Slurm/Kubernetes array variables), or move the path kinds into an experiment file of their own and run that one unsharded",
+            paths.join(" and "),
+            choice.shard,
+            choice.from
+        ))),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{
-    rows_for_budget, CellIndex, CellResult, Direction, Execution, PairSweeper, PatchKind,
+    path, rows_for_budget, CellIndex, CellResult, Direction, Execution, PairSweeper, PatchKind,
     SweepBatch,
 };
 use indicatif::ProgressBar;
@@ -14,6 +14,7 @@ use indicatif::ProgressBar;
 use crate::experiment::Experiment;
 use crate::options::RunOptions;
 use crate::outputs::SweptPair;
+use crate::run::sweep_paths::{senders, sweep_paths};
 use crate::validate::PairPlan;
 use crate::RunnerError;
 
@@ -61,9 +62,16 @@ pub(crate) fn cell_count(
         .iter()
         .flat_map(|d| {
             let positions = positions(experiment, plan, *d);
-            kinds_of(experiment, plan)
-                .into_iter()
-                .map(move |k| actpatch_patching::cells_of(k, model.dims(), &positions).len())
+            let n_pos = plan.target_len(*d);
+            kinds_of(experiment, plan).into_iter().map(move |k| {
+                if !path::is_path(k) {
+                    return actpatch_patching::cells_of(k, model.dims(), &positions).len();
+                }
+                (experiment.sweep.paths.iter())
+                    .filter_map(|spec| senders(model, spec, k, (n_pos, &positions)).ok())
+                    .map(|(_, cells)| cells.len())
+                    .sum()
+            })
         })
         .sum()
 }
@@ -78,9 +86,12 @@ pub(crate) fn cells(
     actpatch_patching::cells_of(kind, model.dims(), &positions(experiment, plan, direction))
 }
 
-/// The kinds swept for `plan`, in the experiment's order.
+/// The kinds swept for `plan` in batches (every kind but the path kinds, which
+/// sharded runs refuse), in the experiment's order.
 pub(crate) fn swept_kinds(experiment: &Experiment, plan: &PairPlan) -> Vec<PatchKind> {
-    kinds_of(experiment, plan)
+    (kinds_of(experiment, plan).into_iter())
+        .filter(|k| !path::is_path(*k))
+        .collect()
 }
 
 /// One batch of one pair's sweep: the unit sharded runs divide.
@@ -109,7 +120,8 @@ pub(crate) fn sweep_pair<'p>(
 }
 
 /// The batches of `plan`'s sweep, in the order a whole sweep runs them, with their
-/// estimated costs.
+/// estimated costs. Path kinds have no batches: sharded runs refuse them
+/// ([`super::shard`]).
 pub(crate) fn pair_batches(
     model: &HookedTransformer,
     experiment: &Experiment,
@@ -135,12 +147,19 @@ pub(crate) fn pair_batches(
         }));
         Ok(())
     };
-    for_each_kind(model, experiment, plan, options, &mut each_kind)?;
+    let mut no_paths = |_: &PairSweeper, _: usize| -> Result<(), RunnerError> { Ok(()) };
+    for_each_kind(
+        model,
+        experiment,
+        plan,
+        options,
+        (&mut each_kind, &mut no_paths),
+    )?;
     Ok(batches)
 }
 
 /// Sweeps the batches of `plan` that `keep` selects (the results of the others'
-/// cells are left out).
+/// cells are left out), then its path kinds whole (only unsharded runs have them).
 pub(crate) fn sweep_pair_batches<'p>(
     model: &HookedTransformer,
     experiment: &Experiment,
@@ -158,13 +177,40 @@ pub(crate) fn sweep_pair_batches<'p>(
         )?);
         Ok(())
     };
-    for_each_kind(model, experiment, plan, options, &mut each_kind)?;
+    let mut paths = Vec::new();
+    let mut each_paths = |sweeper: &PairSweeper, rows: usize| {
+        let direction = sweeper.directed().direction;
+        let positions = positions(experiment, plan, direction);
+        let how = (rows, positions.as_slice(), options, bar);
+        sweep_paths(
+            model,
+            experiment,
+            (sweeper, direction, plan),
+            how,
+            &mut paths,
+        )
+    };
+    for_each_kind(
+        model,
+        experiment,
+        plan,
+        options,
+        (&mut each_kind, &mut each_paths),
+    )?;
     Ok(SweptPair {
         plan,
         results,
+        paths,
         skipped: skipped_kinds(experiment, plan),
     })
 }
+
+/// What [`for_each_kind`] calls per direction: once per kind that is not a path kind,
+/// then once for all path kinds (when there are any), with the rows per batch.
+type EachKind<'e> = (
+    &'e mut dyn FnMut(&PairSweeper, PatchKind, usize) -> Result<(), RunnerError>,
+    &'e mut dyn FnMut(&PairSweeper, usize) -> Result<(), RunnerError>,
+);
 
 /// Calls `each` with the sweeper of every direction of `plan` and every kind swept,
 /// with the rows per batch.
@@ -173,7 +219,7 @@ fn for_each_kind(
     experiment: &Experiment,
     plan: &PairPlan,
     options: &RunOptions,
-    each: &mut dyn FnMut(&PairSweeper, PatchKind, usize) -> Result<(), RunnerError>,
+    (each, each_paths): EachKind,
 ) -> Result<(), RunnerError> {
     let Some((pair, baselines)) = plan.sweepable() else {
         return Err(RunnerError::Input(format!(
@@ -203,8 +249,11 @@ fn for_each_kind(
             "running pair `{}`",
             plan.name
         )))?;
-        for kind in &kinds {
+        for kind in kinds.iter().filter(|k| !path::is_path(**k)) {
             each(&sweeper, *kind, rows)?;
+        }
+        if kinds.iter().any(|k| path::is_path(*k)) {
+            each_paths(&sweeper, rows)?;
         }
     }
     Ok(())

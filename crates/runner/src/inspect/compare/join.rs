@@ -64,7 +64,7 @@ fn by_key(table: &RunTable, axis: LayerAxis) -> BTreeMap<Key, (f64, Option<Strin
         let key = Key {
             concept: c.concept.clone(),
             pair: c.pair.clone(),
-            kind: c.kind.clone(),
+            kind: c.grid_kind(),
             direction: c.direction.clone(),
             layer,
             head: c.head,

@@ -228,7 +228,8 @@ pub fn figures(
     }
     let mut made = Vec::new();
     for ((concept, pair, direction, kind_name), group) in groups {
-        let Some(kind) = PatchKind::from_name(kind_name) else {
+        let base = kind_name.split(" → ").next().unwrap_or(kind_name); // path → <receivers>
+        let Some(kind) = PatchKind::from_name(base) else {
             continue; // a kind this version does not know: no axes to draw it on
         };
         let n_pos = group

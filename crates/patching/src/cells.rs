@@ -12,8 +12,12 @@ use crate::{CellAxes, Direction, PatchKind};
 pub struct CellIndex {
     pub layer: usize,
     pub head: Option<usize>,
-    /// Target-run position; `None` = every patched position.
+    /// Target-run position; `None` = every patched position. For an attention-pattern
+    /// entry, the destination (query) position.
     pub position: Option<usize>,
+    /// The source (key) position of an attention-pattern entry; `None` for every other
+    /// kind.
+    pub src: Option<usize>,
 }
 
 /// One cell's result.
@@ -35,6 +39,7 @@ pub fn cells_of(kind: PatchKind, dims: &ModelDims, positions: &[usize]) -> Vec<C
             layer,
             head,
             position,
+            src: None,
         };
         match kind.axes() {
             CellAxes::Position => cells.extend(positions.iter().map(|p| cell(None, Some(*p)))),
@@ -42,6 +47,16 @@ pub fn cells_of(kind: PatchKind, dims: &ModelDims, positions: &[usize]) -> Vec<C
             CellAxes::HeadPosition => {
                 for head in 0..heads {
                     cells.extend(positions.iter().map(|p| cell(Some(head), Some(*p))));
+                }
+            }
+            CellAxes::HeadDestSrc => {
+                for head in 0..heads {
+                    for dest in positions {
+                        cells.extend((0..=*dest).map(|src| CellIndex {
+                            src: Some(src),
+                            ..cell(Some(head), Some(*dest))
+                        }));
+                    }
                 }
             }
         }

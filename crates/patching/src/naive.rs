@@ -62,6 +62,7 @@ fn chunk_patches(
             row,
             position,
             head: cell.head,
+            key: cell.src,
         }));
     }
     per_layer

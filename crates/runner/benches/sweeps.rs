@@ -292,6 +292,7 @@ fn main() -> Result<(), BoxError> {
                         row: 0,
                         position: cell.position,
                         head: cell.head,
+                        key: None,
                     }],
                 );
                 let logits = model.forward(

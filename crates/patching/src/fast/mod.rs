@@ -90,7 +90,9 @@ pub fn sweep_counted(
         progress(noop.len());
     }
     let site = kind.site();
-    let single_position = kind.by_position() && site != BlockSite::ResidPre;
+    // A patch at one position of a site that does not feed the layer's keys and values
+    // changes that position alone in its own layer.
+    let single_position = kind.by_position() && !model.site_feeds_keys_values(site);
     let n_pos = target.n_pos();
     for (start, mut jobs) in groups {
         jobs.sort_by_key(|job| job.layer);
@@ -159,6 +161,7 @@ fn plan(
                 layer: cell.layer,
                 head: cell.head,
                 positions,
+                key: cell.src,
             }),
         }
     }

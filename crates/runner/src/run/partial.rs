@@ -42,6 +42,7 @@ pub(crate) fn results_from_rows(
                     layer: row.layer as usize,
                     head: row.head.map(|h| h as usize),
                     position: row.position.map(|p| p as usize),
+                    src: None,
                 },
                 metrics: CellMetrics {
                     logit_diff: row.patched_logit_diff,

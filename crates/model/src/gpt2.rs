@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::layers::{
-    attention_output, causal_attention, causal_mask_from, Frame, KvPrefix, LayerNorm, Linear,
+    attention_output, causal_attention, causal_mask_from, Frame, Kernels, KvPrefix, LayerNorm, Linear,
     NormSite,
 };
 use crate::weights::WeightStore;
@@ -161,7 +161,7 @@ impl Block {
             at(BlockSite::V),
             qkv.narrow(2, 2 * d_model, d_model)?.reshape(head_shape)?,
         )?;
-        let z = causal_attention(&q, &k, &v, &frame.mask, prefix, self.layer, hooks)?; // [batch, pos, head, d_head]
+        let z = causal_attention(&q, &k, &v, frame, prefix, self.layer, hooks)?; // [batch, pos, head, d_head]
         let attn_out = hooks.at(at(BlockSite::AttnOut), attention_output(&z, &self.c_proj)?)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
 
@@ -251,6 +251,7 @@ impl ArchModel for Gpt2 {
         Ok(Frame {
             mask: causal_mask_from(start, len, device)?,
             rotary: None,
+            kernels: Kernels::Fused,
         })
     }
 

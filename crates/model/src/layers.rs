@@ -170,6 +170,45 @@ pub(crate) struct Frame {
     pub mask: Tensor,
     /// Rotary tables of positions `start..start + len` (architectures with rotary).
     pub rotary: Option<RotaryTables>,
+    /// Which kernels attention and rotary embeddings use.
+    pub kernels: Kernels,
+}
+
+/// The kernels of a forward pass. candle-nn's fused softmax and rotary embedding have
+/// no backward pass; a pass that gradients are taken through uses plain tensor ops
+/// (the same numbers within float rounding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// candle-nn's fused kernels: fastest, no gradients.
+    #[default]
+    Fused,
+    /// Plain differentiable tensor ops.
+    Differentiable,
+}
+
+impl Frame {
+    /// This frame with `kernels`.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Frame {
+        self.kernels = kernels;
+        if let Some(rotary) = &mut self.rotary {
+            rotary.kernels = kernels;
+        }
+        self
+    }
+}
+
+/// Softmax over the last axis with `kernels`. `[..., n]` → `[..., n]`; entries of
+/// `-inf` (masked) get 0.
+pub fn softmax_last_dim(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    match kernels {
+        Kernels::Fused => Ok(candle_nn::ops::softmax_last_dim(x)?),
+        Kernels::Differentiable => {
+            // The shift only keeps exp in range; softmax does not depend on it.
+            let max = x.max_keepdim(D::Minus1)?.detach();
+            let exp = x.broadcast_sub(&max)?.exp()?;
+            Ok(exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?)
+        }
+    }
 }
 
 /// Keys and values of the positions before a [`Frame`]'s start:
@@ -207,13 +246,13 @@ fn prepend(prefix: &Tensor, x: &Tensor) -> Result<Tensor> {
 ///
 /// `q`: `[batch, pos, head, d_head]`; `k`, `v`: `[batch, pos, kv_head, d_head]`, where
 /// each key/value head serves `head / kv_head` query heads (grouped-query attention).
-/// With a `prefix`, the keys and values of earlier positions are put in front and
-/// `mask` is the frame's `[pos, start + pos]` mask. Returns `z`: `[batch, pos, head, d_head]`.
+/// With a `prefix`, the keys and values of earlier positions are put in front; the
+/// frame's `[pos, start + pos]` mask hides later keys. Returns `z`: `[batch, pos, head, d_head]`.
 pub(crate) fn causal_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    mask: &Tensor,
+    frame: &Frame,
     prefix: Option<&KvPrefix>,
     layer: usize,
     hooks: &mut Hooks,
@@ -228,9 +267,9 @@ pub(crate) fn causal_attention(
     let k = repeat_kv(&k.transpose(1, 2)?, n_heads / n_kv_heads)?; // [batch, head, pos, d_head]
     let v = repeat_kv(&v.transpose(1, 2)?, n_heads / n_kv_heads)?;
     let scores = (q.matmul(&k.t()?)? / (d_head as f64).sqrt())?; // [batch, head, q_pos, k_pos]
-    let scores = scores.broadcast_add(mask)?;
+    let scores = scores.broadcast_add(&frame.mask)?;
     let scores = hooks.at(HookPoint::block(layer, BlockSite::AttnScores), scores)?;
-    let pattern = candle_nn::ops::softmax_last_dim(&scores)?;
+    let pattern = softmax_last_dim(&scores, frame.kernels)?;
     let pattern = hooks.at(HookPoint::block(layer, BlockSite::Pattern), pattern)?;
     let z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?; // [batch, pos, head, d_head]
     Ok(hooks.at(HookPoint::block(layer, BlockSite::Z), z)?)
@@ -281,6 +320,7 @@ impl Rotary {
         Ok(RotaryTables {
             cos: Tensor::from_vec(cos, (pos, half), device)?, // [pos, d_head / 2]
             sin: Tensor::from_vec(sin, (pos, half), device)?, // [pos, d_head / 2]
+            kernels: Kernels::Fused,
         })
     }
 }
@@ -289,17 +329,33 @@ impl Rotary {
 pub struct RotaryTables {
     cos: Tensor, // [pos, d_head / 2]
     sin: Tensor, // [pos, d_head / 2]
+    kernels: Kernels,
 }
 
 impl RotaryTables {
     /// `[batch, pos, head, d_head]` → `[batch, pos, head, d_head]`, rotated by position:
     /// `x * cos + rotate_half(x) * sin`.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::rotary_emb::rope_thd(
-            &x.contiguous()?,
-            &self.cos,
-            &self.sin,
-        )?)
+        match self.kernels {
+            Kernels::Fused => Ok(candle_nn::rotary_emb::rope_thd(
+                &x.contiguous()?,
+                &self.cos,
+                &self.sin,
+            )?),
+            Kernels::Differentiable => {
+                // (x1, x2) halves → (x1 cos − x2 sin, x2 cos + x1 sin)
+                let (batch, pos, heads, d_head) = x.dims4()?;
+                let half = d_head / 2;
+                let shape = (batch, pos, heads, half);
+                let cos = self.cos.reshape((1, pos, 1, half))?.broadcast_as(shape)?;
+                let sin = self.sin.reshape((1, pos, 1, half))?.broadcast_as(shape)?;
+                let x1 = x.narrow(D::Minus1, 0, half)?;
+                let x2 = x.narrow(D::Minus1, half, half)?;
+                let out1 = ((&x1 * &cos)? - (&x2 * &sin)?)?;
+                let out2 = ((&x2 * &cos)? + (&x1 * &sin)?)?;
+                Ok(Tensor::cat(&[&out1, &out2], D::Minus1)?)
+            }
+        }
     }
 }
 
@@ -331,5 +387,22 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
         }
+    }
+
+    #[test]
+    fn differentiable_kernels_give_the_fused_numbers() {
+        let device = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 3, 8), &device).unwrap();
+        let mut tables = Rotary::new(8, 10_000.0).tables_from(2, 5, &device).unwrap();
+        let fused = tables.apply(&x).unwrap();
+        tables.kernels = Kernels::Differentiable;
+        let plain = tables.apply(&x).unwrap();
+        let gap = (fused - plain).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(gap.to_scalar::<f32>().unwrap() < 1e-5);
+        let scores = x.broadcast_add(&causal_mask_from(0, 8, &device).unwrap()).unwrap();
+        let fused = softmax_last_dim(&scores, Kernels::Fused).unwrap();
+        let plain = softmax_last_dim(&scores, Kernels::Differentiable).unwrap();
+        let gap = (fused - plain).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(gap.to_scalar::<f32>().unwrap() < 1e-6);
     }
 }

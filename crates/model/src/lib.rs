@@ -40,6 +40,7 @@ use candle_core::{Device, Tensor};
 
 pub use actpatch_hooks::HookPoint;
 use arch::ArchModel;
+use layers::Kernels;
 pub use device::DeviceSpec;
 pub use error::{ModelError, Result};
 pub use partial::{BaseRun, Span};
@@ -206,6 +207,29 @@ impl HookedTransformer {
 
     /// tokens `[batch, pos]` → logits, running `hooks` at every hook point.
     pub fn forward(&self, tokens: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
+        self.forward_with(tokens, hooks, readout, Kernels::Fused)
+    }
+
+    /// [`HookedTransformer::forward`] through plain tensor ops only, so that gradients
+    /// can be taken through it (`Tensor::backward`): candle-nn's fused softmax and
+    /// rotary kernels have no backward pass. Slower; the same numbers within float
+    /// rounding.
+    pub fn forward_differentiable(
+        &self,
+        tokens: &Tensor,
+        hooks: &mut Hooks,
+        readout: Readout,
+    ) -> Result<Tensor> {
+        self.forward_with(tokens, hooks, readout, Kernels::Differentiable)
+    }
+
+    fn forward_with(
+        &self,
+        tokens: &Tensor,
+        hooks: &mut Hooks,
+        readout: Readout,
+        kernels: Kernels,
+    ) -> Result<Tensor> {
         let (_, pos) = tokens.dims2()?;
         let n_ctx = self.dims().n_ctx;
         if pos == 0 || pos > n_ctx {
@@ -216,7 +240,7 @@ impl HookedTransformer {
             });
         }
         let mut resid = self.arch.embed(tokens, hooks)?; // [batch, pos, d_model]
-        let frame = self.arch.frame(0, pos, tokens.device())?;
+        let frame = self.arch.frame(0, pos, tokens.device())?.with_kernels(kernels);
         for layer in 0..self.dims().n_layers {
             resid = self.arch.block_forward(layer, resid, &frame, None, hooks)?;
         }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::layers::{
-    attention_output, causal_attention, causal_mask_from, Frame, KvPrefix, Linear, NormSite,
+    attention_output, causal_attention, causal_mask_from, Frame, Kernels, KvPrefix, Linear, NormSite,
     RmsNorm, Rotary,
 };
 use crate::weights::WeightStore;
@@ -296,7 +296,7 @@ impl Block {
         let v = hooks.at(at(BlockSite::V), v)?; // [batch, pos, kv_head, d_head]
         let rot_q = hooks.at(at(BlockSite::RotQ), rotary.apply(&q)?)?;
         let rot_k = hooks.at(at(BlockSite::RotK), rotary.apply(&k)?)?;
-        let z = causal_attention(&rot_q, &rot_k, &v, &frame.mask, prefix, self.layer, hooks)?; // [batch, pos, head, d_head]
+        let z = causal_attention(&rot_q, &rot_k, &v, frame, prefix, self.layer, hooks)?; // [batch, pos, head, d_head]
         let attn_out = attention_output(&z, &attn.o_proj)?;
         let attn_out = hooks.at(at(BlockSite::AttnOut), attn_out)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
@@ -395,6 +395,7 @@ impl ArchModel for Llama {
         Ok(Frame {
             mask: causal_mask_from(start, len, device)?,
             rotary: Some(self.rotary.tables_from(start, len, device)?),
+            kernels: Kernels::Fused,
         })
     }
 

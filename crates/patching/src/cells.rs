@@ -5,7 +5,7 @@ use actpatch_hooks::HookPoint;
 use actpatch_metrics::CellMetrics;
 use actpatch_model::ModelDims;
 
-use crate::{CellAxes, Direction, PatchKind};
+use crate::{CellAxes, Direction, Method, PatchKind};
 
 /// One patched cell's coordinates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,6 +25,8 @@ pub struct CellIndex {
 pub struct CellResult {
     pub direction: Direction,
     pub kind: PatchKind,
+    /// Exact, or the approximation that estimated it.
+    pub method: Method,
     pub index: CellIndex,
     pub metrics: CellMetrics,
 }

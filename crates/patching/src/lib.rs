@@ -52,6 +52,7 @@
 //! sweeps), [`Sweep`] and [`PairSweeper`] (the generic entry points). A new method
 //! (attribution patching, path patching) is one module taking a [`DirectedPair`].
 
+pub mod attribution;
 mod cells;
 mod directed;
 mod direction;
@@ -65,6 +66,7 @@ mod score;
 mod sweep;
 
 pub use actpatch_metrics::{Answers, Baseline, CellMetrics};
+pub use attribution::{attribute, Attribution, Method};
 pub use cells::{cells_of, hook_points, rows_for_budget, CellIndex, CellResult};
 pub use directed::DirectedPair;
 pub use direction::Direction;

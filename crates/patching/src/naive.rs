@@ -6,7 +6,7 @@ use actpatch_hooks::{Cell, HookPoint, Patch, PatchValue};
 use actpatch_model::HookedTransformer;
 use candle_core::Tensor;
 
-use crate::{CellIndex, CellResult, DirectedPair, PatchKind, Result};
+use crate::{CellIndex, CellResult, DirectedPair, Method, PatchKind, Result};
 
 /// Sweeps `kind` over `cells`, `max_rows` cells per forward pass, calling `progress`
 /// with the number of cells finished after each pass.
@@ -34,6 +34,7 @@ pub fn sweep(
                 .map(|(index, metrics)| CellResult {
                     direction: pair.direction,
                     kind,
+                    method: Method::Exact,
                     index: *index,
                     metrics,
                 }),

@@ -24,7 +24,9 @@ use actpatch_model::{BaseRun, HookedTransformer};
 use candle_core::Tensor;
 
 use crate::cells::hook_points;
-use crate::{CellIndex, CellResult, DirectedPair, MetricSet, PatchKind, PatchingError, Result};
+use crate::{
+    CellIndex, CellResult, DirectedPair, Method, MetricSet, PatchKind, PatchingError, Result,
+};
 use group::StartGroup;
 pub use plan::SweepWork;
 use plan::{differences, merge_small_groups, plan_cell, CellPlan, Job, StartGroups};
@@ -76,6 +78,7 @@ pub fn sweep_counted(
     let result = |index: CellIndex, metrics: CellMetrics| CellResult {
         direction: pair.direction,
         kind,
+        method: Method::Exact,
         index,
         metrics,
     };

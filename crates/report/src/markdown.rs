@@ -35,6 +35,8 @@ pub struct RunReport {
     /// Findings derived from the data, one bullet each.
     pub summary: Vec<String>,
     pub figures: Vec<FigureSection>,
+    /// How far each approximation is from the exact sweep (runs with both).
+    pub accuracy: Vec<crate::AccuracyRow>,
 }
 
 /// A pair kept for reference: its baselines next to the values it was expected to
@@ -77,6 +79,7 @@ impl RunReport {
             }
             md.push('\n');
         }
+        md.push_str(&crate::accuracy::render_section(&self.accuracy));
         self.render_figures(&mut md);
         md
     }

@@ -95,6 +95,21 @@ impl Experiment {
                 ));
             }
         }
+        if self.sweep.methods.is_empty() {
+            return Err("[sweep] methods is empty: list at least one of \"exact\", \"atp\", \"atp*\", \"ig\"".into());
+        }
+        let mut methods = self.sweep.methods.clone();
+        methods.sort();
+        methods.dedup();
+        if methods.len() != self.sweep.methods.len() {
+            return Err("[sweep] methods lists a method twice: list each once".into());
+        }
+        if self.sweep.ig_steps == 0 || self.sweep.ig_steps > 1000 {
+            return Err(format!(
+                "[sweep] ig_steps = {} must be between 1 and 1000 (the integral's steps; default 10)",
+                self.sweep.ig_steps
+            ));
+        }
         if !(self.validate.min_gap.is_finite() && self.validate.min_gap >= 0.0) {
             return Err(format!(
                 "[validate] min_gap = {} must be a number ≥ 0",

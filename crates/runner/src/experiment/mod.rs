@@ -9,7 +9,7 @@ mod suggest;
 
 use std::path::PathBuf;
 
-use actpatch_patching::{Align, Direction, MetricSet, PatchKind};
+use actpatch_patching::{Align, Direction, Method, MetricSet, PatchKind};
 use serde::Deserialize;
 
 /// A whole experiment file.
@@ -107,6 +107,24 @@ pub struct SweepSpec {
     /// `"denoising"` (default), `"noising"` or `"both"`.
     #[serde(default)]
     pub direction: DirectionSpec,
+    /// Any of `"exact"` (patched runs), `"atp"`, `"atp*"`, `"ig"` (estimates from
+    /// gradients); default `["exact"]`.
+    #[serde(default = "default_methods")]
+    pub methods: Vec<Method>,
+    /// Steps of the `"ig"` path integral.
+    #[serde(default = "default_ig_steps")]
+    pub ig_steps: usize,
+}
+
+fn default_methods() -> Vec<Method> {
+    vec![Method::Exact]
+}
+
+/// Integration steps of `ig` by default.
+pub const DEFAULT_IG_STEPS: usize = 10;
+
+fn default_ig_steps() -> usize {
+    DEFAULT_IG_STEPS
 }
 
 /// Which directions a sweep runs.
@@ -143,6 +161,8 @@ impl Default for SweepSpec {
             positions: Positions::default(),
             metrics: MetricSet::All,
             direction: DirectionSpec::Denoising,
+            methods: default_methods(),
+            ig_steps: DEFAULT_IG_STEPS,
         }
     }
 }

@@ -475,6 +475,7 @@ impl SweepContext<'_> {
                 plan,
                 results: results_from_rows(&rows, &saved)?,
                 skipped: sweep_pair::skipped_kinds(self.experiment, plan),
+                costs: Vec::new(), // not recorded in the partial table
             });
         }
         let pair = sweep_pair::sweep_pair(self.model, self.experiment, plan, self.options, bar)?;

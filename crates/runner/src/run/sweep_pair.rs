@@ -5,12 +5,14 @@ use std::io::IsTerminal;
 use std::time::Instant;
 
 use actpatch_model::HookedTransformer;
-use actpatch_patching::{rows_for_budget, CellIndex, Direction, Execution, PairSweeper, PatchKind};
+use actpatch_patching::{
+    attribute, rows_for_budget, CellIndex, Direction, Execution, Method, PairSweeper, PatchKind,
+};
 use indicatif::ProgressBar;
 
 use crate::experiment::Experiment;
 use crate::options::RunOptions;
-use crate::outputs::SweptPair;
+use crate::outputs::{Cost, SweptPair};
 use crate::validate::PairPlan;
 use crate::RunnerError;
 
@@ -62,7 +64,8 @@ pub(crate) fn cell_count(
                 .into_iter()
                 .map(move |k| actpatch_patching::cells_of(k, model.dims(), &positions).len())
         })
-        .sum()
+        .sum::<usize>()
+        * experiment.sweep.methods.len()
 }
 
 /// Sweeps `plan` with every kind and direction of the experiment.
@@ -89,6 +92,8 @@ pub(crate) fn sweep_pair<'p>(
     let rows = rows_for_budget(model.dims(), n_pos, options.max_batch_mib << 20);
     let during = |what: &str| format!("{what} pair `{}`", plan.name);
     let mut results = Vec::new();
+    let mut costs = Vec::new();
+    let methods = &experiment.sweep.methods;
     for direction in experiment.sweep.direction.directions() {
         let sweeper = PairSweeper::new(
             model,
@@ -100,32 +105,80 @@ pub(crate) fn sweep_pair<'p>(
             execution,
         )
         .map_err(RunnerError::compute(during("running")))?;
+        let mut cells_of_kinds = Vec::new();
         for kind in &kinds {
-            let started = Instant::now();
             let cells: Vec<CellIndex> = sweeper
                 .cells(*kind, experiment.sweep.positions.list())
                 .map_err(RunnerError::compute(during("planning")))?;
-            let mut progress = |n: usize| bar.inc(n as u64);
-            let swept =
-                sweeper
-                    .sweep(*kind, &cells, rows, &mut progress)
+            cells_of_kinds.push((*kind, cells));
+        }
+        if methods.contains(&Method::Exact) {
+            for (kind, cells) in &cells_of_kinds {
+                let started = Instant::now();
+                let mut progress = |n: usize| bar.inc(n as u64);
+                let swept = sweeper
+                    .sweep(*kind, cells, rows, &mut progress)
                     .map_err(RunnerError::compute(during(&format!(
                         "sweeping {direction} {kind} of"
                     ))))?;
-            results.extend(swept);
-            if !std::io::stderr().is_terminal() {
-                options.say(format!(
-                    "swept {} {direction} {kind}: {} cells in {:.2} s",
-                    plan.name,
-                    cells.len(),
-                    started.elapsed().as_secs_f64()
-                ));
+                results.extend(swept);
+                let seconds = started.elapsed().as_secs_f64();
+                costs.push(Cost {
+                    direction,
+                    method: Method::Exact,
+                    kind: Some(*kind),
+                    seconds,
+                    passes: cells.len() as f64,
+                });
+                say_swept(options, plan, direction, &kind.to_string(), cells.len(), seconds);
             }
+        }
+        for method in methods.iter().filter(|m| !m.is_exact()) {
+            let started = Instant::now();
+            let estimated = attribute(
+                model,
+                sweeper.directed(),
+                &cells_of_kinds,
+                *method,
+                experiment.sweep.ig_steps,
+            )
+            .map_err(RunnerError::compute(during(&format!(
+                "estimating ({method}) {direction} cells of"
+            ))))?;
+            let seconds = started.elapsed().as_secs_f64();
+            bar.inc(estimated.results.len() as u64);
+            say_swept(options, plan, direction, method.name(), estimated.results.len(), seconds);
+            costs.push(Cost {
+                direction,
+                method: *method,
+                kind: None,
+                seconds,
+                passes: estimated.passes,
+            });
+            results.extend(estimated.results);
         }
     }
     Ok(SweptPair {
         plan,
         results,
         skipped: skipped_kinds(experiment, plan),
+        costs,
     })
+}
+
+/// A line per swept (direction, kind or method) when the progress bar is not shown.
+fn say_swept(
+    options: &RunOptions,
+    plan: &PairPlan,
+    direction: Direction,
+    what: &str,
+    cells: usize,
+    seconds: f64,
+) {
+    if !std::io::stderr().is_terminal() {
+        options.say(format!(
+            "swept {} {direction} {what}: {cells} cells in {seconds:.2} s",
+            plan.name
+        ));
+    }
 }

@@ -101,7 +101,7 @@ fn report_page_works_in_chromium() {
     // The first heatmap: pair `landmarks`, resid_pre, layers × positions. Its cell at
     // layer 1, position 2 is the table's.
     let (fills, title) = shown(&browser);
-    assert_eq!(title, "landmarks (landmarks) · resid_pre");
+    assert_eq!(title, "landmarks (landmarks) · resid_pre · denoising");
     let cells = read_cells(&run_dir.join("cells.parquet")).unwrap();
     let cell = cells
         .iter()
@@ -131,7 +131,7 @@ fn report_page_works_in_chromium() {
     let option = browser.find("select[data-facet=\"kind\"] option[value=\"attn_out\"]");
     browser.click(&option);
     let (fills_after, title_after) = shown(&browser);
-    assert_eq!(title_after, "landmarks (landmarks) · attn_out");
+    assert_eq!(title_after, "landmarks (landmarks) · attn_out · denoising");
     assert_ne!(fills, fills_after);
     // And to a per-head kind: rows become layer/head pairs.
     let option = browser.find("select[data-facet=\"kind\"] option[value=\"head_out_by_pos\"]");

@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::layers::{
-    attention_output, causal_attention, causal_mask_from, Frame, Kernels, KvPrefix, LayerNorm, Linear,
-    NormSite,
+    attention_output, causal_attention, causal_mask_from, Frame, Kernels, KvPrefix, LayerNorm,
+    Linear, NormSite,
 };
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};

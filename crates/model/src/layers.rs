@@ -399,7 +399,9 @@ mod tests {
         let plain = tables.apply(&x).unwrap();
         let gap = (fused - plain).unwrap().abs().unwrap().max_all().unwrap();
         assert!(gap.to_scalar::<f32>().unwrap() < 1e-5);
-        let scores = x.broadcast_add(&causal_mask_from(0, 8, &device).unwrap()).unwrap();
+        let scores = x
+            .broadcast_add(&causal_mask_from(0, 8, &device).unwrap())
+            .unwrap();
         let fused = softmax_last_dim(&scores, Kernels::Fused).unwrap();
         let plain = softmax_last_dim(&scores, Kernels::Differentiable).unwrap();
         let gap = (fused - plain).unwrap().abs().unwrap().max_all().unwrap();

@@ -40,9 +40,9 @@ use candle_core::{Device, Tensor};
 
 pub use actpatch_hooks::HookPoint;
 use arch::ArchModel;
-use layers::Kernels;
 pub use device::DeviceSpec;
 pub use error::{ModelError, Result};
+use layers::Kernels;
 pub use partial::{BaseRun, Span};
 pub use readout::Readout;
 pub use source::{ModelFiles, ModelSource, TokenizerFiles};
@@ -240,7 +240,10 @@ impl HookedTransformer {
             });
         }
         let mut resid = self.arch.embed(tokens, hooks)?; // [batch, pos, d_model]
-        let frame = self.arch.frame(0, pos, tokens.device())?.with_kernels(kernels);
+        let frame = self
+            .arch
+            .frame(0, pos, tokens.device())?
+            .with_kernels(kernels);
         for layer in 0..self.dims().n_layers {
             resid = self.arch.block_forward(layer, resid, &frame, None, hooks)?;
         }

@@ -17,8 +17,8 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::layers::{
-    attention_output, causal_attention, causal_mask_from, Frame, Kernels, KvPrefix, Linear, NormSite,
-    RmsNorm, Rotary,
+    attention_output, causal_attention, causal_mask_from, Frame, Kernels, KvPrefix, Linear,
+    NormSite, RmsNorm, Rotary,
 };
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};

@@ -13,7 +13,12 @@ use candle_core::{Device, Tensor};
 use common::fixture;
 
 /// Logit difference (first answer − second) at the final position, with `patches`.
-fn logit_diff(model: &HookedTransformer, tokens: &Tensor, patches: &[Patch], answers: &[u32]) -> f64 {
+fn logit_diff(
+    model: &HookedTransformer,
+    tokens: &Tensor,
+    patches: &[Patch],
+    answers: &[u32],
+) -> f64 {
     let logits = model
         .forward(
             tokens,
@@ -41,11 +46,7 @@ fn gradients_at_every_hook_point_match_finite_differences() {
         let points = model.hook_space().all();
         let mut hooks = Hooks::new(&[], CacheFilter::All).probing(CacheFilter::All);
         let logits = model
-            .forward_differentiable(
-                &tokens,
-                &mut hooks,
-                Readout::LastPositionColumns(&answers),
-            )
+            .forward_differentiable(&tokens, &mut hooks, Readout::LastPositionColumns(&answers))
             .unwrap();
         let ld = (logits.narrow(1, 0, 1).unwrap() - logits.narrow(1, 1, 1).unwrap()).unwrap();
         let grads = ld.sum_all().unwrap().backward().unwrap();
@@ -56,11 +57,22 @@ fn gradients_at_every_hook_point_match_finite_differences() {
             // A random direction at the activation's own scale (root mean square), so
             // that the step is small for the function at every point.
             let activation = hooks.cache().get(point).unwrap();
-            let scale = activation.sqr().unwrap().mean_all().unwrap().sqrt().unwrap();
+            let scale = activation
+                .sqr()
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .sqrt()
+                .unwrap();
             let scale = scale.to_scalar::<f32>().unwrap();
             // (masked attention scores are −∞: their scale is taken as 1)
-            let scale = if scale.is_finite() { scale.max(1e-6) } else { 1.0 };
-            let direction = (Tensor::randn(0f32, 1.0, last, &Device::Cpu).unwrap() * scale as f64).unwrap();
+            let scale = if scale.is_finite() {
+                scale.max(1e-6)
+            } else {
+                1.0
+            };
+            let direction =
+                (Tensor::randn(0f32, 1.0, last, &Device::Cpu).unwrap() * scale as f64).unwrap();
             // Σ over every element of grad · u, u broadcast over the leading axes.
             let predicted = match grads.get(probe) {
                 Some(grad) => grad
@@ -87,7 +99,10 @@ fn gradients_at_every_hook_point_match_finite_differences() {
                 checked += 1;
             }
         }
-        assert!(checked > 20, "{name}: only {checked} points with a visible gradient");
+        assert!(
+            checked > 20,
+            "{name}: only {checked} points with a visible gradient"
+        );
     }
 }
 
@@ -106,4 +121,3 @@ fn the_differentiable_pass_gives_the_fused_numbers() {
         assert!(common::max_abs_diff(&fused, &plain) < 1e-4, "{name}");
     }
 }
-

@@ -76,8 +76,8 @@ fn identical_prompts_give_zero_estimated_effect() {
         let golden = Golden::load(fixture);
         let model = &golden.model;
         let prompt = "The Colosseum is in";
-        let pair = Pair::from_prompts(model, prompt, prompt, [" Rome", " Paris"], Align::Strict)
-            .unwrap();
+        let pair =
+            Pair::from_prompts(model, prompt, prompt, [" Rome", " Paris"], Align::Strict).unwrap();
         // Identical prompts have no gap to normalize by: borrow a golden pair's
         // baselines; the estimate itself must be exactly zero.
         let baselines = &golden.pairs[0].2;

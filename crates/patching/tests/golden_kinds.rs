@@ -26,19 +26,13 @@ fn check(fixture: &'static str) {
     for (name, pair, baselines) in &golden.pairs {
         for direction in Direction::BOTH {
             for kind in NEW_KINDS {
-                let directed = DirectedPair::new(
-                    model,
-                    pair,
-                    baselines,
-                    direction,
-                    &[kind],
-                    MetricSet::All,
-                )
-                .unwrap();
+                let directed =
+                    DirectedPair::new(model, pair, baselines, direction, &[kind], MetricSet::All)
+                        .unwrap();
                 let cells = directed.cells(model, kind, None).unwrap();
                 let target = fast::target_run(model, &directed, &[kind]).unwrap();
-                let fast = fast::sweep(model, &directed, &target, kind, &cells, 16, &mut |_| {})
-                    .unwrap();
+                let fast =
+                    fast::sweep(model, &directed, &target, kind, &cells, 16, &mut |_| {}).unwrap();
                 let naive = naive::sweep(model, &directed, kind, &cells, 16, &mut |_| {}).unwrap();
                 let heads = kind.n_heads(model.dims());
                 if kind.site() != actpatch_hooks::BlockSite::Q
@@ -47,7 +41,10 @@ fn check(fixture: &'static str) {
                     assert_eq!(heads, model.dims().n_kv_heads, "{kind}: key/value heads");
                 }
                 for ((f, n), cell) in fast.iter().zip(&naive).zip(&cells) {
-                    let (f, n) = (f.metrics.normalized_logit_diff, n.metrics.normalized_logit_diff);
+                    let (f, n) = (
+                        f.metrics.normalized_logit_diff,
+                        n.metrics.normalized_logit_diff,
+                    );
                     let label = format!("{fixture} {name} {direction} {kind} {cell:?}");
                     assert!((f - n).abs() < 1e-4, "{label}: fast {f} vs naive {n}");
                     if let Some(want) = golden.value(name, &family("exact", direction), kind, cell)

@@ -7,7 +7,6 @@
 
 use std::fmt::Write;
 
-use crate::markdown::cell;
 use crate::schema::{Column, Table};
 
 /// The agreement of one method's estimates with the exact effects of the same cells.
@@ -95,7 +94,11 @@ pub fn agreement(exact: &[f64], estimate: &[f64]) -> Agreement {
     if n == 0 {
         return Agreement::default();
     }
-    let mut errors: Vec<f64> = exact.iter().zip(estimate).map(|(a, b)| (b - a).abs()).collect();
+    let mut errors: Vec<f64> = exact
+        .iter()
+        .zip(estimate)
+        .map(|(a, b)| (b - a).abs())
+        .collect();
     errors.sort_by(f64::total_cmp);
     let median = match n % 2 {
         1 => errors[n / 2],
@@ -153,24 +156,69 @@ pub static ACCURACY: Table<AccuracyRow> = Table {
         Column::text("kind", |r| &r.kind, |r, v| r.kind = v),
         Column::text("method", |r| &r.method, |r, v| r.method = v),
         Column::u32("cells", |r| r.agreement.cells, |r, v| r.agreement.cells = v),
-        Column::opt_f64("pearson", |r| r.agreement.pearson, |r, v| r.agreement.pearson = v),
-        Column::opt_f64("spearman", |r| r.agreement.spearman, |r, v| r.agreement.spearman = v),
-        Column::f64("recall_top10", |r| r.agreement.recall_top10, |r, v| r.agreement.recall_top10 = v),
-        Column::f64("recall_top1pct", |r| r.agreement.recall_top1pct, |r, v| r.agreement.recall_top1pct = v),
-        Column::u32("large_cells", |r| r.agreement.large_cells, |r, v| r.agreement.large_cells = v),
-        Column::u32("false_negatives", |r| r.agreement.false_negatives, |r, v| r.agreement.false_negatives = v),
-        Column::opt_f64("sign_agreement", |r| r.agreement.sign_agreement, |r, v| r.agreement.sign_agreement = v),
-        Column::f64("max_abs_error", |r| r.agreement.max_abs_error, |r, v| r.agreement.max_abs_error = v),
-        Column::f64("median_abs_error", |r| r.agreement.median_abs_error, |r, v| r.agreement.median_abs_error = v),
+        Column::opt_f64(
+            "pearson",
+            |r| r.agreement.pearson,
+            |r, v| r.agreement.pearson = v,
+        ),
+        Column::opt_f64(
+            "spearman",
+            |r| r.agreement.spearman,
+            |r, v| r.agreement.spearman = v,
+        ),
+        Column::f64(
+            "recall_top10",
+            |r| r.agreement.recall_top10,
+            |r, v| r.agreement.recall_top10 = v,
+        ),
+        Column::f64(
+            "recall_top1pct",
+            |r| r.agreement.recall_top1pct,
+            |r, v| r.agreement.recall_top1pct = v,
+        ),
+        Column::u32(
+            "large_cells",
+            |r| r.agreement.large_cells,
+            |r, v| r.agreement.large_cells = v,
+        ),
+        Column::u32(
+            "false_negatives",
+            |r| r.agreement.false_negatives,
+            |r, v| r.agreement.false_negatives = v,
+        ),
+        Column::opt_f64(
+            "sign_agreement",
+            |r| r.agreement.sign_agreement,
+            |r, v| r.agreement.sign_agreement = v,
+        ),
+        Column::f64(
+            "max_abs_error",
+            |r| r.agreement.max_abs_error,
+            |r, v| r.agreement.max_abs_error = v,
+        ),
+        Column::f64(
+            "median_abs_error",
+            |r| r.agreement.median_abs_error,
+            |r, v| r.agreement.median_abs_error = v,
+        ),
         Column::opt_f64("seconds", |r| r.seconds, |r, v| r.seconds = v),
         Column::opt_f64("passes", |r| r.passes, |r, v| r.passes = v),
-        Column::opt_f64("exact_seconds", |r| r.exact_seconds, |r, v| r.exact_seconds = v),
-        Column::opt_f64("exact_passes", |r| r.exact_passes, |r, v| r.exact_passes = v),
+        Column::opt_f64(
+            "exact_seconds",
+            |r| r.exact_seconds,
+            |r, v| r.exact_seconds = v,
+        ),
+        Column::opt_f64(
+            "exact_passes",
+            |r| r.exact_passes,
+            |r, v| r.exact_passes = v,
+        ),
     ],
 };
 
 fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map(|v| format!("{v:.digits$}")).unwrap_or_else(|| "–".into())
+    v.map(|v| format!("{v:.digits$}"))
+        .unwrap_or_else(|| "–".into())
 }
 
 /// The report's "Attribution accuracy" section: one table row per accuracy row.
@@ -190,7 +238,7 @@ pub fn render_section(rows: &[AccuracyRow]) -> String {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} / {} | {} | {:.3} | {:.3} | {} ({}) | {} ({}) |",
-            cell(&r.pair),
+            r.pair.replace('|', "\\|"),
             r.direction,
             r.kind,
             r.method,
@@ -222,8 +270,12 @@ mod tests {
     fn statistics_of_a_hand_checked_example() {
         // Twelve cells; the estimate swaps the two largest cells' order, misses the
         // third (cell 2: 0.3 estimated 0.0) and flips the sign of cell 3.
-        let exact = [0.9, -0.5, 0.3, 0.05, 0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
-        let estimate = [0.4, -0.8, 0.0, -0.05, 0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let exact = [
+            0.9, -0.5, 0.3, 0.05, 0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+        ];
+        let estimate = [
+            0.4, -0.8, 0.0, -0.05, 0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+        ];
         let a = agreement(&exact, &estimate);
         assert_eq!(a.cells, 12);
         // Top 1 % = 1 cell: exact's is cell 0, the estimate's cell 1.
@@ -242,7 +294,11 @@ mod tests {
         assert_eq!(a.median_abs_error, 0.0);
         // Pearson by hand: mean exact 0.0641667, mean estimate −0.0358333.
         let (mx, my) = (0.77 / 12.0, -0.43 / 12.0);
-        let sxy: f64 = exact.iter().zip(&estimate).map(|(a, b)| (a - mx) * (b - my)).sum();
+        let sxy: f64 = exact
+            .iter()
+            .zip(&estimate)
+            .map(|(a, b)| (a - mx) * (b - my))
+            .sum();
         let sxx: f64 = exact.iter().map(|a| (a - mx) * (a - mx)).sum();
         let syy: f64 = estimate.iter().map(|b| (b - my) * (b - my)).sum();
         assert!((a.pearson.unwrap() - sxy / (sxx * syy).sqrt()).abs() < 1e-12);

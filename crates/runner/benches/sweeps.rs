@@ -393,12 +393,15 @@ fn time_method(
     let t = Instant::now();
     let mut n = 0;
     for direction in Direction::BOTH {
-        let directed = DirectedPair::new(model, pair, baselines, direction, &[], MetricSet::LogitDiff)?;
+        let directed =
+            DirectedPair::new(model, pair, baselines, direction, &[], MetricSet::LogitDiff)?;
         let kinds: Vec<(PatchKind, Vec<CellIndex>)> = ATTRIBUTION_KINDS
             .iter()
             .map(|k| Ok((*k, directed.cells(model, *k, None)?)))
             .collect::<Result<_, actpatch_patching::PatchingError>>()?;
-        n += attribute(model, &directed, &kinds, method, 10)?.results.len();
+        n += attribute(model, &directed, &kinds, method, 10)?
+            .results
+            .len();
     }
     Ok((t.elapsed().as_secs_f64(), n))
 }
@@ -413,7 +416,14 @@ fn attribution_bench(
     let baselines = pair.baselines(model)?;
     let exact = {
         let kind = PatchKind::HeadOutByPos;
-        let directed = DirectedPair::new(model, &pair, &baselines, Direction::Denoising, &[kind], MetricSet::All)?;
+        let directed = DirectedPair::new(
+            model,
+            &pair,
+            &baselines,
+            Direction::Denoising,
+            &[kind],
+            MetricSet::All,
+        )?;
         let cells = directed.cells(model, kind, None)?;
         let t = Instant::now();
         let target = fast::target_run(model, &directed, &[kind])?;
@@ -425,10 +435,20 @@ fn attribution_bench(
     let (atp_star, _) = time_method(model, &pair, &baselines, Method::AtpStar)?;
     let (ig, _) = time_method(model, &pair, &baselines, Method::Ig)?;
     let layers = model.dims().n_layers;
-    println!("\nattribution, {label} pair, {} kinds, both directions ({cells} cells per method):", ATTRIBUTION_KINDS.len());
+    println!(
+        "\nattribution, {label} pair, {} kinds, both directions ({cells} cells per method):",
+        ATTRIBUTION_KINDS.len()
+    );
     println!("  exact head_out_by_pos, denoising only (fast path): {exact:.3} s");
-    println!("  atp:  {atp:.3} s — {:.1}× less time than that exact sweep", exact / atp);
-    println!("  atp*: {atp_star:.3} s — {:.1}× atp's time (1 + L = {} backward passes)", atp_star / atp, 1 + layers);
+    println!(
+        "  atp:  {atp:.3} s — {:.1}× less time than that exact sweep",
+        exact / atp
+    );
+    println!(
+        "  atp*: {atp_star:.3} s — {:.1}× atp's time (1 + L = {} backward passes)",
+        atp_star / atp,
+        1 + layers
+    );
     println!("  ig (10 steps): {ig:.3} s — {:.1}× atp's time", ig / atp);
     Ok(())
 }

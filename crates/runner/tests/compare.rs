@@ -264,7 +264,8 @@ fn missing_runs_and_other_schema_versions_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("schema version 999") && stderr.contains(&format!("reads versions 1 to {SCHEMA_VERSION}")),
+        stderr.contains("schema version 999")
+            && stderr.contains(&format!("reads versions 1 to {SCHEMA_VERSION}")),
         "{stderr}"
     );
     assert!(stderr.contains(&path.display().to_string()), "{stderr}");

@@ -49,7 +49,7 @@ fn every_method_runs_and_exact_and_atp_match_golden() {
     let text = text
         .replace(
             "[sweep]\n",
-            &format!("[sweep]\ndirection = \"both\"\nmethods = [\"exact\", \"atp\", \"atp*\", \"ig\"]\nig_steps = 4\n"),
+            "[sweep]\ndirection = \"both\"\nmethods = [\"exact\", \"atp\", \"atp*\", \"ig\"]\nig_steps = 4\n",
         )
         .replace("path = \"../", &format!("path = \"{}/", models.display()));
     let text = text
@@ -97,7 +97,11 @@ fn every_method_runs_and_exact_and_atp_match_golden() {
             cell.method,
             cell.kind
         );
-        checked.insert((cell.method.clone(), cell.kind.clone(), cell.direction.clone()));
+        checked.insert((
+            cell.method.clone(),
+            cell.kind.clone(),
+            cell.direction.clone(),
+        ));
     }
     // exact: 8 kinds × 2 directions, less dest_src noising; atp: 7 kinds × 2.
     assert_eq!(checked.len(), 15 + 14, "{checked:?}");

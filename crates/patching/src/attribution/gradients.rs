@@ -106,7 +106,7 @@ fn pass(
         Readout::LastPositionColumns(&answers),
     )?; // [rows, 2]
     let logit_diff = (logits.narrow(1, 0, 1)? - logits.narrow(1, 1, 1)?)?; // [rows, 1]
-    // Rows are independent: the gradient of the sum is each row's own gradient.
+                                                                           // Rows are independent: the gradient of the sum is each row's own gradient.
     let store = logit_diff.sum_all()?.backward()?;
     let mut grads = ActivationCache::default();
     for point in points {

@@ -102,20 +102,8 @@ pub fn attribute(
     let n_layers = model.dims().n_layers;
     let sweep_kinds: Vec<PatchKind> = kinds.iter().map(|(k, _)| *k).collect();
     let fix = QkSites::of(model, pair, &sweep_kinds, method);
-    let mut source_points = site_points(&sweep_kinds, n_layers);
-    let mut grad_points = source_points.clone();
-    let mut target_points = source_points.clone();
-    if let Some(fix) = &fix {
-        let attention_sites = [fix.query, fix.key];
-        source_points.extend(sites(&attention_sites, n_layers));
-        let read = [fix.query, fix.key, BlockSite::AttnScores, BlockSite::Pattern];
-        target_points.extend(sites(&read, n_layers));
-        grad_points.extend(sites(&[BlockSite::Pattern], n_layers));
-    }
-    if method == Method::Ig {
-        source_points.push(HookPoint::Embed);
-        target_points.push(HookPoint::Embed);
-    }
+    let (source_points, grad_points, target_points) =
+        points_of(&sweep_kinds, fix.as_ref(), method, n_layers);
     let run = |tokens: &[u32], points: Vec<HookPoint>| {
         model.run_with_cache(&[tokens.to_vec()], CacheFilter::only(points))
     };
@@ -127,15 +115,7 @@ pub fn attribute(
         positions.only_patched(point, &(source - target.get(point)?)?)
     };
 
-    let rows = match method {
-        Method::Atp | Method::Exact => vec![Row::Plain],
-        Method::AtpStar => std::iter::once(Row::Plain)
-            .chain((0..n_layers).map(Row::DropLayer))
-            .collect(),
-        Method::Ig => (1..=ig_steps.max(1))
-            .map(|k| Row::Towards(k as f64 / ig_steps.max(1) as f64))
-            .collect(),
-    };
+    let rows = rows_of(method, n_layers, ig_steps);
     let path = match method {
         Method::Ig => Some(InputPath {
             target: target.get(HookPoint::Embed)?.clone(),
@@ -160,8 +140,10 @@ pub fn attribute(
                     let grad = grads.at(point)?;
                     let dense = match (&fix, kind.site()) {
                         (Some(fix), BlockSite::Q | BlockSite::K) => {
-                            let attention = fix.attention(model, cell.layer, &source, &target, pair, &positions)?;
-                            let pattern_grad = grads.at(HookPoint::block(cell.layer, BlockSite::Pattern))?;
+                            let attention = fix
+                                .attention(model, cell.layer, &source, &target, pair, &positions)?;
+                            let pattern_grad =
+                                grads.at(HookPoint::block(cell.layer, BlockSite::Pattern))?;
                             match kind.site() {
                                 BlockSite::Q => qk_fix::queries(*kind, &attention, pattern_grad)?,
                                 _ => qk_fix::keys(*kind, &attention, pattern_grad)?,
@@ -196,15 +178,67 @@ pub fn attribute(
     Ok(Attribution { results, passes })
 }
 
+/// The hook points to cache in the source run, to probe for gradients, and to cache
+/// in the target run.
+fn points_of(
+    sweep_kinds: &[PatchKind],
+    fix: Option<&QkSites>,
+    method: Method,
+    n_layers: usize,
+) -> (Vec<HookPoint>, Vec<HookPoint>, Vec<HookPoint>) {
+    let mut source_points = site_points(sweep_kinds, n_layers);
+    let mut grad_points = source_points.clone();
+    let mut target_points = source_points.clone();
+    if let Some(fix) = fix {
+        let attention_sites = [fix.query, fix.key];
+        source_points.extend(sites(&attention_sites, n_layers));
+        let read = [
+            fix.query,
+            fix.key,
+            BlockSite::AttnScores,
+            BlockSite::Pattern,
+        ];
+        target_points.extend(sites(&read, n_layers));
+        grad_points.extend(sites(&[BlockSite::Pattern], n_layers));
+    }
+    if method == Method::Ig {
+        source_points.push(HookPoint::Embed);
+        target_points.push(HookPoint::Embed);
+    }
+    (source_points, grad_points, target_points)
+}
+
+/// The batch rows of the gradient pass of `method`.
+fn rows_of(method: Method, n_layers: usize, ig_steps: usize) -> Vec<Row> {
+    let steps = ig_steps.max(1);
+    match method {
+        Method::Atp | Method::Exact => vec![Row::Plain],
+        Method::AtpStar => std::iter::once(Row::Plain)
+            .chain((0..n_layers).map(Row::DropLayer))
+            .collect(),
+        Method::Ig => (1..=steps)
+            .map(|k| Row::Towards(k as f64 / steps as f64))
+            .collect(),
+    }
+}
+
 /// One cell's estimate from its rows: AtP and IG have one; AtP* combines the GradDrop
 /// rows as eq. 11 of Kramár et al. 2024 (the mean magnitude over the L − 1 layers
 /// that can carry the effect), signed as the undropped row.
-fn combine(method: Method, dense: &Dense, kind: PatchKind, cell: &CellIndex, n_layers: usize) -> f64 {
+fn combine(
+    method: Method,
+    dense: &Dense,
+    kind: PatchKind,
+    cell: &CellIndex,
+    n_layers: usize,
+) -> f64 {
     let plain = dense.get(0, kind, cell);
     if method != Method::AtpStar || dense.rows() == 1 {
         return plain;
     }
-    let dropped: f64 = (1..dense.rows()).map(|r| dense.get(r, kind, cell).abs()).sum();
+    let dropped: f64 = (1..dense.rows())
+        .map(|r| dense.get(r, kind, cell).abs())
+        .sum();
     let magnitude = dropped / (n_layers.max(2) - 1) as f64;
     if plain < 0.0 {
         -magnitude
@@ -279,7 +313,9 @@ impl QkSites {
         method: Method,
     ) -> Option<QkSites> {
         let wanted = method == Method::AtpStar
-            && kinds.iter().any(|k| matches!(k.site(), BlockSite::Q | BlockSite::K));
+            && kinds
+                .iter()
+                .any(|k| matches!(k.site(), BlockSite::Q | BlockSite::K));
         let rotary = model.hook_space().sites.contains(&BlockSite::RotQ);
         match (wanted, rotary) {
             (false, _) => None,
@@ -324,7 +360,7 @@ impl QkSites {
             positions.only_patched(at(site), &(source - target.get(at(site))?)?)
         };
         let first = |site| -> Result<Tensor> { Ok(target.get(at(site))?.squeeze(0)?) };
-        if dims.n_heads % dims.n_kv_heads.max(1) != 0 {
+        if !dims.n_heads.is_multiple_of(dims.n_kv_heads.max(1)) {
             return Err(PatchingError::Tensor(candle_core::Error::Msg(
                 "query heads are not a multiple of key/value heads".into(),
             )));

@@ -79,11 +79,15 @@ pub(crate) fn keys(kind: PatchKind, attention: &Attention, grad: &Tensor) -> Res
     let rows = grad.dim(0)?;
     if kind.axes() == CellAxes::Head {
         let change = attention.pattern_change(&delta)?;
-        let per_head = grad.broadcast_mul(&change)?.sum(D::Minus1)?.sum(D::Minus1)?; // [rows, head]
+        let per_head = grad
+            .broadcast_mul(&change)?
+            .sum(D::Minus1)?
+            .sum(D::Minus1)?; // [rows, head]
         return Dense::new(&attention.per_kv_head(&per_head)?);
     }
     // One key position at a time: the scores of patch s move in column s only.
-    let one_hot = Tensor::eye(n_pos, delta.dtype(), delta.device())?.reshape((n_pos, 1, 1, n_pos))?;
+    let one_hot =
+        Tensor::eye(n_pos, delta.dtype(), delta.device())?.reshape((n_pos, 1, 1, n_pos))?;
     let delta = delta.unsqueeze(0)?.broadcast_mul(&one_hot)?; // [key, head, query, key]
     let change = attention.pattern_change(&delta)?; // [key, head, query, key]
     let change = change

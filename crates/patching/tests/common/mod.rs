@@ -56,7 +56,13 @@ impl Golden {
     /// The golden value of `cell` of `kind` in grid family `family` (`exact_denoising`,
     /// `atp_noising`, …) for pair `pair`; `None` where the file has no such grid or the
     /// entry is null (a masked attention entry).
-    pub fn value(&self, pair: &str, family: &str, kind: PatchKind, cell: &CellIndex) -> Option<f64> {
+    pub fn value(
+        &self,
+        pair: &str,
+        family: &str,
+        kind: PatchKind,
+        cell: &CellIndex,
+    ) -> Option<f64> {
         let (grid, index) = golden_index(kind, cell);
         let grids = &self.extra["pairs"][pair]["grids"][family];
         let value = index.iter().fold(grids.get(grid)?, |v, i| &v[*i]);

@@ -45,7 +45,8 @@ pub(crate) fn accuracy_rows(run_id: &str, swept: &[SweptPair]) -> Vec<AccuracyRo
                 }
             }
             let cost = |m: Method, k: Option<PatchKind>| {
-                (pair.costs.iter()).find(|c| c.direction == *direction && c.method == m && c.kind == k)
+                (pair.costs.iter())
+                    .find(|c| c.direction == *direction && c.method == m && c.kind == k)
             };
             let approx = cost(*method, None);
             let exact_cost = cost(Method::Exact, Some(*kind));

@@ -35,8 +35,8 @@ pub(crate) fn results_from_rows(
                 PatchKind::from_name(&row.kind).ok_or_else(|| damaged("patch kind", &row.kind))?;
             let direction = Direction::from_name(&row.direction)
                 .ok_or_else(|| damaged("direction", &row.direction))?;
-            let method = Method::from_name(&row.method)
-                .ok_or_else(|| damaged("method", &row.method))?;
+            let method =
+                Method::from_name(&row.method).ok_or_else(|| damaged("method", &row.method))?;
             Ok(CellResult {
                 direction,
                 kind,

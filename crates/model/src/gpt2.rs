@@ -13,10 +13,8 @@ use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
 use crate::arch::ArchModel;
-use crate::layers::{
-    attention_output, causal_attention, causal_mask_from, Frame, Kernels, KvPrefix, LayerNorm,
-    Linear, NormSite,
-};
+use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
+use crate::layers::{embed_rows, LayerNorm, Linear, NormSite};
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
 
@@ -95,6 +93,7 @@ struct Block {
     ln2: LayerNorm,
     c_fc: Linear,     // [d_model, d_mlp]
     mlp_proj: Linear, // [d_mlp, d_model]
+    spec: AttentionSpec,
     n_heads: usize,
     d_head: usize,
 }
@@ -112,6 +111,7 @@ impl Block {
             ln2: LayerNorm::load(store, &name("ln_2"), d, cfg.layer_norm_epsilon)?,
             c_fc: Linear::conv1d(store, &name("mlp.c_fc"), d, dims.d_mlp)?,
             mlp_proj: Linear::conv1d(store, &name("mlp.c_proj"), dims.d_mlp, d)?,
+            spec: AttentionSpec::standard(layer, dims.d_head),
             n_heads: cfg.n_head,
             d_head: dims.d_head,
         })
@@ -161,7 +161,7 @@ impl Block {
             at(BlockSite::V),
             qkv.narrow(2, 2 * d_model, d_model)?.reshape(head_shape)?,
         )?;
-        let z = causal_attention(&q, &k, &v, frame, prefix, self.layer, hooks)?; // [batch, pos, head, d_head]
+        let z = self.spec.attend(&q, &k, &v, frame, prefix, hooks)?; // [batch, pos, head, d_head]
         let attn_out = hooks.at(at(BlockSite::AttnOut), attention_output(&z, &self.c_proj)?)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
 
@@ -228,13 +228,14 @@ impl ArchModel for Gpt2 {
     }
 
     /// `hook_embed` + `hook_pos_embed`.
+    fn token_embeddings(&self) -> &Tensor {
+        &self.wte
+    }
+
     fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         let (batch, pos) = tokens.dims2()?;
         let d_model = self.dims.d_model;
-        let embed = self
-            .wte
-            .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((batch, pos, d_model))?;
+        let embed = embed_rows(&self.wte, tokens)?; // [batch, pos, d_model]
         let embed = hooks.at(HookPoint::Embed, embed)?;
         let pos_embed = self
             .wpe
@@ -248,11 +249,7 @@ impl ArchModel for Gpt2 {
 
     /// The frame of positions `start..start + len`.
     fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
-        Ok(Frame {
-            mask: causal_mask_from(start, len, device)?,
-            rotary: None,
-            kernels: Kernels::Fused,
-        })
+        Frame::causal(start, len, None, device)
     }
 
     /// Block `layer` alone: `[batch, len, d_model]` → `[batch, len, d_model]`.

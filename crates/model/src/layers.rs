@@ -1,8 +1,9 @@
-//! Pieces every architecture shares: linear maps, norms with TransformerLens's hook
-//! points, and causal attention with its hooks.
+//! Pieces every architecture shares: linear maps, embedding rows and norms with
+//! TransformerLens's hook points (attention is in [`crate::attention`], rotary
+//! embeddings in [`crate::rotary`]).
 
 use actpatch_hooks::{BlockSite, HookPoint, Hooks};
-use candle_core::{Device, Tensor, D};
+use candle_core::{Tensor, D};
 
 use crate::weights::WeightStore;
 use crate::Result;
@@ -69,6 +70,14 @@ impl Linear {
 pub enum NormSite {
     Ln1(usize),
     Ln2(usize),
+    /// After attention (Gemma 2's `ln1_post`).
+    Ln1Post(usize),
+    /// After the MLP (Gemma 2's `ln2_post`).
+    Ln2Post(usize),
+    /// Per-head query norm (Qwen3's `attn.q_norm`).
+    QNorm(usize),
+    /// Per-head key norm (Qwen3's `attn.k_norm`).
+    KNorm(usize),
     Final,
 }
 
@@ -82,6 +91,22 @@ impl NormSite {
             NormSite::Ln2(l) => (
                 HookPoint::block(l, BlockSite::Ln2Scale),
                 HookPoint::block(l, BlockSite::Ln2Normalized),
+            ),
+            NormSite::Ln1Post(l) => (
+                HookPoint::block(l, BlockSite::Ln1PostScale),
+                HookPoint::block(l, BlockSite::Ln1PostNormalized),
+            ),
+            NormSite::Ln2Post(l) => (
+                HookPoint::block(l, BlockSite::Ln2PostScale),
+                HookPoint::block(l, BlockSite::Ln2PostNormalized),
+            ),
+            NormSite::QNorm(l) => (
+                HookPoint::block(l, BlockSite::QNormScale),
+                HookPoint::block(l, BlockSite::QNormNormalized),
+            ),
+            NormSite::KNorm(l) => (
+                HookPoint::block(l, BlockSite::KNormScale),
+                HookPoint::block(l, BlockSite::KNormNormalized),
             ),
             NormSite::Final => (HookPoint::LnFinalScale, HookPoint::LnFinalNormalized),
         }
@@ -135,7 +160,12 @@ impl RmsNorm {
         })
     }
 
-    /// `[batch, pos, d_model]` → `[batch, pos, d_model]`
+    pub fn from_tensor(weight: Tensor, eps: f64) -> Self {
+        RmsNorm { weight, eps }
+    }
+
+    /// `[batch, pos, d_model]` → `[batch, pos, d_model]` (or `[batch, pos, head,
+    /// d_head]` for per-head norms: the last axis is normalized).
     pub fn forward(&self, x: &Tensor, hooks: &mut Hooks, site: NormSite) -> Result<Tensor> {
         let (scale_point, normalized_point) = site.points();
         let scale = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
@@ -145,266 +175,10 @@ impl RmsNorm {
     }
 }
 
-/// `[len, start + len]` additive mask for queries at positions `start..start + len`
-/// over keys at `0..start + len`: query `i` sees keys up to `start + i`.
-pub fn causal_mask_from(start: usize, len: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..len)
-        .flat_map(|q| {
-            (0..start + len).map(move |k| {
-                if k > start + q {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Ok(Tensor::from_vec(mask, (len, start + len), device)?)
-}
-
-/// Where the rows of a forward pass sit in the prompt: positions `start..start + len`.
-/// A full pass has `start = 0`; a partial pass runs only the positions a patch can
-/// change, with the keys and values of the earlier positions taken from a cache.
-pub(crate) struct Frame {
-    /// `[len, start + len]`
-    pub mask: Tensor,
-    /// Rotary tables of positions `start..start + len` (architectures with rotary).
-    pub rotary: Option<RotaryTables>,
-    /// Which kernels attention and rotary embeddings use.
-    pub kernels: Kernels,
-}
-
-/// The kernels of a forward pass. candle-nn's fused softmax and rotary embedding have
-/// no backward pass; a pass that gradients are taken through uses plain tensor ops
-/// (the same numbers within float rounding).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Kernels {
-    /// candle-nn's fused kernels: fastest, no gradients.
-    #[default]
-    Fused,
-    /// Plain differentiable tensor ops.
-    Differentiable,
-}
-
-impl Frame {
-    /// This frame with `kernels`.
-    pub fn with_kernels(mut self, kernels: Kernels) -> Frame {
-        self.kernels = kernels;
-        if let Some(rotary) = &mut self.rotary {
-            rotary.kernels = kernels;
-        }
-        self
-    }
-}
-
-/// Softmax over the last axis with `kernels`. `[..., n]` → `[..., n]`; entries of
-/// `-inf` (masked) get 0.
-pub fn softmax_last_dim(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-    match kernels {
-        Kernels::Fused => Ok(candle_nn::ops::softmax_last_dim(x)?),
-        Kernels::Differentiable => {
-            // The shift only keeps exp in range; softmax does not depend on it.
-            let max = x.max_keepdim(D::Minus1)?.detach();
-            let exp = x.broadcast_sub(&max)?.exp()?;
-            Ok(exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?)
-        }
-    }
-}
-
-/// Keys and values of the positions before a [`Frame`]'s start:
-/// `[1 or batch, start, kv_head, d_head]` each (keys after rotary embedding where there
-/// is one). A batch axis of 1 is shared by every row.
-#[derive(Clone)]
-pub(crate) struct KvPrefix {
-    pub k: Tensor,
-    pub v: Tensor,
-}
-
-impl KvPrefix {
-    /// This prefix followed by the keys and values `k`, `v` `[batch, len, kv_head,
-    /// d_head]` of the next positions: `[batch, start + len, kv_head, d_head]` each.
-    pub fn then(&self, k: &Tensor, v: &Tensor) -> Result<KvPrefix> {
-        Ok(KvPrefix {
-            k: prepend(&self.k, k)?,
-            v: prepend(&self.v, v)?,
-        })
-    }
-}
-
-/// `prefix` `[1 or batch, start, kv_head, d_head]` broadcast over the batch of `x`
-/// `[batch, len, kv_head, d_head]` and put in front: `[batch, start + len, kv_head, d_head]`.
-/// The one place a cached prefix meets computed keys and values.
-fn prepend(prefix: &Tensor, x: &Tensor) -> Result<Tensor> {
-    let (batch, _, kv_heads, d_head) = x.dims4()?;
-    let start = prefix.dim(1)?;
-    let prefix = prefix.broadcast_as((batch, start, kv_heads, d_head))?;
-    Ok(Tensor::cat(&[&prefix, x], 1)?)
-}
-
-/// Causal attention from hooked queries, keys and values, through
-/// `hook_attn_scores`, `hook_pattern` and `hook_z`.
-///
-/// `q`: `[batch, pos, head, d_head]`; `k`, `v`: `[batch, pos, kv_head, d_head]`, where
-/// each key/value head serves `head / kv_head` query heads (grouped-query attention).
-/// With a `prefix`, the keys and values of earlier positions are put in front; the
-/// frame's `[pos, start + pos]` mask hides later keys. Returns `z`: `[batch, pos, head, d_head]`.
-pub(crate) fn causal_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    frame: &Frame,
-    prefix: Option<&KvPrefix>,
-    layer: usize,
-    hooks: &mut Hooks,
-) -> Result<Tensor> {
-    let (_, _, n_heads, d_head) = q.dims4()?;
-    let n_kv_heads = k.dim(2)?;
-    let (k, v) = match prefix {
-        Some(prefix) => (prepend(&prefix.k, k)?, prepend(&prefix.v, v)?), // [batch, start + pos, kv_head, d_head]
-        None => (k.clone(), v.clone()),
-    };
-    let q = q.transpose(1, 2)?.contiguous()?; // [batch, head, pos, d_head]
-    let k = repeat_kv(&k.transpose(1, 2)?, n_heads / n_kv_heads)?; // [batch, head, pos, d_head]
-    let v = repeat_kv(&v.transpose(1, 2)?, n_heads / n_kv_heads)?;
-    let scores = (q.matmul(&k.t()?)? / (d_head as f64).sqrt())?; // [batch, head, q_pos, k_pos]
-    let scores = scores.broadcast_add(&frame.mask)?;
-    let scores = hooks.at(HookPoint::block(layer, BlockSite::AttnScores), scores)?;
-    let pattern = softmax_last_dim(&scores, frame.kernels)?;
-    let pattern = hooks.at(HookPoint::block(layer, BlockSite::Pattern), pattern)?;
-    let z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?; // [batch, pos, head, d_head]
-    Ok(hooks.at(HookPoint::block(layer, BlockSite::Z), z)?)
-}
-
-/// `[batch, kv_head, pos, d_head]` → `[batch, kv_head * n_rep, pos, d_head]`, each
-/// key/value head repeated for the query heads it serves.
-fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x.contiguous()?);
-    }
-    let (batch, n_kv, pos, d_head) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .broadcast_as((batch, n_kv, n_rep, pos, d_head))?
-        .reshape((batch, n_kv * n_rep, pos, d_head))?)
-}
-
-/// `z` `[batch, pos, head, d_head]` → attention output `[batch, pos, d_model]`.
-pub fn attention_output(z: &Tensor, w_o: &Linear) -> Result<Tensor> {
-    let (batch, pos, heads, d_head) = z.dims4()?;
-    w_o.forward(&z.reshape((batch, pos, heads * d_head))?)
-}
-
-/// Rotary position embeddings (Su et al. 2021) in the Hugging Face Llama layout: each
-/// head's first and second halves are the two coordinates of a rotated pair
-/// (`rotate_half`, not interleaved), with frequencies `theta^(-2i / d_head)`.
-pub struct Rotary {
-    inv_freq: Vec<f32>, // [d_head / 2]
-}
-
-impl Rotary {
-    pub fn new(d_head: usize, theta: f64) -> Self {
-        let inv_freq = (0..d_head / 2)
-            .map(|i| (1.0 / theta.powf((2 * i) as f64 / d_head as f64)) as f32)
-            .collect();
-        Rotary { inv_freq }
-    }
-
-    /// The cosines and sines of positions `start..start + pos`. Angles are products in
-    /// f32, as Hugging Face computes them, so long contexts round the same way.
-    pub fn tables_from(&self, start: usize, pos: usize, device: &Device) -> Result<RotaryTables> {
-        let half = self.inv_freq.len();
-        let angles: Vec<f32> = (start..start + pos)
-            .flat_map(|p| self.inv_freq.iter().map(move |f| p as f32 * f))
-            .collect();
-        let cos: Vec<f32> = angles.iter().map(|a| (*a as f64).cos() as f32).collect();
-        let sin: Vec<f32> = angles.iter().map(|a| (*a as f64).sin() as f32).collect();
-        Ok(RotaryTables {
-            cos: Tensor::from_vec(cos, (pos, half), device)?, // [pos, d_head / 2]
-            sin: Tensor::from_vec(sin, (pos, half), device)?, // [pos, d_head / 2]
-            kernels: Kernels::Fused,
-        })
-    }
-}
-
-/// Rotary tables for one forward pass.
-pub struct RotaryTables {
-    cos: Tensor, // [pos, d_head / 2]
-    sin: Tensor, // [pos, d_head / 2]
-    kernels: Kernels,
-}
-
-impl RotaryTables {
-    /// `[batch, pos, head, d_head]` → `[batch, pos, head, d_head]`, rotated by position:
-    /// `x * cos + rotate_half(x) * sin`.
-    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        match self.kernels {
-            Kernels::Fused => Ok(candle_nn::rotary_emb::rope_thd(
-                &x.contiguous()?,
-                &self.cos,
-                &self.sin,
-            )?),
-            Kernels::Differentiable => {
-                // (x1, x2) halves → (x1 cos − x2 sin, x2 cos + x1 sin)
-                let (batch, pos, heads, d_head) = x.dims4()?;
-                let half = d_head / 2;
-                let shape = (batch, pos, heads, half);
-                let cos = self.cos.reshape((1, pos, 1, half))?.broadcast_as(shape)?;
-                let sin = self.sin.reshape((1, pos, 1, half))?.broadcast_as(shape)?;
-                let x1 = x.narrow(D::Minus1, 0, half)?;
-                let x2 = x.narrow(D::Minus1, half, half)?;
-                let out1 = ((&x1 * &cos)? - (&x2 * &sin)?)?;
-                let out2 = ((&x2 * &cos)? + (&x1 * &sin)?)?;
-                Ok(Tensor::cat(&[&out1, &out2], D::Minus1)?)
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rotary_tables_rotate_halves() {
-        // Position 1, frequency 1 for the first pair: (x, y) in the two halves → rotated.
-        let rotary = Rotary::new(4, 10_000.0);
-        let tables = rotary.tables_from(0, 2, &Device::Cpu).unwrap();
-        let x = Tensor::new(
-            &[[[[1f32, 0.0, 0.0, 0.0]]], [[[1f32, 0.0, 0.0, 0.0]]]],
-            &Device::Cpu,
-        )
-        .unwrap()
-        .reshape((1, 2, 1, 4))
-        .unwrap();
-        let got: Vec<f32> = tables
-            .apply(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let (c, s) = (1f32.cos(), 1f32.sin());
-        let want = [1.0, 0.0, 0.0, 0.0, c, 0.0, s, 0.0];
-        for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
-        }
-    }
-
-    #[test]
-    fn differentiable_kernels_give_the_fused_numbers() {
-        let device = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (2, 5, 3, 8), &device).unwrap();
-        let mut tables = Rotary::new(8, 10_000.0).tables_from(2, 5, &device).unwrap();
-        let fused = tables.apply(&x).unwrap();
-        tables.kernels = Kernels::Differentiable;
-        let plain = tables.apply(&x).unwrap();
-        let gap = (fused - plain).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(gap.to_scalar::<f32>().unwrap() < 1e-5);
-        let scores = x
-            .broadcast_add(&causal_mask_from(0, 8, &device).unwrap())
-            .unwrap();
-        let fused = softmax_last_dim(&scores, Kernels::Fused).unwrap();
-        let plain = softmax_last_dim(&scores, Kernels::Differentiable).unwrap();
-        let gap = (fused - plain).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(gap.to_scalar::<f32>().unwrap() < 1e-6);
-    }
+/// Rows of an embedding table: tokens `[batch, pos]` → `[batch, pos, d_model]`.
+pub fn embed_rows(table: &Tensor, tokens: &Tensor) -> Result<Tensor> {
+    let (batch, pos) = tokens.dims2()?;
+    Ok(table
+        .index_select(&tokens.flatten_all()?, 0)?
+        .reshape((batch, pos, table.dim(1)?))?)
 }

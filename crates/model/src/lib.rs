@@ -1,7 +1,8 @@
 //! Hooked transformers on candle, with TransformerLens's hook points.
 //!
-//! [`HookedTransformer::load`] reads a Hugging Face checkpoint (GPT-2 or Llama family)
-//! from the hub or a local folder, or a llama.cpp `.gguf` file (Llama);
+//! [`HookedTransformer::load`] reads a Hugging Face checkpoint (GPT-2, the Llama family
+//! with Qwen2/2.5/3 and Mistral, Gemma 2, GPT-NeoX/Pythia) from the hub or a local
+//! folder, or a llama.cpp `.gguf` file (Llama, Qwen2, Qwen3);
 //! [`HookedTransformer::forward`] runs it with [`Hooks`] that patch and cache
 //! activations at named [`HookPoint`]s.
 //!
@@ -20,15 +21,21 @@
 //! ```
 
 mod arch;
+mod attention;
 mod device;
 mod error;
+mod gemma2;
 mod gguf;
 mod gpt2;
+mod kernels;
 mod layers;
 mod llama;
 mod load;
+mod neox;
 pub mod partial;
 mod readout;
+pub mod rope;
+mod rotary;
 mod source;
 mod tokenizer;
 mod weights;
@@ -42,7 +49,7 @@ pub use actpatch_hooks::HookPoint;
 use arch::ArchModel;
 pub use device::DeviceSpec;
 pub use error::{ModelError, Result};
-use layers::Kernels;
+use kernels::Kernels;
 pub use partial::{BaseRun, Span};
 pub use readout::Readout;
 pub use source::{ModelFiles, ModelSource, TokenizerFiles};
@@ -52,18 +59,24 @@ pub use tokenizer::Tokenizer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
     Gpt2,
-    /// Llama and its close relatives (see [`llama`]).
+    /// Llama and its close relatives: Llama 3.x, Mistral, Qwen2/2.5, Qwen3 (see [`llama`]).
     Llama,
+    /// Gemma 2 (see [`gemma2`]).
+    Gemma2,
+    /// GPT-NeoX and Pythia (see [`neox`]).
+    GptNeox,
 }
 
 impl Architecture {
     pub const SUPPORTED: &'static str =
-        "gpt2 (GPT2LMHeadModel), llama (LlamaForCausalLM), mistral (MistralForCausalLM), qwen2 (Qwen2ForCausalLM); GGUF files of general.architecture llama";
+        "gpt2 (GPT2LMHeadModel), llama (LlamaForCausalLM), mistral (MistralForCausalLM), qwen2 (Qwen2ForCausalLM), qwen3 (Qwen3ForCausalLM), gemma2 (Gemma2ForCausalLM), gpt_neox (GPTNeoXForCausalLM, Pythia); GGUF files of general.architecture llama, qwen2, qwen3";
 
     pub fn name(self) -> &'static str {
         match self {
             Architecture::Gpt2 => "gpt2",
             Architecture::Llama => "llama",
+            Architecture::Gemma2 => "gemma2",
+            Architecture::GptNeox => "gpt_neox",
         }
     }
 }
@@ -130,6 +143,12 @@ impl HookedTransformer {
         self.arch.hook_space()
     }
 
+    /// The token embedding matrix `W_E`, `[d_vocab, d_model]` (e.g. for the scale of
+    /// Gaussian-noise corruption).
+    pub fn token_embeddings(&self) -> &Tensor {
+        self.arch.token_embeddings()
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
@@ -161,6 +180,12 @@ impl HookedTransformer {
             });
         }
         Ok(ids)
+    }
+
+    /// The byte range of `prompt` each token of [`HookedTransformer::to_tokens`]
+    /// covers (BOS covers `0..0`): where template slots and subjects sit.
+    pub fn token_byte_spans(&self, prompt: &str, prepend_bos: bool) -> Result<Vec<(usize, usize)>> {
+        self.tokenizer.byte_spans(prompt, prepend_bos)
     }
 
     pub fn to_single_token(&self, answer: &str) -> Result<u32> {

@@ -2,12 +2,14 @@
 //! `LlamaForCausalLM` checkpoints or from llama.cpp GGUF files (see [`crate::gguf`]).
 //!
 //! The same forward pass serves Llama's close relatives, told apart by `model_type`:
-//! `llama` (biases where `attention_bias` / `mlp_bias` say), `mistral` (no biases; the
-//! context is capped at `sliding_window`, within which the window changes nothing) and
-//! `qwen2` (biases on q, k and v only). Hook points and their values match
-//! TransformerLens's `HookedTransformer` loaded with no weight processing: RMSNorm,
-//! rotary embeddings in the Hugging Face "halves" layout, grouped-query attention and a
-//! SiLU-gated MLP.
+//! `llama` (Llama 1–3.x, biases where `attention_bias` / `mlp_bias` say, rotary scaling
+//! of type `llama3`), `mistral` (no biases; the context is capped at `sliding_window`,
+//! within which the window changes nothing), `qwen2` (Qwen2, Qwen2.5: biases on q, k
+//! and v only) and `qwen3` (an RMSNorm over each head's queries and keys before rotary,
+//! `q_norm` / `k_norm`, with their hook points `attn.q_norm.*` / `attn.k_norm.*`; biases
+//! where `attention_bias` says). Hook points and their values match TransformerLens's
+//! `HookedTransformer` loaded with no weight processing: RMSNorm, rotary embeddings in
+//! the Hugging Face "halves" layout, grouped-query attention and a SiLU-gated MLP.
 
 use std::path::Path;
 
@@ -15,16 +17,16 @@ use actpatch_hooks::{BlockSite, HookPoint, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::arch::ArchModel;
-use crate::layers::{
-    attention_output, causal_attention, causal_mask_from, Frame, Kernels, KvPrefix, Linear,
-    NormSite, RmsNorm, Rotary,
-};
+use crate::arch::{default_feeds_keys_values, ArchModel};
+use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
+use crate::layers::{embed_rows, Linear, NormSite, RmsNorm};
+use crate::rope::RopeConfig;
+use crate::rotary::Rotary;
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
 
 /// The `model_type`s this file runs.
-pub const MODEL_TYPES: &str = "llama, mistral, qwen2";
+pub const MODEL_TYPES: &str = "llama, mistral, qwen2, qwen3";
 
 /// The fields of a Hugging Face Llama-family `config.json` that the forward pass needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,10 +48,10 @@ pub struct LlamaConfig {
     pub head_dim: Option<usize>,
     /// aka n_ctx
     pub max_position_embeddings: usize,
-    #[serde(default = "default_rope_theta")]
-    pub rope_theta: f64,
-    /// Only `null` is supported (no scaling).
-    pub rope_scaling: Option<serde_json::Value>,
+    /// `rope_theta` with `rope_scaling`, or `rope_parameters`: read from the raw config
+    /// by [`Llama::parse_config`].
+    #[serde(skip, default = "default_rope")]
+    pub rope: RopeConfig,
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f64,
     /// Biases on q, k, v and o (llama).
@@ -74,8 +76,8 @@ fn default_model_type() -> String {
     "llama".into()
 }
 
-fn default_rope_theta() -> f64 {
-    10_000.0
+fn default_rope() -> RopeConfig {
+    RopeConfig::plain(10_000.0)
 }
 
 fn default_eps() -> f64 {
@@ -108,7 +110,7 @@ impl LlamaConfig {
     fn n_ctx(&self) -> usize {
         let window = match self.model_type.as_str() {
             "mistral" => self.sliding_window,
-            "qwen2" if self.use_sliding_window => self.sliding_window,
+            "qwen2" | "qwen3" if self.use_sliding_window => self.sliding_window,
             _ => None,
         };
         window.map_or(self.max_position_embeddings, |w| {
@@ -126,6 +128,11 @@ impl LlamaConfig {
             "mistral" => Biases {
                 qkv: false,
                 o: false,
+                mlp: false,
+            },
+            "qwen3" => Biases {
+                qkv: self.attention_bias,
+                o: self.attention_bias,
                 mlp: false,
             },
             _ => Biases {
@@ -155,7 +162,10 @@ impl LlamaConfig {
             path: path.to_path_buf(),
             reason,
         };
-        if !matches!(self.model_type.as_str(), "llama" | "mistral" | "qwen2") {
+        if !matches!(
+            self.model_type.as_str(),
+            "llama" | "mistral" | "qwen2" | "qwen3"
+        ) {
             return Err(bad(format!(
                 "model_type `{}` is not a Llama-family model actpatch runs (supported: {MODEL_TYPES})",
                 self.model_type
@@ -185,12 +195,20 @@ impl LlamaConfig {
                 self.hidden_act
             )));
         }
-        if let Some(scaling) = self.rope_scaling.as_ref().filter(|s| !s.is_null()) {
-            return Err(bad(format!(
-                "rope_scaling {scaling} is not supported (supported: null, i.e. plain rotary embeddings with rope_theta)"
-            )));
+        if self.rope.partial_rotary_factor != 1.0 {
+            return Err(ModelError::UnsupportedOption {
+                path: path.to_path_buf(),
+                key: "partial_rotary_factor".into(),
+                value: self.rope.partial_rotary_factor.to_string(),
+                supported: "1.0 for Llama-family models (every head dimension rotates)".into(),
+            });
         }
         Ok(())
+    }
+
+    /// Qwen3's per-head RMSNorm on queries and keys.
+    fn qk_norm(&self) -> bool {
+        self.model_type == "qwen3"
     }
 }
 
@@ -211,6 +229,9 @@ struct Block {
     layer: usize,
     ln1: RmsNorm, // input_layernorm
     attn: Attention,
+    /// Qwen3's per-head norms `[d_head]` on queries and keys, before rotary.
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
+    spec: AttentionSpec,
     ln2: RmsNorm, // post_attention_layernorm
     mlp: Mlp,
     n_heads: usize,
@@ -237,6 +258,14 @@ impl Block {
                 v_proj: linear("self_attn.v_proj", d, d_kv, biases.qkv)?,
                 o_proj: linear("self_attn.o_proj", d_q, d, biases.o)?,
             },
+            qk_norm: match cfg.qk_norm() {
+                true => Some((
+                    RmsNorm::load(store, &name("self_attn.q_norm"), dims.d_head, eps)?,
+                    RmsNorm::load(store, &name("self_attn.k_norm"), dims.d_head, eps)?,
+                )),
+                false => None,
+            },
+            spec: AttentionSpec::standard(layer, dims.d_head),
             ln2: RmsNorm::load(store, &name("post_attention_layernorm"), d, eps)?,
             mlp: Mlp {
                 gate_proj: linear("mlp.gate_proj", d, d_mlp, biases.mlp)?,
@@ -253,17 +282,19 @@ impl Block {
     /// the positions of `frame`: `[batch, pos, d_model]` → (`[batch, pos, kv_head,
     /// d_head]`, the same). No hooks.
     fn keys_values(&self, resid_pre: &Tensor, frame: &Frame) -> Result<(Tensor, Tensor)> {
-        let rotary = frame.rotary.as_ref().ok_or_else(|| {
-            candle_core::Error::Msg("a Llama frame needs rotary tables (use Llama::frame)".into())
-        })?;
         let (batch, pos, _) = resid_pre.dims3()?;
         let kv_shape = (batch, pos, self.n_kv_heads, self.d_head);
-        let normalized =
-            self.ln1
-                .forward(resid_pre, &mut Hooks::none(), NormSite::Ln1(self.layer))?;
+        let hooks = &mut Hooks::none();
+        let normalized = self
+            .ln1
+            .forward(resid_pre, hooks, NormSite::Ln1(self.layer))?;
         let k = self.attn.k_proj.forward(&normalized)?.reshape(kv_shape)?;
         let v = self.attn.v_proj.forward(&normalized)?.reshape(kv_shape)?;
-        Ok((rotary.apply(&k)?, v))
+        let k = match &self.qk_norm {
+            Some((_, k_norm)) => k_norm.forward(&k, hooks, NormSite::KNorm(self.layer))?,
+            None => k,
+        };
+        Ok((frame.rotary()?.apply(&k)?, v))
     }
 
     /// `[batch, pos, d_model]` → `[batch, pos, d_model]`, the rows holding the
@@ -275,9 +306,7 @@ impl Block {
         prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
-        let rotary = frame.rotary.as_ref().ok_or_else(|| {
-            candle_core::Error::Msg("a Llama frame needs rotary tables (use Llama::frame)".into())
-        })?;
+        let rotary = frame.rotary()?;
         let at = |site| HookPoint::block(self.layer, site);
         let (batch, pos, _) = resid_pre.dims3()?;
         let q_shape = (batch, pos, self.n_heads, self.d_head);
@@ -294,9 +323,16 @@ impl Block {
         let q = hooks.at(at(BlockSite::Q), q)?; // [batch, pos, head, d_head]
         let k = hooks.at(at(BlockSite::K), k)?; // [batch, pos, kv_head, d_head]
         let v = hooks.at(at(BlockSite::V), v)?; // [batch, pos, kv_head, d_head]
+        let (q, k) = match &self.qk_norm {
+            Some((q_norm, k_norm)) => (
+                q_norm.forward(&q, hooks, NormSite::QNorm(self.layer))?,
+                k_norm.forward(&k, hooks, NormSite::KNorm(self.layer))?,
+            ),
+            None => (q, k),
+        };
         let rot_q = hooks.at(at(BlockSite::RotQ), rotary.apply(&q)?)?;
         let rot_k = hooks.at(at(BlockSite::RotK), rotary.apply(&k)?)?;
-        let z = causal_attention(&rot_q, &rot_k, &v, frame, prefix, self.layer, hooks)?; // [batch, pos, head, d_head]
+        let z = self.spec.attend(&rot_q, &rot_k, &v, frame, prefix, hooks)?; // [batch, pos, head, d_head]
         let attn_out = attention_output(&z, &attn.o_proj)?;
         let attn_out = hooks.at(at(BlockSite::AttnOut), attn_out)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
@@ -320,15 +356,19 @@ pub struct Llama {
     norm: RmsNorm,
     w_u: Tensor, // [d_model, d_vocab]: lm_head (the embedding when tied), stored transposed
     rotary: Rotary,
+    qk_norm: bool,
     dims: ModelDims,
 }
 
 impl Llama {
     pub fn parse_config(text: &str, path: &Path) -> Result<LlamaConfig> {
-        let cfg: LlamaConfig = serde_json::from_str(text).map_err(|e| ModelError::Config {
+        let bad = |e: serde_json::Error| ModelError::Config {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })?;
+        };
+        let value: serde_json::Value = serde_json::from_str(text).map_err(bad)?;
+        let mut cfg: LlamaConfig = serde_json::from_value(value.clone()).map_err(bad)?;
+        cfg.rope = RopeConfig::from_config(&value, 10_000.0, path)?;
         cfg.check(path)?;
         Ok(cfg)
     }
@@ -361,7 +401,8 @@ impl Llama {
             blocks,
             norm: RmsNorm::load(store, "model.norm", d, cfg.rms_norm_eps)?,
             w_u: lm_head.t()?.contiguous()?,
-            rotary: Rotary::new(dims.d_head, cfg.rope_theta),
+            rotary: Rotary::from_inv_freq(cfg.rope.inv_freq(dims.d_head)),
+            qk_norm: cfg.qk_norm(),
             dims,
         })
     }
@@ -373,30 +414,35 @@ impl ArchModel for Llama {
     }
 
     fn hook_space(&self) -> HookSpace {
-        HookSpace::llama(self.dims.n_layers)
+        match self.qk_norm {
+            true => HookSpace::qwen3(self.dims.n_layers),
+            false => HookSpace::llama(self.dims.n_layers),
+        }
     }
 
     fn key_site(&self) -> BlockSite {
         BlockSite::RotK
     }
 
+    fn token_embeddings(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
+    /// The default sites, and Qwen3's key norm: it is computed before the keys.
+    fn site_feeds_keys_values(&self, site: BlockSite) -> bool {
+        let key_norm = matches!(site, BlockSite::KNormScale | BlockSite::KNormNormalized);
+        (self.qk_norm && key_norm) || default_feeds_keys_values(site)
+    }
+
     /// `hook_embed` (positions enter through rotary embeddings in each block).
     fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
-        let (batch, pos) = tokens.dims2()?;
-        let embed = self
-            .embed_tokens
-            .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((batch, pos, self.dims.d_model))?;
+        let embed = embed_rows(&self.embed_tokens, tokens)?; // [batch, pos, d_model]
         Ok(hooks.at(HookPoint::Embed, embed)?) // [batch, pos, d_model]
     }
 
     /// The frame of positions `start..start + len`, with their rotary tables.
     fn frame(&self, start: usize, len: usize, device: &Device) -> Result<Frame> {
-        Ok(Frame {
-            mask: causal_mask_from(start, len, device)?,
-            rotary: Some(self.rotary.tables_from(start, len, device)?),
-            kernels: Kernels::Fused,
-        })
+        Frame::causal(start, len, Some(&self.rotary), device)
     }
 
     /// Block `layer` alone: `[batch, len, d_model]` → `[batch, len, d_model]`.

@@ -6,7 +6,9 @@ use std::path::Path;
 use candle_core::Device;
 
 use crate::arch::ArchModel;
-use crate::{gguf, gpt2, llama, Architecture, ModelError, ModelFiles, Result, Tokenizer};
+use crate::{
+    gemma2, gguf, gpt2, llama, neox, Architecture, ModelError, ModelFiles, Result, Tokenizer,
+};
 
 /// A Hugging Face checkpoint: `config.json` decides the architecture.
 pub(crate) fn load_hf(
@@ -28,6 +30,16 @@ pub(crate) fn load_hf(
             let model = llama::Llama::load(&cfg, &files.weights, device)?;
             (Box::new(model) as Box<dyn ArchModel>, cfg.bos_token_id)
         }
+        Architecture::Gemma2 => {
+            let cfg = gemma2::Gemma2::parse_config(&text, &files.config)?;
+            let model = gemma2::Gemma2::load(&cfg, &files.weights, device)?;
+            (Box::new(model) as Box<dyn ArchModel>, cfg.bos_token_id)
+        }
+        Architecture::GptNeox => {
+            let cfg = neox::Neox::parse_config(&text, &files.config)?;
+            let model = neox::Neox::load(&cfg, &files.weights, device)?;
+            (Box::new(model) as Box<dyn ArchModel>, cfg.bos_token_id)
+        }
     };
     let mut tokenizer = Tokenizer::load(&files.tokenizer, bos_id)?;
     if tokenizer.bos_id().is_none() {
@@ -37,7 +49,7 @@ pub(crate) fn load_hf(
     Ok((arch, tokenizer))
 }
 
-/// A GGUF file: its metadata decides the architecture (Llama only, so far).
+/// A GGUF file: its metadata decides the architecture (the Llama family).
 pub(crate) fn load_gguf(path: &Path, device: &Device) -> Result<(Box<dyn ArchModel>, Tokenizer)> {
     let file = gguf::GgufFile::open(path)?;
     let cfg = file.llama_config()?;
@@ -58,10 +70,15 @@ fn detect_architecture(config_text: &str, path: &Path) -> Result<Architecture> {
         .and_then(|v| v.as_str());
     match (model_type, class) {
         (Some("gpt2"), _) | (None, Some("GPT2LMHeadModel")) => Ok(Architecture::Gpt2),
-        (Some("llama" | "mistral" | "qwen2"), _)
-        | (None, Some("LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM")) => {
-            Ok(Architecture::Llama)
-        }
+        (Some("llama" | "mistral" | "qwen2" | "qwen3"), _)
+        | (
+            None,
+            Some(
+                "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM",
+            ),
+        ) => Ok(Architecture::Llama),
+        (Some("gemma2"), _) | (None, Some("Gemma2ForCausalLM")) => Ok(Architecture::Gemma2),
+        (Some("gpt_neox"), _) | (None, Some("GPTNeoXForCausalLM")) => Ok(Architecture::GptNeox),
         (found, class) => Err(ModelError::UnsupportedArchitecture {
             path: path.to_path_buf(),
             found: found

@@ -40,7 +40,7 @@
 use actpatch_hooks::{ActivationCache, BlockSite, CacheFilter, HookPoint, Hooks};
 use candle_core::Tensor;
 
-use crate::layers::{Frame, KvPrefix};
+use crate::attention::{Frame, KvPrefix};
 use crate::{HookedTransformer, ModelError, Readout, Result};
 
 /// An unpatched run of one prompt, cached for partial forward passes: every layer's

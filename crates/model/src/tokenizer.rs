@@ -67,13 +67,7 @@ impl Tokenizer {
     /// TransformerLens's `to_tokens`). The tokenizer's own post-processing is not
     /// applied, so BOS is never doubled.
     pub fn encode(&self, text: &str, prepend_bos: bool) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| ModelError::Encode {
-                text: text.to_string(),
-                reason: e.to_string(),
-            })?;
+        let encoding = self.encoding(text)?;
         let mut ids = Vec::with_capacity(encoding.len() + 1);
         if prepend_bos {
             if let Some(bos) = self.bos_id {
@@ -82,6 +76,28 @@ impl Tokenizer {
         }
         ids.extend_from_slice(encoding.get_ids());
         Ok(ids)
+    }
+
+    /// `text` encoded without the tokenizer's post-processing (no special tokens).
+    fn encoding(&self, text: &str) -> Result<tokenizers::Encoding> {
+        self.inner
+            .encode(text, false)
+            .map_err(|e| ModelError::Encode {
+                text: text.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The byte range of `text` each token of [`Tokenizer::encode`] covers (BOS, when
+    /// prepended, covers `0..0`).
+    pub fn byte_spans(&self, text: &str, prepend_bos: bool) -> Result<Vec<(usize, usize)>> {
+        let encoding = self.encoding(text)?;
+        let mut spans = Vec::with_capacity(encoding.len() + 1);
+        if prepend_bos && self.bos_id.is_some() {
+            spans.push((0, 0));
+        }
+        spans.extend_from_slice(encoding.get_offsets());
+        Ok(spans)
     }
 
     /// The text of one token, as TransformerLens's `to_str_tokens` shows it.

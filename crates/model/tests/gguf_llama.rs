@@ -6,22 +6,16 @@ mod common;
 #[path = "../../../tests/support/tiny_gguf.rs"]
 mod tiny_gguf;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use actpatch_model::{HookedTransformer, ModelError};
-use common::fixture;
 use common::golden_checks as checks;
 use tiny_gguf::MetadataValue as Value;
+use tiny_gguf::{cleanup, set, write_fixture_gguf, TINY_LLAMA};
 
 /// The tiny Llama as a GGUF file; `edit` may change the metadata before writing.
 fn write_tiny_gguf(tag: &str, edit: impl FnOnce(&mut Vec<(String, Value)>)) -> PathBuf {
-    tiny_gguf::write_tiny_gguf(&fixture("tiny-llama"), tag, edit)
-}
-
-fn cleanup(path: &Path) {
-    if let Some(dir) = path.parent() {
-        std::fs::remove_dir_all(dir).ok();
-    }
+    write_fixture_gguf(&TINY_LLAMA, tag, edit)
 }
 
 #[test]
@@ -44,12 +38,6 @@ fn load_err(tag: &str, edit: impl FnOnce(&mut Vec<(String, Value)>)) -> ModelErr
         .expect("loading should fail");
     cleanup(&path);
     err
-}
-
-fn set(metadata: &mut [(String, Value)], key: &str, value: Value) {
-    if let Some(entry) = metadata.iter_mut().find(|(k, _)| k == key) {
-        entry.1 = value;
-    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The gradient through the differentiable forward pass is the model's gradient: at
-//! every hook point of both fixtures (GPT-2; Llama with rotary embeddings and
-//! grouped-query attention), the gradient of the logit difference along a random
+//! every hook point of every family's fixture (GPT-2; Llama with rotary embeddings and
+//! grouped-query attention; Llama 3 rope scaling; Qwen2 biases; Qwen3's q/k norms;
+//! Gemma 2's soft-caps and sliding window; Pythia's partial rotary), the gradient of the logit difference along a random
 //! direction equals a central finite difference of the (fused) forward pass. A kernel
 //! without a backward pass on the gradient path (candle-nn's fused softmax, rotary
 //! embedding or norms) fails this: its gradient is missing or zero.
@@ -11,6 +12,27 @@ use actpatch_hooks::{CacheFilter, Hooks, Patch};
 use actpatch_model::{HookedTransformer, Readout};
 use candle_core::{Device, Tensor};
 use common::fixture;
+
+/// Every family's fixture.
+const FIXTURES: [&str; 7] = [
+    "tiny-gpt2",
+    "tiny-llama",
+    "tiny-llama3",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-gemma2",
+    "tiny-pythia",
+];
+
+/// Two answer tokens: " Rome" and " Paris" where the fixture's vocabulary has them as
+/// single tokens, else the prompt's second and third tokens (any two tokens define a
+/// logit difference to differentiate).
+fn answers(model: &HookedTransformer, ids: &[u32]) -> [u32; 2] {
+    match (model.to_single_token(" Rome"), model.to_single_token(" Paris")) {
+        (Ok(rome), Ok(paris)) => [rome, paris],
+        _ => [ids[1], ids[2]],
+    }
+}
 
 /// Logit difference (first answer − second) at the final position, with `patches`.
 fn logit_diff(
@@ -35,14 +57,11 @@ fn logit_diff(
 
 #[test]
 fn gradients_at_every_hook_point_match_finite_differences() {
-    for name in ["tiny-gpt2", "tiny-llama"] {
+    for name in FIXTURES {
         let model = HookedTransformer::from_dir(fixture(name)).unwrap();
         let ids = model.to_tokens("The Eiffel Tower is in", true).unwrap();
+        let answers = answers(&model, &ids);
         let tokens = model.tokens_tensor(&[ids]).unwrap();
-        let answers = [
-            model.to_single_token(" Rome").unwrap(),
-            model.to_single_token(" Paris").unwrap(),
-        ];
         let points = model.hook_space().all();
         let mut hooks = Hooks::new(&[], CacheFilter::All).probing(CacheFilter::All);
         let logits = model
@@ -108,7 +127,7 @@ fn gradients_at_every_hook_point_match_finite_differences() {
 
 #[test]
 fn the_differentiable_pass_gives_the_fused_numbers() {
-    for name in ["tiny-gpt2", "tiny-llama"] {
+    for name in FIXTURES {
         let model = HookedTransformer::from_dir(fixture(name)).unwrap();
         let ids = model.to_tokens("The Eiffel Tower is in", true).unwrap();
         let tokens = model.tokens_tensor(&[ids]).unwrap();

@@ -155,9 +155,24 @@ fn unsupported_configs_say_what_is_supported() {
             "llama (LlamaForCausalLM)",
         ),
         (
+            "partial",
+            serde_json::json!({ "partial_rotary_factor": 0.5 }),
+            "partial_rotary_factor = 0.5 is not supported",
+        ),
+        (
             "scaling",
+            serde_json::json!({ "rope_scaling": { "rope_type": "yarn", "factor": 8.0 } }),
+            "rope_scaling.rope_type = \"yarn\" is not supported (supported: none (null or rope_type \"default\") and \"llama3\")",
+        ),
+        (
+            "llama3-incomplete",
             serde_json::json!({ "rope_scaling": { "rope_type": "llama3", "factor": 8.0 } }),
-            "rope_scaling",
+            "needs `low_freq_factor`",
+        ),
+        (
+            "qwen3-moe",
+            serde_json::json!({ "model_type": "qwen3_moe" }),
+            "gemma2 (Gemma2ForCausalLM)",
         ),
         (
             "act",

@@ -12,6 +12,26 @@ use crate::{
     Result, Scorer,
 };
 
+/// Refuses the first of `kinds` whose hook point `model` does not have (GPT-NeoX's
+/// parallel blocks have no `hook_resid_mid`), naming the kinds it has.
+pub fn check_kinds(model: &HookedTransformer, kinds: &[PatchKind]) -> Result<()> {
+    let space = model.hook_space();
+    let has = |kind: &PatchKind| space.check(HookPoint::block(0, kind.site())).is_ok();
+    match kinds.iter().find(|k| !has(k)) {
+        None => Ok(()),
+        Some(kind) => Err(PatchingError::KindNotInModel {
+            kind: *kind,
+            arch: model.dims().arch.name(),
+            available: PatchKind::ALL
+                .iter()
+                .filter(|k| has(k))
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
 /// A pair seen from one direction: what is patched into what.
 pub struct DirectedPair<'a> {
     pub direction: Direction,
@@ -36,6 +56,7 @@ impl<'a> DirectedPair<'a> {
         kinds: &[PatchKind],
         metrics: MetricSet,
     ) -> Result<Self> {
+        check_kinds(model, kinds)?;
         let points = hook_points(kinds, model.dims().n_layers);
         let (_, source) = model.run_with_cache(
             &[pair.source_tokens(direction).to_vec()],

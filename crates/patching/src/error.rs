@@ -24,6 +24,13 @@ pub enum PatchingError {
     #[error("`{kind}` cannot be patched between prompts of different token lengths: attention patterns have one column per key position. Use a corruption of the same length.")]
     NeedsEqualLengths { kind: PatchKind },
 
+    #[error("`{kind}` patches blocks.L.{site}, which this {arch} model does not have. Patch kinds it has: {available}", site = kind.site().suffix())]
+    KindNotInModel {
+        kind: PatchKind,
+        arch: &'static str,
+        available: String,
+    },
+
     #[error("position {position} is outside the patched run's {n_pos} tokens")]
     PositionOutOfRange { position: usize, n_pos: usize },
 

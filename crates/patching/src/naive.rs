@@ -6,6 +6,7 @@ use actpatch_hooks::{Cell, HookPoint, Patch, PatchValue};
 use actpatch_model::HookedTransformer;
 use candle_core::Tensor;
 
+use crate::fast::SweepBatch;
 use crate::{CellIndex, CellResult, DirectedPair, Method, PatchKind, Result};
 
 /// Sweeps `kind` over `cells`, `max_rows` cells per forward pass, calling `progress`
@@ -18,27 +19,59 @@ pub fn sweep(
     max_rows: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<CellResult>> {
+    let results = sweep_selected(model, pair, (kind, cells), (max_rows, &|_| true), progress)?;
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// The batches [`sweep`] runs `cells` in: chunks of `max_rows` cells, each costing
+/// a full pass (rows × positions × layers).
+pub fn batches(
+    model: &HookedTransformer,
+    pair: &DirectedPair,
+    cells: &[CellIndex],
+    max_rows: usize,
+) -> Vec<SweepBatch> {
+    let per_row = (model.dims().n_layers * pair.target_tokens.len()).max(1) as u64;
+    cells
+        .chunks(max_rows.max(1))
+        .map(|chunk| SweepBatch {
+            cells: chunk.len(),
+            cost: chunk.len() as u64 * per_row,
+        })
+        .collect()
+}
+
+/// [`sweep`] of the batches (numbered as [`batches`]) that `keep` selects; `None` for
+/// the cells of the others.
+pub(crate) fn sweep_selected(
+    model: &HookedTransformer,
+    pair: &DirectedPair,
+    (kind, cells): (PatchKind, &[CellIndex]),
+    (max_rows, keep): (usize, &dyn Fn(usize) -> bool),
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Option<CellResult>>> {
     let n_layers = model.dims().n_layers;
     let sources: Vec<Tensor> = (0..n_layers)
         .map(|l| pair.aligned_source(HookPoint::block(l, kind.site())))
         .collect::<Result<_>>()?;
     let mut results = Vec::with_capacity(cells.len());
-    for chunk in cells.chunks(max_rows.max(1)) {
+    for (batch, chunk) in cells.chunks(max_rows.max(1)).enumerate() {
+        if !keep(batch) {
+            results.extend(chunk.iter().map(|_| None));
+            continue;
+        }
         let patches = chunk_patches(pair, kind, chunk, &sources);
         let rows = vec![pair.target_tokens.to_vec(); chunk.len()];
         let metrics = pair.scorer.score_run(model, &rows, &patches)?;
-        results.extend(
-            chunk
-                .iter()
-                .zip(metrics)
-                .map(|(index, metrics)| CellResult {
-                    direction: pair.direction,
-                    kind,
-                    method: Method::Exact,
-                    index: *index,
-                    metrics,
-                }),
-        );
+        results.extend(chunk.iter().zip(metrics).map(|(index, metrics)| {
+            Some(CellResult {
+                direction: pair.direction,
+                kind,
+                method: Method::Exact,
+                index: *index,
+                metrics,
+            })
+        }));
         progress(chunk.len());
     }
     Ok(results)

@@ -2,6 +2,7 @@
 
 use actpatch_model::{BaseRun, HookedTransformer};
 
+use crate::fast::SweepBatch;
 use crate::{
     fast, naive, Baselines, CellIndex, CellResult, DirectedPair, Direction, MetricSet, Pair,
     PatchKind, Result,
@@ -76,6 +77,52 @@ impl<'a> PairSweeper<'a> {
             ),
             None => naive::sweep(self.model, &self.pair, kind, cells, max_rows, progress),
         }
+    }
+
+    /// The batches [`PairSweeper::sweep`] runs `cells` of `kind` in, in order, each
+    /// with its estimated cost: the units a sharded run divides a pair's sweep into.
+    pub fn batches(
+        &self,
+        kind: PatchKind,
+        cells: &[CellIndex],
+        max_rows: usize,
+    ) -> Result<Vec<SweepBatch>> {
+        match &self.target {
+            Some(target) => fast::batches(self.model, &self.pair, target, kind, cells, max_rows),
+            None => Ok(naive::batches(self.model, &self.pair, cells, max_rows)),
+        }
+    }
+
+    /// Sweeps only the batches (numbered as [`PairSweeper::batches`]) that `keep`
+    /// selects, and returns their cells' results in the order of `cells`. Each batch
+    /// is computed exactly as in [`PairSweeper::sweep`], so the results of a sweep
+    /// split between processes equal those of one whole sweep bit for bit.
+    pub fn sweep_batches(
+        &self,
+        kind: PatchKind,
+        cells: &[CellIndex],
+        (max_rows, keep): (usize, &dyn Fn(usize) -> bool),
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<CellResult>> {
+        let selected = match &self.target {
+            Some(target) => fast::sweep_selected(
+                self.model,
+                &self.pair,
+                target,
+                (kind, cells),
+                (max_rows, keep),
+                progress,
+                &mut fast::SweepWork::default(),
+            )?,
+            None => naive::sweep_selected(
+                self.model,
+                &self.pair,
+                (kind, cells),
+                (max_rows, keep),
+                progress,
+            )?,
+        };
+        Ok(selected.into_iter().flatten().collect())
     }
 }
 

@@ -3,12 +3,12 @@
 //! fixtures, both directions; every method gives the target run's own value when the
 //! clean and corrupted prompts are the same.
 
-mod common;
+mod golden;
 
 use actpatch_patching::{
     attribute, Align, DirectedPair, Direction, Method, MetricSet, Pair, PatchKind,
 };
-use common::{family, Golden};
+use golden::{family, Golden};
 
 /// Every kind with an AtP grid in `golden_extra.json`.
 const KINDS: [PatchKind; 14] = [

@@ -4,10 +4,10 @@
 //! pairs, both directions, on the fast and the naive path. The pattern-entry grid
 //! exists for denoising only; noising is checked fast against naive.
 
-mod common;
+mod golden;
 
 use actpatch_patching::{fast, naive, DirectedPair, Direction, MetricSet, PatchKind};
-use common::{family, Golden};
+use golden::{family, Golden};
 
 const NEW_KINDS: [PatchKind; 7] = [
     PatchKind::HeadQ,

@@ -4,16 +4,30 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{ReportError, Result};
 
-/// The temporary name a file is written under before it is renamed to `path`.
+/// The temporary name a file is written under before it is renamed to `path`: unique
+/// to this process and this write, so that writers of the same file on one shared
+/// folder (two array tasks given the same shard, even pods whose process ids agree)
+/// never write into each other's temporary file.
 pub fn temp_path(path: &Path) -> PathBuf {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".partial.{}.{name}", std::process::id()))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(
+        ".partial.{}.{nanos:x}.{write}.{name}",
+        std::process::id()
+    ))
 }
 
 /// Writes `path` through `write`, atomically: readers see the old state or the

@@ -34,6 +34,9 @@ pub struct Heatmap {
     pub y_ticks: Vec<String>,
     pub values: Vec<Vec<f64>>,
     pub colorbar_label: String,
+    /// `faded[row][col]`: draw the cell faded and hatched (e.g. a concept mean whose
+    /// confidence interval contains 0). Empty: none is.
+    pub faded: Vec<Vec<bool>>,
 }
 
 /// Image formats a heatmap can be written in.
@@ -80,7 +83,21 @@ pub fn diverging_color(value: f64, limit: f64) -> RGBColor {
     RGBColor(lerp(a.0, b.0), lerp(a.1, b.1), lerp(a.2, b.2))
 }
 
+/// `color` mixed with white, `amount` of the way.
+fn towards_white(color: RGBColor, amount: f64) -> RGBColor {
+    let mix = |v: u8| (v as f64 + (255.0 - v as f64) * amount).round() as u8;
+    RGBColor(mix(color.0), mix(color.1), mix(color.2))
+}
+
 impl Heatmap {
+    fn is_faded(&self, row: usize, col: usize) -> bool {
+        self.faded
+            .get(row)
+            .and_then(|r| r.get(col))
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// The colour scale's half-range: at least 1 (a normalized logit difference of 1
     /// is full recovery), more when a value exceeds it.
     pub fn limit(&self) -> f64 {
@@ -204,13 +221,25 @@ impl Heatmap {
             for (c, value) in row.iter().enumerate() {
                 let x0 = left + c as i32 * cw;
                 let y0 = top + r as i32 * ch;
-                let color = diverging_color(*value, limit);
+                let faded = self.is_faded(r, c);
+                let mut color = diverging_color(*value, limit);
+                if faded {
+                    color = towards_white(color, 0.7);
+                }
                 area.draw(&Rectangle::new(
                     [(x0, y0), (x0 + cw, y0 + ch)],
                     color.filled(),
                 ))?;
+                if faded {
+                    area.draw(&PathElement::new(
+                        [(x0, y0 + ch), (x0 + cw, y0)],
+                        RGBColor(150, 150, 150).stroke_width(1),
+                    ))?;
+                }
                 if annotate && value.is_finite() {
-                    let ink = if value.abs() > 0.6 * limit {
+                    let ink = if faded {
+                        RGBColor(110, 110, 110)
+                    } else if value.abs() > 0.6 * limit {
                         WHITE
                     } else {
                         BLACK

@@ -18,5 +18,5 @@ pub use accuracy::{AccuracyRow, Agreement};
 pub use compare_table::CompareRow;
 pub use error::{ReportError, Result};
 pub use heatmap::{Heatmap, ImageFormat};
-pub use markdown::{FigureSection, ReferencePair, RunReport};
-pub use tables::{BaselineRow, CellRow, TableRead, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
+pub use markdown::{ConceptSection, FigureSection, ReferencePair, RunReport};
+pub use tables::{BaselineRow, CellRow, ConceptRow, TableRead, SCHEMA_VERSION, SCHEMA_VERSION_KEY};

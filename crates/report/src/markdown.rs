@@ -34,6 +34,23 @@ pub struct RunReport {
     pub notes: Vec<String>,
     /// Findings derived from the data, one bullet each.
     pub summary: Vec<String>,
+    /// The concepts, each with its figures and findings: the report opens with them.
+    pub concepts: Vec<ConceptSection>,
+    /// Per-pair figures (collapsed under the concepts when there are concepts).
+    pub figures: Vec<FigureSection>,
+}
+
+/// One concept: its pairs, where its effect sits, its heatmaps with intervals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConceptSection {
+    pub concept: String,
+    /// Pairs of the concept (reference pairs left out), and how many passed.
+    pub pairs: usize,
+    pub passed: usize,
+    /// Why pairs failed, most frequent first: (reason, count).
+    pub failures: Vec<(String, usize)>,
+    /// Sentences derived from the concept table.
+    pub findings: Vec<String>,
     pub figures: Vec<FigureSection>,
     /// How far each approximation is from the exact sweep (runs with both).
     pub accuracy: Vec<crate::AccuracyRow>,
@@ -67,6 +84,7 @@ impl RunReport {
     pub fn render(&self) -> String {
         let mut md = String::new();
         self.render_header(&mut md);
+        self.render_concepts(&mut md);
         self.render_baselines(&mut md);
         self.render_references(&mut md);
         for note in &self.notes {
@@ -181,11 +199,46 @@ impl RunReport {
         md.push('\n');
     }
 
+    fn render_concepts(&self, md: &mut String) {
+        if self.concepts.is_empty() {
+            return;
+        }
+        md.push_str("## Concepts\n\nEach concept's pairs summarized by token role (what a position *is*: `subject.last`, `end`, …), so pairs of different lengths and templates line up. A cell is the mean normalized effect over the pairs that passed validation, with a 95% bootstrap interval (pairs resampled, grouped by template); cells whose interval contains 0 are faded and hatched. Every number is in `concepts.parquet`.\n\n");
+        for concept in &self.concepts {
+            let _ = writeln!(
+                md,
+                "### {}\n\n{} of {} pairs passed validation.\n",
+                concept.concept, concept.passed, concept.pairs
+            );
+            for (reason, count) in &concept.failures {
+                let _ = writeln!(md, "- {count} failed: {}", cell(reason));
+            }
+            if !concept.failures.is_empty() {
+                md.push('\n');
+            }
+            for line in &concept.findings {
+                let _ = writeln!(md, "- {line}");
+            }
+            md.push('\n');
+            for fig in &concept.figures {
+                let _ = writeln!(md, "![{}]({})\n", cell(&fig.heading), fig.image);
+            }
+        }
+    }
+
     fn render_figures(&self, md: &mut String) {
         if self.figures.is_empty() {
             return;
         }
         md.push_str("## Figures\n\n");
+        let collapsed = !self.concepts.is_empty();
+        if collapsed {
+            let _ = writeln!(
+                md,
+                "<details><summary>{} per-pair figures (click to open)</summary>\n",
+                self.figures.len()
+            );
+        }
         for fig in &self.figures {
             let _ = writeln!(
                 md,
@@ -198,6 +251,9 @@ impl RunReport {
                 let _ = writeln!(md, "{line}");
             }
             md.push('\n');
+        }
+        if collapsed {
+            md.push_str("</details>\n");
         }
     }
 }

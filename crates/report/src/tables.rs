@@ -1,5 +1,6 @@
-//! The run's tables as parquet: `cells.parquet` (one row per patched cell) and
-//! `baselines.parquet` (one row per pair), laid out by [`CELLS`] and [`BASELINES`]
+//! The run's tables as parquet: `cells.parquet` (one row per patched cell),
+//! `baselines.parquet` (one row per pair) and `concepts.parquet` (one row per concept
+//! cell, with its interval), laid out by [`CELLS`], [`BASELINES`] and [`CONCEPTS`]
 //! (see [`crate::schema`]). Every table carries the schema version in its file
 //! metadata under [`SCHEMA_VERSION_KEY`], and is read back leniently
 //! ([`read_rows`]): tables that pandas, pyarrow, polars or duckdb wrote back are
@@ -51,6 +52,10 @@ pub struct CellRow {
     pub src_position: Option<u32>,
     /// The clean-prompt token `position` stands for.
     pub token: Option<String>,
+    /// What the patched position is across the pairs of a concept (`BOS`,
+    /// `subject.last`, `is`, `end`, …; see `actpatch_concepts::roles`); `None` where
+    /// the patch spans all positions.
+    pub role: Option<String>,
     pub patched_logit_diff: f64,
     pub normalized_logit_diff: f64,
     pub logprob_diff: f64,
@@ -83,6 +88,7 @@ pub static CELLS: Table<CellRow> = Table {
             |r, v| r.src_position = v,
         ),
         Column::opt_text("token", |r| r.token.as_deref(), |r, v| r.token = v),
+        Column::opt_text("role", |r| r.role.as_deref(), |r, v| r.role = v),
         Column::f64(
             "patched_logit_diff",
             |r| r.patched_logit_diff,
@@ -176,6 +182,57 @@ pub static BASELINES: Table<BaselineRow> = Table {
     ],
 };
 
+/// One concept cell: a concept's pairs summarized at one (direction, kind, layer,
+/// head, role).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConceptRow {
+    pub run_id: String,
+    pub experiment: String,
+    pub concept: String,
+    pub model: String,
+    pub direction: String,
+    pub kind: String,
+    pub layer: u32,
+    pub head: Option<u32>,
+    /// `None` for kinds that patch every position at once.
+    pub role: Option<String>,
+    /// Pairs with this cell (a role can be missing from some templates).
+    pub n_pairs: u32,
+    /// Mean over pairs of the normalized logit difference.
+    pub mean: f64,
+    /// Percentile bootstrap interval of the mean (pairs resampled, grouped by
+    /// template), at the run's `[statistics] level` (0.95 by default).
+    pub ci_low: f64,
+    pub ci_high: f64,
+    /// Σ(ld − ld_corrupted) / Σ(ld_clean − ld_corrupted) over the same pairs.
+    pub ratio_of_sums: f64,
+}
+
+/// `concepts.parquet`, one line per column.
+pub static CONCEPTS: Table<ConceptRow> = Table {
+    file: "concepts.parquet",
+    columns: &[
+        Column::text("run_id", |r| &r.run_id, |r, v| r.run_id = v),
+        Column::text("experiment", |r| &r.experiment, |r, v| r.experiment = v),
+        Column::text("concept", |r| &r.concept, |r, v| r.concept = v),
+        Column::text("model", |r| &r.model, |r, v| r.model = v),
+        Column::text("direction", |r| &r.direction, |r, v| r.direction = v),
+        Column::text("kind", |r| &r.kind, |r, v| r.kind = v),
+        Column::u32("layer", |r| r.layer, |r, v| r.layer = v),
+        Column::opt_u32("head", |r| r.head, |r, v| r.head = v),
+        Column::opt_text("role", |r| r.role.as_deref(), |r, v| r.role = v),
+        Column::u32("n_pairs", |r| r.n_pairs, |r, v| r.n_pairs = v),
+        Column::f64("mean", |r| r.mean, |r, v| r.mean = v),
+        Column::f64("ci_low", |r| r.ci_low, |r, v| r.ci_low = v),
+        Column::f64("ci_high", |r| r.ci_high, |r, v| r.ci_high = v),
+        Column::f64(
+            "ratio_of_sums",
+            |r| r.ratio_of_sums,
+            |r, v| r.ratio_of_sums = v,
+        ),
+    ],
+};
+
 fn table_err(path: &Path, e: PolarsError) -> ReportError {
     ReportError::Table {
         path: path.to_path_buf(),
@@ -210,6 +267,10 @@ pub fn write_cells(path: &Path, rows: &[CellRow]) -> Result<()> {
 
 pub fn write_baselines(path: &Path, rows: &[BaselineRow]) -> Result<()> {
     write_table(path, &BASELINES, rows)
+}
+
+pub fn write_concepts(path: &Path, rows: &[ConceptRow]) -> Result<()> {
+    write_table(path, &CONCEPTS, rows)
 }
 
 /// The cells as a data frame laid out by [`CELLS`].
@@ -333,6 +394,11 @@ pub fn read_rows<R: Default>(path: &Path, table: &Table<R>) -> Result<TableRead<
 /// Reads `cells.parquet` back into rows.
 pub fn read_cells(path: &Path) -> Result<Vec<CellRow>> {
     read_rows(path, &CELLS).map(|t| t.data)
+}
+
+/// Reads `concepts.parquet` back into rows.
+pub fn read_concepts(path: &Path) -> Result<Vec<ConceptRow>> {
+    read_rows(path, &CONCEPTS).map(|t| t.data)
 }
 
 /// Reads `baselines.parquet` back into rows.

@@ -5,7 +5,8 @@
 //!   the output folder, a run folder or table given to `compare`, `runs` or `--resume`;
 //! - 1: the command could not finish or found nothing — a computation failed, an
 //!   output could not be written (a run keeps what it finished for `--resume`), no
-//!   pair passed validation, or `compare --fail-above` was exceeded.
+//!   pair passed validation, `merge` found shards missing, or `compare --fail-above`
+//!   was exceeded.
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,11 @@ pub enum RunnerError {
         resume: Option<PathBuf>,
     },
 
+    /// `actpatch merge` (or the last shard) found shards missing or unfinished: what
+    /// they are and how to re-run them. Nothing was merged.
+    #[error("{0}")]
+    ShardsMissing(String),
+
     #[error("no pair passed validation, so nothing was swept ({0}). See the reasons above, fix the pairs, or run with --no-validate to sweep them anyway.")]
     NoPairPassed(String),
 
@@ -66,6 +72,7 @@ impl RunnerError {
             RunnerError::Compute { .. }
             | RunnerError::Write { .. }
             | RunnerError::NoPairPassed(_)
+            | RunnerError::ShardsMissing(_)
             | RunnerError::ThresholdExceeded { .. } => 1,
         }
     }

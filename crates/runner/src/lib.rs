@@ -4,7 +4,9 @@
 //!
 //! - [`experiment`]: the experiment file and its checks;
 //! - [`validate`]: each pair's tokens, answers, alignment and baselines;
-//! - [`run`]: orchestration — [`run::run`], [`run::resume`], [`run::check`];
+//! - [`run`]: orchestration — [`run::run`], [`run::resume`], [`run::check`],
+//!   [`run::merge`] (sharded runs);
+//! - [`shard`]: which shard a process is, where shards write, who runs what;
 //! - [`outputs`]: tables, figures and `report.md`;
 //! - [`manifest`]: the typed `manifest.json`;
 //! - [`inspect`]: `compare`, `runs` and `report`, over finished runs;
@@ -18,10 +20,12 @@ pub mod inspect;
 pub mod manifest;
 mod options;
 pub mod outputs;
+pub mod roles;
 pub mod run;
+pub mod shard;
 pub mod validate;
 
 pub use error::RunnerError;
 pub use inspect::{compare, runs};
 pub use options::RunOptions;
-pub use run::{check, resume, run, RunOutcome};
+pub use run::{check, merge, resume, run, RunOutcome};

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use actpatch_runner::compare::{self, CompareOptions};
 use actpatch_runner::runs::{self, RunsFilter};
-use actpatch_runner::{check, resume, run, RunOptions, RunnerError};
+use actpatch_runner::shard::{resolve_run_id, resolve_shard, ShardFlags, ShardSpec};
+use actpatch_runner::{check, merge, resume, run, RunOptions, RunnerError};
 use clap::{Args, Parser, Subcommand};
 
 /// `actpatch --version`, naming the GPU backend when the binary has one.
@@ -33,7 +34,7 @@ const VERSION: &str = if cfg!(feature = "cuda") {
     version = VERSION,
     about,
     long_about,
-    after_long_help = "Examples:\n  actpatch check experiments/landmarks.toml      validate pairs and baselines only\n  actpatch run experiments/landmarks.toml        the whole experiment\n  actpatch run --resume results/landmarks/RUN    finish an interrupted run\n  actpatch runs --concept landmarks              every run, as one table\n  actpatch compare RUN_A RUN_B --fail-above 1e-4 a regression check\n  actpatch report results/landmarks/RUN          re-render report.html\n\nThe experiment file, the patch kinds and the output tables are documented in README.md."
+    after_long_help = "Examples:\n  actpatch check experiments/landmarks.toml      validate pairs and baselines only\n  actpatch run experiments/landmarks.toml        the whole experiment\n  actpatch run --resume results/landmarks/RUN    finish an interrupted run\n  actpatch run FILE --shard 0/4 --run-id sweep1  one of 4 shards (Slurm and Kubernetes: automatic)\n  actpatch merge results/landmarks/sweep1        merge the shards into one run\n  actpatch runs --concept landmarks              every run, as one table\n  actpatch compare RUN_A RUN_B --fail-above 1e-4 a regression check\n  actpatch report results/landmarks/RUN          re-render report.html\n\nThe experiment file, the patch kinds and the output tables are documented in README.md."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -49,7 +50,31 @@ enum Command {
     ///
     /// An interrupted run (killed, Ctrl-C) is marked "running" in its manifest;
     /// `actpatch run --resume RUN_DIR` finishes it.
+    ///
+    /// On a cluster: `--shard i/n --run-id ID` runs shard i of n into <out>/ID/;
+    /// a Slurm array task or a Kubernetes Indexed Job pod (with --shards n) finds its
+    /// shard in the environment. The last shard to finish merges the run (README:
+    /// "Running on a cluster").
     Run(RunArgs),
+    /// Merge the shards of a sharded run into the run's tables, figures, report.md and
+    /// report.html, exactly as a single-process run writes them.
+    ///
+    /// The last shard to finish merges by itself (unless run with --no-merge); merge
+    /// by hand after a shard was re-run, or as a dependent job. Every shard must be
+    /// complete and of the same experiment file, model and shard count. Loads the
+    /// model and validates the pairs again, as the run did.
+    ///
+    /// Exit codes: 0 merged; 1 shards missing or unfinished (named; nothing merged);
+    /// 2 not a sharded run, or shards of different runs.
+    ///
+    /// Example: actpatch merge results/landmarks/slurm-4711
+    Merge {
+        /// The run folder the shards wrote into (<out>/<run id>).
+        run_dir: PathBuf,
+        /// Print only errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Validate the experiment file and every pair's baselines, without sweeping.
     ///
     /// Example: actpatch check experiments/landmarks.toml
@@ -133,6 +158,30 @@ struct RunArgs {
     /// (e.g. when the hub is unreachable).
     #[arg(long, value_name = "PATH")]
     model_path: Option<PathBuf>,
+    /// Run on this device instead of the file's [model] device (cpu, cuda:0).
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<String>,
+    /// The run's id: its folder is <out>/ID. The shards of one run share it (Slurm
+    /// array tasks default to slurm-$SLURM_ARRAY_JOB_ID).
+    #[arg(long, value_name = "ID")]
+    run_id: Option<String>,
+    /// Run only shard i of n of the run's work (0 ≤ i < n) into the run folder of
+    /// --run-id. Without it, a Slurm array task is shard SLURM_ARRAY_TASK_ID of
+    /// SLURM_ARRAY_TASK_COUNT, a Kubernetes Indexed Job pod shard JOB_COMPLETION_INDEX
+    /// of --shards.
+    #[arg(long, value_name = "i/n", conflicts_with = "resume")]
+    shard: Option<ShardSpec>,
+    /// The number of shards, for an index from the environment (Kubernetes:
+    /// the Job's `completions`).
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
+    shards: Option<usize>,
+    /// Ignore SLURM_ARRAY_TASK_ID and JOB_COMPLETION_INDEX: run the whole experiment.
+    #[arg(long, conflicts_with_all = ["shard", "shards"])]
+    no_shard: bool,
+    /// A shard that finds every shard complete does not merge them (merge with
+    /// `actpatch merge`, e.g. in a dependent job).
+    #[arg(long)]
+    no_merge: bool,
 }
 
 // The arguments of `actpatch compare` (its help text is on `Command::Compare`).
@@ -178,6 +227,14 @@ fn main() -> ExitCode {
             },
         )
         .map(|_| ()),
+        Command::Merge { run_dir, quiet } => merge(
+            &run_dir,
+            &RunOptions {
+                quiet,
+                ..RunOptions::default()
+            },
+        )
+        .map(|outcome| println!("{}", outcome.run_dir.display())),
         Command::Compare(args) => compare_command(args),
         Command::Report { dir } => actpatch_runner::inspect::render::report(&dir)
             .map(|page| println!("{}", page.display())),
@@ -207,7 +264,21 @@ fn run_command(args: RunArgs) -> Result<(), RunnerError> {
         max_batch_memory,
         quiet,
         model_path,
+        device,
+        run_id,
+        shard,
+        shards,
+        no_shard,
+        no_merge,
     } = args;
+    let env = |name: &str| std::env::var(name).ok();
+    let flags = ShardFlags {
+        shard,
+        shards,
+        no_shard: no_shard || resume_dir.is_some(),
+    };
+    let shard = resolve_shard(&flags, &env)?;
+    let run_id = resolve_run_id(run_id.as_deref(), shard.as_ref(), &env)?;
     let options = RunOptions {
         no_validate,
         out_dir: out,
@@ -215,6 +286,10 @@ fn run_command(args: RunArgs) -> Result<(), RunnerError> {
         naive,
         quiet,
         model_path,
+        device,
+        run_id,
+        shard,
+        merge: !no_merge,
     };
     let outcome = match (resume_dir, experiment) {
         (Some(dir), _) => resume(&dir, &options),

@@ -42,6 +42,43 @@ pub struct Manifest {
     pub tokenizer: Option<String>,
     pub prepend_bos: Option<bool>,
     pub device: Option<String>,
+    /// A sharded run's number of shards (its own manifest, merged or not).
+    pub shards: Option<usize>,
+    /// The shard a shard manifest (`shards/i-of-n.json`) describes.
+    pub shard: Option<ShardRecord>,
+    /// The concept table's bootstrap: its resamplings, seed and level.
+    pub statistics: Option<StatisticsRecord>,
+}
+
+/// Which shard of a sharded run a shard manifest describes, and the choices every
+/// shard of the run must share for their cells to merge into one run's tables.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShardRecord {
+    pub index: usize,
+    pub count: usize,
+    /// Where the index came from: `--shard`, `SLURM_ARRAY_TASK_ID` or
+    /// `JOB_COMPLETION_INDEX`.
+    pub from: String,
+    /// `--max-batch-memory`: it decides the batches the shards divide.
+    pub max_batch_mib: usize,
+    /// The sweep's batches this shard ran, of all of the run's.
+    pub batches: usize,
+    pub total_batches: usize,
+    /// Their estimated cost, of the run's (block work, row × position units).
+    pub cost: u64,
+    pub total_cost: u64,
+    /// The machine it ran on.
+    pub host: Option<String>,
+}
+
+/// `[statistics]` as the run used it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatisticsRecord {
+    pub bootstrap: usize,
+    pub seed: u64,
+    pub level: f64,
 }
 
 /// Whether a run finished.
@@ -74,6 +111,8 @@ pub struct RunChoices {
     pub no_validate: bool,
     pub naive: bool,
     pub model_path: Option<PathBuf>,
+    /// `--device`, replacing the file's `[model] device`.
+    pub device: Option<String>,
 }
 
 /// The tool that wrote the run.
@@ -181,8 +220,12 @@ impl Manifest {
     /// The manifest of the run in `run_dir`: `Ok(None)` when there is none, `Err` with
     /// the reason when it cannot be read or parsed.
     pub fn read(run_dir: &Path) -> Result<Option<Manifest>, String> {
-        let path = run_dir.join("manifest.json");
-        let text = match std::fs::read_to_string(&path) {
+        Manifest::read_from(&run_dir.join("manifest.json"))
+    }
+
+    /// The manifest at `path` (e.g. a shard's): `Ok(None)` when there is none.
+    pub fn read_from(path: &Path) -> Result<Option<Manifest>, String> {
+        let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
@@ -194,8 +237,20 @@ impl Manifest {
 
     /// Writes the manifest to `<run_dir>/manifest.json` atomically.
     pub fn write(&self, run_dir: &Path) -> Result<(), actpatch_report::ReportError> {
+        self.write_to(&run_dir.join("manifest.json"))
+    }
+
+    /// Writes the manifest to `path` atomically.
+    pub fn write_to(&self, path: &Path) -> Result<(), actpatch_report::ReportError> {
         let text = serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".into());
-        actpatch_report::atomic::write_bytes_atomic(&run_dir.join("manifest.json"), text.as_bytes())
+        actpatch_report::atomic::write_bytes_atomic(path, text.as_bytes())
+    }
+
+    /// The SHA-256 of every weight file, in order: what tells two models apart.
+    pub fn weights_sha256(&self) -> Vec<Option<String>> {
+        (self.model.iter())
+            .flat_map(|m| m.weights.iter().map(|w| w.sha256.clone()))
+            .collect()
     }
 
     pub fn complete(&self) -> bool {

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::shard::ShardChoice;
+
 /// Command-line choices that override or extend the experiment file.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -17,6 +19,15 @@ pub struct RunOptions {
     pub quiet: bool,
     /// A local model folder or GGUF file to use instead of the file's `[model]`.
     pub model_path: Option<PathBuf>,
+    /// A device to use instead of the file's `[model] device` (`cpu`, `cuda:0`).
+    pub device: Option<String>,
+    /// The run's id (its folder's name) instead of a fresh one; the id a sharded
+    /// run's shards share.
+    pub run_id: Option<String>,
+    /// Run only this shard of the run's work ([`crate::shard`]).
+    pub shard: Option<ShardChoice>,
+    /// A shard that finds every shard complete merges them (off: `--no-merge`).
+    pub merge: bool,
 }
 
 impl Default for RunOptions {
@@ -28,6 +39,10 @@ impl Default for RunOptions {
             naive: false,
             quiet: false,
             model_path: None,
+            device: None,
+            run_id: None,
+            shard: None,
+            merge: true,
         }
     }
 }

@@ -6,6 +6,7 @@ use actpatch_model::{HookedTransformer, ModelError};
 use actpatch_patching::{Align, Answers, Baseline, Baselines, Direction, Pair, PositionMap};
 
 use crate::experiment::{Experiment, PairSpec};
+use crate::roles::{pair_roles, Prompt};
 use crate::RunnerError;
 
 /// A pair after validation: everything the sweep and the tables need.
@@ -18,6 +19,10 @@ pub struct PairPlan {
     pub corrupted_tokens: Vec<u32>,
     pub clean_str: Vec<String>,
     pub corrupted_str: Vec<String>,
+    /// The role of each clean and each corrupted position (`BOS`, `subject.last`,
+    /// `end`, …): what lines positions up across the pairs of a concept.
+    pub clean_roles: Vec<String>,
+    pub corrupted_roles: Vec<String>,
     pub answers: Option<Answers>,
     /// Corrupted position ← clean position; `None` when the lengths cannot be
     /// aligned (unequal under `strict`).
@@ -59,6 +64,16 @@ impl PairPlan {
             alignment: self.map.clone()?,
         };
         Some((pair, self.baselines.as_ref()?))
+    }
+
+    /// The role of target position `position` of `direction` (a corrupted position
+    /// when denoising, a clean one when noising).
+    pub fn role(&self, direction: Direction, position: usize) -> Option<&str> {
+        let roles = match direction {
+            Direction::Denoising => &self.corrupted_roles,
+            Direction::Noising => &self.clean_roles,
+        };
+        roles.get(position).map(String::as_str)
     }
 
     /// The length of the run `direction` patches.
@@ -126,11 +141,30 @@ pub fn validate_pair(
     let context = |e: ModelError| RunnerError::Input(format!("pair `{name}`: {e}"));
     let clean_tokens = model.to_tokens(&spec.clean, bos).map_err(context)?;
     let corrupted_tokens = model.to_tokens(&spec.corrupted, bos).map_err(context)?;
+    let (clean_str, corrupted_str) = (
+        model.to_str_tokens(&clean_tokens),
+        model.to_str_tokens(&corrupted_tokens),
+    );
+    let prompt = |text, tokens, str_tokens| Prompt {
+        text,
+        tokens,
+        str_tokens,
+    };
+    let (clean_roles, corrupted_roles) = pair_roles(
+        model,
+        &spec,
+        prompt(&spec.clean, &clean_tokens, &clean_str),
+        prompt(&spec.corrupted, &corrupted_tokens, &corrupted_str),
+        bos,
+    )
+    .map_err(context)?;
     let mut plan = PairPlan {
         index,
         name: name.clone(),
-        clean_str: model.to_str_tokens(&clean_tokens),
-        corrupted_str: model.to_str_tokens(&corrupted_tokens),
+        clean_str,
+        corrupted_str,
+        clean_roles,
+        corrupted_roles,
         clean_tokens,
         corrupted_tokens,
         answers: None,
@@ -302,10 +336,7 @@ mod tests {
             corrupted: "The capital of Italy is".into(),
             correct: correct.into(),
             incorrect: " Rome".into(),
-            align: None,
-            expect: None,
-            reference: false,
-            note: None,
+            ..PairSpec::default()
         }
     }
 

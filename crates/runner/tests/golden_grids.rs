@@ -140,7 +140,7 @@ fn llama_grids_match_golden_in_both_directions() {
 
 #[test]
 fn gguf_llama_grids_match_golden_in_both_directions() {
-    let gguf = tiny_gguf::write_tiny_gguf(&fixtures().join("tiny-llama"), "runner-golden", |_| {});
+    let gguf = tiny_gguf::write_fixture_gguf(&tiny_gguf::TINY_LLAMA, "runner-golden", |_| {});
     let options = RunOptions {
         model_path: Some(gguf.clone()),
         ..RunOptions::default()

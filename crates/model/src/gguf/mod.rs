@@ -1,11 +1,15 @@
-//! llama.cpp GGUF files: a Llama's config, weights and tokenizer in one file.
+//! llama.cpp GGUF files: a Llama-family model's config, weights and tokenizer in one
+//! file (`general.architecture` llama — Llama 1–3.x, SmolLM2 —, qwen2 — Qwen2,
+//! Qwen2.5 — or qwen3).
 //!
 //! Every tensor is dequantized to f32 at load, so a quantized file runs as the f32
 //! model its quantized weights describe (what Hugging Face transformers does with
 //! `from_pretrained(..., gguf_file=...)`). Tensors are renamed to the Hugging Face
-//! `LlamaForCausalLM` names, and the rows of `attn_q`/`attn_k`, which llama.cpp's
-//! converter permutes for its interleaved rotary embedding, are put back in the
-//! Hugging Face "halves" order, so [`crate::llama::Llama`] runs them unchanged.
+//! names, and for `llama` the rows of `attn_q`/`attn_k`, which llama.cpp's converter
+//! permutes for its interleaved rotary embedding, are put back in the Hugging Face
+//! "halves" order (Qwen files keep Hugging Face's order), so [`crate::llama::Llama`]
+//! runs them unchanged. Llama 3.1-style rotary scaling comes as llama.cpp stores it,
+//! one divisor per frequency in `rope_freqs.weight`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -16,13 +20,14 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 
 use crate::llama::LlamaConfig;
+use crate::rope::{RopeConfig, RopeScaling};
 use crate::weights::WeightStore;
 use crate::{ModelError, Result};
 
 mod tokenizer;
 
 /// The `general.architecture`s this module reads.
-pub const ARCHITECTURES: &str = "llama";
+pub const ARCHITECTURES: &str = "llama, qwen2, qwen3";
 
 /// An open GGUF file: its metadata and where its tensors are.
 pub struct GgufFile {
@@ -47,7 +52,7 @@ impl GgufFile {
     /// `general.architecture`, checked to be one this crate runs.
     pub fn architecture(&self) -> Result<&str> {
         let arch = self.string("general.architecture")?;
-        if arch != "llama" {
+        if !matches!(arch, "llama" | "qwen2" | "qwen3") {
             return Err(ModelError::UnsupportedArchitecture {
                 path: self.path.clone(),
                 found: format!("{arch} (GGUF general.architecture)"),
@@ -69,17 +74,22 @@ impl GgufFile {
             .optional_string(&key("rope.scaling.type"))?
             .filter(|k| *k != "none")
         {
-            return Err(
-                self.unsupported(format!("rope scaling `{kind}` ({arch}.rope.scaling.type)"))
-            );
+            return Err(ModelError::UnsupportedOption {
+                path: self.path.clone(),
+                key: key("rope.scaling.type"),
+                value: format!("{kind:?}"),
+                supported: "none, or Llama 3 scaling as rope_freqs.weight".into(),
+            });
         }
-        if self.content.tensor_infos.contains_key("rope_freqs.weight") {
-            return Err(self.unsupported(
-                "rope frequency factors (rope_freqs.weight, Llama 3.1-style scaling)".into(),
-            ));
-        }
+        let theta = self
+            .optional_f64(&key("rope.freq_base"))?
+            .unwrap_or(10_000.0);
+        let scaling = match self.content.tensor_infos.contains_key("rope_freqs.weight") {
+            true => RopeScaling::Factors(self.rope_freqs()?),
+            false => RopeScaling::None,
+        };
         let cfg = LlamaConfig {
-            model_type: "llama".into(),
+            model_type: arch.into(),
             vocab_size,
             hidden_size,
             intermediate_size: self.usize(&key("feed_forward_length"))?,
@@ -88,10 +98,11 @@ impl GgufFile {
             num_key_value_heads: self.optional_usize(&key("attention.head_count_kv"))?,
             head_dim,
             max_position_embeddings: self.usize(&key("context_length"))?,
-            rope_theta: self
-                .optional_f64(&key("rope.freq_base"))?
-                .unwrap_or(10_000.0),
-            rope_scaling: None,
+            rope: RopeConfig {
+                theta,
+                partial_rotary_factor: 1.0,
+                scaling,
+            },
             rms_norm_eps: self.f64(&key("attention.layer_norm_rms_epsilon"))?,
             attention_bias: self.content.tensor_infos.contains_key("blk.0.attn_q.bias"),
             mlp_bias: self
@@ -109,13 +120,31 @@ impl GgufFile {
         cfg.check(&self.path)?;
         if let Some(rot) = self.optional_usize(&key("rope.dimension_count"))? {
             if rot != cfg.d_head() {
-                return Err(self.unsupported(format!(
-                    "partial rotary embeddings ({rot} of {} head dimensions)",
-                    cfg.d_head()
-                )));
+                return Err(ModelError::UnsupportedOption {
+                    path: self.path.clone(),
+                    key: key("rope.dimension_count"),
+                    value: rot.to_string(),
+                    supported: format!(
+                        "the head dimension ({}): partial rotary embeddings are not supported for {arch}",
+                        cfg.d_head()
+                    ),
+                });
             }
         }
         Ok(cfg)
+    }
+
+    /// `rope_freqs.weight`: llama.cpp's per-frequency divisors (Llama 3.1-style scaling).
+    fn rope_freqs(&self) -> Result<Vec<f32>> {
+        let file = File::open(&self.path).map_err(|source| ModelError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.content
+            .tensor(&mut BufReader::new(file), "rope_freqs.weight", &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .map_err(|e| gguf_err(&self.path, format!("tensor `rope_freqs.weight`: {e}")))
     }
 
     /// Every tensor, dequantized to f32 and named as in Hugging Face `LlamaForCausalLM`.
@@ -147,13 +176,6 @@ impl GgufFile {
             device,
             "Llama (GGUF)",
         ))
-    }
-
-    fn unsupported(&self, what: String) -> ModelError {
-        ModelError::Config {
-            path: self.path.clone(),
-            reason: format!("{what} is not supported; actpatch runs plain rotary embeddings with rope.freq_base"),
-        }
     }
 
     fn value(&self, key: &str) -> Result<&Value> {
@@ -277,10 +299,20 @@ fn hf_name(gguf: &str, cfg: &LlamaConfig) -> Option<(String, Option<usize>)> {
     let (layer, rest) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, param) = rest.rsplit_once('.')?;
+    // llama.cpp permutes q and k rows for its interleaved rotary in `llama` files only.
+    let permuted = cfg.model_type == "llama";
     let (hf, heads) = match module {
         "attn_norm" => ("input_layernorm", None),
-        "attn_q" => ("self_attn.q_proj", Some(cfg.num_attention_heads)),
-        "attn_k" => ("self_attn.k_proj", Some(cfg.n_kv_heads())),
+        "attn_q" => (
+            "self_attn.q_proj",
+            Some(cfg.num_attention_heads).filter(|_| permuted),
+        ),
+        "attn_k" => (
+            "self_attn.k_proj",
+            Some(cfg.n_kv_heads()).filter(|_| permuted),
+        ),
+        "attn_q_norm" => ("self_attn.q_norm", None),
+        "attn_k_norm" => ("self_attn.k_norm", None),
         "attn_v" => ("self_attn.v_proj", None),
         "attn_output" => ("self_attn.o_proj", None),
         "ffn_norm" => ("post_attention_layernorm", None),

@@ -1,7 +1,9 @@
 //! Shared helpers of the golden tests: fixture paths and JSON-to-number flattening.
 #![allow(dead_code)]
 
+pub mod families;
 pub mod golden_checks;
+pub mod samples;
 
 use std::path::PathBuf;
 

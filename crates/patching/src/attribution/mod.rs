@@ -303,9 +303,11 @@ struct QkSites {
 
 impl QkSites {
     /// The sites when `method` is AtP* and a swept kind patches queries or keys;
-    /// `None` otherwise, and on a rotary model whose pair is not position-aligned
-    /// (a query moved to another position would need another rotation): those q/k
-    /// cells get plain AtP with GradDrop.
+    /// `None` otherwise, on a rotary model whose pair is not position-aligned
+    /// (a query moved to another position would need another rotation), and on
+    /// Gemma 2 (its scores are soft-capped and scaled by `query_pre_attn_scalar`, which
+    /// the fix's linear score step does not model): those q/k cells get plain AtP with
+    /// GradDrop.
     fn of(
         model: &HookedTransformer,
         pair: &DirectedPair,
@@ -317,7 +319,8 @@ impl QkSites {
                 .iter()
                 .any(|k| matches!(k.site(), BlockSite::Q | BlockSite::K));
         let rotary = model.hook_space().sites.contains(&BlockSite::RotQ);
-        match (wanted, rotary) {
+        let plain_scores = model.dims().arch != actpatch_model::Architecture::Gemma2;
+        match (wanted && plain_scores, rotary) {
             (false, _) => None,
             (true, true) if !pair.map.is_identity() => None,
             (true, true) => Some(QkSites {

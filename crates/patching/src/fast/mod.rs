@@ -75,6 +75,83 @@ pub fn sweep_counted(
     progress: &mut dyn FnMut(usize),
     work: &mut SweepWork,
 ) -> Result<Vec<CellResult>> {
+    let results = sweep_selected(
+        model,
+        pair,
+        target,
+        (kind, cells),
+        (max_rows, &|_| true),
+        progress,
+        work,
+    )?;
+    collect(results, cells, kind)
+}
+
+/// The batches [`sweep`] runs `cells` in, in order, with their estimated costs:
+/// batch 0 holds the cells that need no pass, then each start group's chunks of at
+/// most `max_rows` rows. A batch's results do not depend on the other batches, so a
+/// sweep may be split between processes along them
+/// ([`crate::PairSweeper::sweep_batches`]) with the numbers of one whole sweep.
+pub fn batches(
+    model: &HookedTransformer,
+    pair: &DirectedPair,
+    target: &BaseRun,
+    kind: PatchKind,
+    cells: &[CellIndex],
+    max_rows: usize,
+) -> Result<Vec<SweepBatch>> {
+    let (_, groups, noop) = plan(model, pair, target, kind, cells)?;
+    let (n_layers, n_pos) = (model.dims().n_layers, target.n_pos());
+    let mut batches = vec![SweepBatch {
+        cells: noop.len(),
+        cost: 0,
+    }];
+    for (start, jobs) in chunked(groups, max_rows) {
+        // Block work in (row, position) units: each row runs its span from its layer on.
+        let cost = (jobs.iter())
+            .map(|job| ((n_layers - job.layer) * (n_pos - start)) as u64)
+            .sum::<u64>();
+        batches.push(SweepBatch {
+            cells: jobs.len(),
+            cost: cost.max(1),
+        });
+    }
+    Ok(batches)
+}
+
+/// One batch of a sweep: how many cells it holds, and its estimated cost (block work
+/// in row × position units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepBatch {
+    pub cells: usize,
+    pub cost: u64,
+}
+
+/// Each start group's jobs sorted by layer and cut into chunks of at most `max_rows`:
+/// the batches of the sweep after the no-op one, in order.
+fn chunked(groups: StartGroups, max_rows: usize) -> Vec<(usize, Vec<Job>)> {
+    let mut chunks = Vec::new();
+    for (start, mut jobs) in groups {
+        jobs.sort_by_key(|job| job.layer);
+        while !jobs.is_empty() {
+            let rest = jobs.split_off(jobs.len().min(max_rows.max(1)));
+            chunks.push((start, std::mem::replace(&mut jobs, rest)));
+        }
+    }
+    chunks
+}
+
+/// The fast sweep of the batches (numbered as [`batches`]) that `keep` selects: the
+/// results of their cells, `None` for the others.
+pub(crate) fn sweep_selected(
+    model: &HookedTransformer,
+    pair: &DirectedPair,
+    target: &BaseRun,
+    (kind, cells): (PatchKind, &[CellIndex]),
+    (max_rows, keep): (usize, &dyn Fn(usize) -> bool),
+    progress: &mut dyn FnMut(usize),
+    work: &mut SweepWork,
+) -> Result<Vec<Option<CellResult>>> {
     let result = |index: CellIndex, metrics: CellMetrics| CellResult {
         direction: pair.direction,
         kind,
@@ -84,44 +161,51 @@ pub fn sweep_counted(
     };
     let (sources, groups, noop) = plan(model, pair, target, kind, cells)?;
     let mut results: Vec<Option<CellResult>> = vec![None; cells.len()];
-    let unpatched = pair.scorer.score_logits(target.logits())?[0];
-    for i in &noop {
-        results[*i] = Some(result(cells[*i], unpatched));
-    }
-    work.noop_cells += noop.len();
-    if !noop.is_empty() {
-        progress(noop.len());
+    if keep(0) {
+        let unpatched = pair.scorer.score_logits(target.logits())?[0];
+        for i in &noop {
+            results[*i] = Some(result(cells[*i], unpatched));
+        }
+        work.noop_cells += noop.len();
+        if !noop.is_empty() {
+            progress(noop.len());
+        }
     }
     let site = kind.site();
     // A patch at one position of a site that does not feed the layer's keys and values
     // changes that position alone in its own layer.
     let single_position = kind.by_position() && !model.site_feeds_keys_values(site);
     let n_pos = target.n_pos();
-    for (start, mut jobs) in groups {
-        jobs.sort_by_key(|job| job.layer);
-        let span = model.span(target, start, n_pos - start)?;
-        let group = StartGroup {
-            model,
-            target,
-            site,
-            sources: narrowed(&sources, site, start, n_pos - start)?,
-            span,
-            single_position,
-        };
-        for chunk in jobs.chunks(max_rows.max(1)) {
-            let (resid, rows) = group.run(chunk, work)?; // [rows, 1, d_model]
-            if pair.scorer.metrics == MetricSet::All {
-                work.rows_unembedded += rows.len();
-            }
-            let metrics = pair.scorer.score_residual(model, &resid)?;
-            for (job, metrics) in rows.into_iter().zip(metrics) {
-                let i = chunk[job].cell;
-                results[i] = Some(result(cells[i], metrics));
-            }
-            progress(chunk.len());
+    let mut group: Option<StartGroup> = None;
+    for (batch, (start, chunk)) in chunked(groups, max_rows).into_iter().enumerate() {
+        if !keep(batch + 1) {
+            continue;
         }
+        if group.as_ref().is_none_or(|g| g.span.start() != start) {
+            group = Some(StartGroup {
+                model,
+                target,
+                site,
+                sources: narrowed(&sources, site, start, n_pos - start)?,
+                span: model.span(target, start, n_pos - start)?,
+                single_position,
+            });
+        }
+        let Some(group) = group.as_ref() else {
+            continue;
+        };
+        let (resid, rows) = group.run(&chunk, work)?; // [rows, 1, d_model]
+        if pair.scorer.metrics == MetricSet::All {
+            work.rows_unembedded += rows.len();
+        }
+        let metrics = pair.scorer.score_residual(model, &resid)?;
+        for (job, metrics) in rows.into_iter().zip(metrics) {
+            let i = chunk[job].cell;
+            results[i] = Some(result(cells[i], metrics));
+        }
+        progress(chunk.len());
     }
-    collect(results, cells, kind)
+    Ok(results)
 }
 
 /// The aligned sources of every layer, the start groups of the cells that need a

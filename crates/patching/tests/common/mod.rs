@@ -1,103 +1,209 @@
-//! The fixtures' golden pairs and their TransformerLens 2.15 grids
-//! (`tests/fixtures/*/golden_extra.json`, made by `tests/fixtures/gen/make_golden_extra.py`).
-
-#![allow(dead_code)] // each test file uses its own part
+//! What the fast-path tests share: fixtures with their pairs (two golden pairs and a
+//! misaligned one under each alignment), and one sweep request run both ways.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
 use actpatch_model::HookedTransformer;
-use actpatch_patching::{Align, Baselines, CellIndex, Direction, Pair, PatchKind};
-use serde_json::Value;
+use actpatch_patching::{
+    cells_of, fast, naive, Align, Baselines, CellIndex, CellResult, DirectedPair, Direction,
+    MetricSet, Pair, PatchKind,
+};
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
-/// A fixture model, its golden pairs (name, pair, baselines) and `golden_extra.json`.
-pub struct Golden {
-    pub name: &'static str,
+pub struct Setup {
     pub model: HookedTransformer,
     pub pairs: Vec<(String, Pair, Baselines)>,
-    pub extra: Value,
 }
 
-fn read_json(path: PathBuf) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+pub fn pair(
+    model: &HookedTransformer,
+    clean: &str,
+    corrupted: &str,
+    answers: [&str; 2],
+    align: Align,
+) -> (Pair, Baselines) {
+    let pair = Pair::from_prompts(model, clean, corrupted, answers, align).unwrap();
+    let baselines = pair.baselines(model).unwrap();
+    (pair, baselines)
 }
 
-impl Golden {
-    pub fn load(name: &'static str) -> Golden {
-        let dir = fixtures().join(name);
-        let model = HookedTransformer::from_dir(&dir).unwrap();
-        let golden = read_json(dir.join("golden.json"));
-        let extra = read_json(dir.join("golden_extra.json"));
-        let mut pairs = Vec::new();
-        for (pair_name, p) in golden["pairs"].as_object().unwrap() {
-            let text = |k: &str| p[k].as_str().unwrap().to_string();
-            let pair = Pair::from_prompts(
-                &model,
-                &text("clean"),
-                &text("corrupted"),
-                [text("correct").as_str(), text("incorrect").as_str()],
-                Align::Strict,
-            )
-            .unwrap();
-            let baselines = pair.baselines(&model).unwrap();
-            pairs.push((pair_name.clone(), pair, baselines));
-        }
-        Golden {
-            name,
-            model,
-            pairs,
-            extra,
-        }
-    }
-
-    /// The golden value of `cell` of `kind` in grid family `family` (`exact_denoising`,
-    /// `atp_noising`, …) for pair `pair`; `None` where the file has no such grid or the
-    /// entry is null (a masked attention entry).
-    pub fn value(
-        &self,
-        pair: &str,
-        family: &str,
-        kind: PatchKind,
-        cell: &CellIndex,
-    ) -> Option<f64> {
-        let (grid, index) = golden_index(kind, cell);
-        let grids = &self.extra["pairs"][pair]["grids"][family];
-        let value = index.iter().fold(grids.get(grid)?, |v, i| &v[*i]);
-        value.as_f64()
-    }
-}
-
-/// The golden grid of a kind and a cell's index in it, as TransformerLens's `patching`
-/// module lays it out.
-pub fn golden_index(kind: PatchKind, cell: &CellIndex) -> (&'static str, Vec<usize>) {
-    let layer = cell.layer;
-    let pos = || cell.position.unwrap();
-    let head = || cell.head.unwrap();
-    match kind {
-        PatchKind::ResidPre => ("resid_pre", vec![layer, pos()]),
-        PatchKind::ResidMid => ("resid_mid", vec![layer, pos()]),
-        PatchKind::ResidPost => ("resid_post", vec![layer, pos()]),
-        PatchKind::AttnOut => ("attn_out", vec![layer, pos()]),
-        PatchKind::MlpOut => ("mlp_out", vec![layer, pos()]),
-        PatchKind::HeadOutByPos => ("head_z_by_pos", vec![layer, pos(), head()]),
-        PatchKind::HeadOut => ("head_z_all_pos", vec![layer, head()]),
-        PatchKind::HeadPattern => ("head_pattern_all_pos", vec![layer, head()]),
-        PatchKind::HeadQ => ("head_q_all_pos", vec![layer, head()]),
-        PatchKind::HeadK => ("head_k_all_pos", vec![layer, head()]),
-        PatchKind::HeadV => ("head_v_all_pos", vec![layer, head()]),
-        PatchKind::HeadQByPos => ("head_q_by_pos", vec![layer, pos(), head()]),
-        PatchKind::HeadKByPos => ("head_k_by_pos", vec![layer, pos(), head()]),
-        PatchKind::HeadVByPos => ("head_v_by_pos", vec![layer, pos(), head()]),
-        PatchKind::HeadPatternByDestSrc => (
-            "head_pattern_dest_src_pos",
-            vec![layer, head(), pos(), cell.src.unwrap()],
+/// The fixture's two golden pairs, plus a misaligned pair under each alignment.
+pub fn setup(model_dir: &str, second_corrupted: &str, second_answers: [&str; 2]) -> Setup {
+    let model = HookedTransformer::from_dir(fixtures().join(model_dir)).unwrap();
+    let landmarks = ["The Colosseum is in", "The Eiffel Tower is in"];
+    let mut pairs = Vec::new();
+    for (name, clean, corrupted, answers, align) in [
+        (
+            "landmarks",
+            landmarks[0],
+            landmarks[1],
+            [" Rome", " Paris"],
+            Align::Strict,
         ),
+        (
+            "capital",
+            "The capital of France is",
+            second_corrupted,
+            second_answers,
+            Align::Strict,
+        ),
+        (
+            "misaligned-start",
+            landmarks[0],
+            "The Champs Elysees is in",
+            [" Rome", " Paris"],
+            Align::Start,
+        ),
+        (
+            "misaligned-end",
+            landmarks[0],
+            "The Champs Elysees is in",
+            [" Rome", " Paris"],
+            Align::End,
+        ),
+    ] {
+        let (p, b) = pair(&model, clean, corrupted, answers, align);
+        pairs.push((name.to_string(), p, b));
+    }
+    Setup { model, pairs }
+}
+
+/// One sweep request: a pair of a setup, a direction, a kind and its cells.
+pub struct Case<'a> {
+    pub setup: &'a Setup,
+    pub pair: usize,
+    pub direction: Direction,
+    pub kind: PatchKind,
+    pub metrics: MetricSet,
+    pub fast_rows: usize,
+    pub naive_rows: usize,
+}
+
+impl Case<'_> {
+    pub fn new(setup: &Setup, pair: usize, direction: Direction, kind: PatchKind) -> Case<'_> {
+        Case {
+            setup,
+            pair,
+            direction,
+            kind,
+            metrics: MetricSet::All,
+            fast_rows: 7,
+            naive_rows: 5,
+        }
+    }
+
+    pub fn directed(&self) -> DirectedPair<'_> {
+        let (_, pair, baselines) = &self.setup.pairs[self.pair];
+        let model = &self.setup.model;
+        DirectedPair::new(
+            model,
+            pair,
+            baselines,
+            self.direction,
+            &[self.kind],
+            self.metrics,
+        )
+        .unwrap()
+    }
+
+    /// Every cell this pair, direction and kind has.
+    pub fn all_cells(&self) -> Vec<CellIndex> {
+        let directed = self.directed();
+        cells_of(
+            self.kind,
+            self.setup.model.dims(),
+            &directed.positions(None),
+        )
+    }
+
+    /// (fast, naive) results on `cells`.
+    pub fn both(&self, cells: &[CellIndex]) -> (Vec<CellResult>, Vec<CellResult>) {
+        let model = &self.setup.model;
+        let directed = self.directed();
+        let target = fast::target_run(model, &directed, &[self.kind]).unwrap();
+        let fast = fast::sweep(
+            model,
+            &directed,
+            &target,
+            self.kind,
+            cells,
+            self.fast_rows,
+            &mut |_| {},
+        )
+        .unwrap();
+        let naive = naive::sweep(
+            model,
+            &directed,
+            self.kind,
+            cells,
+            self.naive_rows,
+            &mut |_| {},
+        )
+        .unwrap();
+        (fast, naive)
+    }
+
+    pub fn label(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.setup.pairs[self.pair].0, self.direction, self.kind
+        )
+    }
+
+    pub fn applies(&self) -> bool {
+        let (_, pair, _) = &self.setup.pairs[self.pair];
+        !self.kind.needs_equal_lengths() || pair.alignment.is_identity()
     }
 }
 
-pub fn family(method: &str, direction: Direction) -> String {
-    format!("{method}_{}", direction.name())
+pub fn assert_agree(fast: &[CellResult], naive: &[CellResult], what: &str) {
+    assert_eq!(fast.len(), naive.len());
+    for (f, n) in fast.iter().zip(naive) {
+        assert_eq!(
+            (f.index, f.direction, f.kind),
+            (n.index, n.direction, n.kind)
+        );
+        let (a, b) = (f.metrics, n.metrics);
+        for (name, x, y) in [
+            ("logit_diff", a.logit_diff, b.logit_diff),
+            (
+                "normalized",
+                a.normalized_logit_diff,
+                b.normalized_logit_diff,
+            ),
+            (
+                "prob_correct",
+                a.prob_correct.unwrap_or(0.0),
+                b.prob_correct.unwrap_or(0.0),
+            ),
+            ("kl_div", a.kl_div.unwrap_or(0.0), b.kl_div.unwrap_or(0.0)),
+        ] {
+            assert!(
+                (x - y).abs() < 1e-4,
+                "{what} {:?} {name}: fast {x} vs naive {y}",
+                f.index
+            );
+        }
+    }
+}
+
+/// Fast and naive agree on every cell of `kind`, on every pair of `setup`, in both
+/// directions (patterns only between prompts of equal lengths).
+pub fn every_cell_agrees(setup: &Setup, kind: PatchKind) {
+    for pair in 0..setup.pairs.len() {
+        for direction in Direction::BOTH {
+            let case = Case {
+                naive_rows: 64,
+                ..Case::new(setup, pair, direction, kind)
+            };
+            if case.applies() {
+                let (fast, naive) = case.both(&case.all_cells());
+                assert_agree(&fast, &naive, &case.label());
+            }
+        }
+    }
 }

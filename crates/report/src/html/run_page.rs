@@ -315,11 +315,20 @@ pub fn concept_cells(frame: &DataFrame) -> Vec<LongCell> {
     let optional = |name| texts(frame, name).unwrap_or_else(|| vec![None; frame.height()]);
     let (direction, method) = (optional("direction"), optional("method"));
     let head = numbers(frame, "head").unwrap_or_else(|| vec![None; frame.height()]);
-    let n_pairs = optional("n_pairs");
+    let n_pairs = numbers(frame, "n_pairs").unwrap_or_else(|| vec![None; frame.height()]);
     let (low, high) = (
         numbers(frame, "ci_low").unwrap_or_else(|| vec![None; frame.height()]),
         numbers(frame, "ci_high").unwrap_or_else(|| vec![None; frame.height()]),
     );
+    // The facet names a concept by its pair count: the most pairs any of its cells
+    // has (a role missing from some templates has fewer), one facet per concept.
+    let mut most_pairs: BTreeMap<&str, f64> = BTreeMap::new();
+    for (c, n) in concept.iter().zip(&n_pairs) {
+        if let (Some(c), Some(n)) = (c, n) {
+            let most = most_pairs.entry(c.as_str()).or_insert(0.0);
+            *most = most.max(*n);
+        }
+    }
     let mut roles: BTreeMap<(String, String), u32> = BTreeMap::new();
     let mut cells = Vec::new();
     for i in 0..frame.height() {
@@ -330,7 +339,7 @@ pub fn concept_cells(frame: &DataFrame) -> Vec<LongCell> {
         };
         let next = roles.iter().filter(|((rc, _), _)| rc == c).count() as u32;
         let order = *roles.entry((c.clone(), r.clone())).or_insert(next);
-        let subject = match &n_pairs[i] {
+        let subject = match most_pairs.get(c.as_str()) {
             Some(n) => format!("{c}: {n} pairs"),
             None => format!("{c}: all pairs"),
         };

@@ -31,6 +31,7 @@ impl Experiment {
                 .unwrap_or_default();
             RunnerError::Input(format!("{}: {}{hint}", path.display(), message.trim_end()))
         })?;
+        experiment.expand(path)?;
         experiment.check(path)?;
         if let Some(model_path) = &experiment.model.path {
             if model_path.is_relative() {
@@ -41,6 +42,19 @@ impl Experiment {
             }
         }
         Ok(experiment)
+    }
+
+    /// Appends the pairs of every `[[datasets]]` and `[[templates]]` entry.
+    fn expand(&mut self, path: &Path) -> Result<(), RunnerError> {
+        let bad = |msg: String| RunnerError::Input(format!("{}: {msg}", path.display()));
+        let base = path.parent().unwrap_or(Path::new("."));
+        for dataset in &self.datasets {
+            self.pairs.extend(dataset.pairs(base).map_err(bad)?);
+        }
+        for (index, template) in self.templates.iter().enumerate() {
+            self.pairs.extend(template.pairs(index).map_err(bad)?);
+        }
+        Ok(())
     }
 
     fn check(&self, path: &Path) -> Result<(), RunnerError> {
@@ -75,7 +89,7 @@ impl Experiment {
             _ => {}
         }
         if self.pairs.is_empty() {
-            return Err("no [[pairs]]: add at least one clean/corrupted pair".into());
+            return Err("no pairs: add [[pairs]], a [[datasets]] file or [[templates]]".into());
         }
         if self.sweep.kinds.is_empty() {
             return Err(format!(
@@ -95,6 +109,25 @@ impl Experiment {
                 ));
             }
         }
+        self.check_methods()?;
+        let statistics = &self.statistics;
+        if statistics.bootstrap == 0 || !(statistics.level > 0.0 && statistics.level < 1.0) {
+            return Err(format!(
+                "[statistics] bootstrap = {} and level = {}: bootstrap must be at least 1 (2000 is the default) and level between 0 and 1 (e.g. 0.95)",
+                statistics.bootstrap, statistics.level
+            ));
+        }
+        if !(self.validate.min_gap.is_finite() && self.validate.min_gap >= 0.0) {
+            return Err(format!(
+                "[validate] min_gap = {} must be a number ≥ 0",
+                self.validate.min_gap
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[sweep] methods` lists each method once, and `ig_steps` is in range.
+    fn check_methods(&self) -> Result<(), String> {
         if self.sweep.methods.is_empty() {
             return Err("[sweep] methods is empty: list at least one of \"exact\", \"atp\", \"atp*\", \"ig\"".into());
         }
@@ -108,12 +141,6 @@ impl Experiment {
             return Err(format!(
                 "[sweep] ig_steps = {} must be between 1 and 1000 (the integral's steps; default 10)",
                 self.sweep.ig_steps
-            ));
-        }
-        if !(self.validate.min_gap.is_finite() && self.validate.min_gap >= 0.0) {
-            return Err(format!(
-                "[validate] min_gap = {} must be a number ≥ 0",
-                self.validate.min_gap
             ));
         }
         Ok(())
@@ -177,8 +204,12 @@ fn check_pair(pair: &PairSpec, label: &str) -> Result<(), String> {
 }
 
 fn pair_label(pair: &PairSpec, index: usize) -> String {
-    match &pair.name {
+    let label = match &pair.name {
         Some(name) => format!("`{name}`"),
         None => format!("#{}", index + 1),
+    };
+    match &pair.source {
+        Some(source) => format!("{label} ({source})"),
+        None => label,
     }
 }

@@ -5,12 +5,19 @@
 //! file's folder.
 
 mod check;
+pub mod datasets;
 mod suggest;
+pub mod templates;
 
 use std::path::PathBuf;
 
+use actpatch_concepts::roles::Span;
+use actpatch_concepts::BootstrapSpec;
 use actpatch_patching::{Align, Direction, Method, MetricSet, PatchKind};
 use serde::Deserialize;
+
+pub use datasets::DatasetSpec;
+pub use templates::TemplateSpec;
 
 /// A whole experiment file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -24,7 +31,59 @@ pub struct Experiment {
     pub validate: ValidateSpec,
     #[serde(default)]
     pub output: OutputSpec,
+    #[serde(default)]
+    pub statistics: StatisticsSpec,
+    /// Pairs written out one by one. After loading, also every pair of `datasets` and
+    /// `templates`, in that order.
+    #[serde(default)]
     pub pairs: Vec<PairSpec>,
+    #[serde(default)]
+    pub datasets: Vec<DatasetSpec>,
+    #[serde(default)]
+    pub templates: Vec<TemplateSpec>,
+}
+
+/// `[statistics]`: the concept table's bootstrap.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StatisticsSpec {
+    /// Bootstrap resamplings per concept (default 2000).
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap: usize,
+    /// The bootstrap's seed (recorded in the manifest).
+    #[serde(default)]
+    pub seed: u64,
+    /// The intervals' coverage (default 0.95).
+    #[serde(default = "default_level")]
+    pub level: f64,
+}
+
+fn default_bootstrap() -> usize {
+    2000
+}
+
+fn default_level() -> f64 {
+    0.95
+}
+
+impl Default for StatisticsSpec {
+    fn default() -> Self {
+        StatisticsSpec {
+            bootstrap: default_bootstrap(),
+            seed: 0,
+            level: default_level(),
+        }
+    }
+}
+
+impl StatisticsSpec {
+    pub fn bootstrap_spec(&self) -> BootstrapSpec {
+        BootstrapSpec {
+            draws: self.bootstrap,
+            seed: self.seed,
+            level: self.level,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -241,7 +300,7 @@ fn default_tolerance() -> f64 {
     0.01
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PairSpec {
     pub name: Option<String>,
@@ -258,4 +317,26 @@ pub struct PairSpec {
     pub reference: bool,
     /// Why the pair is as it is; shown with reference pairs in the report.
     pub note: Option<String>,
+    /// The concept's span in the clean prompt (a part of `clean`): its tokens get the
+    /// roles `subject.first`, `subject.mid`, `subject.last`. Without it the roles name
+    /// the tokens where the two prompts differ (`diff.*`).
+    pub subject: Option<String>,
+    /// The span in the corrupted prompt; by default the positions of `subject`.
+    pub subject_corrupted: Option<String>,
+    /// Template slots, for pairs filled from `[[templates]]`.
+    #[serde(skip)]
+    pub slots: Option<SlotSpans>,
+    /// Pairs of one group (a template) are resampled together by the bootstrap.
+    #[serde(skip)]
+    pub group: Option<String>,
+    /// Where the pair came from (a data file's row, a template's fill), for messages.
+    #[serde(skip)]
+    pub source: Option<String>,
+}
+
+/// Where each slot of a template sits in both prompts of a pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotSpans {
+    pub clean: Vec<Span>,
+    pub corrupted: Vec<Span>,
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use actpatch_report::tables::read_cells;
 
 use crate::manifest::{Manifest, RunStatus};
+use crate::shard::layout;
 use crate::RunnerError;
 
 /// One run as listed.
@@ -31,6 +32,8 @@ pub struct RunEntry {
     pub concepts: BTreeSet<String>,
     /// Why part of the run could not be read.
     pub problem: Option<String>,
+    /// A sharded run's shards: (complete, of n).
+    pub shards: Option<(usize, usize)>,
 }
 
 impl RunEntry {
@@ -107,6 +110,7 @@ fn entry(dir: &Path) -> RunEntry {
         status: m.map(|m| m.status),
         concepts: BTreeSet::new(),
         problem,
+        shards: (m.and_then(|m| m.shards)).map(|n| (layout::complete_shards(dir, n), n)),
     };
     let cells_path = dir.join("cells.parquet");
     if cells_path.is_file() {
@@ -201,7 +205,14 @@ pub fn render(runs: &[RunEntry]) -> String {
         .map(|r| {
             let status = match (r.status, &r.problem) {
                 (_, Some(_)) if r.complete() => "complete, tables unreadable (see below)".into(),
-                (Some(RunStatus::Complete), None) => "complete".into(),
+                (Some(RunStatus::Complete), None) => match r.shards {
+                    Some((_, n)) => format!("complete ({n} shards merged)"),
+                    None => "complete".into(),
+                },
+                (Some(RunStatus::Running), _) if r.shards.is_some() => {
+                    let (done, n) = r.shards.unwrap_or_default();
+                    format!("incomplete ({done} of {n} shards complete)")
+                }
                 (Some(s), _) => format!("incomplete ({})", s.name()),
                 (None, _) => "incomplete (no manifest)".into(),
             };

@@ -69,6 +69,7 @@ pub fn heatmap(
         y_ticks,
         values,
         colorbar_label: "normalized logit diff".into(),
+        faded: Vec::new(),
     }
 }
 
@@ -80,8 +81,6 @@ pub fn normalized_cells(results: &[CellResult], kind: PatchKind) -> Vec<(CellInd
         .map(|r| (r.index, r.metrics.normalized_logit_diff))
         .collect()
 }
-
-pub use actpatch_report::summary::mean_cells;
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,8 @@
 //! `report.md`.
 
 mod accuracy;
+mod concept_figures;
+pub mod concepts;
 mod figures;
 mod notes;
 mod rows;
@@ -12,7 +14,7 @@ use std::path::Path;
 
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{CellResult, Direction, Method, PatchKind};
-use actpatch_report::{ReportError, RunReport};
+use actpatch_report::{ConceptSection, ReportError, RunReport};
 
 use crate::experiment::Experiment;
 use crate::validate::PairPlan;
@@ -127,8 +129,16 @@ pub fn write_outputs(
             &accuracy,
         )?;
     }
+    // Figures and concepts show one method's cells: exact where it ran.
     let drawn_pairs = drawn_cells(experiment, swept);
     let drawn = sections::draw_all(experiment, model.dims().n_layers, run_dir, &drawn_pairs)?;
+    let table = concepts::ConceptTable::compute(experiment, &drawn_pairs);
+    let model_name = model.source().to_string();
+    let concept_rows = table.rows(&experiment.experiment.name, &model_name, run_id);
+    if !concept_rows.is_empty() {
+        actpatch_report::tables::write_concepts(&run_dir.join("concepts.parquet"), &concept_rows)?;
+    }
+    let concept_sections = concept_sections(experiment, run_dir, plans, &table)?;
     let mut notes = drawn.notes;
     notes.extend(notes::run_notes(plans));
     let report = RunReport {
@@ -148,6 +158,7 @@ pub fn write_outputs(
         references: notes::reference_pairs(plans),
         notes,
         summary: drawn.summary,
+        concepts: concept_sections,
         figures: drawn.figures,
         accuracy,
     };
@@ -156,4 +167,55 @@ pub fn write_outputs(
         report.render().as_bytes(),
     )?;
     Ok(cells.len())
+}
+
+/// One report section per concept with swept pairs: its pairs, findings and figures.
+fn concept_sections(
+    experiment: &Experiment,
+    run_dir: &Path,
+    plans: &[PairPlan],
+    table: &concepts::ConceptTable,
+) -> Result<Vec<ConceptSection>, ReportError> {
+    let formats = &experiment.output.formats;
+    let directions = experiment.sweep.direction.directions();
+    let mut sections = Vec::new();
+    for concept in table.n_pairs.keys() {
+        let of_concept: Vec<&PairPlan> = (plans.iter())
+            .filter(|p| &p.spec.concept == concept && !p.reference())
+            .collect();
+        let grids =
+            concept_figures::ConceptGrid::all(table, concept, &directions, &experiment.sweep.kinds);
+        let save = |stem: &str, map: &actpatch_report::Heatmap| {
+            sections::save_figure(run_dir, stem, map, formats)
+        };
+        let (figures, findings) = concept_figures::concept_figures(&grids, save)?;
+        sections.push(ConceptSection {
+            concept: concept.clone(),
+            pairs: of_concept.len(),
+            passed: of_concept.iter().filter(|p| p.passed()).count(),
+            failures: failure_counts(&of_concept),
+            findings,
+            figures,
+        });
+    }
+    Ok(sections)
+}
+
+/// Why pairs failed, by the first sentence of each reason, most frequent first.
+fn failure_counts(plans: &[&PairPlan]) -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for reason in plans.iter().flat_map(|p| p.reasons.first()) {
+        let short = reason
+            .split([':', '\n'])
+            .next()
+            .unwrap_or(reason)
+            .trim()
+            .to_string();
+        match counts.iter_mut().find(|(r, _)| *r == short) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((short, 1)),
+        }
+    }
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    counts
 }

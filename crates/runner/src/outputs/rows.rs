@@ -35,6 +35,9 @@ pub fn cell_rows(
                 position: r.index.position.map(|p| p as u32),
                 src_position: r.index.src.map(|p| p as u32),
                 token,
+                role: (r.index.position)
+                    .and_then(|p| plan.role(r.direction, p))
+                    .map(str::to_string),
                 patched_logit_diff: r.metrics.logit_diff,
                 normalized_logit_diff: r.metrics.normalized_logit_diff,
                 logprob_diff: r.metrics.logprob_diff,

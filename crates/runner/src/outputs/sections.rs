@@ -1,15 +1,14 @@
-//! The report's figures and summary sentences: one heatmap per pair, direction and
-//! patch kind, and the concept means where every pair of a concept has the same cells.
+//! The report's per-pair figures and summary sentences: one heatmap per pair,
+//! direction and patch kind (the concept figures are in [`super::concept_figures`]).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use actpatch_patching::{CellResult, Direction, PatchKind};
 use actpatch_report::{FigureSection, Heatmap, ImageFormat, ReportError};
 
 use crate::experiment::{Experiment, FigureFormat};
-use crate::outputs::figures::{heatmap, mean_cells, normalized_cells};
-use crate::outputs::summary::{kind_sentence, shared_labels, top_cells};
+use crate::outputs::figures::{heatmap, normalized_cells};
+use crate::outputs::summary::{kind_sentence, top_cells};
 use crate::outputs::SweptPair;
 
 /// Everything drawn for the report.
@@ -34,7 +33,7 @@ fn file_stem(text: &str) -> String {
 
 /// Saves `heatmap` as `figures/<stem>.<ext>` in every format; returns the first file's
 /// name.
-fn save_figure(
+pub(crate) fn save_figure(
     run_dir: &Path,
     stem: &str,
     heatmap: &Heatmap,
@@ -74,23 +73,6 @@ pub(crate) fn draw_all(
                 kinds: &experiment.sweep.kinds,
             };
             grid.draw(n_layers, (run_dir, formats), &mut drawn)?;
-        }
-    }
-    let mut by_concept: BTreeMap<&str, Vec<&SweptPair>> = BTreeMap::new();
-    for pair in swept {
-        let concept = pair.plan.spec.concept.as_str();
-        by_concept.entry(concept).or_default().push(pair);
-    }
-    for (concept, pairs) in by_concept.iter().filter(|(_, p)| p.len() >= 2) {
-        for direction in experiment.sweep.direction.directions() {
-            for kind in &experiment.sweep.kinds {
-                let what = ConceptGrid {
-                    concept,
-                    direction,
-                    kind: *kind,
-                };
-                what.draw(pairs, n_layers, (run_dir, formats), &mut drawn)?;
-            }
         }
     }
     Ok(drawn)
@@ -139,64 +121,6 @@ impl PairGrids<'_> {
             if let Some(line) = kind_sentence(&label, *kind, &cells, &labels, n_layers) {
                 drawn.summary.push(line);
             }
-        }
-        Ok(())
-    }
-}
-
-/// The mean grid of one concept, direction and kind.
-struct ConceptGrid<'a> {
-    concept: &'a str,
-    direction: Direction,
-    kind: PatchKind,
-}
-
-impl ConceptGrid<'_> {
-    fn draw(
-        &self,
-        pairs: &[&SweptPair],
-        n_layers: usize,
-        (run_dir, formats): (&Path, &[FigureFormat]),
-        drawn: &mut Drawn,
-    ) -> Result<(), ReportError> {
-        let (concept, direction, kind) = (self.concept, self.direction, self.kind);
-        let per_pair: Vec<_> = (pairs.iter())
-            .map(|p| {
-                let results: Vec<CellResult> = (p.results.iter())
-                    .filter(|r| r.direction == direction)
-                    .copied()
-                    .collect();
-                normalized_cells(&results, kind)
-            })
-            .collect();
-        let Some(mean) = mean_cells(&per_pair) else {
-            drawn.notes.push(format!(
-                "No concept mean of `{kind}` ({direction}) for **{concept}**: its pairs have different token lengths, so positions do not line up."
-            ));
-            return Ok(());
-        };
-        let labels = shared_labels(
-            &pairs
-                .iter()
-                .map(|p| p.labels(direction))
-                .collect::<Vec<_>>(),
-        );
-        let title = format!(
-            "{concept} · mean of {} pairs · {direction} · {kind}",
-            pairs.len()
-        );
-        let map = heatmap(kind, &mean, &labels, title.clone());
-        let stem = format!("mean_{concept}_{direction}_{kind}");
-        if let Some(image) = save_figure(run_dir, &stem, &map, formats)? {
-            drawn.figures.push(FigureSection {
-                heading: title,
-                image,
-                details: Vec::new(),
-            });
-        }
-        let label = format!("{concept} (mean, {direction})");
-        if let Some(line) = kind_sentence(&label, kind, &mean, &labels, n_layers) {
-            drawn.summary.push(line);
         }
         Ok(())
     }

@@ -62,5 +62,3 @@ pub fn kind_sentence(
     let spots: Vec<(Spot, f64)> = cells.iter().map(|(c, v)| (spot(c), *v)).collect();
     summary::kind_sentence(pair, kind.name(), &spots, labels, n_layers)
 }
-
-pub use actpatch_report::summary::shared_labels;

@@ -33,7 +33,7 @@ pub(crate) fn ensure_writable(dir: &Path) -> Result<(), RunnerError> {
     if !existing.is_dir() {
         return Err(unwritable(
             dir,
-            format!("{} is not a folder", existing.display()),
+            format!("{} is not a directory", existing.display()),
         ));
     }
     let probe = existing.join(format!(".actpatch-probe-{}", std::process::id()));
@@ -42,10 +42,26 @@ pub(crate) fn ensure_writable(dir: &Path) -> Result<(), RunnerError> {
     Ok(())
 }
 
-/// A unique folder `<dir>/<UTC timestamp>-<random>` for this run; concurrent runs in
-/// the same folder cannot collide (`create_dir` fails on an existing name).
-pub(crate) fn create_run_dir(dir: &Path) -> Result<(String, PathBuf), RunnerError> {
+/// A unique folder `<dir>/<UTC timestamp>-<random>` for this run (`<dir>/<id>` with
+/// `--run-id`); concurrent runs in the same folder cannot collide (`create_dir`
+/// fails on an existing name).
+pub(crate) fn create_run_dir(
+    dir: &Path,
+    run_id: Option<&str>,
+) -> Result<(String, PathBuf), RunnerError> {
     std::fs::create_dir_all(dir).map_err(|e| unwritable(dir, e))?;
+    if let Some(id) = run_id {
+        let run_dir = dir.join(id);
+        return match std::fs::create_dir(&run_dir) {
+            Ok(()) => Ok((id.to_string(), run_dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(RunnerError::Input(format!(
+                "--run-id {id}: {} already exists. Choose another id, or finish that run with `actpatch run --resume {}`.",
+                run_dir.display(),
+                run_dir.display()
+            ))),
+            Err(e) => Err(unwritable(dir, e)),
+        };
+    }
     for _ in 0..64 {
         let id = format!(
             "{}-{:04x}",

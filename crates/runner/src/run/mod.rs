@@ -10,14 +10,17 @@
 //! keeps what it finished for `actpatch run --resume`.
 
 mod folder;
+mod load;
+mod merge;
 mod partial;
 mod progress;
+mod shard;
 mod sweep_pair;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource};
+use actpatch_model::HookedTransformer;
 use indicatif::ProgressBar;
 
 use crate::experiment::Experiment;
@@ -26,9 +29,12 @@ use crate::manifest::{
 };
 use crate::options::RunOptions;
 use crate::outputs::{cell_rows, write_outputs, SweptPair};
-use crate::validate::{validate_pair, PairPlan};
+use crate::validate::PairPlan;
 use crate::RunnerError;
 use folder::{create_run_dir, ensure_writable, model_record};
+pub use load::check;
+use load::{load_experiment, load_model, pairs_to_sweep, validate_all};
+pub use merge::merge;
 use partial::{partial_dir, partial_path, results_from_rows, test_point};
 use progress::{cells_bar, ProgressMode};
 
@@ -39,99 +45,6 @@ pub struct RunOutcome {
     pub passed: usize,
     pub failed: usize,
     pub cells: usize,
-}
-
-/// Loads the experiment file, with `--model-path` replacing its `[model]` source.
-fn load_experiment(path: &Path, options: &RunOptions) -> Result<Experiment, RunnerError> {
-    let mut experiment = Experiment::load(path)?;
-    if let Some(model_path) = &options.model_path {
-        experiment.model.path = Some(model_path.clone());
-        experiment.model.id = None;
-    }
-    Ok(experiment)
-}
-
-fn load_model(
-    experiment: &Experiment,
-    options: &RunOptions,
-) -> Result<HookedTransformer, RunnerError> {
-    let device: DeviceSpec = experiment
-        .model
-        .device
-        .parse()
-        .map_err(RunnerError::model)?;
-    let source = match (&experiment.model.path, &experiment.model.id) {
-        (Some(path), _) => ModelSource::Local(path.clone()),
-        (None, Some(id)) => ModelSource::Hub {
-            id: id.clone(),
-            revision: experiment.model.revision.clone(),
-        },
-        (None, None) => return Err(RunnerError::Input("[model] needs `id` or `path`".into())),
-    };
-    let clock = Instant::now();
-    options.say(format!(
-        "loading model {source} on {}…",
-        experiment.model.device
-    ));
-    let model = HookedTransformer::load(&source, device).map_err(RunnerError::model)?;
-    let dims = model.dims();
-    options.say(format!(
-        "loaded {} ({} layers, {} heads, d_model {}) in {:.1} s",
-        dims.arch.name(),
-        dims.n_layers,
-        dims.n_heads,
-        dims.d_model,
-        clock.elapsed().as_secs_f64()
-    ));
-    Ok(model)
-}
-
-/// Validates every pair, prints each outcome, and checks the sweep's positions
-/// against every pair that will be swept.
-fn validate_all(
-    model: &HookedTransformer,
-    experiment: &Experiment,
-    options: &RunOptions,
-) -> Result<Vec<PairPlan>, RunnerError> {
-    let mut plans = Vec::new();
-    options.say(format!(
-        "validating {} pairs (baseline logit differences, answers, alignment)…",
-        experiment.pairs.len()
-    ));
-    for index in 0..experiment.pairs.len() {
-        let plan = validate_pair(model, experiment, index)?;
-        options.say(plan.describe());
-        if let (Some(list), false) = (experiment.sweep.positions.list(), plan.reference()) {
-            for direction in experiment.sweep.direction.directions() {
-                let n = plan.target_len(direction);
-                if let Some(bad) = list.iter().find(|p| **p >= n) {
-                    return Err(RunnerError::Input(format!(
-                        "[sweep] positions lists {bad}, but pair `{}` has {n} tokens in the run {direction} patches (positions 0..={}). Use positions = \"all\" or positions below {n}.",
-                        plan.name,
-                        n - 1
-                    )));
-                }
-            }
-        }
-        plans.push(plan);
-    }
-    Ok(plans)
-}
-
-/// Validates the file and every pair's baselines without sweeping.
-pub fn check(path: &Path, options: &RunOptions) -> Result<(usize, usize), RunnerError> {
-    let experiment = load_experiment(path, options)?;
-    let model = load_model(&experiment, options)?;
-    let plans = validate_all(&model, &experiment, options)?;
-    let passed = plans.iter().filter(|p| p.passed()).count();
-    options.say(format!("{passed} of {} pairs pass validation", plans.len()));
-    if passed == 0 {
-        return Err(RunnerError::NoPairPassed(format!(
-            "0 of {} pairs",
-            plans.len()
-        )));
-    }
-    Ok((passed, plans.len() - passed))
 }
 
 /// How a run starts: fresh, or resuming an interrupted run folder.
@@ -145,8 +58,11 @@ enum Start {
     },
 }
 
-/// Runs the experiment at `path`.
+/// Runs the experiment at `path` (only `options.shard`'s part of it, for a shard).
 pub fn run(path: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerError> {
+    if let Some(choice) = &options.shard {
+        return shard::run_shard(path, options, choice);
+    }
     execute(
         Start::Fresh {
             experiment_path: path.to_path_buf(),
@@ -169,6 +85,14 @@ pub fn resume(run_dir: &Path, options: &RunOptions) -> Result<RunOutcome, Runner
     if manifest.complete() {
         return Err(RunnerError::Input(format!(
             "{} is already complete; nothing to resume",
+            run_dir.display()
+        )));
+    }
+    if let Some(count) = manifest.shards {
+        return Err(RunnerError::Input(format!(
+            "{} is a run of {count} shards: run its missing shards again (actpatch run FILE --shard i/{count} --run-id {}), then `actpatch merge {}`",
+            run_dir.display(),
+            manifest.run_id,
             run_dir.display()
         )));
     }
@@ -204,6 +128,7 @@ fn prepare(start: &Start, options: &RunOptions) -> Result<Prepared, RunnerError>
                 no_validate: manifest.options.no_validate,
                 naive: manifest.options.naive,
                 model_path: manifest.options.model_path.clone(),
+                device: manifest.options.device.clone(),
                 ..options.clone()
             };
             (manifest.experiment_file.clone(), resumed)
@@ -246,7 +171,7 @@ fn open_run(start: Start, prepared: &Prepared) -> Result<(PathBuf, Manifest), Ru
         Start::Resume { run_dir, manifest } => Ok((run_dir, *manifest)),
         Start::Fresh { .. } => {
             let out_dir = prepared.options.out_dir.clone().unwrap_or_default();
-            let (run_id, run_dir) = create_run_dir(&out_dir)?;
+            let (run_id, run_dir) = create_run_dir(&out_dir, prepared.options.run_id.as_deref())?;
             let experiment_file = std::fs::canonicalize(&prepared.experiment_path)
                 .unwrap_or(prepared.experiment_path.clone());
             let options = &prepared.options;
@@ -257,11 +182,7 @@ fn open_run(start: Start, prepared: &Prepared) -> Result<(PathBuf, Manifest), Ru
                 experiment_repository: RepositoryState::of(&experiment_file),
                 experiment_file,
                 experiment_sha256: prepared.experiment_sha256.clone(),
-                options: RunChoices {
-                    no_validate: options.no_validate,
-                    naive: options.naive,
-                    model_path: options.model_path.clone(),
-                },
+                options: run_choices(options),
                 tool: Tool::this(),
                 started: chrono::Utc::now().to_rfc3339(),
                 ..Manifest::default()
@@ -271,6 +192,16 @@ fn open_run(start: Start, prepared: &Prepared) -> Result<(PathBuf, Manifest), Ru
                 .map_err(RunnerError::write_run(&run_dir))?;
             Ok((run_dir, manifest))
         }
+    }
+}
+
+/// The choices a manifest records (and a resumed run or a merge repeats).
+fn run_choices(options: &RunOptions) -> RunChoices {
+    RunChoices {
+        no_validate: options.no_validate,
+        naive: options.naive,
+        model_path: options.model_path.clone(),
+        device: options.device.clone(),
     }
 }
 
@@ -286,10 +217,7 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
     // Only now, with every input checked, does the run folder appear.
     let (run_dir, mut manifest) = open_run(start, &prepared)?;
     options.say(format!("run {} → {}", manifest.run_id, run_dir.display()));
-    let sweep_all = options.no_validate || !experiment.validate.enabled;
-    let to_sweep: Vec<&PairPlan> = (plans.iter())
-        .filter(|p| !p.reference() && (p.passed() || sweep_all) && p.baseline().is_some())
-        .collect();
+    let to_sweep = pairs_to_sweep(&plans, experiment, options);
     let run_id = manifest.run_id.clone();
     let context = SweepContext {
         model: &model,
@@ -340,6 +268,7 @@ fn finish_run(
         "swept in {:.1} s; writing tables, figures and reports",
         t_swept - t_validated
     ));
+    let writing = Instant::now();
     let started = chrono::DateTime::parse_from_rfc3339(&manifest.started)
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_else(|_| chrono::Utc::now());
@@ -354,20 +283,14 @@ fn finish_run(
     .map_err(RunnerError::write_run(run_dir))?;
     let _ = std::fs::remove_dir_all(partial_dir(run_dir));
 
+    manifest.pairs = Some(pair_counts(plans, swept.len()));
     let passed = plans.iter().filter(|p| p.passed()).count();
-    manifest.pairs = Some(PairCounts {
-        total: plans.len(),
-        passed,
-        failed: plans.len() - passed,
-        swept: swept.len(),
-        reference: plans.iter().filter(|p| p.reference()).count(),
-    });
     manifest.cells = Some(cells);
     manifest.timings = Some(Timings {
         load_seconds: t_loaded,
         validate_seconds: t_validated - t_loaded,
         sweep_seconds: t_swept - t_validated,
-        write_seconds: clock.elapsed().as_secs_f64() - t_swept,
+        write_seconds: writing.elapsed().as_secs_f64(),
     });
     finish_manifest(manifest, model, experiment, clock.elapsed().as_secs_f64());
     // From the files just written and the final manifest: `actpatch report` renders
@@ -398,6 +321,18 @@ fn finish_run(
     })
 }
 
+/// How the pairs fared, `swept` of them swept.
+fn pair_counts(plans: &[PairPlan], swept: usize) -> PairCounts {
+    let passed = plans.iter().filter(|p| p.passed()).count();
+    PairCounts {
+        total: plans.len(),
+        passed,
+        failed: plans.len() - passed,
+        swept,
+        reference: plans.iter().filter(|p| p.reference()).count(),
+    }
+}
+
 /// What a complete run's manifest adds: the model, the sweep, the end.
 fn finish_manifest(
     manifest: &mut Manifest,
@@ -415,6 +350,12 @@ fn finish_manifest(
     manifest.directions = (experiment.sweep.direction.directions().iter())
         .map(|d| d.name().to_string())
         .collect();
+    let statistics = experiment.statistics;
+    manifest.statistics = Some(crate::manifest::StatisticsRecord {
+        bootstrap: statistics.bootstrap,
+        seed: statistics.seed,
+        level: statistics.level,
+    });
     manifest.finished = Some(chrono::Utc::now().to_rfc3339());
     manifest.wall_seconds = Some(wall_seconds);
     manifest.status = RunStatus::Complete;

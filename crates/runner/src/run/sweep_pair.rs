@@ -7,7 +7,7 @@ use std::time::Instant;
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{
     attribute, rows_for_budget, CellIndex, CellResult, Direction, Execution, Method, PairSweeper,
-    PatchKind,
+    PatchKind, SweepBatch,
 };
 use indicatif::ProgressBar;
 
@@ -69,6 +69,35 @@ pub(crate) fn cell_count(
         * experiment.sweep.methods.len()
 }
 
+/// The cells of `kind` swept for `plan` in `direction`, in table order.
+pub(crate) fn cells(
+    experiment: &Experiment,
+    model: &HookedTransformer,
+    plan: &PairPlan,
+    (direction, kind): (Direction, PatchKind),
+) -> Vec<CellIndex> {
+    actpatch_patching::cells_of(kind, model.dims(), &positions(experiment, plan, direction))
+}
+
+/// The kinds swept for `plan`, in the experiment's order.
+pub(crate) fn swept_kinds(experiment: &Experiment, plan: &PairPlan) -> Vec<PatchKind> {
+    kinds_of(experiment, plan)
+}
+
+/// One batch of one pair's sweep: the unit sharded runs divide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct BatchKey {
+    /// The pair's index in the experiment.
+    pub pair: usize,
+    pub direction: Direction,
+    pub kind: PatchKind,
+    /// The batch's number among those of (pair, direction, kind).
+    pub batch: usize,
+}
+
+/// Which batches of a pair's sweep to run.
+pub(crate) type KeepBatch<'k> = &'k dyn Fn(BatchKey) -> bool;
+
 /// Sweeps `plan` with every kind and direction of the experiment.
 pub(crate) fn sweep_pair<'p>(
     model: &HookedTransformer,
@@ -77,6 +106,90 @@ pub(crate) fn sweep_pair<'p>(
     options: &RunOptions,
     bar: &ProgressBar,
 ) -> Result<SweptPair<'p>, RunnerError> {
+    sweep_pair_batches(model, experiment, plan, (options, &|_| true), bar)
+}
+
+/// The batches of `plan`'s sweep, in the order a whole sweep runs them, with their
+/// estimated costs.
+pub(crate) fn pair_batches(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    plan: &PairPlan,
+    options: &RunOptions,
+) -> Result<Vec<(BatchKey, SweepBatch)>, RunnerError> {
+    let mut batches = Vec::new();
+    let mut each_direction =
+        |sweeper: &PairSweeper, kinds: &[PatchKind], rows| -> Result<(), RunnerError> {
+            let direction = sweeper.directed().direction;
+            let during = format!("planning pair `{}`", plan.name);
+            for &kind in kinds {
+                let cells = (sweeper.cells(kind, experiment.sweep.positions.list()))
+                    .map_err(RunnerError::compute(during.clone()))?;
+                let planned = (sweeper.batches(kind, &cells, rows))
+                    .map_err(RunnerError::compute(during.clone()))?;
+                batches.extend(planned.iter().enumerate().map(|(batch, b)| {
+                    let key = BatchKey {
+                        pair: plan.index,
+                        direction,
+                        kind,
+                        batch,
+                    };
+                    (key, *b)
+                }));
+            }
+            Ok(())
+        };
+    for_each_direction(model, experiment, plan, options, &mut each_direction)?;
+    Ok(batches)
+}
+
+/// Sweeps the batches of `plan` that `keep` selects (the results of the others'
+/// cells are left out), and estimates every cell with each approximate method of
+/// `[sweep] methods` (one call per direction; sharded runs sweep `exact` only).
+pub(crate) fn sweep_pair_batches<'p>(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    plan: &'p PairPlan,
+    (options, keep): (&RunOptions, KeepBatch),
+    bar: &ProgressBar,
+) -> Result<SweptPair<'p>, RunnerError> {
+    let (mut results, mut costs) = (Vec::new(), Vec::new());
+    let methods = &experiment.sweep.methods;
+    let mut each_direction =
+        |sweeper: &PairSweeper, kinds: &[PatchKind], rows| -> Result<(), RunnerError> {
+            let context = (sweeper, experiment, plan, options);
+            if methods.contains(&Method::Exact) {
+                for &kind in kinds {
+                    let (swept, cost) = sweep_kind(context, (kind, rows), keep, bar)?;
+                    results.extend(swept);
+                    costs.extend(cost);
+                }
+            }
+            for &method in methods.iter().filter(|m| !m.is_exact()) {
+                let (estimated, cost) = estimate(context, (model, kinds), method, bar)?;
+                results.extend(estimated);
+                costs.push(cost);
+            }
+            Ok(())
+        };
+    for_each_direction(model, experiment, plan, options, &mut each_direction)?;
+    Ok(SweptPair {
+        plan,
+        results,
+        skipped: skipped_kinds(experiment, plan),
+        costs,
+    })
+}
+
+/// Calls `each` with the sweeper of every direction of `plan`, the kinds swept and
+/// the rows per batch.
+fn for_each_direction(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    plan: &PairPlan,
+    options: &RunOptions,
+    each: &mut dyn FnMut(&PairSweeper, &[PatchKind], usize) -> Result<(), RunnerError>,
+) -> Result<(), RunnerError> {
     let Some((pair, baselines)) = plan.sweepable() else {
         return Err(RunnerError::Input(format!(
             "pair `{}` cannot be swept: {}",
@@ -91,10 +204,6 @@ pub(crate) fn sweep_pair<'p>(
     let kinds = kinds_of(experiment, plan);
     let n_pos = plan.corrupted_tokens.len().max(plan.clean_tokens.len());
     let rows = rows_for_budget(model.dims(), n_pos, options.max_batch_mib << 20);
-    let during = |what: &str| format!("{what} pair `{}`", plan.name);
-    let mut results = Vec::new();
-    let mut costs = Vec::new();
-    let methods = &experiment.sweep.methods;
     for direction in experiment.sweep.direction.directions() {
         let sweeper = PairSweeper::new(
             model,
@@ -105,104 +214,108 @@ pub(crate) fn sweep_pair<'p>(
             experiment.sweep.metrics,
             execution,
         )
-        .map_err(RunnerError::compute(during("running")))?;
-        let mut cells_of_kinds = Vec::new();
-        for kind in &kinds {
-            let cells: Vec<CellIndex> = sweeper
-                .cells(*kind, experiment.sweep.positions.list())
-                .map_err(RunnerError::compute(during("planning")))?;
-            cells_of_kinds.push((*kind, cells));
-        }
-        if methods.contains(&Method::Exact) {
-            let (swept, cost) = sweep_exact(&sweeper, &cells_of_kinds, rows, (options, plan), bar)?;
-            results.extend(swept);
-            costs.extend(cost);
-        }
-        for method in methods.iter().filter(|m| !m.is_exact()) {
-            let started = Instant::now();
-            let estimated = attribute(
-                model,
-                sweeper.directed(),
-                &cells_of_kinds,
-                *method,
-                experiment.sweep.ig_steps,
-            )
-            .map_err(RunnerError::compute(during(&format!(
-                "estimating ({method}) {direction} cells of"
-            ))))?;
-            let seconds = started.elapsed().as_secs_f64();
-            bar.inc(estimated.results.len() as u64);
-            say_swept(
-                options,
-                plan,
-                direction,
-                method.name(),
-                estimated.results.len(),
-                seconds,
-            );
-            costs.push(Cost {
-                direction,
-                method: *method,
-                kind: None,
-                seconds,
-                passes: estimated.passes,
-            });
-            results.extend(estimated.results);
-        }
+        .map_err(RunnerError::compute(format!(
+            "running pair `{}`",
+            plan.name
+        )))?;
+        each(&sweeper, &kinds, rows)?;
     }
-    Ok(SweptPair {
-        plan,
-        results,
-        skipped: skipped_kinds(experiment, plan),
-        costs,
-    })
+    Ok(())
 }
 
-/// The exact sweep of every kind, and what each kind cost.
-fn sweep_exact(
-    sweeper: &PairSweeper,
-    cells_of_kinds: &[(PatchKind, Vec<CellIndex>)],
-    rows: usize,
-    (options, plan): (&RunOptions, &PairPlan),
+/// What a sweep of one direction runs with.
+type SweepContext<'a> = (&'a PairSweeper<'a>, &'a Experiment, &'a PairPlan, &'a RunOptions);
+
+/// Sweeps the batches of one kind that `keep` selects exactly; with what they cost
+/// (none where no batch was kept).
+fn sweep_kind(
+    (sweeper, experiment, plan, options): SweepContext,
+    (kind, rows): (PatchKind, usize),
+    keep: KeepBatch,
     bar: &ProgressBar,
-) -> Result<(Vec<CellResult>, Vec<Cost>), RunnerError> {
+) -> Result<(Vec<CellResult>, Option<Cost>), RunnerError> {
+    let started = Instant::now();
     let direction = sweeper.directed().direction;
     let during = |what: &str| format!("{what} pair `{}`", plan.name);
-    let (mut results, mut costs) = (Vec::new(), Vec::new());
-    for (kind, cells) in cells_of_kinds {
-        let started = Instant::now();
-        let mut progress = |n: usize| bar.inc(n as u64);
-        let swept =
-            sweeper
-                .sweep(*kind, cells, rows, &mut progress)
-                .map_err(RunnerError::compute(during(&format!(
-                    "sweeping {direction} {kind} of"
-                ))))?;
-        results.extend(swept);
-        let seconds = started.elapsed().as_secs_f64();
-        costs.push(Cost {
-            direction,
-            method: Method::Exact,
-            kind: Some(*kind),
-            seconds,
-            passes: cells.len() as f64,
-        });
-        say_swept(
-            options,
-            plan,
-            direction,
-            &kind.to_string(),
-            cells.len(),
-            seconds,
-        );
+    let cells: Vec<CellIndex> = sweeper
+        .cells(kind, experiment.sweep.positions.list())
+        .map_err(RunnerError::compute(during("planning")))?;
+    let key = |batch| BatchKey {
+        pair: plan.index,
+        direction,
+        kind,
+        batch,
+    };
+    let mut progress = |n: usize| bar.inc(n as u64);
+    let swept = sweeper
+        .sweep_batches(
+            kind,
+            &cells,
+            (rows, &|batch| keep(key(batch))),
+            &mut progress,
+        )
+        .map_err(RunnerError::compute(during(&format!(
+            "sweeping {direction} {kind} of"
+        ))))?;
+    if swept.is_empty() {
+        return Ok((swept, None));
     }
-    Ok((results, costs))
+    let seconds = started.elapsed().as_secs_f64();
+    say_swept((options, plan), direction, &kind.to_string(), swept.len(), seconds);
+    let cost = Cost {
+        direction,
+        method: Method::Exact,
+        kind: Some(kind),
+        seconds,
+        passes: swept.len() as f64,
+    };
+    Ok((swept, Some(cost)))
+}
+
+/// Every cell of `kinds` estimated with the approximate `method`, and what it cost.
+fn estimate(
+    (sweeper, experiment, plan, options): SweepContext,
+    (model, kinds): (&HookedTransformer, &[PatchKind]),
+    method: Method,
+    bar: &ProgressBar,
+) -> Result<(Vec<CellResult>, Cost), RunnerError> {
+    let direction = sweeper.directed().direction;
+    let during = |what: &str| format!("{what} pair `{}`", plan.name);
+    let mut cells_of_kinds = Vec::new();
+    for &kind in kinds {
+        let cells: Vec<CellIndex> = sweeper
+            .cells(kind, experiment.sweep.positions.list())
+            .map_err(RunnerError::compute(during("planning")))?;
+        cells_of_kinds.push((kind, cells));
+    }
+    let started = Instant::now();
+    let estimated = attribute(
+        model,
+        sweeper.directed(),
+        &cells_of_kinds,
+        method,
+        experiment.sweep.ig_steps,
+    )
+    .map_err(RunnerError::compute(during(&format!(
+        "estimating ({method}) {direction} cells of"
+    ))))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let n_cells = estimated.results.len();
+    bar.inc(n_cells as u64);
+    say_swept((options, plan), direction, method.name(), n_cells, seconds);
+    let cost = Cost {
+        direction,
+        method,
+        kind: None,
+        seconds,
+        passes: estimated.passes,
+    };
+    Ok((estimated.results, cost))
 }
 
 /// A line per swept (direction, kind or method) when the progress bar is not shown.
 fn say_swept(
-    options: &RunOptions,
-    plan: &PairPlan,
+    (options, plan): (&RunOptions, &PairPlan),
     direction: Direction,
     what: &str,
     cells: usize,

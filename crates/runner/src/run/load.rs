@@ -1,0 +1,128 @@
+//! Loading what a run needs: the experiment file (with the command line's
+//! replacements), the model, and every pair's validation; `actpatch check`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource};
+
+use crate::experiment::Experiment;
+use crate::options::RunOptions;
+use crate::validate::{validate_pair, PairPlan};
+use crate::RunnerError;
+
+/// Loads the experiment file, with `--model-path` replacing its `[model]` source.
+pub(super) fn load_experiment(
+    path: &Path,
+    options: &RunOptions,
+) -> Result<Experiment, RunnerError> {
+    let mut experiment = Experiment::load(path)?;
+    if let Some(model_path) = &options.model_path {
+        experiment.model.path = Some(model_path.clone());
+        experiment.model.id = None;
+    }
+    if let Some(device) = &options.device {
+        experiment.model.device = device.clone();
+    }
+    Ok(experiment)
+}
+
+pub(super) fn load_model(
+    experiment: &Experiment,
+    options: &RunOptions,
+) -> Result<HookedTransformer, RunnerError> {
+    let device: DeviceSpec = experiment
+        .model
+        .device
+        .parse()
+        .map_err(RunnerError::model)?;
+    let source = match (&experiment.model.path, &experiment.model.id) {
+        (Some(path), _) => ModelSource::Local(path.clone()),
+        (None, Some(id)) => ModelSource::Hub {
+            id: id.clone(),
+            revision: experiment.model.revision.clone(),
+        },
+        (None, None) => return Err(RunnerError::Input("[model] needs `id` or `path`".into())),
+    };
+    let clock = Instant::now();
+    options.say(format!(
+        "loading model {source} on {}…",
+        experiment.model.device
+    ));
+    let model = HookedTransformer::load(&source, device).map_err(RunnerError::model)?;
+    // Every kind's hook point exists in the model (e.g. no `resid_mid` where attention
+    // and MLP run in parallel), checked before anything runs.
+    actpatch_patching::check_kinds(&model, &experiment.sweep.kinds)
+        .map_err(|e| RunnerError::Input(format!("[sweep] kinds: {e}")))?;
+    let dims = model.dims();
+    options.say(format!(
+        "loaded {} ({} layers, {} heads, d_model {}) in {:.1} s",
+        dims.arch.name(),
+        dims.n_layers,
+        dims.n_heads,
+        dims.d_model,
+        clock.elapsed().as_secs_f64()
+    ));
+    Ok(model)
+}
+
+/// Validates every pair, prints each outcome, and checks the sweep's positions
+/// against every pair that will be swept.
+pub(super) fn validate_all(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    options: &RunOptions,
+) -> Result<Vec<PairPlan>, RunnerError> {
+    let mut plans = Vec::new();
+    options.say(format!(
+        "validating {} pairs (baseline logit differences, answers, alignment)…",
+        experiment.pairs.len()
+    ));
+    for index in 0..experiment.pairs.len() {
+        let plan = validate_pair(model, experiment, index)?;
+        options.say(plan.describe());
+        if let (Some(list), false) = (experiment.sweep.positions.list(), plan.reference()) {
+            for direction in experiment.sweep.direction.directions() {
+                let n = plan.target_len(direction);
+                if let Some(bad) = list.iter().find(|p| **p >= n) {
+                    return Err(RunnerError::Input(format!(
+                        "[sweep] positions lists {bad}, but pair `{}` has {n} tokens in the run {direction} patches (positions 0..={}). Use positions = \"all\" or positions below {n}.",
+                        plan.name,
+                        n - 1
+                    )));
+                }
+            }
+        }
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// Validates the file and every pair's baselines without sweeping.
+pub fn check(path: &Path, options: &RunOptions) -> Result<(usize, usize), RunnerError> {
+    let experiment = load_experiment(path, options)?;
+    let model = load_model(&experiment, options)?;
+    let plans = validate_all(&model, &experiment, options)?;
+    let passed = plans.iter().filter(|p| p.passed()).count();
+    options.say(format!("{passed} of {} pairs pass validation", plans.len()));
+    if passed == 0 {
+        return Err(RunnerError::NoPairPassed(format!(
+            "0 of {} pairs",
+            plans.len()
+        )));
+    }
+    Ok((passed, plans.len() - passed))
+}
+
+/// The pairs a run sweeps: not references, with baselines, and passed (or every
+/// such pair, when validation is off).
+pub(super) fn pairs_to_sweep<'p>(
+    plans: &'p [PairPlan],
+    experiment: &Experiment,
+    options: &RunOptions,
+) -> Vec<&'p PairPlan> {
+    let sweep_all = options.no_validate || !experiment.validate.enabled;
+    (plans.iter())
+        .filter(|p| !p.reference() && (p.passed() || sweep_all) && p.baseline().is_some())
+        .collect()
+}

@@ -195,6 +195,7 @@ impl NoisedPrompt {
                         row: c * samples + s,
                         position: Some(*position),
                         head: None,
+                        key: None,
                     })
                     .collect();
                 let source = self.clean.get(point)?.clone();

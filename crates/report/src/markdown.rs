@@ -38,6 +38,8 @@ pub struct RunReport {
     pub concepts: Vec<ConceptSection>,
     /// Per-pair figures (collapsed under the concepts when there are concepts).
     pub figures: Vec<FigureSection>,
+    /// How far each approximation is from the exact sweep (runs with both).
+    pub accuracy: Vec<crate::AccuracyRow>,
 }
 
 /// One concept: its pairs, where its effect sits, its heatmaps with intervals.
@@ -52,8 +54,6 @@ pub struct ConceptSection {
     /// Sentences derived from the concept table.
     pub findings: Vec<String>,
     pub figures: Vec<FigureSection>,
-    /// How far each approximation is from the exact sweep (runs with both).
-    pub accuracy: Vec<crate::AccuracyRow>,
 }
 
 /// A pair kept for reference: its baselines next to the values it was expected to

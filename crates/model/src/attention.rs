@@ -196,14 +196,14 @@ pub(crate) fn causal_attention(
     spec: &AttentionSpec,
     hooks: &mut Hooks,
 ) -> Result<Tensor> {
-        let windowed;
-        let mask = match spec.window {
-            Some(window) => {
-                windowed = sliding_mask_from(frame.start, frame.len, window, q.device())?;
-                &windowed
-            }
-            None => &frame.mask,
-        };
+    let windowed;
+    let mask = match spec.window {
+        Some(window) => {
+            windowed = sliding_mask_from(frame.start, frame.len, window, q.device())?;
+            &windowed
+        }
+        None => &frame.mask,
+    };
     let layer = spec.layer;
     let n_heads = q.dim(2)?;
     let n_kv_heads = k.dim(2)?;

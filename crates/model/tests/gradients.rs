@@ -28,7 +28,10 @@ const FIXTURES: [&str; 7] = [
 /// single tokens, else the prompt's second and third tokens (any two tokens define a
 /// logit difference to differentiate).
 fn answers(model: &HookedTransformer, ids: &[u32]) -> [u32; 2] {
-    match (model.to_single_token(" Rome"), model.to_single_token(" Paris")) {
+    match (
+        model.to_single_token(" Rome"),
+        model.to_single_token(" Paris"),
+    ) {
         (Ok(rome), Ok(paris)) => [rome, paris],
         _ => [ids[1], ids[2]],
     }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use actpatch_report::accuracy::ACCURACY;
 use actpatch_report::tables::{read_cells, read_rows};
 use actpatch_report::CellRow;
+use actpatch_runner::shard::{ShardChoice, ShardSpec};
 use actpatch_runner::{run, RunOptions};
 use serde_json::Value;
 
@@ -39,9 +40,10 @@ fn golden_index(cell: &CellRow) -> (&'static str, Vec<usize>) {
 
 const KINDS: &str = r#"["resid_pre", "resid_post", "head_out", "head_pattern", "head_q", "head_k_by_pos", "head_v_by_pos", "head_pattern_by_dest_src"]"#;
 
-#[test]
-fn every_method_runs_and_exact_and_atp_match_golden() {
-    let dir = std::env::temp_dir().join(format!("actpatch-methods-{}", std::process::id()));
+/// The tiny fixture's experiment with every method, both directions and `KINDS`,
+/// written into a fresh folder named after `test`: (folder, experiment file).
+fn methods_experiment(test: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("actpatch-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let text = std::fs::read_to_string(fixtures().join("experiments/tiny.toml")).unwrap();
@@ -62,6 +64,12 @@ fn every_method_runs_and_exact_and_atp_match_golden() {
         .join("\n");
     let path = dir.join("methods.toml");
     std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn every_method_runs_and_exact_and_atp_match_golden() {
+    let (dir, path) = methods_experiment("methods");
     let options = RunOptions {
         out_dir: Some(dir.join("out")),
         quiet: true,
@@ -122,5 +130,33 @@ fn every_method_runs_and_exact_and_atp_match_golden() {
     }
     let report = std::fs::read_to_string(outcome.run_dir.join("report.md")).unwrap();
     assert!(report.contains("## Attribution accuracy"), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_sharded_run_with_approximate_methods_is_refused_before_writing() {
+    let (dir, path) = methods_experiment("methods-shard");
+    let options = RunOptions {
+        out_dir: Some(dir.join("out")),
+        quiet: true,
+        run_id: Some("sharded".into()),
+        shard: Some(ShardChoice {
+            shard: ShardSpec::new(0, 2).unwrap(),
+            from: "--shard",
+        }),
+        ..RunOptions::default()
+    };
+    let Err(error) = run(&path, &options) else {
+        panic!("a sharded run with atp, atp* and ig ran");
+    };
+    assert_eq!(error.exit_code(), 2, "{error}");
+    let message = error.to_string();
+    assert!(message.contains("atp, atp*, ig"), "{message}");
+    assert!(message.contains("methods = [\"exact\"]"), "{message}");
+    assert!(
+        !dir.join("out").exists(),
+        "the refused run wrote {:?}",
+        dir.join("out")
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

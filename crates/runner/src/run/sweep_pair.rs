@@ -224,7 +224,12 @@ fn for_each_direction(
 }
 
 /// What a sweep of one direction runs with.
-type SweepContext<'a> = (&'a PairSweeper<'a>, &'a Experiment, &'a PairPlan, &'a RunOptions);
+type SweepContext<'a> = (
+    &'a PairSweeper<'a>,
+    &'a Experiment,
+    &'a PairPlan,
+    &'a RunOptions,
+);
 
 /// Sweeps the batches of one kind that `keep` selects exactly; with what they cost
 /// (none where no batch was kept).
@@ -261,7 +266,13 @@ fn sweep_kind(
         return Ok((swept, None));
     }
     let seconds = started.elapsed().as_secs_f64();
-    say_swept((options, plan), direction, &kind.to_string(), swept.len(), seconds);
+    say_swept(
+        (options, plan),
+        direction,
+        &kind.to_string(),
+        swept.len(),
+        seconds,
+    );
     let cost = Cost {
         direction,
         method: Method::Exact,

@@ -56,7 +56,6 @@ mod tests {
     use candle_core::Device;
 
     use super::*;
-    use crate::attention::causal_mask_from;
 
     fn max_gap(a: &Tensor, b: &Tensor) -> f32 {
         let gap = (a - b).unwrap().abs().unwrap().max_all().unwrap();
@@ -72,9 +71,15 @@ mod tests {
         let fused = rope(&x, &cos, &sin, Kernels::Fused).unwrap();
         let plain = rope(&x, &cos, &sin, Kernels::Differentiable).unwrap();
         assert!(max_gap(&fused, &plain) < 1e-5);
-        let scores = x
-            .broadcast_add(&causal_mask_from(0, 8, &device).unwrap())
-            .unwrap();
+        // A causal mask over the last axis: −∞ above the diagonal.
+        let mask: Vec<f32> = (0..64)
+            .map(|i| match i % 8 > i / 8 {
+                true => f32::NEG_INFINITY,
+                false => 0.0,
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (8, 8), &device).unwrap();
+        let scores = x.broadcast_add(&mask).unwrap();
         let fused = softmax_last_dim(&scores, Kernels::Fused).unwrap();
         let plain = softmax_last_dim(&scores, Kernels::Differentiable).unwrap();
         assert!(max_gap(&fused, &plain) < 1e-6);

@@ -159,23 +159,34 @@ pub fn attribute(
             };
             let estimate = combine(method, dense, *kind, cell, n_layers);
             let logit_diff = target_logit_diff + estimate;
-            results.push(CellResult {
-                direction: pair.direction,
-                kind: *kind,
-                method,
-                index: *cell,
-                metrics: CellMetrics {
-                    logit_diff,
-                    normalized_logit_diff: pair.scorer.baseline.normalize(logit_diff),
-                    logprob_diff: logit_diff,
-                    prob_correct: None,
-                    kl_div: None,
-                },
-            });
+            results.push(estimated_cell(pair, (*kind, method), *cell, logit_diff));
         }
     }
     let passes = 2.0 + 3.0 * grads.rows as f64;
     Ok(Attribution { results, passes })
+}
+
+/// A cell whose patched logit difference is estimated as `logit_diff` (an estimate
+/// has no probability or KL divergence).
+fn estimated_cell(
+    pair: &DirectedPair,
+    (kind, method): (PatchKind, Method),
+    index: CellIndex,
+    logit_diff: f64,
+) -> CellResult {
+    CellResult {
+        direction: pair.direction,
+        kind,
+        method,
+        index,
+        metrics: CellMetrics {
+            logit_diff,
+            normalized_logit_diff: pair.scorer.baseline.normalize(logit_diff),
+            logprob_diff: logit_diff,
+            prob_correct: None,
+            kl_div: None,
+        },
+    }
 }
 
 /// The hook points to cache in the source run, to probe for gradients, and to cache

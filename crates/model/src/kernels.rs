@@ -79,7 +79,8 @@ mod tests {
             })
             .collect();
         let mask = Tensor::from_vec(mask, (8, 8), &device).unwrap();
-        let scores = x.broadcast_add(&mask).unwrap();
+        let scores = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &device).unwrap(); // [batch, head, query, key]
+        let scores = scores.broadcast_add(&mask).unwrap();
         let fused = softmax_last_dim(&scores, Kernels::Fused).unwrap();
         let plain = softmax_last_dim(&scores, Kernels::Differentiable).unwrap();
         assert!(max_gap(&fused, &plain) < 1e-6);

@@ -181,6 +181,10 @@ pub(crate) fn sweep_pair_batches<'p>(
     })
 }
 
+/// What [`for_each_direction`] calls: (the direction's sweeper, the kinds, rows per batch).
+type EachDirection<'e> =
+    &'e mut dyn FnMut(&PairSweeper, &[PatchKind], usize) -> Result<(), RunnerError>;
+
 /// Calls `each` with the sweeper of every direction of `plan`, the kinds swept and
 /// the rows per batch.
 fn for_each_direction(
@@ -188,7 +192,7 @@ fn for_each_direction(
     experiment: &Experiment,
     plan: &PairPlan,
     options: &RunOptions,
-    each: &mut dyn FnMut(&PairSweeper, &[PatchKind], usize) -> Result<(), RunnerError>,
+    each: EachDirection,
 ) -> Result<(), RunnerError> {
     let Some((pair, baselines)) = plan.sweepable() else {
         return Err(RunnerError::Input(format!(

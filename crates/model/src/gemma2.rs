@@ -346,6 +346,14 @@ impl Gemma2 {
 }
 
 impl ArchModel for Gemma2 {
+    fn token_embeddings(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
+    fn embedding_scale(&self) -> f64 {
+        self.embed_scale
+    }
+
     fn dims(&self) -> &ModelDims {
         &self.dims
     }

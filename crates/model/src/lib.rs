@@ -149,6 +149,12 @@ impl HookedTransformer {
         self.arch.token_embeddings()
     }
 
+    /// The factor a row of [`Self::token_embeddings`] is multiplied by as it enters
+    /// the residual stream (`hook_embed`): Gemma's √d_model, 1 for the others.
+    pub fn embedding_scale(&self) -> f64 {
+        self.arch.embedding_scale()
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }

@@ -309,6 +309,10 @@ impl Neox {
 }
 
 impl ArchModel for Neox {
+    fn token_embeddings(&self) -> &Tensor {
+        &self.embed_in
+    }
+
     fn dims(&self) -> &ModelDims {
         &self.dims
     }

@@ -1,4 +1,4 @@
-//! Qwen2.5-Coder-0.5B-Instruct from its GGUF file (`just fetch-qwen2.5`) against Hugging
+//! Qwen2.5-Coder-0.5B-Instruct from its GGUF file (`just fetch-qwen25`) against Hugging
 //! Face transformers 5.24 on the same file (`gguf_file=`, dequantized to f32,
 //! `<|endoftext|>` first): token ids, the clean and corrupted logit differences of four
 //! pairs, and a resid_pre denoising grid (`tests/fixtures/qwen2.5/reference.json`, made
@@ -36,7 +36,7 @@ fn reference() -> Value {
 const TOL: f64 = 2e-3;
 
 #[test]
-#[ignore = "needs models/Qwen2.5-Coder-0.5B-Instruct.gguf (just fetch-qwen2.5) or ACTPATCH_QWEN25_GGUF"]
+#[ignore = "needs models/Qwen2.5-Coder-0.5B-Instruct.gguf (just fetch-qwen25) or ACTPATCH_QWEN25_GGUF"]
 fn qwen25_gguf_matches_transformers() {
     let model = HookedTransformer::from_dir(repo_path(
         "ACTPATCH_QWEN25_GGUF",

@@ -47,7 +47,8 @@ impl Default for GaussianSpec {
 }
 
 /// The standard deviation of the entries of the token embedding matrix (population,
-/// over all `d_vocab × d_model` entries).
+/// over all `d_vocab × d_model` entries), as the rows enter the residual stream
+/// (times [`HookedTransformer::embedding_scale`], √d_model for Gemma).
 pub fn embedding_std(model: &HookedTransformer) -> Result<f64> {
     let w_e = model.token_embeddings().to_dtype(DType::F64)?; // [d_vocab, d_model]
     let n = w_e.elem_count() as f64;
@@ -58,7 +59,7 @@ pub fn embedding_std(model: &HookedTransformer) -> Result<f64> {
         .sum_all()?
         .to_scalar::<f64>()?
         / n;
-    Ok(var.sqrt())
+    Ok(var.sqrt() * model.embedding_scale())
 }
 
 /// ν: `spec.noise_multiplier` × [`embedding_std`].

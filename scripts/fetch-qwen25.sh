@@ -7,7 +7,7 @@
 # the joined file's are checked; a file already there with the right hash is kept
 # and nothing is downloaded.
 #
-# Usage: scripts/fetch-qwen2.5.sh [DEST_DIR]   (default: <repo>/models)
+# Usage: scripts/fetch-qwen25.sh [DEST_DIR]   (default: <repo>/models)
 set -euo pipefail
 
 FILE_NAME="Qwen2.5-Coder-0.5B-Instruct.gguf"
@@ -25,7 +25,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest_dir="${1:-$repo/models}"
 dest="$dest_dir/$FILE_NAME"
 source "$repo/scripts/lib/fetch.sh"
-NAME="fetch-qwen2.5"
+NAME="fetch-qwen25"
 
 if [[ -f "$dest" ]]; then
     if [[ "$(sha256_of "$dest")" == "$SHA256" ]]; then

@@ -362,11 +362,6 @@ impl ArchModel for Gemma2 {
         HookSpace::gemma2(self.dims.n_layers)
     }
 
-    /// The unscaled matrix: `hook_embed` is these rows times √d_model.
-    fn token_embeddings(&self) -> &Tensor {
-        &self.embed_tokens
-    }
-
     fn key_site(&self) -> BlockSite {
         BlockSite::RotK
     }

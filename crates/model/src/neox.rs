@@ -321,10 +321,6 @@ impl ArchModel for Neox {
         HookSpace::neox(self.dims.n_layers, self.parallel)
     }
 
-    fn token_embeddings(&self) -> &Tensor {
-        &self.embed_in
-    }
-
     fn key_site(&self) -> BlockSite {
         BlockSite::RotK
     }

@@ -30,6 +30,9 @@ pub enum HookError {
     #[error("patch of `{name}` selects heads, but that hook point has no head axis")]
     NoHeadAxis { name: String },
 
+    #[error("patch of `{name}`: a key position selects one attention-pattern entry, and `{name}` is not an attention pattern or score; patch `attn.hook_pattern` or `attn.hook_attn_scores`")]
+    NoKeyAxis { name: String },
+
     #[error("patch of `{name}`: the patch value has shape {given:?}, which does not fit the activation's shape {activation:?}")]
     PatchShape {
         name: String,

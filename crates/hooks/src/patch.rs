@@ -32,8 +32,12 @@ impl<I: IntoIterator<Item = usize>> From<I> for Selection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cell {
     pub row: usize,
+    /// The position (the query position of an attention pattern).
     pub position: Option<usize>,
     pub head: Option<usize>,
+    /// One key position of an attention pattern (`None`: every key); only for
+    /// `hook_attn_scores` / `hook_pattern`.
+    pub key: Option<usize>,
 }
 
 /// Which entries of the activation a patch touches.
@@ -213,8 +217,14 @@ impl Patch {
                 }
             }
             PatchTarget::Cells(cells) => {
+                if cells.iter().any(|c| c.key.is_some()) {
+                    grid.with_keys(shape)?;
+                }
                 for cell in cells {
-                    grid.set(cell.row, cell.position, cell.head)?;
+                    match cell.key {
+                        None => grid.set(cell.row, cell.position, cell.head)?,
+                        Some(key) => grid.set_key(cell.row, cell.position, cell.head, key)?,
+                    }
                 }
             }
         }
@@ -223,7 +233,7 @@ impl Patch {
 }
 
 /// A patch mask being filled: one flag per (row, position, head) in the activation's
-/// axis order.
+/// axis order, and per key position too when single pattern entries are patched.
 struct MaskGrid {
     name: String,
     layout: Layout,
@@ -233,6 +243,10 @@ struct MaskGrid {
     /// The mask's shape: the activation's, with trailing axes of size 1.
     shape: Vec<usize>,
     flags: Vec<u8>,
+    /// Key positions of a pattern mask with a key axis (see [`MaskGrid::with_keys`]).
+    keys: Option<usize>,
+    /// Flags per (row, head, query, key) of a mask with a key axis.
+    key_flags: Vec<u8>,
 }
 
 impl MaskGrid {
@@ -262,7 +276,43 @@ impl MaskGrid {
             heads,
             shape: mask_shape,
             flags: vec![0u8; batch * pos * heads],
+            keys: None,
+            key_flags: Vec::new(),
         }
+    }
+
+    /// Gives a pattern mask a key axis, for cells that patch one (query, key) entry.
+    fn with_keys(&mut self, shape: &[usize]) -> Result<(), HookError> {
+        if self.layout != Layout::BatchHeadQueryKey {
+            return Err(HookError::NoKeyAxis {
+                name: self.name.clone(),
+            });
+        }
+        let keys = shape[3];
+        self.keys = Some(keys);
+        self.key_flags = vec![0u8; self.batch * self.heads * self.pos * keys];
+        Ok(())
+    }
+
+    /// Sets the flag of key `key` in the pattern rows of `row` at query position `p`
+    /// and head `h` (`None`: all of them): one entry per row, not the whole row.
+    fn set_key(
+        &mut self,
+        row: usize,
+        p: Option<usize>,
+        h: Option<usize>,
+        key: usize,
+    ) -> Result<(), HookError> {
+        let keys = self.keys.unwrap_or(0);
+        self.check("key position", key, keys)?;
+        let (positions, heads) = self.ranges(row, p, h)?;
+        for p in positions {
+            for h in heads.clone() {
+                let i = self.index(row, p, h);
+                self.key_flags[i * keys + key] = 1;
+            }
+        }
+        Ok(())
     }
 
     fn has_heads(&self) -> bool {
@@ -297,6 +347,24 @@ impl MaskGrid {
 
     /// Sets the flags of `row` at position `p` and head `h` (`None`: all of them).
     fn set(&mut self, row: usize, p: Option<usize>, h: Option<usize>) -> Result<(), HookError> {
+        let (positions, heads) = self.ranges(row, p, h)?;
+        for p in positions {
+            for h in heads.clone() {
+                let i = self.index(row, p, h);
+                self.flags[i] = 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The positions and heads `p` and `h` name (`None`: all), checked against the
+    /// activation's sizes.
+    fn ranges(
+        &self,
+        row: usize,
+        p: Option<usize>,
+        h: Option<usize>,
+    ) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>), HookError> {
         self.check("row", row, self.batch)?;
         let positions = match p {
             Some(p) => {
@@ -313,18 +381,27 @@ impl MaskGrid {
             }
             None => 0..self.heads,
         };
-        for p in positions {
-            for h in heads.clone() {
-                let i = self.index(row, p, h);
-                self.flags[i] = 1;
-            }
-        }
-        Ok(())
+        Ok((positions, heads))
     }
 
     fn into_tensor(self) -> Result<Tensor, HookError> {
         let name = self.name;
-        Tensor::from_vec(self.flags, self.shape, &candle_core::Device::Cpu)
+        let (flags, shape) = match self.keys {
+            None => (self.flags, self.shape),
+            Some(keys) => {
+                // Whole query rows set without a key, single entries with one.
+                let flags = self
+                    .key_flags
+                    .chunks(keys)
+                    .zip(&self.flags)
+                    .flat_map(|(entries, row)| entries.iter().map(move |e| e | row))
+                    .collect();
+                let mut shape = self.shape;
+                shape[3] = keys;
+                (flags, shape)
+            }
+        };
+        Tensor::from_vec(flags, shape, &candle_core::Device::Cpu)
             .and_then(|m| m.to_dtype(DType::U8))
             .map_err(|source| HookError::Tensor {
                 name,

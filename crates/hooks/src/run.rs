@@ -1,6 +1,6 @@
 //! The hook runtime a model's forward pass calls at every hook point.
 
-use candle_core::Tensor;
+use candle_core::{Tensor, Var};
 
 use crate::{ActivationCache, CacheFilter, HookError, HookPoint, Patch};
 
@@ -8,11 +8,21 @@ use crate::{ActivationCache, CacheFilter, HookError, HookPoint, Patch};
 /// which activations are recorded. The model calls [`Hooks::at`] at every point.
 ///
 /// The cache records the value that flows on, i.e. after any patch at that point.
+///
+/// For gradients (attribution patching), a pass can also add a zero [`Var`] at chosen
+/// points ([`Hooks::probing`]): the gradient of a loss with respect to the probe is its
+/// gradient with respect to the activation there. And it can stop the gradient of
+/// chosen batch rows at a point ([`Hooks::stopping`]): the value flows on unchanged,
+/// but no gradient flows back through it (GradDrop).
 #[derive(Debug, Default)]
 pub struct Hooks<'p> {
     patches: &'p [Patch],
     filter: CacheFilter,
     cache: ActivationCache,
+    probe: CacheFilter,
+    probes: ActivationCache,
+    /// (point, `[batch]` u8 mask of the rows whose gradient stops there).
+    stops: Vec<(HookPoint, Tensor)>,
 }
 
 impl<'p> Hooks<'p> {
@@ -42,8 +52,27 @@ impl<'p> Hooks<'p> {
         Hooks {
             patches,
             filter,
-            cache: ActivationCache::default(),
+            ..Hooks::default()
         }
+    }
+
+    /// Adds a zero variable at the points `probe` selects (after any patch there); the
+    /// variables are kept in [`Hooks::probes`] for `Tensor::backward`'s gradients.
+    pub fn probing(mut self, probe: CacheFilter) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    /// Stops the gradient of the batch rows `rows` (`[batch]`, u8: 1 = stop) at `point`,
+    /// after its probe: the probe still sees the gradient from later in the pass.
+    pub fn stopping(mut self, point: HookPoint, rows: Tensor) -> Self {
+        self.stops.push((point, rows));
+        self
+    }
+
+    /// The probe variables by hook point.
+    pub fn probes(&self) -> &ActivationCache {
+        &self.probes
     }
 
     /// Passes `activation` through the hook point: applies the patches of this point in
@@ -53,8 +82,27 @@ impl<'p> Hooks<'p> {
         for patch in self.patches.iter().filter(|p| p.point == point) {
             activation = patch.apply(&activation)?;
         }
+        let tensor_err = |source| HookError::Tensor {
+            name: point.to_string(),
+            source: Box::new(source),
+        };
+        if self.probe.wants(&point) {
+            let probe = Var::zeros(activation.shape(), activation.dtype(), activation.device())
+                .map_err(tensor_err)?;
+            activation = (activation + probe.as_tensor()).map_err(tensor_err)?;
+            self.probes.insert(point, probe.as_tensor().clone());
+        }
         if self.filter.wants(&point) {
             self.cache.insert(point, activation.clone());
+        }
+        for (_, rows) in self.stops.iter().filter(|(p, _)| *p == point) {
+            let mut shape = vec![1; activation.rank()];
+            shape[0] = rows.dim(0).map_err(tensor_err)?;
+            activation = rows
+                .reshape(shape)
+                .and_then(|m| m.broadcast_as(activation.shape()))
+                .and_then(|m| m.where_cond(&activation.detach(), &activation))
+                .map_err(tensor_err)?;
         }
         Ok(activation)
     }
@@ -65,5 +113,10 @@ impl<'p> Hooks<'p> {
 
     pub fn into_cache(self) -> ActivationCache {
         self.cache
+    }
+
+    /// The recorded activations and the probe variables.
+    pub fn into_cache_and_probes(self) -> (ActivationCache, ActivationCache) {
+        (self.cache, self.probes)
     }
 }

@@ -5,6 +5,7 @@
 use actpatch_hooks::{BlockSite, HookPoint, Hooks};
 use candle_core::{Device, Tensor};
 
+use crate::kernels::{softmax_last_dim, Kernels};
 use crate::layers::Linear;
 use crate::rotary::{Rotary, RotaryTables};
 use crate::Result;
@@ -65,6 +66,8 @@ pub(crate) struct Frame {
     pub mask: Tensor,
     /// Rotary tables of positions `start..start + len` (architectures with rotary).
     pub rotary: Option<RotaryTables>,
+    /// Which kernels attention and rotary embeddings use.
+    pub kernels: Kernels,
 }
 
 impl Frame {
@@ -83,7 +86,17 @@ impl Frame {
             rotary: rotary
                 .map(|r| r.tables_from(start, len, device))
                 .transpose()?,
+            kernels: Kernels::Fused,
         })
+    }
+
+    /// This frame with `kernels` (attention's softmax and the rotary tables).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Frame {
+        self.kernels = kernels;
+        if let Some(rotary) = &mut self.rotary {
+            rotary.kernels = kernels;
+        }
+        self
     }
 
     /// The rotary tables of the frame's positions (architectures with rotary).
@@ -132,15 +145,7 @@ impl AttentionSpec {
         prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
-        let windowed;
-        let mask = match self.window {
-            Some(window) => {
-                windowed = sliding_mask_from(frame.start, frame.len, window, q.device())?;
-                &windowed
-            }
-            None => &frame.mask,
-        };
-        causal_attention(q, k, v, mask, prefix, self, hooks)
+        causal_attention(q, k, v, frame, prefix, self, hooks)
     }
 }
 
@@ -179,17 +184,26 @@ fn prepend(prefix: &Tensor, x: &Tensor) -> Result<Tensor> {
 ///
 /// `q`: `[batch, pos, head, d_head]`; `k`, `v`: `[batch, pos, kv_head, d_head]`, where
 /// each key/value head serves `head / kv_head` query heads (grouped-query attention).
-/// With a `prefix`, the keys and values of earlier positions are put in front and
-/// `mask` is the frame's `[pos, start + pos]` mask. Returns `z`: `[batch, pos, head, d_head]`.
+/// With a `prefix`, the keys and values of earlier positions are put in front; the
+/// frame's `[pos, start + pos]` mask (or `spec`'s sliding window) hides keys, and the
+/// frame's kernels compute the softmax. Returns `z`: `[batch, pos, head, d_head]`.
 pub(crate) fn causal_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    mask: &Tensor,
+    frame: &Frame,
     prefix: Option<&KvPrefix>,
     spec: &AttentionSpec,
     hooks: &mut Hooks,
 ) -> Result<Tensor> {
+    let windowed;
+    let mask = match spec.window {
+        Some(window) => {
+            windowed = sliding_mask_from(frame.start, frame.len, window, q.device())?;
+            &windowed
+        }
+        None => &frame.mask,
+    };
     let layer = spec.layer;
     let n_heads = q.dim(2)?;
     let n_kv_heads = k.dim(2)?;
@@ -207,7 +221,7 @@ pub(crate) fn causal_attention(
     };
     let scores = scores.broadcast_add(mask)?;
     let scores = hooks.at(HookPoint::block(layer, BlockSite::AttnScores), scores)?;
-    let pattern = candle_nn::ops::softmax_last_dim(&scores)?;
+    let pattern = softmax_last_dim(&scores, frame.kernels)?;
     let pattern = hooks.at(HookPoint::block(layer, BlockSite::Pattern), pattern)?;
     let z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?; // [batch, pos, head, d_head]
     Ok(hooks.at(HookPoint::block(layer, BlockSite::Z), z)?)

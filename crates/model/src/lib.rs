@@ -27,6 +27,7 @@ mod error;
 mod gemma2;
 mod gguf;
 mod gpt2;
+mod kernels;
 mod layers;
 mod llama;
 mod load;
@@ -48,6 +49,7 @@ pub use actpatch_hooks::HookPoint;
 use arch::ArchModel;
 pub use device::DeviceSpec;
 pub use error::{ModelError, Result};
+use kernels::Kernels;
 pub use partial::{BaseRun, Span};
 pub use readout::Readout;
 pub use source::{ModelFiles, ModelSource, TokenizerFiles};
@@ -236,6 +238,29 @@ impl HookedTransformer {
 
     /// tokens `[batch, pos]` → logits, running `hooks` at every hook point.
     pub fn forward(&self, tokens: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor> {
+        self.forward_with(tokens, hooks, readout, Kernels::Fused)
+    }
+
+    /// [`HookedTransformer::forward`] through plain tensor ops only, so that gradients
+    /// can be taken through it (`Tensor::backward`): candle-nn's fused softmax and
+    /// rotary kernels have no backward pass. Slower; the same numbers within float
+    /// rounding.
+    pub fn forward_differentiable(
+        &self,
+        tokens: &Tensor,
+        hooks: &mut Hooks,
+        readout: Readout,
+    ) -> Result<Tensor> {
+        self.forward_with(tokens, hooks, readout, Kernels::Differentiable)
+    }
+
+    fn forward_with(
+        &self,
+        tokens: &Tensor,
+        hooks: &mut Hooks,
+        readout: Readout,
+        kernels: Kernels,
+    ) -> Result<Tensor> {
         let (_, pos) = tokens.dims2()?;
         let n_ctx = self.dims().n_ctx;
         if pos == 0 || pos > n_ctx {
@@ -246,7 +271,10 @@ impl HookedTransformer {
             });
         }
         let mut resid = self.arch.embed(tokens, hooks)?; // [batch, pos, d_model]
-        let frame = self.arch.frame(0, pos, tokens.device())?;
+        let frame = self
+            .arch
+            .frame(0, pos, tokens.device())?
+            .with_kernels(kernels);
         for layer in 0..self.dims().n_layers {
             resid = self.arch.block_forward(layer, resid, &frame, None, hooks)?;
         }

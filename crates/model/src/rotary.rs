@@ -4,6 +4,7 @@
 
 use candle_core::{Device, Tensor};
 
+use crate::kernels::{rope, Kernels};
 use crate::Result;
 
 /// Rotary position embeddings (Su et al. 2021) in the Hugging Face Llama layout: each
@@ -32,6 +33,7 @@ impl Rotary {
         Ok(RotaryTables {
             cos: Tensor::from_vec(cos, (pos, half), device)?, // [pos, d_head / 2]
             sin: Tensor::from_vec(sin, (pos, half), device)?, // [pos, d_head / 2]
+            kernels: Kernels::Fused,
         })
     }
 }
@@ -40,6 +42,8 @@ impl Rotary {
 pub struct RotaryTables {
     cos: Tensor, // [pos, d_head / 2]
     sin: Tensor, // [pos, d_head / 2]
+    /// Fused or differentiable rotation (see [`Kernels`]).
+    pub(crate) kernels: Kernels,
 }
 
 impl RotaryTables {
@@ -50,16 +54,13 @@ impl RotaryTables {
         let d_head = x.dim(3)?;
         let rotary_dim = 2 * self.cos.dim(1)?;
         if rotary_dim == d_head {
-            return Ok(candle_nn::rotary_emb::rope_thd(
-                &x.contiguous()?,
-                &self.cos,
-                &self.sin,
-            )?);
+            return rope(x, &self.cos, &self.sin, self.kernels);
         }
-        let rotated = candle_nn::rotary_emb::rope_thd(
-            &x.narrow(3, 0, rotary_dim)?.contiguous()?,
+        let rotated = rope(
+            &x.narrow(3, 0, rotary_dim)?,
             &self.cos,
             &self.sin,
+            self.kernels,
         )?;
         let passed = x.narrow(3, rotary_dim, d_head - rotary_dim)?;
         Ok(Tensor::cat(&[&rotated, &passed], 3)?)

@@ -90,6 +90,7 @@ fn a_patched_partial_run_equals_the_patched_full_run() {
                 row: 0,
                 position: Some(position),
                 head: Some(head),
+                key: None,
             }],
         );
         let full = model
@@ -111,6 +112,7 @@ fn a_patched_partial_run_equals_the_patched_full_run() {
                 row: 0,
                 position: Some(0),
                 head: Some(head),
+                key: None,
             }],
         );
         let rows = base.resid_pre(layer, position, n - position, 1).unwrap();

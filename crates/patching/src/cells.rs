@@ -5,15 +5,19 @@ use actpatch_hooks::HookPoint;
 use actpatch_metrics::CellMetrics;
 use actpatch_model::ModelDims;
 
-use crate::{CellAxes, Direction, PatchKind};
+use crate::{CellAxes, Direction, Method, PatchKind};
 
 /// One patched cell's coordinates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CellIndex {
     pub layer: usize,
     pub head: Option<usize>,
-    /// Target-run position; `None` = every patched position.
+    /// Target-run position; `None` = every patched position. For an attention-pattern
+    /// entry, the destination (query) position.
     pub position: Option<usize>,
+    /// The source (key) position of an attention-pattern entry; `None` for every other
+    /// kind.
+    pub src: Option<usize>,
 }
 
 /// One cell's result.
@@ -21,6 +25,8 @@ pub struct CellIndex {
 pub struct CellResult {
     pub direction: Direction,
     pub kind: PatchKind,
+    /// Exact, or the approximation that estimated it.
+    pub method: Method,
     pub index: CellIndex,
     pub metrics: CellMetrics,
 }
@@ -35,6 +41,7 @@ pub fn cells_of(kind: PatchKind, dims: &ModelDims, positions: &[usize]) -> Vec<C
             layer,
             head,
             position,
+            src: None,
         };
         match kind.axes() {
             CellAxes::Position => cells.extend(positions.iter().map(|p| cell(None, Some(*p)))),
@@ -42,6 +49,16 @@ pub fn cells_of(kind: PatchKind, dims: &ModelDims, positions: &[usize]) -> Vec<C
             CellAxes::HeadPosition => {
                 for head in 0..heads {
                     cells.extend(positions.iter().map(|p| cell(Some(head), Some(*p))));
+                }
+            }
+            CellAxes::HeadDestSrc => {
+                for head in 0..heads {
+                    for dest in positions {
+                        cells.extend((0..=*dest).map(|src| CellIndex {
+                            src: Some(src),
+                            ..cell(Some(head), Some(*dest))
+                        }));
+                    }
                 }
             }
         }

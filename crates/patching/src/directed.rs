@@ -37,6 +37,8 @@ pub struct DirectedPair<'a> {
     pub direction: Direction,
     /// The run being patched.
     pub target_tokens: &'a [u32],
+    /// The run whose activations are patched in.
+    pub source_tokens: &'a [u32],
     /// Target position ← source position.
     pub map: PositionMap,
     /// The source run's activations at the sites of the swept kinds.
@@ -63,6 +65,7 @@ impl<'a> DirectedPair<'a> {
         Ok(DirectedPair {
             direction,
             target_tokens: pair.target_tokens(direction),
+            source_tokens: pair.source_tokens(direction),
             map: pair.map(direction),
             source,
             scorer: Scorer {
@@ -109,7 +112,12 @@ impl<'a> DirectedPair<'a> {
     /// it receives: `[1, n_target, ...]` (positions that receive nothing hold the
     /// source's first position, and are never patched).
     pub fn aligned_source(&self, point: HookPoint) -> Result<Tensor> {
-        let source = self.source.get(point)?;
+        self.align(point, self.source.get(point)?)
+    }
+
+    /// A source-run activation at `point` (`[batch, n_source, ...]`) re-indexed to
+    /// target positions, as [`DirectedPair::aligned_source`].
+    pub fn align(&self, point: HookPoint, source: &Tensor) -> Result<Tensor> {
         if self.map.is_identity() {
             return Ok(source.clone());
         }

@@ -196,6 +196,7 @@ impl NoisedPrompt {
                         row: c * samples + s,
                         position: Some(*position),
                         head: None,
+                        key: None,
                     })
                     .collect();
                 let source = self.clean.get(point)?.clone();

@@ -35,6 +35,21 @@ pub enum PatchKind {
     Path,
     /// Path patching from each sender head at one position, by layer × head × position.
     PathByPos,
+    /// Each head's query input `hook_q` at every position, by layer × head.
+    HeadQ,
+    /// Each head's `hook_q` at one position, by layer × head × position.
+    HeadQByPos,
+    /// Each key/value head's key input `hook_k` at every position, by layer × key/value head.
+    HeadK,
+    /// Each key/value head's `hook_k` at one position.
+    HeadKByPos,
+    /// Each key/value head's value input `hook_v` at every position.
+    HeadV,
+    /// Each key/value head's `hook_v` at one position.
+    HeadVByPos,
+    /// One entry of a head's `hook_pattern`, by layer × head × destination (query)
+    /// position × source (key) position.
+    HeadPatternByDestSrc,
 }
 
 /// The axes of one kind's cells, besides the layer.
@@ -46,10 +61,12 @@ pub enum CellAxes {
     Head,
     /// One cell per (layer, head, position).
     HeadPosition,
+    /// One cell per (layer, head, destination position, source position ≤ destination).
+    HeadDestSrc,
 }
 
 impl PatchKind {
-    pub const ALL: [PatchKind; 10] = [
+    pub const ALL: [PatchKind; 17] = [
         PatchKind::ResidPre,
         PatchKind::ResidMid,
         PatchKind::ResidPost,
@@ -60,6 +77,13 @@ impl PatchKind {
         PatchKind::HeadPattern,
         PatchKind::Path,
         PatchKind::PathByPos,
+        PatchKind::HeadQ,
+        PatchKind::HeadQByPos,
+        PatchKind::HeadK,
+        PatchKind::HeadKByPos,
+        PatchKind::HeadV,
+        PatchKind::HeadVByPos,
+        PatchKind::HeadPatternByDestSrc,
     ];
 
     /// The name in experiment files and tables.
@@ -75,6 +99,13 @@ impl PatchKind {
             PatchKind::HeadPattern => "head_pattern",
             PatchKind::Path => "path",
             PatchKind::PathByPos => "path_by_pos",
+            PatchKind::HeadQ => "head_q",
+            PatchKind::HeadQByPos => "head_q_by_pos",
+            PatchKind::HeadK => "head_k",
+            PatchKind::HeadKByPos => "head_k_by_pos",
+            PatchKind::HeadV => "head_v",
+            PatchKind::HeadVByPos => "head_v_by_pos",
+            PatchKind::HeadPatternByDestSrc => "head_pattern_by_dest_src",
         }
     }
 
@@ -90,7 +121,10 @@ impl PatchKind {
             | PatchKind::HeadOutByPos
             | PatchKind::Path
             | PatchKind::PathByPos => BlockSite::Z,
-            PatchKind::HeadPattern => BlockSite::Pattern,
+            PatchKind::HeadPattern | PatchKind::HeadPatternByDestSrc => BlockSite::Pattern,
+            PatchKind::HeadQ | PatchKind::HeadQByPos => BlockSite::Q,
+            PatchKind::HeadK | PatchKind::HeadKByPos => BlockSite::K,
+            PatchKind::HeadV | PatchKind::HeadVByPos => BlockSite::V,
         }
     }
 
@@ -102,8 +136,18 @@ impl PatchKind {
             | PatchKind::ResidPost
             | PatchKind::AttnOut
             | PatchKind::MlpOut => CellAxes::Position,
-            PatchKind::HeadOut | PatchKind::HeadPattern | PatchKind::Path => CellAxes::Head,
-            PatchKind::HeadOutByPos | PatchKind::PathByPos => CellAxes::HeadPosition,
+            PatchKind::HeadOut
+            | PatchKind::HeadPattern
+            | PatchKind::HeadQ
+            | PatchKind::HeadK
+            | PatchKind::HeadV
+            | PatchKind::Path => CellAxes::Head,
+            PatchKind::HeadOutByPos
+            | PatchKind::HeadQByPos
+            | PatchKind::HeadKByPos
+            | PatchKind::HeadVByPos
+            | PatchKind::PathByPos => CellAxes::HeadPosition,
+            PatchKind::HeadPatternByDestSrc => CellAxes::HeadDestSrc,
         }
     }
 

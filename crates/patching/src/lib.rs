@@ -53,6 +53,7 @@
 //! patching: a sender head's effect through chosen receivers, naive and fast). A new
 //! method is one module taking a [`DirectedPair`].
 
+pub mod attribution;
 mod cells;
 mod directed;
 mod direction;
@@ -68,6 +69,7 @@ mod score;
 mod sweep;
 
 pub use actpatch_metrics::{Answers, Baseline, CellMetrics};
+pub use attribution::{attribute, Attribution, Method};
 pub use cells::{cells_of, hook_points, rows_for_budget, CellIndex, CellResult};
 pub use directed::{check_kinds, DirectedPair};
 pub use direction::Direction;

@@ -7,7 +7,7 @@ use actpatch_model::HookedTransformer;
 use candle_core::Tensor;
 
 use crate::fast::SweepBatch;
-use crate::{CellIndex, CellResult, DirectedPair, PatchKind, Result};
+use crate::{CellIndex, CellResult, DirectedPair, Method, PatchKind, Result};
 
 /// Sweeps `kind` over `cells`, `max_rows` cells per forward pass, calling `progress`
 /// with the number of cells finished after each pass.
@@ -67,6 +67,7 @@ pub(crate) fn sweep_selected(
             Some(CellResult {
                 direction: pair.direction,
                 kind,
+                method: Method::Exact,
                 index: *index,
                 metrics,
             })
@@ -95,6 +96,7 @@ fn chunk_patches(
             row,
             position,
             head: cell.head,
+            key: cell.src,
         }));
     }
     per_layer

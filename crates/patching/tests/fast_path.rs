@@ -86,6 +86,7 @@ fn no_op_cells_are_exactly_the_naive_result() {
                 layer,
                 head: None,
                 position: Some(p),
+                src: None,
             })
         })
         .collect();
@@ -142,6 +143,7 @@ fn unread_last_layer_cells_are_exactly_the_naive_result() {
             layer: last,
             head: None,
             position: Some(p),
+            src: None,
         })
         .collect();
     for direction in Direction::BOTH {

@@ -2,6 +2,7 @@
 //! back leniently by [`lenient`]), heatmaps ([`heatmap`]) and the markdown report
 //! ([`markdown`]). Every file is written atomically ([`atomic`]).
 
+pub mod accuracy;
 pub mod atomic;
 pub mod compare_table;
 mod error;
@@ -13,6 +14,7 @@ pub mod schema;
 pub mod summary;
 pub mod tables;
 
+pub use accuracy::{AccuracyRow, Agreement};
 pub use compare_table::CompareRow;
 pub use error::{ReportError, Result};
 pub use heatmap::{Heatmap, ImageFormat};

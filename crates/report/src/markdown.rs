@@ -38,6 +38,8 @@ pub struct RunReport {
     pub concepts: Vec<ConceptSection>,
     /// Per-pair figures (collapsed under the concepts when there are concepts).
     pub figures: Vec<FigureSection>,
+    /// How far each approximation is from the exact sweep (runs with both).
+    pub accuracy: Vec<crate::AccuracyRow>,
 }
 
 /// One concept: its pairs, where its effect sits, its heatmaps with intervals.
@@ -95,6 +97,7 @@ impl RunReport {
             }
             md.push('\n');
         }
+        md.push_str(&crate::accuracy::render_section(&self.accuracy));
         self.render_figures(&mut md);
         md
     }

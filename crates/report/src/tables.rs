@@ -17,9 +17,10 @@ use crate::schema::{arrow_schema, frame, rows, Column, Table};
 use crate::{ReportError, Result};
 
 /// Version of the table layouts below; bump it when a column changes meaning or type.
-/// Version 2 added `direction` to cells and `reference` to baselines; version-1 tables
-/// still read (as denoising cells and non-reference pairs).
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version 2 added `direction` to cells and `reference` to baselines; version 3 added
+/// `method` and `src_position` to cells. Older tables still read (as exact, denoising
+/// cells without a source position, and non-reference pairs).
+pub const SCHEMA_VERSION: u32 = 3;
 /// The oldest version [`read_frame`] reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Parquet key-value metadata key holding [`SCHEMA_VERSION`].
@@ -39,12 +40,19 @@ pub struct CellRow {
     pub receivers: Option<String>,
     /// `"denoising"` (clean into corrupted) or `"noising"` (corrupted into clean).
     pub direction: String,
+    /// `"exact"` (a patched run), or the approximation that estimated the cell:
+    /// `"atp"`, `"atp*"`, `"ig"`.
+    pub method: String,
     pub layer: u32,
     /// `None` where the kind has no head axis.
     pub head: Option<u32>,
     /// Position in the patched run (corrupted for denoising, clean for noising); `None`
-    /// where the patch spans all positions.
+    /// where the patch spans all positions. For an attention-pattern entry, the
+    /// destination (query) position.
     pub position: Option<u32>,
+    /// The source (key) position of an attention-pattern entry
+    /// (`head_pattern_by_dest_src`); `None` for every other kind.
+    pub src_position: Option<u32>,
     /// The clean-prompt token `position` stands for.
     pub token: Option<String>,
     /// What the patched position is across the pairs of a concept (`BOS`,
@@ -89,9 +97,15 @@ pub static CELLS: Table<CellRow> = Table {
             |r, v| r.receivers = v,
         ),
         Column::text("direction", |r| &r.direction, |r, v| r.direction = v),
+        Column::text("method", |r| &r.method, |r, v| r.method = v),
         Column::u32("layer", |r| r.layer, |r, v| r.layer = v),
         Column::opt_u32("head", |r| r.head, |r, v| r.head = v),
         Column::opt_u32("position", |r| r.position, |r, v| r.position = v),
+        Column::opt_u32(
+            "src_position",
+            |r| r.src_position,
+            |r, v| r.src_position = v,
+        ),
         Column::opt_text("token", |r| r.token.as_deref(), |r, v| r.token = v),
         Column::opt_text("role", |r| r.role.as_deref(), |r, v| r.role = v),
         Column::f64(
@@ -315,9 +329,9 @@ pub fn read_frame(path: &Path) -> Result<TableRead<DataFrame>> {
         .and_then(|kv| kv.value.clone());
     let mut notes = Vec::new();
     let readable = (OLDEST_READABLE_VERSION..=SCHEMA_VERSION).map(|v| v.to_string());
-    let mut version_1 = false;
+    let mut older = None;
     match version {
-        Some(v) if readable.clone().any(|r| r == v) => version_1 = v == "1",
+        Some(v) if readable.clone().any(|r| r == v) => older = v.parse::<u32>().ok(),
         Some(found) => {
             return Err(ReportError::SchemaVersion {
                 path: path.to_path_buf(),
@@ -331,15 +345,15 @@ pub fn read_frame(path: &Path) -> Result<TableRead<DataFrame>> {
         )),
     }
     let mut data = reader.finish().map_err(|e| table_err(path, e))?;
-    if version_1 {
-        upgrade_version_1(&mut data).map_err(|e| table_err(path, e))?;
+    if older.is_some_and(|v| v < SCHEMA_VERSION) {
+        upgrade(&mut data).map_err(|e| table_err(path, e))?;
     }
     Ok(TableRead { data, notes })
 }
 
-/// Adds what version 2 added to a version-1 table: every cell was denoising, no
-/// pair was a reference pair.
-fn upgrade_version_1(data: &mut DataFrame) -> PolarsResult<()> {
+/// Adds what later versions added to an older table: every cell of version 1 was
+/// denoising, no pair a reference pair; every cell before version 3 was exact.
+fn upgrade(data: &mut DataFrame) -> PolarsResult<()> {
     let height = data.height();
     let names: Vec<String> = (data.get_column_names().iter())
         .map(|n| n.to_string())
@@ -348,6 +362,10 @@ fn upgrade_version_1(data: &mut DataFrame) -> PolarsResult<()> {
     if has("kind") && !has("direction") {
         let direction = vec!["denoising"; height];
         data.with_column(polars::prelude::Column::new("direction".into(), direction))?;
+    }
+    if has("kind") && !has("method") {
+        let method = vec!["exact"; height];
+        data.with_column(polars::prelude::Column::new("method".into(), method))?;
     }
     if has("passed") && !has("reference") {
         data.with_column(polars::prelude::Column::new(

@@ -19,10 +19,11 @@ use std::time::Instant;
 
 use actpatch_hooks::{Hooks, Patch, PatchValue};
 use actpatch_metrics::cell_metrics;
-use actpatch_model::{DeviceSpec, Readout};
+use actpatch_model::{DeviceSpec, HookedTransformer, Readout};
 use actpatch_patching::fast::{self, SweepWork};
 use actpatch_patching::{
-    cells_of, Align, CellIndex, CellResult, DirectedPair, Direction, MetricSet, Pair, PatchKind,
+    attribute, cells_of, Align, CellIndex, CellResult, DirectedPair, Direction, Method, MetricSet,
+    Pair, PatchKind,
 };
 use candle_core::{Device, Tensor};
 
@@ -186,6 +187,7 @@ fn main() -> Result<(), BoxError> {
                         row: 0,
                         position: cell.position,
                         head: cell.head,
+                        key: None,
                     }],
                 );
                 let logits = model.forward(
@@ -253,6 +255,94 @@ fn main() -> Result<(), BoxError> {
         println!("\n(--quick: the naive loop was timed on a sample of cells and extrapolated)");
     }
     println!("\nlargest naive/fast difference: {worst:.2e} (limit 1e-4). GFLOP counts the fast path's matrix products; MiB is the process's resident peak during the fast sweep, model weights included.");
+    attribution_bench(&model, pairs[0])?;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The kinds attribution patching estimates at once in the bench.
+const ATTRIBUTION_KINDS: [PatchKind; 12] = [
+    PatchKind::ResidPre,
+    PatchKind::ResidMid,
+    PatchKind::ResidPost,
+    PatchKind::AttnOut,
+    PatchKind::MlpOut,
+    PatchKind::HeadOut,
+    PatchKind::HeadOutByPos,
+    PatchKind::HeadQByPos,
+    PatchKind::HeadKByPos,
+    PatchKind::HeadVByPos,
+    PatchKind::HeadPattern,
+    PatchKind::HeadPatternByDestSrc,
+];
+
+/// Seconds of `method` over every kind of [`ATTRIBUTION_KINDS`], both directions, and
+/// the cells it estimated.
+fn time_method(
+    model: &HookedTransformer,
+    pair: &Pair,
+    baselines: &actpatch_patching::Baselines,
+    method: Method,
+) -> Result<(f64, usize), BoxError> {
+    let t = Instant::now();
+    let mut n = 0;
+    for direction in Direction::BOTH {
+        let directed =
+            DirectedPair::new(model, pair, baselines, direction, &[], MetricSet::LogitDiff)?;
+        let kinds: Vec<(PatchKind, Vec<CellIndex>)> = ATTRIBUTION_KINDS
+            .iter()
+            .map(|k| Ok((*k, directed.cells(model, *k, None)?)))
+            .collect::<Result<_, actpatch_patching::PatchingError>>()?;
+        n += attribute(model, &directed, &kinds, method, 10)?
+            .results
+            .len();
+    }
+    Ok((t.elapsed().as_secs_f64(), n))
+}
+
+/// Attribution patching against the exact `head_out_by_pos` sweep, in one run: atp for
+/// every kind at once in both directions, atp* (1 + L backward passes), ig (10 steps).
+fn attribution_bench(
+    model: &HookedTransformer,
+    (label, clean, corrupted): (&str, &str, &str),
+) -> Result<(), BoxError> {
+    let pair = Pair::from_prompts(model, clean, corrupted, [" Rome", " Paris"], Align::Strict)?;
+    let baselines = pair.baselines(model)?;
+    let exact = {
+        let kind = PatchKind::HeadOutByPos;
+        let directed = DirectedPair::new(
+            model,
+            &pair,
+            &baselines,
+            Direction::Denoising,
+            &[kind],
+            MetricSet::All,
+        )?;
+        let cells = directed.cells(model, kind, None)?;
+        let t = Instant::now();
+        let target = fast::target_run(model, &directed, &[kind])?;
+        fast::sweep(model, &directed, &target, kind, &cells, 256, &mut |_| {})?;
+        t.elapsed().as_secs_f64()
+    };
+    let _ = time_method(model, &pair, &baselines, Method::Atp)?; // warm-up
+    let (atp, cells) = time_method(model, &pair, &baselines, Method::Atp)?;
+    let (atp_star, _) = time_method(model, &pair, &baselines, Method::AtpStar)?;
+    let (ig, _) = time_method(model, &pair, &baselines, Method::Ig)?;
+    let layers = model.dims().n_layers;
+    println!(
+        "\nattribution, {label} pair, {} kinds, both directions ({cells} cells per method):",
+        ATTRIBUTION_KINDS.len()
+    );
+    println!("  exact head_out_by_pos, denoising only (fast path): {exact:.3} s");
+    println!(
+        "  atp:  {atp:.3} s — {:.1}× less time than that exact sweep",
+        exact / atp
+    );
+    println!(
+        "  atp*: {atp_star:.3} s — {:.1}× atp's time (1 + L = {} backward passes)",
+        atp_star / atp,
+        1 + layers
+    );
+    println!("  ig (10 steps): {ig:.3} s — {:.1}× atp's time", ig / atp);
     Ok(())
 }

@@ -469,6 +469,19 @@ fn path_kind_without_receivers() {
 }
 
 #[test]
+fn path_kind_with_only_approximate_methods() {
+    bad(
+        "path-atp-only",
+        &with_paths("\n[[sweep.paths]]\nreceivers = \"logits\"\n")
+            .replace("[sweep]\n", "[sweep]\nmethods = [\"atp\"]\n"),
+        &[
+            "only the \"exact\" method sweeps",
+            "add \"exact\" to [sweep] methods",
+        ],
+    );
+}
+
+#[test]
 fn receivers_without_a_path_kind() {
     bad(
         "receivers-no-path",

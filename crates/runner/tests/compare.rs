@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use actpatch_report::tables::{cells_frame, read_parquet, write_cells};
-use actpatch_report::{CellRow, ImageFormat, SCHEMA_VERSION_KEY};
+use actpatch_report::{CellRow, ImageFormat, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 use actpatch_runner::compare::{compare, CompareOptions, Comparison};
 use actpatch_runner::runs::{render, scan, RunsFilter};
 use actpatch_runner::{run, RunOptions};
@@ -264,7 +264,8 @@ fn missing_runs_and_other_schema_versions_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("schema version 999") && stderr.contains("reads versions 1 to 2"),
+        stderr.contains("schema version 999")
+            && stderr.contains(&format!("reads versions 1 to {SCHEMA_VERSION}")),
         "{stderr}"
     );
     assert!(stderr.contains(&path.display().to_string()), "{stderr}");

@@ -20,12 +20,21 @@ fn fixtures() -> PathBuf {
 
 /// Runs the fixture experiment `file` (absolute model path) into a fresh folder.
 fn run_file(file: &str, tag: &str, naive: bool) -> Vec<CellRow> {
+    run_with(file, tag, naive, |text| text)
+}
+
+/// [`run_file`] (fast path) with the experiment text changed by `edit`.
+fn run_file_edited(file: &str, tag: &str, edit: impl Fn(String) -> String) -> Vec<CellRow> {
+    run_with(file, tag, false, edit)
+}
+
+fn run_with(file: &str, tag: &str, naive: bool, edit: impl Fn(String) -> String) -> Vec<CellRow> {
     let dir = std::env::temp_dir().join(format!("actpatch-paths-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let text = std::fs::read_to_string(fixtures().join("experiments").join(file)).unwrap();
     let models = std::fs::canonicalize(fixtures()).unwrap();
-    let text = text.replace("path = \"../", &format!("path = \"{}/", models.display()));
+    let text = edit(text.replace("path = \"../", &format!("path = \"{}/", models.display())));
     let path = dir.join(file);
     std::fs::write(&path, text).unwrap();
     let options = RunOptions {
@@ -140,4 +149,34 @@ fn path_patching_through_the_runner_equals_transformer_lens_on_gpt2() {
 #[test]
 fn path_patching_through_the_runner_equals_transformer_lens_on_llama() {
     check("tiny_llama_paths.toml", "tiny-llama");
+}
+
+/// Path kinds next to node kinds and approximate methods in one run: the path cells
+/// are `exact` and equal those of the paths-only run, the node kinds get every method.
+#[test]
+fn path_kinds_beside_attribution_methods() {
+    let alone = run_file("tiny_paths.toml", "mixed-alone", false);
+    let mixed = run_file_edited("tiny_paths.toml", "mixed", |text| {
+        text.replace(
+            "kinds = [\"path\", \"path_by_pos\"]",
+            "kinds = [\"path\", \"path_by_pos\", \"head_out\"]\nmethods = [\"exact\", \"atp\"]",
+        )
+    });
+    let paths: Vec<&CellRow> = mixed.iter().filter(|c| c.receivers.is_some()).collect();
+    assert_eq!(paths.len(), alone.len());
+    for (m, a) in paths.iter().zip(&alone) {
+        assert_eq!(m.method, "exact");
+        assert_eq!(
+            (&m.kind, &m.receivers, m.layer, m.head),
+            (&a.kind, &a.receivers, a.layer, a.head)
+        );
+        assert_eq!(m.patched_logit_diff, a.patched_logit_diff);
+    }
+    for method in ["exact", "atp"] {
+        let head_out = (mixed.iter())
+            .filter(|c| c.kind == "head_out" && c.method == method)
+            .count();
+        // 2 pairs × 2 directions × 2 layers × 4 heads
+        assert_eq!(head_out, 32, "{method} head_out cells");
+    }
 }

@@ -140,6 +140,7 @@ impl StartGroup<'_> {
                     row: first_row + k,
                     position: Some(p - self.start()),
                     head: jobs[*j].head,
+                    key: jobs[*j].key,
                 })
             })
             .collect()
@@ -162,10 +163,15 @@ impl StartGroup<'_> {
                 row,
                 position: Some(0),
                 head: jobs[*j].head,
+                key: jobs[*j].key,
             })
             .collect();
-        let source =
+        let mut source =
             self.sources[layer].narrow(self.position_axis(), position - self.start(), 1)?;
+        if self.position_axis() == 2 {
+            // A pattern row at `position` has keys 0..=position only.
+            source = source.narrow(3, 0, position + 1)?;
+        }
         let patches = self.patch(layer, source, cells);
         let rows = self.target.resid_pre(layer, position, 1, ids.len())?;
         work.block_row_positions += ids.len();

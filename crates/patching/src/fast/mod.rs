@@ -24,7 +24,9 @@ use actpatch_model::{BaseRun, HookedTransformer};
 use candle_core::Tensor;
 
 use crate::cells::hook_points;
-use crate::{CellIndex, CellResult, DirectedPair, MetricSet, PatchKind, PatchingError, Result};
+use crate::{
+    CellIndex, CellResult, DirectedPair, Method, MetricSet, PatchKind, PatchingError, Result,
+};
 use group::StartGroup;
 pub use plan::SweepWork;
 use plan::{differences, merge_small_groups, plan_cell, CellPlan, Job, StartGroups};
@@ -153,6 +155,7 @@ pub(crate) fn sweep_selected(
     let result = |index: CellIndex, metrics: CellMetrics| CellResult {
         direction: pair.direction,
         kind,
+        method: Method::Exact,
         index,
         metrics,
     };
@@ -169,7 +172,9 @@ pub(crate) fn sweep_selected(
         }
     }
     let site = kind.site();
-    let single_position = kind.by_position() && site != BlockSite::ResidPre;
+    // A patch at one position of a site that does not feed the layer's keys and values
+    // changes that position alone in its own layer.
+    let single_position = kind.by_position() && !model.site_feeds_keys_values(site);
     let n_pos = target.n_pos();
     let mut group: Option<StartGroup> = None;
     for (batch, (start, chunk)) in chunked(groups, max_rows).into_iter().enumerate() {
@@ -243,6 +248,7 @@ fn plan(
                 layer: cell.layer,
                 head: cell.head,
                 positions,
+                key: cell.src,
             }),
         }
     }

@@ -27,6 +27,8 @@ pub(crate) struct Job {
     pub layer: usize,
     pub head: Option<usize>,
     pub positions: Vec<usize>,
+    /// The key position of an attention-pattern entry.
+    pub key: Option<usize>,
 }
 
 /// Jobs by the position their runs start at.
@@ -122,6 +124,7 @@ mod tests {
                 layer: 0,
                 head: None,
                 positions: vec![0],
+                key: None,
             })
             .collect()
     }
@@ -143,6 +146,7 @@ mod tests {
             layer: 0,
             head: None,
             position: None,
+            src: None,
         };
         assert_eq!(
             plan_cell(&all, &differs, &[0, 1, 2, 3]),

@@ -20,7 +20,7 @@ use actpatch_model::{BaseRun, HookedTransformer, Span};
 use candle_core::Tensor;
 
 use super::{layer_frozen_patches, sender_positions, source_z, Receivers};
-use crate::{CellIndex, CellMetrics, CellResult, DirectedPair, PatchKind, Result};
+use crate::{CellIndex, CellMetrics, CellResult, DirectedPair, Method, PatchKind, Result};
 
 /// Runs the target prompt once, caching what the fast passes continue from (block
 /// inputs, keys, values) and every layer's `hook_z`.
@@ -113,6 +113,7 @@ pub fn sweep(
         .map(|(index, m)| CellResult {
             direction: pair.direction,
             kind,
+            method: Method::Exact,
             index: *index,
             metrics: m.unwrap_or(unpatched),
         })

@@ -82,6 +82,7 @@ pub(crate) fn sender_cells(
         row,
         position,
         head: sender.head,
+        key: None,
     };
     match (sender.position, positions) {
         (Some(p), _) => vec![cell(Some(p))],

@@ -7,7 +7,7 @@ use actpatch_model::{HookedTransformer, Readout};
 use candle_core::Tensor;
 
 use super::{frozen_patches, sender_positions, source_z, Receivers};
-use crate::{CellIndex, CellResult, DirectedPair, PatchKind, Result};
+use crate::{CellIndex, CellResult, DirectedPair, Method, PatchKind, Result};
 
 /// The target run's `hook_z` of every layer (`[1, pos, head, d_head]` each).
 pub fn target_z(model: &HookedTransformer, pair: &DirectedPair) -> Result<Vec<Tensor>> {
@@ -59,6 +59,7 @@ pub fn sweep(
                 .map(|(index, metrics)| CellResult {
                     direction: pair.direction,
                     kind,
+                    method: Method::Exact,
                     index: *index,
                     metrics,
                 }),

@@ -188,6 +188,7 @@ impl Receivers {
                         row,
                         position,
                         head: Some(*head),
+                        key: None,
                     };
                     match positions {
                         None => cells.push(cell(None)),

@@ -8,7 +8,7 @@ use crate::experiment::suggest::suggestion;
 use crate::experiment::{Experiment, PairSpec};
 use crate::RunnerError;
 use actpatch_patching::Align;
-use actpatch_patching::{path, PatchKind};
+use actpatch_patching::{path, Method, PatchKind};
 
 impl Experiment {
     /// Reads and checks an experiment file.
@@ -109,6 +109,7 @@ impl Experiment {
                 ));
             }
         }
+        self.check_methods()?;
         let statistics = &self.statistics;
         if statistics.bootstrap == 0 || !(statistics.level > 0.0 && statistics.level < 1.0) {
             return Err(format!(
@@ -149,6 +150,30 @@ impl Experiment {
             if !labels.insert(label.clone()) {
                 return Err(format!("two [[sweep.paths]] entries are labelled `{label}`: labels key the tables and figures, give each a distinct `label`"));
             }
+        }
+        Ok(())
+    }
+
+    /// `[sweep] methods` lists each method once, and `ig_steps` is in range.
+    fn check_methods(&self) -> Result<(), String> {
+        if self.sweep.methods.is_empty() {
+            return Err("[sweep] methods is empty: list at least one of \"exact\", \"atp\", \"atp*\", \"ig\"".into());
+        }
+        let mut methods = self.sweep.methods.clone();
+        methods.sort();
+        methods.dedup();
+        if methods.len() != self.sweep.methods.len() {
+            return Err("[sweep] methods lists a method twice: list each once".into());
+        }
+        let path_kinds = self.sweep.kinds.iter().any(|k| path::is_path(*k));
+        if path_kinds && !self.sweep.methods.contains(&Method::Exact) {
+            return Err("[sweep] kinds has a path kind, which only the \"exact\" method sweeps (attribution estimates node kinds, not paths): add \"exact\" to [sweep] methods, or drop the path kinds".into());
+        }
+        if self.sweep.ig_steps == 0 || self.sweep.ig_steps > 1000 {
+            return Err(format!(
+                "[sweep] ig_steps = {} must be between 1 and 1000 (the integral's steps; default 10)",
+                self.sweep.ig_steps
+            ));
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use actpatch_concepts::roles::Span;
 use actpatch_concepts::BootstrapSpec;
-use actpatch_patching::{Align, Direction, MetricSet, PatchKind};
+use actpatch_patching::{Align, Direction, Method, MetricSet, PatchKind};
 use serde::Deserialize;
 
 pub use datasets::DatasetSpec;
@@ -171,6 +171,24 @@ pub struct SweepSpec {
     /// The receiver sets of the `path` and `path_by_pos` kinds (`[[sweep.paths]]`).
     #[serde(default)]
     pub paths: Vec<PathSpec>,
+    /// Any of `"exact"` (patched runs), `"atp"`, `"atp*"`, `"ig"` (estimates from
+    /// gradients); default `["exact"]`.
+    #[serde(default = "default_methods")]
+    pub methods: Vec<Method>,
+    /// Steps of the `"ig"` path integral.
+    #[serde(default = "default_ig_steps")]
+    pub ig_steps: usize,
+}
+
+fn default_methods() -> Vec<Method> {
+    vec![Method::Exact]
+}
+
+/// Integration steps of `ig` by default.
+pub const DEFAULT_IG_STEPS: usize = 10;
+
+fn default_ig_steps() -> usize {
+    DEFAULT_IG_STEPS
 }
 
 /// Which directions a sweep runs.
@@ -208,6 +226,8 @@ impl Default for SweepSpec {
             metrics: MetricSet::All,
             direction: DirectionSpec::Denoising,
             paths: Vec::new(),
+            methods: default_methods(),
+            ig_steps: DEFAULT_IG_STEPS,
         }
     }
 }

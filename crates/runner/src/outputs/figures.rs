@@ -83,6 +83,7 @@ mod tests {
             layer,
             head: Some(head),
             position: Some(position),
+            src: None,
         };
         let cells = vec![
             (cell(0, 0, 0), 0.1),

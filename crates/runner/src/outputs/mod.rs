@@ -1,6 +1,7 @@
 //! Writing a run's outputs: `cells.parquet`, `baselines.parquet`, figures and
 //! `report.md`.
 
+mod accuracy;
 mod concept_figures;
 pub mod concepts;
 mod figures;
@@ -12,7 +13,7 @@ mod summary;
 use std::path::Path;
 
 use actpatch_model::HookedTransformer;
-use actpatch_patching::{CellResult, Direction};
+use actpatch_patching::{CellResult, Direction, Method, PatchKind};
 use actpatch_report::{ConceptSection, ReportError, RunReport};
 
 use crate::experiment::Experiment;
@@ -36,6 +37,22 @@ pub struct SweptPair<'a> {
     pub paths: Vec<PathResults>,
     /// Kinds not swept for this pair, with why.
     pub skipped: Vec<String>,
+    /// What each method cost.
+    pub costs: Vec<Cost>,
+}
+
+/// The time and forward-pass equivalents one method took for one direction of a pair:
+/// per kind for exact sweeps, every kind at once for an approximation.
+#[derive(Debug, Clone, Copy)]
+pub struct Cost {
+    pub direction: Direction,
+    pub method: Method,
+    /// The kind, for exact sweeps; `None` for an approximation (all kinds at once).
+    pub kind: Option<PatchKind>,
+    pub seconds: f64,
+    /// Forward-pass equivalents: one per patched run for exact sweeps (a partial run
+    /// counts as one); for approximations, forward passes plus 2 per backward pass.
+    pub passes: f64,
 }
 
 impl SweptPair<'_> {
@@ -73,6 +90,30 @@ impl SweptPair<'_> {
     }
 }
 
+/// The cells the figures show: one method's (exact when the run has it, else the first
+/// listed), without single attention-pattern entries (`head_pattern_by_dest_src` has a
+/// fourth axis a layer × position heatmap cannot show; its cells are in the tables).
+fn drawn_cells<'p>(experiment: &Experiment, swept: &[SweptPair<'p>]) -> Vec<SweptPair<'p>> {
+    let methods = &experiment.sweep.methods;
+    let shown = match methods.contains(&Method::Exact) {
+        true => Method::Exact,
+        false => methods.first().copied().unwrap_or_default(),
+    };
+    swept
+        .iter()
+        .map(|pair| SweptPair {
+            plan: pair.plan,
+            results: (pair.results.iter())
+                .filter(|r| r.method == shown && r.kind != PatchKind::HeadPatternByDestSrc)
+                .copied()
+                .collect(),
+            paths: pair.paths.clone(),
+            skipped: pair.skipped.clone(),
+            costs: pair.costs.clone(),
+        })
+        .collect()
+}
+
 /// Writes every output of the run; returns the number of cells.
 pub fn write_outputs(
     experiment: &Experiment,
@@ -91,8 +132,18 @@ pub fn write_outputs(
         path: figures_dir.clone(),
         source,
     })?;
-    let drawn = sections::draw_all(experiment, model.dims().n_layers, run_dir, swept)?;
-    let table = concepts::ConceptTable::compute(experiment, swept);
+    let accuracy = accuracy::accuracy_rows(run_id, swept);
+    if !accuracy.is_empty() {
+        actpatch_report::tables::write_table(
+            &run_dir.join("attribution.parquet"),
+            &actpatch_report::accuracy::ACCURACY,
+            &accuracy,
+        )?;
+    }
+    // Figures and concepts show one method's cells: exact where it ran.
+    let drawn_pairs = drawn_cells(experiment, swept);
+    let drawn = sections::draw_all(experiment, model.dims().n_layers, run_dir, &drawn_pairs)?;
+    let table = concepts::ConceptTable::compute(experiment, &drawn_pairs);
     let model_name = model.source().to_string();
     let concept_rows = table.rows(&experiment.experiment.name, &model_name, run_id);
     if !concept_rows.is_empty() {
@@ -120,6 +171,7 @@ pub fn write_outputs(
         summary: drawn.summary,
         concepts: concept_sections,
         figures: drawn.figures,
+        accuracy,
     };
     actpatch_report::atomic::write_bytes_atomic(
         &run_dir.join("report.md"),

@@ -33,9 +33,11 @@ pub fn cell_rows(
                 kind: r.kind.name().to_string(),
                 receivers,
                 direction: r.direction.name().to_string(),
+                method: r.method.name().to_string(),
                 layer: r.index.layer as u32,
                 head: r.index.head.map(|h| h as u32),
                 position: r.index.position.map(|p| p as u32),
+                src_position: r.index.src.map(|p| p as u32),
                 token,
                 role: (r.index.position)
                     .and_then(|p| plan.role(r.direction, p))

@@ -279,5 +279,6 @@ fn swept_from_parts<'p>(
         results,
         paths,
         skipped: skipped_kinds(experiment, plan),
+        costs: Vec::new(), // shards record no costs
     })
 }

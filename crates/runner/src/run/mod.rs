@@ -419,6 +419,7 @@ impl SweepContext<'_> {
                 results,
                 paths,
                 skipped: sweep_pair::skipped_kinds(self.experiment, plan),
+                costs: Vec::new(), // not recorded in the partial table
             });
         }
         let pair = sweep_pair::sweep_pair(self.model, self.experiment, plan, self.options, bar)?;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use actpatch_patching::{CellIndex, CellMetrics, CellResult, Direction, PatchKind};
+use actpatch_patching::{CellIndex, CellMetrics, CellResult, Direction, Method, PatchKind};
 use actpatch_report::CellRow;
 
 use crate::outputs::PathResults;
@@ -55,13 +55,17 @@ fn cell_results(rows: &[CellRow], path: &Path) -> Result<Vec<CellResult>, Runner
                 PatchKind::from_name(&row.kind).ok_or_else(|| damaged("patch kind", &row.kind))?;
             let direction = Direction::from_name(&row.direction)
                 .ok_or_else(|| damaged("direction", &row.direction))?;
+            let method =
+                Method::from_name(&row.method).ok_or_else(|| damaged("method", &row.method))?;
             Ok(CellResult {
                 direction,
                 kind,
+                method,
                 index: CellIndex {
                     layer: row.layer as usize,
                     head: row.head.map(|h| h as usize),
                     position: row.position.map(|p| p as usize),
+                    src: row.src_position.map(|p| p as usize),
                 },
                 metrics: CellMetrics {
                     logit_diff: row.patched_logit_diff,

@@ -30,6 +30,23 @@ use crate::RunnerError;
 use super::partial::test_point;
 use super::progress::{cells_bar, ProgressMode};
 
+/// Sharded runs sweep exactly: an approximate method estimates every kind of a pair
+/// and direction in one gradient pass, which does not split into the engine's batches.
+fn refuse_approximate(experiment: &Experiment, choice: &ShardChoice) -> Result<(), RunnerError> {
+    let approximate: Vec<&str> = (experiment.sweep.methods.iter())
+        .filter(|m| !m.is_exact())
+        .map(|m| m.name())
+        .collect();
+    if approximate.is_empty() {
+        return Ok(());
+    }
+    Err(RunnerError::Input(format!(
+        "shard {}: [sweep] methods lists {}, but sharded runs sweep only \"exact\" (an approximate method estimates all kinds of a pair in one pass, which does not split into shards). Set methods = [\"exact\"] for the sharded run, or run the approximations without --shard",
+        choice.shard,
+        approximate.join(", ")
+    )))
+}
+
 /// Runs shard `choice` of the experiment at `path` into `<out>/<run id>/`.
 pub(super) fn run_shard(
     path: &Path,
@@ -48,6 +65,7 @@ pub(super) fn run_shard(
     };
     let prepared = prepare(&start, options)?;
     refuse_paths(&prepared.experiment, choice)?;
+    refuse_approximate(&prepared.experiment, choice)?;
     let options = &prepared.options;
     let run_dir = options.out_dir.clone().unwrap_or_default().join(&run_id);
     let mut mine = shard_manifest(&prepared, &run_id, choice);

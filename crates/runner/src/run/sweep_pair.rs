@@ -6,14 +6,14 @@ use std::time::Instant;
 
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{
-    path, rows_for_budget, CellIndex, CellResult, Direction, Execution, PairSweeper, PatchKind,
-    SweepBatch,
+    attribute, path, rows_for_budget, CellIndex, CellResult, Direction, Execution, Method,
+    PairSweeper, PatchKind, SweepBatch,
 };
 use indicatif::ProgressBar;
 
 use crate::experiment::Experiment;
 use crate::options::RunOptions;
-use crate::outputs::SweptPair;
+use crate::outputs::{Cost, SweptPair};
 use crate::run::sweep_paths::{senders, sweep_paths};
 use crate::validate::PairPlan;
 use crate::RunnerError;
@@ -57,6 +57,7 @@ pub(crate) fn cell_count(
     model: &HookedTransformer,
     plan: &PairPlan,
 ) -> usize {
+    let methods = experiment.sweep.methods.len();
     let directions = experiment.sweep.direction.directions();
     directions
         .iter()
@@ -65,8 +66,11 @@ pub(crate) fn cell_count(
             let n_pos = plan.target_len(*d);
             kinds_of(experiment, plan).into_iter().map(move |k| {
                 if !path::is_path(k) {
-                    return actpatch_patching::cells_of(k, model.dims(), &positions).len();
+                    // every method gives each node cell a row
+                    return methods
+                        * actpatch_patching::cells_of(k, model.dims(), &positions).len();
                 }
+                // only `exact` sweeps paths
                 (experiment.sweep.paths.iter())
                     .filter_map(|spec| senders(model, spec, k, (n_pos, &positions)).ok())
                     .map(|(_, cells)| cells.len())
@@ -129,37 +133,35 @@ pub(crate) fn pair_batches(
     options: &RunOptions,
 ) -> Result<Vec<(BatchKey, SweepBatch)>, RunnerError> {
     let mut batches = Vec::new();
-    let mut each_kind = |sweeper: &PairSweeper, kind, rows| -> Result<(), RunnerError> {
-        let direction = sweeper.directed().direction;
-        let during = format!("planning pair `{}`", plan.name);
-        let cells = (sweeper.cells(kind, experiment.sweep.positions.list()))
-            .map_err(RunnerError::compute(during.clone()))?;
-        let planned =
-            (sweeper.batches(kind, &cells, rows)).map_err(RunnerError::compute(during))?;
-        batches.extend(planned.iter().enumerate().map(|(batch, b)| {
-            let key = BatchKey {
-                pair: plan.index,
-                direction,
-                kind,
-                batch,
-            };
-            (key, *b)
-        }));
-        Ok(())
-    };
-    let mut no_paths = |_: &PairSweeper, _: usize| -> Result<(), RunnerError> { Ok(()) };
-    for_each_kind(
-        model,
-        experiment,
-        plan,
-        options,
-        (&mut each_kind, &mut no_paths),
-    )?;
+    let mut each_direction =
+        |sweeper: &PairSweeper, kinds: &[PatchKind], rows| -> Result<(), RunnerError> {
+            let direction = sweeper.directed().direction;
+            let during = format!("planning pair `{}`", plan.name);
+            for &kind in kinds.iter().filter(|k| !path::is_path(**k)) {
+                let cells = (sweeper.cells(kind, experiment.sweep.positions.list()))
+                    .map_err(RunnerError::compute(during.clone()))?;
+                let planned = (sweeper.batches(kind, &cells, rows))
+                    .map_err(RunnerError::compute(during.clone()))?;
+                batches.extend(planned.iter().enumerate().map(|(batch, b)| {
+                    let key = BatchKey {
+                        pair: plan.index,
+                        direction,
+                        kind,
+                        batch,
+                    };
+                    (key, *b)
+                }));
+            }
+            Ok(())
+        };
+    for_each_direction(model, experiment, plan, options, &mut each_direction)?;
     Ok(batches)
 }
 
 /// Sweeps the batches of `plan` that `keep` selects (the results of the others'
-/// cells are left out), then its path kinds whole (only unsharded runs have them).
+/// cells are left out), then its path kinds whole (only unsharded runs have them),
+/// and estimates every other cell with each approximate method of `[sweep] methods`
+/// (one call per direction; sharded runs sweep `exact` only).
 pub(crate) fn sweep_pair_batches<'p>(
     model: &HookedTransformer,
     experiment: &Experiment,
@@ -167,59 +169,59 @@ pub(crate) fn sweep_pair_batches<'p>(
     (options, keep): (&RunOptions, KeepBatch),
     bar: &ProgressBar,
 ) -> Result<SweptPair<'p>, RunnerError> {
-    let mut results = Vec::new();
-    let mut each_kind = |sweeper: &PairSweeper, kind, rows| -> Result<(), RunnerError> {
-        results.extend(sweep_kind(
-            (sweeper, experiment, plan, options),
-            (kind, rows),
-            keep,
-            bar,
-        )?);
-        Ok(())
-    };
-    let mut paths = Vec::new();
-    let mut each_paths = |sweeper: &PairSweeper, rows: usize| {
-        let direction = sweeper.directed().direction;
-        let positions = positions(experiment, plan, direction);
-        let how = (rows, positions.as_slice(), options, bar);
-        sweep_paths(
-            model,
-            experiment,
-            (sweeper, direction, plan),
-            how,
-            &mut paths,
-        )
-    };
-    for_each_kind(
-        model,
-        experiment,
-        plan,
-        options,
-        (&mut each_kind, &mut each_paths),
-    )?;
+    let (mut results, mut costs, mut paths) = (Vec::new(), Vec::new(), Vec::new());
+    let methods = &experiment.sweep.methods;
+    let mut each_direction =
+        |sweeper: &PairSweeper, kinds: &[PatchKind], rows| -> Result<(), RunnerError> {
+            let context = (sweeper, experiment, plan, options);
+            let (path_kinds, node_kinds): (Vec<PatchKind>, Vec<PatchKind>) =
+                kinds.iter().partition(|k| path::is_path(**k));
+            if methods.contains(&Method::Exact) {
+                for &kind in &node_kinds {
+                    let (swept, cost) = sweep_kind(context, (kind, rows), keep, bar)?;
+                    results.extend(swept);
+                    costs.extend(cost);
+                }
+                if !path_kinds.is_empty() {
+                    let direction = sweeper.directed().direction;
+                    let positions = positions(experiment, plan, direction);
+                    let how = (rows, positions.as_slice(), options, bar);
+                    let during = (sweeper, direction, plan);
+                    sweep_paths(model, experiment, during, how, &mut paths)?;
+                }
+            }
+            if node_kinds.is_empty() {
+                return Ok(());
+            }
+            for &method in methods.iter().filter(|m| !m.is_exact()) {
+                let (estimated, cost) = estimate(context, (model, &node_kinds), method, bar)?;
+                results.extend(estimated);
+                costs.push(cost);
+            }
+            Ok(())
+        };
+    for_each_direction(model, experiment, plan, options, &mut each_direction)?;
     Ok(SweptPair {
         plan,
         results,
         paths,
         skipped: skipped_kinds(experiment, plan),
+        costs,
     })
 }
 
-/// What [`for_each_kind`] calls per direction: once per kind that is not a path kind,
-/// then once for all path kinds (when there are any), with the rows per batch.
-type EachKind<'e> = (
-    &'e mut dyn FnMut(&PairSweeper, PatchKind, usize) -> Result<(), RunnerError>,
-    &'e mut dyn FnMut(&PairSweeper, usize) -> Result<(), RunnerError>,
-);
+/// What [`for_each_direction`] calls: (the direction's sweeper, the kinds, rows per batch).
+type EachDirection<'e> =
+    &'e mut dyn FnMut(&PairSweeper, &[PatchKind], usize) -> Result<(), RunnerError>;
 
-/// Calls `each` with the sweeper of every direction of `plan` and every kind swept,
-/// with the rows per batch.
-fn for_each_kind(
+/// Calls `each` with the sweeper of every direction of `plan`, the kinds swept and
+/// the rows per batch.
+fn for_each_direction(
     model: &HookedTransformer,
     experiment: &Experiment,
     plan: &PairPlan,
     options: &RunOptions,
-    (each, each_paths): EachKind,
+    each: EachDirection,
 ) -> Result<(), RunnerError> {
     let Some((pair, baselines)) = plan.sweepable() else {
         return Err(RunnerError::Input(format!(
@@ -249,23 +251,27 @@ fn for_each_kind(
             "running pair `{}`",
             plan.name
         )))?;
-        for kind in kinds.iter().filter(|k| !path::is_path(**k)) {
-            each(&sweeper, *kind, rows)?;
-        }
-        if kinds.iter().any(|k| path::is_path(*k)) {
-            each_paths(&sweeper, rows)?;
-        }
+        each(&sweeper, &kinds, rows)?;
     }
     Ok(())
 }
 
-/// Sweeps the batches of one kind that `keep` selects.
+/// What a sweep of one direction runs with.
+type SweepContext<'a> = (
+    &'a PairSweeper<'a>,
+    &'a Experiment,
+    &'a PairPlan,
+    &'a RunOptions,
+);
+
+/// Sweeps the batches of one kind that `keep` selects exactly; with what they cost
+/// (none where no batch was kept).
 fn sweep_kind(
-    (sweeper, experiment, plan, options): (&PairSweeper, &Experiment, &PairPlan, &RunOptions),
+    (sweeper, experiment, plan, options): SweepContext,
     (kind, rows): (PatchKind, usize),
     keep: KeepBatch,
     bar: &ProgressBar,
-) -> Result<Vec<CellResult>, RunnerError> {
+) -> Result<(Vec<CellResult>, Option<Cost>), RunnerError> {
     let started = Instant::now();
     let direction = sweeper.directed().direction;
     let during = |what: &str| format!("{what} pair `{}`", plan.name);
@@ -289,13 +295,80 @@ fn sweep_kind(
         .map_err(RunnerError::compute(during(&format!(
             "sweeping {direction} {kind} of"
         ))))?;
-    if !std::io::stderr().is_terminal() && !swept.is_empty() {
+    if swept.is_empty() {
+        return Ok((swept, None));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    say_swept(
+        (options, plan),
+        direction,
+        &kind.to_string(),
+        swept.len(),
+        seconds,
+    );
+    let cost = Cost {
+        direction,
+        method: Method::Exact,
+        kind: Some(kind),
+        seconds,
+        passes: swept.len() as f64,
+    };
+    Ok((swept, Some(cost)))
+}
+
+/// Every cell of `kinds` estimated with the approximate `method`, and what it cost.
+fn estimate(
+    (sweeper, experiment, plan, options): SweepContext,
+    (model, kinds): (&HookedTransformer, &[PatchKind]),
+    method: Method,
+    bar: &ProgressBar,
+) -> Result<(Vec<CellResult>, Cost), RunnerError> {
+    let direction = sweeper.directed().direction;
+    let during = |what: &str| format!("{what} pair `{}`", plan.name);
+    let mut cells_of_kinds = Vec::new();
+    for &kind in kinds {
+        let cells: Vec<CellIndex> = sweeper
+            .cells(kind, experiment.sweep.positions.list())
+            .map_err(RunnerError::compute(during("planning")))?;
+        cells_of_kinds.push((kind, cells));
+    }
+    let started = Instant::now();
+    let estimated = attribute(
+        model,
+        sweeper.directed(),
+        &cells_of_kinds,
+        method,
+        experiment.sweep.ig_steps,
+    )
+    .map_err(RunnerError::compute(during(&format!(
+        "estimating ({method}) {direction} cells of"
+    ))))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let n_cells = estimated.results.len();
+    bar.inc(n_cells as u64);
+    say_swept((options, plan), direction, method.name(), n_cells, seconds);
+    let cost = Cost {
+        direction,
+        method,
+        kind: None,
+        seconds,
+        passes: estimated.passes,
+    };
+    Ok((estimated.results, cost))
+}
+
+/// A line per swept (direction, kind or method) when the progress bar is not shown.
+fn say_swept(
+    (options, plan): (&RunOptions, &PairPlan),
+    direction: Direction,
+    what: &str,
+    cells: usize,
+    seconds: f64,
+) {
+    if !std::io::stderr().is_terminal() {
         options.say(format!(
-            "swept {} {direction} {kind}: {} cells in {:.2} s",
-            plan.name,
-            swept.len(),
-            started.elapsed().as_secs_f64()
+            "swept {} {direction} {what}: {cells} cells in {seconds:.2} s",
+            plan.name
         ));
     }
-    Ok(swept)
 }

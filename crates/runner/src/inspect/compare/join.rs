@@ -52,11 +52,27 @@ pub struct Key {
     pub position: Option<u32>,
 }
 
+/// The method whose cells a run is compared by: `exact` when the run has it, else the
+/// first in its table (so an exact run compared with an `atp` run gives atp − exact).
+fn compared_method(table: &RunTable) -> Option<&str> {
+    let methods = table.cells.iter().map(|c| c.method.as_str());
+    methods
+        .clone()
+        .find(|m| *m == "exact")
+        .or_else(|| methods.clone().next())
+}
+
 /// A table's cells by key: the mean normalized logit difference of the cells with
-/// that key (one cell, except in a depth bin) and the clean token.
+/// that key (one cell, except in a depth bin) and the clean token. Cells of one method
+/// ([`compared_method`]); single pattern entries (`head_pattern_by_dest_src`, a fourth
+/// axis the comparison table does not have) are left out.
 fn by_key(table: &RunTable, axis: LayerAxis) -> BTreeMap<Key, (f64, Option<String>)> {
     let mut sums: BTreeMap<Key, (f64, usize, Option<String>)> = BTreeMap::new();
+    let method = compared_method(table);
     for c in &table.cells {
+        if Some(c.method.as_str()) != method || c.src_position.is_some() {
+            continue;
+        }
         let layer = match axis {
             LayerAxis::Layer => c.layer,
             LayerAxis::Depth { bins } => depth_bin(c.layer, table.n_layers, bins),

@@ -250,6 +250,7 @@ pub fn figures(
                     layer: r.layer as usize,
                     head: r.head.map(|h| h as usize),
                     position: r.position.map(|p| p as usize),
+                    src: None,
                 };
                 (index, r.diff.unwrap_or(f64::NAN))
             })

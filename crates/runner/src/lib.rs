@@ -16,6 +16,7 @@
 
 mod error;
 pub mod experiment;
+pub mod gaussian;
 pub mod inspect;
 pub mod manifest;
 mod options;

@@ -48,6 +48,30 @@ pub struct Manifest {
     pub shard: Option<ShardRecord>,
     /// The concept table's bootstrap: its resamplings, seed and level.
     pub statistics: Option<StatisticsRecord>,
+    /// Gaussian-noise corruption, when any pair used it.
+    pub corruption: Option<CorruptionRecord>,
+}
+
+/// `[corruption]` as the run's Gaussian-noise pairs used it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CorruptionRecord {
+    /// `"gaussian"`.
+    pub kind: String,
+    /// Noise draws per prompt.
+    pub samples: usize,
+    /// The draws' seed (every prompt draws from it).
+    pub seed: u64,
+    /// ν, the noise's standard deviation.
+    pub noise: f64,
+    /// The standard deviation of the token embedding matrix's entries (times the
+    /// model's embedding scale), and ν as its multiple (`null` when ν was given).
+    pub embedding_std: f64,
+    pub noise_multiplier: Option<f64>,
+    /// Layers restored per `attn_out` / `mlp_out` cell.
+    pub window: usize,
+    /// `"prob"` or `"logit"`.
+    pub metric: String,
 }
 
 /// Which shard of a sharded run a shard manifest describes, and the choices every

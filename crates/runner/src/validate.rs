@@ -5,7 +5,8 @@
 use actpatch_model::{HookedTransformer, ModelError};
 use actpatch_patching::{Align, Answers, Baseline, Baselines, Direction, Pair, PositionMap};
 
-use crate::experiment::{Experiment, PairSpec};
+use crate::experiment::{CorruptionKind, Experiment, PairSpec};
+use crate::gaussian::{GaussianPlan, NoiseSetup};
 use crate::roles::{pair_roles, Prompt};
 use crate::RunnerError;
 
@@ -32,6 +33,9 @@ pub struct PairPlan {
     /// Why the pair failed; empty when it passed.
     pub reasons: Vec<String>,
     pub warnings: Vec<String>,
+    /// Gaussian-noise corruption: the answer, the noised positions and both runs'
+    /// scores (`None` for prompt pairs, whose baselines are `baselines`).
+    pub gaussian: Option<GaussianPlan>,
 }
 
 impl PairPlan {
@@ -84,9 +88,24 @@ impl PairPlan {
         }
     }
 
+    /// The metric normalized effects are measured in, and its values on the clean and
+    /// the corrupted run (`None` where they could not be computed).
+    pub fn metric(&self) -> (&'static str, Option<(f64, f64)>) {
+        match &self.gaussian {
+            Some(g) => (g.metric.name(), g.baselines()),
+            None => (
+                "logit_diff",
+                (self.clean_logit_diff()).zip(self.corrupted_logit_diff()),
+            ),
+        }
+    }
+
     /// A few lines for the terminal: outcome, both tokenizations, both baselines,
     /// reasons (✗) and warnings (!).
     pub fn describe(&self) -> String {
+        if self.gaussian.is_some() {
+            return crate::gaussian::describe(self);
+        }
         let ld = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into());
         let mut text = format!(
             "{} {} [{}]\n    clean     {:?} → {} tokens {:?}\n    corrupted {:?} → {} tokens {:?}\n    logit diff {:?} − {:?}: clean {}, corrupted {}",
@@ -119,8 +138,12 @@ impl PairPlan {
     }
 
     /// The baseline, when the pair can be swept at all (answers, alignment and a
-    /// non-degenerate, finite baseline), whether or not it passed.
+    /// non-degenerate, finite baseline), whether or not it passed. For a Gaussian-noise
+    /// pair, the metric (p(answer) or its logit) on the clean and the noised runs.
     pub fn baseline(&self) -> Option<Baseline> {
+        if let Some(gaussian) = &self.gaussian {
+            return Baseline::new(gaussian.clean.value, gaussian.corrupted.value).ok();
+        }
         self.answers?;
         self.map.as_ref()?;
         self.baselines.as_ref()?.baseline().ok()
@@ -129,12 +152,20 @@ impl PairPlan {
 
 const SENTENCE_END: [char; 6] = ['.', '!', '?', ';', ':', '\u{22}'];
 
-/// Validates pair `index` of `experiment` on `model`.
+/// Validates pair `index` of `experiment` on `model`; `noise`: the run's Gaussian
+/// noise, for pairs corrupted by it.
 pub fn validate_pair(
     model: &HookedTransformer,
     experiment: &Experiment,
     index: usize,
+    noise: Option<&NoiseSetup>,
 ) -> Result<PairPlan, RunnerError> {
+    if experiment.corruption_of(index) == CorruptionKind::Gaussian {
+        let noise = noise.ok_or_else(|| {
+            RunnerError::Input(format!("pair `{}` is corrupted by Gaussian noise, but no noise level was set up (internal)", experiment.pair_name(index)))
+        })?;
+        return crate::gaussian::validate(model, experiment, index, noise);
+    }
     let spec = experiment.pairs[index].clone();
     let name = experiment.pair_name(index);
     let bos = experiment.model.prepend_bos;
@@ -174,6 +205,7 @@ pub fn validate_pair(
         warnings: prompt_warnings(&spec),
         align: experiment.align_of(index),
         spec,
+        gaussian: None,
     };
     plan.answers = answers(model, &mut plan).map_err(context)?;
     plan.map = alignment(&mut plan, bos);
@@ -298,7 +330,7 @@ fn unequal_lengths(plan: &PairPlan) -> String {
 }
 
 /// Warnings about prompts that measure something other than the concept.
-pub fn prompt_warnings(spec: &PairSpec) -> Vec<String> {
+pub(crate) fn prompt_warnings(spec: &PairSpec) -> Vec<String> {
     let mut warnings = Vec::new();
     for (side, prompt) in [("clean", &spec.clean), ("corrupted", &spec.corrupted)] {
         let trimmed = prompt.trim_end();

@@ -163,6 +163,8 @@ pub struct NoisedPrompt {
     pub scale: f64,
     /// The clean run's scores.
     pub clean: AnswerScore,
+    /// The clean run's most likely next token.
+    pub clean_top: u32,
     /// The noised runs' scores, mean over the draws.
     pub corrupted: AnswerScore,
     /// Each draw's scores (`samples` of them).
@@ -203,6 +205,10 @@ impl NoisedPrompt {
         let (clean_logits, clean_cache) = run_cached(model, &[tokens.to_vec()], &[], clean_points)?; // [1, d_vocab]
         let clean_log_probs = actpatch_metrics::log_softmax(&clean_logits)?.squeeze(0)?;
         let clean = score::scores(&clean_logits, answer, &clean_log_probs, spec.metric)?[0];
+        let clean_top = clean_logits
+            .argmax(candle_core::D::Minus1)?
+            .flatten_all()?
+            .to_vec1::<u32>()?[0];
         let scale = embedding_noise_scale(model, &spec)?;
         let embed = clean_cache.get(HookPoint::Embed)?; // [1, pos, d_model]
         let noise = draw_noise(&spec, scale, n_pos, model.dims().d_model, &subject)?;
@@ -222,6 +228,7 @@ impl NoisedPrompt {
             spec,
             scale,
             clean,
+            clean_top,
             corrupted: AnswerScore::mean(&corrupted_draws),
             corrupted_draws,
             noised_embed,

@@ -74,15 +74,19 @@ impl SweptPair<'_> {
             Direction::Denoising => self.plan.corrupted_tokens.len(),
             Direction::Noising => self.plan.clean_tokens.len(),
         };
+        // Noised positions are starred, as in ROME's figures.
+        let noised =
+            |j: usize| (self.plan.gaussian.as_ref()).is_some_and(|g| g.subject.contains(&j));
         (0..n_target)
             .map(|j| match self.clean_position(direction, j) {
                 Some(c) => format!(
-                    "{}_{j}",
+                    "{}{}_{j}",
                     self.plan
                         .clean_str
                         .get(c)
                         .map(String::as_str)
-                        .unwrap_or("?")
+                        .unwrap_or("?"),
+                    if noised(j) { "*" } else { "" }
                 ),
                 None => format!("·_{j}"),
             })

@@ -168,8 +168,14 @@ impl PairGrids<'_> {
                 .collect();
             let name = &pair.plan.name;
             let what = grid.name();
-            let title = format!("{} · {name} · {direction} · {what}", pair.plan.spec.concept);
-            let map = grid.heatmap(&cells, &labels, title.clone());
+            let mut title = format!("{} · {name} · {direction} · {what}", pair.plan.spec.concept);
+            if let Some(gaussian) = &pair.plan.gaussian {
+                title.push_str(&format!(" · {}", gaussian.title_note(grid.kind)));
+            }
+            let mut map = grid.heatmap(&cells, &labels, title.clone());
+            if let Some(gaussian) = &pair.plan.gaussian {
+                map.colorbar_label = format!("normalized {}", gaussian.metric_label());
+            }
             let stem = format!("{name}_{direction}_{what}");
             if let Some(image) = save_figure(run_dir, &stem, &map, formats)? {
                 let details = match std::mem::take(&mut first) {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource};
 
 use crate::experiment::Experiment;
+use crate::gaussian::NoiseSetup;
 use crate::options::RunOptions;
 use crate::validate::{validate_pair, PairPlan};
 use crate::RunnerError;
@@ -77,12 +78,19 @@ pub(super) fn validate_all(
         spec.heads(model.dims()).map_err(RunnerError::Input)?;
     }
     let mut plans = Vec::new();
+    let noise = NoiseSetup::of(model, experiment)?;
+    if let Some(noise) = &noise {
+        options.say(format!(
+            "Gaussian noise on the subjects: ν = {:.4} ({} draws, seed {})",
+            noise.scale, noise.spec.samples, noise.spec.seed
+        ));
+    }
     options.say(format!(
         "validating {} pairs (baseline logit differences, answers, alignment)…",
         experiment.pairs.len()
     ));
     for index in 0..experiment.pairs.len() {
-        let plan = validate_pair(model, experiment, index)?;
+        let plan = validate_pair(model, experiment, index, noise.as_ref())?;
         options.say(plan.describe());
         if let (Some(list), false) = (experiment.sweep.positions.list(), plan.reference()) {
             for direction in experiment.sweep.direction.directions() {

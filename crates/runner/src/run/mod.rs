@@ -15,6 +15,7 @@ mod merge;
 mod partial;
 mod progress;
 mod shard;
+mod sweep_gaussian;
 mod sweep_pair;
 mod sweep_paths;
 
@@ -24,9 +25,11 @@ use std::time::Instant;
 use actpatch_model::HookedTransformer;
 use indicatif::ProgressBar;
 
+use crate::experiment::corruption::DEFAULT_NOISE_MULTIPLIER;
 use crate::experiment::Experiment;
 use crate::manifest::{
-    sha256_bytes, Manifest, PairCounts, RepositoryState, RunChoices, RunStatus, Timings, Tool,
+    sha256_bytes, CorruptionRecord, Manifest, PairCounts, RepositoryState, RunChoices, RunStatus,
+    Timings, Tool,
 };
 use crate::options::RunOptions;
 use crate::outputs::{cell_rows, write_outputs, SweptPair};
@@ -294,6 +297,7 @@ fn finish_run(
         write_seconds: writing.elapsed().as_secs_f64(),
     });
     finish_manifest(manifest, model, experiment, clock.elapsed().as_secs_f64());
+    manifest.corruption = corruption_record(experiment, plans);
     // From the files just written and the final manifest: `actpatch report` renders
     // the same page from the folder.
     let page_manifest = serde_json::to_value(&*manifest).ok();
@@ -362,6 +366,25 @@ fn finish_manifest(
     manifest.status = RunStatus::Complete;
 }
 
+/// The Gaussian noise the run's pairs were traced with, if any pair was.
+fn corruption_record(experiment: &Experiment, plans: &[PairPlan]) -> Option<CorruptionRecord> {
+    let noise = plans.iter().find_map(|p| p.gaussian.as_ref())?.noise;
+    let given = experiment.corruption;
+    Some(CorruptionRecord {
+        kind: "gaussian".into(),
+        samples: noise.spec.samples,
+        seed: noise.spec.seed,
+        noise: noise.scale,
+        embedding_std: noise.embedding_std,
+        noise_multiplier: match given.noise {
+            Some(_) => None,
+            None => Some(given.noise_multiplier.unwrap_or(DEFAULT_NOISE_MULTIPLIER)),
+        },
+        window: noise.spec.window,
+        metric: noise.spec.metric.name().to_string(),
+    })
+}
+
 /// What sweeping the pairs of one run needs.
 struct SweepContext<'a> {
     model: &'a HookedTransformer,
@@ -413,7 +436,7 @@ impl SweepContext<'_> {
                 rows.len(),
                 saved.display()
             ));
-            let (results, paths) = results_from_rows(&rows, &saved)?;
+            let (results, paths) = results_from_rows(&rows, &saved, plan.baseline())?;
             return Ok(SweptPair {
                 plan,
                 results,

@@ -14,6 +14,7 @@ use indicatif::ProgressBar;
 use crate::experiment::Experiment;
 use crate::options::RunOptions;
 use crate::outputs::{Cost, SweptPair};
+use crate::run::sweep_gaussian::sweep_gaussian;
 use crate::run::sweep_paths::{senders, sweep_paths};
 use crate::validate::PairPlan;
 use crate::RunnerError;
@@ -120,6 +121,9 @@ pub(crate) fn sweep_pair<'p>(
     options: &RunOptions,
     bar: &ProgressBar,
 ) -> Result<SweptPair<'p>, RunnerError> {
+    if plan.gaussian.is_some() {
+        return sweep_gaussian(model, experiment, plan, options, bar);
+    }
     sweep_pair_batches(model, experiment, plan, (options, &|_| true), bar)
 }
 
@@ -358,7 +362,7 @@ fn estimate(
 }
 
 /// A line per swept (direction, kind or method) when the progress bar is not shown.
-fn say_swept(
+pub(crate) fn say_swept(
     (options, plan): (&RunOptions, &PairPlan),
     direction: Direction,
     what: &str,

@@ -158,7 +158,7 @@ fn draws_are_seeded_and_only_on_the_subject() {
     let prompt = noised(&model, 3..5, spec(50, 3, 1));
     let (_, cache) = model
         .run_with_cache(
-            &[prompt.tokens.clone()],
+            std::slice::from_ref(&prompt.tokens),
             CacheFilter::only([HookPoint::Embed]),
         )
         .unwrap();
@@ -222,7 +222,10 @@ fn by_hand(model: &HookedTransformer, prompt: &NoisedPrompt, cell: TraceIndex, w
         .map(|layer| HookPoint::block(layer as usize, cell.kind.site()))
         .collect();
     let (_, clean) = model
-        .run_with_cache(&[prompt.tokens.clone()], CacheFilter::only(points.clone()))
+        .run_with_cache(
+            std::slice::from_ref(&prompt.tokens),
+            CacheFilter::only(points.clone()),
+        )
         .unwrap();
     let samples = prompt.samples();
     let mut sum = 0.0;
@@ -244,7 +247,11 @@ fn by_hand(model: &HookedTransformer, prompt: &NoisedPrompt, cell: TraceIndex, w
             ));
         }
         let logits = model
-            .run_with_patches(&[prompt.tokens.clone()], &patches, Readout::LastPosition)
+            .run_with_patches(
+                std::slice::from_ref(&prompt.tokens),
+                &patches,
+                Readout::LastPosition,
+            )
             .unwrap();
         sum += prob(&logits, prompt.answer);
     }

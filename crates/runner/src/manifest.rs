@@ -203,7 +203,16 @@ pub struct Timings {
     pub load_seconds: f64,
     pub validate_seconds: f64,
     pub sweep_seconds: f64,
+    /// Everything after the sweep, of which:
     pub write_seconds: f64,
+    /// `cells.parquet`, `baselines.parquet` (and `attribution.parquet`);
+    pub tables_seconds: Option<f64>,
+    /// the concept statistics (bootstrap) and `concepts.parquet`;
+    pub statistics_seconds: Option<f64>,
+    /// every figure, per pair and per concept;
+    pub figures_seconds: Option<f64>,
+    /// `report.md` and `report.html`.
+    pub report_seconds: Option<f64>,
 }
 
 /// How the pairs fared.

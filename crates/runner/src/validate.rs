@@ -5,8 +5,8 @@
 use actpatch_model::{HookedTransformer, ModelError};
 use actpatch_patching::{Align, Answers, Baseline, Baselines, Direction, Pair, PositionMap};
 
-use crate::experiment::{CorruptionKind, Experiment, PairSpec};
-use crate::gaussian::{GaussianPlan, NoiseSetup};
+use crate::experiment::{Experiment, PairSpec};
+use crate::gaussian::GaussianPlan;
 use crate::roles::{pair_roles, Prompt};
 use crate::RunnerError;
 
@@ -101,11 +101,8 @@ impl PairPlan {
     }
 
     /// A few lines for the terminal: outcome, both tokenizations, both baselines,
-    /// reasons (✗) and warnings (!).
+    /// reasons (✗) and warnings (!). (Gaussian-noise pairs: `validate_gaussian::describe`.)
     pub fn describe(&self) -> String {
-        if self.gaussian.is_some() {
-            return crate::gaussian::describe(self);
-        }
         let ld = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into());
         let mut text = format!(
             "{} {} [{}]\n    clean     {:?} → {} tokens {:?}\n    corrupted {:?} → {} tokens {:?}\n    logit diff {:?} − {:?}: clean {}, corrupted {}",
@@ -152,20 +149,13 @@ impl PairPlan {
 
 const SENTENCE_END: [char; 6] = ['.', '!', '?', ';', ':', '\u{22}'];
 
-/// Validates pair `index` of `experiment` on `model`; `noise`: the run's Gaussian
-/// noise, for pairs corrupted by it.
+/// Validates prompt pair `index` of `experiment` on `model` (Gaussian-noise pairs:
+/// `validate_gaussian::validate`).
 pub fn validate_pair(
     model: &HookedTransformer,
     experiment: &Experiment,
     index: usize,
-    noise: Option<&NoiseSetup>,
 ) -> Result<PairPlan, RunnerError> {
-    if experiment.corruption_of(index) == CorruptionKind::Gaussian {
-        let noise = noise.ok_or_else(|| {
-            RunnerError::Input(format!("pair `{}` is corrupted by Gaussian noise, but no noise level was set up (internal)", experiment.pair_name(index)))
-        })?;
-        return crate::gaussian::validate(model, experiment, index, noise);
-    }
     let spec = experiment.pairs[index].clone();
     let name = experiment.pair_name(index);
     let bos = experiment.model.prepend_bos;

@@ -69,7 +69,7 @@ pub(crate) fn trace(
         };
         let unpatched = prompt.scores(target.logits())?[0];
         for i in &unchanged {
-            sums[*i] = sums[*i].add(unpatched);
+            sums[*i] = sums[*i] + unpatched;
         }
         let last_draw = draw + 1 == samples;
         if last_draw && !unchanged.is_empty() {
@@ -89,7 +89,7 @@ pub(crate) fn trace(
             for chunk in jobs.chunks(max_rows.max(1)) {
                 let scores = draw_run.run(*position, chunk)?;
                 for (job, score) in chunk.iter().zip(scores) {
-                    sums[job.cell] = sums[job.cell].add(score);
+                    sums[job.cell] = sums[job.cell] + score;
                 }
                 if last_draw {
                     progress(chunk.len());

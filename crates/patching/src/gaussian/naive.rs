@@ -26,7 +26,7 @@ pub(crate) fn trace(
         sums.extend(
             scores
                 .chunks(samples)
-                .map(|draws| (draws.iter()).fold(AnswerScore::default(), |acc, s| acc.add(*s))),
+                .map(|draws| (draws.iter()).fold(AnswerScore::default(), |acc, s| acc + *s)),
         );
         progress(chunk.len());
     }

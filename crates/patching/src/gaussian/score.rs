@@ -38,16 +38,20 @@ pub struct AnswerScore {
     pub kl: f64,
 }
 
-impl AnswerScore {
+impl std::ops::Add for AnswerScore {
+    type Output = AnswerScore;
+
     /// The element-wise sum.
-    pub fn add(self, other: AnswerScore) -> AnswerScore {
+    fn add(self, other: AnswerScore) -> AnswerScore {
         AnswerScore {
             value: self.value + other.value,
             prob: self.prob + other.prob,
             kl: self.kl + other.kl,
         }
     }
+}
 
+impl AnswerScore {
     /// Every score times `factor`.
     pub fn scaled(self, factor: f64) -> AnswerScore {
         AnswerScore {
@@ -59,7 +63,7 @@ impl AnswerScore {
 
     /// The mean of `scores` (zero for none).
     pub fn mean(scores: &[AnswerScore]) -> AnswerScore {
-        let sum = (scores.iter()).fold(AnswerScore::default(), |acc, s| acc.add(*s));
+        let sum = (scores.iter()).fold(AnswerScore::default(), |acc, s| acc + *s);
         sum.scaled(1.0 / scores.len().max(1) as f64)
     }
 }

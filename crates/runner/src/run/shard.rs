@@ -118,6 +118,7 @@ pub(super) fn run_shard(
         validate_seconds: t_validated - t_loaded,
         sweep_seconds: t_swept - t_validated,
         write_seconds: clock.elapsed().as_secs_f64() - t_swept,
+        ..Timings::default()
     });
     finish_manifest(
         &mut mine,

@@ -5,14 +5,12 @@ use std::time::Instant;
 
 use actpatch_model::HookedTransformer;
 use actpatch_patching::gaussian::{NoisedPrompt, TraceCell, TraceIndex};
-use actpatch_patching::{
-    rows_for_budget, CellIndex, CellMetrics, CellResult, Execution, Method, PatchKind,
-};
+use actpatch_patching::{rows_for_budget, CellIndex, CellMetrics, CellResult, Execution, Method};
 use indicatif::ProgressBar;
 
 use crate::experiment::Experiment;
 use crate::options::RunOptions;
-use crate::outputs::{Cost, SweptPair};
+use crate::outputs::SweptPair;
 use crate::run::sweep_pair::{cells, say_swept};
 use crate::validate::PairPlan;
 use crate::RunnerError;
@@ -50,60 +48,50 @@ pub(crate) fn sweep_gaussian<'p>(
     };
     let n_pos = plan.clean_tokens.len();
     let rows = rows_for_budget(model.dims(), n_pos, options.max_batch_mib << 20);
-    let (mut results, mut costs) = (Vec::new(), Vec::new());
+    let mut results = Vec::new();
     for direction in experiment.sweep.direction.directions() {
-        for &kind in kinds {
-            let started = Instant::now();
-            let indices: Vec<TraceIndex> = cells(experiment, model, plan, (direction, kind))
-                .into_iter()
-                .filter_map(|c| {
+        // Every kind's cells in one trace: each draw's restorations at one position
+        // run as one batch, however many kinds they restore.
+        let started = Instant::now();
+        let indices: Vec<TraceIndex> = (kinds.iter())
+            .flat_map(|&kind| {
+                let cells = cells(experiment, model, plan, (direction, kind));
+                cells.into_iter().filter_map(move |c| {
                     c.position.map(|position| TraceIndex {
                         kind,
                         layer: c.layer,
                         position,
                     })
                 })
-                .collect();
-            let mut progress = |n: usize| bar.inc(n as u64);
-            let traced = prompt
-                .trace(model, (direction, execution), &indices, rows, &mut progress)
-                .map_err(RunnerError::compute(during(&format!(
-                    "tracing {direction} {kind} of"
-                ))))?;
-            let seconds = started.elapsed().as_secs_f64();
-            say_swept(
-                (options, plan),
-                direction,
-                kind.name(),
-                traced.len(),
-                seconds,
-            );
-            costs.push(Cost {
-                direction,
-                method: Method::Exact,
-                kind: Some(kind),
-                seconds,
-                passes: (traced.len() * prompt.samples()) as f64,
-            });
-            results.extend(traced.iter().map(|cell| result_of(kind, cell)));
-        }
+            })
+            .collect();
+        let mut progress = |n: usize| bar.inc(n as u64);
+        let traced = prompt
+            .trace(model, (direction, execution), &indices, rows, &mut progress)
+            .map_err(RunnerError::compute(during(&format!(
+                "tracing {direction}"
+            ))))?;
+        let seconds = started.elapsed().as_secs_f64();
+        say_swept((options, plan), direction, "trace", traced.len(), seconds);
+        results.extend(traced.iter().map(result_of));
     }
     Ok(SweptPair {
         plan,
         results,
         paths: Vec::new(),
         skipped: Vec::new(),
-        costs,
+        // Costs compare exact sweeps with approximations, which Gaussian pairs lack.
+        costs: Vec::new(),
     })
 }
 
 /// A traced cell as a table row's result: the metric (p(answer) or its logit, mean
 /// over the draws) where prompt pairs have the logit difference, which the tables
 /// leave null for Gaussian pairs.
-fn result_of(kind: PatchKind, cell: &TraceCell) -> CellResult {
+fn result_of(cell: &TraceCell) -> CellResult {
     CellResult {
         direction: cell.direction,
-        kind,
+        kind: cell.index.kind,
         method: Method::Exact,
         index: CellIndex {
             layer: cell.index.layer,

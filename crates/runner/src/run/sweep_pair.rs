@@ -14,7 +14,6 @@ use indicatif::ProgressBar;
 use crate::experiment::Experiment;
 use crate::options::RunOptions;
 use crate::outputs::{Cost, SweptPair};
-use crate::run::sweep_gaussian::sweep_gaussian;
 use crate::run::sweep_paths::{senders, sweep_paths};
 use crate::validate::PairPlan;
 use crate::RunnerError;
@@ -121,9 +120,6 @@ pub(crate) fn sweep_pair<'p>(
     options: &RunOptions,
     bar: &ProgressBar,
 ) -> Result<SweptPair<'p>, RunnerError> {
-    if plan.gaussian.is_some() {
-        return sweep_gaussian(model, experiment, plan, options, bar);
-    }
     sweep_pair_batches(model, experiment, plan, (options, &|_| true), bar)
 }
 

@@ -1,7 +1,8 @@
 //! What a causal trace reads from a run's next-token logits: the clean answer's
 //! probability (or logit), and the KL divergence from the clean run.
 
-use candle_core::{DType, Tensor, D};
+use actpatch_metrics::token_stats;
+use candle_core::Tensor;
 use serde::Deserialize;
 
 use crate::Result;
@@ -68,46 +69,23 @@ impl AnswerScore {
     }
 }
 
-/// The scores of next-token logits `[rows, d_vocab]`, in f64: log p(t) = logit(t) −
-/// lse, KL(p_clean ‖ p) = Σ p_clean log p_clean − (p_clean · logits − lse).
+/// The scores of next-token logits `[rows, d_vocab]` (in f64, [`token_stats`]).
 pub(crate) fn scores(
     logits: &Tensor,
     answer: u32,
     clean_log_probs: &Tensor,
     metric: TraceMetric,
 ) -> Result<Vec<AnswerScore>> {
-    let logits = logits.to_dtype(DType::F64)?; // [rows, d_vocab]
-    let max = logits.max_keepdim(D::Minus1)?; // [rows, 1]
-    let lse = (logits
-        .broadcast_sub(&max)?
-        .exp()?
-        .sum_keepdim(D::Minus1)?
-        .log()?
-        + &max)?; // [rows, 1]
-    let clean_log_probs = clean_log_probs.to_dtype(DType::F64)?; // [d_vocab]
-    let clean_probs = clean_log_probs.exp()?;
-    let clean_neg_entropy = (&clean_probs * &clean_log_probs)?
-        .sum_all()?
-        .to_scalar::<f64>()?;
-    let cross: Vec<f64> = logits
-        .matmul(&clean_probs.unsqueeze(1)?)? // [rows, 1]
-        .flatten_all()?
-        .to_vec1()?;
-    let lse: Vec<f64> = lse.flatten_all()?.to_vec1()?;
-    let picked: Vec<f64> = logits
-        .narrow(1, answer as usize, 1)?
-        .flatten_all()?
-        .to_vec1()?;
-    Ok((0..picked.len())
-        .map(|row| {
-            let prob = (picked[row] - lse[row]).exp();
+    Ok((token_stats(logits, answer, clean_log_probs)?.into_iter())
+        .map(|stats| {
+            let prob = stats.log_prob.exp();
             AnswerScore {
                 value: match metric {
                     TraceMetric::Prob => prob,
-                    TraceMetric::Logit => picked[row],
+                    TraceMetric::Logit => stats.logit,
                 },
                 prob,
-                kl: (clean_neg_entropy - cross[row] + lse[row]).max(0.0),
+                kl: stats.kl_div,
             }
         })
         .collect())

@@ -59,26 +59,32 @@ fn fixture_run() -> &'static Tables {
     RUN.get_or_init(|| tables(&run_into(&fixture(), &scratch("main"), false)))
 }
 
-/// The fixture file with `seed` in `[corruption]`, its data path made absolute.
+/// One fact of the fixture (`eiffel`), traced with `seed`.
 fn with_seed(seed: u64, dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(fixture()).unwrap();
-    let data = std::fs::canonicalize(repo().join("tests/fixtures/experiments")).unwrap();
-    let text = text
-        .replace("seed = 7", &format!("seed = {seed}"))
-        .replace(
-            "path = \"../tiny-gpt2\"",
-            &format!(
-                "path = {:?}",
-                data.join("../tiny-gpt2").display().to_string()
-            ),
-        )
-        .replace(
-            "path = \"gaussian_facts.csv\"",
-            &format!(
-                "path = {:?}",
-                data.join("gaussian_facts.csv").display().to_string()
-            ),
-        );
+    let model = std::fs::canonicalize(repo().join("tests/fixtures/tiny-gpt2")).unwrap();
+    let text = format!(
+        r#"[experiment]
+name = "seed{seed}"
+[model]
+path = {model:?}
+[sweep]
+kinds = ["resid_pre", "mlp_out"]
+[validate]
+require_clean_positive = false
+[corruption]
+kind = "gaussian"
+samples = 4
+seed = {seed}
+window = 2
+[[pairs]]
+name = "eiffel"
+concept = "facts"
+clean = "The Eiffel Tower is located in the city of"
+correct = " Paris"
+subject = "The Eiffel Tower"
+"#,
+        model = model.display().to_string()
+    );
     let file = dir.join(format!("seed{seed}.toml"));
     std::fs::write(&file, text).unwrap();
     file

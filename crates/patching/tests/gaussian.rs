@@ -410,3 +410,53 @@ fn zero_noise_changes_nothing() {
         }
     }
 }
+
+/// `metric = "logit"`: the baselines are the answer's logit on the clean run and its
+/// mean over the noised runs (each draw's pass written out here), normalized the same
+/// way; p(answer) and KL are still reported.
+#[test]
+fn the_logit_metric_normalizes_the_answers_logit() {
+    let model = load(&fixtures().join("tiny-gpt2"));
+    let spec = GaussianSpec {
+        metric: actpatch_patching::gaussian::TraceMetric::Logit,
+        ..spec(3, 2, 1)
+    };
+    let prompt = noised(&model, 4..5, spec);
+    let logit_of = |patches: &[Patch]| -> f64 {
+        let logits = model
+            .run_with_patches(
+                std::slice::from_ref(&prompt.tokens),
+                patches,
+                Readout::LastPosition,
+            )
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        logits.squeeze(0).unwrap().to_vec1::<f64>().unwrap()[prompt.answer as usize]
+    };
+    assert!((prompt.clean.value - logit_of(&[])).abs() < 1e-4);
+    let noised_mean = (0..prompt.samples())
+        .map(|draw| {
+            let embed = prompt.noised_embeddings().narrow(0, draw, 1).unwrap();
+            logit_of(&[Patch::replace(HookPoint::Embed, embed)])
+        })
+        .sum::<f64>()
+        / prompt.samples() as f64;
+    assert!((prompt.corrupted.value - noised_mean).abs() < 1e-4);
+    assert!(prompt.clean.prob > 0.0 && prompt.clean.prob < 1.0);
+    let restore = TraceIndex {
+        kind: PatchKind::ResidPre,
+        layer: 0,
+        position: 4,
+    };
+    for execution in [Execution::Naive, Execution::Fast] {
+        let cell = trace(
+            &model,
+            &prompt,
+            (Direction::Denoising, execution),
+            &[restore],
+        )[0];
+        assert!((cell.normalized - 1.0).abs() < 1e-4, "{cell:?}");
+        assert!((cell.score.value - prompt.clean.value).abs() < 1e-4);
+    }
+}

@@ -192,7 +192,10 @@ impl PairGrids<'_> {
             let stem = format!("{name}_{direction}_{what}");
             if let Some(image) = save_figure(run_dir, &stem, &map, formats)? {
                 let details = match std::mem::take(&mut first) {
-                    true => top_cells(&results, &labels, 10),
+                    true => {
+                        let traced = pair.plan.gaussian.as_ref().map(|g| g.metric_label());
+                        top_cells(&results, &labels, 10, traced)
+                    }
                     false => Vec::new(),
                 };
                 drawn.figures.push(FigureSection {

@@ -18,8 +18,14 @@ pub fn describe(kind: PatchKind, cell: &CellIndex, labels: &[String]) -> String 
     format!("{kind} {}", cell_label(&spot(cell), labels))
 }
 
-/// Markdown table of the `n` cells with the largest |normalized logit difference|.
-pub fn top_cells(results: &[CellResult], labels: &[String], n: usize) -> Vec<String> {
+/// Markdown table of the `n` cells with the largest |normalized effect|; `traced`: the
+/// metric's name for a Gaussian-noise pair (`p(answer)`), which has no logit difference.
+pub fn top_cells(
+    results: &[CellResult],
+    labels: &[String],
+    n: usize,
+    traced: Option<&str>,
+) -> Vec<String> {
     let mut sorted: Vec<&CellResult> = results.iter().collect();
     sorted.sort_by(|a, b| {
         b.metrics
@@ -27,20 +33,29 @@ pub fn top_cells(results: &[CellResult], labels: &[String], n: usize) -> Vec<Str
             .abs()
             .total_cmp(&a.metrics.normalized_logit_diff.abs())
     });
-    let mut lines = vec![
-        format!("Strongest {n} cells:\n"),
-        "| cell | normalized LD | logit diff | p(correct) | KL from clean |".into(),
-        "|---|---|---|---|---|".into(),
-    ];
+    let header = match traced {
+        Some(metric) => format!("| cell | normalized {metric} | p(answer) | KL from clean |"),
+        None => "| cell | normalized LD | logit diff | p(correct) | KL from clean |".into(),
+    };
+    let rule = match traced {
+        Some(_) => "|---|---|---|---|",
+        None => "|---|---|---|---|---|",
+    };
+    let mut lines = vec![format!("Strongest {n} cells:\n"), header, rule.into()];
     for r in sorted.into_iter().take(n) {
-        lines.push(format!(
-            "| {} | {:.3} | {:.3} | {} | {} |",
-            describe(r.kind, &r.index, labels).replace('|', "\\|"),
+        let cell = describe(r.kind, &r.index, labels).replace('|', "\\|");
+        let (normalized, p, kl) = (
             r.metrics.normalized_logit_diff,
-            r.metrics.logit_diff,
             optional(r.metrics.prob_correct),
-            optional(r.metrics.kl_div)
-        ));
+            optional(r.metrics.kl_div),
+        );
+        lines.push(match traced {
+            Some(_) => format!("| {cell} | {normalized:.3} | {p} | {kl} |"),
+            None => format!(
+                "| {cell} | {normalized:.3} | {:.3} | {p} | {kl} |",
+                r.metrics.logit_diff
+            ),
+        });
     }
     lines
 }

@@ -63,8 +63,7 @@ fetch-qwen25:
 fetch-vocabs:
     scripts/fetch-vocabs.sh
 
-# One concept end to end on SmolLM2-135M (24 pairs, resid_pre + attn_out + mlp_out, both
-# directions; issue 11's 60 s target): wall time, load average and the manifest's timings.
+# One SmolLM2 concept end to end (24 pairs, 3 kinds, both directions; issue 11's 60 s target), with its timings.
 bench-concept *args:
     scripts/bench-concept.sh {{args}}
 

@@ -47,6 +47,7 @@ use candle_core::{Device, Tensor};
 
 pub use actpatch_hooks::HookPoint;
 use arch::ArchModel;
+pub use attention::AttentionSpec;
 pub use device::DeviceSpec;
 pub use error::{ModelError, Result};
 use kernels::Kernels;
@@ -153,6 +154,13 @@ impl HookedTransformer {
     /// the residual stream (`hook_embed`): Gemma's √d_model, 1 for the others.
     pub fn embedding_scale(&self) -> f64 {
         self.arch.embedding_scale()
+    }
+
+    /// Layer `layer`'s attention: how scores are scaled, soft-capped (Gemma 2) and
+    /// windowed, as its forward pass computes `hook_attn_scores` from `q` and `k`.
+    pub fn attention_spec(&self, layer: usize) -> Result<AttentionSpec> {
+        self.check_layer(layer)?;
+        Ok(self.arch.attention_spec(layer))
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {

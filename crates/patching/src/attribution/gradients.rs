@@ -13,8 +13,11 @@ use crate::{DirectedPair, Result};
 pub(crate) enum Row {
     /// The target run as it is.
     Plain,
-    /// The target run with no gradient flowing back through layer `l`'s contributions
-    /// to the residual stream (`hook_attn_out` and `hook_mlp_out`): GradDrop.
+    /// GradDrop's L^ℓ (Kramár et al. 2024): the target run with layer `l`'s
+    /// contributions to the residual stream (`hook_attn_out`, `hook_mlp_out`) held
+    /// constant in the backward pass ([`Hooks::stopping`]). The loss no longer depends
+    /// on them, so they and every activation inside block `l` get gradient 0; the
+    /// residual stream keeps its skip path.
     DropLayer(usize),
     /// The target run with its token embeddings moved `alpha` of the way to the
     /// source run's (integrated gradients).

@@ -1,20 +1,27 @@
 //! Attribution patching: every cell of every kind estimated at once from gradients,
-//! instead of one patched run per cell.
+//! instead of one patched run per cell. Equations are those of Kramár, Lieberum, Shah,
+//! Nanda 2024, "AtP*: An efficient and scalable method for localizing LLM behaviour to
+//! components" (arXiv:2403.00745), with the source run in place of their x_noise and
+//! the target run in place of x_clean (the patched run is the target):
 //!
-//! - [`Method::Atp`] (Nanda 2022; Kramár et al. 2024, eq. 4): the first-order estimate
-//!   (a_source − a_target) · ∂(logit diff)/∂a, summed over a cell's elements, the
-//!   gradient taken on the target run. Two forward passes, one backward pass.
-//! - [`Method::AtpStar`] (Kramár et al. 2024, section 3.1): AtP with the QK fix
-//!   ([`qk_fix`]: queries and keys through the exact softmax, linear from the pattern
-//!   on) and GradDrop (one extra backward pass per layer ℓ with no gradient through
-//!   layer ℓ's residual-stream contributions, `hook_attn_out` and `hook_mlp_out`;
-//!   eq. 11: |ĉ_GD(n)| = 1/(L−1) Σ_ℓ |ĉ_AtP, ℓ dropped(n)|). The paper's AtP* estimates
-//!   the magnitude of an effect; actpatch gives it the sign of the QK-fixed AtP estimate
-//!   so that it sits on the same signed scale as the other methods.
+//! - [`Method::Atp`] (Nanda 2022; the paper's AtP): the first-order estimate
+//!   I_AtP(n) = (n(x_source) − n(x_target))ᵀ · ∂L/∂n at the target run, summed over a
+//!   cell's elements ([`first_order::linear`]). Two forward passes, one backward pass.
+//! - [`Method::AtpStar`] (the paper's AtP*): AtP with its two fixes. The QK fix
+//!   ([`qk_fix`]): a query or key cell's patched attention pattern is computed exactly,
+//!   and only the step from the pattern on is linear,
+//!   I_AtPfix(n) = Σ_t (A_patched(t) − A(t))ᵀ · ∂L/∂A(t). GradDrop
+//!   ([`gradients::Row::DropLayer`], [`combine`]): one more backward pass per layer ℓ
+//!   with layer ℓ's residual-stream writes held constant, giving
+//!   I_AtP+GD_ℓ(n) = (n(x_source) − n(x_target))ᵀ · ∂L^ℓ/∂n, combined as
+//!   ĉ_AtP+GD(n) = 1/(L − 1) Σ_ℓ |I_AtP+GD_ℓ(n)|. The paper's AtP* estimates the size
+//!   of an effect; actpatch gives it the sign of the QK-fixed AtP estimate so that it
+//!   sits on the same signed scale as the other methods.
 //! - [`Method::Ig`]: integrated gradients along the straight line from the target run's
 //!   token embeddings to the source run's, m steps at α = k/m (k = 1..m): the averaged
 //!   gradient times (a_source − a_target).
 //!
+//! L is the logit difference (correct − incorrect answer at the final position).
 //! Estimates are in logit-difference units, reported as the target run's value plus
 //! the estimate, so normalized values read as exact ones do (denoising: 0 + estimate /
 //! gap; noising: 1 + estimate / gap).
@@ -206,12 +213,7 @@ fn points_of(
     if let Some(fix) = fix {
         let attention_sites = [fix.query, fix.key];
         source_points.extend(sites(&attention_sites, n_layers));
-        let read = [
-            fix.query,
-            fix.key,
-            BlockSite::AttnScores,
-            BlockSite::Pattern,
-        ];
+        let read = [fix.query, fix.key, BlockSite::AttnScores];
         target_points.extend(sites(&read, n_layers));
         grad_points.extend(sites(&[BlockSite::Pattern], n_layers));
     }
@@ -236,9 +238,19 @@ fn rows_of(method: Method, n_layers: usize, ig_steps: usize) -> Vec<Row> {
     }
 }
 
-/// One cell's estimate from its rows: AtP and IG have one; AtP* combines the GradDrop
-/// rows as eq. 11 of Kramár et al. 2024 (the mean magnitude over the L − 1 layers
-/// that can carry the effect), signed as the undropped row.
+/// One cell's estimate from its rows: AtP and IG have one; AtP* combines its GradDrop
+/// rows (row 1 + ℓ holds I_AtP+GD_ℓ(n), layer ℓ's writes held constant) as Kramár et
+/// al. 2024 define the GradDrop estimate:
+///
+/// ĉ_AtP+GD(n) = 1/(L − 1) · Σ_{ℓ=1..L} |I_AtP+GD_ℓ(n)|.
+///
+/// A node inside block ℓ(n) (a head's q/k/v/pattern/output, `attn_out`, `mlp_out`) has
+/// gradient 0 when its own layer is dropped, so L − 1 terms remain and a node whose
+/// effect is all direct scores exactly |AtP|. The paper's nodes all sit inside blocks;
+/// the residual-stream kinds (`resid_pre`, `resid_mid`, `resid_post`) lose no term, and
+/// actpatch divides their sum by L, the same rule (the number of terms a node keeps).
+/// The magnitude gets the sign of row 0 (AtP, QK-fixed for q/k cells), so that AtP*
+/// sits on the same signed scale as the other methods.
 fn combine(
     method: Method,
     dense: &Dense,
@@ -250,10 +262,17 @@ fn combine(
     if method != Method::AtpStar || dense.rows() == 1 {
         return plain;
     }
+    let terms = match kind.site() {
+        BlockSite::ResidPre | BlockSite::ResidMid | BlockSite::ResidPost => n_layers,
+        _ => n_layers - 1,
+    };
+    if terms == 0 {
+        return plain; // one layer: nothing after the node to cancel its effect
+    }
     let dropped: f64 = (1..dense.rows())
         .map(|r| dense.get(r, kind, cell).abs())
         .sum();
-    let magnitude = dropped / (n_layers.max(2) - 1) as f64;
+    let magnitude = dropped / terms as f64;
     if plain < 0.0 {
         -magnitude
     } else {
@@ -317,11 +336,9 @@ struct QkSites {
 
 impl QkSites {
     /// The sites when `method` is AtP* and a swept kind patches queries or keys;
-    /// `None` otherwise, on a rotary model whose pair is not position-aligned
-    /// (a query moved to another position would need another rotation), and on
-    /// Gemma 2 (its scores are soft-capped and scaled by `query_pre_attn_scalar`, which
-    /// the fix's linear score step does not model): those q/k cells get plain AtP with
-    /// GradDrop.
+    /// `None` otherwise, and on a rotary model whose pair is not position-aligned: a
+    /// query moved to another position would need another rotation, so those q/k cells
+    /// get AtP (with GradDrop) through the softmax's gradient instead.
     fn of(
         model: &HookedTransformer,
         pair: &DirectedPair,
@@ -333,8 +350,7 @@ impl QkSites {
                 .iter()
                 .any(|k| matches!(k.site(), BlockSite::Q | BlockSite::K));
         let rotary = model.hook_space().sites.contains(&BlockSite::RotQ);
-        let plain_scores = model.dims().arch != actpatch_model::Architecture::Gemma2;
-        match (wanted && plain_scores, rotary) {
+        match (wanted, rotary) {
             (false, _) => None,
             (true, true) if !pair.map.is_identity() => None,
             (true, true) => Some(QkSites {
@@ -376,19 +392,25 @@ impl QkSites {
             let source = pair.align(at(site), source.get(at(site))?)?;
             positions.only_patched(at(site), &(source - target.get(at(site))?)?)
         };
-        let first = |site| -> Result<Tensor> { Ok(target.get(at(site))?.squeeze(0)?) };
         if !dims.n_heads.is_multiple_of(dims.n_kv_heads.max(1)) {
             return Err(PatchingError::Tensor(candle_core::Error::Msg(
                 "query heads are not a multiple of key/value heads".into(),
             )));
         }
+        // [head, query, key]: 0 where the target run's scores are finite, −∞ where masked.
+        let scores = target.get(at(BlockSite::AttnScores))?.squeeze(0)?;
+        let visible = scores.ge(-1e30)?;
+        let mask = visible.where_cond(
+            &scores.zeros_like()?,
+            &(scores.ones_like()? * f64::NEG_INFINITY)?,
+        )?;
         Ok(Attention {
             q: heads_first(target.get(at(self.query))?, 1)?,
             q_step: heads_first(&step(self.query)?, 1)?,
             k: heads_first(target.get(at(self.key))?, n_rep)?,
             k_step: heads_first(&step(self.key)?, n_rep)?,
-            scores: first(BlockSite::AttnScores)?,
-            pattern: first(BlockSite::Pattern)?,
+            spec: model.attention_spec(layer)?,
+            mask,
             n_rep,
         })
     }

@@ -1,7 +1,7 @@
 //! Writing a run's outputs: `cells.parquet`, `baselines.parquet`, figures and
 //! `report.md`.
 
-mod accuracy;
+pub(crate) mod accuracy;
 mod concept_figures;
 pub mod concepts;
 mod figures;
@@ -132,7 +132,7 @@ pub fn write_outputs(
         path: figures_dir.clone(),
         source,
     })?;
-    let accuracy = accuracy::accuracy_rows(run_id, swept);
+    let accuracy = accuracy::run_accuracy(run_id, swept);
     if !accuracy.is_empty() {
         actpatch_report::tables::write_table(
             &run_dir.join("attribution.parquet"),

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
+use actpatch_report::accuracy::render_section;
 use actpatch_report::markdown::cell;
-use actpatch_report::{CompareRow, ImageFormat};
+use actpatch_report::{AccuracyRow, CompareRow, ImageFormat};
 
 use super::input::RunTable;
 use super::join::LayerAxis;
@@ -69,9 +70,8 @@ fn describe(side: &str, t: &RunTable) -> String {
 pub fn markdown(
     (a, b): (&RunTable, &RunTable),
     axis: LayerAxis,
-    summary: &Summary,
-    fail_above: Option<f64>,
-    top: usize,
+    (summary, accuracy): (&Summary, &[AccuracyRow]),
+    (fail_above, top): (Option<f64>, usize),
     figures: &[(String, String)],
 ) -> String {
     let mut md = format!("# Comparison: `{}` (B) − `{}` (A)\n\n", b.id, a.id);
@@ -81,6 +81,10 @@ pub fn markdown(
     md.push_str(&layers_line(a, b, axis));
     differences(&mut md, summary, fail_above);
     per_kind(&mut md, summary);
+    if !accuracy.is_empty() {
+        md.push('\n');
+        md.push_str(&render_section(accuracy));
+    }
     changed(&mut md, summary, top);
     if !figures.is_empty() {
         md.push_str(FIGURES_HEADING);

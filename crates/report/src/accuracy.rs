@@ -221,8 +221,10 @@ fn opt(v: Option<f64>, digits: usize) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
-/// The report's "Attribution accuracy" section: one table row per accuracy row.
-pub fn render_section(rows: &[AccuracyRow]) -> String {
+/// The report's "Attribution accuracy" section: one table row per accuracy row, then
+/// `figures` (heading, image path): the scatter plots of estimated against exact
+/// effects.
+pub fn render_section(rows: &[AccuracyRow], figures: &[(String, String)]) -> String {
     if rows.is_empty() {
         return String::new();
     }
@@ -259,6 +261,12 @@ pub fn render_section(rows: &[AccuracyRow]) -> String {
         );
     }
     md.push('\n');
+    if !figures.is_empty() {
+        md.push_str("Estimated against exact effect, one point per cell of every pair and direction, one figure per kind (on the diagonal the estimate is exact):\n\n");
+    }
+    for (heading, image) in figures {
+        let _ = writeln!(md, "### {heading}\n\n![{heading}]({image})\n");
+    }
     md
 }
 

@@ -134,6 +134,25 @@ fn every_method_runs_and_exact_and_atp_match_golden() {
     }
     let report = std::fs::read_to_string(outcome.run_dir.join("report.md")).unwrap();
     assert!(report.contains("## Attribution accuracy"), "{report}");
+    // One scatter plot per kind (every approximation, every pair and direction), in
+    // each format of the experiment, linked from the report's section.
+    for kind in ["resid_pre", "head_q", "head_pattern_by_dest_src"] {
+        let image = format!("figures/accuracy_{kind}.png");
+        let link = format!("![{kind}: estimate against exact]({image})");
+        assert!(report.contains(&link), "{link} not in {report}");
+        for ext in ["png", "svg"] {
+            let file = outcome
+                .run_dir
+                .join(format!("figures/accuracy_{kind}.{ext}"));
+            assert!(file.is_file(), "{}", file.display());
+        }
+    }
+    let svg =
+        std::fs::read_to_string(outcome.run_dir.join("figures/accuracy_resid_pre.svg")).unwrap();
+    // (2 layers × 8 positions + 2 × 6) × 2 directions = 56 cells per method.
+    for method in ["atp", "atp*", "ig"] {
+        assert!(svg.contains(&format!("{method} (56 cells)")), "{method}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -200,10 +219,12 @@ fn compare_of_an_exact_run_and_an_atp_run_gives_the_statistics_of_one_run_of_bot
     let out = atp_dir.join("compare");
     let options = CompareOptions {
         out_dir: Some(out.clone()),
-        formats: Vec::new(),
-        ..CompareOptions::default()
+        ..CompareOptions::default() // PNG figures
     };
     let got = compare(&exact, &atp, &options).unwrap().accuracy;
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert!(md.contains("![head_q: estimate against exact](figures/accuracy_head_q.png)"));
+    assert!(out.join("figures/accuracy_head_q.png").is_file());
     assert_eq!(got.len(), want.len());
     assert_eq!(got.len(), 2 * 2 * 8, "2 pairs × 2 directions × 8 kinds");
     for (g, w) in got.iter().zip(&want) {

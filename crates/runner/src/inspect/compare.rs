@@ -138,7 +138,7 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
         })
     })?;
     write_compare(&out_dir.join("compare.parquet"), &rows).map_err(written)?;
-    let accuracy = accuracy::accuracy(&a, &b, axis);
+    let (accuracy, scatters) = accuracy::accuracy((&a, &b), axis, &out_dir, &options.formats)?;
     if !accuracy.is_empty() {
         let path = out_dir.join("attribution.parquet");
         actpatch_report::tables::write_table(
@@ -154,7 +154,7 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
         axis,
         (&summary, &accuracy),
         (options.fail_above, options.top),
-        &figures,
+        (&figures, &scatters),
     );
     actpatch_report::atomic::write_bytes_atomic(&out_dir.join("compare.md"), markdown.as_bytes())
         .map_err(written)?;
@@ -185,7 +185,7 @@ pub fn cli(a: &Path, b: &Path, options: &CompareOptions) -> Result<(), RunnerErr
     print!("{text}");
     let figures = match figures {
         0 => String::new(),
-        n => format!(", {n} difference heatmaps in figures/"),
+        n => format!(", {n} figures in figures/"),
     };
     println!(
         "\nwritten to {}: compare.md, compare.html, compare.parquet{}{figures}",

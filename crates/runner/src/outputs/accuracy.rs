@@ -52,7 +52,7 @@ pub(crate) fn cost_records(swept: &[SweptPair]) -> Vec<CostRecord> {
 }
 
 /// The effects of every cell of a run's pairs.
-fn swept_effects<'a>(swept: &'a [SweptPair]) -> Vec<Effect<'a>> {
+pub(crate) fn swept_effects<'a>(swept: &'a [SweptPair]) -> Vec<Effect<'a>> {
     let index = |i: Option<usize>| i.map(|i| i as u32);
     swept
         .iter()
@@ -73,11 +73,6 @@ fn swept_effects<'a>(swept: &'a [SweptPair]) -> Vec<Effect<'a>> {
             })
         })
         .collect()
-}
-
-/// The error table of a run's own cells and costs.
-pub(crate) fn run_accuracy(run_id: &str, swept: &[SweptPair]) -> Vec<AccuracyRow> {
-    accuracy_rows(run_id, &swept_effects(swept), &cost_records(swept))
 }
 
 type Group<'a> = (&'a str, &'a str, &'a str, &'a str); // concept, pair, direction, kind
@@ -107,49 +102,76 @@ fn grouped<'a>(effects: &[Effect<'a>]) -> Vec<(Group<'a>, Vec<(&'a str, Cells)>)
     groups
 }
 
-/// One row per (concept, pair, direction, kind, approximate method) that has exact
-/// cells too: the method's estimates against the exact effects of the cells both
-/// have, with the method's cost (every kind at once) and the exact sweep's for the
-/// kind from `costs`. None when there are no exact cells or no approximation.
-pub(crate) fn accuracy_rows(
-    run_id: &str,
-    effects: &[Effect],
-    costs: &[CostRecord],
-) -> Vec<AccuracyRow> {
-    let mut rows = Vec::new();
+/// One approximate method's cells of one (concept, pair, direction, kind) next to the
+/// exact ones: (exact effect, estimated effect) for every cell both have.
+pub(crate) struct Paired<'a> {
+    pub concept: &'a str,
+    pub pair: &'a str,
+    pub direction: &'a str,
+    pub kind: &'a str,
+    pub method: &'a str,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Every approximate method's cells against the exact cells of the same (concept,
+/// pair, direction, kind), in the sweep's order; none where there are no exact cells.
+pub(crate) fn paired<'a>(effects: &[Effect<'a>]) -> Vec<Paired<'a>> {
+    let mut paired = Vec::new();
     for ((concept, pair, direction, kind), methods) in grouped(effects) {
         let Some((_, exact)) = methods.iter().find(|(m, _)| *m == "exact") else {
             continue;
         };
         for (method, estimates) in methods.iter().filter(|(m, _)| *m != "exact") {
-            let (want, got): (Vec<f64>, Vec<f64>) = exact
-                .iter()
+            let points = (exact.iter())
                 .filter_map(|(cell, value)| estimates.get(cell).map(|e| (*value, *e)))
-                .unzip();
-            let cost = |m: &str, k: Option<&str>| {
-                costs.iter().find(|c| {
-                    (c.concept.as_str(), c.pair.as_str(), c.direction.as_str())
-                        == (concept, pair, direction)
-                        && c.method == m
-                        && c.kind.as_deref() == k
-                })
-            };
-            let approx = cost(method, None);
-            let exact_cost = cost("exact", Some(kind));
-            rows.push(AccuracyRow {
-                run_id: run_id.to_string(),
-                concept: concept.to_string(),
-                pair: pair.to_string(),
-                direction: direction.to_string(),
-                kind: kind.to_string(),
-                method: method.to_string(),
-                agreement: agreement(&want, &got),
-                seconds: approx.map(|c| c.seconds),
-                passes: approx.map(|c| c.passes),
-                exact_seconds: exact_cost.map(|c| c.seconds),
-                exact_passes: exact_cost.map(|c| c.passes),
+                .collect();
+            paired.push(Paired {
+                concept,
+                pair,
+                direction,
+                kind,
+                method,
+                points,
             });
         }
     }
-    rows
+    paired
+}
+
+/// One row per [`Paired`] (concept, pair, direction, kind, approximate method): the
+/// method's estimates against the exact effects, with the method's cost (every kind
+/// at once) and the exact sweep's for the kind from `costs`.
+pub(crate) fn accuracy_rows(
+    run_id: &str,
+    paired: &[Paired],
+    costs: &[CostRecord],
+) -> Vec<AccuracyRow> {
+    let cost = |p: &Paired, m: &str, k: Option<&str>| {
+        costs.iter().find(|c| {
+            (c.concept.as_str(), c.pair.as_str(), c.direction.as_str())
+                == (p.concept, p.pair, p.direction)
+                && c.method == m
+                && c.kind.as_deref() == k
+        })
+    };
+    (paired.iter())
+        .map(|p| {
+            let (want, got): (Vec<f64>, Vec<f64>) = p.points.iter().copied().unzip();
+            let approx = cost(p, p.method, None);
+            let exact = cost(p, "exact", Some(p.kind));
+            AccuracyRow {
+                run_id: run_id.to_string(),
+                concept: p.concept.to_string(),
+                pair: p.pair.to_string(),
+                direction: p.direction.to_string(),
+                kind: p.kind.to_string(),
+                method: p.method.to_string(),
+                agreement: agreement(&want, &got),
+                seconds: approx.map(|c| c.seconds),
+                passes: approx.map(|c| c.passes),
+                exact_seconds: exact.map(|c| c.seconds),
+                exact_passes: exact.map(|c| c.passes),
+            }
+        })
+        .collect()
 }

@@ -2,6 +2,7 @@
 //! `report.md`.
 
 pub(crate) mod accuracy;
+pub(crate) mod accuracy_figures;
 mod concept_figures;
 pub mod concepts;
 mod figures;
@@ -14,9 +15,9 @@ use std::path::Path;
 
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{CellResult, Direction, Method, PatchKind};
-use actpatch_report::{ConceptSection, ReportError, RunReport};
+use actpatch_report::{ConceptSection, ImageFormat, ReportError, RunReport};
 
-use crate::experiment::Experiment;
+use crate::experiment::{Experiment, FigureFormat};
 use crate::validate::PairPlan;
 pub(crate) use figures::heatmap;
 pub use rows::cell_rows;
@@ -132,7 +133,9 @@ pub fn write_outputs(
         path: figures_dir.clone(),
         source,
     })?;
-    let accuracy = accuracy::run_accuracy(run_id, swept);
+    let effects = accuracy::swept_effects(swept);
+    let paired = accuracy::paired(&effects);
+    let accuracy = accuracy::accuracy_rows(run_id, &paired, &accuracy::cost_records(swept));
     if !accuracy.is_empty() {
         actpatch_report::tables::write_table(
             &run_dir.join("attribution.parquet"),
@@ -140,6 +143,13 @@ pub fn write_outputs(
             &accuracy,
         )?;
     }
+    let formats: Vec<ImageFormat> = (experiment.output.formats.iter())
+        .map(|f| match f {
+            FigureFormat::Png => ImageFormat::Png,
+            FigureFormat::Svg => ImageFormat::Svg,
+        })
+        .collect();
+    let accuracy_figures = accuracy_figures::accuracy_figures(&paired, run_dir, &formats)?;
     // Figures and concepts show one method's cells: exact where it ran.
     let drawn_pairs = drawn_cells(experiment, swept);
     let drawn = sections::draw_all(experiment, model.dims().n_layers, run_dir, &drawn_pairs)?;
@@ -172,6 +182,7 @@ pub fn write_outputs(
         concepts: concept_sections,
         figures: drawn.figures,
         accuracy,
+        accuracy_figures,
     };
     actpatch_report::atomic::write_bytes_atomic(
         &run_dir.join("report.md"),

@@ -24,6 +24,7 @@ mod arch;
 mod attention;
 mod device;
 mod error;
+mod frozen;
 mod gemma2;
 mod gguf;
 mod gpt2;
@@ -323,6 +324,28 @@ impl HookedTransformer {
         let mut hooks = Hooks::caching(filter);
         let logits = self.forward(&tokens, &mut hooks, Readout::AllPositions)?;
         Ok((logits, hooks.into_cache()))
+    }
+
+    /// `hook_embed` of `rows` `[batch, pos, d_model]` (the token embeddings, scaled
+    /// where the model scales them), without running the blocks.
+    pub fn embeddings(&self, rows: &[Vec<u32>]) -> Result<Tensor> {
+        let tokens = self.tokens_tensor(rows)?;
+        let mut hooks = Hooks::caching(CacheFilter::only([HookPoint::Embed]));
+        self.arch.embed(&tokens, &mut hooks)?;
+        Ok(hooks.cache().get(HookPoint::Embed)?.clone())
+    }
+
+    /// The activations `filter` selects, from a forward pass that computes only the
+    /// final position's logits (no full-vocabulary unembedding of every position).
+    pub fn cache_activations(
+        &self,
+        rows: &[Vec<u32>],
+        filter: CacheFilter,
+    ) -> Result<ActivationCache> {
+        let tokens = self.tokens_tensor(rows)?;
+        let mut hooks = Hooks::caching(filter);
+        self.forward(&tokens, &mut hooks, Readout::LastPosition)?;
+        Ok(hooks.into_cache())
     }
 
     /// Logits with `patches` applied (any number of hook points in one pass).

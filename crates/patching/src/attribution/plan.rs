@@ -4,6 +4,7 @@
 
 use actpatch_hooks::{BlockSite, HookPoint};
 use actpatch_model::HookedTransformer;
+use candle_core::Tensor;
 
 use super::method::Method;
 use super::passes::{InputPath, PassPlan, PassRow, Row};
@@ -82,6 +83,40 @@ fn plain_row(rows: &mut Vec<PassRow>, p: usize) -> usize {
     })
 }
 
+/// The straight line from the target's `hook_embed` to the source's (re-indexed to
+/// target positions; zero at positions that receive nothing).
+fn input_path(
+    model: &HookedTransformer,
+    pair: &DirectedPair,
+    target: &Tensor,
+    source: &Tensor,
+) -> Result<InputPath> {
+    let step = (pair.align(HookPoint::Embed, source)? - target)?;
+    Ok(InputPath {
+        start: target.clone(),
+        step: Positions::new(model, pair)?.only_patched(HookPoint::Embed, &step)?,
+    })
+}
+
+/// The points to cache (the kinds' sites; the QK fix's queries, keys and scores) and
+/// to probe for gradients (the kinds' sites; the QK fix's patterns).
+fn points(
+    kinds: &[PatchKind],
+    pairs: &[PairRows],
+    n_layers: usize,
+) -> (Vec<HookPoint>, Vec<HookPoint>) {
+    let mut cache_points = site_points(kinds, n_layers);
+    let mut grad_points = cache_points.clone();
+    if let Some(fix) = pairs.iter().find_map(|p| p.fix.as_ref()) {
+        cache_points.extend(sites(
+            &[fix.query, fix.key, BlockSite::AttnScores],
+            n_layers,
+        ));
+        grad_points.extend(sites(&[BlockSite::Pattern], n_layers));
+    }
+    (cache_points, grad_points)
+}
+
 /// The passes that estimate `kinds` of every pair of `pairs` (which share their answer
 /// tokens) with `method`, and where each pair's rows are.
 pub(crate) fn plan<'a>(
@@ -111,12 +146,12 @@ pub(crate) fn plan<'a>(
     let (mut rows, mut paths, mut grads) = (Vec::new(), Vec::new(), Vec::new());
     for (pair, (target, source)) in pairs.iter().zip(&ends) {
         if method == Method::Ig {
-            let aligned = pair.align(HookPoint::Embed, &embeddings[*source])?;
-            let step = (aligned - &embeddings[*target])?;
-            paths.push(InputPath {
-                start: embeddings[*target].clone(),
-                step: Positions::new(model, pair)?.only_patched(HookPoint::Embed, &step)?,
-            });
+            paths.push(input_path(
+                model,
+                pair,
+                &embeddings[*target],
+                &embeddings[*source],
+            )?);
         }
         let start = rows.len();
         rows.extend(
@@ -142,15 +177,7 @@ pub(crate) fn plan<'a>(
             fix,
         });
     }
-    let mut cache_points = site_points(kinds, n_layers);
-    let mut grad_points = cache_points.clone();
-    for fix in pair_rows.iter().filter_map(|p| p.fix.as_ref()).take(1) {
-        cache_points.extend(sites(
-            &[fix.query, fix.key, BlockSite::AttnScores],
-            n_layers,
-        ));
-        grad_points.extend(sites(&[BlockSite::Pattern], n_layers));
-    }
+    let (cache_points, grad_points) = points(kinds, &pair_rows, n_layers);
     let answers = pairs
         .first()
         .map(|p| [p.scorer.answers.correct, p.scorer.answers.incorrect])

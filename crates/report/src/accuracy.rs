@@ -231,7 +231,7 @@ pub fn render_section(rows: &[AccuracyRow], figures: &[(String, String)]) -> Str
     let mut md = String::from("## Attribution accuracy\n\n");
     let _ = writeln!(
         md,
-        "Each approximation against the exact sweep of the same cells (effects in normalized units, the target run's value subtracted). Recall: share of the exact top-k cells by |effect| in the method's top k. False negatives: cells with |exact| ≥ {LARGE_EFFECT} that the method ranks outside its top 10 %. Sign: cells with |exact| ≥ {SIGN_FLOOR} whose estimate has the same sign. Cost: the method's seconds and forward-pass equivalents for every kind of the pair and direction at once, next to the exact sweep's for this kind. All of it is in `attribution.parquet`.\n"
+        "Each approximation against the exact sweep of the same cells (effects in normalized units, the target run's value subtracted). Recall: share of the exact top-k cells by |effect| in the method's top k. False negatives: cells with |exact| ≥ {LARGE_EFFECT} that the method ranks outside its top 10 %. Sign: cells with |exact| ≥ {SIGN_FLOOR} whose estimate has the same sign. Cost: the method's seconds and forward-pass equivalents for every kind at once (directions estimated together share the call equally), next to the exact sweep's for this kind (one pass per cell). All of it is in `attribution.parquet`.\n"
     );
     md.push_str("| pair | direction | kind | method | cells | pearson | spearman | recall@10 | recall@1% | false neg. / large | sign | max err | median err | s (passes) | exact s (runs) |\n");
     md.push_str("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -43,7 +43,8 @@ pub struct SweptPair<'a> {
 }
 
 /// The time and forward-pass equivalents one method took for one direction of a pair:
-/// per kind for exact sweeps, every kind at once for an approximation.
+/// per kind for exact sweeps, every kind at once for an approximation (an equal share
+/// of the call that estimates every direction together).
 #[derive(Debug, Clone, Copy)]
 pub struct Cost {
     pub direction: Direction,

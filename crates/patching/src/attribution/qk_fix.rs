@@ -1,13 +1,16 @@
-//! AtP*'s fix for queries and keys (Kramár et al. 2024, section 3.1.1, "QK fix"): a
+//! AtP*'s fix for queries and keys (Kramár et al. 2024, the "QK fix" of AtP*): a
 //! patched query or key changes attention scores, and the softmax after them can be
 //! saturated, where its gradient says nothing of a large change. So the patched
 //! attention pattern is computed exactly, and only the step from the pattern to the
 //! logit difference is linear:
 //!
-//! ĉ(n) = Σ_t (A_patched(t) − A(t)) · ∂(logit diff)/∂A(t),
+//! I_AtPfix(n) = Σ_t (A_patched(t) − A(t))ᵀ · ∂L/∂A(t),
 //!
 //! summed over the query rows t the patch changes (one row for a query at one
-//! position, every row at or after a key's position).
+//! position, every row at or after a key's position). Both patterns are computed here
+//! the same way from the target's queries and keys, with the layer's own scale,
+//! soft-cap (Gemma 2) and mask: A = softmax(cap(q · kᵀ · scale + δ) + mask), δ = 0 for
+//! the target's own. With GradDrop (AtP*), ∂L/∂A is taken in each of its rows.
 
 use actpatch_model::AttentionSpec;
 use candle_core::{Tensor, D};

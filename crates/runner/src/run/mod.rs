@@ -287,6 +287,7 @@ fn finish_run(
     manifest.pairs = Some(pair_counts(plans, swept.len()));
     let passed = plans.iter().filter(|p| p.passed()).count();
     manifest.cells = Some(cells);
+    manifest.costs = crate::outputs::accuracy::cost_records(swept);
     manifest.timings = Some(Timings {
         load_seconds: t_loaded,
         validate_seconds: t_validated - t_loaded,

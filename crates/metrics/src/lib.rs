@@ -113,19 +113,34 @@ pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
     Ok(shifted.broadcast_sub(&lse)?)
 }
 
-/// Every metric for each row of `logits` `[batch, d_vocab]`, against the pair's
-/// baseline and the clean run's log-probabilities `[d_vocab]` (from [`log_softmax`]).
+/// What the next-token distribution of one row says about one token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenStats {
+    pub logit: f64,
+    pub log_prob: f64,
+    /// KL(p_clean ‖ p) of the whole distribution, nats.
+    pub kl_div: f64,
+}
+
+/// For each row of `logits` `[batch, d_vocab]`: `token`'s logit and log-probability,
+/// and the KL divergence from the clean run's log-probabilities `[d_vocab]` (from
+/// [`log_softmax`]).
 ///
-/// The distribution metrics are computed in f64: on GPT-2-sized logits (|logit| ~ 100)
-/// the log-sum-exp and the cross term are ~100 each, and a KL divergence of 1e-4 is
-/// their small difference, which f32 (7 digits) cannot resolve.
-pub fn cell_metrics(
+/// Computed in f64: on GPT-2-sized logits (|logit| ~ 100) the log-sum-exp and the
+/// cross term are ~100 each, and a KL divergence of 1e-4 is their small difference,
+/// which f32 (7 digits) cannot resolve.
+pub fn token_stats(
     logits: &Tensor,
-    answers: Answers,
-    baseline: &Baseline,
+    token: u32,
     clean_log_probs: &Tensor,
-) -> Result<Vec<CellMetrics>> {
-    check_answers(logits, answers)?;
+) -> Result<Vec<TokenStats>> {
+    check_answers(
+        logits,
+        Answers {
+            correct: token,
+            incorrect: token,
+        },
+    )?;
     // One pass for the log-sum-exp and one product with the clean distribution,
     // instead of materializing every row's log-probabilities:
     // log p(t) = logit(t) − lse, and
@@ -146,18 +161,38 @@ pub fn cell_metrics(
     let cross = logits.matmul(&clean_probs.unsqueeze(1)?)?; // [batch, 1]
     let lse: Vec<f64> = lse.flatten_all()?.to_vec1()?;
     let cross: Vec<f64> = cross.flatten_all()?.to_vec1()?;
-    let correct: Vec<f64> = logits
-        .narrow(1, answers.correct as usize, 1)?
+    let picked: Vec<f64> = logits
+        .narrow(1, token as usize, 1)?
         .flatten_all()?
         .to_vec1()?;
-    let logit_diffs = logit_diff(&logits, answers)?;
-    Ok((0..logit_diffs.len())
-        .map(|row| CellMetrics {
-            logit_diff: logit_diffs[row],
-            normalized_logit_diff: baseline.normalize(logit_diffs[row]),
-            logprob_diff: logit_diffs[row],
-            prob_correct: Some((correct[row] - lse[row]).exp()),
-            kl_div: Some((clean_neg_entropy - cross[row] + lse[row]).max(0.0)),
+    Ok((0..picked.len())
+        .map(|row| TokenStats {
+            logit: picked[row],
+            log_prob: picked[row] - lse[row],
+            kl_div: (clean_neg_entropy - cross[row] + lse[row]).max(0.0),
+        })
+        .collect())
+}
+
+/// Every metric for each row of `logits` `[batch, d_vocab]`, against the pair's
+/// baseline and the clean run's log-probabilities `[d_vocab]` (from [`log_softmax`]);
+/// the distribution metrics in f64 ([`token_stats`]).
+pub fn cell_metrics(
+    logits: &Tensor,
+    answers: Answers,
+    baseline: &Baseline,
+    clean_log_probs: &Tensor,
+) -> Result<Vec<CellMetrics>> {
+    check_answers(logits, answers)?;
+    let correct = token_stats(logits, answers.correct, clean_log_probs)?;
+    let logit_diffs = logit_diff(logits, answers)?;
+    Ok((correct.iter().zip(logit_diffs))
+        .map(|(stats, logit_diff)| CellMetrics {
+            logit_diff,
+            normalized_logit_diff: baseline.normalize(logit_diff),
+            logprob_diff: logit_diff,
+            prob_correct: Some(stats.log_prob.exp()),
+            kl_div: Some(stats.kl_div),
         })
         .collect())
 }

@@ -37,7 +37,7 @@
 //! rotary embedding where there is one — and values) and which sites feed the keys and
 //! values ([`HookedTransformer::site_feeds_keys_values`]).
 
-use actpatch_hooks::{ActivationCache, BlockSite, CacheFilter, HookPoint, Hooks};
+use actpatch_hooks::{ActivationCache, BlockSite, CacheFilter, HookPoint, Hooks, Patch};
 use candle_core::Tensor;
 
 use crate::attention::{Frame, KvPrefix};
@@ -127,13 +127,24 @@ impl HookedTransformer {
         tokens: &[u32],
         extra: impl IntoIterator<Item = HookPoint>,
     ) -> Result<BaseRun> {
+        self.base_run_patched(tokens, &[], extra)
+    }
+
+    /// [`HookedTransformer::base_run`] of a run with `patches` applied (batch axis 1),
+    /// e.g. noise on the input embeddings: partial passes then continue the patched run.
+    pub fn base_run_patched(
+        &self,
+        tokens: &[u32],
+        patches: &[Patch],
+        extra: impl IntoIterator<Item = HookPoint>,
+    ) -> Result<BaseRun> {
         let key_site = self.arch.key_site();
         let sites = [BlockSite::ResidPre, key_site, BlockSite::V];
         let n_layers = self.dims().n_layers;
         let points = (0..n_layers)
             .flat_map(|l| sites.iter().map(move |s| HookPoint::block(l, *s)))
             .chain(extra);
-        let mut hooks = Hooks::caching(CacheFilter::only(points));
+        let mut hooks = Hooks::new(patches, CacheFilter::only(points));
         let tensor = self.tokens_tensor(&[tokens.to_vec()])?;
         let logits = self.forward(&tensor, &mut hooks, Readout::LastPosition)?;
         Ok(BaseRun {

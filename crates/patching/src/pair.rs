@@ -113,13 +113,22 @@ impl Baselines {
         corrupted_tokens: &[u32],
         answers: Answers,
     ) -> Result<Baselines> {
-        let last_logits = |tokens: &[u32]| -> Result<Tensor> {
-            let tokens = model.tokens_tensor(&[tokens.to_vec()])?;
+        let last_logits = |rows: &[Vec<u32>]| -> Result<Tensor> {
+            let tokens = model.tokens_tensor(rows)?;
             Ok(model.forward(&tokens, &mut Hooks::none(), Readout::LastPosition)?)
-            // [1, d_vocab]
+            // [rows, d_vocab]
         };
-        let clean = last_logits(clean_tokens)?;
-        let corrupted = last_logits(corrupted_tokens)?;
+        // Prompts of one length run as one batch of two rows.
+        let (clean, corrupted) = match clean_tokens.len() == corrupted_tokens.len() {
+            true => {
+                let both = last_logits(&[clean_tokens.to_vec(), corrupted_tokens.to_vec()])?;
+                (both.narrow(0, 0, 1)?, both.narrow(0, 1, 1)?)
+            }
+            false => (
+                last_logits(&[clean_tokens.to_vec()])?,
+                last_logits(&[corrupted_tokens.to_vec()])?,
+            ),
+        };
         Ok(Baselines {
             clean_logit_diff: logit_diff(&clean, answers)?[0],
             corrupted_logit_diff: logit_diff(&corrupted, answers)?[0],

@@ -123,14 +123,27 @@ impl RunReport {
             .collect();
         let _ = writeln!(
             md,
-            "- model: `{}`\n- run: `{}` (started {}, {:.1} s)\n- patch kinds: {}\n- direction: {}; metric: normalized logit difference, 0 = corrupted, 1 = clean\n",
+            "- model: `{}`\n- run: `{}` (started {}, {:.1} s)\n- patch kinds: {}\n- direction: {}; metric: normalized logit difference, 0 = corrupted, 1 = clean{}\n",
             self.model,
             self.run_id,
             self.started,
             self.wall_seconds,
             self.sweep_kinds.join(", "),
-            directions.join(" and ")
+            directions.join(" and "),
+            self.gaussian_note()
         );
+    }
+
+    /// What the header adds when pairs were corrupted by Gaussian noise.
+    fn gaussian_note(&self) -> String {
+        let Some(b) = self.baselines.iter().find(|b| b.is_gaussian()) else {
+            return String::new();
+        };
+        let metric = match b.metric.as_deref() {
+            Some("logit") => "the answer's logit",
+            _ => "p(answer)",
+        };
+        format!(" (Gaussian-noise pairs: normalized {metric}, 0 = subject noised, 1 = clean; subject tokens starred in figures)")
     }
 
     fn render_baselines(&self, md: &mut String) {
@@ -149,19 +162,16 @@ impl RunReport {
                 (false, true) => format!("**failed, swept anyway**: {}", b.reasons.join("; ")),
                 (false, false) => format!("**failed, skipped**: {}", b.reasons.join("; ")),
             };
+            let [clean, corrupted] = b.baseline_labels();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} → {} | `{}` vs `{}` | {} / {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} / {} | {clean} | {corrupted} | {} |",
                 cell(&b.pair),
                 cell(&b.concept),
-                cell(&b.clean),
-                cell(&b.corrupted),
-                cell(&b.correct),
-                cell(&b.incorrect),
+                cell(&b.prompts_label()),
+                cell(&b.answers_label()),
                 b.clean_tokens.len(),
                 b.corrupted_tokens.len(),
-                fmt_opt(b.clean_logit_diff),
-                fmt_opt(b.corrupted_logit_diff),
                 cell(&outcome)
             );
         }

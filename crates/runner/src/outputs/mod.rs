@@ -76,15 +76,19 @@ impl SweptPair<'_> {
             Direction::Denoising => self.plan.corrupted_tokens.len(),
             Direction::Noising => self.plan.clean_tokens.len(),
         };
+        // Noised positions are starred, as in ROME's figures.
+        let noised =
+            |j: usize| (self.plan.gaussian.as_ref()).is_some_and(|g| g.subject.contains(&j));
         (0..n_target)
             .map(|j| match self.clean_position(direction, j) {
                 Some(c) => format!(
-                    "{}_{j}",
+                    "{}{}_{j}",
                     self.plan
                         .clean_str
                         .get(c)
                         .map(String::as_str)
-                        .unwrap_or("?")
+                        .unwrap_or("?"),
+                    if noised(j) { "*" } else { "" }
                 ),
                 None => format!("·_{j}"),
             })
@@ -116,7 +120,38 @@ fn drawn_cells<'p>(experiment: &Experiment, swept: &[SweptPair<'p>]) -> Vec<Swep
         .collect()
 }
 
-/// Writes every output of the run; returns the number of cells.
+/// Seconds spent on each kind of output.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WriteTimings {
+    pub tables: f64,
+    pub statistics: f64,
+    pub figures: f64,
+    pub report: f64,
+}
+
+/// A stopwatch adding each lap to one of [`WriteTimings`]' fields.
+struct Laps {
+    last: std::time::Instant,
+    timings: WriteTimings,
+}
+
+impl Laps {
+    fn new() -> Self {
+        Laps {
+            last: std::time::Instant::now(),
+            timings: WriteTimings::default(),
+        }
+    }
+
+    /// Adds the time since the last lap to `field`.
+    fn lap(&mut self, field: fn(&mut WriteTimings) -> &mut f64) {
+        *field(&mut self.timings) += self.last.elapsed().as_secs_f64();
+        self.last = std::time::Instant::now();
+    }
+}
+
+/// Writes every output of the run; returns the number of cells and what each kind of
+/// output took.
 pub fn write_outputs(
     experiment: &Experiment,
     model: &HookedTransformer,
@@ -124,7 +159,8 @@ pub fn write_outputs(
     plans: &[PairPlan],
     swept: &[SweptPair],
     (started, wall_seconds): (chrono::DateTime<chrono::Utc>, f64),
-) -> Result<usize, ReportError> {
+) -> Result<(usize, WriteTimings), ReportError> {
+    let mut laps = Laps::new();
     let cells = cell_rows(experiment, model, run_id, swept);
     let baselines = rows::baseline_rows(experiment, model, run_id, plans, swept);
     actpatch_report::tables::write_cells(&run_dir.join("cells.parquet"), &cells)?;
@@ -144,6 +180,7 @@ pub fn write_outputs(
             &accuracy,
         )?;
     }
+    laps.lap(|t| &mut t.tables);
     let formats: Vec<ImageFormat> = (experiment.output.formats.iter())
         .map(|f| match f {
             FigureFormat::Png => ImageFormat::Png,
@@ -154,13 +191,16 @@ pub fn write_outputs(
     // Figures and concepts show one method's cells: exact where it ran.
     let drawn_pairs = drawn_cells(experiment, swept);
     let drawn = sections::draw_all(experiment, model.dims().n_layers, run_dir, &drawn_pairs)?;
+    laps.lap(|t| &mut t.figures);
     let table = concepts::ConceptTable::compute(experiment, &drawn_pairs);
     let model_name = model.source().to_string();
     let concept_rows = table.rows(&experiment.experiment.name, &model_name, run_id);
     if !concept_rows.is_empty() {
         actpatch_report::tables::write_concepts(&run_dir.join("concepts.parquet"), &concept_rows)?;
     }
+    laps.lap(|t| &mut t.statistics);
     let concept_sections = concept_sections(experiment, run_dir, plans, &table)?;
+    laps.lap(|t| &mut t.figures);
     let mut notes = drawn.notes;
     notes.extend(notes::run_notes(plans));
     let report = RunReport {
@@ -189,7 +229,8 @@ pub fn write_outputs(
         &run_dir.join("report.md"),
         report.render().as_bytes(),
     )?;
-    Ok(cells.len())
+    laps.lap(|t| &mut t.report);
+    Ok((cells.len(), laps.timings))
 }
 
 /// One report section per concept with swept pairs: its pairs, findings and figures.

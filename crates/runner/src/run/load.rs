@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource};
 
-use crate::experiment::Experiment;
+use crate::experiment::{CorruptionKind, Experiment};
+use crate::gaussian::NoiseSetup;
 use crate::options::RunOptions;
 use crate::validate::{validate_pair, PairPlan};
+use crate::validate_gaussian;
 use crate::RunnerError;
 
 /// Loads the experiment file, with `--model-path` replacing its `[model]` source.
@@ -77,13 +79,30 @@ pub(super) fn validate_all(
         spec.heads(model.dims()).map_err(RunnerError::Input)?;
     }
     let mut plans = Vec::new();
+    let noise = NoiseSetup::of(model, experiment)?;
+    if let Some(noise) = &noise {
+        options.say(format!(
+            "Gaussian noise on the subjects: ν = {:.4} ({} draws, seed {})",
+            noise.scale, noise.spec.samples, noise.spec.seed
+        ));
+    }
     options.say(format!(
         "validating {} pairs (baseline logit differences, answers, alignment)…",
         experiment.pairs.len()
     ));
     for index in 0..experiment.pairs.len() {
-        let plan = validate_pair(model, experiment, index)?;
-        options.say(plan.describe());
+        let plan = match (experiment.corruption_of(index), &noise) {
+            (CorruptionKind::Gaussian, Some(noise)) => {
+                let plan = validate_gaussian::validate(model, experiment, index, noise)?;
+                options.say(validate_gaussian::describe(&plan));
+                plan
+            }
+            _ => {
+                let plan = validate_pair(model, experiment, index)?;
+                options.say(plan.describe());
+                plan
+            }
+        };
         if let (Some(list), false) = (experiment.sweep.positions.list(), plan.reference()) {
             for direction in experiment.sweep.direction.directions() {
                 let n = plan.target_len(direction);

@@ -386,7 +386,7 @@ fn estimate(
 }
 
 /// A line per swept (direction, kind or method) when the progress bar is not shown.
-fn say_swept(
+pub(crate) fn say_swept(
     (options, plan): (&RunOptions, &PairPlan),
     direction: Direction,
     what: &str,

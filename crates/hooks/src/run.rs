@@ -63,8 +63,10 @@ impl<'p> Hooks<'p> {
         self
     }
 
-    /// Stops the gradient of the batch rows `rows` (`[batch]`, u8: 1 = stop) at `point`,
-    /// after its probe: the probe still sees the gradient from later in the pass.
+    /// Stops the gradient of the batch rows `rows` (`[batch]`, u8: 1 = stop) at `point`:
+    /// those rows flow on as constants. The probe at `point` is added before the stop,
+    /// so in those rows it gets gradient 0 too (the loss no longer depends on the value
+    /// there).
     pub fn stopping(mut self, point: HookPoint, rows: Tensor) -> Self {
         self.stops.push((point, rows));
         self

@@ -135,8 +135,23 @@ impl AttentionSpec {
         }
     }
 
+    /// Scores from queries `q` `[..., query, d_head]` and keys `k` `[..., key, d_head]`
+    /// (key heads repeated to the query heads'): `q · kᵀ · scale`, soft-capped where the
+    /// model caps them; `[..., query, key]`, before any mask.
+    pub fn scores(&self, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+        self.cap((q.matmul(&k.t()?)? * self.scale)?)
+    }
+
+    /// `cap · tanh(scores / cap)` where the model soft-caps scores; `scores` otherwise.
+    pub fn cap(&self, scores: Tensor) -> Result<Tensor> {
+        match self.softcap {
+            Some(cap) => soft_cap(&scores, cap),
+            None => Ok(scores),
+        }
+    }
+
     /// [`causal_attention`] with this layer's scale, cap and window over `frame`'s positions.
-    pub fn attend(
+    pub(crate) fn attend(
         &self,
         q: &Tensor,
         k: &Tensor,
@@ -214,11 +229,7 @@ pub(crate) fn causal_attention(
     let q = q.transpose(1, 2)?.contiguous()?; // [batch, head, pos, d_head]
     let k = repeat_kv(&k.transpose(1, 2)?, n_heads / n_kv_heads)?; // [batch, head, pos, d_head]
     let v = repeat_kv(&v.transpose(1, 2)?, n_heads / n_kv_heads)?;
-    let scores = (q.matmul(&k.t()?)? * spec.scale)?; // [batch, head, q_pos, k_pos]
-    let scores = match spec.softcap {
-        Some(cap) => soft_cap(&scores, cap)?,
-        None => scores,
-    };
+    let scores = spec.scores(&q, &k)?; // [batch, head, q_pos, k_pos]
     let scores = scores.broadcast_add(mask)?;
     let scores = hooks.at(HookPoint::block(layer, BlockSite::AttnScores), scores)?;
     let pattern = softmax_last_dim(&scores, frame.kernels)?;

@@ -5,6 +5,7 @@
 use actpatch_hooks::{BlockSite, HookPoint, Hooks};
 use candle_core::{Tensor, D};
 
+use crate::frozen::matmul_frozen;
 use crate::weights::WeightStore;
 use crate::Result;
 
@@ -56,7 +57,7 @@ impl Linear {
     /// `[batch, pos, in]` → `[batch, pos, out]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (batch, pos, d_in) = x.dims3()?;
-        let out = x.reshape((batch * pos, d_in))?.matmul(&self.weight)?;
+        let out = matmul_frozen(&x.reshape((batch * pos, d_in))?, &self.weight)?;
         let out = match &self.bias {
             Some(bias) => out.broadcast_add(bias)?,
             None => out,

@@ -58,10 +58,13 @@ impl<'a> DirectedPair<'a> {
     ) -> Result<Self> {
         check_kinds(model, kinds)?;
         let points = hook_points(kinds, model.dims().n_layers);
-        let (_, source) = model.run_with_cache(
-            &[pair.source_tokens(direction).to_vec()],
-            CacheFilter::only(points),
-        )?;
+        let source = match points.is_empty() {
+            true => ActivationCache::default(),
+            false => model.cache_activations(
+                &[pair.source_tokens(direction).to_vec()],
+                CacheFilter::only(points),
+            )?,
+        };
         Ok(DirectedPair {
             direction,
             target_tokens: pair.target_tokens(direction),

@@ -40,6 +40,8 @@ pub struct RunReport {
     pub figures: Vec<FigureSection>,
     /// How far each approximation is from the exact sweep (runs with both).
     pub accuracy: Vec<crate::AccuracyRow>,
+    /// Its scatter plots, one per kind.
+    pub accuracy_figures: Vec<FigureSection>,
 }
 
 /// One concept: its pairs, where its effect sits, its heatmaps with intervals.
@@ -97,7 +99,10 @@ impl RunReport {
             }
             md.push('\n');
         }
-        md.push_str(&crate::accuracy::render_section(&self.accuracy));
+        let scatters: Vec<(String, String)> = (self.accuracy_figures.iter())
+            .map(|f| (f.heading.clone(), f.image.clone()))
+            .collect();
+        md.push_str(&crate::accuracy::render_section(&self.accuracy, &scatters));
         self.render_figures(&mut md);
         md
     }

@@ -48,6 +48,10 @@ pub struct Manifest {
     pub shard: Option<ShardRecord>,
     /// The concept table's bootstrap: its resamplings, seed and level.
     pub statistics: Option<StatisticsRecord>,
+    /// What each method cost per pair and direction (unsharded runs; pairs resumed
+    /// from a partial run have none): `actpatch compare` puts them next to the
+    /// attribution statistics of an exact run and an approximate one.
+    pub costs: Vec<CostRecord>,
     /// Gaussian-noise corruption, when any pair used it.
     pub corruption: Option<CorruptionRecord>,
 }
@@ -194,6 +198,21 @@ impl RepositoryState {
             file_modified: status.is_none_or(|s| !s.is_empty()),
         })
     }
+}
+
+/// The time and forward-pass equivalents one method took for one direction of a pair:
+/// per kind for exact sweeps (one pass per patched run), every kind at once for an
+/// approximation (`kind` absent; forward passes plus 2 per backward pass).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CostRecord {
+    pub concept: String,
+    pub pair: String,
+    pub direction: String,
+    pub method: String,
+    pub kind: Option<String>,
+    pub seconds: f64,
+    pub passes: f64,
 }
 
 /// Seconds spent in each phase of a run.

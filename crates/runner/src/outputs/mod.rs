@@ -1,7 +1,8 @@
 //! Writing a run's outputs: `cells.parquet`, `baselines.parquet`, figures and
 //! `report.md`.
 
-mod accuracy;
+pub(crate) mod accuracy;
+pub(crate) mod accuracy_figures;
 mod concept_figures;
 pub mod concepts;
 mod figures;
@@ -14,9 +15,9 @@ use std::path::Path;
 
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{CellResult, Direction, Method, PatchKind};
-use actpatch_report::{ConceptSection, ReportError, RunReport};
+use actpatch_report::{ConceptSection, ImageFormat, ReportError, RunReport};
 
-use crate::experiment::Experiment;
+use crate::experiment::{Experiment, FigureFormat};
 use crate::validate::PairPlan;
 pub(crate) use figures::heatmap;
 pub use rows::cell_rows;
@@ -42,7 +43,8 @@ pub struct SweptPair<'a> {
 }
 
 /// The time and forward-pass equivalents one method took for one direction of a pair:
-/// per kind for exact sweeps, every kind at once for an approximation.
+/// per kind for exact sweeps, every kind at once for an approximation (an equal share
+/// of the call that estimates every direction together).
 #[derive(Debug, Clone, Copy)]
 pub struct Cost {
     pub direction: Direction,
@@ -168,7 +170,9 @@ pub fn write_outputs(
         path: figures_dir.clone(),
         source,
     })?;
-    let accuracy = accuracy::accuracy_rows(run_id, swept);
+    let effects = accuracy::swept_effects(swept);
+    let paired = accuracy::paired(&effects);
+    let accuracy = accuracy::accuracy_rows(run_id, &paired, &accuracy::cost_records(swept));
     if !accuracy.is_empty() {
         actpatch_report::tables::write_table(
             &run_dir.join("attribution.parquet"),
@@ -177,6 +181,13 @@ pub fn write_outputs(
         )?;
     }
     laps.lap(|t| &mut t.tables);
+    let formats: Vec<ImageFormat> = (experiment.output.formats.iter())
+        .map(|f| match f {
+            FigureFormat::Png => ImageFormat::Png,
+            FigureFormat::Svg => ImageFormat::Svg,
+        })
+        .collect();
+    let accuracy_figures = accuracy_figures::accuracy_figures(&paired, run_dir, &formats)?;
     // Figures and concepts show one method's cells: exact where it ran.
     let drawn_pairs = drawn_cells(experiment, swept);
     let drawn = sections::draw_all(experiment, model.dims().n_layers, run_dir, &drawn_pairs)?;
@@ -212,6 +223,7 @@ pub fn write_outputs(
         concepts: concept_sections,
         figures: drawn.figures,
         accuracy,
+        accuracy_figures,
     };
     actpatch_report::atomic::write_bytes_atomic(
         &run_dir.join("report.md"),

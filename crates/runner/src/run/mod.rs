@@ -286,6 +286,7 @@ fn finish_run(
     manifest.pairs = Some(pair_counts(plans, swept.len()));
     let passed = plans.iter().filter(|p| p.passed()).count();
     manifest.cells = Some(cells);
+    manifest.costs = crate::outputs::accuracy::cost_records(swept);
     finish_manifest(manifest, model, experiment, clock.elapsed().as_secs_f64());
     manifest.corruption = corruption_record(experiment, plans);
     // From the files just written and the final manifest: `actpatch report` renders

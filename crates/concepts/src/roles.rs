@@ -170,6 +170,28 @@ pub fn after_span_roles(roles: &[String], span: &str) -> Vec<String> {
         .collect()
 }
 
+/// `ordered` (from [`order_roles`]) with the roles of span `span` and those after it
+/// ([`after_span_roles`]) in ROME's order: `BOS` and the other roles first, then
+/// `{span}.first`, `{span}.mid`, `{span}.last`, `after.first`, `after.mid`, `end`.
+/// Prompts whose subject sits at different places otherwise interleave them by mean
+/// position (a late subject in one prompt, an early one in another).
+pub fn span_then_after(ordered: &[String], span: &str) -> Vec<String> {
+    let tail = [
+        format!("{span}.first"),
+        format!("{span}.mid"),
+        format!("{span}.last"),
+        format!("{AFTER}.first"),
+        format!("{AFTER}.mid"),
+        END.to_string(),
+    ];
+    let mut out: Vec<String> = (ordered.iter())
+        .filter(|r| !tail.contains(r))
+        .cloned()
+        .collect();
+    out.extend(tail.into_iter().filter(|r| ordered.contains(r)));
+    out
+}
+
 /// The roles of several prompts in one prompt order: each role at the mean of its
 /// relative positions (0 = first token, 1 = last) over the prompts it occurs in, ties
 /// by first appearance. Pairs of different templates interleave sensibly: `BOS`
@@ -199,6 +221,32 @@ pub fn order_roles<'a>(prompts: impl IntoIterator<Item = &'a [String]>) -> Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traced_roles_keep_romes_order() {
+        let roles = |list: &[&str]| list.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        let mixed = roles(&[
+            "BOS",
+            "subject.first",
+            "after.first",
+            "The",
+            "subject.last",
+            "after.mid",
+            "end",
+        ]);
+        assert_eq!(
+            span_then_after(&mixed, "subject"),
+            roles(&[
+                "BOS",
+                "The",
+                "subject.first",
+                "subject.last",
+                "after.first",
+                "after.mid",
+                "end"
+            ])
+        );
+    }
 
     #[test]
     fn tokens_after_the_subject_are_grouped_as_rome() {

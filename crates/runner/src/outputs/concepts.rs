@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use actpatch_concepts::roles::order_roles;
+use actpatch_concepts::roles::{order_roles, span_then_after};
 use actpatch_concepts::{summarize, CellKey, ConceptStat, Observation, PairInfo};
 use actpatch_patching::Direction;
 use actpatch_report::ConceptRow;
@@ -162,6 +162,11 @@ fn role_orders(
     experiment: &Experiment,
     pairs: &[&SweptPair],
 ) -> BTreeMap<(String, Direction), Vec<String>> {
+    // Gaussian-noise concepts: ROME's token groups in ROME's order.
+    let traced: std::collections::BTreeSet<&str> = (pairs.iter())
+        .filter(|p| p.plan.gaussian.is_some())
+        .map(|p| p.plan.spec.concept.as_str())
+        .collect();
     let mut out = BTreeMap::new();
     for direction in experiment.sweep.direction.directions() {
         let mut by_concept: BTreeMap<&str, Vec<&[String]>> = BTreeMap::new();
@@ -176,7 +181,11 @@ fn role_orders(
                 .push(roles);
         }
         for (concept, prompts) in by_concept {
-            out.insert((concept.to_string(), direction), order_roles(prompts));
+            let mut order = order_roles(prompts);
+            if traced.contains(concept) {
+                order = span_then_after(&order, "subject");
+            }
+            out.insert((concept.to_string(), direction), order);
         }
     }
     out

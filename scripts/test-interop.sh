@@ -40,3 +40,6 @@ done
 concept_run=$("$actpatch" run tests/fixtures/experiments/concepts.toml --out "$work/concept-runs" --quiet)
 test -f "$concept_run/concepts.parquet" || { echo "interop: no concepts.parquet in $concept_run" >&2; exit 1; }
 "$venv/bin/python" scripts/interop/check_tables.py "$actpatch" "$concept_run" "$work"
+# Gaussian-noise pairs: null logit differences in cells, the metric columns of baselines.
+gaussian_run=$("$actpatch" run tests/fixtures/experiments/gaussian.toml --out "$work/gaussian-runs" --quiet)
+"$venv/bin/python" scripts/interop/check_tables.py "$actpatch" "$gaussian_run" "$work"

@@ -129,37 +129,45 @@ def main():
     cells = frames["cells.parquet"]
     n_all = len(cells)
     source = run_dir / "cells.parquet"
+    present = set(cells["kind"])
+
+    def pick(preferred):
+        """`preferred` when the run has that kind, else the first kind it has."""
+        return preferred if preferred in present else sorted(present)[0]
+
+    kinds = {tool: pick(k) for tool, k in [("pandas", "resid_pre"), ("polars", "attn_out"), ("pyarrow", "head_out"), ("duckdb", "mlp_out")]}
 
     def by_pandas(path):
-        part = cells[cells["kind"] == "resid_pre"]
+        part = cells[cells["kind"] == kinds["pandas"]]
         part.to_parquet(path)  # the filtered index is written as a column
         return len(part)
 
     def by_polars(path):
-        part = pl.read_parquet(source).filter(pl.col("kind") == "attn_out")
+        part = pl.read_parquet(source).filter(pl.col("kind") == kinds["polars"])
         part.write_parquet(path)
         return part.height
 
     def by_pyarrow(path):
         table = pq.read_table(source)
-        part = table.filter(pa.compute.equal(table["kind"], "head_out"))
+        part = table.filter(pa.compute.equal(table["kind"], kinds["pyarrow"]))
         pq.write_table(part, path)
         return part.num_rows
 
     def by_duckdb(path):
+        kind = kinds["duckdb"]
         con = duckdb.connect()
-        con.execute(f"COPY (SELECT * FROM read_parquet('{source}') WHERE kind = 'mlp_out') TO '{path}' (FORMAT parquet)")
+        con.execute(f"COPY (SELECT * FROM read_parquet('{source}') WHERE kind = '{kind}') TO '{path}' (FORMAT parquet)")
         return con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0][0]
 
-    result = written_back_is_accepted(actpatch, run_dir, work, "pandas", by_pandas, "resid_pre", n_all)
+    result = written_back_is_accepted(actpatch, run_dir, work, "pandas", by_pandas, kinds["pandas"], n_all)
     check(
         "pandas: the missing version key is reported as a note",
         result is not None and "actpatch.schema_version" in result.stderr,
         result.stderr if result else "",
     )
-    written_back_is_accepted(actpatch, run_dir, work, "polars", by_polars, "attn_out", n_all)
-    written_back_is_accepted(actpatch, run_dir, work, "pyarrow", by_pyarrow, "head_out", n_all)
-    written_back_is_accepted(actpatch, run_dir, work, "duckdb", by_duckdb, "mlp_out", n_all)
+    written_back_is_accepted(actpatch, run_dir, work, "polars", by_polars, kinds["polars"], n_all)
+    written_back_is_accepted(actpatch, run_dir, work, "pyarrow", by_pyarrow, kinds["pyarrow"], n_all)
+    written_back_is_accepted(actpatch, run_dir, work, "duckdb", by_duckdb, kinds["duckdb"], n_all)
 
     broken = cells[cells["kind"] == "resid_pre"].copy()
     broken["layer"] = broken["layer"].astype(str)

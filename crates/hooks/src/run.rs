@@ -107,6 +107,16 @@ impl<'p> Hooks<'p> {
         Ok(activation)
     }
 
+    /// Whether [`Hooks::at`] does anything at `point` (patch, record, probe or stop a
+    /// gradient). A model may compute past a point that nothing touches without
+    /// materializing its value (fused kernels).
+    pub fn touches(&self, point: HookPoint) -> bool {
+        self.patches.iter().any(|p| p.point == point)
+            || self.filter.wants(&point)
+            || self.probe.wants(&point)
+            || self.stops.iter().any(|(p, _)| *p == point)
+    }
+
     pub fn cache(&self) -> &ActivationCache {
         &self.cache
     }

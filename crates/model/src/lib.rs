@@ -24,6 +24,7 @@ mod arch;
 mod attention;
 mod device;
 mod error;
+mod fused;
 mod gemma2;
 mod gguf;
 mod gpt2;

@@ -45,7 +45,8 @@ use crate::{HookedTransformer, ModelError, Readout, Result};
 
 /// An unpatched run of one prompt, cached for partial forward passes: every layer's
 /// block input (`hook_resid_pre`), keys and values, the extra hook points asked for,
-/// and the next-token logits.
+/// and the next-token logits. Cloning shares the cached tensors.
+#[derive(Clone)]
 pub struct BaseRun {
     cache: ActivationCache,
     /// `[1, d_vocab]`

@@ -6,7 +6,7 @@ use crate::fast::SweepBatch;
 use crate::path::{self, Receivers};
 use crate::{
     fast, naive, Baselines, CellIndex, CellResult, DirectedPair, Direction, MetricSet, Pair,
-    PatchKind, PatchingError, Result,
+    PairRuns, PatchKind, PatchingError, Result,
 };
 
 /// How exact patched runs are computed. Both give the same numbers (within 1e-4, the
@@ -45,6 +45,29 @@ impl<'a> PairSweeper<'a> {
         let directed = DirectedPair::new(model, pair, baselines, direction, kinds, metrics)?;
         let target = match execution {
             Execution::Fast => Some(fast::target_run(model, &directed, kinds)?),
+            Execution::Naive => None,
+        };
+        Ok(PairSweeper {
+            model,
+            pair: directed,
+            target,
+        })
+    }
+
+    /// [`PairSweeper::new`] from `runs` (both prompts, run once with the sites of
+    /// `kinds` cached, [`PairRuns`]): no pass of its own.
+    pub fn with_runs(
+        model: &'a HookedTransformer,
+        (pair, baselines, runs): (&'a Pair, &'a Baselines, &PairRuns),
+        direction: Direction,
+        kinds: &[PatchKind],
+        metrics: MetricSet,
+        execution: Execution,
+    ) -> Result<Self> {
+        let directed =
+            DirectedPair::from_runs(model, pair, baselines, direction, kinds, (metrics, runs))?;
+        let target = match execution {
+            Execution::Fast => Some(runs.target(direction).clone()),
             Execution::Naive => None,
         };
         Ok(PairSweeper {
@@ -209,11 +232,16 @@ impl Sweep {
         baselines: &Baselines,
     ) -> Result<Vec<CellResult>> {
         let mut results = Vec::new();
+        let runs = PairRuns::new(
+            model,
+            &pair.clean_tokens,
+            &pair.corrupted_tokens,
+            &self.kinds,
+        )?;
         for direction in &self.directions {
-            let sweeper = PairSweeper::new(
+            let sweeper = PairSweeper::with_runs(
                 model,
-                pair,
-                baselines,
+                (pair, baselines, &runs),
                 *direction,
                 &self.kinds,
                 self.metrics,

@@ -6,6 +6,9 @@
 //! (a) the naive loop: one full forward pass per cell, logits at every position, as
 //!     the notebook and TransformerLens's `patching` module do;
 //! (b) the fast path the runner uses by default.
+//! Neither counts the two unpatched passes both start from (the baselines, the source
+//! activations and, for (b), the target run's block inputs, keys and values): the
+//! runner's validation makes them, once per prompt ([`PairRuns`]).
 //! It prints cells, seconds, cells/s, the fast/naive speed-up, the fast path's
 //! achieved GFLOP/s next to a matmul peak measured in the same run, and peak memory.
 //! It fails when (a) and (b) differ by more than 1e-4 on any cell.
@@ -23,7 +26,7 @@ use actpatch_model::{DeviceSpec, HookedTransformer, Readout};
 use actpatch_patching::fast::{self, SweepWork};
 use actpatch_patching::{
     attribute, cells_of, Align, CellIndex, CellResult, DirectedPair, Direction, Method, MetricSet,
-    Pair, PatchKind,
+    Pair, PairRuns, PatchKind,
 };
 use candle_core::{Device, Tensor};
 
@@ -103,20 +106,29 @@ fn main() -> Result<(), BoxError> {
         "MiB"
     );
     let mut worst = 0.0f64;
+    let mut gaps = Vec::new();
     let mut warmed_up = device == DeviceSpec::Cpu;
     for (label, clean, corrupted) in pairs {
         let pair =
             Pair::from_prompts(&model, clean, corrupted, [" Rome", " Paris"], Align::Strict)?;
-        let baselines = pair.baselines(&model)?;
         for kind in [PatchKind::ResidPre, PatchKind::HeadOutByPos] {
+            // Validation's passes, as the runner makes them.
+            let runs = PairRuns::new(&model, &pair.clean_tokens, &pair.corrupted_tokens, &[kind])?;
+            let baselines = runs.baselines(pair.answers)?;
+            if kind == PatchKind::ResidPre {
+                gaps.push((
+                    label,
+                    baselines.clean_logit_diff - baselines.corrupted_logit_diff,
+                ));
+            }
             let directed = |metrics| {
-                DirectedPair::new(
+                DirectedPair::from_runs(
                     &model,
                     &pair,
                     &baselines,
                     Direction::Denoising,
                     &[kind],
-                    metrics,
+                    (metrics, &runs),
                 )
             };
             let reference = directed(MetricSet::All)?;
@@ -143,11 +155,10 @@ fn main() -> Result<(), BoxError> {
                 reset_peak();
                 let t = Instant::now();
                 let mut work = SweepWork::default();
-                let target = fast::target_run(&model, &directed, &[kind])?;
                 let results: Vec<CellResult> = fast::sweep_counted(
                     &model,
                     &directed,
-                    &target,
+                    runs.target(Direction::Denoising),
                     (kind, &cells),
                     256,
                     &mut |_| {},
@@ -253,6 +264,9 @@ fn main() -> Result<(), BoxError> {
     }
     if quick {
         println!("\n(--quick: the naive loop was timed on a sample of cells and extrapolated)");
+    }
+    for (label, gap) in &gaps {
+        println!("{label} pair: clean − corrupted logit difference {gap:.3} (the normalization's denominator)");
     }
     println!("\nlargest naive/fast difference: {worst:.2e} (limit 1e-4). GFLOP counts the fast path's matrix products; MiB is the process's resident peak during the fast sweep, model weights included.");
     attribution_bench(&model, pairs[0])?;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `just bench`'s last part: the README's run command (`just run`, the dev profile that
 # `just test` shares) against the release binary, on the bench's experiment: the
-# random-weight gpt2-small of benches/sweeps.rs, the 8-token pair, `resid_pre` and
-# `head_out_by_pos`, every metric, figures and report included. Each is run
+# random-weight gpt2-small of benches/sweeps.rs, its 8- and 11-token pairs, `resid_pre`
+# and `head_out_by_pos`, every metric, figures and report included. Each is run
 # `ROUNDS` times (default 3), alternating, after one untimed run of each (builds,
 # page cache); prints the median wall time of each and their ratio.
 #
@@ -40,6 +40,14 @@ name = "colosseum-eiffel-tower"
 concept = "bench"
 clean = "The Colosseum is in"
 corrupted = "The Eiffel Tower is in"
+correct = " Rome"
+incorrect = " Paris"
+
+[[pairs]]
+name = "colosseum-eiffel-tower-city"
+concept = "bench"
+clean = "The Colosseum is in the city of"
+corrupted = "The Eiffel Tower is in the city of"
 correct = " Rome"
 incorrect = " Paris"
 EOF

@@ -49,7 +49,8 @@ fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * (r * r) + r + 1.0;
-    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    // Wrapping integer ops: no overflow checks (any profile), so the loop vectorizes.
+    let scale = f32::from_bits(((n as i32).wrapping_add(127) as u32).wrapping_shl(23));
     e * scale
 }
 
@@ -73,7 +74,7 @@ fn exp64(x: f64) -> f64 {
     }
     let e = p * r + 1.0;
     let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits()); // n, two's complement
-    e * f64::from_bits(n_bits.wrapping_add(1023) << 52)
+    e * f64::from_bits(n_bits.wrapping_add(1023).wrapping_shl(52))
 }
 
 /// k! for k = 0..=11.

@@ -350,31 +350,25 @@ fn fused_attention(
 ) -> Result<Option<Tensor>> {
     let (batch, pos, heads, d_head) = q.dims4()?;
     let kv_heads = k.dim(2)?;
-    let spans: Vec<QuerySpan> = match frame.spans.is_empty() {
-        true => vec![QuerySpan {
-            first: 0,
-            rows: batch,
-            start: frame.start,
-            len: frame.len,
-            before: prefix.map(KvPrefix::keys).unwrap_or_default(),
-        }],
-        false => {
-            let mut first = 0;
-            (frame.spans.iter())
-                .map(|s| {
-                    let span = QuerySpan {
-                        first,
-                        rows: s.rows,
-                        start: s.start,
-                        len: s.len,
-                        before: s.prefix.as_ref().map(KvPrefix::keys).unwrap_or_default(),
-                    };
-                    first += s.rows * s.len;
-                    span
-                })
-                .collect()
-        }
+    // (rows, start, len, earlier keys and values) of each span of queries.
+    let parts: Vec<(usize, usize, usize, Option<&KvPrefix>)> = match frame.spans.is_empty() {
+        true => vec![(batch, frame.start, frame.len, prefix)],
+        false => (frame.spans.iter())
+            .map(|s| (s.rows, s.start, s.len, s.prefix.as_ref()))
+            .collect(),
     };
+    let mut first = 0;
+    let mut spans = Vec::with_capacity(parts.len());
+    for (rows, start, len, prefix) in parts {
+        spans.push(QuerySpan {
+            first,
+            rows,
+            start,
+            len,
+            before: prefix.map(KvPrefix::keys).unwrap_or_default(),
+        });
+        first += rows * len;
+    }
     let flat = |x: &Tensor, h| x.reshape((batch * pos, h, d_head));
     let score = ScoreSpec {
         scale: spec.scale as f32,

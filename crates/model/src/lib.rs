@@ -38,6 +38,7 @@ mod readout;
 pub mod rope;
 mod rotary;
 mod source;
+mod spans;
 mod tokenizer;
 mod weights;
 

@@ -40,7 +40,7 @@
 use actpatch_hooks::{ActivationCache, BlockSite, CacheFilter, HookPoint, Hooks};
 use candle_core::Tensor;
 
-use crate::attention::{Frame, FrameSpan, KvPrefix};
+use crate::attention::{Frame, KvPrefix};
 use crate::{HookedTransformer, ModelError, Readout, Result};
 
 /// An unpatched run of one prompt, cached for partial forward passes: every layer's
@@ -84,7 +84,7 @@ impl BaseRun {
 
     /// Keys and values of layer `layer` at positions `0..start` (`[1, start, kv_head,
     /// d_head]` each), `None` when `start` is 0.
-    fn prefix(&self, layer: usize, start: usize) -> Result<Option<KvPrefix>> {
+    pub(crate) fn prefix(&self, layer: usize, start: usize) -> Result<Option<KvPrefix>> {
         if start == 0 {
             return Ok(None);
         }
@@ -100,10 +100,10 @@ impl BaseRun {
 /// Positions `start..start + len` of a base run's prompt: what a partial pass computes.
 /// Positions before `start` are read from the base run's keys and values.
 pub struct Span<'a> {
-    base: &'a BaseRun,
-    start: usize,
-    len: usize,
-    frame: Frame,
+    pub(crate) base: &'a BaseRun,
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+    pub(crate) frame: Frame,
 }
 
 impl Span<'_> {
@@ -211,132 +211,6 @@ impl HookedTransformer {
         )
     }
 
-    /// Block `layer` on several spans at once: each part's rows `[rows, len, d_model]`
-    /// hold the positions of its span → the same shape, the numbers
-    /// [`HookedTransformer::run_block`] gives them. The parts run as one pass (one
-    /// matrix product for all their positions, attention per span), in which hook
-    /// points see the parts one after another as one row: `[1, Σ rows · len, …]`
-    /// (attention scores and patterns cannot be hooked).
-    pub fn run_block_spans(
-        &self,
-        layer: usize,
-        parts: Vec<(Tensor, &Span)>,
-        hooks: &mut Hooks,
-    ) -> Result<Vec<Tensor>> {
-        for (rows, span) in &parts {
-            self.check_rows(layer, rows, span)?;
-        }
-        let mut frames = Vec::with_capacity(parts.len());
-        for (rows, span) in &parts {
-            let frame_span = FrameSpan {
-                rows: rows.dim(0)?,
-                start: span.start,
-                len: span.len,
-                prefix: span.base.prefix(layer, span.start)?,
-            };
-            frames.push((frame_span, &span.frame));
-        }
-        let frame = Frame::spans(frames)?;
-        let rows: Vec<Tensor> = parts.into_iter().map(|(rows, _)| rows).collect();
-        let out = self.arch.block_forward(
-            layer,
-            flatten(&rows)?, // [1, Σ rows · len, d_model]
-            &frame,
-            None,
-            hooks,
-        )?;
-        unflatten(&out, &rows)
-    }
-
-    /// [`HookedTransformer::run_block_final`] on several spans at once, no hooks: each
-    /// part's rows `[rows, len, d_model]` → `[rows, 1, d_model]`, as
-    /// [`HookedTransformer::run_block_spans`] runs them.
-    pub fn run_block_final_spans(
-        &self,
-        layer: usize,
-        parts: Vec<(Tensor, &Span)>,
-    ) -> Result<Vec<Tensor>> {
-        for (rows, span) in &parts {
-            self.check_rows(layer, rows, span)?;
-        }
-        // The keys and values of every position but each row's last.
-        let mut earlier = Vec::new();
-        let mut earlier_frames = Vec::new();
-        for (rows, span) in parts.iter().filter(|(_, span)| span.len > 1) {
-            earlier.push(rows.narrow(1, 0, span.len - 1)?);
-            earlier_frames.push(self.arch.frame(span.start, span.len - 1, &self.device)?);
-        }
-        let mut computed = Vec::new();
-        if !earlier.is_empty() {
-            let spans = (parts.iter().filter(|(_, span)| span.len > 1))
-                .zip(&earlier_frames)
-                .map(|((rows, span), frame)| {
-                    let rows = rows.dim(0)?;
-                    let (start, len) = (span.start, span.len - 1);
-                    Ok((
-                        FrameSpan {
-                            rows,
-                            start,
-                            len,
-                            prefix: None,
-                        },
-                        frame,
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let frame = Frame::spans(spans)?;
-            let (k, v) = self
-                .arch
-                .block_keys_values(layer, &flatten(&earlier)?, &frame)?; // [1, Σ rows · (len − 1), kv_head, d_head]
-            computed = unflatten(&k, &earlier)?
-                .into_iter()
-                .zip(unflatten(&v, &earlier)?)
-                .collect();
-        }
-        let mut computed = computed.into_iter();
-        let mut last = Vec::with_capacity(parts.len());
-        let mut last_frames = Vec::with_capacity(parts.len());
-        let mut prefixes = Vec::with_capacity(parts.len());
-        for (rows, span) in &parts {
-            let at = span.start + span.len - 1;
-            last.push(rows.narrow(1, span.len - 1, 1)?);
-            last_frames.push(self.arch.frame(at, 1, &self.device)?);
-            let cached = span.base.prefix(layer, span.start)?;
-            prefixes.push(match (span.len > 1, cached) {
-                (false, cached) => cached,
-                (true, cached) => {
-                    let (k, v) = computed.next().ok_or_else(|| {
-                        candle_core::Error::Msg("keys and values of a span went missing".into())
-                    })?;
-                    Some(match cached {
-                        Some(cached) => cached.then(&k, &v),
-                        None => KvPrefix::new(k, v),
-                    })
-                }
-            });
-        }
-        let spans = (parts.iter().zip(&last_frames).zip(prefixes))
-            .map(|(((rows, span), frame), prefix)| {
-                let rows = rows.dim(0)?;
-                let start = span.start + span.len - 1;
-                Ok((
-                    FrameSpan {
-                        rows,
-                        start,
-                        len: 1,
-                        prefix,
-                    },
-                    frame,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let frame = Frame::spans(spans)?;
-        let out =
-            self.arch
-                .block_forward(layer, flatten(&last)?, &frame, None, &mut Hooks::none())?;
-        unflatten(&out, &last)
-    }
-
     /// Blocks `layer..` on rows `resid_pre` `[rows, len, d_model]` holding the
     /// positions of `span`, then the readout of the span's last position (the prompt's
     /// final position when the span reaches the end): the logits `readout` asks for.
@@ -363,7 +237,7 @@ impl HookedTransformer {
         self.arch.site_feeds_keys_values(site)
     }
 
-    fn check_rows(&self, layer: usize, resid_pre: &Tensor, span: &Span) -> Result<()> {
+    pub(crate) fn check_rows(&self, layer: usize, resid_pre: &Tensor, span: &Span) -> Result<()> {
         self.check_layer(layer)?;
         let (_, len, d_model) = resid_pre.dims3()?;
         if len != span.len || d_model != self.dims().d_model {
@@ -375,32 +249,4 @@ impl HookedTransformer {
         }
         Ok(())
     }
-}
-
-/// Parts `[rows, len, width…]` one after another as one row: `[1, Σ rows · len, width…]`.
-fn flatten(parts: &[Tensor]) -> Result<Tensor> {
-    let flat = (parts.iter())
-        .map(|p| {
-            let mut shape = p.dims()[1..].to_vec();
-            shape[0] *= p.dim(0)?;
-            Ok(p.reshape(shape)?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&flat, 0)?.unsqueeze(0)?)
-}
-
-/// `flat` `[1, Σ rows · len, width…]` cut back into the shapes of `parts`' rows and
-/// positions: `[rows, len, width…]` each (the trailing axes are `flat`'s).
-fn unflatten(flat: &Tensor, parts: &[Tensor]) -> Result<Vec<Tensor>> {
-    let flat = flat.squeeze(0)?;
-    let mut offset = 0;
-    let mut out = Vec::with_capacity(parts.len());
-    for part in parts {
-        let (rows, len) = (part.dim(0)?, part.dim(1)?);
-        let mut shape = vec![rows, len];
-        shape.extend_from_slice(&flat.dims()[1..]);
-        out.push(flat.narrow(0, offset, rows * len)?.reshape(shape)?);
-        offset += rows * len;
-    }
-    Ok(out)
 }

@@ -8,17 +8,7 @@ mod common;
 use actpatch_hooks::{BlockSite, CacheFilter, Cell, HookPoint, Hooks, Patch, PatchValue};
 use actpatch_model::{BaseRun, HookedTransformer, Span};
 use candle_core::Tensor;
-use common::{fixture, max_abs_diff};
-
-const FIXTURES: [&str; 7] = [
-    "tiny-gpt2",
-    "tiny-llama",
-    "tiny-llama3",
-    "tiny-qwen2",
-    "tiny-qwen3",
-    "tiny-gemma2",
-    "tiny-pythia",
-];
+use common::{fixture, max_abs_diff, FIXTURES};
 
 /// (start, rows) of the parts: the whole prompt, a middle span, the last position.
 fn layout(n: usize) -> [(usize, usize); 3] {
@@ -48,6 +38,17 @@ fn parts<'s>(
         .collect()
 }
 
+/// The spans of `layout`'s parts: from each start to the end of the prompt.
+fn spans_of<'b>(
+    model: &HookedTransformer,
+    base: &'b BaseRun,
+    layout: &[(usize, usize)],
+) -> Vec<Span<'b>> {
+    (layout.iter())
+        .map(|(start, _)| model.span(base, *start, base.n_pos() - start).unwrap())
+        .collect()
+}
+
 fn setup(name: &str) -> (HookedTransformer, Vec<u32>) {
     let model = HookedTransformer::from_dir(fixture(name)).unwrap();
     let tokens = model
@@ -63,9 +64,7 @@ fn every_part_of_a_pass_of_spans_gets_its_own_pass_numbers() {
         let base = model.base_run(&tokens, []).unwrap();
         let n = tokens.len();
         let layout = layout(n);
-        let spans: Vec<Span> = (layout.iter())
-            .map(|(start, _)| model.span(&base, *start, n - start).unwrap())
-            .collect();
+        let spans = spans_of(&model, &base, &layout);
         let last = model.dims().n_layers - 1;
         for layer in [0, last] {
             let together = model
@@ -205,9 +204,7 @@ fn a_pass_of_spans_that_gradients_go_through_runs_span_by_span_with_the_same_num
         let base = model.base_run(&tokens, []).unwrap();
         let n = tokens.len();
         let layout = layout(n);
-        let spans: Vec<Span> = (layout.iter())
-            .map(|(start, _)| model.span(&base, *start, n - start).unwrap())
-            .collect();
+        let spans = spans_of(&model, &base, &layout);
         let plain = parts(&base, &spans, 0, &layout);
         let tracked = (plain.iter())
             .map(|(rows, span)| {

@@ -20,6 +20,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod allocator;
 mod arch;
 mod attention;
 mod device;
@@ -48,6 +49,7 @@ use actpatch_hooks::{ActivationCache, CacheFilter, HookSpace, Hooks, Patch};
 use candle_core::{Device, Tensor};
 
 pub use actpatch_hooks::HookPoint;
+pub use allocator::keep_large_buffers_in_heap;
 use arch::ArchModel;
 pub use device::DeviceSpec;
 pub use error::{ModelError, Result};

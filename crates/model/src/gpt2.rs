@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
-use crate::layers::{add, embed_rows, gelu_tanh, LayerNorm, Linear, NormSite};
+use crate::layers::{add, embed_rows, LayerNorm, Linear, NormSite};
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
 
@@ -168,8 +168,10 @@ impl Block {
         let normalized = self
             .ln2
             .forward(&resid_mid, hooks, NormSite::Ln2(self.layer))?;
-        let mlp_pre = hooks.at(at(BlockSite::MlpPre), self.c_fc.forward(&normalized)?)?;
-        let mlp_post = hooks.at(at(BlockSite::MlpPost), gelu_tanh(&mlp_pre)?)?; // gelu_new (tanh)
+        let mlp_post = self
+            .c_fc
+            .forward_gelu(&normalized, hooks, at(BlockSite::MlpPre))?; // gelu_new (tanh) of hook_pre
+        let mlp_post = hooks.at(at(BlockSite::MlpPost), mlp_post)?;
         let mlp_out = hooks.at(at(BlockSite::MlpOut), self.mlp_proj.forward(&mlp_post)?)?;
         Ok(hooks.at(at(BlockSite::ResidPost), add(&resid_mid, &mlp_out)?)?)
     }

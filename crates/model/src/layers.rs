@@ -70,6 +70,19 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// `gelu_tanh(self.forward(x))`, the linear map's output passing `pre` (the MLP's
+    /// `hook_pre`) on the way: one pass over the output when nothing touches `pre`.
+    pub fn forward_gelu(&self, x: &Tensor, hooks: &mut Hooks, pre: HookPoint) -> Result<Tensor> {
+        if !hooks.touches(pre) {
+            if let Some(out) = fused::linear_gelu(x, &self.weight, self.bias.as_ref())? {
+                return Ok(out);
+            }
+        }
+        gelu_tanh(&hooks.at(pre, self.forward(x)?)?)
+    }
+}
+
 /// Which norm of the model a norm's hooks belong to.
 #[derive(Debug, Clone, Copy)]
 pub enum NormSite {

@@ -76,6 +76,24 @@ fn for_chunks(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Syn
 /// `x @ weight + bias` with the bias added as the product's starting value (one pass
 /// over the output): `x` `[.., in]`, `weight` `[in, out]` (any strides), `bias` `[out]`.
 pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    linear_then(x, weight, bias, false)
+}
+
+/// GPT-2's `gelu_new` of [`linear`], applied to each output row as it is finished.
+pub(crate) fn linear_gelu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    linear_then(x, weight, bias, true)
+}
+
+fn linear_then(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    gelu: bool,
+) -> Result<Option<Tensor>> {
     let mut inputs = vec![x, weight];
     inputs.extend(bias);
     if !applies(&inputs) || weight.rank() != 2 {
@@ -130,6 +148,9 @@ pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
                 n => gemm::Parallelism::Rayon(n),
             },
         );
+    }
+    if gelu {
+        for_chunks(&mut out, d_out, |_, row| simd::gelu_tanh(row));
     }
     Ok(Some(Tensor::from_vec(out, out_shape, x.device())?))
 }

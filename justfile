@@ -63,6 +63,11 @@ fetch-qwen25:
 fetch-vocabs:
     scripts/fetch-vocabs.sh
 
+# One concept end to end on SmolLM2-135M (24 pairs, resid_pre + attn_out + mlp_out, both
+# directions; issue 11's 60 s target): wall time, load average and the manifest's timings.
+bench-concept *args:
+    scripts/bench-concept.sh {{args}}
+
 # The ignored real-model tests (need `just fetch-smollm2`, `just fetch-qwen25` and `just fetch-vocabs` first).
 test-real:
     cargo test -p actpatch-model --test real_smollm2 --test gguf_tokenizer --test real_qwen25 -- --ignored

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
 use crate::bootstrap::{mean_interval, BootstrapSpec, Resamples};
 
 /// A concept cell: where, in role terms, a value was measured.
@@ -70,33 +72,51 @@ pub fn summarize(
         slot.2 += 1;
     }
     let mut resamples: BTreeMap<&str, (Vec<usize>, Resamples)> = BTreeMap::new();
-    let mut out = Vec::with_capacity(cells.len());
-    for (key, per_pair) in cells {
-        let (members, draws) = resamples
-            .entry(key.concept.as_str())
-            .or_insert_with(|| concept_resamples(pairs, &key.concept, spec));
-        let values: Vec<Option<f64>> = (members.iter())
-            .map(|p| per_pair.get(p).map(|(sum, _, n)| sum / *n as f64))
-            .collect();
-        let Some((mean, interval)) = mean_interval(&values, draws, spec.level) else {
-            continue;
-        };
-        let (mut moved, mut gap) = (0.0, 0.0);
-        for (pair, (_, patched, n)) in &per_pair {
-            let info = &pairs[*pair];
-            moved += patched / *n as f64 - info.corrupted_logit_diff;
-            gap += info.clean_logit_diff - info.corrupted_logit_diff;
+    for key in cells.keys() {
+        let concept = key.concept.as_str();
+        if !resamples.contains_key(concept) {
+            resamples.insert(concept, concept_resamples(pairs, concept, spec));
         }
-        out.push(ConceptStat {
-            key: key.clone(),
-            n_pairs: per_pair.len(),
-            mean,
-            ci_low: interval.low,
-            ci_high: interval.high,
-            ratio_of_sums: moved / gap,
-        });
     }
-    out
+    // Each cell on its own (on every core); the same resamples per concept, so the
+    // result does not depend on the order.
+    let cells: Vec<_> = cells.into_iter().collect();
+    cells
+        .par_iter()
+        .filter_map(|(key, per_pair)| {
+            let (members, draws) = &resamples[key.concept.as_str()];
+            cell_stat(key, per_pair, (pairs, members), draws, spec.level)
+        })
+        .collect()
+}
+
+/// One concept cell: its pairs' values, their mean and interval over `draws`, and the
+/// ratio of sums.
+fn cell_stat(
+    key: &CellKey,
+    per_pair: &BTreeMap<usize, (f64, f64, usize)>,
+    (pairs, members): (&[PairInfo], &[usize]),
+    draws: &Resamples,
+    level: f64,
+) -> Option<ConceptStat> {
+    let values: Vec<Option<f64>> = (members.iter())
+        .map(|p| per_pair.get(p).map(|(sum, _, n)| sum / *n as f64))
+        .collect();
+    let (mean, interval) = mean_interval(&values, draws, level)?;
+    let (mut moved, mut gap) = (0.0, 0.0);
+    for (pair, (_, patched, n)) in per_pair {
+        let info = &pairs[*pair];
+        moved += patched / *n as f64 - info.corrupted_logit_diff;
+        gap += info.clean_logit_diff - info.corrupted_logit_diff;
+    }
+    Some(ConceptStat {
+        key: key.clone(),
+        n_pairs: per_pair.len(),
+        mean,
+        ci_low: interval.low,
+        ci_high: interval.high,
+        ratio_of_sums: moved / gap,
+    })
 }
 
 /// The pairs of `concept` (indices into `pairs`) and their resamples.

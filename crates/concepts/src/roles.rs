@@ -9,6 +9,9 @@
 //!   free pair). A span of one token is `{span}.last` (the *last subject token* of
 //!   Meng et al. 2022, where causal tracing finds facts recalled); two tokens are
 //!   `.first` and `.last`; every token between is `.mid`.
+//! - For Gaussian-noise causal tracing ([`after_span_roles`]): the tokens after the
+//!   subject as ROME groups them, `after.first` (the first subsequent token) and
+//!   `after.mid` (every further token before `end`).
 //! - Any other token keeps its text, trimmed (`" is"` → `is`); a text seen earlier in
 //!   the same prompt gets `#2`, `#3`, … so roles stay unique within a prompt.
 
@@ -145,6 +148,28 @@ fn finish<'a>(
         .collect()
 }
 
+/// The span name of the tokens after the subject, in Gaussian-noise traces.
+pub const AFTER: &str = "after";
+
+/// `roles` with the tokens between the last token of span `span` and `end` renamed as
+/// ROME's causal-tracing figures group them: `after.first` (the first subsequent
+/// token) and `after.mid` (the further tokens). Facts phrased differently ("… is
+/// located in the city of", "… was a composer from") then line up. Unchanged when the
+/// span is absent.
+pub fn after_span_roles(roles: &[String], span: &str) -> Vec<String> {
+    let prefix = format!("{span}.");
+    let Some(last) = roles.iter().rposition(|r| r.starts_with(&prefix)) else {
+        return roles.to_vec();
+    };
+    (roles.iter().enumerate())
+        .map(|(i, role)| match i {
+            _ if i <= last || role == END => role.clone(),
+            _ if i == last + 1 => format!("{AFTER}.first"),
+            _ => format!("{AFTER}.mid"),
+        })
+        .collect()
+}
+
 /// The roles of several prompts in one prompt order: each role at the mean of its
 /// relative positions (0 = first token, 1 = last) over the prompts it occurs in, ties
 /// by first appearance. Pairs of different templates interleave sensibly: `BOS`
@@ -174,6 +199,40 @@ pub fn order_roles<'a>(prompts: impl IntoIterator<Item = &'a [String]>) -> Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_after_the_subject_are_grouped_as_rome() {
+        let roles = |list: &[&str]| list.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        let traced = after_span_roles(
+            &roles(&[
+                "BOS",
+                "subject.first",
+                "subject.last",
+                "is",
+                "located",
+                "in",
+                "end",
+            ]),
+            "subject",
+        );
+        assert_eq!(
+            traced,
+            roles(&[
+                "BOS",
+                "subject.first",
+                "subject.last",
+                "after.first",
+                "after.mid",
+                "after.mid",
+                "end"
+            ])
+        );
+        // The subject last but one: only `end` follows. No subject: unchanged.
+        let short = roles(&["BOS", "The", "subject.last", "end"]);
+        assert_eq!(after_span_roles(&short, "subject"), short);
+        let none = roles(&["BOS", "The", "end"]);
+        assert_eq!(after_span_roles(&none, "subject"), none);
+    }
 
     /// Tokens of `pieces` laid end to end, BOS first.
     fn tokens(pieces: &[&str]) -> Vec<TokenText> {

@@ -63,8 +63,10 @@ impl<'p> Hooks<'p> {
         self
     }
 
-    /// Stops the gradient of the batch rows `rows` (`[batch]`, u8: 1 = stop) at `point`,
-    /// after its probe: the probe still sees the gradient from later in the pass.
+    /// Stops the gradient of the batch rows `rows` (`[batch]`, u8: 1 = stop) at `point`:
+    /// those rows flow on as constants. The probe at `point` is added before the stop,
+    /// so in those rows it gets gradient 0 too (the loss no longer depends on the value
+    /// there).
     pub fn stopping(mut self, point: HookPoint, rows: Tensor) -> Self {
         self.stops.push((point, rows));
         self
@@ -111,8 +113,13 @@ impl<'p> Hooks<'p> {
     /// gradient). A model may compute past a point that nothing touches without
     /// materializing its value (fused kernels).
     pub fn touches(&self, point: HookPoint) -> bool {
+        self.alters(point) || self.filter.wants(&point)
+    }
+
+    /// Whether [`Hooks::at`] may change the value flowing through `point` or its
+    /// gradient (a patch, a probe or a stop), rather than only record it.
+    pub fn alters(&self, point: HookPoint) -> bool {
         self.patches.iter().any(|p| p.point == point)
-            || self.filter.wants(&point)
             || self.probe.wants(&point)
             || self.stops.iter().any(|(p, _)| *p == point)
     }

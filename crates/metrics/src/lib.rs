@@ -114,21 +114,35 @@ pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
     Ok(shifted.broadcast_sub(&lse)?)
 }
 
-/// Every metric for each row of `logits` `[batch, d_vocab]`, against the pair's
-/// baseline and the clean run's log-probabilities `[d_vocab]` (from [`log_softmax`]).
+/// What the next-token distribution of one row says about one token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenStats {
+    pub logit: f64,
+    pub log_prob: f64,
+    /// KL(p_clean ‖ p) of the whole distribution, nats.
+    pub kl_div: f64,
+}
+
+/// For each row of `logits` `[batch, d_vocab]`: `token`'s logit and log-probability,
+/// and the KL divergence from the clean run's log-probabilities `[d_vocab]` (from
+/// [`log_softmax`]).
 ///
-/// The distribution metrics are computed in f64: on GPT-2-sized logits (|logit| ~ 100)
-/// the log-sum-exp and the cross term are ~100 each, and a KL divergence of 1e-4 is
-/// their small difference, which f32 (7 digits) cannot resolve. Each row takes one
-/// pass over its logits, rows in parallel ([`actpatch_simd::log_sum_exp_and_dot`]:
-/// `e^(logit − max)` in f32, summed in f64, so the log-sum-exp is within ~1e-7).
-pub fn cell_metrics(
+/// Computed in f64: on GPT-2-sized logits (|logit| ~ 100) the log-sum-exp and the
+/// cross term are ~100 each, and a KL divergence of 1e-4 is their small difference,
+/// which f32 (7 digits) cannot resolve. Each row takes one pass over its logits, rows
+/// in parallel ([`actpatch_simd::log_sum_exp_and_dot`], within a few ulp of f64).
+pub fn token_stats(
     logits: &Tensor,
-    answers: Answers,
-    baseline: &Baseline,
+    token: u32,
     clean_log_probs: &Tensor,
-) -> Result<Vec<CellMetrics>> {
-    check_answers(logits, answers)?;
+) -> Result<Vec<TokenStats>> {
+    check_answers(
+        logits,
+        Answers {
+            correct: token,
+            incorrect: token,
+        },
+    )?;
     // log p(t) = logit(t) − lse, and
     // KL(p_clean ‖ p) = Σ p_clean log p_clean − (p_clean · logits − lse).
     let clean_log_probs: Vec<f64> = clean_log_probs.to_dtype(DType::F64)?.to_vec1()?; // [d_vocab]
@@ -149,14 +163,37 @@ pub fn cell_metrics(
         .par_iter()
         .map(|row| actpatch_simd::log_sum_exp_and_dot(row, &clean_probs))
         .collect();
+    Ok((rows.iter().zip(stats))
+        .map(|(row, (lse, cross))| {
+            let logit = row[token as usize] as f64;
+            TokenStats {
+                logit,
+                log_prob: logit - lse,
+                kl_div: (clean_neg_entropy - cross + lse).max(0.0),
+            }
+        })
+        .collect())
+}
+
+/// Every metric for each row of `logits` `[batch, d_vocab]`, against the pair's
+/// baseline and the clean run's log-probabilities `[d_vocab]` (from [`log_softmax`]);
+/// the distribution metrics in f64 ([`token_stats`]).
+pub fn cell_metrics(
+    logits: &Tensor,
+    answers: Answers,
+    baseline: &Baseline,
+    clean_log_probs: &Tensor,
+) -> Result<Vec<CellMetrics>> {
+    check_answers(logits, answers)?;
+    let correct = token_stats(logits, answers.correct, clean_log_probs)?;
     let logit_diffs = logit_diff(logits, answers)?;
-    Ok((rows.iter().zip(stats).zip(logit_diffs))
-        .map(|((row, (lse, cross)), logit_diff)| CellMetrics {
+    Ok((correct.iter().zip(logit_diffs))
+        .map(|(stats, logit_diff)| CellMetrics {
             logit_diff,
             normalized_logit_diff: baseline.normalize(logit_diff),
             logprob_diff: logit_diff,
-            prob_correct: Some((row[answers.correct as usize] as f64 - lse).exp()),
-            kl_div: Some((clean_neg_entropy - cross + lse).max(0.0)),
+            prob_correct: Some(stats.log_prob.exp()),
+            kl_div: Some(stats.kl_div),
         })
         .collect())
 }

@@ -15,7 +15,7 @@
 use actpatch_hooks::{BlockSite, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
 
-use crate::attention::{Frame, KvPrefix};
+use crate::attention::{AttentionSpec, Frame, KvPrefix};
 use crate::{ModelDims, Readout, Result};
 
 pub(crate) trait ArchModel: Send + Sync {
@@ -36,6 +36,9 @@ pub(crate) trait ArchModel: Send + Sync {
     /// The hook point whose cached value attention uses as keys (after rotary
     /// embedding where there is one). Values are `attn.hook_v`.
     fn key_site(&self) -> BlockSite;
+
+    /// Layer `layer`'s attention scale, soft-cap and sliding window (`layer` in range).
+    fn attention_spec(&self, layer: usize) -> AttentionSpec;
 
     /// Whether a site's value at one position can reach the other positions of its
     /// own layer, i.e. it is computed before (and feeds) the layer's keys and values.

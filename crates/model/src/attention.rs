@@ -170,8 +170,23 @@ impl AttentionSpec {
         }
     }
 
+    /// Scores from queries `q` `[..., query, d_head]` and keys `k` `[..., key, d_head]`
+    /// (key heads repeated to the query heads'): `q · kᵀ · scale`, soft-capped where the
+    /// model caps them; `[..., query, key]`, before any mask.
+    pub fn scores(&self, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+        self.cap((q.matmul(&k.t()?)? * self.scale)?)
+    }
+
+    /// `cap · tanh(scores / cap)` where the model soft-caps scores; `scores` otherwise.
+    pub fn cap(&self, scores: Tensor) -> Result<Tensor> {
+        match self.softcap {
+            Some(cap) => soft_cap(&scores, cap),
+            None => Ok(scores),
+        }
+    }
+
     /// [`causal_attention`] with this layer's scale, cap and window over `frame`'s positions.
-    pub fn attend(
+    pub(crate) fn attend(
         &self,
         q: &Tensor,
         k: &Tensor,
@@ -238,9 +253,10 @@ impl KvPrefix {
 /// each key/value head serves `head / kv_head` query heads (grouped-query attention).
 /// With a `prefix`, the keys and values of earlier positions are put in front; the
 /// frame's causal mask (or `spec`'s sliding window) hides keys, and the frame's kernels
-/// compute the softmax. When nothing touches the scores and the pattern, a fused
-/// kernel computes `z` without them (always for a frame of spans). Returns `z`:
-/// `[batch, pos, head, d_head]`.
+/// compute the softmax. When nothing patches, probes or stops the scores and the
+/// pattern, a fused kernel computes `z` without them (always for a frame of spans;
+/// scores and patterns that are only recorded are computed for the record alone, so
+/// that recording changes no number). Returns `z`: `[batch, pos, head, d_head]`.
 pub(crate) fn causal_attention(
     q: &Tensor,
     k: &Tensor,
@@ -252,10 +268,13 @@ pub(crate) fn causal_attention(
 ) -> Result<Tensor> {
     let layer = spec.layer;
     let z_point = HookPoint::block(layer, BlockSite::Z);
-    let unobserved = !hooks.touches(HookPoint::block(layer, BlockSite::AttnScores))
-        && !hooks.touches(HookPoint::block(layer, BlockSite::Pattern));
+    let (scores_point, pattern_point) = (
+        HookPoint::block(layer, BlockSite::AttnScores),
+        HookPoint::block(layer, BlockSite::Pattern),
+    );
+    let observed = hooks.touches(scores_point) || hooks.touches(pattern_point);
     if !frame.spans.is_empty() {
-        if !unobserved {
+        if observed {
             return Err(candle_core::Error::Msg(format!(
                 "layer {layer}: attention scores and patterns cannot be hooked in a pass of several spans"
             ))
@@ -267,11 +286,32 @@ pub(crate) fn causal_attention(
         };
         return Ok(hooks.at(z_point, z)?);
     }
-    if unobserved && frame.kernels == Kernels::Fused {
+    // Scores and patterns that are only recorded do not change how z is computed.
+    let altered = hooks.alters(scores_point) || hooks.alters(pattern_point);
+    if !altered && frame.kernels == Kernels::Fused {
         if let Some(z) = fused_attention(q, k, v, frame, prefix, spec)? {
+            if observed {
+                pattern_of(q, k, v, (frame, prefix, spec), hooks)?;
+            }
             return Ok(hooks.at(z_point, z)?);
         }
     }
+    let (pattern, v) = pattern_of(q, k, v, (frame, prefix, spec), hooks)?;
+    let z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?; // [batch, pos, head, d_head]
+    Ok(hooks.at(z_point, z)?)
+}
+
+/// The attention pattern by plain tensor ops, through `hook_attn_scores` and
+/// `hook_pattern` (`[batch, head, q_pos, k_pos]`), and the values it weighs (each query
+/// head's, `[batch, head, k_pos, d_head]`).
+fn pattern_of(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    (frame, prefix, spec): (&Frame, Option<&KvPrefix>, &AttentionSpec),
+    hooks: &mut Hooks,
+) -> Result<(Tensor, Tensor)> {
+    let layer = spec.layer;
     let mask = match spec.window {
         Some(window) => sliding_mask_from(frame.start, frame.len, window, q.device())?,
         None => causal_mask_from(frame.start, frame.len, q.device())?,
@@ -285,17 +325,12 @@ pub(crate) fn causal_attention(
     let q = q.transpose(1, 2)?.contiguous()?; // [batch, head, pos, d_head]
     let k = repeat_kv(&k.transpose(1, 2)?, n_heads / n_kv_heads)?; // [batch, head, pos, d_head]
     let v = repeat_kv(&v.transpose(1, 2)?, n_heads / n_kv_heads)?;
-    let scores = (q.matmul(&k.t()?)? * spec.scale)?; // [batch, head, q_pos, k_pos]
-    let scores = match spec.softcap {
-        Some(cap) => soft_cap(&scores, cap)?,
-        None => scores,
-    };
+    let scores = spec.scores(&q, &k)?; // [batch, head, q_pos, k_pos]
     let scores = scores.broadcast_add(&mask)?;
     let scores = hooks.at(HookPoint::block(layer, BlockSite::AttnScores), scores)?;
     let pattern = softmax_last_dim(&scores, frame.kernels)?;
     let pattern = hooks.at(HookPoint::block(layer, BlockSite::Pattern), pattern)?;
-    let z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?; // [batch, pos, head, d_head]
-    Ok(hooks.at(z_point, z)?)
+    Ok((pattern, v))
 }
 
 /// [`causal_attention`] of a frame of spans, one span after another: `q`, `k`, `v`

@@ -366,6 +366,10 @@ impl ArchModel for Gemma2 {
         BlockSite::RotK
     }
 
+    fn attention_spec(&self, layer: usize) -> AttentionSpec {
+        self.blocks[layer].spec
+    }
+
     /// `hook_embed`: the embedding times √d_model.
     fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         let embed = embed_rows(&self.embed_tokens, tokens)?; // [batch, pos, d_model]

@@ -229,6 +229,10 @@ impl ArchModel for Gpt2 {
         BlockSite::K
     }
 
+    fn attention_spec(&self, layer: usize) -> AttentionSpec {
+        self.blocks[layer].spec
+    }
+
     /// `hook_embed` + `hook_pos_embed`.
     fn token_embeddings(&self) -> &Tensor {
         &self.wte

@@ -5,6 +5,7 @@
 use actpatch_hooks::{BlockSite, HookPoint, Hooks};
 use candle_core::{Tensor, D};
 
+use crate::frozen::matmul_frozen;
 use crate::fused;
 pub(crate) use crate::fused::Gate;
 use crate::weights::WeightStore;
@@ -61,7 +62,7 @@ impl Linear {
             return Ok(out);
         }
         let (batch, pos, d_in) = x.dims3()?;
-        let out = x.reshape((batch * pos, d_in))?.matmul(&self.weight)?;
+        let out = matmul_frozen(&x.reshape((batch * pos, d_in))?, &self.weight)?;
         let out = match &self.bias {
             Some(bias) => out.broadcast_add(bias)?,
             None => out,

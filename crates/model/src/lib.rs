@@ -25,6 +25,7 @@ mod arch;
 mod attention;
 mod device;
 mod error;
+mod frozen;
 mod fused;
 mod gemma2;
 mod gguf;
@@ -51,6 +52,7 @@ use candle_core::{Device, Tensor};
 pub use actpatch_hooks::HookPoint;
 pub use allocator::keep_large_buffers_in_heap;
 use arch::ArchModel;
+pub use attention::AttentionSpec;
 pub use device::DeviceSpec;
 pub use error::{ModelError, Result};
 use kernels::Kernels;
@@ -157,6 +159,13 @@ impl HookedTransformer {
     /// the residual stream (`hook_embed`): Gemma's √d_model, 1 for the others.
     pub fn embedding_scale(&self) -> f64 {
         self.arch.embedding_scale()
+    }
+
+    /// Layer `layer`'s attention: how scores are scaled, soft-capped (Gemma 2) and
+    /// windowed, as its forward pass computes `hook_attn_scores` from `q` and `k`.
+    pub fn attention_spec(&self, layer: usize) -> Result<AttentionSpec> {
+        self.check_layer(layer)?;
+        Ok(self.arch.attention_spec(layer))
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -319,6 +328,28 @@ impl HookedTransformer {
         let mut hooks = Hooks::caching(filter);
         let logits = self.forward(&tokens, &mut hooks, Readout::AllPositions)?;
         Ok((logits, hooks.into_cache()))
+    }
+
+    /// `hook_embed` of `rows` `[batch, pos, d_model]` (the token embeddings, scaled
+    /// where the model scales them), without running the blocks.
+    pub fn embeddings(&self, rows: &[Vec<u32>]) -> Result<Tensor> {
+        let tokens = self.tokens_tensor(rows)?;
+        let mut hooks = Hooks::caching(CacheFilter::only([HookPoint::Embed]));
+        self.arch.embed(&tokens, &mut hooks)?;
+        Ok(hooks.cache().get(HookPoint::Embed)?.clone())
+    }
+
+    /// The activations `filter` selects, from a forward pass that computes only the
+    /// final position's logits (no full-vocabulary unembedding of every position).
+    pub fn cache_activations(
+        &self,
+        rows: &[Vec<u32>],
+        filter: CacheFilter,
+    ) -> Result<ActivationCache> {
+        let tokens = self.tokens_tensor(rows)?;
+        let mut hooks = Hooks::caching(filter);
+        self.forward(&tokens, &mut hooks, Readout::LastPosition)?;
+        Ok(hooks.into_cache())
     }
 
     /// Logits with `patches` applied (any number of hook points in one pass).

@@ -424,6 +424,10 @@ impl ArchModel for Llama {
         BlockSite::RotK
     }
 
+    fn attention_spec(&self, layer: usize) -> AttentionSpec {
+        self.blocks[layer].spec
+    }
+
     fn token_embeddings(&self) -> &Tensor {
         &self.embed_tokens
     }

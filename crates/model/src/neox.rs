@@ -325,6 +325,10 @@ impl ArchModel for Neox {
         BlockSite::RotK
     }
 
+    fn attention_spec(&self, layer: usize) -> AttentionSpec {
+        self.blocks[layer].spec
+    }
+
     /// `hook_embed` (positions enter through rotary embeddings in each block).
     fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         let embed = embed_rows(&self.embed_in, tokens)?; // [batch, pos, d_model]

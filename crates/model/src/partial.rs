@@ -37,7 +37,7 @@
 //! rotary embedding where there is one — and values) and which sites feed the keys and
 //! values ([`HookedTransformer::site_feeds_keys_values`]).
 
-use actpatch_hooks::{ActivationCache, BlockSite, CacheFilter, HookPoint, Hooks};
+use actpatch_hooks::{ActivationCache, BlockSite, CacheFilter, HookPoint, Hooks, Patch};
 use candle_core::Tensor;
 
 use crate::attention::{Frame, KvPrefix};
@@ -128,13 +128,24 @@ impl HookedTransformer {
         tokens: &[u32],
         extra: impl IntoIterator<Item = HookPoint>,
     ) -> Result<BaseRun> {
+        self.base_run_patched(tokens, &[], extra)
+    }
+
+    /// [`HookedTransformer::base_run`] of a run with `patches` applied (batch axis 1),
+    /// e.g. noise on the input embeddings: partial passes then continue the patched run.
+    pub fn base_run_patched(
+        &self,
+        tokens: &[u32],
+        patches: &[Patch],
+        extra: impl IntoIterator<Item = HookPoint>,
+    ) -> Result<BaseRun> {
         let key_site = self.arch.key_site();
         let sites = [BlockSite::ResidPre, key_site, BlockSite::V];
         let n_layers = self.dims().n_layers;
         let points = (0..n_layers)
             .flat_map(|l| sites.iter().map(move |s| HookPoint::block(l, *s)))
             .chain(extra);
-        let mut hooks = Hooks::caching(CacheFilter::only(points));
+        let mut hooks = Hooks::new(patches, CacheFilter::only(points));
         let tensor = self.tokens_tensor(&[tokens.to_vec()])?;
         let logits = self.forward(&tensor, &mut hooks, Readout::LastPosition)?;
         Ok(BaseRun {
@@ -143,6 +154,40 @@ impl HookedTransformer {
             n_pos: tokens.len(),
             key_site,
         })
+    }
+
+    /// [`HookedTransformer::base_run`] of several prompts of one length in one pass
+    /// (one batch row each, the weights read once): one run per prompt, in order.
+    pub fn base_runs(
+        &self,
+        prompts: &[&[u32]],
+        extra: impl IntoIterator<Item = HookPoint>,
+    ) -> Result<Vec<BaseRun>> {
+        let key_site = self.arch.key_site();
+        let sites = [BlockSite::ResidPre, key_site, BlockSite::V];
+        let n_layers = self.dims().n_layers;
+        let points = (0..n_layers)
+            .flat_map(|l| sites.iter().map(move |s| HookPoint::block(l, *s)))
+            .chain(extra);
+        let mut hooks = Hooks::caching(CacheFilter::only(points));
+        let rows: Vec<Vec<u32>> = prompts.iter().map(|p| p.to_vec()).collect();
+        let tensor = self.tokens_tensor(&rows)?; // [prompts, pos]
+        let logits = self.forward(&tensor, &mut hooks, Readout::LastPosition)?; // [prompts, d_vocab]
+        let cache = hooks.into_cache();
+        (0..prompts.len())
+            .map(|row| {
+                let mut own = ActivationCache::default();
+                for (point, tensor) in cache.iter() {
+                    own.insert(*point, tensor.narrow(0, row, 1)?);
+                }
+                Ok(BaseRun {
+                    cache: own,
+                    logits: logits.narrow(0, row, 1)?,
+                    n_pos: rows[row].len(),
+                    key_site,
+                })
+            })
+            .collect()
     }
 
     /// Positions `start..start + len` of `base`'s prompt.

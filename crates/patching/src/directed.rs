@@ -2,8 +2,8 @@
 //! activations at the swept sites re-indexed to target positions, and the scorer.
 //! Every method of the engine (the naive and the fast exact sweep so far) starts here.
 
-use actpatch_hooks::{ActivationCache, CacheFilter, HookPoint, Hooks, Layout};
-use actpatch_model::{HookedTransformer, Readout};
+use actpatch_hooks::{ActivationCache, CacheFilter, HookPoint, Layout};
+use actpatch_model::HookedTransformer;
 use candle_core::Tensor;
 
 use crate::cells::{cells_of, hook_points};
@@ -58,11 +58,13 @@ impl<'a> DirectedPair<'a> {
     ) -> Result<Self> {
         check_kinds(model, kinds)?;
         let points = hook_points(kinds, model.dims().n_layers);
-        let tokens = model.tokens_tensor(&[pair.source_tokens(direction).to_vec()])?;
-        let mut hooks = Hooks::caching(CacheFilter::only(points));
-        // Only the cache is read: the logits of the last position are the cheapest readout.
-        model.forward(&tokens, &mut hooks, Readout::LastPosition)?;
-        let source = hooks.into_cache();
+        let source = match points.is_empty() {
+            true => ActivationCache::default(),
+            false => model.cache_activations(
+                &[pair.source_tokens(direction).to_vec()],
+                CacheFilter::only(points),
+            )?,
+        };
         Ok(DirectedPair {
             direction,
             target_tokens: pair.target_tokens(direction),

@@ -70,7 +70,7 @@ mod score;
 mod sweep;
 
 pub use actpatch_metrics::{Answers, Baseline, CellMetrics};
-pub use attribution::{attribute, Attribution, Method};
+pub use attribution::{attribute, attribute_all, Attribution, Method, Request};
 pub use cells::{cells_of, hook_points, rows_for_budget, CellIndex, CellResult};
 pub use directed::{check_kinds, DirectedPair};
 pub use direction::Direction;

@@ -17,7 +17,8 @@ pub struct PairRuns {
 }
 
 impl PairRuns {
-    /// Runs both prompts, caching the sites of `kinds` too.
+    /// Runs both prompts, caching the sites of `kinds` too; prompts of one length as
+    /// one batch of two rows.
     pub fn new(
         model: &HookedTransformer,
         clean_tokens: &[u32],
@@ -25,10 +26,17 @@ impl PairRuns {
         kinds: &[PatchKind],
     ) -> Result<PairRuns> {
         let points = hook_points(kinds, model.dims().n_layers);
-        Ok(PairRuns {
-            clean: model.base_run(clean_tokens, points.iter().copied())?,
-            corrupted: model.base_run(corrupted_tokens, points)?,
-        })
+        if clean_tokens.len() != corrupted_tokens.len() {
+            return Ok(PairRuns {
+                clean: model.base_run(clean_tokens, points.iter().copied())?,
+                corrupted: model.base_run(corrupted_tokens, points)?,
+            });
+        }
+        let runs = model.base_runs(&[clean_tokens, corrupted_tokens], points)?;
+        let [clean, corrupted]: [BaseRun; 2] = runs.try_into().map_err(|_| {
+            candle_core::Error::Msg("a batch of two prompts gave another number of runs".into())
+        })?;
+        Ok(PairRuns { clean, corrupted })
     }
 
     /// The baselines of `answers`: both runs' logit differences and the clean

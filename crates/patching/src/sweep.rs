@@ -31,8 +31,8 @@ pub struct PairSweeper<'a> {
 }
 
 impl<'a> PairSweeper<'a> {
-    /// Runs the source prompt (and, for the fast path, the target prompt) once,
-    /// caching the sites of `kinds`.
+    /// Runs both prompts once ([`PairRuns`]), caching the sites of `kinds`: the
+    /// source run's activations, and for the fast path the target run it continues.
     pub fn new(
         model: &'a HookedTransformer,
         pair: &'a Pair,
@@ -42,16 +42,9 @@ impl<'a> PairSweeper<'a> {
         metrics: MetricSet,
         execution: Execution,
     ) -> Result<Self> {
-        let directed = DirectedPair::new(model, pair, baselines, direction, kinds, metrics)?;
-        let target = match execution {
-            Execution::Fast => Some(fast::target_run(model, &directed, kinds)?),
-            Execution::Naive => None,
-        };
-        Ok(PairSweeper {
-            model,
-            pair: directed,
-            target,
-        })
+        let runs = PairRuns::new(model, &pair.clean_tokens, &pair.corrupted_tokens, kinds)?;
+        let context = (pair, baselines, &runs);
+        PairSweeper::with_runs(model, context, direction, kinds, metrics, execution)
     }
 
     /// [`PairSweeper::new`] from `runs` (both prompts, run once with the sites of

@@ -6,7 +6,7 @@
 mod golden;
 
 use actpatch_patching::{
-    attribute, Align, DirectedPair, Direction, Method, MetricSet, Pair, PatchKind,
+    attribute, attribute_all, Align, DirectedPair, Direction, Method, MetricSet, Pair, PatchKind,
 };
 use golden::{family, Golden};
 
@@ -104,6 +104,66 @@ fn identical_prompts_give_zero_estimated_effect() {
                         cell.metrics.logit_diff, target,
                         "{fixture} {direction} {method} {} {:?}",
                         cell.kind, cell.index
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Both directions estimated at once (their prompts share batched passes) give each
+/// direction's own estimates: on an aligned golden pair and on a pair of different
+/// lengths (whose prompts run in separate passes), every method, every kind.
+#[test]
+fn both_directions_at_once_equal_each_direction_alone() {
+    let golden = Golden::load("tiny-llama");
+    let model = &golden.model;
+    let misaligned = Pair::from_prompts(
+        model,
+        "The Colosseum is in",
+        "The old Eiffel Tower is in",
+        [" Rome", " Paris"],
+        Align::Start,
+    )
+    .unwrap();
+    let misaligned_baselines = misaligned.baselines(model).unwrap();
+    let (_, pair, baselines) = &golden.pairs[0];
+    for (pair, baselines) in [(pair, baselines), (&misaligned, &misaligned_baselines)] {
+        let directed: Vec<DirectedPair> = Direction::BOTH
+            .iter()
+            .map(|d| DirectedPair::new(model, pair, baselines, *d, &[], MetricSet::All).unwrap())
+            .collect();
+        let usable: Vec<PatchKind> = KINDS
+            .into_iter()
+            .filter(|k| !k.needs_equal_lengths() || directed[0].map.is_identity())
+            .collect();
+        // Each direction patches its own target prompt: its own cells.
+        let cells: Vec<Vec<_>> = directed
+            .iter()
+            .map(|d| {
+                (usable.iter())
+                    .map(|k| (*k, d.cells(model, *k, None).unwrap()))
+                    .collect()
+            })
+            .collect();
+        for method in [Method::Atp, Method::AtpStar, Method::Ig] {
+            let requests = [(&directed[0], &cells[0][..]), (&directed[1], &cells[1][..])];
+            let both = attribute_all(model, &requests, method, 3).unwrap();
+            for (one, (directed, kinds)) in both.iter().zip(requests) {
+                let alone = attribute(model, directed, kinds, method, 3).unwrap();
+                assert_eq!(one.results.len(), alone.results.len());
+                for (a, b) in one.results.iter().zip(&alone.results) {
+                    assert_eq!(
+                        (a.kind, a.index, a.direction),
+                        (b.kind, b.index, b.direction)
+                    );
+                    let (x, y) = (a.metrics.logit_diff, b.metrics.logit_diff);
+                    assert!(
+                        (x - y).abs() <= 1e-4 * y.abs().max(1.0),
+                        "{method} {} {} {:?}: {x} together, {y} alone",
+                        a.direction,
+                        a.kind,
+                        a.index
                     );
                 }
             }

@@ -221,15 +221,17 @@ fn opt(v: Option<f64>, digits: usize) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
-/// The report's "Attribution accuracy" section: one table row per accuracy row.
-pub fn render_section(rows: &[AccuracyRow]) -> String {
+/// The report's "Attribution accuracy" section: one table row per accuracy row, then
+/// `figures` (heading, image path): the scatter plots of estimated against exact
+/// effects.
+pub fn render_section(rows: &[AccuracyRow], figures: &[(String, String)]) -> String {
     if rows.is_empty() {
         return String::new();
     }
     let mut md = String::from("## Attribution accuracy\n\n");
     let _ = writeln!(
         md,
-        "Each approximation against the exact sweep of the same cells (effects in normalized units, the target run's value subtracted). Recall: share of the exact top-k cells by |effect| in the method's top k. False negatives: cells with |exact| ≥ {LARGE_EFFECT} that the method ranks outside its top 10 %. Sign: cells with |exact| ≥ {SIGN_FLOOR} whose estimate has the same sign. Cost: the method's seconds and forward-pass equivalents for every kind of the pair and direction at once, next to the exact sweep's for this kind. All of it is in `attribution.parquet`.\n"
+        "Each approximation against the exact sweep of the same cells (effects in normalized units, the target run's value subtracted). Recall: share of the exact top-k cells by |effect| in the method's top k. False negatives: cells with |exact| ≥ {LARGE_EFFECT} that the method ranks outside its top 10 %. Sign: cells with |exact| ≥ {SIGN_FLOOR} whose estimate has the same sign. Cost: the method's seconds and forward-pass equivalents for every kind at once (directions estimated together share the call equally), next to the exact sweep's for this kind (one pass per cell). All of it is in `attribution.parquet`.\n"
     );
     md.push_str("| pair | direction | kind | method | cells | pearson | spearman | recall@10 | recall@1% | false neg. / large | sign | max err | median err | s (passes) | exact s (runs) |\n");
     md.push_str("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -259,6 +261,12 @@ pub fn render_section(rows: &[AccuracyRow]) -> String {
         );
     }
     md.push('\n');
+    if !figures.is_empty() {
+        md.push_str("Estimated against exact effect, one point per cell of every pair and direction, one figure per kind (on the diagonal the estimate is exact):\n\n");
+    }
+    for (heading, image) in figures {
+        let _ = writeln!(md, "### {heading}\n\n![{heading}]({image})\n");
+    }
     md
 }
 
@@ -302,7 +310,49 @@ mod tests {
         let sxx: f64 = exact.iter().map(|a| (a - mx) * (a - mx)).sum();
         let syy: f64 = estimate.iter().map(|b| (b - my) * (b - my)).sum();
         assert!((a.pearson.unwrap() - sxy / (sxx * syy).sqrt()).abs() < 1e-12);
-        assert!(a.spearman.unwrap() > 0.0 && a.spearman.unwrap() < 1.0);
+        // Spearman by hand: exact's ranks [12, 1, 11, 10, 9, 5 × 7] (seven zeros share
+        // ranks 2..8), the estimate's [12, 1, 6.5, 2, 11, 6.5 × 7] (eight zeros share
+        // 3..10); both mean 6.5: Σ dx·dy = 56, Σ dx² = 115, Σ dy² = 101.
+        let spearman = 56.0 / (115.0f64 * 101.0).sqrt();
+        assert!((a.spearman.unwrap() - spearman).abs() < 1e-12);
+        assert!((spearman - 0.519_611_099_979_298).abs() < 1e-12); // pandas, below
+    }
+
+    /// Twenty-five cells without ties, every statistic against pandas 2 / numpy:
+    ///
+    /// ```python
+    /// s, t = pd.Series(exact), pd.Series(estimate)
+    /// s.corr(t); s.rank().corr(t.rank())                   # Pearson, Spearman
+    /// top = lambda v, k: set(np.argsort(-np.abs(v), kind="stable")[:k])
+    /// len(top(exact, 10) & top(estimate, 10)) / 10           # recall@10
+    /// [i for i in range(25) if abs(exact[i]) >= 0.1 and i not in top(estimate, 3)]
+    /// np.abs(estimate - exact).max(); np.median(np.abs(estimate - exact))
+    /// ```
+    #[test]
+    fn statistics_match_pandas_on_cells_without_ties() {
+        let exact = [
+            0.62, -0.41, 0.33, -0.27, 0.21, 0.18, -0.15, 0.12, 0.09, -0.07, 0.06, 0.05, -0.04,
+            0.035, 0.03, -0.025, 0.02, 0.015, -0.01, 0.008, 0.006, -0.004, 0.003, 0.002, 0.0005,
+        ];
+        let estimate = [
+            0.50, -0.05, 0.40, -0.30, 0.02, 0.25, -0.12, 0.10, 0.11, 0.07, 0.06, 0.03, -0.045,
+            0.01, 0.04, -0.02, 0.025, 0.012, 0.009, 0.007, -0.006, -0.003, 0.004, 0.001, -0.0002,
+        ];
+        let a = agreement(&exact, &estimate);
+        assert_eq!(a.cells, 25);
+        assert!((a.pearson.unwrap() - 0.868_427_116_430_068_9).abs() < 1e-12);
+        assert!((a.spearman.unwrap() - 0.836_923_076_923_076_9).abs() < 1e-12);
+        // Top 10 by |exact|: cells 0..=9; by |estimate|: 0, 2, 3, 5, 6, 8, 7, 9, 10, 1
+        // (cell 4's 0.21 is estimated 0.02).
+        assert_eq!(a.recall_top10, 0.9);
+        // 1 % of 25 cells rounds up to 1: cell 0 in both.
+        assert_eq!(a.recall_top1pct, 1.0);
+        // |exact| ≥ 0.1: cells 0..=7; the estimate's top 10 % (3 cells): 0, 2, 3.
+        assert_eq!((a.large_cells, a.false_negatives), (8, 5));
+        // |exact| ≥ 1e-3: 24 cells (not the last); signs differ at cells 9, 18, 20.
+        assert_eq!(a.sign_agreement, Some(21.0 / 24.0));
+        assert!((a.max_abs_error - 0.36).abs() < 1e-12); // cell 1
+        assert!((a.median_abs_error - 0.019).abs() < 1e-12);
     }
 
     #[test]

@@ -4,25 +4,14 @@
 //! system font library is needed.
 
 use std::path::Path;
-use std::sync::Once;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::atomic::{temp_path, write_bytes_atomic};
-use crate::{ReportError, Result};
-
-const FONT: &str = "sans-serif";
-static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-static REGISTER: Once = Once::new();
-
-fn register_font() {
-    REGISTER.call_once(|| {
-        // The font is compiled in and valid; a failure would only lose text.
-        let _ = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES);
-    });
-}
+pub use crate::figure::ImageFormat;
+use crate::figure::{Drawing, FONT};
+use crate::Result;
 
 /// A grid of values to draw. `values[row][col]`; `NaN` cells are drawn grey.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,22 +26,6 @@ pub struct Heatmap {
     /// `faded[row][col]`: draw the cell faded and hatched (e.g. a concept mean whose
     /// confidence interval contains 0). Empty: none is.
     pub faded: Vec<Vec<bool>>,
-}
-
-/// Image formats a heatmap can be written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageFormat {
-    Png,
-    Svg,
-}
-
-impl ImageFormat {
-    pub fn extension(self) -> &'static str {
-        match self {
-            ImageFormat::Png => "png",
-            ImageFormat::Svg => "svg",
-        }
-    }
 }
 
 /// ColorBrewer RdBu, red for negative through white to blue for positive.
@@ -147,41 +120,10 @@ impl Heatmap {
 
     /// Writes the heatmap to `path` in `format`, atomically.
     pub fn save(&self, path: &Path, format: ImageFormat) -> Result<()> {
-        register_font();
-        let layout = self.layout();
-        let size = (layout.width, layout.height);
-        let plot_err = |reason: String| ReportError::Plot {
-            path: path.to_path_buf(),
-            reason,
-        };
-        match format {
-            ImageFormat::Svg => {
-                let mut svg = String::new();
-                {
-                    let area = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-                    self.draw(&area, &layout)
-                        .map_err(|e| plot_err(e.to_string()))?;
-                    area.present().map_err(|e| plot_err(e.to_string()))?;
-                }
-                write_bytes_atomic(path, svg.as_bytes())
-            }
-            ImageFormat::Png => {
-                let tmp = temp_path(path);
-                {
-                    let area = BitMapBackend::new(&tmp, size).into_drawing_area();
-                    self.draw(&area, &layout)
-                        .map_err(|e| plot_err(e.to_string()))?;
-                    area.present().map_err(|e| plot_err(e.to_string()))?;
-                }
-                std::fs::rename(&tmp, path).map_err(|source| ReportError::Write {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        }
+        crate::figure::save(self, path, format)
     }
 
-    fn draw<DB: DrawingBackend>(
+    fn draw_with<DB: DrawingBackend>(
         &self,
         area: &DrawingArea<DB, Shift>,
         layout: &Layout,
@@ -352,6 +294,20 @@ struct Layout {
     top: u32,
     width: u32,
     height: u32,
+}
+
+impl Drawing for Heatmap {
+    fn size(&self) -> (u32, u32) {
+        let layout = self.layout();
+        (layout.width, layout.height)
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        self.draw_with(area, &self.layout())
+    }
 }
 
 #[cfg(test)]

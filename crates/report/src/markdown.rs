@@ -40,6 +40,8 @@ pub struct RunReport {
     pub figures: Vec<FigureSection>,
     /// How far each approximation is from the exact sweep (runs with both).
     pub accuracy: Vec<crate::AccuracyRow>,
+    /// Its scatter plots, one per kind.
+    pub accuracy_figures: Vec<FigureSection>,
 }
 
 /// One concept: its pairs, where its effect sits, its heatmaps with intervals.
@@ -97,7 +99,10 @@ impl RunReport {
             }
             md.push('\n');
         }
-        md.push_str(&crate::accuracy::render_section(&self.accuracy));
+        let scatters: Vec<(String, String)> = (self.accuracy_figures.iter())
+            .map(|f| (f.heading.clone(), f.image.clone()))
+            .collect();
+        md.push_str(&crate::accuracy::render_section(&self.accuracy, &scatters));
         self.render_figures(&mut md);
         md
     }
@@ -118,14 +123,27 @@ impl RunReport {
             .collect();
         let _ = writeln!(
             md,
-            "- model: `{}`\n- run: `{}` (started {}, {:.1} s)\n- patch kinds: {}\n- direction: {}; metric: normalized logit difference, 0 = corrupted, 1 = clean\n",
+            "- model: `{}`\n- run: `{}` (started {}, {:.1} s)\n- patch kinds: {}\n- direction: {}; metric: normalized logit difference, 0 = corrupted, 1 = clean{}\n",
             self.model,
             self.run_id,
             self.started,
             self.wall_seconds,
             self.sweep_kinds.join(", "),
-            directions.join(" and ")
+            directions.join(" and "),
+            self.gaussian_note()
         );
+    }
+
+    /// What the header adds when pairs were corrupted by Gaussian noise.
+    fn gaussian_note(&self) -> String {
+        let Some(b) = self.baselines.iter().find(|b| b.is_gaussian()) else {
+            return String::new();
+        };
+        let metric = match b.metric.as_deref() {
+            Some("logit") => "the answer's logit",
+            _ => "p(answer)",
+        };
+        format!(" (Gaussian-noise pairs: normalized {metric}, 0 = subject noised, 1 = clean; subject tokens starred in figures)")
     }
 
     fn render_baselines(&self, md: &mut String) {
@@ -144,19 +162,16 @@ impl RunReport {
                 (false, true) => format!("**failed, swept anyway**: {}", b.reasons.join("; ")),
                 (false, false) => format!("**failed, skipped**: {}", b.reasons.join("; ")),
             };
+            let [clean, corrupted] = b.baseline_labels();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} → {} | `{}` vs `{}` | {} / {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} / {} | {clean} | {corrupted} | {} |",
                 cell(&b.pair),
                 cell(&b.concept),
-                cell(&b.clean),
-                cell(&b.corrupted),
-                cell(&b.correct),
-                cell(&b.incorrect),
+                cell(&b.prompts_label()),
+                cell(&b.answers_label()),
                 b.clean_tokens.len(),
                 b.corrupted_tokens.len(),
-                fmt_opt(b.clean_logit_diff),
-                fmt_opt(b.corrupted_logit_diff),
                 cell(&outcome)
             );
         }

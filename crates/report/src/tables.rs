@@ -18,9 +18,12 @@ use crate::{ReportError, Result};
 
 /// Version of the table layouts below; bump it when a column changes meaning or type.
 /// Version 2 added `direction` to cells and `reference` to baselines; version 3 added
-/// `method` and `src_position` to cells. Older tables still read (as exact, denoising
-/// cells without a source position, and non-reference pairs).
-pub const SCHEMA_VERSION: u32 = 3;
+/// `method` and `src_position` to cells; version 4 (Gaussian-noise corruption) made
+/// `patched_logit_diff` and `logprob_diff` nullable and added `corruption`, `metric`,
+/// `clean_metric`, `corrupted_metric` and `subject` to baselines. Older tables still
+/// read (as exact, denoising cells without a source position, and non-reference
+/// prompt pairs).
+pub const SCHEMA_VERSION: u32 = 4;
 /// The oldest version [`read_frame`] reads.
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Parquet key-value metadata key holding [`SCHEMA_VERSION`].
@@ -59,9 +62,13 @@ pub struct CellRow {
     /// `subject.last`, `is`, `end`, …; see `actpatch_concepts::roles`); `None` where
     /// the patch spans all positions.
     pub role: Option<String>,
-    pub patched_logit_diff: f64,
+    /// `None` for Gaussian-noise pairs (there is no second answer).
+    pub patched_logit_diff: Option<f64>,
+    /// (x − x_corrupted) / (x_clean − x_corrupted) of the pair's metric x: the logit
+    /// difference for prompt pairs, p(answer) (or its logit) for Gaussian-noise pairs.
     pub normalized_logit_diff: f64,
-    pub logprob_diff: f64,
+    /// `None` for Gaussian-noise pairs.
+    pub logprob_diff: Option<f64>,
     /// `None` when the sweep computed logit-difference metrics only.
     pub prob_correct: Option<f64>,
     /// `None` when the sweep computed logit-difference metrics only.
@@ -108,7 +115,7 @@ pub static CELLS: Table<CellRow> = Table {
         ),
         Column::opt_text("token", |r| r.token.as_deref(), |r, v| r.token = v),
         Column::opt_text("role", |r| r.role.as_deref(), |r, v| r.role = v),
-        Column::f64(
+        Column::opt_f64(
             "patched_logit_diff",
             |r| r.patched_logit_diff,
             |r, v| r.patched_logit_diff = v,
@@ -118,7 +125,7 @@ pub static CELLS: Table<CellRow> = Table {
             |r| r.normalized_logit_diff,
             |r, v| r.normalized_logit_diff = v,
         ),
-        Column::f64(
+        Column::opt_f64(
             "logprob_diff",
             |r| r.logprob_diff,
             |r, v| r.logprob_diff = v,
@@ -148,8 +155,20 @@ pub struct BaselineRow {
     pub clean_tokens: Vec<String>,
     pub corrupted_tokens: Vec<String>,
     pub align: String,
+    /// `None` for Gaussian-noise pairs, and when an answer is not one token.
     pub clean_logit_diff: Option<f64>,
     pub corrupted_logit_diff: Option<f64>,
+    /// How the corrupted run was made: `"prompt"` or `"gaussian"` (`None` in tables
+    /// older than version 4: prompt pairs).
+    pub corruption: Option<String>,
+    /// What the normalized effects normalize: `"logit_diff"`, `"prob"` or `"logit"`.
+    pub metric: Option<String>,
+    /// The metric on the clean and on the corrupted run (for Gaussian noise, the mean
+    /// over the draws).
+    pub clean_metric: Option<f64>,
+    pub corrupted_metric: Option<f64>,
+    /// The span the roles call `subject.*` (for Gaussian noise, the span noised).
+    pub subject: Option<String>,
     pub passed: bool,
     pub swept: bool,
     /// Marked `reference = true`: validated, never swept.
@@ -157,6 +176,59 @@ pub struct BaselineRow {
     /// Why the pair failed validation; empty when it passed.
     pub reasons: Vec<String>,
     pub warnings: Vec<String>,
+}
+
+impl BaselineRow {
+    /// Whether the corrupted run is the clean prompt with noise on its subject.
+    pub fn is_gaussian(&self) -> bool {
+        self.corruption.as_deref() == Some("gaussian")
+    }
+
+    /// `clean → corrupted`, or `clean → subject noised` under Gaussian noise.
+    pub fn prompts_label(&self) -> String {
+        match self.is_gaussian() {
+            true => format!(
+                "{} → `{}` noised",
+                self.clean,
+                self.subject.as_deref().unwrap_or("")
+            ),
+            false => format!("{} → {}", self.clean, self.corrupted),
+        }
+    }
+
+    /// `` `correct` vs `incorrect` ``, or the one answer under Gaussian noise.
+    pub fn answers_label(&self) -> String {
+        match self.is_gaussian() {
+            true => format!("`{}`", self.correct),
+            false => format!("`{}` vs `{}`", self.correct, self.incorrect),
+        }
+    }
+
+    /// The clean and corrupted baselines as the report shows them: logit differences,
+    /// or the metric under Gaussian noise (`p 0.391`, `logit 12.3`), `–` where none.
+    pub fn baseline_labels(&self) -> [String; 2] {
+        let show = |v: Option<f64>, prefix: &str| match v {
+            None => "–".into(),
+            Some(v) if v != 0.0 && v.abs() < 1e-3 => format!("{prefix}{v:.2e}"),
+            Some(v) => format!("{prefix}{v:.3}"),
+        };
+        match self.is_gaussian() {
+            true => {
+                let prefix = match self.metric.as_deref() {
+                    Some("logit") => "logit ",
+                    _ => "p ",
+                };
+                [
+                    show(self.clean_metric, prefix),
+                    show(self.corrupted_metric, prefix),
+                ]
+            }
+            false => [
+                show(self.clean_logit_diff, ""),
+                show(self.corrupted_logit_diff, ""),
+            ],
+        }
+    }
 }
 
 /// `baselines.parquet`, one line per column.
@@ -193,6 +265,23 @@ pub static BASELINES: Table<BaselineRow> = Table {
             |r| r.corrupted_logit_diff,
             |r, v| r.corrupted_logit_diff = v,
         ),
+        Column::opt_text(
+            "corruption",
+            |r| r.corruption.as_deref(),
+            |r, v| r.corruption = v,
+        ),
+        Column::opt_text("metric", |r| r.metric.as_deref(), |r, v| r.metric = v),
+        Column::opt_f64(
+            "clean_metric",
+            |r| r.clean_metric,
+            |r, v| r.clean_metric = v,
+        ),
+        Column::opt_f64(
+            "corrupted_metric",
+            |r| r.corrupted_metric,
+            |r, v| r.corrupted_metric = v,
+        ),
+        Column::opt_text("subject", |r| r.subject.as_deref(), |r, v| r.subject = v),
         Column::bool("passed", |r| r.passed, |r, v| r.passed = v),
         Column::bool("swept", |r| r.swept, |r, v| r.swept = v),
         Column::bool("reference", |r| r.reference, |r, v| r.reference = v),
@@ -217,7 +306,8 @@ pub struct ConceptRow {
     pub role: Option<String>,
     /// Pairs with this cell (a role can be missing from some templates).
     pub n_pairs: u32,
-    /// Mean over pairs of the normalized logit difference.
+    /// Mean over pairs of the normalized effect (of the logit difference, or for
+    /// Gaussian-noise pairs of p(answer) or its logit).
     pub mean: f64,
     /// Percentile bootstrap interval of the mean (pairs resampled, grouped by
     /// template), at the run's `[statistics] level` (0.95 by default).

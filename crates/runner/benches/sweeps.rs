@@ -13,20 +13,24 @@
 //! achieved GFLOP/s next to a matmul peak measured in the same run, and peak memory.
 //! It fails when (a) and (b) differ by more than 1e-4 on any cell.
 //!
+//! Then, on the 8-token pair, attribution patching against the exact `head_out_by_pos`
+//! sweep (see [`attribution_bench`]).
+//!
 //! `cargo bench -p actpatch-runner --bench sweeps -- --quick` times the naive loop on
-//! a sample of cells only (and checks those). `-- --device cuda:0` runs everything on
+//! a sample of cells only (and checks those); `-- --attribution-only` runs the
+//! attribution part alone. `-- --device cuda:0` runs everything on
 //! that device (a build with `--features cuda`); the matmul peak is then the GPU's, and
 //! MiB stays the host process's peak.
 
 use std::time::Instant;
 
-use actpatch_hooks::{Hooks, Patch, PatchValue};
+use actpatch_hooks::{CacheFilter, HookPoint, Hooks, Patch, PatchValue};
 use actpatch_metrics::cell_metrics;
 use actpatch_model::{DeviceSpec, HookedTransformer, Readout};
 use actpatch_patching::fast::{self, SweepWork};
 use actpatch_patching::{
-    attribute, cells_of, Align, CellIndex, CellResult, DirectedPair, Direction, Method, MetricSet,
-    Pair, PairRuns, PatchKind,
+    attribute_all, cells_of, Align, CellIndex, CellResult, DirectedPair, Direction, Method,
+    MetricSet, Pair, PairRuns, PatchKind, Request,
 };
 use candle_core::{Device, Tensor};
 
@@ -36,6 +40,10 @@ use common::{
     load_random_gpt2, peak_mib, random_gpt2, reset_peak, BenchArgs, BoxError, D_MLP, D_MODEL,
     D_VOCAB,
 };
+
+/// The 8-token pair (with BOS) of the sweeps and of the attribution bench.
+const EIGHT_TOKENS: (&str, &str, &str) =
+    ("8-token", "The Colosseum is in", "The Eiffel Tower is in");
 
 /// GFLOP/s of a large f32 matmul on `device`, best of a few.
 fn matmul_peak(device: &Device) -> Result<f64, BoxError> {
@@ -77,6 +85,11 @@ fn main() -> Result<(), BoxError> {
     // For profiling: the fast path alone, naive loop skipped (no ratios, no check).
     let fast_only = parsed.fast_only;
     let (model, dir) = load_random_gpt2(&args, device)?;
+    if parsed.attribution_only {
+        attribution_bench(&model, EIGHT_TOKENS)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
     let peak_gflops = matmul_peak(model.device())?;
     println!(
         "device: {device}; matmul peak (1024×768 @ 768×3072, f32): {peak_gflops:.1} GFLOP/s; CPU threads: {}",
@@ -84,7 +97,7 @@ fn main() -> Result<(), BoxError> {
     );
 
     let pairs = [
-        ("8-token", "The Colosseum is in", "The Eiffel Tower is in"),
+        EIGHT_TOKENS,
         (
             "11-token",
             "The Colosseum is in the city of",
@@ -275,8 +288,8 @@ fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The kinds attribution patching estimates at once in the bench.
-const ATTRIBUTION_KINDS: [PatchKind; 12] = [
+/// The kinds attribution patching estimates at once in the bench (issue 12's list).
+const ATTRIBUTION_KINDS: [PatchKind; 11] = [
     PatchKind::ResidPre,
     PatchKind::ResidMid,
     PatchKind::ResidPost,
@@ -288,11 +301,10 @@ const ATTRIBUTION_KINDS: [PatchKind; 12] = [
     PatchKind::HeadKByPos,
     PatchKind::HeadVByPos,
     PatchKind::HeadPattern,
-    PatchKind::HeadPatternByDestSrc,
 ];
 
-/// Seconds of `method` over every kind of [`ATTRIBUTION_KINDS`], both directions, and
-/// the cells it estimated.
+/// Seconds of `method` over every kind of [`ATTRIBUTION_KINDS`], both directions in one
+/// call (as the runner estimates them), and the cells it estimated.
 fn time_method(
     model: &HookedTransformer,
     pair: &Pair,
@@ -300,30 +312,82 @@ fn time_method(
     method: Method,
 ) -> Result<(f64, usize), BoxError> {
     let t = Instant::now();
-    let mut n = 0;
-    for direction in Direction::BOTH {
-        let directed =
-            DirectedPair::new(model, pair, baselines, direction, &[], MetricSet::LogitDiff)?;
-        let kinds: Vec<(PatchKind, Vec<CellIndex>)> = ATTRIBUTION_KINDS
-            .iter()
-            .map(|k| Ok((*k, directed.cells(model, *k, None)?)))
-            .collect::<Result<_, actpatch_patching::PatchingError>>()?;
-        n += attribute(model, &directed, &kinds, method, 10)?
-            .results
-            .len();
-    }
+    let directed: Vec<DirectedPair> = Direction::BOTH
+        .iter()
+        .map(|d| DirectedPair::new(model, pair, baselines, *d, &[], MetricSet::LogitDiff))
+        .collect::<Result<_, _>>()?;
+    let cells: Vec<Vec<(PatchKind, Vec<CellIndex>)>> = directed
+        .iter()
+        .map(|d| {
+            ATTRIBUTION_KINDS
+                .iter()
+                .map(|k| Ok((*k, d.cells(model, *k, None)?)))
+                .collect::<Result<_, actpatch_patching::PatchingError>>()
+        })
+        .collect::<Result<_, _>>()?;
+    let requests: Vec<Request> = directed
+        .iter()
+        .zip(&cells)
+        .map(|(d, c)| (d, &c[..]))
+        .collect();
+    let n = attribute_all(model, &requests, method, 10)?
+        .iter()
+        .map(|a| a.results.len())
+        .sum();
     Ok((t.elapsed().as_secs_f64(), n))
 }
 
+/// The fewest seconds `run` reports in [`REPEATS`] runs: on a shared machine the
+/// least disturbed one.
+fn fastest(mut run: impl FnMut() -> Result<f64, BoxError>) -> Result<f64, BoxError> {
+    let mut best = f64::INFINITY;
+    for _ in 0..REPEATS {
+        best = best.min(run()?);
+    }
+    Ok(best)
+}
+
+/// How often each figure of the attribution bench is measured (the fastest counts).
+const REPEATS: usize = 3;
+
+/// Seconds of one gradient pass, the unit of AtP*'s cost: a differentiable forward
+/// pass of one prompt (probes at every site of [`ATTRIBUTION_KINDS`], the two answer
+/// logits read) and its backward pass.
+fn gradient_pass(model: &HookedTransformer, pair: &Pair) -> Result<f64, BoxError> {
+    let tokens = model.tokens_tensor(std::slice::from_ref(&pair.corrupted_tokens))?;
+    let mut sites: Vec<_> = ATTRIBUTION_KINDS.iter().map(|k| k.site()).collect();
+    sites.sort();
+    sites.dedup();
+    let points: Vec<HookPoint> = (0..model.dims().n_layers)
+        .flat_map(|l| sites.iter().map(move |s| HookPoint::block(l, *s)))
+        .collect();
+    let answers = [pair.answers.correct, pair.answers.incorrect];
+    fastest(|| {
+        let t = Instant::now();
+        let mut hooks = Hooks::none().probing(CacheFilter::only(points.clone()));
+        let logits = model.forward_differentiable(
+            &tokens,
+            &mut hooks,
+            Readout::LastPositionColumns(&answers),
+        )?; // [1, 2]
+        let logit_diff = (logits.narrow(1, 0, 1)? - logits.narrow(1, 1, 1)?)?;
+        let grads = logit_diff.sum_all()?.backward()?;
+        let _ = grads.get(hooks.probes().get(points[0])?);
+        Ok(t.elapsed().as_secs_f64())
+    })
+}
+
 /// Attribution patching against the exact `head_out_by_pos` sweep, in one run: atp for
-/// every kind at once in both directions, atp* (1 + L backward passes), ig (10 steps).
+/// every kind at once in both directions (target ≤ 0.4 s, ≥ 20× less time than that
+/// exact sweep), atp* in gradient passes (target ≤ 1 + L per direction), ig (10 steps).
+/// Each figure is the fastest of [`REPEATS`] runs.
 fn attribution_bench(
     model: &HookedTransformer,
     (label, clean, corrupted): (&str, &str, &str),
 ) -> Result<(), BoxError> {
     let pair = Pair::from_prompts(model, clean, corrupted, [" Rome", " Paris"], Align::Strict)?;
     let baselines = pair.baselines(model)?;
-    let exact = {
+    let exact = fastest(|| {
         let kind = PatchKind::HeadOutByPos;
         let directed = DirectedPair::new(
             model,
@@ -337,27 +401,41 @@ fn attribution_bench(
         let t = Instant::now();
         let target = fast::target_run(model, &directed, &[kind])?;
         fast::sweep(model, &directed, &target, kind, &cells, 256, &mut |_| {})?;
-        t.elapsed().as_secs_f64()
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+    let mut cells = 0;
+    let mut time = |method| {
+        fastest(|| {
+            let (seconds, n) = time_method(model, &pair, &baselines, method)?;
+            cells = n;
+            Ok(seconds)
+        })
     };
-    let _ = time_method(model, &pair, &baselines, Method::Atp)?; // warm-up
-    let (atp, cells) = time_method(model, &pair, &baselines, Method::Atp)?;
-    let (atp_star, _) = time_method(model, &pair, &baselines, Method::AtpStar)?;
-    let (ig, _) = time_method(model, &pair, &baselines, Method::Ig)?;
+    let atp = time(Method::Atp)?;
+    let atp_star = time(Method::AtpStar)?;
+    let ig = time(Method::Ig)?;
+    let unit = gradient_pass(model, &pair)?;
     let layers = model.dims().n_layers;
     println!(
-        "\nattribution, {label} pair, {} kinds, both directions ({cells} cells per method):",
+        "\nattribution, {label} pair, {} kinds (resid_pre/mid/post, attn_out, mlp_out, head_out, head_out_by_pos, head_q/k/v_by_pos, head_pattern), both directions ({cells} cells per method):",
         ATTRIBUTION_KINDS.len()
     );
-    println!("  exact head_out_by_pos, denoising only (fast path): {exact:.3} s");
+    println!("  exact head_out_by_pos alone, denoising only (fast path): {exact:.3} s");
     println!(
-        "  atp:  {atp:.3} s — {:.1}× less time than that exact sweep",
+        "  atp:  {atp:.3} s (target ≤ 0.4 s) — {:.1}× less time than that exact sweep (target ≥ 20×)",
         exact / atp
     );
+    println!("  one gradient pass (differentiable forward + backward, one prompt): {unit:.4} s");
     println!(
-        "  atp*: {atp_star:.3} s — {:.1}× atp's time (1 + L = {} backward passes)",
-        atp_star / atp,
-        1 + layers
+        "  atp*: {atp_star:.3} s — {:.1} gradient passes per direction (target ≤ 1 + L = {}), {:.1}× atp's time",
+        atp_star / 2.0 / unit,
+        1 + layers,
+        atp_star / atp
     );
-    println!("  ig (10 steps): {ig:.3} s — {:.1}× atp's time", ig / atp);
+    println!(
+        "  ig (10 steps): {ig:.3} s — {:.1} gradient passes per direction, {:.1}× atp's time",
+        ig / 2.0 / unit,
+        ig / atp
+    );
     Ok(())
 }

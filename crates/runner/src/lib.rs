@@ -4,6 +4,8 @@
 //!
 //! - [`experiment`]: the experiment file and its checks;
 //! - [`validate`]: each pair's tokens, answers, alignment and baselines;
+//! - [`gaussian`]: pairs corrupted by Gaussian noise on their subject (ROME's causal
+//!   tracing): the run's noise level and their validation;
 //! - [`run`]: orchestration — [`run::run`], [`run::resume`], [`run::check`],
 //!   [`run::merge`] (sharded runs);
 //! - [`shard`]: which shard a process is, where shards write, who runs what;
@@ -16,6 +18,7 @@
 
 mod error;
 pub mod experiment;
+pub mod gaussian;
 pub mod inspect;
 pub mod manifest;
 mod options;
@@ -24,6 +27,7 @@ pub mod roles;
 pub mod run;
 pub mod shard;
 pub mod validate;
+pub mod validate_gaussian;
 
 pub use error::RunnerError;
 pub use inspect::{compare, runs};

@@ -48,6 +48,34 @@ pub struct Manifest {
     pub shard: Option<ShardRecord>,
     /// The concept table's bootstrap: its resamplings, seed and level.
     pub statistics: Option<StatisticsRecord>,
+    /// What each method cost per pair and direction (unsharded runs; pairs resumed
+    /// from a partial run have none): `actpatch compare` puts them next to the
+    /// attribution statistics of an exact run and an approximate one.
+    pub costs: Vec<CostRecord>,
+    /// Gaussian-noise corruption, when any pair used it.
+    pub corruption: Option<CorruptionRecord>,
+}
+
+/// `[corruption]` as the run's Gaussian-noise pairs used it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CorruptionRecord {
+    /// `"gaussian"`.
+    pub kind: String,
+    /// Noise draws per prompt.
+    pub samples: usize,
+    /// The draws' seed (every prompt draws from it).
+    pub seed: u64,
+    /// ν, the noise's standard deviation.
+    pub noise: f64,
+    /// The standard deviation of the token embedding matrix's entries (times the
+    /// model's embedding scale), and ν as its multiple (`null` when ν was given).
+    pub embedding_std: f64,
+    pub noise_multiplier: Option<f64>,
+    /// Layers restored per `attn_out` / `mlp_out` cell.
+    pub window: usize,
+    /// `"prob"` or `"logit"`.
+    pub metric: String,
 }
 
 /// Which shard of a sharded run a shard manifest describes, and the choices every
@@ -172,6 +200,21 @@ impl RepositoryState {
     }
 }
 
+/// The time and forward-pass equivalents one method took for one direction of a pair:
+/// per kind for exact sweeps (one pass per patched run), every kind at once for an
+/// approximation (`kind` absent; forward passes plus 2 per backward pass).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CostRecord {
+    pub concept: String,
+    pub pair: String,
+    pub direction: String,
+    pub method: String,
+    pub kind: Option<String>,
+    pub seconds: f64,
+    pub passes: f64,
+}
+
 /// Seconds spent in each phase of a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -179,7 +222,16 @@ pub struct Timings {
     pub load_seconds: f64,
     pub validate_seconds: f64,
     pub sweep_seconds: f64,
+    /// Everything after the sweep, of which:
     pub write_seconds: f64,
+    /// `cells.parquet`, `baselines.parquet` (and `attribution.parquet`);
+    pub tables_seconds: Option<f64>,
+    /// the concept statistics (bootstrap) and `concepts.parquet`;
+    pub statistics_seconds: Option<f64>,
+    /// every figure, per pair and per concept;
+    pub figures_seconds: Option<f64>,
+    /// `report.md` and `report.html`.
+    pub report_seconds: Option<f64>,
 }
 
 /// How the pairs fared.

@@ -8,6 +8,7 @@ use actpatch_patching::{
 };
 
 use crate::experiment::{Experiment, PairSpec};
+use crate::gaussian::GaussianPlan;
 use crate::roles::{pair_roles, Prompt};
 use crate::RunnerError;
 
@@ -37,6 +38,9 @@ pub struct PairPlan {
     /// Why the pair failed; empty when it passed.
     pub reasons: Vec<String>,
     pub warnings: Vec<String>,
+    /// Gaussian-noise corruption: the answer, the noised positions and both runs'
+    /// scores (`None` for prompt pairs, whose baselines are `baselines`).
+    pub gaussian: Option<GaussianPlan>,
 }
 
 impl PairPlan {
@@ -89,8 +93,20 @@ impl PairPlan {
         }
     }
 
+    /// The metric normalized effects are measured in, and its values on the clean and
+    /// the corrupted run (`None` where they could not be computed).
+    pub fn metric(&self) -> (&'static str, Option<(f64, f64)>) {
+        match &self.gaussian {
+            Some(g) => (g.metric.name(), g.baselines()),
+            None => (
+                "logit_diff",
+                (self.clean_logit_diff()).zip(self.corrupted_logit_diff()),
+            ),
+        }
+    }
+
     /// A few lines for the terminal: outcome, both tokenizations, both baselines,
-    /// reasons (✗) and warnings (!).
+    /// reasons (✗) and warnings (!). (Gaussian-noise pairs: `validate_gaussian::describe`.)
     pub fn describe(&self) -> String {
         let ld = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into());
         let mut text = format!(
@@ -124,8 +140,12 @@ impl PairPlan {
     }
 
     /// The baseline, when the pair can be swept at all (answers, alignment and a
-    /// non-degenerate, finite baseline), whether or not it passed.
+    /// non-degenerate, finite baseline), whether or not it passed. For a Gaussian-noise
+    /// pair, the metric (p(answer) or its logit) on the clean and the noised runs.
     pub fn baseline(&self) -> Option<Baseline> {
+        if let Some(gaussian) = &self.gaussian {
+            return Baseline::new(gaussian.clean.value, gaussian.corrupted.value).ok();
+        }
         self.answers?;
         self.map.as_ref()?;
         self.baselines.as_ref()?.baseline().ok()
@@ -134,7 +154,8 @@ impl PairPlan {
 
 const SENTENCE_END: [char; 6] = ['.', '!', '?', ';', ':', '\u{22}'];
 
-/// Validates pair `index` of `experiment` on `model`.
+/// Validates prompt pair `index` of `experiment` on `model` (Gaussian-noise pairs:
+/// `validate_gaussian::validate`).
 pub fn validate_pair(
     model: &HookedTransformer,
     experiment: &Experiment,
@@ -180,6 +201,7 @@ pub fn validate_pair(
         warnings: prompt_warnings(&spec),
         align: experiment.align_of(index),
         spec,
+        gaussian: None,
     };
     plan.answers = answers(model, &mut plan).map_err(context)?;
     plan.map = alignment(&mut plan, bos);
@@ -309,7 +331,7 @@ fn unequal_lengths(plan: &PairPlan) -> String {
 }
 
 /// Warnings about prompts that measure something other than the concept.
-pub fn prompt_warnings(spec: &PairSpec) -> Vec<String> {
+pub(crate) fn prompt_warnings(spec: &PairSpec) -> Vec<String> {
     let mut warnings = Vec::new();
     for (side, prompt) in [("clean", &spec.clean), ("corrupted", &spec.corrupted)] {
         let trimmed = prompt.trim_end();

@@ -145,7 +145,7 @@ fn missing_key() {
     bad(
         "missing-key",
         &valid().replace("incorrect = \" Warsaw\"\n", ""),
-        &["missing field `incorrect`"],
+        &["pair `capital`", "`incorrect` is missing or empty"],
     );
 }
 
@@ -182,7 +182,7 @@ fn empty_answer() {
     bad(
         "empty-answer",
         &valid().replace("correct = \" Paris\"", "correct = \"\""),
-        &["`correct` is empty"],
+        &["`correct` is missing or empty"],
     );
 }
 

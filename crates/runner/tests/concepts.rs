@@ -235,7 +235,7 @@ fn concept_table_agrees_with_the_cells() {
             .or_default()
             .entry(&c.pair)
             .or_default()
-            .push((c.normalized_logit_diff, c.patched_logit_diff));
+            .push((c.normalized_logit_diff, c.patched_logit_diff.unwrap()));
     }
     assert_eq!(concepts.len(), per_pair.len());
     for row in concepts {

@@ -106,12 +106,18 @@ fn linear_then(
         _ => return Ok(None), // the plain path reports the shape error
     }
     let rows = x.elem_count() / d_in.max(1);
-    let mut out = match bias {
-        Some(bias) if bias.elem_count() == d_out => with_values(bias, |b| Ok(b.repeat(rows)))?,
-        Some(_) => return Ok(None),
-        None => vec![0f32; rows * d_out],
+    // gemm takes a matrix-vector path for one row, which sums in another order: one row
+    // runs as two equal rows, so that a row's numbers never depend on its batch (the
+    // product of one row reads the weight once either way).
+    let (x, padded) = match rows {
+        1 => (Tensor::cat(&[x, x], 0)?, 2),
+        _ => (x.contiguous()?, rows),
     };
-    let x = x.contiguous()?;
+    let mut out = match bias {
+        Some(bias) if bias.elem_count() == d_out => with_values(bias, |b| Ok(b.repeat(padded)))?,
+        Some(_) => return Ok(None),
+        None => vec![0f32; padded * d_out],
+    };
     let (x_storage, x_layout) = x.storage_and_layout();
     let x_values = contiguous_f32(&x_storage, x_layout)?;
     let (w_storage, w_layout) = weight.storage_and_layout();
@@ -121,11 +127,11 @@ fn linear_then(
     let w_values = &w_cpu.as_slice::<f32>()?[w_layout.start_offset()..];
     let (w_rs, w_cs) = (w_layout.stride()[0], w_layout.stride()[1]);
     let threads = candle_core::utils::get_num_threads();
-    // SAFETY: `out` is rows × d_out and `x_values` rows × d_in (both row-major), and
+    // SAFETY: `out` is padded × d_out and `x_values` padded × d_in (both row-major), and
     // the weight's layout addresses its d_in × d_out elements from its start offset.
     unsafe {
         gemm::gemm(
-            rows,
+            padded,
             d_out,
             d_in,
             out.as_mut_ptr(),
@@ -149,6 +155,7 @@ fn linear_then(
             },
         );
     }
+    out.truncate(rows * d_out);
     if gelu {
         for_chunks(&mut out, d_out, |_, row| simd::gelu_tanh(row));
     }

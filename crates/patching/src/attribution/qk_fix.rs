@@ -1,14 +1,18 @@
-//! AtP*'s fix for queries and keys (Kramár et al. 2024, section 3.1.1, "QK fix"): a
+//! AtP*'s fix for queries and keys (Kramár et al. 2024, the "QK fix" of AtP*): a
 //! patched query or key changes attention scores, and the softmax after them can be
 //! saturated, where its gradient says nothing of a large change. So the patched
 //! attention pattern is computed exactly, and only the step from the pattern to the
 //! logit difference is linear:
 //!
-//! ĉ(n) = Σ_t (A_patched(t) − A(t)) · ∂(logit diff)/∂A(t),
+//! I_AtPfix(n) = Σ_t (A_patched(t) − A(t))ᵀ · ∂L/∂A(t),
 //!
 //! summed over the query rows t the patch changes (one row for a query at one
-//! position, every row at or after a key's position).
+//! position, every row at or after a key's position). Both patterns are computed here
+//! the same way from the target's queries and keys, with the layer's own scale,
+//! soft-cap (Gemma 2) and mask: A = softmax(cap(q · kᵀ · scale + δ) + mask), δ = 0 for
+//! the target's own. With GradDrop (AtP*), ∂L/∂A is taken in each of its rows.
 
+use actpatch_model::AttentionSpec;
 use candle_core::{Tensor, D};
 
 use crate::attribution::first_order::Dense;
@@ -16,7 +20,7 @@ use crate::{CellAxes, PatchKind, Result};
 
 /// One layer's attention in the target run and what a patch of its queries or keys
 /// moves, heads first: `[head, pos, d_head]` each, keys and values repeated over the
-/// query heads they serve; `scores` and `pattern` `[head, query, key]`.
+/// query heads they serve.
 pub(crate) struct Attention {
     /// Queries as attention reads them (after rotary embedding where there is one).
     pub q: Tensor,
@@ -24,22 +28,37 @@ pub(crate) struct Attention {
     pub q_step: Tensor,
     pub k: Tensor,
     pub k_step: Tensor,
-    /// Scaled scores with the causal mask (−∞ above the diagonal).
-    pub scores: Tensor,
-    pub pattern: Tensor,
+    /// How the layer turns q · k into scores (scale; Gemma 2's soft-cap).
+    pub spec: AttentionSpec,
+    /// `[head, query, key]`: 0 where a query sees a key, −∞ where the causal mask (or
+    /// the sliding window) hides it, as in the target run's `hook_attn_scores`.
+    pub mask: Tensor,
     /// Query heads per key/value head.
     pub n_rep: usize,
 }
 
 impl Attention {
-    fn scale(&self) -> Result<f64> {
-        Ok(1.0 / (self.q.dim(D::Minus1)? as f64).sqrt())
+    /// `[head, query, key]`: the target's q · kᵀ · scale, before any cap or mask.
+    fn raw_scores(&self) -> Result<Tensor> {
+        Ok((self.q.matmul(&self.k.t()?)? * self.spec.scale)?)
     }
 
-    /// The pattern change when every score moves by `delta` (`[..., head, query, key]`).
+    /// The pattern `[..., head, query, key]` when the raw scores move by `delta`
+    /// (`[..., head, query, key]`, broadcast): softmax(cap(q · kᵀ · scale + δ) + mask).
+    fn pattern(&self, raw: &Tensor, delta: Option<&Tensor>) -> Result<Tensor> {
+        let moved = match delta {
+            Some(delta) => raw.broadcast_add(delta)?,
+            None => raw.clone(),
+        };
+        softmax(&self.spec.cap(moved)?.broadcast_add(&self.mask)?)
+    }
+
+    /// A_patched − A when every raw score moves by `delta`: both patterns computed the
+    /// same way, so that a zero step changes nothing.
     fn pattern_change(&self, delta: &Tensor) -> Result<Tensor> {
-        let patched = softmax(&self.scores.broadcast_add(delta)?)?;
-        Ok(patched.broadcast_sub(&self.pattern)?)
+        let raw = self.raw_scores()?;
+        let patched = self.pattern(&raw, Some(delta))?;
+        Ok(patched.broadcast_sub(&self.pattern(&raw, None)?)?)
     }
 
     /// `[rows, ..., head]` summed over the query heads of each key/value head.
@@ -61,7 +80,7 @@ fn softmax(x: &Tensor) -> Result<Tensor> {
 /// pattern's gradient `grad` `[rows, head, query, key]`.
 pub(crate) fn queries(kind: PatchKind, attention: &Attention, grad: &Tensor) -> Result<Dense> {
     // Patching query t moves row t of the scores only: δ(t, s) = Δq(t) · k(s) / √d.
-    let delta = (attention.q_step.matmul(&attention.k.t()?)? * attention.scale()?)?; // [head, query, key]
+    let delta = (attention.q_step.matmul(&attention.k.t()?)? * attention.spec.scale)?; // [head, query, key]
     let change = attention.pattern_change(&delta)?;
     let per_row = grad.broadcast_mul(&change)?.sum(D::Minus1)?; // [rows, head, query]
     match kind.axes() {
@@ -74,7 +93,7 @@ pub(crate) fn queries(kind: PatchKind, attention: &Attention, grad: &Tensor) -> 
 /// head, from the pattern's gradient `grad` `[rows, head, query, key]`.
 pub(crate) fn keys(kind: PatchKind, attention: &Attention, grad: &Tensor) -> Result<Dense> {
     // Patching key s moves column s of the scores: δ(t, s) = q(t) · Δk(s) / √d.
-    let delta = (attention.q.matmul(&attention.k_step.t()?)? * attention.scale()?)?; // [head, query, key]
+    let delta = (attention.q.matmul(&attention.k_step.t()?)? * attention.spec.scale)?; // [head, query, key]
     let (heads, n_pos, _) = delta.dims3()?;
     let rows = grad.dim(0)?;
     if kind.axes() == CellAxes::Head {

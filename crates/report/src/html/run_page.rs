@@ -376,10 +376,6 @@ pub fn concept_cells(frame: &DataFrame) -> Vec<LongCell> {
     cells
 }
 
-fn fmt(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into())
-}
-
 fn baselines_table(rows: &[BaselineRow]) -> TableBlock {
     let columns = [
         "pair",
@@ -401,14 +397,15 @@ fn baselines_table(rows: &[BaselineRow]) -> TableBlock {
                     (false, true) => format!("**failed, swept anyway**: {}", b.reasons.join("; ")),
                     (false, false) => format!("**failed, skipped**: {}", b.reasons.join("; ")),
                 };
+                let [clean, corrupted] = b.baseline_labels();
                 vec![
                     b.pair.clone(),
                     b.concept.clone(),
-                    format!("{} → {}", b.clean, b.corrupted),
-                    format!("`{}` vs `{}`", b.correct, b.incorrect),
+                    b.prompts_label(),
+                    b.answers_label(),
                     format!("{} / {}", b.clean_tokens.len(), b.corrupted_tokens.len()),
-                    fmt(b.clean_logit_diff),
-                    fmt(b.corrupted_logit_diff),
+                    clean,
+                    corrupted,
                     outcome,
                 ]
             })

@@ -153,12 +153,15 @@ pub fn load_random_gpt2(
     Ok((model, dir))
 }
 
-/// `--write-model DIR` (the child process's job), `--device`, `--quick`, `--fast-only`.
+/// `--write-model DIR` (the child process's job), `--device`, `--quick`, `--fast-only`,
+/// `--attribution-only`.
 pub struct BenchArgs {
     pub write_model: Option<PathBuf>,
     pub device: DeviceSpec,
     pub quick: bool,
     pub fast_only: bool,
+    /// The sweeps bench's attribution part alone (for profiling it).
+    pub attribution_only: bool,
 }
 
 impl BenchArgs {
@@ -177,6 +180,7 @@ impl BenchArgs {
             device,
             quick: args.iter().any(|a| a == "--quick"),
             fast_only: args.iter().any(|a| a == "--fast-only"),
+            attribution_only: args.iter().any(|a| a == "--attribution-only"),
         })
     }
 }

@@ -1,12 +1,13 @@
 //! Reading an experiment file: TOML errors with file, line and column (and the closest
 //! valid key), then the checks the types cannot express.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::experiment::suggest::suggestion;
-use crate::experiment::{Experiment, PairSpec};
+use crate::experiment::{CorruptionKind, Experiment, PairSpec};
 use crate::RunnerError;
+use actpatch_patching::gaussian::GaussianSpec;
 use actpatch_patching::Align;
 use actpatch_patching::{path, Method, PatchKind};
 
@@ -49,7 +50,8 @@ impl Experiment {
         let bad = |msg: String| RunnerError::Input(format!("{}: {msg}", path.display()));
         let base = path.parent().unwrap_or(Path::new("."));
         for dataset in &self.datasets {
-            self.pairs.extend(dataset.pairs(base).map_err(bad)?);
+            let pairs = dataset.pairs(base, self.corruption.kind).map_err(bad)?;
+            self.pairs.extend(pairs);
         }
         for (index, template) in self.templates.iter().enumerate() {
             self.pairs.extend(template.pairs(index).map_err(bad)?);
@@ -62,7 +64,12 @@ impl Experiment {
         self.check_sections().map_err(bad)?;
         let mut seen = HashSet::new();
         for (i, pair) in self.pairs.iter().enumerate() {
-            check_pair(pair, &pair_label(pair, i)).map_err(bad)?;
+            let label = pair_label(pair, i);
+            match self.corruption_of(i) {
+                CorruptionKind::Prompt => check_pair(pair, &label),
+                CorruptionKind::Gaussian => check_gaussian_pair(pair, &label),
+            }
+            .map_err(bad)?;
             let name = self.pair_name(i);
             if !seen.insert(name.clone()) {
                 return Err(bad(format!(
@@ -118,6 +125,7 @@ impl Experiment {
             ));
         }
         self.check_paths()?;
+        self.check_corruption()?;
         if !(self.validate.min_gap.is_finite() && self.validate.min_gap >= 0.0) {
             return Err(format!(
                 "[validate] min_gap = {} must be a number ≥ 0",
@@ -178,6 +186,60 @@ impl Experiment {
         Ok(())
     }
 
+    /// `[corruption]` and what Gaussian-noise pairs need of the rest of the file.
+    fn check_corruption(&self) -> Result<(), String> {
+        self.corruption.check()?;
+        let gaussian =
+            (0..self.pairs.len()).any(|i| self.corruption_of(i) == CorruptionKind::Gaussian);
+        if !gaussian {
+            if self.corruption.has_gaussian_keys() {
+                return Err("[corruption] sets samples, seed, noise, window or metric, which apply to Gaussian-noise corruption, but no pair uses it: set kind = \"gaussian\" in [corruption], or corruption = \"gaussian\" on a [[datasets]] or [[pairs]] entry".into());
+            }
+            return Ok(());
+        }
+        if self.corruption.kind == CorruptionKind::Gaussian && !self.templates.is_empty() {
+            return Err("[[templates]] with [corruption] kind = \"gaussian\": template pairs are prompt pairs (a clean and a corrupted fill). Put the Gaussian-noise prompts in a [[datasets]] file (columns clean, correct, subject) or [[pairs]] entries, and set corruption = \"gaussian\" on those entries instead of in [corruption]".into());
+        }
+        let unsupported: Vec<&str> = (self.sweep.kinds.iter())
+            .filter(|k| !GaussianSpec::KINDS.contains(k))
+            .map(|k| k.name())
+            .collect();
+        if !unsupported.is_empty() {
+            let supported: Vec<&str> = GaussianSpec::KINDS.iter().map(|k| k.name()).collect();
+            return Err(format!(
+                "[sweep] kinds has {}, which Gaussian-noise corruption cannot restore: a causal trace restores one layer's residual stream or attention or MLP output at one position. Use {} (ROME's hidden state, attention and MLP are resid_pre, attn_out and mlp_out), or move the Gaussian pairs to an experiment file of their own",
+                unsupported.join(", "),
+                supported.join(", ")
+            ));
+        }
+        if self.sweep.methods != [Method::Exact] {
+            return Err("[sweep] methods lists an approximation (atp, atp*, ig), which estimates prompt pairs only: Gaussian-noise pairs are traced exactly. Use methods = [\"exact\"], or move the Gaussian pairs to an experiment file of their own".into());
+        }
+        let mut kinds_of_concept: HashMap<&str, CorruptionKind> = HashMap::new();
+        for (i, pair) in self.pairs.iter().enumerate() {
+            let kind = self.corruption_of(i);
+            match kinds_of_concept.insert(&pair.concept, kind) {
+                Some(other) if other != kind => return Err(format!(
+                    "concept `{}` has pairs corrupted by prompt and by Gaussian noise: their normalized effects measure different things (a logit difference and p(answer)) and cannot be summarized together. Give the Gaussian-noise pairs a concept of their own",
+                    pair.concept
+                )),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Where pair `index`'s corrupted run comes from: its own `corruption`, else
+    /// `[corruption] kind`.
+    pub fn corruption_of(&self, index: usize) -> CorruptionKind {
+        self.pairs[index].corruption.unwrap_or(self.corruption.kind)
+    }
+
+    /// Whether any pair is corrupted by Gaussian noise.
+    pub fn has_gaussian(&self) -> bool {
+        (0..self.pairs.len()).any(|i| self.corruption_of(i) == CorruptionKind::Gaussian)
+    }
+
     /// The pair's name: its `name`, or `<concept>-<n>` (1-based).
     pub fn pair_name(&self, index: usize) -> String {
         let pair = &self.pairs[index];
@@ -198,19 +260,21 @@ impl Experiment {
 
 /// What the types cannot say about one pair.
 fn check_pair(pair: &PairSpec, label: &str) -> Result<(), String> {
-    for (field, value) in [
-        ("clean", &pair.clean),
-        ("corrupted", &pair.corrupted),
-        ("concept", &pair.concept),
-    ] {
+    for (field, value) in [("clean", &pair.clean), ("concept", &pair.concept)] {
         if value.trim().is_empty() {
             return Err(format!("pair {label}: `{field}` is empty"));
         }
     }
+    let no_prompt = "(a prompt without a counterfactual can be corrupted by noise instead: corruption = \"gaussian\" with a `subject`)";
+    if pair.corrupted.trim().is_empty() {
+        return Err(format!(
+            "pair {label}: `corrupted` is missing or empty: give the corrupted prompt {no_prompt}"
+        ));
+    }
     for (field, value) in [("correct", &pair.correct), ("incorrect", &pair.incorrect)] {
         if value.is_empty() {
             return Err(format!(
-                "pair {label}: `{field}` is empty: give the one-token answer, e.g. \" Rome\""
+                "pair {label}: `{field}` is missing or empty: give the one-token answer, e.g. \" Rome\" {no_prompt}"
             ));
         }
     }
@@ -231,6 +295,45 @@ fn check_pair(pair: &PairSpec, label: &str) -> Result<(), String> {
                 expect.tolerance
             ));
         }
+    }
+    Ok(())
+}
+
+/// What a Gaussian-noise pair needs: a clean prompt, one answer, a subject in the
+/// prompt, and none of what only prompt pairs have.
+fn check_gaussian_pair(pair: &PairSpec, label: &str) -> Result<(), String> {
+    for (field, value) in [("clean", &pair.clean), ("concept", &pair.concept)] {
+        if value.trim().is_empty() {
+            return Err(format!("pair {label}: `{field}` is empty"));
+        }
+    }
+    if pair.correct.is_empty() {
+        return Err(format!(
+            "pair {label}: `correct` is empty: give the one-token answer of the clean prompt, e.g. \" Paris\""
+        ));
+    }
+    let Some(subject) = pair.subject.as_deref().filter(|s| !s.is_empty()) else {
+        return Err(format!(
+            "pair {label}: corruption = \"gaussian\" needs `subject`, the part of `clean` whose tokens are noised, e.g. subject = \"The Eiffel Tower\""
+        ));
+    };
+    if !pair.clean.contains(subject) {
+        return Err(format!(
+            "pair {label}: `subject` = {subject:?} is not part of `clean` = {:?}",
+            pair.clean
+        ));
+    }
+    let prompt_only = [
+        ("corrupted", !pair.corrupted.is_empty()),
+        ("incorrect", !pair.incorrect.is_empty()),
+        ("subject_corrupted", pair.subject_corrupted.is_some()),
+        ("align", pair.align.is_some()),
+        ("expect", pair.expect.is_some()),
+    ];
+    if let Some((field, _)) = prompt_only.iter().find(|(_, given)| *given) {
+        return Err(format!(
+            "pair {label}: `{field}` is given, but under corruption = \"gaussian\" the corrupted run is the clean prompt with noise on its subject (there is no corrupted prompt, second answer, alignment or expected logit difference). Remove `{field}`, or set corruption = \"prompt\" on the pair"
+        ));
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::experiment::PairSpec;
+use crate::experiment::{CorruptionKind, PairSpec};
 
 /// One `[[datasets]]` entry.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -25,6 +25,10 @@ pub struct DatasetSpec {
     pub concept: Option<String>,
     /// Only the first `limit` rows.
     pub limit: Option<usize>,
+    /// `"gaussian"`: every row's corrupted run is its clean prompt with noise on its
+    /// `subject` (the `corrupted` and `incorrect` columns are then not needed, and not
+    /// used); default `[corruption] kind`.
+    pub corruption: Option<CorruptionKind>,
 }
 
 /// A row: column → value, and how to name the row in a message.
@@ -34,8 +38,9 @@ struct Row {
 }
 
 impl DatasetSpec {
-    /// The file's rows as pairs; `base`: the experiment file's folder.
-    pub fn pairs(&self, base: &Path) -> Result<Vec<PairSpec>, String> {
+    /// The file's rows as pairs; `base`: the experiment file's folder, `default`: the
+    /// experiment's `[corruption] kind`.
+    pub fn pairs(&self, base: &Path, default: CorruptionKind) -> Result<Vec<PairSpec>, String> {
         let path = base.join(&self.path);
         let shown = self.path.display();
         let extension = (path.extension().and_then(|e| e.to_str()))
@@ -59,32 +64,62 @@ impl DatasetSpec {
             .to_string();
         (rows.iter().enumerate())
             .map(|(i, row)| {
-                self.pair(row, &stem, i)
+                self.pair(row, (&stem, i), default)
                     .map_err(|e| format!("[[datasets]] {shown}, {}: {e}", row.label))
             })
             .collect()
     }
 
-    fn pair(&self, row: &Row, stem: &str, index: usize) -> Result<PairSpec, String> {
-        let required = |column: &str| match row.values.get(column) {
+    fn pair(
+        &self,
+        row: &Row,
+        (stem, index): (&str, usize),
+        default: CorruptionKind,
+    ) -> Result<PairSpec, String> {
+        let gaussian = self.kind(default) == CorruptionKind::Gaussian;
+        let required = |column: &str| {
+            match row.values.get(column) {
             Some(v) if !v.is_empty() => Ok(v.clone()),
             Some(_) => Err(format!("column `{column}` is empty")),
+            None if gaussian => Err(format!(
+                "no column `{column}` (under corruption = \"gaussian\" a row needs clean, correct and subject)"
+            )),
             None => Err(format!(
                 "no column `{column}` (a pair needs clean, corrupted, correct and incorrect)"
             )),
+        }
         };
         let optional = |column: &str| row.values.get(column).filter(|v| !v.is_empty()).cloned();
         let concept = optional("concept").or_else(|| self.concept.clone()).ok_or(
             "no `concept`: add a `concept` column, or concept = \"…\" to the [[datasets]] entry",
         )?;
         let clean = required("clean")?;
-        let subject = optional("subject");
+        let subject = match gaussian {
+            true => Some(required("subject")?),
+            false => optional("subject"),
+        };
         if let Some(subject) = &subject {
             if !clean.contains(subject.as_str()) {
                 return Err(format!(
                     "column `subject` = {subject:?} is not part of `clean` = {clean:?}"
                 ));
             }
+        }
+        let pair = PairSpec {
+            name: Some(optional("name").unwrap_or_else(|| format!("{stem}-{}", index + 1))),
+            concept,
+            clean,
+            correct: required("correct")?,
+            subject,
+            corruption: self.corruption,
+            group: optional("template"),
+            source: Some(format!("{} {}", self.path.display(), row.label)),
+            ..PairSpec::default()
+        };
+        if gaussian {
+            // The noised clean prompt is the corrupted run: the corrupted columns of a
+            // prompt-pair file are not used.
+            return Ok(pair);
         }
         let corrupted = required("corrupted")?;
         let subject_corrupted = optional("subject_corrupted");
@@ -96,18 +131,16 @@ impl DatasetSpec {
             }
         }
         Ok(PairSpec {
-            name: Some(optional("name").unwrap_or_else(|| format!("{stem}-{}", index + 1))),
-            concept,
-            clean,
             corrupted,
-            correct: required("correct")?,
             incorrect: required("incorrect")?,
-            subject,
             subject_corrupted,
-            group: optional("template"),
-            source: Some(format!("{} {}", self.path.display(), row.label)),
-            ..PairSpec::default()
+            ..pair
         })
+    }
+
+    /// The corruption of this file's rows: its own, else the experiment's.
+    fn kind(&self, default: CorruptionKind) -> CorruptionKind {
+        self.corruption.unwrap_or(default)
     }
 }
 

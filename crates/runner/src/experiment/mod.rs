@@ -5,6 +5,7 @@
 //! file's folder.
 
 mod check;
+pub mod corruption;
 pub mod datasets;
 mod paths;
 mod suggest;
@@ -17,6 +18,7 @@ use actpatch_concepts::BootstrapSpec;
 use actpatch_patching::{Align, Direction, Method, MetricSet, PatchKind};
 use serde::Deserialize;
 
+pub use corruption::{CorruptionKind, CorruptionSpec};
 pub use datasets::DatasetSpec;
 pub use paths::{HeadRef, PathSpec, ReceiverKind, ReceiverPositions};
 pub use templates::TemplateSpec;
@@ -35,6 +37,9 @@ pub struct Experiment {
     pub output: OutputSpec,
     #[serde(default)]
     pub statistics: StatisticsSpec,
+    /// `[corruption]`: prompts (default) or Gaussian noise on the subject.
+    #[serde(default, deserialize_with = "corruption::string_or_table")]
+    pub corruption: CorruptionSpec,
     /// Pairs written out one by one. After loading, also every pair of `datasets` and
     /// `templates`, in that order.
     #[serde(default)]
@@ -312,9 +317,16 @@ pub struct PairSpec {
     pub name: Option<String>,
     pub concept: String,
     pub clean: String,
+    /// The corrupted prompt; none under Gaussian corruption.
+    #[serde(default)]
     pub corrupted: String,
     pub correct: String,
+    /// The answer the corrupted prompt calls for; none under Gaussian corruption.
+    #[serde(default)]
     pub incorrect: String,
+    /// `"gaussian"`: the corrupted run is the clean prompt with noise on `subject`'s
+    /// input embeddings; default `[corruption] kind`.
+    pub corruption: Option<CorruptionKind>,
     pub align: Option<Align>,
     pub expect: Option<Expect>,
     /// A pair kept for reference (e.g. the course notebook's, verbatim): validated and

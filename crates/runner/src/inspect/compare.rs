@@ -6,6 +6,7 @@
 //! `compare.parquet` (every cell, matched or not), `compare.md` (also printed), a
 //! B − A heatmap per pair and patch kind, and `compare.html` (the same, interactive).
 
+mod accuracy;
 mod input;
 pub mod join;
 mod render;
@@ -14,7 +15,7 @@ pub mod stats;
 use std::path::{Path, PathBuf};
 
 use actpatch_report::compare_table::write_compare;
-use actpatch_report::{CompareRow, ImageFormat};
+use actpatch_report::{AccuracyRow, CompareRow, ImageFormat};
 
 pub use input::{load, RunTable};
 pub use join::{depth_bin, LayerAxis};
@@ -59,6 +60,9 @@ pub struct Comparison {
     /// Every cell of either run, matched or not.
     pub rows: Vec<CompareRow>,
     pub summary: Summary,
+    /// An exact run against an approximate one: the attribution statistics (also in
+    /// `attribution.parquet`); empty otherwise.
+    pub accuracy: Vec<AccuracyRow>,
     /// `compare.md`.
     pub markdown: String,
     pub out_dir: PathBuf,
@@ -134,14 +138,23 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
         })
     })?;
     write_compare(&out_dir.join("compare.parquet"), &rows).map_err(written)?;
+    let (accuracy, scatters) = accuracy::accuracy((&a, &b), axis, &out_dir, &options.formats)?;
+    if !accuracy.is_empty() {
+        let path = out_dir.join("attribution.parquet");
+        actpatch_report::tables::write_table(
+            &path,
+            &actpatch_report::accuracy::ACCURACY,
+            &accuracy,
+        )
+        .map_err(written)?;
+    }
     let figures = render::figures(&rows, &out_dir, axis, &options.formats)?;
     let markdown = render::markdown(
         (&a, &b),
         axis,
-        &summary,
-        options.fail_above,
-        options.top,
-        &figures,
+        (&summary, &accuracy),
+        (options.fail_above, options.top),
+        (&figures, &scatters),
     );
     actpatch_report::atomic::write_bytes_atomic(&out_dir.join("compare.md"), markdown.as_bytes())
         .map_err(written)?;
@@ -152,6 +165,7 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
         axis,
         rows,
         summary,
+        accuracy,
         markdown,
         out_dir,
     })
@@ -171,11 +185,15 @@ pub fn cli(a: &Path, b: &Path, options: &CompareOptions) -> Result<(), RunnerErr
     print!("{text}");
     let figures = match figures {
         0 => String::new(),
-        n => format!(", {n} difference heatmaps in figures/"),
+        n => format!(", {n} figures in figures/"),
     };
     println!(
-        "\nwritten to {}: compare.md, compare.html, compare.parquet{figures}",
-        c.out_dir.display()
+        "\nwritten to {}: compare.md, compare.html, compare.parquet{}{figures}",
+        c.out_dir.display(),
+        match c.accuracy.is_empty() {
+            true => "",
+            false => ", attribution.parquet",
+        }
     );
     if c.summary.matched == 0 {
         eprintln!(

@@ -20,6 +20,8 @@ pub(crate) struct ConceptGrid<'a> {
     /// Roles in prompt order (empty for kinds without positions).
     pub roles: Vec<String>,
     pub n_pairs: usize,
+    /// What the title adds for Gaussian-noise concepts (the noise, metric and window).
+    pub note: Option<String>,
 }
 
 /// A row key: layer, and head for kinds with heads and positions.
@@ -89,6 +91,7 @@ impl<'a> ConceptGrid<'a> {
                     roles,
                     stats,
                     n_pairs,
+                    note: (table.gaussian.get(concept)).map(|g| g.title_note(*kind)),
                 });
             }
         }
@@ -110,10 +113,14 @@ impl<'a> ConceptGrid<'a> {
     }
 
     pub fn title(&self) -> String {
-        format!(
+        let title = format!(
             "{} · {} pairs · {} · {}",
             self.concept, self.n_pairs, self.direction, self.kind
-        )
+        );
+        match &self.note {
+            Some(note) => format!("{title} · {note}"),
+            None => title,
+        }
     }
 
     /// The heatmap: mean normalized effect per role (or head) and layer.

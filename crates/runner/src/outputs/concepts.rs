@@ -10,6 +10,7 @@ use actpatch_patching::Direction;
 use actpatch_report::ConceptRow;
 
 use crate::experiment::Experiment;
+use crate::gaussian::GaussianPlan;
 use crate::outputs::SweptPair;
 
 /// A run's concept statistics, in table order.
@@ -19,6 +20,9 @@ pub struct ConceptTable {
     pub role_order: BTreeMap<(String, Direction), Vec<String>>,
     /// Per concept, the pairs summarized.
     pub n_pairs: BTreeMap<String, usize>,
+    /// The concepts of Gaussian-noise pairs, with one of their plans (the noise and the
+    /// metric are the run's).
+    pub gaussian: BTreeMap<String, GaussianPlan>,
 }
 
 /// The pairs a concept is summarized over (a concept needs two): swept and passed, or every swept pair when
@@ -43,10 +47,14 @@ impl ConceptTable {
         n_pairs.retain(|_, n| *n >= 2);
         stats.retain(|s| n_pairs.contains_key(&s.key.concept));
         sort_stats(experiment, &role_order, &mut stats);
+        let gaussian = (pairs.iter())
+            .filter_map(|p| Some((p.plan.spec.concept.clone(), p.plan.gaussian.clone()?)))
+            .collect();
         ConceptTable {
             stats,
             role_order,
             n_pairs,
+            gaussian,
         }
     }
 
@@ -79,14 +87,15 @@ fn observations(pairs: &[&SweptPair]) -> (Vec<PairInfo>, Vec<Observation>) {
     let mut observations = Vec::new();
     for pair in pairs {
         let plan = pair.plan;
-        let Some(baselines) = plan.baselines.as_ref() else {
+        // The metric's baselines: logit differences, or p(answer) under Gaussian noise.
+        let Some(baseline) = plan.baseline() else {
             continue;
         };
         infos.push(PairInfo {
             concept: plan.spec.concept.clone(),
             group: (plan.spec.group.clone()).unwrap_or_else(|| plan.name.clone()),
-            clean_logit_diff: baselines.clean_logit_diff,
-            corrupted_logit_diff: baselines.corrupted_logit_diff,
+            clean_logit_diff: baseline.clean_logit_diff,
+            corrupted_logit_diff: baseline.corrupted_logit_diff,
         });
         for r in &pair.results {
             let role = match r.index.position {

@@ -1,7 +1,8 @@
 //! Writing a run's outputs: `cells.parquet`, `baselines.parquet`, figures and
 //! `report.md`.
 
-mod accuracy;
+pub(crate) mod accuracy;
+pub(crate) mod accuracy_figures;
 mod concept_figures;
 pub mod concepts;
 mod figures;
@@ -14,9 +15,9 @@ use std::path::Path;
 
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{CellResult, Direction, Method, PatchKind};
-use actpatch_report::{ConceptSection, ReportError, RunReport};
+use actpatch_report::{ConceptSection, ImageFormat, ReportError, RunReport};
 
-use crate::experiment::Experiment;
+use crate::experiment::{Experiment, FigureFormat};
 use crate::validate::PairPlan;
 pub(crate) use figures::heatmap;
 pub use rows::cell_rows;
@@ -42,7 +43,8 @@ pub struct SweptPair<'a> {
 }
 
 /// The time and forward-pass equivalents one method took for one direction of a pair:
-/// per kind for exact sweeps, every kind at once for an approximation.
+/// per kind for exact sweeps, every kind at once for an approximation (an equal share
+/// of the call that estimates every direction together).
 #[derive(Debug, Clone, Copy)]
 pub struct Cost {
     pub direction: Direction,
@@ -74,15 +76,19 @@ impl SweptPair<'_> {
             Direction::Denoising => self.plan.corrupted_tokens.len(),
             Direction::Noising => self.plan.clean_tokens.len(),
         };
+        // Noised positions are starred, as in ROME's figures.
+        let noised =
+            |j: usize| (self.plan.gaussian.as_ref()).is_some_and(|g| g.subject.contains(&j));
         (0..n_target)
             .map(|j| match self.clean_position(direction, j) {
                 Some(c) => format!(
-                    "{}_{j}",
+                    "{}{}_{j}",
                     self.plan
                         .clean_str
                         .get(c)
                         .map(String::as_str)
-                        .unwrap_or("?")
+                        .unwrap_or("?"),
+                    if noised(j) { "*" } else { "" }
                 ),
                 None => format!("·_{j}"),
             })
@@ -114,7 +120,38 @@ fn drawn_cells<'p>(experiment: &Experiment, swept: &[SweptPair<'p>]) -> Vec<Swep
         .collect()
 }
 
-/// Writes every output of the run; returns the number of cells.
+/// Seconds spent on each kind of output.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WriteTimings {
+    pub tables: f64,
+    pub statistics: f64,
+    pub figures: f64,
+    pub report: f64,
+}
+
+/// A stopwatch adding each lap to one of [`WriteTimings`]' fields.
+struct Laps {
+    last: std::time::Instant,
+    timings: WriteTimings,
+}
+
+impl Laps {
+    fn new() -> Self {
+        Laps {
+            last: std::time::Instant::now(),
+            timings: WriteTimings::default(),
+        }
+    }
+
+    /// Adds the time since the last lap to `field`.
+    fn lap(&mut self, field: fn(&mut WriteTimings) -> &mut f64) {
+        *field(&mut self.timings) += self.last.elapsed().as_secs_f64();
+        self.last = std::time::Instant::now();
+    }
+}
+
+/// Writes every output of the run; returns the number of cells and what each kind of
+/// output took.
 pub fn write_outputs(
     experiment: &Experiment,
     model: &HookedTransformer,
@@ -122,7 +159,8 @@ pub fn write_outputs(
     plans: &[PairPlan],
     swept: &[SweptPair],
     (started, wall_seconds): (chrono::DateTime<chrono::Utc>, f64),
-) -> Result<usize, ReportError> {
+) -> Result<(usize, WriteTimings), ReportError> {
+    let mut laps = Laps::new();
     let cells = cell_rows(experiment, model, run_id, swept);
     let baselines = rows::baseline_rows(experiment, model, run_id, plans, swept);
     actpatch_report::tables::write_cells(&run_dir.join("cells.parquet"), &cells)?;
@@ -132,7 +170,9 @@ pub fn write_outputs(
         path: figures_dir.clone(),
         source,
     })?;
-    let accuracy = accuracy::accuracy_rows(run_id, swept);
+    let effects = accuracy::swept_effects(swept);
+    let paired = accuracy::paired(&effects);
+    let accuracy = accuracy::accuracy_rows(run_id, &paired, &accuracy::cost_records(swept));
     if !accuracy.is_empty() {
         actpatch_report::tables::write_table(
             &run_dir.join("attribution.parquet"),
@@ -140,16 +180,27 @@ pub fn write_outputs(
             &accuracy,
         )?;
     }
+    laps.lap(|t| &mut t.tables);
+    let formats: Vec<ImageFormat> = (experiment.output.formats.iter())
+        .map(|f| match f {
+            FigureFormat::Png => ImageFormat::Png,
+            FigureFormat::Svg => ImageFormat::Svg,
+        })
+        .collect();
+    let accuracy_figures = accuracy_figures::accuracy_figures(&paired, run_dir, &formats)?;
     // Figures and concepts show one method's cells: exact where it ran.
     let drawn_pairs = drawn_cells(experiment, swept);
     let drawn = sections::draw_all(experiment, model.dims().n_layers, run_dir, &drawn_pairs)?;
+    laps.lap(|t| &mut t.figures);
     let table = concepts::ConceptTable::compute(experiment, &drawn_pairs);
     let model_name = model.source().to_string();
     let concept_rows = table.rows(&experiment.experiment.name, &model_name, run_id);
     if !concept_rows.is_empty() {
         actpatch_report::tables::write_concepts(&run_dir.join("concepts.parquet"), &concept_rows)?;
     }
+    laps.lap(|t| &mut t.statistics);
     let concept_sections = concept_sections(experiment, run_dir, plans, &table)?;
+    laps.lap(|t| &mut t.figures);
     let mut notes = drawn.notes;
     notes.extend(notes::run_notes(plans));
     let report = RunReport {
@@ -172,12 +223,14 @@ pub fn write_outputs(
         concepts: concept_sections,
         figures: drawn.figures,
         accuracy,
+        accuracy_figures,
     };
     actpatch_report::atomic::write_bytes_atomic(
         &run_dir.join("report.md"),
         report.render().as_bytes(),
     )?;
-    Ok(cells.len())
+    laps.lap(|t| &mut t.report);
+    Ok((cells.len(), laps.timings))
 }
 
 /// One report section per concept with swept pairs: its pairs, findings and figures.

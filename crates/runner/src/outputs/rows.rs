@@ -3,7 +3,7 @@
 use actpatch_model::HookedTransformer;
 use actpatch_report::{BaselineRow, CellRow};
 
-use crate::experiment::Experiment;
+use crate::experiment::{CorruptionKind, Experiment};
 use crate::outputs::SweptPair;
 use crate::validate::PairPlan;
 
@@ -17,6 +17,8 @@ pub fn cell_rows(
     let mut rows = Vec::new();
     for pair in swept {
         let plan = pair.plan;
+        // Gaussian-noise pairs have one answer: no logit difference.
+        let logit_diff = |value: f64| plan.gaussian.is_none().then_some(value);
         let plain = pair.results.iter().map(|r| (r, None));
         let paths = (pair.paths.iter())
             .flat_map(|p| p.results.iter().map(move |r| (r, Some(p.label.clone()))));
@@ -42,9 +44,9 @@ pub fn cell_rows(
                 role: (r.index.position)
                     .and_then(|p| plan.role(r.direction, p))
                     .map(str::to_string),
-                patched_logit_diff: r.metrics.logit_diff,
+                patched_logit_diff: logit_diff(r.metrics.logit_diff),
                 normalized_logit_diff: r.metrics.normalized_logit_diff,
-                logprob_diff: r.metrics.logprob_diff,
+                logprob_diff: logit_diff(r.metrics.logprob_diff),
                 prob_correct: r.metrics.prob_correct,
                 kl_div: r.metrics.kl_div,
                 pair_valid: plan.passed(),
@@ -67,6 +69,11 @@ pub(crate) fn baseline_rows(
         .map(|plan| {
             let swept_pair = swept.iter().find(|s| s.plan.index == plan.index);
             let skipped = swept_pair.map(|s| s.skipped.clone()).unwrap_or_default();
+            let (metric, values) = plan.metric();
+            let corruption = match plan.gaussian {
+                Some(_) => CorruptionKind::Gaussian,
+                None => CorruptionKind::Prompt,
+            };
             BaselineRow {
                 run_id: run_id.to_string(),
                 experiment: experiment.experiment.name.clone(),
@@ -82,6 +89,11 @@ pub(crate) fn baseline_rows(
                 align: plan.align.name().to_string(),
                 clean_logit_diff: plan.clean_logit_diff(),
                 corrupted_logit_diff: plan.corrupted_logit_diff(),
+                corruption: Some(corruption.name().to_string()),
+                metric: Some(metric.to_string()),
+                clean_metric: values.map(|v| v.0),
+                corrupted_metric: values.map(|v| v.1),
+                subject: plan.spec.subject.clone(),
                 passed: plan.passed(),
                 swept: swept_pair.is_some(),
                 reference: plan.reference(),

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use actpatch_patching::{path, CellIndex, CellResult, Direction, PatchKind};
 use actpatch_report::{FigureSection, Heatmap, ImageFormat, ReportError};
+use rayon::prelude::*;
 
 use crate::experiment::{Experiment, FigureFormat};
 use crate::outputs::figures::heatmap;
@@ -72,6 +73,7 @@ impl GridKey<'_> {
 }
 
 /// Everything drawn for the report.
+#[derive(Default)]
 pub(crate) struct Drawn {
     pub figures: Vec<FigureSection>,
     pub summary: Vec<String>,
@@ -119,23 +121,34 @@ pub(crate) fn draw_all(
     run_dir: &Path,
     swept: &[SweptPair],
 ) -> Result<Drawn, ReportError> {
-    let mut drawn = Drawn {
-        figures: Vec::new(),
-        summary: Vec::new(),
-        notes: Vec::new(),
-    };
     let formats = &experiment.output.formats;
     let labels: Vec<String> = experiment.sweep.paths.iter().map(|p| p.label()).collect();
     let grids = GridKey::all(&experiment.sweep.kinds, &labels);
-    for pair in swept {
-        for direction in experiment.sweep.direction.directions() {
-            let grid = PairGrids {
+    let jobs: Vec<PairGrids> = (swept.iter())
+        .flat_map(|pair| {
+            (experiment.sweep.direction.directions().into_iter()).map(|direction| PairGrids {
                 pair,
                 direction,
                 grids: &grids,
-            };
-            grid.draw(n_layers, (run_dir, formats), &mut drawn)?;
-        }
+            })
+        })
+        .collect();
+    // Each pair and direction renders on its own (on every core); the report lists
+    // them in this order.
+    let parts: Vec<Result<Drawn, ReportError>> = jobs
+        .par_iter()
+        .map(|job| {
+            let mut part = Drawn::default();
+            job.draw(n_layers, (run_dir, formats), &mut part)?;
+            Ok(part)
+        })
+        .collect();
+    let mut drawn = Drawn::default();
+    for part in parts {
+        let part = part?;
+        drawn.figures.extend(part.figures);
+        drawn.summary.extend(part.summary);
+        drawn.notes.extend(part.notes);
     }
     Ok(drawn)
 }
@@ -168,8 +181,14 @@ impl PairGrids<'_> {
                 .collect();
             let name = &pair.plan.name;
             let what = grid.name();
-            let title = format!("{} · {name} · {direction} · {what}", pair.plan.spec.concept);
-            let map = grid.heatmap(&cells, &labels, title.clone());
+            let mut title = format!("{} · {name} · {direction} · {what}", pair.plan.spec.concept);
+            if let Some(gaussian) = &pair.plan.gaussian {
+                title.push_str(&format!(" · {}", gaussian.title_note(grid.kind)));
+            }
+            let mut map = grid.heatmap(&cells, &labels, title.clone());
+            if let Some(gaussian) = &pair.plan.gaussian {
+                map.colorbar_label = format!("normalized {}", gaussian.metric_label());
+            }
             let stem = format!("{name}_{direction}_{what}");
             if let Some(image) = save_figure(run_dir, &stem, &map, formats)? {
                 let details = match std::mem::take(&mut first) {

@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource};
 
-use crate::experiment::Experiment;
+use crate::experiment::{CorruptionKind, Experiment};
+use crate::gaussian::NoiseSetup;
 use crate::options::RunOptions;
 use crate::validate::{validate_pair, PairPlan};
+use crate::validate_gaussian;
 use crate::RunnerError;
 
 /// Loads the experiment file, with `--model-path` replacing its `[model]` source.
@@ -84,13 +86,30 @@ pub(super) fn validate_all(
     }
     let mut plans = Vec::new();
     let mut kept = 0;
+    let noise = NoiseSetup::of(model, experiment)?;
+    if let Some(noise) = &noise {
+        options.say(format!(
+            "Gaussian noise on the subjects: ν = {:.4} ({} draws, seed {})",
+            noise.scale, noise.spec.samples, noise.spec.seed
+        ));
+    }
     options.say(format!(
         "validating {} pairs (baseline logit differences, answers, alignment)…",
         experiment.pairs.len()
     ));
     for index in 0..experiment.pairs.len() {
-        let mut plan = validate_pair(model, experiment, index)?;
-        options.say(plan.describe());
+        let mut plan = match (experiment.corruption_of(index), &noise) {
+            (CorruptionKind::Gaussian, Some(noise)) => {
+                let plan = validate_gaussian::validate(model, experiment, index, noise)?;
+                options.say(validate_gaussian::describe(&plan));
+                plan
+            }
+            _ => {
+                let plan = validate_pair(model, experiment, index)?;
+                options.say(plan.describe());
+                plan
+            }
+        };
         let bytes = plan.runs.as_ref().map_or(0, |r| r.bytes());
         if keep_runs && swept(&plan, experiment, options) && kept + bytes <= KEPT_RUNS_BYTES {
             kept += bytes;

@@ -273,7 +273,7 @@ fn swept_from_parts<'p>(
             }
         }
     }
-    let (results, paths) = results_from_rows(&rows, Path::new("cells/"))?;
+    let (results, paths) = results_from_rows(&rows, Path::new("cells/"), plan.baseline())?;
     Ok(SweptPair {
         plan,
         results,

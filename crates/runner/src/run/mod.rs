@@ -15,6 +15,7 @@ mod merge;
 mod partial;
 mod progress;
 mod shard;
+mod sweep_gaussian;
 mod sweep_pair;
 mod sweep_paths;
 
@@ -24,12 +25,14 @@ use std::time::Instant;
 use actpatch_model::HookedTransformer;
 use indicatif::ProgressBar;
 
+use crate::experiment::corruption::DEFAULT_NOISE_MULTIPLIER;
 use crate::experiment::Experiment;
 use crate::manifest::{
-    sha256_bytes, Manifest, PairCounts, RepositoryState, RunChoices, RunStatus, Timings, Tool,
+    sha256_bytes, CorruptionRecord, Manifest, PairCounts, RepositoryState, RunChoices, RunStatus,
+    Timings, Tool,
 };
 use crate::options::RunOptions;
-use crate::outputs::{cell_rows, write_outputs, SweptPair};
+use crate::outputs::{cell_rows, write_outputs, SweptPair, WriteTimings};
 use crate::validate::PairPlan;
 use crate::RunnerError;
 use folder::{create_run_dir, ensure_writable, model_record};
@@ -260,20 +263,15 @@ fn finish_run(
         run_dir,
         ..
     } = *context;
-    let Stages {
-        t_loaded,
-        t_validated,
-        t_swept,
-    } = stages;
     options.say(format!(
         "swept in {:.1} s; writing tables, figures and reports",
-        t_swept - t_validated
+        stages.t_swept - stages.t_validated
     ));
     let writing = Instant::now();
     let started = chrono::DateTime::parse_from_rfc3339(&manifest.started)
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_else(|_| chrono::Utc::now());
-    let cells = write_outputs(
+    let (cells, mut written) = write_outputs(
         experiment,
         model,
         (&manifest.run_id, run_dir),
@@ -283,22 +281,21 @@ fn finish_run(
     )
     .map_err(RunnerError::write_run(run_dir))?;
     let _ = std::fs::remove_dir_all(partial_dir(run_dir));
+    let page_started = Instant::now();
 
     manifest.pairs = Some(pair_counts(plans, swept.len()));
     let passed = plans.iter().filter(|p| p.passed()).count();
     manifest.cells = Some(cells);
-    manifest.timings = Some(Timings {
-        load_seconds: t_loaded,
-        validate_seconds: t_validated - t_loaded,
-        sweep_seconds: t_swept - t_validated,
-        write_seconds: writing.elapsed().as_secs_f64(),
-    });
+    manifest.costs = crate::outputs::accuracy::cost_records(swept);
     finish_manifest(manifest, model, experiment, clock.elapsed().as_secs_f64());
+    manifest.corruption = corruption_record(experiment, plans);
     // From the files just written and the final manifest: `actpatch report` renders
     // the same page from the folder.
     let page_manifest = serde_json::to_value(&*manifest).ok();
     actpatch_report::html::run_page::write_run_page(run_dir, page_manifest.as_ref())
         .map_err(RunnerError::write_run(run_dir))?;
+    written.report += page_started.elapsed().as_secs_f64();
+    manifest.timings = Some(timings(&stages, writing.elapsed().as_secs_f64(), written));
     manifest
         .write(run_dir)
         .map_err(RunnerError::write_run(run_dir))?;
@@ -320,6 +317,20 @@ fn finish_run(
         failed: plans.len() - passed,
         cells,
     })
+}
+
+/// The manifest's timings: each stage, and what writing each kind of output took.
+fn timings(stages: &Stages, write_seconds: f64, written: WriteTimings) -> Timings {
+    Timings {
+        load_seconds: stages.t_loaded,
+        validate_seconds: stages.t_validated - stages.t_loaded,
+        sweep_seconds: stages.t_swept - stages.t_validated,
+        write_seconds,
+        tables_seconds: Some(written.tables),
+        statistics_seconds: Some(written.statistics),
+        figures_seconds: Some(written.figures),
+        report_seconds: Some(written.report),
+    }
 }
 
 /// How the pairs fared, `swept` of them swept.
@@ -360,6 +371,25 @@ fn finish_manifest(
     manifest.finished = Some(chrono::Utc::now().to_rfc3339());
     manifest.wall_seconds = Some(wall_seconds);
     manifest.status = RunStatus::Complete;
+}
+
+/// The Gaussian noise the run's pairs were traced with, if any pair was.
+fn corruption_record(experiment: &Experiment, plans: &[PairPlan]) -> Option<CorruptionRecord> {
+    let noise = plans.iter().find_map(|p| p.gaussian.as_ref())?.noise;
+    let given = experiment.corruption;
+    Some(CorruptionRecord {
+        kind: "gaussian".into(),
+        samples: noise.spec.samples,
+        seed: noise.spec.seed,
+        noise: noise.scale,
+        embedding_std: noise.embedding_std,
+        noise_multiplier: match given.noise {
+            Some(_) => None,
+            None => Some(given.noise_multiplier.unwrap_or(DEFAULT_NOISE_MULTIPLIER)),
+        },
+        window: noise.spec.window,
+        metric: noise.spec.metric.name().to_string(),
+    })
 }
 
 /// What sweeping the pairs of one run needs.
@@ -413,7 +443,7 @@ impl SweepContext<'_> {
                 rows.len(),
                 saved.display()
             ));
-            let (results, paths) = results_from_rows(&rows, &saved)?;
+            let (results, paths) = results_from_rows(&rows, &saved, plan.baseline())?;
             return Ok(SweptPair {
                 plan,
                 results,
@@ -422,7 +452,11 @@ impl SweepContext<'_> {
                 costs: Vec::new(), // not recorded in the partial table
             });
         }
-        let pair = sweep_pair::sweep_pair(self.model, self.experiment, plan, self.options, bar)?;
+        let (model, experiment, options) = (self.model, self.experiment, self.options);
+        let pair = match plan.gaussian {
+            Some(_) => sweep_gaussian::sweep_gaussian(model, experiment, plan, options, bar)?,
+            None => sweep_pair::sweep_pair(model, experiment, plan, options, bar)?,
+        };
         let rows = cell_rows(
             self.experiment,
             self.model,

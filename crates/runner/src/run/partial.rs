@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use actpatch_patching::{CellIndex, CellMetrics, CellResult, Direction, Method, PatchKind};
+use actpatch_patching::{
+    Baseline, CellIndex, CellMetrics, CellResult, Direction, Method, PatchKind,
+};
 use actpatch_report::CellRow;
 
 use crate::outputs::PathResults;
@@ -19,15 +21,17 @@ pub(crate) fn partial_path(run_dir: &Path, index: usize) -> PathBuf {
     partial_dir(run_dir).join(format!("pair-{index:04}.parquet"))
 }
 
-/// Cell results from rows read back from a partial table: the plain kinds' cells,
-/// and the path-patching cells grouped by receiver set (in the order first seen).
+/// Cell results from rows read back from a partial table of the pair whose baseline is
+/// `baseline`: the plain kinds' cells, and the path-patching cells grouped by receiver
+/// set (in the order first seen).
 pub(crate) fn results_from_rows(
     rows: &[CellRow],
     path: &Path,
+    baseline: Option<Baseline>,
 ) -> Result<(Vec<CellResult>, Vec<PathResults>), RunnerError> {
     let mut results = Vec::new();
     let mut paths: Vec<PathResults> = Vec::new();
-    for (row, result) in rows.iter().zip(cell_results(rows, path)?) {
+    for (row, result) in rows.iter().zip(cell_results(rows, path, baseline)?) {
         match &row.receivers {
             None => results.push(result),
             Some(label) => match paths.iter_mut().find(|p| &p.label == label) {
@@ -42,7 +46,11 @@ pub(crate) fn results_from_rows(
     Ok((results, paths))
 }
 
-fn cell_results(rows: &[CellRow], path: &Path) -> Result<Vec<CellResult>, RunnerError> {
+fn cell_results(
+    rows: &[CellRow],
+    path: &Path,
+    baseline: Option<Baseline>,
+) -> Result<Vec<CellResult>, RunnerError> {
     let damaged = |what: &str, value: &str| {
         RunnerError::Input(format!(
             "{} holds an unknown {what} `{value}`: the partial results are damaged; start a new run",
@@ -57,6 +65,17 @@ fn cell_results(rows: &[CellRow], path: &Path) -> Result<Vec<CellResult>, Runner
                 .ok_or_else(|| damaged("direction", &row.direction))?;
             let method =
                 Method::from_name(&row.method).ok_or_else(|| damaged("method", &row.method))?;
+            // A Gaussian-noise pair's metric, which its row does not hold as such, from
+            // its normalized value.
+            let metric = || {
+                baseline.map(|b| {
+                    b.corrupted_logit_diff
+                        + row.normalized_logit_diff * (b.clean_logit_diff - b.corrupted_logit_diff)
+                })
+            };
+            let patched = (row.patched_logit_diff)
+                .or_else(metric)
+                .ok_or_else(|| damaged("value", "null patched_logit_diff"))?;
             Ok(CellResult {
                 direction,
                 kind,
@@ -68,9 +87,9 @@ fn cell_results(rows: &[CellRow], path: &Path) -> Result<Vec<CellResult>, Runner
                     src: row.src_position.map(|p| p as usize),
                 },
                 metrics: CellMetrics {
-                    logit_diff: row.patched_logit_diff,
+                    logit_diff: patched,
                     normalized_logit_diff: row.normalized_logit_diff,
-                    logprob_diff: row.logprob_diff,
+                    logprob_diff: row.logprob_diff.unwrap_or(patched),
                     prob_correct: row.prob_correct,
                     kl_div: row.kl_div,
                 },

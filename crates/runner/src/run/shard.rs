@@ -47,6 +47,18 @@ fn refuse_approximate(experiment: &Experiment, choice: &ShardChoice) -> Result<(
     )))
 }
 
+/// Sharded runs divide the engine's batches of prompt pairs; a Gaussian-noise trace
+/// averages every cell over its draws in one piece, so it runs unsharded.
+fn refuse_gaussian(experiment: &Experiment, choice: &ShardChoice) -> Result<(), RunnerError> {
+    if !experiment.has_gaussian() {
+        return Ok(());
+    }
+    Err(RunnerError::Input(format!(
+        "shard {}: the experiment has pairs corrupted by Gaussian noise (corruption = \"gaussian\"), which sharded runs do not divide (each cell is a mean over the noise draws, traced in one piece). Run it without --shard (or with --no-shard inside a Slurm array task), or put the prompt pairs in a file of their own to shard",
+        choice.shard
+    )))
+}
+
 /// Runs shard `choice` of the experiment at `path` into `<out>/<run id>/`.
 pub(super) fn run_shard(
     path: &Path,
@@ -66,6 +78,7 @@ pub(super) fn run_shard(
     let prepared = prepare(&start, options)?;
     refuse_paths(&prepared.experiment, choice)?;
     refuse_approximate(&prepared.experiment, choice)?;
+    refuse_gaussian(&prepared.experiment, choice)?;
     let options = &prepared.options;
     let run_dir = options.out_dir.clone().unwrap_or_default().join(&run_id);
     let mut mine = shard_manifest(&prepared, &run_id, choice);
@@ -105,6 +118,7 @@ pub(super) fn run_shard(
         validate_seconds: t_validated - t_loaded,
         sweep_seconds: t_swept - t_validated,
         write_seconds: clock.elapsed().as_secs_f64() - t_swept,
+        ..Timings::default()
     });
     finish_manifest(
         &mut mine,

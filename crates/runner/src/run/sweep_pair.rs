@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{
-    attribute, path, rows_for_budget, CellIndex, CellResult, Direction, Execution, Method,
-    PairRuns, PairSweeper, PatchKind, SweepBatch,
+    attribute_all, path, rows_for_budget, CellIndex, CellResult, DirectedPair, Direction,
+    Execution, Method, PairRuns, PairSweeper, PatchKind, Request, SweepBatch,
 };
 use indicatif::ProgressBar;
 
@@ -161,7 +161,7 @@ pub(crate) fn pair_batches(
 /// Sweeps the batches of `plan` that `keep` selects (the results of the others'
 /// cells are left out), then its path kinds whole (only unsharded runs have them),
 /// and estimates every other cell with each approximate method of `[sweep] methods`
-/// (one call per direction; sharded runs sweep `exact` only).
+/// (every direction in one call; sharded runs sweep `exact` only).
 pub(crate) fn sweep_pair_batches<'p>(
     model: &HookedTransformer,
     experiment: &Experiment,
@@ -190,17 +190,14 @@ pub(crate) fn sweep_pair_batches<'p>(
                     sweep_paths(model, experiment, during, how, &mut paths)?;
                 }
             }
-            if node_kinds.is_empty() {
-                return Ok(());
-            }
-            for &method in methods.iter().filter(|m| !m.is_exact()) {
-                let (estimated, cost) = estimate(context, (model, &node_kinds), method, bar)?;
-                results.extend(estimated);
-                costs.push(cost);
-            }
             Ok(())
         };
     for_each_direction(model, experiment, plan, options, &mut each_direction)?;
+    for &method in methods.iter().filter(|m| !m.is_exact()) {
+        let (estimated, cost) = estimate((model, experiment, plan, options), method, bar)?;
+        results.extend(estimated);
+        costs.extend(cost);
+    }
     Ok(SweptPair {
         plan,
         results,
@@ -324,49 +321,80 @@ fn sweep_kind(
     Ok((swept, Some(cost)))
 }
 
-/// Every cell of `kinds` estimated with the approximate `method`, and what it cost.
+/// Every cell of the pair's kinds (path kinds excepted) estimated with the approximate
+/// `method`, every direction in one call (the directions share their prompts' passes),
+/// and what each direction cost: an equal share of the call.
 fn estimate(
-    (sweeper, experiment, plan, options): SweepContext,
-    (model, kinds): (&HookedTransformer, &[PatchKind]),
+    (model, experiment, plan, options): (&HookedTransformer, &Experiment, &PairPlan, &RunOptions),
     method: Method,
     bar: &ProgressBar,
-) -> Result<(Vec<CellResult>, Cost), RunnerError> {
-    let direction = sweeper.directed().direction;
+) -> Result<(Vec<CellResult>, Vec<Cost>), RunnerError> {
     let during = |what: &str| format!("{what} pair `{}`", plan.name);
-    let mut cells_of_kinds = Vec::new();
-    for &kind in kinds {
-        let cells: Vec<CellIndex> = sweeper
-            .cells(kind, experiment.sweep.positions.list())
-            .map_err(RunnerError::compute(during("planning")))?;
-        cells_of_kinds.push((kind, cells));
-    }
-    let started = Instant::now();
-    let estimated = attribute(
-        model,
-        sweeper.directed(),
-        &cells_of_kinds,
-        method,
-        experiment.sweep.ig_steps,
-    )
-    .map_err(RunnerError::compute(during(&format!(
-        "estimating ({method}) {direction} cells of"
-    ))))?;
-    let seconds = started.elapsed().as_secs_f64();
-    let n_cells = estimated.results.len();
-    bar.inc(n_cells as u64);
-    say_swept((options, plan), direction, method.name(), n_cells, seconds);
-    let cost = Cost {
-        direction,
-        method,
-        kind: None,
-        seconds,
-        passes: estimated.passes,
+    let Some((pair, baselines)) = plan.sweepable() else {
+        return Ok((Vec::new(), Vec::new())); // for_each_direction said why
     };
-    Ok((estimated.results, cost))
+    let kinds: Vec<PatchKind> = (kinds_of(experiment, plan).into_iter())
+        .filter(|k| !path::is_path(*k))
+        .collect();
+    if kinds.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let directions = experiment.sweep.direction.directions();
+    let mut directed = Vec::new();
+    for &direction in &directions {
+        let metrics = experiment.sweep.metrics;
+        directed.push(
+            DirectedPair::new(model, &pair, baselines, direction, &[], metrics)
+                .map_err(RunnerError::compute(during("planning")))?,
+        );
+    }
+    let mut cells = Vec::new();
+    for d in &directed {
+        let of_kinds = (kinds.iter())
+            .map(|&kind| {
+                Ok((
+                    kind,
+                    d.cells(model, kind, experiment.sweep.positions.list())?,
+                ))
+            })
+            .collect::<Result<Vec<_>, actpatch_patching::PatchingError>>()
+            .map_err(RunnerError::compute(during("planning")))?;
+        cells.push(of_kinds);
+    }
+    let requests: Vec<Request> = directed
+        .iter()
+        .zip(&cells)
+        .map(|(d, c)| (d, &c[..]))
+        .collect();
+    let started = Instant::now();
+    let estimated = attribute_all(model, &requests, method, experiment.sweep.ig_steps).map_err(
+        RunnerError::compute(during(&format!("estimating ({method}) cells of"))),
+    )?;
+    let seconds = started.elapsed().as_secs_f64() / directed.len() as f64;
+    let (mut results, mut costs) = (Vec::new(), Vec::new());
+    for (d, one) in directed.iter().zip(estimated) {
+        bar.inc(one.results.len() as u64);
+        say_swept(
+            (options, plan),
+            d.direction,
+            method.name(),
+            one.results.len(),
+            seconds,
+        );
+        costs.push(Cost {
+            direction: d.direction,
+            method,
+            kind: None,
+            seconds,
+            passes: one.passes,
+        });
+        results.extend(one.results);
+    }
+    Ok((results, costs))
 }
 
 /// A line per swept (direction, kind or method) when the progress bar is not shown.
-fn say_swept(
+pub(crate) fn say_swept(
     (options, plan): (&RunOptions, &PairPlan),
     direction: Direction,
     what: &str,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use actpatch_report::tables::{read_rows, CELLS};
 use actpatch_report::CellRow;
 
-use crate::manifest::{Manifest, RunStatus};
+use crate::manifest::{CostRecord, Manifest, RunStatus};
 use crate::RunnerError;
 
 /// One side of a comparison.
@@ -29,6 +29,8 @@ pub struct RunTable {
     /// What reading the table adapted (e.g. written back by pandas without the
     /// schema version key).
     pub notes: Vec<String>,
+    /// What each method cost, from the manifest (none without one).
+    pub costs: Vec<CostRecord>,
 }
 
 /// The `cells.parquet` of `path` (a run folder or the file itself) and its run folder.
@@ -102,6 +104,7 @@ pub fn load(path: &Path, side: &str) -> Result<RunTable, RunnerError> {
         ),
     };
     let status = manifest.as_ref().map(|m| m.status);
+    let costs = manifest.map(|m| m.costs).unwrap_or_default();
     Ok(RunTable {
         id,
         cells_path,
@@ -111,5 +114,6 @@ pub fn load(path: &Path, side: &str) -> Result<RunTable, RunnerError> {
         model,
         status,
         notes,
+        costs,
     })
 }

@@ -54,7 +54,7 @@ pub struct Key {
 
 /// The method whose cells a run is compared by: `exact` when the run has it, else the
 /// first in its table (so an exact run compared with an `atp` run gives atp − exact).
-fn compared_method(table: &RunTable) -> Option<&str> {
+pub(super) fn compared_method(table: &RunTable) -> Option<&str> {
     let methods = table.cells.iter().map(|c| c.method.as_str());
     methods
         .clone()

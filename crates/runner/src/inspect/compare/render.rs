@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
+use actpatch_report::accuracy::render_section;
 use actpatch_report::markdown::cell;
-use actpatch_report::{CompareRow, ImageFormat};
+use actpatch_report::{AccuracyRow, CompareRow, FigureSection, ImageFormat};
 
 use super::input::RunTable;
 use super::join::LayerAxis;
@@ -69,10 +70,9 @@ fn describe(side: &str, t: &RunTable) -> String {
 pub fn markdown(
     (a, b): (&RunTable, &RunTable),
     axis: LayerAxis,
-    summary: &Summary,
-    fail_above: Option<f64>,
-    top: usize,
-    figures: &[(String, String)],
+    (summary, accuracy): (&Summary, &[AccuracyRow]),
+    (fail_above, top): (Option<f64>, usize),
+    (figures, scatters): (&[(String, String)], &[FigureSection]),
 ) -> String {
     let mut md = format!("# Comparison: `{}` (B) − `{}` (A)\n\n", b.id, a.id);
     md.push_str(&describe("A", a));
@@ -81,11 +81,21 @@ pub fn markdown(
     md.push_str(&layers_line(a, b, axis));
     differences(&mut md, summary, fail_above);
     per_kind(&mut md, summary);
+    if !accuracy.is_empty() {
+        md.push('\n');
+        md.push_str(&render_section(accuracy, &[]));
+    }
     changed(&mut md, summary, top);
-    if !figures.is_empty() {
+    if !figures.is_empty() || !scatters.is_empty() {
         md.push_str(FIGURES_HEADING);
         for (heading, image) in figures {
             let _ = writeln!(md, "### {heading}\n\n![{}]({image})\n", cell(heading));
+        }
+    }
+    if !scatters.is_empty() {
+        md.push_str("## Attribution accuracy: estimate against exact\n\n");
+        for figure in scatters {
+            let _ = writeln!(md, "![{}]({})\n", cell(&figure.heading), figure.image);
         }
     }
     md
@@ -196,6 +206,46 @@ fn file_stem(text: &str) -> String {
         .collect()
 }
 
+/// The B − A heatmap of one (concept, pair, direction, kind) group of rows, on the
+/// run figures' axes; unmatched cells are grey.
+fn difference_heatmap(
+    kind: PatchKind,
+    group: &[&CompareRow],
+    heading: String,
+    axis: LayerAxis,
+) -> actpatch_report::Heatmap {
+    let n_pos = group
+        .iter()
+        .filter_map(|r| r.position)
+        .max()
+        .map_or(0, |p| p as usize + 1);
+    let mut labels: Vec<String> = (0..n_pos).map(|p| format!("pos_{p}")).collect();
+    for r in group {
+        if let (Some(p), Some(t)) = (r.position, &r.token) {
+            labels[p as usize] = format!("{t}_{p}");
+        }
+    }
+    let cells: Vec<(CellIndex, f64)> = group
+        .iter()
+        .map(|r| {
+            let index = CellIndex {
+                layer: r.layer as usize,
+                head: r.head.map(|h| h as usize),
+                position: r.position.map(|p| p as usize),
+                src: None,
+            };
+            (index, r.diff.unwrap_or(f64::NAN))
+        })
+        .collect();
+    let mut map = heatmap(kind, &cells, &labels, heading);
+    map.colorbar_label = "B − A normalized LD".into();
+    if let LayerAxis::Depth { bins } = axis {
+        let rest = map.y_label.strip_prefix("layer").unwrap_or("").to_string();
+        map.y_label = format!("relative depth bin (of {bins}){rest}");
+    }
+    map
+}
+
 /// Draws B − A for every (pair, patch kind) into `<out_dir>/figures/`; returns each
 /// figure's heading and path relative to `out_dir`. Unmatched cells are grey.
 pub fn figures(
@@ -207,13 +257,16 @@ pub fn figures(
     if formats.is_empty() {
         return Ok(Vec::new());
     }
+    let written = |source| RunnerError::Write {
+        source: Box::new(source),
+        resume: None,
+    };
     let dir = out_dir.join("figures");
-    std::fs::create_dir_all(&dir).map_err(|source| RunnerError::Write {
-        source: Box::new(actpatch_report::ReportError::Write {
+    std::fs::create_dir_all(&dir).map_err(|source| {
+        written(actpatch_report::ReportError::Write {
             path: dir.clone(),
             source,
-        }),
-        resume: None,
+        })
     })?;
     type Group<'a> = (&'a str, &'a str, &'a str, &'a str);
     let mut groups: BTreeMap<Group, Vec<&CompareRow>> = BTreeMap::new();
@@ -232,45 +285,13 @@ pub fn figures(
         let Some(kind) = PatchKind::from_name(base) else {
             continue; // a kind this version does not know: no axes to draw it on
         };
-        let n_pos = group
-            .iter()
-            .filter_map(|r| r.position)
-            .max()
-            .map_or(0, |p| p as usize + 1);
-        let mut labels: Vec<String> = (0..n_pos).map(|p| format!("pos_{p}")).collect();
-        for r in &group {
-            if let (Some(p), Some(t)) = (r.position, &r.token) {
-                labels[p as usize] = format!("{t}_{p}");
-            }
-        }
-        let cells: Vec<(CellIndex, f64)> = group
-            .iter()
-            .map(|r| {
-                let index = CellIndex {
-                    layer: r.layer as usize,
-                    head: r.head.map(|h| h as usize),
-                    position: r.position.map(|p| p as usize),
-                    src: None,
-                };
-                (index, r.diff.unwrap_or(f64::NAN))
-            })
-            .collect();
         let heading = format!("{concept} · {pair} · {direction} · {kind} · B − A");
-        let mut map = heatmap(kind, &cells, &labels, heading.clone());
-        map.colorbar_label = "B − A normalized LD".into();
-        if let LayerAxis::Depth { bins } = axis {
-            let rest = map.y_label.strip_prefix("layer").unwrap_or("").to_string();
-            map.y_label = format!("relative depth bin (of {bins}){rest}");
-        }
+        let map = difference_heatmap(kind, &group, heading.clone(), axis);
         let stem = file_stem(&format!("diff_{pair}_{direction}_{kind}"));
         let mut first = None;
         for format in formats {
             let name = format!("figures/{stem}.{}", format.extension());
-            map.save(&out_dir.join(&name), *format)
-                .map_err(|source| RunnerError::Write {
-                    source: Box::new(source),
-                    resume: None,
-                })?;
+            map.save(&out_dir.join(&name), *format).map_err(written)?;
             first.get_or_insert(name);
         }
         if let Some(image) = first {

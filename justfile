@@ -78,10 +78,11 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmark the fast sweeps against the notebook's loop, then path patching against the tutorial loop (release build; a few minutes).
+# Benchmark the fast sweeps against the notebook's loop, path patching against the tutorial loop (release build), then `just run` against the release binary on the sweeps' experiment (a few minutes).
 bench *args:
     cargo bench -p actpatch-runner --bench sweeps -- {{args}}
     cargo bench -p actpatch-runner --bench paths -- {{args}}
+    scripts/bench-run.sh
 
 # Build `actpatch` with CUDA (no GPU or system toolkit needed; CUDA 13.0 from PyPI into .cuda-venv/): target-cuda/, dist/cuda/actpatch, dist/cuda/actpatch.gz, dist/gpu-bundle/actpatch.xz. `--tests` also builds the test executables.
 build-cuda *args:

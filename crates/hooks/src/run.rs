@@ -109,6 +109,21 @@ impl<'p> Hooks<'p> {
         Ok(activation)
     }
 
+    /// Whether [`Hooks::at`] does anything at `point` (patch, record, probe or stop a
+    /// gradient). A model may compute past a point that nothing touches without
+    /// materializing its value (fused kernels).
+    pub fn touches(&self, point: HookPoint) -> bool {
+        self.alters(point) || self.filter.wants(&point)
+    }
+
+    /// Whether [`Hooks::at`] may change the value flowing through `point` or its
+    /// gradient (a patch, a probe or a stop), rather than only record it.
+    pub fn alters(&self, point: HookPoint) -> bool {
+        self.patches.iter().any(|p| p.point == point)
+            || self.probe.wants(&point)
+            || self.stops.iter().any(|(p, _)| *p == point)
+    }
+
     pub fn cache(&self) -> &ActivationCache {
         &self.cache
     }

@@ -12,6 +12,7 @@
 //! - KL divergence from the clean distribution: `KL(p_clean || p_patched)`, in nats
 
 use candle_core::{DType, Tensor, D};
+use rayon::prelude::*;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -128,7 +129,8 @@ pub struct TokenStats {
 ///
 /// Computed in f64: on GPT-2-sized logits (|logit| ~ 100) the log-sum-exp and the
 /// cross term are ~100 each, and a KL divergence of 1e-4 is their small difference,
-/// which f32 (7 digits) cannot resolve.
+/// which f32 (7 digits) cannot resolve. Each row takes one pass over its logits, rows
+/// in parallel ([`actpatch_simd::log_sum_exp_and_dot`], within a few ulp of f64).
 pub fn token_stats(
     logits: &Tensor,
     token: u32,
@@ -141,35 +143,34 @@ pub fn token_stats(
             incorrect: token,
         },
     )?;
-    // One pass for the log-sum-exp and one product with the clean distribution,
-    // instead of materializing every row's log-probabilities:
     // log p(t) = logit(t) − lse, and
     // KL(p_clean ‖ p) = Σ p_clean log p_clean − (p_clean · logits − lse).
-    let logits = logits.to_dtype(DType::F64)?; // [batch, d_vocab]
-    let max = logits.max_keepdim(D::Minus1)?; // [batch, 1]
-    let lse = (logits
-        .broadcast_sub(&max)?
-        .exp()?
-        .sum_keepdim(D::Minus1)?
-        .log()?
-        + &max)?;
-    let clean_log_probs = clean_log_probs.to_dtype(DType::F64)?; // [d_vocab]
-    let clean_probs = clean_log_probs.exp()?;
-    let clean_neg_entropy = (&clean_probs * &clean_log_probs)?
-        .sum_all()?
-        .to_scalar::<f64>()?;
-    let cross = logits.matmul(&clean_probs.unsqueeze(1)?)?; // [batch, 1]
-    let lse: Vec<f64> = lse.flatten_all()?.to_vec1()?;
-    let cross: Vec<f64> = cross.flatten_all()?.to_vec1()?;
-    let picked: Vec<f64> = logits
-        .narrow(1, token as usize, 1)?
-        .flatten_all()?
-        .to_vec1()?;
-    Ok((0..picked.len())
-        .map(|row| TokenStats {
-            logit: picked[row],
-            log_prob: picked[row] - lse[row],
-            kl_div: (clean_neg_entropy - cross[row] + lse[row]).max(0.0),
+    let clean_log_probs: Vec<f64> = clean_log_probs.to_dtype(DType::F64)?.to_vec1()?; // [d_vocab]
+    let clean_probs: Vec<f64> = clean_log_probs.iter().map(|l| l.exp()).collect();
+    let clean_neg_entropy: f64 = (clean_probs.iter().zip(&clean_log_probs))
+        .map(|(p, l)| p * l)
+        .sum();
+    let rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?; // [batch][d_vocab]
+    if rows.first().is_some_and(|r| r.len() != clean_probs.len()) {
+        return Err(candle_core::Error::Msg(format!(
+            "logits over {} tokens against a clean distribution over {}",
+            rows[0].len(),
+            clean_probs.len()
+        ))
+        .into());
+    }
+    let stats: Vec<(f64, f64)> = rows
+        .par_iter()
+        .map(|row| actpatch_simd::log_sum_exp_and_dot(row, &clean_probs))
+        .collect();
+    Ok((rows.iter().zip(stats))
+        .map(|(row, (lse, cross))| {
+            let logit = row[token as usize] as f64;
+            TokenStats {
+                logit,
+                log_prob: logit - lse,
+                kl_div: (clean_neg_entropy - cross + lse).max(0.0),
+            }
         })
         .collect())
 }

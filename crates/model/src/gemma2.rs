@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, soft_cap, AttentionSpec, Frame, KvPrefix};
-use crate::layers::{embed_rows, Linear, NormSite, RmsNorm};
+use crate::layers::{add, embed_rows, gated, Gate, Linear, NormSite, RmsNorm};
 use crate::rope::{RopeConfig, RopeScaling};
 use crate::rotary::Rotary;
 use crate::weights::WeightStore;
@@ -271,7 +271,7 @@ impl Block {
             .ln1_post
             .forward(&attn_out, hooks, NormSite::Ln1Post(self.layer))?;
         let attn_out = hooks.at(at(BlockSite::AttnOut), attn_out)?;
-        let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
+        let resid_mid = hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?;
 
         let normalized = self
             .ln2
@@ -281,13 +281,13 @@ impl Block {
             at(BlockSite::MlpPreLinear),
             self.up_proj.forward(&normalized)?,
         )?;
-        let mlp_post = hooks.at(at(BlockSite::MlpPost), (gate.gelu()? * up)?)?; // [batch, pos, d_mlp], tanh GELU
+        let mlp_post = hooks.at(at(BlockSite::MlpPost), gated(&gate, &up, Gate::GeluTanh)?)?; // [batch, pos, d_mlp], tanh GELU
         let mlp_out = self.down_proj.forward(&mlp_post)?;
         let mlp_out = self
             .ln2_post
             .forward(&mlp_out, hooks, NormSite::Ln2Post(self.layer))?;
         let mlp_out = hooks.at(at(BlockSite::MlpOut), mlp_out)?;
-        Ok(hooks.at(at(BlockSite::ResidPost), (resid_mid + mlp_out)?)?)
+        Ok(hooks.at(at(BlockSite::ResidPost), add(&resid_mid, &mlp_out)?)?)
     }
 }
 
@@ -337,7 +337,7 @@ impl Gemma2 {
             embed_tokens,
             blocks,
             norm: gemma_norm(&store, "model.norm", d, cfg.rms_norm_eps)?,
-            w_u: lm_head.t()?.contiguous()?,
+            w_u: lm_head.t()?, // a transposed view
             final_softcap: cfg.final_logit_softcapping,
             rotary: Rotary::from_inv_freq(cfg.rope.inv_freq(dims.d_head)),
             dims,

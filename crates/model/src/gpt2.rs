@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
-use crate::layers::{embed_rows, LayerNorm, Linear, NormSite};
+use crate::layers::{add, embed_rows, LayerNorm, Linear, NormSite};
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
 
@@ -163,22 +163,24 @@ impl Block {
         )?;
         let z = self.spec.attend(&q, &k, &v, frame, prefix, hooks)?; // [batch, pos, head, d_head]
         let attn_out = hooks.at(at(BlockSite::AttnOut), attention_output(&z, &self.c_proj)?)?;
-        let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
+        let resid_mid = hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?;
 
         let normalized = self
             .ln2
             .forward(&resid_mid, hooks, NormSite::Ln2(self.layer))?;
-        let mlp_pre = hooks.at(at(BlockSite::MlpPre), self.c_fc.forward(&normalized)?)?;
-        let mlp_post = hooks.at(at(BlockSite::MlpPost), mlp_pre.gelu()?)?; // gelu_new (tanh)
+        let mlp_post = self
+            .c_fc
+            .forward_gelu(&normalized, hooks, at(BlockSite::MlpPre))?; // gelu_new (tanh) of hook_pre
+        let mlp_post = hooks.at(at(BlockSite::MlpPost), mlp_post)?;
         let mlp_out = hooks.at(at(BlockSite::MlpOut), self.mlp_proj.forward(&mlp_post)?)?;
-        Ok(hooks.at(at(BlockSite::ResidPost), (resid_mid + mlp_out)?)?)
+        Ok(hooks.at(at(BlockSite::ResidPost), add(&resid_mid, &mlp_out)?)?)
     }
 }
 
 /// A GPT-2 language model with hook points.
 pub struct Gpt2 {
     wte: Tensor, // [d_vocab, d_model]
-    w_u: Tensor, // [d_model, d_vocab]: the tied unembedding, stored transposed once
+    w_u: Tensor, // [d_model, d_vocab]: the tied unembedding, a transposed view of wte
     wpe: Tensor, // [n_ctx, d_model]
     blocks: Vec<Block>,
     ln_final: LayerNorm,
@@ -204,7 +206,7 @@ impl Gpt2 {
             .map(|layer| Block::load(&store, cfg, layer))
             .collect::<Result<Vec<_>>>()?;
         Ok(Gpt2 {
-            w_u: wte.t()?.contiguous()?,
+            w_u: wte.t()?,
             wte,
             wpe: store.get("wpe.weight", &[cfg.n_positions, cfg.n_embd])?,
             blocks,

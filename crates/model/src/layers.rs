@@ -6,6 +6,8 @@ use actpatch_hooks::{BlockSite, HookPoint, Hooks};
 use candle_core::{Tensor, D};
 
 use crate::frozen::matmul_frozen;
+use crate::fused;
+pub(crate) use crate::fused::Gate;
 use crate::weights::WeightStore;
 use crate::Result;
 
@@ -56,6 +58,9 @@ impl Linear {
 
     /// `[batch, pos, in]` → `[batch, pos, out]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(out) = fused::linear(x, &self.weight, self.bias.as_ref())? {
+            return Ok(out);
+        }
         let (batch, pos, d_in) = x.dims3()?;
         let out = matmul_frozen(&x.reshape((batch * pos, d_in))?, &self.weight)?;
         let out = match &self.bias {
@@ -63,6 +68,19 @@ impl Linear {
             None => out,
         };
         Ok(out.reshape((batch, pos, ()))?)
+    }
+}
+
+impl Linear {
+    /// `gelu_tanh(self.forward(x))`, the linear map's output passing `pre` (the MLP's
+    /// `hook_pre`) on the way: one pass over the output when nothing touches `pre`.
+    pub fn forward_gelu(&self, x: &Tensor, hooks: &mut Hooks, pre: HookPoint) -> Result<Tensor> {
+        if !hooks.touches(pre) {
+            if let Some(out) = fused::linear_gelu(x, &self.weight, self.bias.as_ref())? {
+                return Ok(out);
+            }
+        }
+        gelu_tanh(&hooks.at(pre, self.forward(x)?)?)
     }
 }
 
@@ -134,6 +152,11 @@ impl LayerNorm {
     /// `[batch, pos, d_model]` → `[batch, pos, d_model]`
     pub fn forward(&self, x: &Tensor, hooks: &mut Hooks, site: NormSite) -> Result<Tensor> {
         let (scale_point, normalized_point) = site.points();
+        if !hooks.touches(scale_point) {
+            if let Some(normalized) = fused::layer_norm(x, &self.weight, &self.bias, self.eps)? {
+                return Ok(hooks.at(normalized_point, normalized)?);
+            }
+        }
         let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
         let scale = (centred.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
         let scale = hooks.at(scale_point, scale)?; // [batch, pos, 1]
@@ -169,6 +192,11 @@ impl RmsNorm {
     /// d_head]` for per-head norms: the last axis is normalized).
     pub fn forward(&self, x: &Tensor, hooks: &mut Hooks, site: NormSite) -> Result<Tensor> {
         let (scale_point, normalized_point) = site.points();
+        if !hooks.touches(scale_point) && !hooks.touches(normalized_point) {
+            if let Some(out) = fused::rms_norm(x, &self.weight, self.eps)? {
+                return Ok(out);
+            }
+        }
         let scale = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
         let scale = hooks.at(scale_point, scale)?; // [batch, pos, 1]
         let normalized = hooks.at(normalized_point, x.broadcast_div(&scale)?)?;
@@ -182,4 +210,32 @@ pub fn embed_rows(table: &Tensor, tokens: &Tensor) -> Result<Tensor> {
     Ok(table
         .index_select(&tokens.flatten_all()?, 0)?
         .reshape((batch, pos, table.dim(1)?))?)
+}
+
+/// `a + b` (equal shapes: residual stream additions).
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    match fused::add(a, b)? {
+        Some(sum) => Ok(sum),
+        None => Ok((a + b)?),
+    }
+}
+
+/// The tanh approximation of GELU (GPT-2's `gelu_new`, `gelu_pytorch_tanh`).
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    match fused::gelu_tanh(x)? {
+        Some(out) => Ok(out),
+        None => Ok(x.gelu()?),
+    }
+}
+
+/// A gated MLP's `act(gate) · up`.
+pub fn gated(gate: &Tensor, up: &Tensor, act: Gate) -> Result<Tensor> {
+    if let Some(out) = fused::gated(gate, up, act)? {
+        return Ok(out);
+    }
+    let activated = match act {
+        Gate::Silu => gate.silu()?,
+        Gate::GeluTanh => gate.gelu()?,
+    };
+    Ok((activated * up)?)
 }

@@ -20,11 +20,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod allocator;
 mod arch;
 mod attention;
 mod device;
 mod error;
 mod frozen;
+mod fused;
 mod gemma2;
 mod gguf;
 mod gpt2;
@@ -38,6 +40,7 @@ mod readout;
 pub mod rope;
 mod rotary;
 mod source;
+mod spans;
 mod tokenizer;
 mod weights;
 
@@ -47,6 +50,7 @@ use actpatch_hooks::{ActivationCache, CacheFilter, HookSpace, Hooks, Patch};
 use candle_core::{Device, Tensor};
 
 pub use actpatch_hooks::HookPoint;
+pub use allocator::keep_large_buffers_in_heap;
 use arch::ArchModel;
 pub use attention::AttentionSpec;
 pub use device::DeviceSpec;

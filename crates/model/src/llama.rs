@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::arch::{default_feeds_keys_values, ArchModel};
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
-use crate::layers::{embed_rows, Linear, NormSite, RmsNorm};
+use crate::layers::{add, embed_rows, gated, Gate, Linear, NormSite, RmsNorm};
 use crate::rope::RopeConfig;
 use crate::rotary::Rotary;
 use crate::weights::WeightStore;
@@ -335,7 +335,7 @@ impl Block {
         let z = self.spec.attend(&rot_q, &rot_k, &v, frame, prefix, hooks)?; // [batch, pos, head, d_head]
         let attn_out = attention_output(&z, &attn.o_proj)?;
         let attn_out = hooks.at(at(BlockSite::AttnOut), attn_out)?;
-        let resid_mid = hooks.at(at(BlockSite::ResidMid), (resid_pre + attn_out)?)?;
+        let resid_mid = hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?;
 
         let normalized = self
             .ln2
@@ -343,9 +343,9 @@ impl Block {
         let gate = hooks.at(at(BlockSite::MlpPre), mlp.gate_proj.forward(&normalized)?)?;
         let up = mlp.up_proj.forward(&normalized)?;
         let up = hooks.at(at(BlockSite::MlpPreLinear), up)?;
-        let mlp_post = hooks.at(at(BlockSite::MlpPost), (gate.silu()? * up)?)?; // [batch, pos, d_mlp]
+        let mlp_post = hooks.at(at(BlockSite::MlpPost), gated(&gate, &up, Gate::Silu)?)?; // [batch, pos, d_mlp]
         let mlp_out = hooks.at(at(BlockSite::MlpOut), mlp.down_proj.forward(&mlp_post)?)?;
-        Ok(hooks.at(at(BlockSite::ResidPost), (resid_mid + mlp_out)?)?)
+        Ok(hooks.at(at(BlockSite::ResidPost), add(&resid_mid, &mlp_out)?)?)
     }
 }
 
@@ -354,7 +354,7 @@ pub struct Llama {
     embed_tokens: Tensor, // [d_vocab, d_model]
     blocks: Vec<Block>,
     norm: RmsNorm,
-    w_u: Tensor, // [d_model, d_vocab]: lm_head (the embedding when tied), stored transposed
+    w_u: Tensor, // [d_model, d_vocab]: lm_head (the embedding when tied), a transposed view
     rotary: Rotary,
     qk_norm: bool,
     dims: ModelDims,
@@ -400,7 +400,7 @@ impl Llama {
             embed_tokens,
             blocks,
             norm: RmsNorm::load(store, "model.norm", d, cfg.rms_norm_eps)?,
-            w_u: lm_head.t()?.contiguous()?,
+            w_u: lm_head.t()?,
             rotary: Rotary::from_inv_freq(cfg.rope.inv_freq(dims.d_head)),
             qk_norm: cfg.qk_norm(),
             dims,

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
-use crate::layers::{embed_rows, LayerNorm, Linear, NormSite};
+use crate::layers::{add, embed_rows, gelu_tanh, LayerNorm, Linear, NormSite};
 use crate::rope::{RopeConfig, RopeScaling};
 use crate::rotary::Rotary;
 use crate::weights::WeightStore;
@@ -221,7 +221,7 @@ impl Block {
         // parallel: the MLP reads resid_pre; sequential: resid_mid
         let mlp_in = match self.parallel {
             true => resid_pre.clone(),
-            false => hooks.at(at(BlockSite::ResidMid), (&resid_pre + &attn_out)?)?,
+            false => hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?,
         };
         let normalized = self
             .ln2
@@ -229,13 +229,13 @@ impl Block {
         let mlp_pre = hooks.at(at(BlockSite::MlpPre), self.h_to_4h.forward(&normalized)?)?;
         let mlp_post = match self.exact_gelu {
             true => mlp_pre.gelu_erf()?,
-            false => mlp_pre.gelu()?,
+            false => gelu_tanh(&mlp_pre)?,
         };
         let mlp_post = hooks.at(at(BlockSite::MlpPost), mlp_post)?; // [batch, pos, d_mlp]
         let mlp_out = hooks.at(at(BlockSite::MlpOut), self.four_h_to_h.forward(&mlp_post)?)?;
         let resid_post = match self.parallel {
-            true => ((resid_pre + attn_out)? + mlp_out)?,
-            false => (mlp_in + mlp_out)?,
+            true => add(&add(&resid_pre, &attn_out)?, &mlp_out)?,
+            false => add(&mlp_in, &mlp_out)?,
         };
         Ok(hooks.at(at(BlockSite::ResidPost), resid_post)?)
     }
@@ -246,7 +246,7 @@ pub struct Neox {
     embed_in: Tensor, // [d_vocab, d_model]
     blocks: Vec<Block>,
     final_layer_norm: LayerNorm,
-    w_u: Tensor, // [d_model, d_vocab]: embed_out, stored transposed
+    w_u: Tensor, // [d_model, d_vocab]: embed_out, a transposed view
     rotary: Rotary,
     parallel: bool,
     dims: ModelDims,
@@ -300,7 +300,7 @@ impl Neox {
                 d,
                 cfg.layer_norm_eps,
             )?,
-            w_u: unembed.t()?.contiguous()?,
+            w_u: unembed.t()?,
             rotary: Rotary::from_inv_freq(cfg.rope.inv_freq(rotary_dim)),
             parallel: cfg.use_parallel_residual,
             dims,

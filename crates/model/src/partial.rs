@@ -45,7 +45,8 @@ use crate::{HookedTransformer, ModelError, Readout, Result};
 
 /// An unpatched run of one prompt, cached for partial forward passes: every layer's
 /// block input (`hook_resid_pre`), keys and values, the extra hook points asked for,
-/// and the next-token logits.
+/// and the next-token logits. Cloning shares the cached tensors.
+#[derive(Clone)]
 pub struct BaseRun {
     cache: ActivationCache,
     /// `[1, d_vocab]`
@@ -83,26 +84,26 @@ impl BaseRun {
 
     /// Keys and values of layer `layer` at positions `0..start` (`[1, start, kv_head,
     /// d_head]` each), `None` when `start` is 0.
-    fn prefix(&self, layer: usize, start: usize) -> Result<Option<KvPrefix>> {
+    pub(crate) fn prefix(&self, layer: usize, start: usize) -> Result<Option<KvPrefix>> {
         if start == 0 {
             return Ok(None);
         }
         let k = self.cache.get(HookPoint::block(layer, self.key_site))?;
         let v = self.cache.get(HookPoint::block(layer, BlockSite::V))?;
-        Ok(Some(KvPrefix {
-            k: k.narrow(1, 0, start)?,
-            v: v.narrow(1, 0, start)?,
-        }))
+        Ok(Some(KvPrefix::new(
+            k.narrow(1, 0, start)?,
+            v.narrow(1, 0, start)?,
+        )))
     }
 }
 
 /// Positions `start..start + len` of a base run's prompt: what a partial pass computes.
 /// Positions before `start` are read from the base run's keys and values.
 pub struct Span<'a> {
-    base: &'a BaseRun,
-    start: usize,
-    len: usize,
-    frame: Frame,
+    pub(crate) base: &'a BaseRun,
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+    pub(crate) frame: Frame,
 }
 
 impl Span<'_> {
@@ -153,6 +154,40 @@ impl HookedTransformer {
             n_pos: tokens.len(),
             key_site,
         })
+    }
+
+    /// [`HookedTransformer::base_run`] of several prompts of one length in one pass
+    /// (one batch row each, the weights read once): one run per prompt, in order.
+    pub fn base_runs(
+        &self,
+        prompts: &[&[u32]],
+        extra: impl IntoIterator<Item = HookPoint>,
+    ) -> Result<Vec<BaseRun>> {
+        let key_site = self.arch.key_site();
+        let sites = [BlockSite::ResidPre, key_site, BlockSite::V];
+        let n_layers = self.dims().n_layers;
+        let points = (0..n_layers)
+            .flat_map(|l| sites.iter().map(move |s| HookPoint::block(l, *s)))
+            .chain(extra);
+        let mut hooks = Hooks::caching(CacheFilter::only(points));
+        let rows: Vec<Vec<u32>> = prompts.iter().map(|p| p.to_vec()).collect();
+        let tensor = self.tokens_tensor(&rows)?; // [prompts, pos]
+        let logits = self.forward(&tensor, &mut hooks, Readout::LastPosition)?; // [prompts, d_vocab]
+        let cache = hooks.into_cache();
+        (0..prompts.len())
+            .map(|row| {
+                let mut own = ActivationCache::default();
+                for (point, tensor) in cache.iter() {
+                    own.insert(*point, tensor.narrow(0, row, 1)?);
+                }
+                Ok(BaseRun {
+                    cache: own,
+                    logits: logits.narrow(0, row, 1)?,
+                    n_pos: rows[row].len(),
+                    key_site,
+                })
+            })
+            .collect()
     }
 
     /// Positions `start..start + len` of `base`'s prompt.
@@ -208,8 +243,8 @@ impl HookedTransformer {
             self.arch
                 .block_keys_values(layer, &resid_pre.narrow(1, 0, len - 1)?, &earlier)?; // [rows, len - 1, kv_head, d_head]
         let prefix = match span.base.prefix(layer, span.start)? {
-            Some(cached) => cached.then(&k, &v)?,
-            None => KvPrefix { k, v },
+            Some(cached) => cached.then(&k, &v),
+            None => KvPrefix::new(k, v),
         };
         let last = self.arch.frame(span.start + len - 1, 1, &self.device)?;
         self.arch.block_forward(
@@ -247,7 +282,7 @@ impl HookedTransformer {
         self.arch.site_feeds_keys_values(site)
     }
 
-    fn check_rows(&self, layer: usize, resid_pre: &Tensor, span: &Span) -> Result<()> {
+    pub(crate) fn check_rows(&self, layer: usize, resid_pre: &Tensor, span: &Span) -> Result<()> {
         self.check_layer(layer)?;
         let (_, len, d_model) = resid_pre.dims3()?;
         if len != span.len || d_model != self.dims().d_model {

@@ -17,7 +17,8 @@ pub enum Readout<'a> {
 }
 
 impl Readout<'_> {
-    /// `normalized` `[batch, pos, d_model]`, `w_u` `[d_model, d_vocab]` → logits.
+    /// `normalized` `[batch, pos, d_model]`, `w_u` `[d_model, d_vocab]` (any strides,
+    /// e.g. a transposed view of the embedding) → logits.
     pub fn unembed(
         self,
         normalized: &Tensor,
@@ -47,13 +48,23 @@ impl Readout<'_> {
                 }
                 let ids = Tensor::from_slice(ids, ids.len(), w_u.device())?;
                 let b_u = b_u.map(|b| b.index_select(&ids, 0)).transpose()?;
-                (last()?, w_u.index_select(&ids, 1)?, b_u) // w_u: [d_model, columns]
+                // The columns of w_u, as rows of the embedding when w_u is its transposed view.
+                let columns = match w_u.t()?.is_contiguous() {
+                    true => w_u.t()?.index_select(&ids, 0)?.t()?,
+                    false => w_u.contiguous()?.index_select(&ids, 1)?,
+                };
+                (last()?, columns, b_u) // w_u: [d_model, columns]
             }
         };
-        let logits = rows.matmul(&w_u)?;
-        let logits = match b_u {
-            Some(b) => logits.broadcast_add(&b)?,
-            None => logits,
+        let logits = match crate::fused::linear(&rows, &w_u, b_u.as_ref())? {
+            Some(logits) => logits,
+            None => {
+                let logits = rows.matmul(&w_u)?;
+                match b_u {
+                    Some(b) => logits.broadcast_add(&b)?,
+                    None => logits,
+                }
+            }
         };
         Ok(match self {
             Readout::AllPositions => logits.reshape((batch, pos, ()))?,

@@ -47,6 +47,24 @@ pub struct RotaryTables {
 }
 
 impl RotaryTables {
+    /// The tables of several frames one after another, each repeated for its rows:
+    /// the rotary tables of a frame of spans.
+    pub fn stacked(parts: &[(&RotaryTables, usize)]) -> Result<RotaryTables> {
+        let mut cos = Vec::new();
+        let mut sin = Vec::new();
+        for (tables, rows) in parts {
+            for _ in 0..*rows {
+                cos.push(tables.cos.clone());
+                sin.push(tables.sin.clone());
+            }
+        }
+        Ok(RotaryTables {
+            cos: Tensor::cat(&cos, 0)?, // [Σ rows · pos, d_head / 2]
+            sin: Tensor::cat(&sin, 0)?,
+            kernels: Kernels::Fused,
+        })
+    }
+
     /// `[batch, pos, head, d_head]` → `[batch, pos, head, d_head]`, rotated by position:
     /// `x * cos + rotate_half(x) * sin` on the first `rotary_dim` dimensions, the rest
     /// unchanged (partial rotary, GPT-NeoX).

@@ -11,18 +11,7 @@ mod common;
 use actpatch_hooks::{CacheFilter, Hooks, Patch};
 use actpatch_model::{HookedTransformer, Readout};
 use candle_core::{Device, Tensor};
-use common::fixture;
-
-/// Every family's fixture.
-const FIXTURES: [&str; 7] = [
-    "tiny-gpt2",
-    "tiny-llama",
-    "tiny-llama3",
-    "tiny-qwen2",
-    "tiny-qwen3",
-    "tiny-gemma2",
-    "tiny-pythia",
-];
+use common::{fixture, FIXTURES};
 
 /// Two answer tokens: " Rome" and " Paris" where the fixture's vocabulary has them as
 /// single tokens, else the prompt's second and third tokens (any two tokens define a

@@ -8,8 +8,8 @@ use candle_core::Tensor;
 
 use crate::cells::{cells_of, hook_points};
 use crate::{
-    Baselines, CellIndex, Direction, MetricSet, Pair, PatchKind, PatchingError, PositionMap,
-    Result, Scorer,
+    Baselines, CellIndex, Direction, MetricSet, Pair, PairRuns, PatchKind, PatchingError,
+    PositionMap, Result, Scorer,
 };
 
 /// Refuses the first of `kinds` whose hook point `model` does not have (GPT-NeoX's
@@ -71,6 +71,32 @@ impl<'a> DirectedPair<'a> {
             source_tokens: pair.source_tokens(direction),
             map: pair.map(direction),
             source,
+            scorer: Scorer {
+                answers: pair.answers,
+                baseline: baselines.baseline()?,
+                clean_log_probs: &baselines.clean_log_probs,
+                metrics,
+            },
+        })
+    }
+
+    /// [`DirectedPair::new`] from `runs` (which cached the sites of the swept kinds):
+    /// no pass of its own.
+    pub fn from_runs(
+        model: &HookedTransformer,
+        pair: &'a Pair,
+        baselines: &'a Baselines,
+        direction: Direction,
+        kinds: &[PatchKind],
+        (metrics, runs): (MetricSet, &PairRuns),
+    ) -> Result<Self> {
+        check_kinds(model, kinds)?;
+        Ok(DirectedPair {
+            direction,
+            target_tokens: pair.target_tokens(direction),
+            source_tokens: pair.source_tokens(direction),
+            map: pair.map(direction),
+            source: runs.source(direction).cache().clone(),
             scorer: Scorer {
                 answers: pair.answers,
                 baseline: baselines.baseline()?,

@@ -65,6 +65,7 @@ pub mod naive;
 mod pair;
 pub mod path;
 pub mod positions;
+mod runs;
 mod score;
 mod sweep;
 
@@ -78,5 +79,6 @@ pub use fast::SweepBatch;
 pub use kind::{CellAxes, PatchKind};
 pub use pair::{Baselines, Pair};
 pub use positions::{Align, PositionMap};
+pub use runs::PairRuns;
 pub use score::{MetricSet, Scorer};
 pub use sweep::{Execution, PairSweeper, Sweep};

@@ -1,12 +1,11 @@
 //! A clean/corrupted prompt pair: its tokens, answers and position alignment, and its
 //! two unpatched runs (the baselines every patched run is normalized by).
 
-use actpatch_hooks::Hooks;
-use actpatch_metrics::{log_softmax, logit_diff, Answers, Baseline};
-use actpatch_model::{HookedTransformer, Readout};
+use actpatch_metrics::{Answers, Baseline};
+use actpatch_model::HookedTransformer;
 use candle_core::Tensor;
 
-use crate::{Align, Direction, PatchingError, PositionMap, Result};
+use crate::{Align, Direction, PairRuns, PatchingError, PositionMap, Result};
 
 /// A clean/corrupted prompt pair, tokenized, with its two answers and how its
 /// positions align.
@@ -106,34 +105,16 @@ pub struct Baselines {
 }
 
 impl Baselines {
-    /// Runs the clean and the corrupted prompt unpatched.
+    /// Runs the clean and the corrupted prompt unpatched (as one batch of two rows when
+    /// they have one length): the passes of [`PairRuns`], whose runs the sweeps
+    /// continue from, so a sweep's no-op cells reproduce these baselines bit for bit.
     pub fn compute(
         model: &HookedTransformer,
         clean_tokens: &[u32],
         corrupted_tokens: &[u32],
         answers: Answers,
     ) -> Result<Baselines> {
-        let last_logits = |rows: &[Vec<u32>]| -> Result<Tensor> {
-            let tokens = model.tokens_tensor(rows)?;
-            Ok(model.forward(&tokens, &mut Hooks::none(), Readout::LastPosition)?)
-            // [rows, d_vocab]
-        };
-        // Prompts of one length run as one batch of two rows.
-        let (clean, corrupted) = match clean_tokens.len() == corrupted_tokens.len() {
-            true => {
-                let both = last_logits(&[clean_tokens.to_vec(), corrupted_tokens.to_vec()])?;
-                (both.narrow(0, 0, 1)?, both.narrow(0, 1, 1)?)
-            }
-            false => (
-                last_logits(&[clean_tokens.to_vec()])?,
-                last_logits(&[corrupted_tokens.to_vec()])?,
-            ),
-        };
-        Ok(Baselines {
-            clean_logit_diff: logit_diff(&clean, answers)?[0],
-            corrupted_logit_diff: logit_diff(&corrupted, answers)?[0],
-            clean_log_probs: log_softmax(&clean)?.squeeze(0)?,
-        })
+        PairRuns::new(model, clean_tokens, corrupted_tokens, &[])?.baselines(answers)
     }
 
     /// The normalization of patched logit differences; an error when the two runs'

@@ -6,7 +6,7 @@ use crate::fast::SweepBatch;
 use crate::path::{self, Receivers};
 use crate::{
     fast, naive, Baselines, CellIndex, CellResult, DirectedPair, Direction, MetricSet, Pair,
-    PatchKind, PatchingError, Result,
+    PairRuns, PatchKind, PatchingError, Result,
 };
 
 /// How exact patched runs are computed. Both give the same numbers (within 1e-4, the
@@ -31,8 +31,8 @@ pub struct PairSweeper<'a> {
 }
 
 impl<'a> PairSweeper<'a> {
-    /// Runs the source prompt (and, for the fast path, the target prompt) once,
-    /// caching the sites of `kinds`.
+    /// Runs both prompts once ([`PairRuns`]), caching the sites of `kinds`: the
+    /// source run's activations, and for the fast path the target run it continues.
     pub fn new(
         model: &'a HookedTransformer,
         pair: &'a Pair,
@@ -42,9 +42,25 @@ impl<'a> PairSweeper<'a> {
         metrics: MetricSet,
         execution: Execution,
     ) -> Result<Self> {
-        let directed = DirectedPair::new(model, pair, baselines, direction, kinds, metrics)?;
+        let runs = PairRuns::new(model, &pair.clean_tokens, &pair.corrupted_tokens, kinds)?;
+        let context = (pair, baselines, &runs);
+        PairSweeper::with_runs(model, context, direction, kinds, metrics, execution)
+    }
+
+    /// [`PairSweeper::new`] from `runs` (both prompts, run once with the sites of
+    /// `kinds` cached, [`PairRuns`]): no pass of its own.
+    pub fn with_runs(
+        model: &'a HookedTransformer,
+        (pair, baselines, runs): (&'a Pair, &'a Baselines, &PairRuns),
+        direction: Direction,
+        kinds: &[PatchKind],
+        metrics: MetricSet,
+        execution: Execution,
+    ) -> Result<Self> {
+        let directed =
+            DirectedPair::from_runs(model, pair, baselines, direction, kinds, (metrics, runs))?;
         let target = match execution {
-            Execution::Fast => Some(fast::target_run(model, &directed, kinds)?),
+            Execution::Fast => Some(runs.target(direction).clone()),
             Execution::Naive => None,
         };
         Ok(PairSweeper {
@@ -209,11 +225,16 @@ impl Sweep {
         baselines: &Baselines,
     ) -> Result<Vec<CellResult>> {
         let mut results = Vec::new();
+        let runs = PairRuns::new(
+            model,
+            &pair.clean_tokens,
+            &pair.corrupted_tokens,
+            &self.kinds,
+        )?;
         for direction in &self.directions {
-            let sweeper = PairSweeper::new(
+            let sweeper = PairSweeper::with_runs(
                 model,
-                pair,
-                baselines,
+                (pair, baselines, &runs),
                 *direction,
                 &self.kinds,
                 self.metrics,

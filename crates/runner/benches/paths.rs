@@ -23,6 +23,7 @@ use actpatch_patching::{Align, CellResult, DirectedPair, Direction, MetricSet, P
 use common::{load_random_gpt2, peak_mib, random_gpt2, reset_peak, BenchArgs, BoxError};
 
 fn main() -> Result<(), BoxError> {
+    actpatch_model::keep_large_buffers_in_heap(); // as the actpatch binary
     let args: Vec<String> = std::env::args().collect();
     let parsed = BenchArgs::parse(&args)?;
     if let Some(dir) = &parsed.write_model {

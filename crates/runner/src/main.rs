@@ -214,6 +214,7 @@ struct CompareArgs {
 }
 
 fn main() -> ExitCode {
+    actpatch_model::keep_large_buffers_in_heap();
     let result = match Cli::parse().command {
         Command::Run(args) => run_command(args),
         Command::Check {

@@ -3,7 +3,9 @@
 //! prompts that do not test what they seem to.
 
 use actpatch_model::{HookedTransformer, ModelError};
-use actpatch_patching::{Align, Answers, Baseline, Baselines, Direction, Pair, PositionMap};
+use actpatch_patching::{
+    Align, Answers, Baseline, Baselines, Direction, Pair, PairRuns, PositionMap,
+};
 
 use crate::experiment::{Experiment, PairSpec};
 use crate::gaussian::GaussianPlan;
@@ -30,6 +32,9 @@ pub struct PairPlan {
     pub map: Option<PositionMap>,
     /// Both unpatched runs, when the answers are single tokens.
     pub baselines: Option<Baselines>,
+    /// The two passes the baselines came from, with what the sweep continues from
+    /// (kept for the sweep within a memory budget, see [`crate::run`]).
+    pub runs: Option<PairRuns>,
     /// Why the pair failed; empty when it passed.
     pub reasons: Vec<String>,
     pub warnings: Vec<String>,
@@ -191,6 +196,7 @@ pub fn validate_pair(
         answers: None,
         map: None,
         baselines: None,
+        runs: None,
         reasons: Vec::new(),
         warnings: prompt_warnings(&spec),
         align: experiment.align_of(index),
@@ -200,11 +206,16 @@ pub fn validate_pair(
     plan.answers = answers(model, &mut plan).map_err(context)?;
     plan.map = alignment(&mut plan, bos);
     if let Some(answers) = plan.answers {
-        let baselines =
-            Baselines::compute(model, &plan.clean_tokens, &plan.corrupted_tokens, answers)
-                .map_err(RunnerError::compute(format!("validating pair `{name}`")))?;
+        // One pass per prompt, caching what the sweep continues from: the baselines'
+        // passes are the sweep's.
+        let during = || RunnerError::compute(format!("validating pair `{name}`"));
+        let (clean, corrupted) = (&plan.clean_tokens, &plan.corrupted_tokens);
+        let runs =
+            PairRuns::new(model, clean, corrupted, &experiment.sweep.kinds).map_err(during())?;
+        let baselines = runs.baselines(answers).map_err(during())?;
         check_baselines(&mut plan, experiment, &baselines);
         plan.baselines = Some(baselines);
+        plan.runs = Some(runs);
     }
     Ok(plan)
 }

@@ -43,6 +43,7 @@ pub fn validate(
         corrupted_roles: roles,
         answers: None,
         baselines: None,
+        runs: None,
         reasons: Vec::new(),
         warnings: prompt_warnings(&spec),
         gaussian: None,

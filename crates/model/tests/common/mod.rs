@@ -10,6 +10,17 @@ use std::path::PathBuf;
 use candle_core::Tensor;
 use serde_json::Value;
 
+/// Every family's fixture.
+pub const FIXTURES: [&str; 7] = [
+    "tiny-gpt2",
+    "tiny-llama",
+    "tiny-llama3",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-gemma2",
+    "tiny-pythia",
+];
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures")

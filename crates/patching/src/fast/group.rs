@@ -1,5 +1,6 @@
-//! One batch of a fast sweep: cells whose runs start at the same position, run layer
-//! by layer, each row joining when the sweep reaches its layer.
+//! One start group of a fast sweep: cells whose runs start at the same position, run
+//! layer by layer, each row joining when the sweep reaches its layer (the batch driver,
+//! [`super::batch`], runs the groups of a batch side by side).
 //!
 //! Two reuses beyond the sweep's:
 //! - A cell patching one position of a site after the block input (`attn_out`,
@@ -32,17 +33,17 @@ pub(crate) struct StartGroup<'a> {
     pub single_position: bool,
 }
 
-/// The rows of a batch as it moves through the layers.
+/// The rows of one start group's jobs as they move through the layers.
 #[derive(Default)]
-struct Batch {
+pub(crate) struct Batch {
     /// `[rows, len, d_model]`: the rows running over the whole span.
-    resid: Option<Tensor>,
+    pub resid: Option<Tensor>,
     /// The job of each row of `resid`.
     order: Vec<usize>,
     /// Rows that join at the next layer (`[n, len, d_model]`) and their jobs.
-    pending: Vec<(Tensor, Vec<usize>)>,
+    pub pending: Vec<(Tensor, Vec<usize>)>,
     /// Rows that ended in the last layer at their own position (`[n, 1, d_model]`).
-    finished: Vec<(Tensor, Vec<usize>)>,
+    pub finished: Vec<(Tensor, Vec<usize>)>,
 }
 
 impl Batch {
@@ -57,7 +58,7 @@ impl Batch {
 
     /// The final position's residual stream of every row `[rows, 1, d_model]` and the
     /// job of each row.
-    fn into_final(self) -> Result<(Tensor, Vec<usize>)> {
+    pub fn into_final(self) -> Result<(Tensor, Vec<usize>)> {
         let mut parts = Vec::new();
         let mut ids = Vec::new();
         if let Some(resid) = self.resid {
@@ -74,23 +75,28 @@ impl Batch {
 }
 
 impl StartGroup<'_> {
-    fn start(&self) -> usize {
+    pub fn start(&self) -> usize {
         self.span.start()
     }
 
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.span.len()
     }
 
     /// The axis of the site's positions (query positions for patterns).
-    fn position_axis(&self) -> usize {
+    pub fn position_axis(&self) -> usize {
         match HookPoint::block(0, self.site).layout() {
             Layout::BatchHeadQueryKey => 2,
             _ => 1,
         }
     }
 
-    fn patch(&self, layer: usize, source: Tensor, cells: Vec<Cell>) -> Vec<Patch> {
+    /// The patch of `cells` at this layer's site, from the source.
+    pub fn patch(&self, layer: usize, cells: Vec<Cell>) -> Vec<Patch> {
+        self.patch_with(layer, self.sources[layer].clone(), cells)
+    }
+
+    pub fn patch_with(&self, layer: usize, source: Tensor, cells: Vec<Cell>) -> Vec<Patch> {
         if cells.is_empty() {
             return Vec::new();
         }
@@ -101,33 +107,32 @@ impl StartGroup<'_> {
         )]
     }
 
-    /// Block `layer` over the span for `rows` (`[n, len, d_model]`).
-    fn full_block(
+    /// Block `layer` over the span for `rows` (`[n, len, d_model]`), with `patches`.
+    pub fn full_block(
         &self,
         layer: usize,
         rows: Tensor,
         patches: &[Patch],
         work: &mut SweepWork,
     ) -> Result<Tensor> {
-        let n = rows.dim(0)?;
-        work.block_row_positions += n * self.len();
-        work.attention_row_position_keys += n * self.len() * (self.start() + self.len());
+        self.count_block(rows.dim(0)?, work);
         Ok(self
             .model
             .run_block(layer, rows, &self.span, &mut Hooks::patching(patches))?)
     }
 
-    /// The last block, for the final position only: `[n, len, d_model]` → `[n, 1, d_model]`.
-    fn last_block(&self, layer: usize, rows: Tensor, work: &mut SweepWork) -> Result<Tensor> {
-        let (n, len, _) = rows.dims3()?;
-        if len > 1 {
-            work.kv_row_positions += n * (len - 1);
-        }
+    /// Adds block work over the whole span for `n` rows to `work`.
+    pub fn count_block(&self, n: usize, work: &mut SweepWork) {
+        work.block_row_positions += n * self.len();
+        work.attention_row_position_keys += n * self.len() * (self.start() + self.len());
+    }
+
+    /// Adds the last block's work (keys and values of the span, the rest at the final
+    /// position) for `n` rows to `work`.
+    pub fn count_last_block(&self, n: usize, work: &mut SweepWork) {
+        work.kv_row_positions += n * (self.len() - 1);
         work.block_row_positions += n;
-        work.attention_row_position_keys += n * (self.start() + len);
-        Ok(self
-            .model
-            .run_block_final(layer, rows, &self.span, &mut Hooks::none())?)
+        work.attention_row_position_keys += n * (self.start() + self.len());
     }
 
     /// Patch cells of the `joining` jobs, on rows `first_row..` of the batch.
@@ -146,45 +151,9 @@ impl StartGroup<'_> {
             .collect()
     }
 
-    /// Block `layer` at the one position `position`, patched there, for the jobs
-    /// `ids`: `[n, 1, d_model]`, the rest of the prompt read from the target run.
-    fn one_position(
-        &self,
-        layer: usize,
-        position: usize,
-        ids: &[usize],
-        jobs: &[Job],
-        work: &mut SweepWork,
-    ) -> Result<Tensor> {
-        let cells = ids
-            .iter()
-            .enumerate()
-            .map(|(row, j)| Cell {
-                row,
-                position: Some(0),
-                head: jobs[*j].head,
-                key: jobs[*j].key,
-            })
-            .collect();
-        let mut source =
-            self.sources[layer].narrow(self.position_axis(), position - self.start(), 1)?;
-        if self.position_axis() == 2 {
-            // A pattern row at `position` has keys 0..=position only.
-            source = source.narrow(3, 0, position + 1)?;
-        }
-        let patches = self.patch(layer, source, cells);
-        let rows = self.target.resid_pre(layer, position, 1, ids.len())?;
-        work.block_row_positions += ids.len();
-        work.attention_row_position_keys += ids.len() * (position + 1);
-        let span = self.model.span(self.target, position, 1)?;
-        Ok(self
-            .model
-            .run_block(layer, rows, &span, &mut Hooks::patching(&patches))?)
-    }
-
     /// Target rows of `layer` over the span, with `position` replaced by `value`
     /// (`[n, 1, d_model]`): `[n, len, d_model]`.
-    fn rows_with(&self, layer: usize, position: usize, value: Tensor) -> Result<Tensor> {
+    pub fn rows_with(&self, layer: usize, position: usize, value: Tensor) -> Result<Tensor> {
         let n = value.dim(0)?;
         let (start, len) = (self.start(), self.len());
         let rows = self.target.resid_pre(layer, start, len, n)?;
@@ -198,37 +167,6 @@ impl StartGroup<'_> {
             parts.push(rows.narrow(1, at + 1, len - at - 1)?);
         }
         Ok(Tensor::cat(&parts, 1)?)
-    }
-
-    /// The `joining` single-position jobs of `layer`: their own layer at their one
-    /// position, then they join the batch at the next layer (or finish in the last).
-    fn join_single_position(
-        &self,
-        layer: usize,
-        joining: &[usize],
-        jobs: &[Job],
-        batch: &mut Batch,
-        work: &mut SweepWork,
-    ) -> Result<()> {
-        let mut by_position: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for j in joining {
-            by_position
-                .entry(jobs[*j].positions[0])
-                .or_default()
-                .push(*j);
-        }
-        let last = self.model.dims().n_layers - 1;
-        for (position, ids) in by_position {
-            let out = self.one_position(layer, position, &ids, jobs, work)?; // [n, 1, d_model]
-            if layer == last {
-                batch.finished.push((out, ids));
-            } else {
-                batch
-                    .pending
-                    .push((self.rows_with(layer + 1, position, out)?, ids));
-            }
-        }
-        Ok(())
     }
 
     /// The `joining` jobs of `layer` join the batch; returns the cells to patch in
@@ -256,35 +194,38 @@ impl StartGroup<'_> {
         Ok(cells)
     }
 
-    /// Runs `jobs` (in layer order) to the end of the model. Returns the final
-    /// position's residual stream `[rows, 1, d_model]` and the job of each row.
-    pub fn run(&self, jobs: &[Job], work: &mut SweepWork) -> Result<(Tensor, Vec<usize>)> {
-        let n_layers = self.model.dims().n_layers;
-        let first = jobs.iter().map(|j| j.layer).min().unwrap_or(n_layers);
-        let mut batch = Batch::default();
-        for layer in first..n_layers {
-            for (rows, ids) in std::mem::take(&mut batch.pending) {
-                batch.append(rows, ids)?;
-            }
-            let joining: Vec<usize> = (0..jobs.len())
-                .filter(|j| jobs[*j].layer == layer)
-                .collect();
-            let mut patch_cells = Vec::new();
-            if !joining.is_empty() && self.single_position {
-                self.join_single_position(layer, &joining, jobs, &mut batch, work)?;
-            } else if !joining.is_empty() {
-                patch_cells = self.join(layer, joining, jobs, &mut batch)?;
-            }
-            let Some(current) = batch.resid.take() else {
-                continue;
-            };
-            batch.resid = Some(if layer + 1 == n_layers && patch_cells.is_empty() {
-                self.last_block(layer, current, work)?
-            } else {
-                let patches = self.patch(layer, self.sources[layer].clone(), patch_cells);
-                self.full_block(layer, current, &patches, work)?
-            });
+    /// Readies block `layer` for `jobs` (in layer order): rows pending from the layer
+    /// before and the jobs of this layer join `batch`. Returns the cells to patch in
+    /// this layer's block (none when the patches were applied to the rows here), and
+    /// the single-position jobs joining here by position (run by [`super::single`]).
+    pub fn enter(&self, layer: usize, jobs: &[Job], batch: &mut Batch) -> Result<Entered> {
+        for (rows, ids) in std::mem::take(&mut batch.pending) {
+            batch.append(rows, ids)?;
         }
-        batch.into_final()
+        let joining: Vec<usize> = (0..jobs.len())
+            .filter(|j| jobs[*j].layer == layer)
+            .collect();
+        let mut entered = Entered::default();
+        if joining.is_empty() {
+        } else if self.single_position {
+            let mut by_position: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            for j in joining {
+                by_position.entry(jobs[j].positions[0]).or_default().push(j);
+            }
+            entered.singles = by_position.into_iter().collect();
+        } else {
+            entered.cells = self.join(layer, joining, jobs, batch)?;
+        }
+        Ok(entered)
     }
+}
+
+/// What joins a start group's batch at one layer.
+#[derive(Default)]
+pub(crate) struct Entered {
+    /// Cells to patch in the layer's block.
+    pub cells: Vec<Cell>,
+    /// Single-position jobs by position: they run their own layer at that position
+    /// first, and join at the next layer.
+    pub singles: Vec<(usize, Vec<usize>)>,
 }

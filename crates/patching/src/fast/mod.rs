@@ -10,13 +10,15 @@
 //!   cannot change anything: it gets the target run's metrics without a pass. So does
 //!   a last-layer cell at a site after the keys and values and not at the final
 //!   position: nothing of it reaches the next-token logits.
-//! - Cells starting at the same position run together, layer by layer: a batch row
-//!   joins when the sweep reaches its layer, so each block runs once per layer for
-//!   all of them. Start groups of fewer than 48 cells are merged with the next ones
-//!   and run from the earliest start, for matrix products large enough to be fast.
+//! - Cells run together, layer by layer: a batch row joins when the sweep reaches its
+//!   layer, so each block runs once per layer for all of them. Cells that start at
+//!   different positions share that pass too ([`batch`]): one matrix product for all
+//!   their positions, attention per start position.
 
+mod batch;
 mod group;
 mod plan;
+mod single;
 
 use actpatch_hooks::{BlockSite, HookPoint, Layout};
 use actpatch_metrics::CellMetrics;
@@ -29,7 +31,7 @@ use crate::{
 };
 use group::StartGroup;
 pub use plan::SweepWork;
-use plan::{differences, merge_small_groups, plan_cell, CellPlan, Job, StartGroups};
+use plan::{differences, plan_cell, CellPlan, Job, StartGroups};
 
 /// Runs the target prompt once, caching what partial passes continue from and the
 /// sites of `kinds` (to compare with the source run).
@@ -88,9 +90,10 @@ pub fn sweep_counted(
 }
 
 /// The batches [`sweep`] runs `cells` in, in order, with their estimated costs:
-/// batch 0 holds the cells that need no pass, then each start group's chunks of at
-/// most `max_rows` rows. A batch's results do not depend on the other batches, so a
-/// sweep may be split between processes along them
+/// batch 0 holds the cells that need no pass, then batches of at most `max_rows` rows
+/// over the whole prompt (pieces of start groups, in start order, each row counting
+/// the positions from its start on). A batch's results do not depend on the other
+/// batches, so a sweep may be split between processes along them
 /// ([`crate::PairSweeper::sweep_batches`]) with the numbers of one whole sweep.
 pub fn batches(
     model: &HookedTransformer,
@@ -106,13 +109,16 @@ pub fn batches(
         cells: noop.len(),
         cost: 0,
     }];
-    for (start, jobs) in chunked(groups, max_rows) {
+    for pieces in batched(groups, n_pos, max_rows) {
         // Block work in (row, position) units: each row runs its span from its layer on.
-        let cost = (jobs.iter())
-            .map(|job| ((n_layers - job.layer) * (n_pos - start)) as u64)
+        let cost = (pieces.iter())
+            .flat_map(|(start, jobs)| {
+                jobs.iter()
+                    .map(move |job| ((n_layers - job.layer) * (n_pos - start)) as u64)
+            })
             .sum::<u64>();
         batches.push(SweepBatch {
-            cells: jobs.len(),
+            cells: pieces.iter().map(|(_, jobs)| jobs.len()).sum(),
             cost: cost.max(1),
         });
     }
@@ -127,18 +133,34 @@ pub struct SweepBatch {
     pub cost: u64,
 }
 
-/// Each start group's jobs sorted by layer and cut into chunks of at most `max_rows`:
-/// the batches of the sweep after the no-op one, in order.
-fn chunked(groups: StartGroups, max_rows: usize) -> Vec<(usize, Vec<Job>)> {
-    let mut chunks = Vec::new();
+/// The batches of the sweep after the no-op one, in order: each start group's jobs
+/// sorted by layer and cut into pieces, the pieces of consecutive groups filling
+/// batches of at most `max_rows · n_pos` row positions (a row of start `s` counts
+/// `n_pos − s`).
+fn batched(groups: StartGroups, n_pos: usize, max_rows: usize) -> Vec<Vec<(usize, Vec<Job>)>> {
+    let budget = max_rows.max(1) * n_pos;
+    let mut batches = Vec::new();
+    let mut current: Vec<(usize, Vec<Job>)> = Vec::new();
+    let mut used = 0;
     for (start, mut jobs) in groups {
         jobs.sort_by_key(|job| job.layer);
+        let len = (n_pos - start).max(1);
         while !jobs.is_empty() {
-            let rest = jobs.split_off(jobs.len().min(max_rows.max(1)));
-            chunks.push((start, std::mem::replace(&mut jobs, rest)));
+            let room = (budget - used) / len;
+            if room == 0 {
+                batches.push(std::mem::take(&mut current));
+                used = 0;
+                continue;
+            }
+            let rest = jobs.split_off(jobs.len().min(room));
+            used += jobs.len() * len;
+            current.push((start, std::mem::replace(&mut jobs, rest)));
         }
     }
-    chunks
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
 }
 
 /// The fast sweep of the batches (numbered as [`batches`]) that `keep` selects: the
@@ -176,34 +198,36 @@ pub(crate) fn sweep_selected(
     // changes that position alone in its own layer.
     let single_position = kind.by_position() && !model.site_feeds_keys_values(site);
     let n_pos = target.n_pos();
-    let mut group: Option<StartGroup> = None;
-    for (batch, (start, chunk)) in chunked(groups, max_rows).into_iter().enumerate() {
-        if !keep(batch + 1) {
-            continue;
-        }
-        if group.as_ref().is_none_or(|g| g.span.start() != start) {
-            group = Some(StartGroup {
+    let start_groups = (groups.keys())
+        .map(|&start| {
+            let group = StartGroup {
                 model,
                 target,
                 site,
                 sources: narrowed(&sources, site, start, n_pos - start)?,
                 span: model.span(target, start, n_pos - start)?,
                 single_position,
-            });
-        }
-        let Some(group) = group.as_ref() else {
+            };
+            Ok((start, group))
+        })
+        .collect::<Result<std::collections::BTreeMap<usize, StartGroup>>>()?;
+    for (number, pieces) in batched(groups, n_pos, max_rows).into_iter().enumerate() {
+        if !keep(number + 1) {
             continue;
-        };
-        let (resid, rows) = group.run(&chunk, work)?; // [rows, 1, d_model]
+        }
+        let pieces: Vec<(&StartGroup, Vec<Job>)> = (pieces.into_iter())
+            .map(|(start, jobs)| (&start_groups[&start], jobs))
+            .collect();
+        let (resid, rows) = batch::run(model, &pieces, work)?; // [rows, 1, d_model]
         if pair.scorer.metrics == MetricSet::All {
             work.rows_unembedded += rows.len();
         }
         let metrics = pair.scorer.score_residual(model, &resid)?;
-        for (job, metrics) in rows.into_iter().zip(metrics) {
-            let i = chunk[job].cell;
+        for ((piece, job), metrics) in rows.into_iter().zip(metrics) {
+            let i = pieces[piece].1[job].cell;
             results[i] = Some(result(cells[i], metrics));
         }
-        progress(chunk.len());
+        progress(pieces.iter().map(|(_, jobs)| jobs.len()).sum());
     }
     Ok(results)
 }
@@ -252,7 +276,7 @@ fn plan(
             }),
         }
     }
-    Ok((sources, merge_small_groups(groups), noop))
+    Ok((sources, groups, noop))
 }
 
 /// Each layer's source narrowed to positions `start..start + len` (query positions
@@ -283,4 +307,45 @@ fn collect(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jobs(layers: &[usize]) -> Vec<Job> {
+        (layers.iter().enumerate())
+            .map(|(cell, &layer)| Job {
+                cell,
+                layer,
+                head: None,
+                positions: vec![0],
+                key: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_fill_row_positions_across_start_groups() {
+        // 8 positions, at most 2 rows of 8: 16 row positions per batch; a row from
+        // start 2 counts 6, from start 5 counts 3.
+        let groups: StartGroups = [(2, jobs(&[1, 0, 1, 0])), (5, jobs(&[3, 3, 3]))]
+            .into_iter()
+            .collect();
+        let sizes: Vec<Vec<(usize, Vec<usize>)>> = (batched(groups, 8, 2).into_iter())
+            .map(|pieces| {
+                (pieces.into_iter())
+                    .map(|(start, jobs)| (start, jobs.iter().map(|j| j.layer).collect()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![
+                vec![(2, vec![0, 0])],
+                vec![(2, vec![1, 1]), (5, vec![3])],
+                vec![(5, vec![3, 3])],
+            ]
+        );
+    }
 }

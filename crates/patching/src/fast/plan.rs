@@ -88,56 +88,9 @@ pub(crate) fn plan_cell(cell: &CellIndex, differs: &[Vec<bool>], patched: &[usiz
     }
 }
 
-/// Fewest cells a batch should hold: smaller start groups are merged into the
-/// next ones, running from the earliest start (recomputing a few unchanged positions
-/// buys matrix products large enough to run near the machine's peak).
-const MIN_GROUP_CELLS: usize = 48;
-
-/// Start groups in order, each group smaller than [`MIN_GROUP_CELLS`] merged with the
-/// following ones (under the earliest start) until the merged group is large enough.
-pub(crate) fn merge_small_groups(by_start: StartGroups) -> StartGroups {
-    let mut merged = StartGroups::new();
-    let mut open: Option<(usize, Vec<Job>)> = None;
-    for (start, jobs) in by_start {
-        let (first, mut acc) = open.take().unwrap_or((start, Vec::new()));
-        acc.extend(jobs);
-        if acc.len() >= MIN_GROUP_CELLS {
-            merged.insert(first, acc);
-        } else {
-            open = Some((first, acc));
-        }
-    }
-    if let Some((first, acc)) = open {
-        merged.insert(first, acc);
-    }
-    merged
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn jobs(n: usize) -> Vec<Job> {
-        (0..n)
-            .map(|cell| Job {
-                cell,
-                layer: 0,
-                head: None,
-                positions: vec![0],
-                key: None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn small_groups_merge_into_the_earliest_start() {
-        let groups: StartGroups = [(1, jobs(10)), (2, jobs(40)), (3, jobs(60)), (5, jobs(3))]
-            .into_iter()
-            .collect();
-        let merged = merge_small_groups(groups);
-        let sizes: Vec<(usize, usize)> = merged.iter().map(|(s, j)| (*s, j.len())).collect();
-        assert_eq!(sizes, vec![(1, 50), (3, 60), (5, 3)]);
-    }
 
     #[test]
     fn cells_start_at_their_first_differing_position() {

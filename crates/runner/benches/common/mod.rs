@@ -18,7 +18,31 @@ pub const N_CTX: usize = 1024;
 
 pub type BoxError = Box<dyn std::error::Error>;
 
-/// Writes a random GPT-2 small (config, safetensors, the real GPT-2 tokenizer).
+/// `shape` of independent N(0, std²) draws, the same on every run (a seeded ChaCha8
+/// stream, Box–Muller).
+fn seeded_normal(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    std: f32,
+    shape: &[usize],
+) -> Result<Tensor, BoxError> {
+    use rand::Rng;
+    let n: usize = shape.iter().product();
+    let mut values = Vec::with_capacity(n + 1);
+    while values.len() < n {
+        let u1: f32 = rng.gen_range(f32::EPSILON..1.0);
+        let u2: f32 = rng.gen();
+        let radius = (-2.0 * u1.ln()).sqrt() * std;
+        let angle = std::f32::consts::TAU * u2;
+        values.extend([radius * angle.cos(), radius * angle.sin()]);
+    }
+    values.truncate(n);
+    Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
+}
+
+/// Writes a random GPT-2 small (config, safetensors, the real GPT-2 tokenizer); the
+/// weights are the same on every run. Seed 6 gives both bench pairs a clean − corrupted
+/// logit difference near 1 (0.99 and 0.94), so that normalized values do not amplify
+/// rounding (other seeds give as little as 0.03).
 pub fn random_gpt2(dir: &Path) -> Result<(), BoxError> {
     std::fs::create_dir_all(dir)?;
     let config = serde_json::json!({
@@ -33,7 +57,8 @@ pub fn random_gpt2(dir: &Path) -> Result<(), BoxError> {
     )?;
     std::fs::copy(fixture_tokenizer()?, dir.join("tokenizer.json"))?;
     let dev = Device::Cpu;
-    let randn = |shape: &[usize]| Tensor::randn(0f32, 0.02, shape, &dev);
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(6);
+    let mut randn = |shape: &[usize]| seeded_normal(&mut rng, 0.02, shape);
     let mut tensors = std::collections::HashMap::new();
     tensors.insert("wte.weight".to_string(), randn(&[D_VOCAB, D_MODEL])?);
     tensors.insert("wpe.weight".to_string(), randn(&[N_CTX, D_MODEL])?);

@@ -68,17 +68,24 @@ pub(super) fn load_model(
     Ok(model)
 }
 
+/// Bytes of validation passes kept for the sweep ([`PairPlan::runs`]); the pairs past
+/// it run their two passes again when swept.
+const KEPT_RUNS_BYTES: usize = 256 << 20;
+
 /// Validates every pair, prints each outcome, and checks the sweep's positions
-/// against every pair that will be swept.
+/// against every pair that will be swept. With `keep_runs`, the validation passes of
+/// the pairs to sweep are kept for their sweep, up to [`KEPT_RUNS_BYTES`].
 pub(super) fn validate_all(
     model: &HookedTransformer,
     experiment: &Experiment,
     options: &RunOptions,
+    keep_runs: bool,
 ) -> Result<Vec<PairPlan>, RunnerError> {
     for spec in &experiment.sweep.paths {
         spec.heads(model.dims()).map_err(RunnerError::Input)?;
     }
     let mut plans = Vec::new();
+    let mut kept = 0;
     let noise = NoiseSetup::of(model, experiment)?;
     if let Some(noise) = &noise {
         options.say(format!(
@@ -91,7 +98,7 @@ pub(super) fn validate_all(
         experiment.pairs.len()
     ));
     for index in 0..experiment.pairs.len() {
-        let plan = match (experiment.corruption_of(index), &noise) {
+        let mut plan = match (experiment.corruption_of(index), &noise) {
             (CorruptionKind::Gaussian, Some(noise)) => {
                 let plan = validate_gaussian::validate(model, experiment, index, noise)?;
                 options.say(validate_gaussian::describe(&plan));
@@ -103,6 +110,12 @@ pub(super) fn validate_all(
                 plan
             }
         };
+        let bytes = plan.runs.as_ref().map_or(0, |r| r.bytes());
+        if keep_runs && swept(&plan, experiment, options) && kept + bytes <= KEPT_RUNS_BYTES {
+            kept += bytes;
+        } else {
+            plan.runs = None;
+        }
         if let (Some(list), false) = (experiment.sweep.positions.list(), plan.reference()) {
             for direction in experiment.sweep.direction.directions() {
                 let n = plan.target_len(direction);
@@ -149,7 +162,7 @@ fn check_receiver_positions(experiment: &Experiment, plan: &PairPlan) -> Result<
 pub fn check(path: &Path, options: &RunOptions) -> Result<(usize, usize), RunnerError> {
     let experiment = load_experiment(path, options)?;
     let model = load_model(&experiment, options)?;
-    let plans = validate_all(&model, &experiment, options)?;
+    let plans = validate_all(&model, &experiment, options, false)?;
     let passed = plans.iter().filter(|p| p.passed()).count();
     options.say(format!("{passed} of {} pairs pass validation", plans.len()));
     if passed == 0 {
@@ -168,8 +181,14 @@ pub(super) fn pairs_to_sweep<'p>(
     experiment: &Experiment,
     options: &RunOptions,
 ) -> Vec<&'p PairPlan> {
-    let sweep_all = options.no_validate || !experiment.validate.enabled;
     (plans.iter())
-        .filter(|p| !p.reference() && (p.passed() || sweep_all) && p.baseline().is_some())
+        .filter(|p| swept(p, experiment, options))
         .collect()
+}
+
+/// Whether a run sweeps `plan`: not a reference, with baselines, and passed (or
+/// validation is off).
+fn swept(plan: &PairPlan, experiment: &Experiment, options: &RunOptions) -> bool {
+    let sweep_all = options.no_validate || !experiment.validate.enabled;
+    !plan.reference() && (plan.passed() || sweep_all) && plan.baseline().is_some()
 }

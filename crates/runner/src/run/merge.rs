@@ -72,7 +72,7 @@ pub fn merge(run_dir: &Path, options: &RunOptions) -> Result<RunOutcome, RunnerE
             run_dir.display()
         )));
     }
-    let plans = validate_all(&model, &experiment, &options)?;
+    let plans = validate_all(&model, &experiment, &options, false)?;
     merge_loaded(run_dir, (&model, &experiment, &options), &plans)
 }
 

@@ -215,7 +215,7 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
     let (experiment, options) = (&prepared.experiment, &prepared.options);
     let model = load_model(experiment, options)?;
     let t_loaded = clock.elapsed().as_secs_f64();
-    let plans = validate_all(&model, experiment, options)?;
+    let plans = validate_all(&model, experiment, options, true)?;
     let t_validated = clock.elapsed().as_secs_f64();
 
     // Only now, with every input checked, does the run folder appear.

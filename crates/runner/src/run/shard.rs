@@ -94,7 +94,7 @@ pub(super) fn run_shard(
     ));
     let model = load_model(&prepared.experiment, options)?;
     let t_loaded = clock.elapsed().as_secs_f64();
-    let plans = validate_all(&model, &prepared.experiment, options)?;
+    let plans = validate_all(&model, &prepared.experiment, options, true)?;
     let t_validated = clock.elapsed().as_secs_f64();
     mine.model = Some(model_record(&model, &prepared.experiment));
     check_siblings(&run_dir, &mine)?;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{
     attribute_all, path, rows_for_budget, CellIndex, CellResult, DirectedPair, Direction,
-    Execution, Method, PairSweeper, PatchKind, Request, SweepBatch,
+    Execution, Method, PairRuns, PairSweeper, PatchKind, Request, SweepBatch,
 };
 use indicatif::ProgressBar;
 
@@ -234,20 +234,28 @@ fn for_each_direction(
     let kinds = kinds_of(experiment, plan);
     let n_pos = plan.corrupted_tokens.len().max(plan.clean_tokens.len());
     let rows = rows_for_budget(model.dims(), n_pos, options.max_batch_mib << 20);
+    let during = || RunnerError::compute(format!("running pair `{}`", plan.name));
+    // Validation's two passes when it kept them, else the same two passes now: one
+    // per prompt serves both directions.
+    let computed;
+    let runs = match &plan.runs {
+        Some(runs) if runs.has(&kinds, model.dims().n_layers) => runs,
+        _ => {
+            computed = PairRuns::new(model, &pair.clean_tokens, &pair.corrupted_tokens, &kinds)
+                .map_err(during())?;
+            &computed
+        }
+    };
     for direction in experiment.sweep.direction.directions() {
-        let sweeper = PairSweeper::new(
+        let sweeper = PairSweeper::with_runs(
             model,
-            &pair,
-            baselines,
+            (&pair, baselines, runs),
             direction,
             &kinds,
             experiment.sweep.metrics,
             execution,
         )
-        .map_err(RunnerError::compute(format!(
-            "running pair `{}`",
-            plan.name
-        )))?;
+        .map_err(during())?;
         each(&sweeper, &kinds, rows)?;
     }
     Ok(())

@@ -68,10 +68,9 @@ bench-concept *args:
     scripts/bench-concept.sh {{args}}
 
 # The ignored real-model tests (need `just fetch-smollm2`, `just fetch-qwen25` and `just fetch-vocabs` first).
+# `--workspace`, not `-p`: the same features as `just test`, so nothing is built twice.
 test-real:
-    cargo test -p actpatch-model --test real_smollm2 --test gguf_tokenizer --test real_qwen25 -- --ignored
-    cargo test -p actpatch-runner --test real_smollm2 --test real_concepts -- --ignored
-    cargo test -p actpatch-patching --test real_smollm2_paths -- --ignored
+    cargo test --workspace --test real_smollm2 --test gguf_tokenizer --test real_qwen25 --test real_concepts --test real_smollm2_paths -- --ignored
 
 # Formatting and lints, as CI should see them.
 lint:

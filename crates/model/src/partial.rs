@@ -140,12 +140,7 @@ impl HookedTransformer {
         extra: impl IntoIterator<Item = HookPoint>,
     ) -> Result<BaseRun> {
         let key_site = self.arch.key_site();
-        let sites = [BlockSite::ResidPre, key_site, BlockSite::V];
-        let n_layers = self.dims().n_layers;
-        let points = (0..n_layers)
-            .flat_map(|l| sites.iter().map(move |s| HookPoint::block(l, *s)))
-            .chain(extra);
-        let mut hooks = Hooks::new(patches, CacheFilter::only(points));
+        let mut hooks = Hooks::new(patches, self.base_run_points(extra));
         let tensor = self.tokens_tensor(&[tokens.to_vec()])?;
         let logits = self.forward(&tensor, &mut hooks, Readout::LastPosition)?;
         Ok(BaseRun {
@@ -156,6 +151,16 @@ impl HookedTransformer {
         })
     }
 
+    /// What a base run caches: every layer's block input, keys and values, and `extra`.
+    fn base_run_points(&self, extra: impl IntoIterator<Item = HookPoint>) -> CacheFilter {
+        let sites = [BlockSite::ResidPre, self.arch.key_site(), BlockSite::V];
+        let points: Vec<HookPoint> = (0..self.dims().n_layers)
+            .flat_map(|l| sites.iter().map(move |s| HookPoint::block(l, *s)))
+            .chain(extra)
+            .collect();
+        CacheFilter::only(points)
+    }
+
     /// [`HookedTransformer::base_run`] of several prompts of one length in one pass
     /// (one batch row each, the weights read once): one run per prompt, in order.
     pub fn base_runs(
@@ -164,12 +169,7 @@ impl HookedTransformer {
         extra: impl IntoIterator<Item = HookPoint>,
     ) -> Result<Vec<BaseRun>> {
         let key_site = self.arch.key_site();
-        let sites = [BlockSite::ResidPre, key_site, BlockSite::V];
-        let n_layers = self.dims().n_layers;
-        let points = (0..n_layers)
-            .flat_map(|l| sites.iter().map(move |s| HookPoint::block(l, *s)))
-            .chain(extra);
-        let mut hooks = Hooks::caching(CacheFilter::only(points));
+        let mut hooks = Hooks::caching(self.base_run_points(extra));
         let rows: Vec<Vec<u32>> = prompts.iter().map(|p| p.to_vec()).collect();
         let tensor = self.tokens_tensor(&rows)?; // [prompts, pos]
         let logits = self.forward(&tensor, &mut hooks, Readout::LastPosition)?; // [prompts, d_vocab]

@@ -15,6 +15,7 @@ mod merge;
 mod partial;
 mod progress;
 mod shard;
+mod sweep_all;
 mod sweep_gaussian;
 mod sweep_pair;
 mod sweep_paths;
@@ -23,8 +24,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use actpatch_model::HookedTransformer;
-use indicatif::ProgressBar;
-use rayon::prelude::*;
 
 use crate::experiment::corruption::DEFAULT_NOISE_MULTIPLIER;
 use crate::experiment::Experiment;
@@ -33,15 +32,15 @@ use crate::manifest::{
     Timings, Tool,
 };
 use crate::options::RunOptions;
-use crate::outputs::{cell_rows, write_outputs, SweptPair, WriteTimings};
+use crate::outputs::{write_outputs, SweptPair, WriteTimings};
 use crate::validate::PairPlan;
 use crate::RunnerError;
 use folder::{create_run_dir, ensure_writable, model_record};
 pub use load::check;
 use load::{load_experiment, load_model, pairs_to_sweep, validate_all};
 pub use merge::merge;
-use partial::{partial_dir, partial_path, results_from_rows, test_point};
-use progress::{cells_bar, ProgressMode};
+use partial::partial_dir;
+use sweep_all::SweepContext;
 
 /// What a finished run produced.
 #[derive(Debug, Clone)]
@@ -391,105 +390,4 @@ fn corruption_record(experiment: &Experiment, plans: &[PairPlan]) -> Option<Corr
         window: noise.spec.window,
         metric: noise.spec.metric.name().to_string(),
     })
-}
-
-/// What sweeping the pairs of one run needs.
-struct SweepContext<'a> {
-    model: &'a HookedTransformer,
-    experiment: &'a Experiment,
-    options: &'a RunOptions,
-    run_dir: &'a Path,
-    run_id: &'a str,
-}
-
-impl SweepContext<'_> {
-    /// Sweeps every pair (reading back those a resumed run already saved), saving
-    /// each as it finishes.
-    fn sweep_all<'p>(&self, to_sweep: &[&'p PairPlan]) -> Result<Vec<SweptPair<'p>>, RunnerError> {
-        let total: usize = (to_sweep.iter())
-            .map(|p| sweep_pair::cell_count(self.experiment, self.model, p))
-            .sum();
-        self.options
-            .say(format!("sweeping {} pairs: {total} cells", to_sweep.len()));
-        let bar = cells_bar(total as u64, ProgressMode::detect(self.options.quiet));
-        let partial = partial_dir(self.run_dir);
-        std::fs::create_dir_all(&partial).map_err(|source| RunnerError::Write {
-            source: Box::new(actpatch_report::ReportError::Write {
-                path: partial.clone(),
-                source,
-            }),
-            resume: Some(self.run_dir.to_path_buf()),
-        })?;
-        let workers = self.pair_workers(to_sweep.len());
-        let options = RunOptions {
-            max_batch_mib: (self.options.max_batch_mib / workers).max(1),
-            ..self.options.clone()
-        };
-        let mut swept = Vec::with_capacity(to_sweep.len());
-        for plans in to_sweep.chunks(workers) {
-            let finished: Vec<Result<SweptPair<'p>, RunnerError>> = plans
-                .par_iter()
-                .map(|plan| self.sweep_or_read_back(plan, &options, &bar))
-                .collect();
-            for pair in finished {
-                swept.push(pair?);
-                test_point(swept.len())?;
-            }
-        }
-        bar.finish_and_clear();
-        Ok(swept)
-    }
-
-    /// How many pairs to sweep at once: one per core on the CPU (a pair's own passes
-    /// keep both cores busy only part of the time: small matrix products, one
-    /// attention per start position), each with an equal share of
-    /// `--max-batch-memory`; one at a time on a GPU, and where a test stops the run
-    /// after a given pair ([`test_point`]).
-    fn pair_workers(&self, pairs: usize) -> usize {
-        if !self.model.device().is_cpu() || partial::test_points_set() {
-            return 1;
-        }
-        rayon::current_num_threads().clamp(1, pairs.max(1))
-    }
-
-    fn sweep_or_read_back<'p>(
-        &self,
-        plan: &'p PairPlan,
-        options: &RunOptions,
-        bar: &ProgressBar,
-    ) -> Result<SweptPair<'p>, RunnerError> {
-        let saved = partial_path(self.run_dir, plan.index);
-        if saved.is_file() {
-            let rows = actpatch_report::tables::read_cells(&saved).map_err(RunnerError::read)?;
-            bar.inc(rows.len() as u64);
-            self.options.say(format!(
-                "{}: {} cells read back from {}",
-                plan.name,
-                rows.len(),
-                saved.display()
-            ));
-            let (results, paths) = results_from_rows(&rows, &saved, plan.baseline())?;
-            return Ok(SweptPair {
-                plan,
-                results,
-                paths,
-                skipped: sweep_pair::skipped_kinds(self.experiment, plan),
-                costs: Vec::new(), // not recorded in the partial table
-            });
-        }
-        let (model, experiment) = (self.model, self.experiment);
-        let pair = match plan.gaussian {
-            Some(_) => sweep_gaussian::sweep_gaussian(model, experiment, plan, options, bar)?,
-            None => sweep_pair::sweep_pair(model, experiment, plan, options, bar)?,
-        };
-        let rows = cell_rows(
-            self.experiment,
-            self.model,
-            self.run_id,
-            std::slice::from_ref(&pair),
-        );
-        actpatch_report::tables::write_cells(&saved, &rows)
-            .map_err(RunnerError::write_run(self.run_dir))?;
-        Ok(pair)
-    }
 }

@@ -103,35 +103,79 @@ pub(crate) fn product(x: &[f32], weight: WeightView, bias: Option<&[f32]>) -> Ve
     out
 }
 
+/// `x` `[rows, in]` (row-major) `@ weight + bias` → `[rows, out]` for a few rows (a
+/// differentiable pass), computed column by column ([`by_columns`]): for a few rows,
+/// faster than [`product`], in another order of sums.
+pub(crate) fn product_few_rows(x: &[f32], weight: WeightView, bias: Option<&[f32]>) -> Vec<f32> {
+    // Right-hand row k = input k, column j = output j.
+    let rhs = (weight.row_stride, weight.col_stride);
+    by_columns(x, (weight.values, rhs), (weight.d_in, weight.d_out), bias)
+}
+
 /// `grad` `[rows, out]` (row-major) `@ weightᵀ` → `[rows, in]`: the gradient of a
-/// linear map's input.
-///
-/// gemm's kernel wants the weight's rows adjacent in memory; a weight stored `[in, out]`
-/// would be repacked in full on every call. Computing `[rows, in]` column by column
-/// (the destination stored `[in, rows]`) makes the weight the right-hand operand,
-/// which gemm reads where it lies; one small transpose puts the result back.
+/// linear map's input ([`by_columns`]).
 pub(crate) fn product_transposed(grad: &[f32], weight: WeightView) -> Vec<f32> {
-    let (d_in, d_out) = (weight.d_in, weight.d_out);
-    let rows = grad.len() / d_out.max(1);
-    let mut columns = vec![0f32; rows * d_in]; // [in, rows]
-                                               // SAFETY: `columns` holds rows × d_in values (row r, input i at i · rows + r),
-                                               // `grad` rows × d_out row-major, and the weight's strides address its elements.
+    // Right-hand row k = output k, column j = input j.
+    let rhs = (weight.col_stride, weight.row_stride);
+    by_columns(
+        grad,
+        (weight.values, rhs),
+        (weight.d_out, weight.d_in),
+        None,
+    )
+}
+
+/// `lhs` `[rows, k]` (row-major) `@ rhs` `[k, n]` (values and (row, column) strides)
+/// `+ start` (`[n]`) → `[rows, n]` row-major.
+///
+/// gemm's kernel runs along the rows of its destination's most contiguous axis. With a
+/// row-major destination of a few rows it transposes the problem, making the weight
+/// its left-hand operand, which it repacks whole unless the weight's outputs are
+/// adjacent in memory (the backward pass of a `[in, out]` weight repacks it all).
+/// Computing into a column-major destination (stored `[n, rows]`) keeps the few rows
+/// on the kernel's side and the weight on the right, which gemm reads where it lies;
+/// one small transpose puts the result back. One row runs as two equal rows, as in
+/// [`product`].
+fn by_columns(
+    lhs: &[f32],
+    (rhs, (rhs_rs, rhs_cs)): (&[f32], (usize, usize)),
+    (k, n): (usize, usize),
+    start: Option<&[f32]>,
+) -> Vec<f32> {
+    let rows = lhs.len() / k.max(1);
+    let doubled;
+    let (lhs, padded) = match rows {
+        1 => {
+            doubled = lhs.repeat(2);
+            (&doubled[..], 2)
+        }
+        _ => (lhs, rows),
+    };
+    let mut columns = match start {
+        Some(start) => start
+            .iter()
+            .flat_map(|v| std::iter::repeat_n(*v, padded))
+            .collect(),
+        None => vec![0f32; padded * n],
+    }; // [n, padded]
+       // SAFETY: `columns` holds padded × n values (row r, column j at j · padded + r),
+       // `lhs` padded × k row-major, and the strides address rhs's k × n elements.
     unsafe {
         gemm::gemm(
-            rows,
-            d_in,
-            d_out,
+            padded,
+            n,
+            k,
             columns.as_mut_ptr(),
-            rows as isize, // destination column stride
-            1,             // destination row stride
-            false,
-            grad.as_ptr(),
+            padded as isize, // destination column stride
+            1,               // destination row stride
+            start.is_some(), // read the starting values
+            lhs.as_ptr(),
             1,
-            d_out as isize,
-            weight.values.as_ptr(),
-            weight.row_stride as isize, // right-hand column j = input j
-            weight.col_stride as isize, // right-hand row k = output k
-            0.0,
+            k as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
             1.0,
             false,
             false,
@@ -139,10 +183,10 @@ pub(crate) fn product_transposed(grad: &[f32], weight: WeightView) -> Vec<f32> {
             parallelism(),
         );
     }
-    let mut out = vec![0f32; rows * d_in];
-    for (i, column) in columns.chunks_exact(rows.max(1)).enumerate() {
-        for (r, value) in column.iter().enumerate() {
-            out[r * d_in + i] = *value;
+    let mut out = vec![0f32; rows * n];
+    for (j, column) in columns.chunks_exact(padded.max(1)).enumerate() {
+        for (r, value) in column.iter().take(rows).enumerate() {
+            out[r * n + j] = *value;
         }
     }
     out
@@ -183,12 +227,20 @@ mod tests {
         };
         let bias: Vec<f32> = (0..d_out).map(|o| o as f32 / 10.0).collect();
         let want = naive(&x, &w, rows, d_in, d_out);
-        let got = product(&x, view, Some(&bias));
-        for (i, (got, want)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (got - want - bias[i % d_out]).abs() < 1e-4,
-                "{got} vs {want}"
-            );
+        for rows in [rows, 1] {
+            let x = &x[..rows * d_in];
+            for got in [
+                product(x, view, Some(&bias)),
+                product_few_rows(x, view, Some(&bias)),
+            ] {
+                assert_eq!(got.len(), rows * d_out);
+                for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (got - want - bias[i % d_out]).abs() < 1e-4,
+                        "{got} vs {want}"
+                    );
+                }
+            }
         }
         // grad @ wᵀ = naive(grad, wᵀ).
         let w_t: Vec<f32> = (0..d_out * d_in)

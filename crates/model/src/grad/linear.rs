@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::{applies, constant, values};
-use crate::fused::matmul::{product, product_transposed, with_weight};
+use crate::fused::matmul::{product_few_rows, product_transposed, with_weight};
 use crate::Result;
 
 /// `[rows, in] @ weight [in, out] (+ bias [out])` with a backward pass to the input only.
@@ -30,7 +30,10 @@ impl CustomOp1 for FrozenLinear {
         let (rows, _) = layout.shape().dims2()?;
         let (_, d_out) = self.weight.dims2()?;
         let x = values(storage, layout)?;
-        let Some(out) = with_weight(&self.weight, |w| product(x, w, self.bias.as_deref()))? else {
+        let Some(out) = with_weight(&self.weight, |w| {
+            product_few_rows(x, w, self.bias.as_deref())
+        })?
+        else {
             candle_core::bail!("linear-frozen-weight: the weight is not on the CPU");
         };
         Ok((CpuStorage::F32(out), Shape::from((rows, d_out))))

@@ -9,15 +9,56 @@
 //! it does not apply (another device or dtype, or no gradient tracked through its
 //! input); the caller then runs candle's ops, the same numbers within float rounding.
 
+mod attention;
 mod elementwise;
 mod layer_norm;
 mod linear;
 
 use candle_core::{CpuStorage, DType, Layout, Tensor};
 
+use crate::Result;
+
 pub(crate) use elementwise::gelu_tanh;
 pub(crate) use layer_norm::layer_norm;
 pub(crate) use linear::linear;
+
+/// Whether `tensors` take the attention ops: f32 on the CPU.
+fn on_cpu(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// Causal attention's scores `[batch, head, query, key]` (`q · kᵀ · scale`, −∞ for
+/// later keys) from `q` `[batch, pos, head, d_head]` and `k` `[batch, pos, kv_head,
+/// d_head]`, on the CPU (f32); `None` elsewhere.
+pub(crate) fn attention_scores(q: &Tensor, k: &Tensor, scale: f64) -> Result<Option<Tensor>> {
+    if !on_cpu(&[q, k]) {
+        return Ok(None);
+    }
+    let op = attention::Scores {
+        scale: scale as f32,
+    };
+    Ok(Some(q.contiguous()?.apply_op2(&k.contiguous()?, op)?))
+}
+
+/// Softmax over the last axis, on the CPU (f32); `None` elsewhere.
+pub(crate) fn softmax(x: &Tensor) -> Result<Option<Tensor>> {
+    if !on_cpu(&[x]) {
+        return Ok(None);
+    }
+    Ok(Some(x.contiguous()?.apply_op1(attention::Softmax)?))
+}
+
+/// `z` `[batch, pos, head, d_head]` from a pattern `[batch, head, query, key]` and values
+/// `[batch, pos, kv_head, d_head]`, on the CPU (f32); `None` elsewhere.
+pub(crate) fn weighted_values(pattern: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+    if !on_cpu(&[pattern, v]) {
+        return Ok(None);
+    }
+    let op = attention::WeightedValues;
+    Ok(Some(pattern.contiguous()?.apply_op2(&v.contiguous()?, op)?))
+}
 
 /// Whether `x` takes these ops: f32 on the CPU with a gradient tracked through it.
 fn applies(x: &Tensor) -> bool {
@@ -95,5 +136,54 @@ mod tests {
         assert!(max_gap(&ours(tracked.as_tensor()), &plain(&x)) < 1e-4);
         let gap = max_gap(&grad_of(&x, &weights, ours), &grad_of(&x, &weights, plain));
         assert!(gap < 1e-4, "gradients differ by {gap}");
+    }
+
+    #[test]
+    fn attention_gives_candles_values_and_gradients() {
+        let device = Device::Cpu;
+        let (batch, pos, heads, kv_heads, d_head) = (2, 5, 4, 2, 8);
+        let q = Tensor::randn(0f32, 1.0, (batch, pos, heads, d_head), &device).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (batch, pos, kv_heads, d_head), &device).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (batch, pos, kv_heads, d_head), &device).unwrap();
+        let mask = crate::attention::causal_mask_from(0, pos, &device).unwrap();
+        let scale = 0.3;
+        // z of (q, k, v) stacked on the last axis, so that one gradient holds all three.
+        let split = |x: &Tensor| {
+            let part = |i, heads| x.narrow(2, i, heads).unwrap().contiguous().unwrap();
+            (
+                part(0, heads),
+                part(heads, kv_heads),
+                part(heads + kv_heads, kv_heads),
+            )
+        };
+        let ours = |x: &Tensor| {
+            let (q, k, v) = split(x);
+            let scores = attention_scores(&q, &k, scale).unwrap().unwrap();
+            let pattern = softmax(&scores).unwrap().unwrap();
+            weighted_values(&pattern, &v).unwrap().unwrap()
+        };
+        let plain = |x: &Tensor| {
+            let (q, k, v) = split(x);
+            let heads_first = |x: Tensor| {
+                let x = x.transpose(1, 2).unwrap(); // [batch, kv_head, pos, d_head]
+                let x = x.unsqueeze(2).unwrap();
+                let x = x.broadcast_as((batch, kv_heads, heads / kv_heads, pos, d_head));
+                x.unwrap().reshape((batch, heads, pos, d_head)).unwrap()
+            };
+            let q = q.transpose(1, 2).unwrap().contiguous().unwrap();
+            let (k, v) = (heads_first(k), heads_first(v));
+            let scores = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
+            let scores = scores.broadcast_add(&mask).unwrap();
+            let pattern =
+                crate::kernels::softmax_last_dim(&scores, crate::kernels::Kernels::Differentiable);
+            let z = pattern.unwrap().matmul(&v).unwrap(); // [batch, head, pos, d_head]
+            z.transpose(1, 2).unwrap().contiguous().unwrap()
+        };
+        let x = Tensor::cat(&[&q, &k, &v], 2).unwrap();
+        let weights = Tensor::randn(0f32, 1.0, (batch, pos, heads, d_head), &device).unwrap();
+        let tracked = Var::from_tensor(&x).unwrap();
+        assert!(max_gap(&ours(tracked.as_tensor()), &plain(&x)) < 1e-5);
+        let gap = max_gap(&grad_of(&x, &weights, ours), &grad_of(&x, &weights, plain));
+        assert!(gap < 1e-5, "gradients differ by {gap}");
     }
 }

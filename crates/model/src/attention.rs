@@ -300,36 +300,13 @@ pub(crate) fn causal_attention(
     let plain_frame = prefix.is_none() && frame.start == 0;
     let plain_spec = spec.softcap.is_none() && spec.window.is_none();
     if frame.kernels == Kernels::Differentiable && plain_frame && plain_spec {
-        if let Some(z) = differentiable_attention(q, k, v, spec, hooks)? {
+        if let Some(z) = grad::attention((q, k, v), spec.layer, spec.scale, hooks)? {
             return Ok(hooks.at(z_point, z)?);
         }
     }
     let (pattern, v) = pattern_of(q, k, v, (frame, prefix, spec), hooks)?;
     let z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?; // [batch, pos, head, d_head]
     Ok(hooks.at(z_point, z)?)
-}
-
-/// [`causal_attention`]'s `z` over a frame from position 0 without cap or window,
-/// through [`crate::grad`]'s CPU ops with backward passes (`None` on other devices):
-/// the same hooks, far fewer steps than [`pattern_of`]'s tensor ops.
-fn differentiable_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    spec: &AttentionSpec,
-    hooks: &mut Hooks,
-) -> Result<Option<Tensor>> {
-    let at = |site| HookPoint::block(spec.layer, site);
-    let Some(scores) = grad::attention_scores(q, k, spec.scale)? else {
-        return Ok(None);
-    };
-    let scores = hooks.at(at(BlockSite::AttnScores), scores)?; // [batch, head, q_pos, k_pos]
-    let pattern = match grad::softmax(&scores)? {
-        Some(pattern) => pattern,
-        None => softmax_last_dim(&scores, Kernels::Differentiable)?,
-    };
-    let pattern = hooks.at(at(BlockSite::Pattern), pattern)?;
-    Ok(grad::weighted_values(&pattern, v)?) // [batch, pos, head, d_head]
 }
 
 /// The attention pattern by plain tensor ops, through `hook_attn_scores` and

@@ -16,6 +16,9 @@ mod linear;
 
 use candle_core::{CpuStorage, DType, Layout, Tensor};
 
+use actpatch_hooks::{BlockSite, HookPoint, Hooks};
+
+use crate::kernels::{softmax_last_dim, Kernels};
 use crate::Result;
 
 pub(crate) use elementwise::gelu_tanh;
@@ -32,7 +35,7 @@ fn on_cpu(tensors: &[&Tensor]) -> bool {
 /// Causal attention's scores `[batch, head, query, key]` (`q · kᵀ · scale`, −∞ for
 /// later keys) from `q` `[batch, pos, head, d_head]` and `k` `[batch, pos, kv_head,
 /// d_head]`, on the CPU (f32); `None` elsewhere.
-pub(crate) fn attention_scores(q: &Tensor, k: &Tensor, scale: f64) -> Result<Option<Tensor>> {
+fn attention_scores(q: &Tensor, k: &Tensor, scale: f64) -> Result<Option<Tensor>> {
     if !on_cpu(&[q, k]) {
         return Ok(None);
     }
@@ -43,7 +46,7 @@ pub(crate) fn attention_scores(q: &Tensor, k: &Tensor, scale: f64) -> Result<Opt
 }
 
 /// Softmax over the last axis, on the CPU (f32); `None` elsewhere.
-pub(crate) fn softmax(x: &Tensor) -> Result<Option<Tensor>> {
+fn softmax(x: &Tensor) -> Result<Option<Tensor>> {
     if !on_cpu(&[x]) {
         return Ok(None);
     }
@@ -52,12 +55,38 @@ pub(crate) fn softmax(x: &Tensor) -> Result<Option<Tensor>> {
 
 /// `z` `[batch, pos, head, d_head]` from a pattern `[batch, head, query, key]` and values
 /// `[batch, pos, kv_head, d_head]`, on the CPU (f32); `None` elsewhere.
-pub(crate) fn weighted_values(pattern: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+fn weighted_values(pattern: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     if !on_cpu(&[pattern, v]) {
         return Ok(None);
     }
     let op = attention::WeightedValues;
     Ok(Some(pattern.contiguous()?.apply_op2(&v.contiguous()?, op)?))
+}
+
+/// Causal attention's `z` `[batch, pos, head, d_head]` of layer `layer` from `q`, `k`,
+/// `v` (over positions from 0, scores `q · kᵀ · scale`, no cap or window) through
+/// `hook_attn_scores` and `hook_pattern`, on the CPU (f32); `None` elsewhere. The same
+/// hooks as candle's ops in [`crate::attention`], far fewer steps.
+pub(crate) fn attention(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    layer: usize,
+    scale: f64,
+    hooks: &mut Hooks,
+) -> Result<Option<Tensor>> {
+    let at = |site| HookPoint::block(layer, site);
+    if !on_cpu(&[q, k, v]) {
+        return Ok(None);
+    }
+    let Some(scores) = attention_scores(q, k, scale)? else {
+        return Ok(None);
+    };
+    let scores = hooks.at(at(BlockSite::AttnScores), scores)?; // [batch, head, q_pos, k_pos]
+    let pattern = match softmax(&scores)? {
+        Some(pattern) => pattern,
+        None => softmax_last_dim(&scores, Kernels::Differentiable)?,
+    };
+    let pattern = hooks.at(at(BlockSite::Pattern), pattern)?;
+    weighted_values(&pattern, v) // [batch, pos, head, d_head]
 }
 
 /// Whether `x` takes these ops: f32 on the CPU with a gradient tracked through it.
@@ -145,7 +174,17 @@ mod tests {
         let q = Tensor::randn(0f32, 1.0, (batch, pos, heads, d_head), &device).unwrap();
         let k = Tensor::randn(0f32, 1.0, (batch, pos, kv_heads, d_head), &device).unwrap();
         let v = Tensor::randn(0f32, 1.0, (batch, pos, kv_heads, d_head), &device).unwrap();
-        let mask = crate::attention::causal_mask_from(0, pos, &device).unwrap();
+        // [query, key]: −∞ where a query would see a later key.
+        let mask: Vec<f32> = (0..pos * pos)
+            .map(|i| {
+                if i % pos > i / pos {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (pos, pos), &device).unwrap();
         let scale = 0.3;
         // z of (q, k, v) stacked on the last axis, so that one gradient holds all three.
         let split = |x: &Tensor| {

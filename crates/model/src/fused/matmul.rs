@@ -3,6 +3,7 @@
 //! backward pass of a linear map, laid out so that gemm streams the weight as it is
 //! stored instead of repacking it.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use candle_core::{Storage, Tensor};
@@ -53,23 +54,22 @@ fn parallelism() -> gemm::Parallelism {
     }
 }
 
+/// `rows` rows of `x`, one row doubled: gemm takes a matrix-vector path for one row,
+/// which sums in another order, so one row runs as two equal rows and a row's numbers
+/// never depend on its batch (the product of one row reads the weight once either way).
+fn at_least_two_rows(x: &[f32], rows: usize) -> (Cow<'_, [f32]>, usize) {
+    match rows {
+        1 => (Cow::Owned(x.repeat(2)), 2),
+        _ => (Cow::Borrowed(x), rows),
+    }
+}
+
 /// `x` `[rows, in]` (row-major) `@ weight + bias` → `[rows, out]`, the bias (`[out]`)
-/// added as the product's starting value.
-///
-/// gemm takes a matrix-vector path for one row, which sums in another order: one row
-/// runs as two equal rows, so that a row's numbers never depend on its batch (the
-/// product of one row reads the weight once either way).
+/// added as the product's starting value ([`at_least_two_rows`]).
 pub(crate) fn product(x: &[f32], weight: WeightView, bias: Option<&[f32]>) -> Vec<f32> {
     let (d_in, d_out) = (weight.d_in, weight.d_out);
     let rows = x.len() / d_in.max(1);
-    let doubled;
-    let (x, padded) = match rows {
-        1 => {
-            doubled = x.repeat(2);
-            (&doubled[..], 2)
-        }
-        _ => (x, rows),
-    };
+    let (x, padded) = at_least_two_rows(x, rows);
     let mut out = match bias {
         Some(bias) => bias.repeat(padded),
         None => vec![0f32; padded * d_out],
@@ -134,8 +134,7 @@ pub(crate) fn product_transposed(grad: &[f32], weight: WeightView) -> Vec<f32> {
 /// adjacent in memory (the backward pass of a `[in, out]` weight repacks it all).
 /// Computing into a column-major destination (stored `[n, rows]`) keeps the few rows
 /// on the kernel's side and the weight on the right, which gemm reads where it lies;
-/// one small transpose puts the result back. One row runs as two equal rows, as in
-/// [`product`].
+/// one small transpose puts the result back ([`at_least_two_rows`]).
 fn by_columns(
     lhs: &[f32],
     (rhs, (rhs_rs, rhs_cs)): (&[f32], (usize, usize)),
@@ -143,14 +142,7 @@ fn by_columns(
     start: Option<&[f32]>,
 ) -> Vec<f32> {
     let rows = lhs.len() / k.max(1);
-    let doubled;
-    let (lhs, padded) = match rows {
-        1 => {
-            doubled = lhs.repeat(2);
-            (&doubled[..], 2)
-        }
-        _ => (lhs, rows),
-    };
+    let (lhs, padded) = at_least_two_rows(lhs, rows);
     let mut columns = match start {
         Some(start) => start
             .iter()

@@ -148,7 +148,8 @@ struct RunArgs {
     /// Folder for runs (default: [output] dir, else results/<experiment name>).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Memory budget of one batched forward pass, in MiB.
+    /// Memory budget of the batched forward passes, in MiB (on the CPU, pairs are swept
+    /// one per core at once, each with an equal share).
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     max_batch_memory: usize,
     /// Print only errors.

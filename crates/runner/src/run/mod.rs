@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use actpatch_model::HookedTransformer;
 use indicatif::ProgressBar;
+use rayon::prelude::*;
 
 use crate::experiment::corruption::DEFAULT_NOISE_MULTIPLIER;
 use crate::experiment::Experiment;
@@ -419,18 +420,42 @@ impl SweepContext<'_> {
             }),
             resume: Some(self.run_dir.to_path_buf()),
         })?;
-        let mut swept = Vec::new();
-        for (done, plan) in to_sweep.iter().enumerate() {
-            swept.push(self.sweep_or_read_back(plan, &bar)?);
-            test_point(done + 1)?;
+        let workers = self.pair_workers(to_sweep.len());
+        let options = RunOptions {
+            max_batch_mib: (self.options.max_batch_mib / workers).max(1),
+            ..self.options.clone()
+        };
+        let mut swept = Vec::with_capacity(to_sweep.len());
+        for plans in to_sweep.chunks(workers) {
+            let finished: Vec<Result<SweptPair<'p>, RunnerError>> = plans
+                .par_iter()
+                .map(|plan| self.sweep_or_read_back(plan, &options, &bar))
+                .collect();
+            for pair in finished {
+                swept.push(pair?);
+                test_point(swept.len())?;
+            }
         }
         bar.finish_and_clear();
         Ok(swept)
     }
 
+    /// How many pairs to sweep at once: one per core on the CPU (a pair's own passes
+    /// keep both cores busy only part of the time: small matrix products, one
+    /// attention per start position), each with an equal share of
+    /// `--max-batch-memory`; one at a time on a GPU, and where a test stops the run
+    /// after a given pair ([`test_point`]).
+    fn pair_workers(&self, pairs: usize) -> usize {
+        if !self.model.device().is_cpu() || partial::test_points_set() {
+            return 1;
+        }
+        rayon::current_num_threads().clamp(1, pairs.max(1))
+    }
+
     fn sweep_or_read_back<'p>(
         &self,
         plan: &'p PairPlan,
+        options: &RunOptions,
         bar: &ProgressBar,
     ) -> Result<SweptPair<'p>, RunnerError> {
         let saved = partial_path(self.run_dir, plan.index);
@@ -452,7 +477,7 @@ impl SweepContext<'_> {
                 costs: Vec::new(), // not recorded in the partial table
             });
         }
-        let (model, experiment, options) = (self.model, self.experiment, self.options);
+        let (model, experiment) = (self.model, self.experiment);
         let pair = match plan.gaussian {
             Some(_) => sweep_gaussian::sweep_gaussian(model, experiment, plan, options, bar)?,
             None => sweep_pair::sweep_pair(model, experiment, plan, options, bar)?,

@@ -106,6 +106,20 @@ fn cell_results(
 ///   test can kill it, or change its folder, at a known point;
 /// - `ACTPATCH_FAIL_AFTER_PAIR=N`: after the N-th swept pair is saved, the run fails
 ///   as a computation failure would.
+/// Whether a test hook names a pair to stop after (pairs are then swept one at a
+/// time, so that "after the N-th pair" is one point of the run).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn test_points_set() -> bool {
+    ["ACTPATCH_PAUSE_AFTER_PAIR", "ACTPATCH_FAIL_AFTER_PAIR"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some())
+}
+
+#[cfg(not(feature = "test-hooks"))]
+pub(crate) fn test_points_set() -> bool {
+    false
+}
+
 #[cfg(feature = "test-hooks")]
 pub(crate) fn test_point(pairs_done: usize) -> Result<(), RunnerError> {
     let after = |name: &str| {

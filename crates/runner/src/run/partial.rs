@@ -98,14 +98,6 @@ fn cell_results(
         .collect()
 }
 
-/// Test hooks, compiled only with the `test-hooks` feature (the runner's own tests
-/// enable it; see CONTRIBUTING in the README):
-///
-/// - `ACTPATCH_PAUSE_AFTER_PAIR=N`: after the N-th swept pair is saved, the run waits
-///   until the file named by `ACTPATCH_CONTINUE_FILE` exists (or 120 s pass), so a
-///   test can kill it, or change its folder, at a known point;
-/// - `ACTPATCH_FAIL_AFTER_PAIR=N`: after the N-th swept pair is saved, the run fails
-///   as a computation failure would.
 /// Whether a test hook names a pair to stop after (pairs are then swept one at a
 /// time, so that "after the N-th pair" is one point of the run).
 #[cfg(feature = "test-hooks")]
@@ -120,6 +112,14 @@ pub(crate) fn test_points_set() -> bool {
     false
 }
 
+/// Test hooks, compiled only with the `test-hooks` feature (the runner's own tests
+/// enable it; see CONTRIBUTING in the README):
+///
+/// - `ACTPATCH_PAUSE_AFTER_PAIR=N`: after the N-th swept pair is saved, the run waits
+///   until the file named by `ACTPATCH_CONTINUE_FILE` exists (or 120 s pass), so a
+///   test can kill it, or change its folder, at a known point;
+/// - `ACTPATCH_FAIL_AFTER_PAIR=N`: after the N-th swept pair is saved, the run fails
+///   as a computation failure would.
 #[cfg(feature = "test-hooks")]
 pub(crate) fn test_point(pairs_done: usize) -> Result<(), RunnerError> {
     let after = |name: &str| {

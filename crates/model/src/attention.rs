@@ -6,6 +6,7 @@ use actpatch_hooks::{BlockSite, HookPoint, Hooks};
 use candle_core::{Device, Tensor};
 
 use crate::fused::attention::{attend, QuerySpan, ScoreSpec, SpanKeys};
+use crate::grad;
 use crate::kernels::{softmax_last_dim, Kernels};
 use crate::layers::Linear;
 use crate::rotary::{Rotary, RotaryTables};
@@ -293,6 +294,13 @@ pub(crate) fn causal_attention(
             if observed {
                 pattern_of(q, k, v, (frame, prefix, spec), hooks)?;
             }
+            return Ok(hooks.at(z_point, z)?);
+        }
+    }
+    let plain_frame = prefix.is_none() && frame.start == 0;
+    let plain_spec = spec.softcap.is_none() && spec.window.is_none();
+    if frame.kernels == Kernels::Differentiable && plain_frame && plain_spec {
+        if let Some(z) = grad::attention((q, k, v), spec.layer, spec.scale, hooks)? {
             return Ok(hooks.at(z_point, z)?);
         }
     }

@@ -5,9 +5,9 @@
 use actpatch_hooks::{BlockSite, HookPoint, Hooks};
 use candle_core::{Tensor, D};
 
-use crate::frozen::matmul_frozen;
 use crate::fused;
 pub(crate) use crate::fused::Gate;
+use crate::grad;
 use crate::weights::WeightStore;
 use crate::Result;
 
@@ -62,7 +62,11 @@ impl Linear {
             return Ok(out);
         }
         let (batch, pos, d_in) = x.dims3()?;
-        let out = matmul_frozen(&x.reshape((batch * pos, d_in))?, &self.weight)?;
+        let rows = x.reshape((batch * pos, d_in))?; // [batch · pos, in]
+        if let Some(out) = grad::linear(&rows, &self.weight, self.bias.as_ref())? {
+            return Ok(out.reshape((batch, pos, ()))?);
+        }
+        let out = rows.matmul(&self.weight)?;
         let out = match &self.bias {
             Some(bias) => out.broadcast_add(bias)?,
             None => out,
@@ -156,6 +160,9 @@ impl LayerNorm {
             if let Some(normalized) = fused::layer_norm(x, &self.weight, &self.bias, self.eps)? {
                 return Ok(hooks.at(normalized_point, normalized)?);
             }
+            if let Some(normalized) = grad::layer_norm(x, &self.weight, &self.bias, self.eps)? {
+                return Ok(hooks.at(normalized_point, normalized)?);
+            }
         }
         let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
         let scale = (centred.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
@@ -222,7 +229,10 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// The tanh approximation of GELU (GPT-2's `gelu_new`, `gelu_pytorch_tanh`).
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
-    match fused::gelu_tanh(x)? {
+    if let Some(out) = fused::gelu_tanh(x)? {
+        return Ok(out);
+    }
+    match grad::gelu_tanh(x)? {
         Some(out) => Ok(out),
         None => Ok(x.gelu()?),
     }

@@ -9,7 +9,8 @@ const LANES: usize = 8;
 
 /// Runs `$body` compiled with AVX2 when the CPU has it, else for the baseline target.
 macro_rules! dispatch {
-    ($vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             fn body($($arg: $ty),*) $(-> $ret)? $body
@@ -28,6 +29,10 @@ macro_rules! dispatch {
         }
     };
 }
+
+mod grad;
+
+pub use grad::{gelu_tanh_grad, layer_norm_row_grad};
 
 /// `e^x` to within 2 ulp (Cephes' `expf`: range reduction by ln 2, a degree-6
 /// polynomial, the exponent set by bits); inputs are clamped to ±87.3, so results stay

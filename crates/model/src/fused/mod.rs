@@ -9,6 +9,7 @@
 //! rounding (`exp` and the order of sums differ; see [`actpatch_simd`]).
 
 pub(crate) mod attention;
+pub(crate) mod matmul;
 
 use actpatch_simd as simd;
 use candle_core::{DType, Layout, Storage, Tensor};
@@ -47,7 +48,12 @@ fn with_values<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> 
 }
 
 /// `f(input row, output row)` for every row of width `width`, in parallel when large.
-fn for_rows(input: &[f32], out: &mut [f32], width: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) {
+pub(crate) fn for_rows(
+    input: &[f32],
+    out: &mut [f32],
+    width: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) {
     if out.len() <= SERIAL_ELEMENTS {
         for (x, o) in input.chunks(width).zip(out.chunks_mut(width)) {
             f(x, o);
@@ -60,7 +66,7 @@ fn for_rows(input: &[f32], out: &mut [f32], width: usize, f: impl Fn(&[f32], &mu
 }
 
 /// `f(output chunk)` over chunks of `width` elements, in parallel when large.
-fn for_chunks(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+pub(crate) fn for_chunks(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     if out.len() <= SERIAL_ELEMENTS {
         for (i, o) in out.chunks_mut(width).enumerate() {
             f(i, o);
@@ -105,57 +111,18 @@ fn linear_then(
         Some(last) if *last == d_in => *last = d_out,
         _ => return Ok(None), // the plain path reports the shape error
     }
-    let rows = x.elem_count() / d_in.max(1);
-    // gemm takes a matrix-vector path for one row, which sums in another order: one row
-    // runs as two equal rows, so that a row's numbers never depend on its batch (the
-    // product of one row reads the weight once either way).
-    let (x, padded) = match rows {
-        1 => (Tensor::cat(&[x, x], 0)?, 2),
-        _ => (x.contiguous()?, rows),
-    };
-    let mut out = match bias {
-        Some(bias) if bias.elem_count() == d_out => with_values(bias, |b| Ok(b.repeat(padded)))?,
+    let bias_values = match bias {
+        Some(bias) if bias.elem_count() == d_out => Some(with_values(bias, |b| Ok(b.to_vec()))?),
         Some(_) => return Ok(None),
-        None => vec![0f32; padded * d_out],
+        None => None,
     };
+    let x = x.contiguous()?;
     let (x_storage, x_layout) = x.storage_and_layout();
     let x_values = contiguous_f32(&x_storage, x_layout)?;
-    let (w_storage, w_layout) = weight.storage_and_layout();
-    let Storage::Cpu(w_cpu) = &*w_storage else {
+    let product = |w: matmul::WeightView| matmul::product(x_values, w, bias_values.as_deref());
+    let Some(mut out) = matmul::with_weight(weight, product)? else {
         return Ok(None);
     };
-    let w_values = &w_cpu.as_slice::<f32>()?[w_layout.start_offset()..];
-    let (w_rs, w_cs) = (w_layout.stride()[0], w_layout.stride()[1]);
-    let threads = candle_core::utils::get_num_threads();
-    // SAFETY: `out` is padded × d_out and `x_values` padded × d_in (both row-major), and
-    // the weight's layout addresses its d_in × d_out elements from its start offset.
-    unsafe {
-        gemm::gemm(
-            padded,
-            d_out,
-            d_in,
-            out.as_mut_ptr(),
-            1,
-            d_out as isize,
-            bias.is_some(), // read the bias rows as the starting value
-            x_values.as_ptr(),
-            1,
-            d_in as isize,
-            w_values.as_ptr(),
-            w_cs as isize,
-            w_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            match threads {
-                1 => gemm::Parallelism::None,
-                n => gemm::Parallelism::Rayon(n),
-            },
-        );
-    }
-    out.truncate(rows * d_out);
     if gelu {
         for_chunks(&mut out, d_out, |_, row| simd::gelu_tanh(row));
     }

@@ -1,11 +1,13 @@
 //! Sweeping a run's pairs: each pair's cells saved as it finishes (read back when a
 //! resumed run already has them), pairs one per core at once on the CPU.
 
+use std::cmp::Reverse;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use actpatch_model::HookedTransformer;
 use indicatif::ProgressBar;
-use rayon::prelude::*;
 
 use super::partial::{self, partial_dir, partial_path, results_from_rows, test_point};
 use super::progress::{cells_bar, ProgressMode};
@@ -51,19 +53,73 @@ impl SweepContext<'_> {
             max_batch_mib: (self.options.max_batch_mib / workers).max(1),
             ..self.options.clone()
         };
-        let mut swept = Vec::with_capacity(to_sweep.len());
-        for plans in to_sweep.chunks(workers) {
-            let finished: Vec<Result<SweptPair<'p>, RunnerError>> = plans
-                .par_iter()
-                .map(|plan| self.sweep_or_read_back(plan, &options, &bar))
-                .collect();
-            for pair in finished {
-                swept.push(pair?);
-                test_point(swept.len())?;
-            }
-        }
+        let swept = match workers {
+            1 => self.sweep_in_order(to_sweep, &options, &bar)?,
+            _ => self.sweep_at_once(to_sweep, workers, &options, &bar)?,
+        };
         bar.finish_and_clear();
         Ok(swept)
+    }
+
+    /// One pair after another, in the file's order.
+    fn sweep_in_order<'p>(
+        &self,
+        to_sweep: &[&'p PairPlan],
+        options: &RunOptions,
+        bar: &ProgressBar,
+    ) -> Result<Vec<SweptPair<'p>>, RunnerError> {
+        let mut swept = Vec::with_capacity(to_sweep.len());
+        for plan in to_sweep {
+            swept.push(self.sweep_or_read_back(plan, options, bar)?);
+            test_point(swept.len())?;
+        }
+        Ok(swept)
+    }
+
+    /// `workers` threads, each taking the next pair until none is left (the largest
+    /// pairs first, so that the last to finish is a small one); the pairs' own passes
+    /// share rayon's pool. After a failure no new pair starts, and the first failed
+    /// pair in the file's order is the run's error. Returns the pairs in the file's
+    /// order.
+    fn sweep_at_once<'p>(
+        &self,
+        to_sweep: &[&'p PairPlan],
+        workers: usize,
+        options: &RunOptions,
+        bar: &ProgressBar,
+    ) -> Result<Vec<SweptPair<'p>>, RunnerError> {
+        let mut order: Vec<usize> = (0..to_sweep.len()).collect();
+        order.sort_by_key(|&i| {
+            Reverse(sweep_pair::cell_count(
+                self.experiment,
+                self.model,
+                to_sweep[i],
+            ))
+        });
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let slots: Vec<Mutex<Option<Result<SweptPair<'p>, RunnerError>>>> =
+            to_sweep.iter().map(|_| Mutex::new(None)).collect();
+        let work = || {
+            while !failed.load(Ordering::Relaxed) {
+                let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let pair = self.sweep_or_read_back(to_sweep[i], options, bar);
+                failed.fetch_or(pair.is_err(), Ordering::Relaxed);
+                if let Ok(mut slot) = slots[i].lock() {
+                    *slot = Some(pair);
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(work);
+            }
+        });
+        (slots.into_iter())
+            .filter_map(|slot| slot.into_inner().ok().flatten())
+            .collect()
     }
 
     /// How many pairs to sweep at once: one per core on the CPU (a pair's own passes

@@ -198,8 +198,9 @@ impl Slices<'_> {
     }
 }
 
-/// Scores → softmax weights in place (max-shifted, as candle-nn's softmax).
-fn softmax(scores: &mut [f32]) {
+/// Scores → softmax weights in place (max-shifted, as candle-nn's softmax; −∞ scores
+/// get 0).
+pub(crate) fn softmax(scores: &mut [f32]) {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut total = 0f32;
     for s in scores.iter_mut() {

@@ -10,7 +10,7 @@
 use actpatch_simd as simd;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::values;
+use super::{values, with_gradient};
 use crate::fused::for_chunks;
 
 /// Sizes of one attention: batch, positions, query heads, key/value heads, d_head.
@@ -197,13 +197,7 @@ impl CustomOp1 for Softmax {
         let width = super::width(layout);
         let mut out = x.to_vec();
         for_chunks(&mut out, width, |_, row| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for v in row.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            row.iter_mut().for_each(|v| *v /= sum);
+            crate::fused::attention::softmax(row)
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
@@ -235,13 +229,13 @@ impl CustomOp2 for SoftmaxGrad {
         g_storage: &CpuStorage,
         g_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (p, g) = (values(p_storage, p_layout)?, values(g_storage, g_layout)?);
+        let (p, g) = with_gradient(self.name(), (p_storage, p_layout), (g_storage, g_layout))?;
         let width = super::width(p_layout);
         let mut out = vec![0f32; p.len()];
         for_chunks(&mut out, width, |i, row| {
             let at = i * width..(i + 1) * width;
             let (p, g) = (&p[at.clone()], &g[at]);
-            let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
+            let dot = simd::dot(p, g);
             for ((o, p), g) in row.iter_mut().zip(p).zip(g) {
                 *o = p * (g - dot);
             }

@@ -3,7 +3,7 @@
 use actpatch_simd as simd;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::{applies, values, width};
+use super::{applies, values, width, with_gradient};
 use crate::fused::{for_chunks, for_rows};
 use crate::Result;
 
@@ -51,17 +51,11 @@ impl CustomOp2 for GeluTanhGrad {
         grad_storage: &CpuStorage,
         grad_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, grad) = (
-            values(x_storage, x_layout)?,
-            values(grad_storage, grad_layout)?,
-        );
-        if x.len() != grad.len() {
-            candle_core::bail!(
-                "gelu-tanh-grad: {} values and {} gradients",
-                x.len(),
-                grad.len()
-            );
-        }
+        let (x, grad) = with_gradient(
+            self.name(),
+            (x_storage, x_layout),
+            (grad_storage, grad_layout),
+        )?;
         let w = width(x_layout);
         let mut out = vec![0f32; x.len()];
         for_chunks(&mut out, w, |i, o| {

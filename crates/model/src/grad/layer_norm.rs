@@ -4,7 +4,7 @@
 use actpatch_simd as simd;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::{applies, constant, values, width};
+use super::{applies, constant, values, width, with_gradient};
 use crate::fused::{for_chunks, for_rows};
 use crate::Result;
 
@@ -60,13 +60,17 @@ impl CustomOp2 for LayerNormGrad<'_> {
         grad_storage: &CpuStorage,
         grad_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, grad) = (
-            values(x_storage, x_layout)?,
-            values(grad_storage, grad_layout)?,
-        );
+        let (x, grad) = with_gradient(
+            self.name(),
+            (x_storage, x_layout),
+            (grad_storage, grad_layout),
+        )?;
         let w = width(x_layout);
-        if x.len() != grad.len() || self.weight.len() != w {
-            candle_core::bail!("layer-norm-grad: shapes of values, gradients and weight differ");
+        if self.weight.len() != w {
+            candle_core::bail!(
+                "layer-norm-grad: {} weights for rows of {w}",
+                self.weight.len()
+            );
         }
         let mut out = vec![0f32; x.len()];
         for_chunks(&mut out, w, |i, o| {

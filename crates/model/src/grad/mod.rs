@@ -91,7 +91,7 @@ pub(crate) fn attention(
 
 /// Whether `x` takes these ops: f32 on the CPU with a gradient tracked through it.
 fn applies(x: &Tensor) -> bool {
-    x.track_op() && x.device().is_cpu() && x.dtype() == DType::F32
+    x.track_op() && on_cpu(&[x])
 }
 
 /// The f32 values of `storage` under `layout`, which must be contiguous.
@@ -101,6 +101,20 @@ fn values<'s>(storage: &'s CpuStorage, layout: &Layout) -> candle_core::Result<&
         Some((from, to)) => Ok(&data[from..to]),
         None => candle_core::bail!("gradient kernels need contiguous inputs"),
     }
+}
+
+/// The f32 values of an op's input and of the gradient of its output, which must have
+/// as many values (`op` names the op in the error).
+fn with_gradient<'s>(
+    op: &str,
+    (x, x_layout): (&'s CpuStorage, &Layout),
+    (grad, grad_layout): (&'s CpuStorage, &Layout),
+) -> candle_core::Result<(&'s [f32], &'s [f32])> {
+    let (x, grad) = (values(x, x_layout)?, values(grad, grad_layout)?);
+    if x.len() != grad.len() {
+        candle_core::bail!("{op}: {} values and {} gradients", x.len(), grad.len());
+    }
+    Ok((x, grad))
 }
 
 /// The f32 values of a constant (weight, bias) on the CPU, copied.

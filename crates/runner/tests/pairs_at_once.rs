@@ -11,16 +11,16 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The cells of one run of the fixture experiment into `out`; `one_at_a_time` sets a
-/// test hook that is never reached (the run has 2 pairs), which sweeps pairs in order.
-fn cells_of_run(out: &Path, one_at_a_time: bool) -> Vec<CellRow> {
+/// The cells of one run of the fixture experiment into `out`, and what it said of how
+/// it swept its pairs; `one_at_a_time` sets a test hook that is never reached (the run
+/// has 2 pairs), which sweeps pairs in order.
+fn cells_of_run(out: &Path, one_at_a_time: bool) -> (Vec<CellRow>, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_actpatch"));
     command
         .arg("run")
         .arg(repo().join("tests/fixtures/experiments/tiny.toml"))
         .arg("--out")
-        .arg(out)
-        .arg("--quiet");
+        .arg(out);
     if one_at_a_time {
         command.env("ACTPATCH_FAIL_AFTER_PAIR", "1000");
     }
@@ -30,15 +30,27 @@ fn cells_of_run(out: &Path, one_at_a_time: bool) -> Vec<CellRow> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let run_dir = String::from_utf8(output.stdout).unwrap();
-    read_cells(&PathBuf::from(run_dir.trim()).join("cells.parquet")).unwrap()
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let run_dir = PathBuf::from(stdout.lines().last().unwrap().trim());
+    let said = String::from_utf8_lossy(&output.stderr);
+    let how = said
+        .lines()
+        .find(|line| line.starts_with("sweeping 2 pairs ("))
+        .unwrap_or_else(|| panic!("no `sweeping` line in:\n{said}"))
+        .to_string();
+    (read_cells(&run_dir.join("cells.parquet")).unwrap(), how)
 }
 
 #[test]
 fn pairs_at_once_equal_pairs_in_order() {
     let scratch = std::env::temp_dir().join(format!("actpatch-at-once-{}", std::process::id()));
-    let at_once = cells_of_run(&scratch.join("at-once"), false);
-    let in_order = cells_of_run(&scratch.join("in-order"), true);
+    let (at_once, said_at_once) = cells_of_run(&scratch.join("at-once"), false);
+    let (in_order, said_in_order) = cells_of_run(&scratch.join("in-order"), true);
+    // The two runs took the two paths (one core sweeps one pair at a time either way).
+    assert!(said_in_order.contains("(one at a time)"), "{said_in_order}");
+    if rayon::current_num_threads() > 1 {
+        assert!(said_at_once.contains("(2 at once)"), "{said_at_once}");
+    }
     assert_eq!(at_once.len(), in_order.len());
     assert!(at_once.len() > 100, "{} cells", at_once.len());
     let pairs: Vec<&str> = at_once.iter().map(|c| c.pair.as_str()).collect();

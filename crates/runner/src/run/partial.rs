@@ -98,11 +98,17 @@ fn cell_results(
         .collect()
 }
 
+/// The test hooks' variables that name a pair ([`test_point`]).
+#[cfg(feature = "test-hooks")]
+const PAUSE_AFTER: &str = "ACTPATCH_PAUSE_AFTER_PAIR";
+#[cfg(feature = "test-hooks")]
+const FAIL_AFTER: &str = "ACTPATCH_FAIL_AFTER_PAIR";
+
 /// Whether a test hook names a pair to stop after (pairs are then swept one at a
 /// time, so that "after the N-th pair" is one point of the run).
 #[cfg(feature = "test-hooks")]
 pub(crate) fn test_points_set() -> bool {
-    ["ACTPATCH_PAUSE_AFTER_PAIR", "ACTPATCH_FAIL_AFTER_PAIR"]
+    [PAUSE_AFTER, FAIL_AFTER]
         .iter()
         .any(|name| std::env::var_os(name).is_some())
 }
@@ -128,14 +134,14 @@ pub(crate) fn test_point(pairs_done: usize) -> Result<(), RunnerError> {
             .and_then(|v| v.parse::<usize>().ok())
             == Some(pairs_done)
     };
-    if after("ACTPATCH_PAUSE_AFTER_PAIR") {
+    if after(PAUSE_AFTER) {
         let resume = std::env::var_os("ACTPATCH_CONTINUE_FILE").map(PathBuf::from);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while std::time::Instant::now() < deadline && !resume.as_ref().is_some_and(|f| f.exists()) {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
-    if after("ACTPATCH_FAIL_AFTER_PAIR") {
+    if after(FAIL_AFTER) {
         return Err(RunnerError::Compute {
             during: format!("sweeping pair {}", pairs_done + 1),
             source: Box::new(actpatch_patching::PatchingError::Tensor(

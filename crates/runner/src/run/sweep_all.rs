@@ -34,11 +34,19 @@ impl SweepContext<'_> {
         &self,
         to_sweep: &[&'p PairPlan],
     ) -> Result<Vec<SweptPair<'p>>, RunnerError> {
-        let total: usize = (to_sweep.iter())
+        let cells: Vec<usize> = (to_sweep.iter())
             .map(|p| sweep_pair::cell_count(self.experiment, self.model, p))
-            .sum();
-        self.options
-            .say(format!("sweeping {} pairs: {total} cells", to_sweep.len()));
+            .collect();
+        let total: usize = cells.iter().sum();
+        let workers = self.pair_workers(to_sweep.len());
+        let at_once = match workers {
+            1 => "one at a time".to_string(),
+            n => format!("{n} at once"),
+        };
+        self.options.say(format!(
+            "sweeping {} pairs ({at_once}): {total} cells",
+            to_sweep.len()
+        ));
         let bar = cells_bar(total as u64, ProgressMode::detect(self.options.quiet));
         let partial = partial_dir(self.run_dir);
         std::fs::create_dir_all(&partial).map_err(|source| RunnerError::Write {
@@ -48,14 +56,18 @@ impl SweepContext<'_> {
             }),
             resume: Some(self.run_dir.to_path_buf()),
         })?;
-        let workers = self.pair_workers(to_sweep.len());
         let options = RunOptions {
             max_batch_mib: (self.options.max_batch_mib / workers).max(1),
             ..self.options.clone()
         };
         let swept = match workers {
             1 => self.sweep_in_order(to_sweep, &options, &bar)?,
-            _ => self.sweep_at_once(to_sweep, workers, &options, &bar)?,
+            _ => {
+                // The largest pairs first, so that the last to finish is a small one.
+                let mut order: Vec<usize> = (0..to_sweep.len()).collect();
+                order.sort_by_key(|&i| Reverse(cells[i]));
+                self.sweep_at_once((to_sweep, &order), workers, &options, &bar)?
+            }
         };
         bar.finish_and_clear();
         Ok(swept)
@@ -76,26 +88,17 @@ impl SweepContext<'_> {
         Ok(swept)
     }
 
-    /// `workers` threads, each taking the next pair until none is left (the largest
-    /// pairs first, so that the last to finish is a small one); the pairs' own passes
-    /// share rayon's pool. After a failure no new pair starts, and the first failed
-    /// pair in the file's order is the run's error. Returns the pairs in the file's
-    /// order.
+    /// `workers` threads, each taking the next pair in `order` until none is left; the
+    /// pairs' own passes share rayon's pool. After a failure no new pair starts, and
+    /// the first failed pair in the file's order is the run's error. Returns the pairs
+    /// in the file's order.
     fn sweep_at_once<'p>(
         &self,
-        to_sweep: &[&'p PairPlan],
+        (to_sweep, order): (&[&'p PairPlan], &[usize]),
         workers: usize,
         options: &RunOptions,
         bar: &ProgressBar,
     ) -> Result<Vec<SweptPair<'p>>, RunnerError> {
-        let mut order: Vec<usize> = (0..to_sweep.len()).collect();
-        order.sort_by_key(|&i| {
-            Reverse(sweep_pair::cell_count(
-                self.experiment,
-                self.model,
-                to_sweep[i],
-            ))
-        });
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let slots: Vec<Mutex<Option<Result<SweptPair<'p>, RunnerError>>>> =

@@ -1,13 +1,40 @@
 //! Vectorized kernels on f32 slices for actpatch's fused CPU passes and metrics,
 //! written so that the compiler vectorizes them: no branches in the loops, `exp` as a
-//! polynomial, reductions over 8 explicit lanes. Each kernel is compiled twice, for the
-//! x86-64 baseline and with AVX2 (chosen at run time). Neither uses fused
-//! multiply-adds, so both give the same bits on every machine.
+//! polynomial, reductions over 8 explicit lanes. Each kernel is compiled three times,
+//! for the x86-64 baseline, with AVX2 and with AVX-512 (the widest the CPU has is chosen
+//! at run time). None uses fused multiply-adds and every reduction keeps its 8 lanes,
+//! so all three give the same bits on every machine (tested).
 
 /// Lanes of the explicit reductions (one AVX2 register of f32).
 const LANES: usize = 8;
 
-/// Runs `$body` compiled with AVX2 when the CPU has it, else for the baseline target.
+/// The instruction sets a kernel is compiled for, narrowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(not(test), allow(dead_code))]
+enum Tier {
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The widest tier this test thread lets kernels use.
+    static WIDEST: std::cell::Cell<Tier> = const { std::cell::Cell::new(Tier::Avx512) };
+}
+
+/// Whether kernels may use `tier` (always, outside this crate's tests).
+#[inline(always)]
+#[cfg_attr(not(test), allow(unused_variables))]
+fn allowed(tier: Tier) -> bool {
+    #[cfg(test)]
+    return WIDEST.with(|widest| tier <= widest.get());
+    #[cfg(not(test))]
+    true
+}
+
+/// Runs `$body` compiled for the widest of AVX-512, AVX2 and the baseline target that
+/// the CPU has.
 macro_rules! dispatch {
     ($(#[$meta:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
@@ -16,11 +43,24 @@ macro_rules! dispatch {
             fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx2") {
+                if $crate::allowed($crate::Tier::Avx512)
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                {
+                    // SAFETY: the CPU has these AVX-512 subsets (checked just above).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if $crate::allowed($crate::Tier::Avx2) && std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: the CPU has AVX2 (checked just above).
                     return unsafe { avx2($($arg),*) };
                 }
@@ -358,5 +398,55 @@ mod tests {
             (dot(&x, &w) as f64 - x.iter().zip(&w).map(|(a, b)| (a * b) as f64).sum::<f64>()).abs()
                 < 1e-3
         );
+    }
+    /// Every kernel's output under each tier the CPU has, as bits.
+    fn outputs_at(tier: Tier) -> Vec<Vec<u64>> {
+        WIDEST.with(|widest| widest.set(tier));
+        let n = 1003; // not a multiple of any vector width
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 2003) as f32 / 97.0 - 10.0)
+            .collect();
+        let y: Vec<f32> = (0..n)
+            .map(|i| ((i * 104_729) % 997) as f32 / 331.0 - 1.5)
+            .collect();
+        let weights: Vec<f64> = (0..n).map(|i| 1.0 / (1.0 + i as f64)).collect();
+        let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits() as u64).collect::<Vec<u64>>();
+        let mut outputs = Vec::new();
+        let mut out = x.clone();
+        gelu_tanh(&mut out);
+        outputs.push(bits32(&out));
+        gelu_tanh_times(&x, &y, &mut out);
+        outputs.push(bits32(&out));
+        silu_times(&x, &y, &mut out);
+        outputs.push(bits32(&out));
+        layer_norm_row(&x, &y, &x, 1e-5, &mut out);
+        outputs.push(bits32(&out));
+        rms_norm_row(&x, &y, 1e-6, &mut out);
+        outputs.push(bits32(&out));
+        out.copy_from_slice(&y);
+        add_into(&mut out, &x);
+        outputs.push(bits32(&out));
+        gelu_tanh_grad(&x, &y, &mut out);
+        outputs.push(bits32(&out));
+        layer_norm_row_grad(&x, &y, 1e-5, &x, &mut out);
+        outputs.push(bits32(&out));
+        let (lse, dot) = log_sum_exp_and_dot(&x, &weights);
+        outputs.push(vec![lse.to_bits(), dot.to_bits()]);
+        WIDEST.with(|widest| widest.set(Tier::Avx512));
+        outputs
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        let baseline = outputs_at(Tier::Baseline);
+        for tier in [Tier::Avx2, Tier::Avx512] {
+            let got = outputs_at(tier);
+            for (kernel, (got, want)) in got.iter().zip(&baseline).enumerate() {
+                assert!(
+                    got == want,
+                    "kernel {kernel} under {tier:?} differs from the baseline"
+                );
+            }
+        }
     }
 }

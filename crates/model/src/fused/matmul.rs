@@ -104,25 +104,32 @@ pub(crate) fn product(x: &[f32], weight: WeightView, bias: Option<&[f32]>) -> Ve
 }
 
 /// `x` `[rows, in]` (row-major) `@ weight + bias` → `[rows, out]` for a few rows (a
-/// differentiable pass), computed column by column ([`by_columns`]): for a few rows,
-/// faster than [`product`], in another order of sums.
+/// differentiable pass), with the weight read where it lies whichever of its axes is
+/// contiguous: a weight whose outputs are adjacent is gemm's left-hand operand as it
+/// is ([`product`]); one whose inputs are adjacent (a transposed view, the backward
+/// pass of an `[in, out]` weight) goes through a column-major destination
+/// ([`by_columns`]). Either way gemm does not repack it (it would, whole, on every
+/// call, in the other); the two sum in different orders.
 pub(crate) fn product_few_rows(x: &[f32], weight: WeightView, bias: Option<&[f32]>) -> Vec<f32> {
+    if weight.col_stride == 1 {
+        return product(x, weight, bias);
+    }
     // Right-hand row k = input k, column j = output j.
     let rhs = (weight.row_stride, weight.col_stride);
     by_columns(x, (weight.values, rhs), (weight.d_in, weight.d_out), bias)
 }
 
 /// `grad` `[rows, out]` (row-major) `@ weightᵀ` → `[rows, in]`: the gradient of a
-/// linear map's input ([`by_columns`]).
+/// linear map's input ([`product_few_rows`] of the transposed weight).
 pub(crate) fn product_transposed(grad: &[f32], weight: WeightView) -> Vec<f32> {
-    // Right-hand row k = output k, column j = input j.
-    let rhs = (weight.col_stride, weight.row_stride);
-    by_columns(
-        grad,
-        (weight.values, rhs),
-        (weight.d_out, weight.d_in),
-        None,
-    )
+    let transposed = WeightView {
+        values: weight.values,
+        d_in: weight.d_out,
+        d_out: weight.d_in,
+        row_stride: weight.col_stride,
+        col_stride: weight.row_stride,
+    };
+    product_few_rows(grad, transposed, None)
 }
 
 /// `lhs` `[rows, k]` (row-major) `@ rhs` `[k, n]` (values and (row, column) strides)
@@ -210,37 +217,52 @@ mod tests {
         let g: Vec<f32> = (0..rows * d_out)
             .map(|i| ((i * 5) % 19) as f32 / 7.0 - 1.0)
             .collect();
-        let view = WeightView {
-            values: &w,
-            d_in,
-            d_out,
-            row_stride: d_out,
-            col_stride: 1,
-        };
-        let bias: Vec<f32> = (0..d_out).map(|o| o as f32 / 10.0).collect();
-        let want = naive(&x, &w, rows, d_in, d_out);
-        for rows in [rows, 1] {
-            let x = &x[..rows * d_in];
-            for got in [
-                product(x, view, Some(&bias)),
-                product_few_rows(x, view, Some(&bias)),
-            ] {
-                assert_eq!(got.len(), rows * d_out);
-                for (i, (got, want)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (got - want - bias[i % d_out]).abs() < 1e-4,
-                        "{got} vs {want}"
-                    );
-                }
-            }
-        }
-        // grad @ wᵀ = naive(grad, wᵀ).
+        // The same weight stored [in, out] (outputs adjacent) and [out, in] (inputs
+        // adjacent, viewed transposed): each product takes the other path on each.
         let w_t: Vec<f32> = (0..d_out * d_in)
             .map(|j| w[(j % d_in) * d_out + j / d_in])
-            .collect();
-        let want = naive(&g, &w_t, rows, d_out, d_in);
-        for (got, want) in product_transposed(&g, view).iter().zip(&want) {
-            assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+            .collect(); // [out, in]
+        let views = [
+            WeightView {
+                values: &w,
+                d_in,
+                d_out,
+                row_stride: d_out,
+                col_stride: 1,
+            },
+            WeightView {
+                values: &w_t,
+                d_in,
+                d_out,
+                row_stride: 1,
+                col_stride: d_in,
+            },
+        ];
+        let bias: Vec<f32> = (0..d_out).map(|o| o as f32 / 10.0).collect();
+        let want = naive(&x, &w, rows, d_in, d_out);
+        // grad @ wᵀ = naive(grad, wᵀ).
+        let want_transposed = naive(&g, &w_t, rows, d_out, d_in);
+        for view in views {
+            for rows in [rows, 1] {
+                let x = &x[..rows * d_in];
+                for got in [
+                    product(x, view, Some(&bias)),
+                    product_few_rows(x, view, Some(&bias)),
+                ] {
+                    assert_eq!(got.len(), rows * d_out);
+                    for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (got - want - bias[i % d_out]).abs() < 1e-4,
+                            "{got} vs {want}"
+                        );
+                    }
+                }
+            }
+            let got = product_transposed(&g, view);
+            assert_eq!(got.len(), rows * d_in);
+            for (got, want) in got.iter().zip(&want_transposed) {
+                assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+            }
         }
     }
 }

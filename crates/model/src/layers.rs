@@ -203,6 +203,9 @@ impl RmsNorm {
             if let Some(out) = fused::rms_norm(x, &self.weight, self.eps)? {
                 return Ok(out);
             }
+            if let Some(out) = grad::rms_norm(x, &self.weight, self.eps)? {
+                return Ok(out);
+            }
         }
         let scale = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
         let scale = hooks.at(scale_point, scale)?; // [batch, pos, 1]
@@ -242,6 +245,11 @@ pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
 pub fn gated(gate: &Tensor, up: &Tensor, act: Gate) -> Result<Tensor> {
     if let Some(out) = fused::gated(gate, up, act)? {
         return Ok(out);
+    }
+    if act == Gate::Silu {
+        if let Some(out) = grad::silu_times(gate, up)? {
+            return Ok(out);
+        }
     }
     let activated = match act {
         Gate::Silu => gate.silu()?,

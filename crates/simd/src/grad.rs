@@ -50,6 +50,53 @@ dispatch!(
     }
 );
 
+dispatch!(
+    /// The gradient of [`crate::rms_norm_row`]'s input `x` from its output's `grad`:
+    /// with `x̂ = x / scale` and `g = grad · weight`, `out = (g − x̂ · mean(g · x̂)) / scale`.
+    pub fn rms_norm_row_grad(x: &[f32], weight: &[f32], eps: f32, grad: &[f32], out: &mut [f32]) {
+        let n = x.len() as f32;
+        let scale = (sum_squares(x, 0.0) / n + eps).sqrt();
+        let mut gx_lanes = [0f32; LANES];
+        let at = x.len() / LANES * LANES;
+        let chunks =
+            (x.chunks_exact(LANES).zip(weight.chunks_exact(LANES))).zip(grad.chunks_exact(LANES));
+        for ((x, w), g) in chunks {
+            for l in 0..LANES {
+                gx_lanes[l] += g[l] * w[l] * (x[l] / scale);
+            }
+        }
+        let mut gx_sum = gx_lanes.iter().sum::<f32>();
+        for ((x, w), g) in x[at..].iter().zip(&weight[at..]).zip(&grad[at..]) {
+            gx_sum += *g * *w * (*x / scale);
+        }
+        let gx_mean = gx_sum / n;
+        for (((o, x), w), g) in out.iter_mut().zip(x).zip(weight).zip(grad) {
+            *o = (*g * *w - (*x / scale) * gx_mean) / scale;
+        }
+    }
+);
+
+dispatch!(
+    /// The gradients of [`crate::silu_times`]'s inputs from its output's `grad`: with
+    /// `s = 1 / (1 + e^(−gate))`, `silu(gate) = gate · s` and
+    /// `silu'(gate) = s (1 + gate (1 − s))`, so `d_up = grad · gate · s` and
+    /// `d_gate = grad · up · s (1 + gate (1 − s))`.
+    pub fn silu_times_grad(
+        gate: &[f32],
+        up: &[f32],
+        grad: &[f32],
+        d_gate: &mut [f32],
+        d_up: &mut [f32],
+    ) {
+        let inputs = gate.iter().zip(up).zip(grad);
+        for ((((g, u), d), dg), du) in inputs.zip(d_gate.iter_mut()).zip(d_up.iter_mut()) {
+            let s = 1.0 / (1.0 + exp(-*g));
+            *du = *d * (*g * s);
+            *dg = *d * *u * (s * (1.0 + *g * (1.0 - s)));
+        }
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +161,65 @@ mod tests {
                 "{i}: {} vs {want}",
                 out[i]
             );
+        }
+    }
+    fn rms_norm64(x: &[f64], w: &[f32], eps: f64) -> Vec<f64> {
+        let scale = (x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64 + eps).sqrt();
+        x.iter()
+            .zip(w)
+            .map(|(v, w)| v / scale * *w as f64)
+            .collect()
+    }
+
+    #[test]
+    fn rms_norm_grad_is_the_gradient() {
+        let x: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 101) as f32 / 7.0 - 5.0)
+            .collect();
+        let w: Vec<f32> = (0..37).map(|i| 1.0 + i as f32 / 50.0).collect();
+        let grad: Vec<f32> = (0..37)
+            .map(|i| ((i * 31) % 13) as f32 / 6.0 - 1.0)
+            .collect();
+        let mut out = vec![0f32; 37];
+        rms_norm_row_grad(&x, &w, 1e-6, &grad, &mut out);
+        let x64: Vec<f64> = x.iter().map(|v| *v as f64).collect();
+        let loss = |x: &[f64]| -> f64 {
+            let y = rms_norm64(x, &w, 1e-6);
+            y.iter().zip(&grad).map(|(y, g)| y * *g as f64).sum()
+        };
+        for i in 0..37 {
+            let (mut up, mut down, h) = (x64.clone(), x64.clone(), 1e-6);
+            up[i] += h;
+            down[i] -= h;
+            let want = (loss(&up) - loss(&down)) / (2.0 * h);
+            assert!(
+                (out[i] as f64 - want).abs() < 1e-4,
+                "{i}: {} vs {want}",
+                out[i]
+            );
+        }
+    }
+
+    #[test]
+    fn silu_times_grad_is_the_gradient() {
+        let gate: Vec<f32> = (-600..=600).map(|i| i as f32 / 50.0).collect();
+        let up: Vec<f32> = (0..gate.len())
+            .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0)
+            .collect();
+        let grad: Vec<f32> = (0..gate.len()).map(|i| 1.0 + (i % 3) as f32).collect();
+        let (mut d_gate, mut d_up) = (vec![0f32; gate.len()], vec![0f32; gate.len()]);
+        silu_times_grad(&gate, &up, &grad, &mut d_gate, &mut d_up);
+        let silu = |x: f64| x / (1.0 + (-x).exp());
+        for i in 0..gate.len() {
+            let (g, u, d, h) = (gate[i] as f64, up[i] as f64, grad[i] as f64, 1e-5);
+            let want_gate = d * u * (silu(g + h) - silu(g - h)) / (2.0 * h);
+            let want_up = d * silu(g);
+            assert!(
+                (d_gate[i] as f64 - want_gate).abs() < 1e-5 * want_gate.abs().max(1.0),
+                "{g}: {} vs {want_gate}",
+                d_gate[i]
+            );
+            assert!((d_up[i] as f64 - want_up).abs() < 1e-5 * want_up.abs().max(1.0));
         }
     }
 }

@@ -36,7 +36,7 @@ fn allowed(tier: Tier) -> bool {
 /// Runs `$body` compiled for the widest of AVX-512, AVX2 and the baseline target that
 /// the CPU has.
 macro_rules! dispatch {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
@@ -72,7 +72,7 @@ macro_rules! dispatch {
 
 mod grad;
 
-pub use grad::{gelu_tanh_grad, layer_norm_row_grad};
+pub use grad::{gelu_tanh_grad, layer_norm_row_grad, rms_norm_row_grad, silu_times_grad};
 
 /// `e^x` to within 2 ulp (Cephes' `expf`: range reduction by ln 2, a degree-6
 /// polynomial, the exponent set by bits); inputs are clamped to ±87.3, so results stay
@@ -430,6 +430,12 @@ mod tests {
         outputs.push(bits32(&out));
         layer_norm_row_grad(&x, &y, 1e-5, &x, &mut out);
         outputs.push(bits32(&out));
+        rms_norm_row_grad(&x, &y, 1e-6, &x, &mut out);
+        outputs.push(bits32(&out));
+        let mut d_up = vec![0f32; n];
+        silu_times_grad(&x, &y, &y, &mut out, &mut d_up);
+        outputs.push(bits32(&out));
+        outputs.push(bits32(&d_up));
         let (lse, dot) = log_sum_exp_and_dot(&x, &weights);
         outputs.push(vec![lse.to_bits(), dot.to_bits()]);
         WIDEST.with(|widest| widest.set(Tier::Avx512));

@@ -19,7 +19,7 @@ use crate::Result;
 
 /// Rows of at most this many elements in all run on the calling thread: below it, rayon's
 /// hand-off costs more than the second core saves.
-const SERIAL_ELEMENTS: usize = 1 << 14;
+pub(crate) const SERIAL_ELEMENTS: usize = 1 << 14;
 
 /// Whether `tensors` can take a fused kernel: f32 on the CPU, no gradient tracked.
 pub(crate) fn applies(tensors: &[&Tensor]) -> bool {

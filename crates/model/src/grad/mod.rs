@@ -1,6 +1,7 @@
 //! CPU kernels with backward passes, for the forward passes gradients are taken
-//! through (attribution patching): linear maps by constant weights, GELU and
-//! LayerNorm, each one candle custom op instead of a chain of element-wise ops.
+//! through (attribution patching): linear maps by constant weights, GELU, SiLU-gated
+//! products, LayerNorm and RMSNorm, and attention's scores, softmax and weighted
+//! values, each one candle custom op instead of a chain of element-wise ops.
 //!
 //! candle runs element-wise ops on one thread, and its backward pass computes a
 //! gradient for every input of every op (a weight's included, and a buffer of zeros
@@ -11,8 +12,8 @@
 
 mod attention;
 mod elementwise;
-mod layer_norm;
 mod linear;
+mod norm;
 
 use candle_core::{CpuStorage, DType, Layout, Tensor};
 
@@ -21,9 +22,9 @@ use actpatch_hooks::{BlockSite, HookPoint, Hooks};
 use crate::kernels::{softmax_last_dim, Kernels};
 use crate::Result;
 
-pub(crate) use elementwise::gelu_tanh;
-pub(crate) use layer_norm::layer_norm;
+pub(crate) use elementwise::{gelu_tanh, silu_times};
 pub(crate) use linear::linear;
+pub(crate) use norm::{layer_norm, rms_norm};
 
 /// Whether `tensors` take the attention ops: f32 on the CPU.
 fn on_cpu(tensors: &[&Tensor]) -> bool {
@@ -173,6 +174,38 @@ mod tests {
                 .unwrap();
             let pre = normalized.matmul(&w).unwrap().broadcast_add(&b).unwrap();
             pre.gelu().unwrap()
+        };
+        let weights = Tensor::randn(0f32, 1.0, (6, 24), &device).unwrap();
+        let tracked = Var::from_tensor(&x).unwrap();
+        assert!(max_gap(&ours(tracked.as_tensor()), &plain(&x)) < 1e-4);
+        let gap = max_gap(&grad_of(&x, &weights, ours), &grad_of(&x, &weights, plain));
+        assert!(gap < 1e-4, "gradients differ by {gap}");
+    }
+
+    #[test]
+    fn gated_mlp_kernels_give_candles_values_and_gradients() {
+        let device = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (6, 40), &device).unwrap();
+        let w_gate = Tensor::randn(0f32, 0.3, (40, 24), &device).unwrap();
+        let w_up = Tensor::randn(0f32, 0.3, (40, 24), &device).unwrap();
+        let norm_w = Tensor::randn(1f32, 0.1, 40, &device).unwrap();
+        // Kernels of this module: RMSNorm, two linear maps, silu(gate) · up.
+        let ours = |x: &Tensor| {
+            let normalized = rms_norm(x, &norm_w, 1e-6).unwrap().unwrap();
+            let gate = linear(&normalized, &w_gate, None).unwrap().unwrap();
+            let up = linear(&normalized, &w_up, None).unwrap().unwrap();
+            silu_times(&gate, &up).unwrap().unwrap()
+        };
+        // candle's ops.
+        let plain = |x: &Tensor| {
+            let ms = x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+            let scale = (ms + 1e-6).unwrap().sqrt().unwrap();
+            let normalized = (x.broadcast_div(&scale).unwrap())
+                .broadcast_mul(&norm_w)
+                .unwrap();
+            let gate = normalized.matmul(&w_gate).unwrap();
+            let up = normalized.matmul(&w_up).unwrap();
+            (gate.silu().unwrap() * up).unwrap()
         };
         let weights = Tensor::randn(0f32, 1.0, (6, 24), &device).unwrap();
         let tracked = Var::from_tensor(&x).unwrap();

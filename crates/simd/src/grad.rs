@@ -134,35 +134,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn layer_norm_grad_is_the_gradient() {
-        let x: Vec<f32> = (0..37)
-            .map(|i| ((i * 7919) % 101) as f32 / 7.0 - 5.0)
-            .collect();
-        let w: Vec<f32> = (0..37).map(|i| 1.0 + i as f32 / 50.0).collect();
-        let grad: Vec<f32> = (0..37)
-            .map(|i| ((i * 31) % 13) as f32 / 6.0 - 1.0)
-            .collect();
-        let mut out = vec![0f32; 37];
-        layer_norm_row_grad(&x, &w, 1e-5, &grad, &mut out);
-        let x64: Vec<f64> = x.iter().map(|v| *v as f64).collect();
-        // d/dx_i Σ_j grad_j · y_j(x), by central differences.
-        let loss = |x: &[f64]| -> f64 {
-            let y = layer_norm64(x, &w, 1e-5);
-            y.iter().zip(&grad).map(|(y, g)| y * *g as f64).sum()
-        };
-        for i in 0..37 {
-            let (mut up, mut down, h) = (x64.clone(), x64.clone(), 1e-6);
-            up[i] += h;
-            down[i] -= h;
-            let want = (loss(&up) - loss(&down)) / (2.0 * h);
-            assert!(
-                (out[i] as f64 - want).abs() < 1e-4,
-                "{i}: {} vs {want}",
-                out[i]
-            );
-        }
-    }
     fn rms_norm64(x: &[f64], w: &[f32], eps: f64) -> Vec<f64> {
         let scale = (x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64 + eps).sqrt();
         x.iter()
@@ -171,8 +142,12 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn rms_norm_grad_is_the_gradient() {
+    /// Checks a norm's row gradient kernel `grad_row(x, w, grad, out)` against central
+    /// differences of `Σ_j grad_j · norm64(x, w)_j` on one row.
+    fn assert_norm_gradient(
+        grad_row: impl Fn(&[f32], &[f32], &[f32], &mut [f32]),
+        norm64: impl Fn(&[f64], &[f32]) -> Vec<f64>,
+    ) {
         let x: Vec<f32> = (0..37)
             .map(|i| ((i * 7919) % 101) as f32 / 7.0 - 5.0)
             .collect();
@@ -181,10 +156,10 @@ mod tests {
             .map(|i| ((i * 31) % 13) as f32 / 6.0 - 1.0)
             .collect();
         let mut out = vec![0f32; 37];
-        rms_norm_row_grad(&x, &w, 1e-6, &grad, &mut out);
+        grad_row(&x, &w, &grad, &mut out);
         let x64: Vec<f64> = x.iter().map(|v| *v as f64).collect();
         let loss = |x: &[f64]| -> f64 {
-            let y = rms_norm64(x, &w, 1e-6);
+            let y = norm64(x, &w);
             y.iter().zip(&grad).map(|(y, g)| y * *g as f64).sum()
         };
         for i in 0..37 {
@@ -198,6 +173,22 @@ mod tests {
                 out[i]
             );
         }
+    }
+
+    #[test]
+    fn layer_norm_grad_is_the_gradient() {
+        assert_norm_gradient(
+            |x, w, grad, out| layer_norm_row_grad(x, w, 1e-5, grad, out),
+            |x, w| layer_norm64(x, w, 1e-5),
+        );
+    }
+
+    #[test]
+    fn rms_norm_grad_is_the_gradient() {
+        assert_norm_gradient(
+            |x, w, grad, out| rms_norm_row_grad(x, w, 1e-6, grad, out),
+            |x, w| rms_norm64(x, w, 1e-6),
+        );
     }
 
     #[test]

@@ -11,9 +11,7 @@ use crate::{ActivationCache, CacheFilter, HookError, HookPoint, Patch};
 ///
 /// For gradients (attribution patching), a pass can also add a zero [`Var`] at chosen
 /// points ([`Hooks::probing`]): the gradient of a loss with respect to the probe is its
-/// gradient with respect to the activation there. And it can stop the gradient of
-/// chosen batch rows at a point ([`Hooks::stopping`]): the value flows on unchanged,
-/// but no gradient flows back through it (GradDrop).
+/// gradient with respect to the activation there.
 #[derive(Debug, Default)]
 pub struct Hooks<'p> {
     patches: &'p [Patch],
@@ -21,8 +19,6 @@ pub struct Hooks<'p> {
     cache: ActivationCache,
     probe: CacheFilter,
     probes: ActivationCache,
-    /// (point, `[batch]` u8 mask of the rows whose gradient stops there).
-    stops: Vec<(HookPoint, Tensor)>,
 }
 
 impl<'p> Hooks<'p> {
@@ -63,15 +59,6 @@ impl<'p> Hooks<'p> {
         self
     }
 
-    /// Stops the gradient of the batch rows `rows` (`[batch]`, u8: 1 = stop) at `point`:
-    /// those rows flow on as constants. The probe at `point` is added before the stop,
-    /// so in those rows it gets gradient 0 too (the loss no longer depends on the value
-    /// there).
-    pub fn stopping(mut self, point: HookPoint, rows: Tensor) -> Self {
-        self.stops.push((point, rows));
-        self
-    }
-
     /// The probe variables by hook point.
     pub fn probes(&self) -> &ActivationCache {
         &self.probes
@@ -97,31 +84,19 @@ impl<'p> Hooks<'p> {
         if self.filter.wants(&point) {
             self.cache.insert(point, activation.clone());
         }
-        for (_, rows) in self.stops.iter().filter(|(p, _)| *p == point) {
-            let mut shape = vec![1; activation.rank()];
-            shape[0] = rows.dim(0).map_err(tensor_err)?;
-            activation = rows
-                .reshape(shape)
-                .and_then(|m| m.broadcast_as(activation.shape()))
-                .and_then(|m| m.where_cond(&activation.detach(), &activation))
-                .map_err(tensor_err)?;
-        }
         Ok(activation)
     }
 
-    /// Whether [`Hooks::at`] does anything at `point` (patch, record, probe or stop a
-    /// gradient). A model may compute past a point that nothing touches without
+    /// Whether [`Hooks::at`] does anything at `point` (patch, record or probe). A model may compute past a point that nothing touches without
     /// materializing its value (fused kernels).
     pub fn touches(&self, point: HookPoint) -> bool {
         self.alters(point) || self.filter.wants(&point)
     }
 
     /// Whether [`Hooks::at`] may change the value flowing through `point` or its
-    /// gradient (a patch, a probe or a stop), rather than only record it.
+    /// gradient (a patch or a probe), rather than only record it.
     pub fn alters(&self, point: HookPoint) -> bool {
-        self.patches.iter().any(|p| p.point == point)
-            || self.probe.wants(&point)
-            || self.stops.iter().any(|(p, _)| *p == point)
+        self.patches.iter().any(|p| p.point == point) || self.probe.wants(&point)
     }
 
     pub fn cache(&self) -> &ActivationCache {

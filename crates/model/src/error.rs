@@ -113,6 +113,13 @@ pub enum ModelError {
     #[error("device `{spec}` asked for, but this actpatch was built without CUDA support: build it with `just build-cuda` (or `cargo build --release -p actpatch-runner --features cuda` with the CUDA toolkit installed), or use device \"cpu\"")]
     CudaNotBuilt { spec: String },
 
+    #[error("a truncated pass needs one depth per row, in non-increasing order, each at most {n_layers}: got {depths:?} for {rows} rows")]
+    Depths {
+        depths: Vec<usize>,
+        rows: usize,
+        n_layers: usize,
+    },
+
     #[error("a partial forward pass over positions {start}..{} does not fit a prompt of {n_pos} tokens", start + len)]
     Span {
         start: usize,

@@ -42,6 +42,7 @@ mod rotary;
 mod source;
 mod spans;
 mod tokenizer;
+mod truncated;
 mod weights;
 
 use std::path::Path;

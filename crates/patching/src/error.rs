@@ -40,6 +40,9 @@ pub enum PatchingError {
     #[error("`{kind}` needs receivers: sweep it with `path::naive::sweep` or `path::fast::sweep` (in an experiment file, a `[[sweep.paths]]` entry)")]
     NeedsReceivers { kind: PatchKind },
 
+    #[error("attribution: {reason} (a bug in actpatch's pass plan; please report it)")]
+    PassPlan { reason: String },
+
     #[error("internal: cell {cell} of {kind} was not computed")]
     NotComputed { kind: PatchKind, cell: String },
 }

@@ -33,6 +33,8 @@
 //! [`attribute_all`] estimates them together from one pass.
 
 mod first_order;
+mod grad_drop;
+mod gradients;
 mod method;
 mod passes;
 mod plan;
@@ -46,8 +48,8 @@ use candle_core::Tensor;
 
 use crate::{CellIndex, CellResult, DirectedPair, Direction, PatchKind, PatchingError, Result};
 use first_order::{linear, Dense};
+use gradients::{run_passes, Passes};
 pub use method::Method;
-use passes::{run_passes, Passes};
 use plan::{plan, PairRows};
 use sites::Positions;
 

@@ -3,9 +3,11 @@
 //! path — runs as a row of a batched forward pass (rows of prompts of one length share
 //! a batch), which caches every row's activations; one backward pass per batch gives
 //! the gradient of the logit difference of the rows that ask for it. The caches and
-//! the gradients come from the same pass, so no prompt runs twice.
+//! the gradients come from the same pass, so no prompt runs twice. GradDrop's rows
+//! run after, through the blocks below their layers only
+//! ([`super::grad_drop`]).
 
-use actpatch_hooks::{ActivationCache, BlockSite, CacheFilter, HookPoint, Hooks, Patch};
+use actpatch_hooks::{ActivationCache, CacheFilter, HookPoint, Hooks, Patch};
 use actpatch_model::{HookedTransformer, Readout};
 use candle_core::Tensor;
 
@@ -18,9 +20,10 @@ pub(crate) enum Row {
     Plain,
     /// GradDrop's L^ℓ (Kramár et al. 2024): the prompt with layer `l`'s contributions
     /// to the residual stream (`hook_attn_out`, `hook_mlp_out`) held constant in the
-    /// backward pass ([`Hooks::stopping`]). The loss no longer depends on them, so they
-    /// and every activation inside block `l` get gradient 0; the residual stream keeps
-    /// its skip path. The forward values are the plain run's.
+    /// backward pass. The loss no longer depends on them, so they and every activation
+    /// inside block `l` get gradient 0; the residual stream keeps its skip path. The
+    /// forward values are the plain run's ([`super::grad_drop`] computes the gradients from
+    /// the plain row's and a pass through blocks `0..l`).
     DropLayer(usize),
     /// The prompt with its token embeddings (`hook_embed`) moved `alpha` of the way
     /// along input path `path` (integrated gradients).
@@ -62,20 +65,18 @@ pub(crate) struct PassPlan<'a> {
 /// memory until its backward pass (about 1.8 MB per row and position on gpt2-small).
 const ROW_POSITIONS_PER_PASS: usize = 128;
 
-/// What the passes computed.
-pub(crate) struct Passes {
-    /// Per plan row: (pass, row within the pass).
-    at: Vec<(usize, usize)>,
+/// What the full passes computed: every row but GradDrop's.
+pub(crate) struct FullPasses {
+    /// Per plan row: (pass, row within the pass); GradDrop rows get their plain row's.
+    pub at: Vec<(usize, usize)>,
     /// Per pass: the activations at the cache points, `[rows, ...]`.
     caches: Vec<ActivationCache>,
     /// Per pass: the gradients at the probe points, `[rows, ...]` (none without a
     /// loss row).
     grads: Vec<ActivationCache>,
-    /// Forward-pass equivalents: one per row, two more per differentiated row.
-    pub passes: f64,
 }
 
-impl Passes {
+impl FullPasses {
     /// Plan row `row`'s activations at every cache point, `[1, ...]` each.
     pub fn cache_of(&self, row: usize, points: &[HookPoint]) -> Result<ActivationCache> {
         let (pass, r) = self.at[row];
@@ -86,51 +87,50 @@ impl Passes {
         Ok(cache)
     }
 
-    /// The gradients of plan rows `rows` at `point`, `[rows.len(), ...]` in that order.
-    pub fn grads_of(&self, rows: &[usize], point: HookPoint) -> Result<Tensor> {
-        let parts: Vec<Tensor> = rows
-            .iter()
-            .map(|row| {
-                let (pass, r) = self.at[*row];
-                Ok(self.grads[pass].get(point)?.narrow(0, r, 1)?)
-            })
-            .collect::<Result<_>>()?;
-        Ok(Tensor::cat(&parts, 0)?)
+    /// The gradient at `point` of plan row `row` (run in a full pass), `[1, ...]`.
+    pub fn grad(&self, row: usize, point: HookPoint) -> Result<Tensor> {
+        let (pass, r) = self.at[row];
+        Ok(self.grads[pass].get(point)?.narrow(0, r, 1)?)
     }
 }
 
-/// Runs `plan`: its rows grouped by prompt length, in batches of at most
+/// Plan rows `rows` grouped by prompt length, in chunks of at most
 /// [`ROW_POSITIONS_PER_PASS`] rows × positions (at least one row).
-pub(crate) fn run_passes(model: &HookedTransformer, plan: &PassPlan) -> Result<Passes> {
-    let mut lengths: Vec<usize> = plan
-        .rows
-        .iter()
-        .map(|r| plan.prompts[r.prompt].len())
-        .collect();
+pub(crate) fn chunks_by_length(plan: &PassPlan, rows: &[usize]) -> Vec<Vec<usize>> {
+    let length = |i: &usize| plan.prompts[plan.rows[*i].prompt].len();
+    let mut lengths: Vec<usize> = rows.iter().map(length).collect();
     lengths.sort_unstable();
     lengths.dedup();
-    let mut passes = Passes {
+    let mut chunks = Vec::new();
+    for n in lengths {
+        let of_length: Vec<usize> = rows.iter().copied().filter(|i| length(i) == n).collect();
+        let rows_per_pass = (ROW_POSITIONS_PER_PASS / n.max(1)).max(1);
+        chunks.extend(of_length.chunks(rows_per_pass).map(|c| c.to_vec()));
+    }
+    chunks
+}
+
+/// Runs plan rows `rows` (no GradDrop row), grouped by prompt length in batches of at
+/// most [`ROW_POSITIONS_PER_PASS`] rows × positions, probing `grad_points`.
+pub(crate) fn run_full(
+    model: &HookedTransformer,
+    plan: &PassPlan,
+    rows: &[usize],
+    grad_points: &[HookPoint],
+) -> Result<FullPasses> {
+    let mut passes = FullPasses {
         at: vec![(0, 0); plan.rows.len()],
         caches: Vec::new(),
         grads: Vec::new(),
-        passes: 0.0,
     };
-    for length in lengths {
-        let of_length: Vec<usize> = (0..plan.rows.len())
-            .filter(|i| plan.prompts[plan.rows[*i].prompt].len() == length)
-            .collect();
-        let rows_per_pass = (ROW_POSITIONS_PER_PASS / length.max(1)).max(1);
-        for chunk in of_length.chunks(rows_per_pass) {
-            for (r, row) in chunk.iter().enumerate() {
-                passes.at[*row] = (passes.caches.len(), r);
-            }
-            let (cache, grads) = pass(model, plan, chunk)?;
-            passes.caches.push(cache);
-            passes.grads.push(grads);
+    for chunk in chunks_by_length(plan, rows) {
+        for (r, row) in chunk.iter().enumerate() {
+            passes.at[*row] = (passes.caches.len(), r);
         }
+        let (cache, grads) = pass(model, plan, &chunk, grad_points)?;
+        passes.caches.push(cache);
+        passes.grads.push(grads);
     }
-    let differentiated = plan.rows.iter().filter(|r| r.loss).count();
-    passes.passes = (plan.rows.len() + 2 * differentiated) as f64;
     Ok(passes)
 }
 
@@ -140,6 +140,7 @@ fn pass(
     model: &HookedTransformer,
     plan: &PassPlan,
     chunk: &[usize],
+    grad_points: &[HookPoint],
 ) -> Result<(ActivationCache, ActivationCache)> {
     let rows: Vec<PassRow> = chunk.iter().map(|i| plan.rows[*i]).collect();
     let n = rows.len();
@@ -156,19 +157,7 @@ fn pass(
     let differentiated = rows.iter().any(|r| r.loss);
     let mut hooks = Hooks::new(&patches, CacheFilter::only(plan.cache_points.clone()));
     if differentiated {
-        hooks = hooks.probing(CacheFilter::only(plan.grad_points.clone()));
-    }
-    for layer in 0..model.dims().n_layers {
-        let dropped: Vec<u8> = rows
-            .iter()
-            .map(|r| u8::from(r.row == Row::DropLayer(layer)))
-            .collect();
-        if dropped.contains(&1) {
-            let mask = Tensor::from_vec(dropped, n, device)?;
-            for site in [BlockSite::AttnOut, BlockSite::MlpOut] {
-                hooks = hooks.stopping(HookPoint::block(layer, site), mask.clone());
-            }
-        }
+        hooks = hooks.probing(CacheFilter::only(grad_points.to_vec()));
     }
     let logits = model.forward_differentiable(
         &tokens,
@@ -182,7 +171,7 @@ fn pass(
         let weights = Tensor::from_vec(weights, (n, 1), device)?;
         // Rows are independent: the gradient of the sum is each row's own gradient.
         let store = (logit_diff * weights)?.sum_all()?.backward()?;
-        for point in &plan.grad_points {
+        for point in grad_points {
             let probe = hooks.probes().get(*point)?;
             let grad = match store.get(probe) {
                 Some(g) => g.clone(),

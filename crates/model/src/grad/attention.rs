@@ -10,7 +10,7 @@
 use actpatch_simd as simd;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::{values, with_gradient};
+use super::{map_rows, values, zip_rows};
 use crate::fused::for_chunks;
 
 /// Sizes of one attention: batch, positions, query heads, key/value heads, d_head.
@@ -44,6 +44,25 @@ impl Dims {
             kv_heads,
             d_head,
         })
+    }
+
+    /// The sizes of a pattern layout `[batch, head, query, key]` with `kv_heads` key/value
+    /// heads of width `d_head`.
+    fn of_pattern(pattern: &Layout, kv_heads: usize, d_head: usize) -> candle_core::Result<Dims> {
+        let (batch, heads, pos, _) = pattern.shape().dims4()?;
+        Ok(Dims {
+            batch,
+            pos,
+            heads,
+            kv_heads,
+            d_head,
+        })
+    }
+
+    /// Where row `(b, h, t)` (query `t`'s weights over the keys) of a `[batch, head,
+    /// query, key]` pattern starts.
+    fn pattern_row(&self, b: usize, h: usize, t: usize) -> usize {
+        ((b * self.heads + h) * self.pos + t) * self.pos
     }
 
     /// Row `(b, t, h)` of a `[batch, pos, heads, d_head]` tensor.
@@ -137,20 +156,17 @@ impl CustomOp2 for ScoresGrad {
         o_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (g, other) = (values(g_storage, g_layout)?, values(o_storage, o_layout)?);
-        let (batch, heads, pos, _) = g_layout.shape().dims4()?;
-        let d_head = o_layout.shape().dims4()?.3;
-        let kv_heads = self.kv_heads;
-        let d = Dims {
+        let d = Dims::of_pattern(g_layout, self.kv_heads, o_layout.shape().dims4()?.3)?;
+        let Dims {
             batch,
             pos,
             heads,
             kv_heads,
             d_head,
-        };
+        } = d;
         let out_heads = if self.of_queries { heads } else { kv_heads };
         let mut out = vec![0f32; batch * pos * out_heads * d_head];
-        let grad_at =
-            |b: usize, h: usize, t: usize, s: usize| g[((b * heads + h) * pos + t) * pos + s];
+        let grad_at = |b: usize, h: usize, t: usize, s: usize| g[d.pattern_row(b, h, t) + s];
         for_chunks(&mut out, d_head, |row, acc| {
             let (b, p, oh) = (
                 row / (pos * out_heads),
@@ -193,13 +209,10 @@ impl CustomOp1 for Softmax {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = values(storage, layout)?;
-        let width = super::width(layout);
-        let mut out = x.to_vec();
-        for_chunks(&mut out, width, |_, row| {
+        map_rows((storage, layout), |x, row| {
+            row.copy_from_slice(x);
             crate::fused::attention::softmax(row)
-        });
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
+        })
     }
 
     fn bwd(
@@ -229,18 +242,13 @@ impl CustomOp2 for SoftmaxGrad {
         g_storage: &CpuStorage,
         g_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (p, g) = with_gradient(self.name(), (p_storage, p_layout), (g_storage, g_layout))?;
-        let width = super::width(p_layout);
-        let mut out = vec![0f32; p.len()];
-        for_chunks(&mut out, width, |i, row| {
-            let at = i * width..(i + 1) * width;
-            let (p, g) = (&p[at.clone()], &g[at]);
+        let (p, g) = ((p_storage, p_layout), (g_storage, g_layout));
+        zip_rows(self.name(), p, g, |p, g, row| {
             let dot = simd::dot(p, g);
             for ((o, p), g) in row.iter_mut().zip(p).zip(g) {
                 *o = p * (g - dot);
             }
-        });
-        Ok((CpuStorage::F32(out), p_layout.shape().clone()))
+        })
     }
 }
 
@@ -261,19 +269,13 @@ impl CustomOp2 for WeightedValues {
         v_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (p, v) = (values(p_storage, p_layout)?, values(v_storage, v_layout)?);
-        let (batch, heads, pos, _) = p_layout.shape().dims4()?;
         let (_, _, kv_heads, d_head) = v_layout.shape().dims4()?;
-        let d = Dims {
-            batch,
-            pos,
-            heads,
-            kv_heads,
-            d_head,
-        };
+        let d = Dims::of_pattern(p_layout, kv_heads, d_head)?;
+        let (batch, pos, heads) = (d.batch, d.pos, d.heads);
         let mut out = vec![0f32; batch * pos * heads * d_head];
         for_chunks(&mut out, d_head, |row, z| {
             let (b, t, h) = (row / (pos * heads), row / heads % pos, row % heads);
-            let weights = &p[((b * heads + h) * pos + t) * pos..][..pos];
+            let weights = &p[d.pattern_row(b, h, t)..][..pos];
             for (s, weight) in weights.iter().enumerate() {
                 simd::add_scaled(z, *weight, &v[d.row(b, s, kv_heads, d.kv(h))]);
             }
@@ -350,22 +352,20 @@ impl CustomOp2 for ValuesGrad {
         g_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (p, g) = (values(p_storage, p_layout)?, values(g_storage, g_layout)?);
-        let (batch, heads, pos, _) = p_layout.shape().dims4()?;
-        let d_head = g_layout.shape().dims4()?.3;
-        let kv_heads = self.kv_heads;
-        let d = Dims {
+        let d = Dims::of_pattern(p_layout, self.kv_heads, g_layout.shape().dims4()?.3)?;
+        let Dims {
             batch,
             pos,
             heads,
             kv_heads,
             d_head,
-        };
+        } = d;
         let mut out = vec![0f32; batch * pos * kv_heads * d_head];
         for_chunks(&mut out, d_head, |row, acc| {
             let (b, s, kh) = (row / (pos * kv_heads), row / kv_heads % pos, row % kv_heads);
             for h in (0..heads).filter(|h| d.kv(*h) == kh) {
                 for t in 0..pos {
-                    let weight = p[((b * heads + h) * pos + t) * pos + s];
+                    let weight = p[d.pattern_row(b, h, t) + s];
                     simd::add_scaled(acc, weight, &g[d.row(b, t, heads, h)]);
                 }
             }

@@ -5,8 +5,8 @@ use actpatch_simd as simd;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{applies, on_cpu, values, width, with_gradient};
-use crate::fused::{for_chunks, for_rows, SERIAL_ELEMENTS};
+use super::{applies, map_rows, on_cpu, width, with_gradient, zip_rows};
+use crate::fused::SERIAL_ELEMENTS;
 use crate::Result;
 
 /// `gelu_new(x)`, element-wise; backward `grad · gelu_new'(x)` ([`GeluTanhGrad`]).
@@ -22,13 +22,10 @@ impl CustomOp1 for GeluTanh {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = values(storage, layout)?;
-        let mut out = vec![0f32; x.len()];
-        for_rows(x, &mut out, width(layout), |x, o| {
+        map_rows((storage, layout), |x, o| {
             o.copy_from_slice(x);
             simd::gelu_tanh(o);
-        });
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
+        })
     }
 
     fn bwd(&self, x: &Tensor, _out: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -53,18 +50,12 @@ impl CustomOp2 for GeluTanhGrad {
         grad_storage: &CpuStorage,
         grad_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, grad) = with_gradient(
+        zip_rows(
             self.name(),
             (x_storage, x_layout),
             (grad_storage, grad_layout),
-        )?;
-        let w = width(x_layout);
-        let mut out = vec![0f32; x.len()];
-        for_chunks(&mut out, w, |i, o| {
-            let at = i * w..i * w + o.len();
-            simd::gelu_tanh_grad(&x[at.clone()], &grad[at], o);
-        });
-        Ok((CpuStorage::F32(out), x_layout.shape().clone()))
+            simd::gelu_tanh_grad,
+        )
     }
 }
 
@@ -92,18 +83,12 @@ impl CustomOp2 for SiluTimes {
         up_storage: &CpuStorage,
         up_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (gate, up) = with_gradient(
+        zip_rows(
             self.name(),
             (gate_storage, gate_layout),
             (up_storage, up_layout),
-        )?;
-        let w = width(gate_layout);
-        let mut out = vec![0f32; gate.len()];
-        for_chunks(&mut out, w, |i, o| {
-            let at = i * w..i * w + o.len();
-            simd::silu_times(&gate[at.clone()], &up[at], o);
-        });
-        Ok((CpuStorage::F32(out), gate_layout.shape().clone()))
+            simd::silu_times,
+        )
     }
 
     fn bwd(

@@ -15,10 +15,11 @@ mod elementwise;
 mod linear;
 mod norm;
 
-use candle_core::{CpuStorage, DType, Layout, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
 
 use actpatch_hooks::{BlockSite, HookPoint, Hooks};
 
+use crate::fused::{for_chunks, for_rows};
 use crate::kernels::{softmax_last_dim, Kernels};
 use crate::Result;
 
@@ -128,6 +129,37 @@ fn width(layout: &Layout) -> usize {
     layout.dims().last().copied().unwrap_or(1).max(1)
 }
 
+/// `kernel(input row, output row)` over the rows (last axis) of one contiguous input, on
+/// every core when large; the output has the input's shape.
+fn map_rows(
+    (storage, layout): (&CpuStorage, &Layout),
+    kernel: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let x = values(storage, layout)?;
+    let mut out = vec![0f32; x.len()];
+    for_rows(x, &mut out, width(layout), kernel);
+    Ok((CpuStorage::F32(out), layout.shape().clone()))
+}
+
+/// `kernel(row of a, row of b, output row)` over the rows (last axis) of two inputs of
+/// as many values ([`with_gradient`]; `op` names the op in the error), on every core
+/// when large; the output has `a`'s shape.
+fn zip_rows(
+    op: &str,
+    a: (&CpuStorage, &Layout),
+    b: (&CpuStorage, &Layout),
+    kernel: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (shape, w) = (a.1.shape().clone(), width(a.1));
+    let (a, b) = with_gradient(op, a, b)?;
+    let mut out = vec![0f32; a.len()];
+    for_chunks(&mut out, w, |i, o| {
+        let at = i * w..i * w + o.len();
+        kernel(&a[at.clone()], &b[at], o);
+    });
+    Ok((CpuStorage::F32(out), shape))
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Var, D};
@@ -139,6 +171,22 @@ mod tests {
         let x = Var::from_tensor(x).unwrap();
         let loss = (f(x.as_tensor()) * weights).unwrap().sum_all().unwrap();
         loss.backward().unwrap().get(x.as_tensor()).unwrap().clone()
+    }
+
+    /// `ours` and `plain` agree at `x` (with a gradient tracked through it) within
+    /// `tolerance`, and so do the gradients of `Σ weights · f(x)`.
+    fn assert_values_and_gradients_agree(
+        x: &Tensor,
+        weights: &Tensor,
+        ours: impl Fn(&Tensor) -> Tensor,
+        plain: impl Fn(&Tensor) -> Tensor,
+        tolerance: f32,
+    ) {
+        let tracked = Var::from_tensor(x).unwrap();
+        let gap = max_gap(&ours(tracked.as_tensor()), &plain(x));
+        assert!(gap < tolerance, "values differ by {gap}");
+        let gap = max_gap(&grad_of(x, weights, &ours), &grad_of(x, weights, &plain));
+        assert!(gap < tolerance, "gradients differ by {gap}");
     }
 
     fn max_gap(a: &Tensor, b: &Tensor) -> f32 {
@@ -176,10 +224,7 @@ mod tests {
             pre.gelu().unwrap()
         };
         let weights = Tensor::randn(0f32, 1.0, (6, 24), &device).unwrap();
-        let tracked = Var::from_tensor(&x).unwrap();
-        assert!(max_gap(&ours(tracked.as_tensor()), &plain(&x)) < 1e-4);
-        let gap = max_gap(&grad_of(&x, &weights, ours), &grad_of(&x, &weights, plain));
-        assert!(gap < 1e-4, "gradients differ by {gap}");
+        assert_values_and_gradients_agree(&x, &weights, ours, plain, 1e-4);
     }
 
     #[test]
@@ -208,10 +253,7 @@ mod tests {
             (gate.silu().unwrap() * up).unwrap()
         };
         let weights = Tensor::randn(0f32, 1.0, (6, 24), &device).unwrap();
-        let tracked = Var::from_tensor(&x).unwrap();
-        assert!(max_gap(&ours(tracked.as_tensor()), &plain(&x)) < 1e-4);
-        let gap = max_gap(&grad_of(&x, &weights, ours), &grad_of(&x, &weights, plain));
-        assert!(gap < 1e-4, "gradients differ by {gap}");
+        assert_values_and_gradients_agree(&x, &weights, ours, plain, 1e-4);
     }
 
     #[test]
@@ -267,9 +309,6 @@ mod tests {
         };
         let x = Tensor::cat(&[&q, &k, &v], 2).unwrap();
         let weights = Tensor::randn(0f32, 1.0, (batch, pos, heads, d_head), &device).unwrap();
-        let tracked = Var::from_tensor(&x).unwrap();
-        assert!(max_gap(&ours(tracked.as_tensor()), &plain(&x)) < 1e-5);
-        let gap = max_gap(&grad_of(&x, &weights, ours), &grad_of(&x, &weights, plain));
-        assert!(gap < 1e-5, "gradients differ by {gap}");
+        assert_values_and_gradients_agree(&x, &weights, ours, plain, 1e-5);
     }
 }

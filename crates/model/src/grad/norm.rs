@@ -5,8 +5,7 @@
 use actpatch_simd as simd;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::{applies, constant, values, width, with_gradient};
-use crate::fused::{for_chunks, for_rows};
+use super::{applies, constant, map_rows, width, zip_rows};
 use crate::Result;
 
 /// Which norm, with what only LayerNorm has.
@@ -35,18 +34,15 @@ impl CustomOp1 for FrozenNorm {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = values(storage, layout)?;
-        let mut out = vec![0f32; x.len()];
         let (weight, eps) = (&self.weight[..], self.eps);
         match &self.norm {
-            Norm::Layer { bias } => for_rows(x, &mut out, width(layout), |x, o| {
+            Norm::Layer { bias } => map_rows((storage, layout), |x, o| {
                 simd::layer_norm_row(x, weight, bias, eps, o)
             }),
-            Norm::Rms => for_rows(x, &mut out, width(layout), |x, o| {
+            Norm::Rms => map_rows((storage, layout), |x, o| {
                 simd::rms_norm_row(x, weight, eps, o)
             }),
         }
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _out: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -74,26 +70,21 @@ impl CustomOp2 for NormGrad<'_> {
         grad_storage: &CpuStorage,
         grad_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, grad) = with_gradient(
-            self.name(),
-            (x_storage, x_layout),
-            (grad_storage, grad_layout),
-        )?;
         let w = width(x_layout);
         let FrozenNorm { norm, weight, eps } = self.0;
         if weight.len() != w {
             candle_core::bail!("{}: {} weights for rows of {w}", self.name(), weight.len());
         }
-        let mut out = vec![0f32; x.len()];
-        for_chunks(&mut out, w, |i, o| {
-            let at = i * w..(i + 1) * w;
-            let (x, grad) = (&x[at.clone()], &grad[at]);
-            match norm {
+        let x = (x_storage, x_layout);
+        zip_rows(
+            self.name(),
+            x,
+            (grad_storage, grad_layout),
+            |x, grad, o| match norm {
                 Norm::Layer { .. } => simd::layer_norm_row_grad(x, weight, *eps, grad, o),
                 Norm::Rms => simd::rms_norm_row_grad(x, weight, *eps, grad, o),
-            }
-        });
-        Ok((CpuStorage::F32(out), x_layout.shape().clone()))
+            },
+        )
     }
 }
 

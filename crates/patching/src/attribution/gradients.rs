@@ -5,7 +5,7 @@ use actpatch_hooks::{ActivationCache, HookPoint};
 use actpatch_model::HookedTransformer;
 use candle_core::Tensor;
 
-use super::grad_drop::{self, Drops};
+use super::grad_drop::{self, DropRow, Drops};
 use super::passes::{run_full, FullPasses, PassPlan, Row};
 use crate::Result;
 
@@ -22,14 +22,19 @@ impl Passes {
     /// Plan row `row`'s activations at every cache point, `[1, ...]` each (a GradDrop
     /// row's are its plain row's).
     pub fn cache_of(&self, row: usize, points: &[HookPoint]) -> Result<ActivationCache> {
+        let row = self.drop_row(row).map_or(row, |drop| drop.plain);
         self.full.cache_of(row, points)
+    }
+
+    fn drop_row(&self, row: usize) -> Option<DropRow> {
+        self.drops.rows.get(row).copied().flatten()
     }
 
     /// The gradients of plan rows `rows` at `point`, `[rows.len(), ...]` in that order.
     pub fn grads_of(&self, rows: &[usize], point: HookPoint) -> Result<Tensor> {
         let parts: Vec<Tensor> = rows
             .iter()
-            .map(|row| match self.drops.rows.get(*row).copied().flatten() {
+            .map(|row| match self.drop_row(*row) {
                 Some(drop) => self.drops.grad(&self.full, &drop, point),
                 None => self.full.grad(*row, point),
             })
@@ -51,13 +56,8 @@ pub(crate) fn run_passes(model: &HookedTransformer, plan: &PassPlan) -> Result<P
             }
         }
     }
-    let mut full = run_full(model, plan, &full_rows, &grad_points)?;
+    let full = run_full(model, plan, &full_rows, &grad_points)?;
     let drops = grad_drop::run(model, plan, &dropped, &full)?;
-    for (row, drop) in drops.rows.iter().enumerate() {
-        if let Some(drop) = drop {
-            full.at[row] = full.at[drop.plain]; // the same forward values
-        }
-    }
     let differentiated = full_rows.iter().filter(|i| plan.rows[**i].loss).count();
     let passes = (full_rows.len() + 2 * differentiated) as f64 + drops.passes;
     Ok(Passes {

@@ -67,8 +67,8 @@ const ROW_POSITIONS_PER_PASS: usize = 128;
 
 /// What the full passes computed: every row but GradDrop's.
 pub(crate) struct FullPasses {
-    /// Per plan row: (pass, row within the pass); GradDrop rows get their plain row's.
-    pub at: Vec<(usize, usize)>,
+    /// Per plan row: (pass, row within the pass); unused for GradDrop rows.
+    at: Vec<(usize, usize)>,
     /// Per pass: the activations at the cache points, `[rows, ...]`.
     caches: Vec<ActivationCache>,
     /// Per pass: the gradients at the probe points, `[rows, ...]` (none without a

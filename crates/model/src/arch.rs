@@ -16,6 +16,7 @@ use actpatch_hooks::{BlockSite, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
 
 use crate::attention::{AttentionSpec, Frame, KvPrefix};
+use crate::edges::ReceiverInputs;
 use crate::{ModelDims, Readout, Result};
 
 pub(crate) trait ArchModel: Send + Sync {
@@ -76,6 +77,30 @@ pub(crate) trait ArchModel: Send + Sync {
         resid_pre: &Tensor,
         frame: &Frame,
     ) -> Result<(Tensor, Tensor)>;
+
+    /// Block `layer` from position 0 with each receiver reading its own input
+    /// ([`crate::edges`]): `[batch, pos, d_model]` → `[batch, pos, d_model]`. Families
+    /// without an edge graph say so.
+    fn block_forward_edges(
+        &self,
+        _layer: usize,
+        _resid_pre: Tensor,
+        _frame: &Frame,
+        _inputs: &ReceiverInputs,
+        _hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        Err(crate::ModelError::NoEdgeGraph {
+            arch: self.dims().arch.name(),
+        })
+    }
+
+    /// Each head's output into the residual stream (`attn.hook_result`) from layer
+    /// `layer`'s `z`: `[batch, pos, head, d_head]` → `[batch, pos, head, d_model]`.
+    fn head_results(&self, _layer: usize, _z: &Tensor) -> Result<Tensor> {
+        Err(crate::ModelError::NoEdgeGraph {
+            arch: self.dims().arch.name(),
+        })
+    }
 
     /// Final norm and unembedding of `[batch, len, d_model]`.
     fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor>;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
+use crate::edges::{head_results, norm_per_head, per_head_input, project_per_head, ReceiverInputs};
 use crate::layers::{add, embed_rows, LayerNorm, Linear, NormSite};
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
@@ -132,48 +133,98 @@ impl Block {
     }
 
     /// `[batch, pos, d_model]` → `[batch, pos, d_model]`, the rows holding the
-    /// positions of `frame`, after `prefix`'s keys and values.
+    /// positions of `frame`, after `prefix`'s keys and values; with `inputs`, each
+    /// receiver reads its own input ([`crate::edges`]).
     fn forward(
         &self,
         resid_pre: Tensor,
         frame: &Frame,
         prefix: Option<&KvPrefix>,
+        inputs: Option<&ReceiverInputs>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let at = |site| HookPoint::block(self.layer, site);
-        let (batch, pos, d_model) = resid_pre.dims3()?;
-        let head_shape = (batch, pos, self.n_heads, self.d_head);
-
         let resid_pre = hooks.at(at(BlockSite::ResidPre), resid_pre)?;
-        let normalized = self
-            .ln1
-            .forward(&resid_pre, hooks, NormSite::Ln1(self.layer))?;
-        let qkv = self.c_attn.forward(&normalized)?; // [batch, pos, 3 * d_model]
-        let q = hooks.at(
-            at(BlockSite::Q),
-            qkv.narrow(2, 0, d_model)?.reshape(head_shape)?,
-        )?;
-        let k = hooks.at(
-            at(BlockSite::K),
-            qkv.narrow(2, d_model, d_model)?.reshape(head_shape)?,
-        )?;
-        let v = hooks.at(
-            at(BlockSite::V),
-            qkv.narrow(2, 2 * d_model, d_model)?.reshape(head_shape)?,
-        )?;
+        let (q, k, v) = match inputs.filter(|i| i.splits_attention()) {
+            Some(inputs) => self.split_qkv(&resid_pre, inputs, hooks)?,
+            None => self.qkv(&resid_pre, hooks)?,
+        };
+        let q = hooks.at(at(BlockSite::Q), q)?; // [batch, pos, head, d_head]
+        let k = hooks.at(at(BlockSite::K), k)?;
+        let v = hooks.at(at(BlockSite::V), v)?;
         let z = self.spec.attend(&q, &k, &v, frame, prefix, hooks)?; // [batch, pos, head, d_head]
         let attn_out = hooks.at(at(BlockSite::AttnOut), attention_output(&z, &self.c_proj)?)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?;
 
+        let mlp_in = match inputs.and_then(|i| i.mlp.as_ref()) {
+            Some(delta) => add(&resid_mid, delta)?, // hook_mlp_in
+            None => resid_mid.clone(),
+        };
         let normalized = self
             .ln2
-            .forward(&resid_mid, hooks, NormSite::Ln2(self.layer))?;
+            .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;
         let mlp_post = self
             .c_fc
             .forward_gelu(&normalized, hooks, at(BlockSite::MlpPre))?; // gelu_new (tanh) of hook_pre
         let mlp_post = hooks.at(at(BlockSite::MlpPost), mlp_post)?;
         let mlp_out = hooks.at(at(BlockSite::MlpOut), self.mlp_proj.forward(&mlp_post)?)?;
         Ok(hooks.at(at(BlockSite::ResidPost), add(&resid_mid, &mlp_out)?)?)
+    }
+
+    /// Queries, keys and values of the residual stream `[batch, pos, d_model]`, each
+    /// `[batch, pos, head, d_head]` (not yet through their hooks).
+    fn qkv(&self, resid_pre: &Tensor, hooks: &mut Hooks) -> Result<(Tensor, Tensor, Tensor)> {
+        let (batch, pos, d_model) = resid_pre.dims3()?;
+        let head_shape = (batch, pos, self.n_heads, self.d_head);
+        let normalized = self
+            .ln1
+            .forward(resid_pre, hooks, NormSite::Ln1(self.layer))?;
+        let qkv = self.c_attn.forward(&normalized)?; // [batch, pos, 3 * d_model]
+        let part = |i: usize| -> Result<Tensor> {
+            Ok(qkv.narrow(2, i * d_model, d_model)?.reshape(head_shape)?)
+        };
+        Ok((part(0)?, part(1)?, part(2)?))
+    }
+
+    /// [`Block::qkv`] with each head's query, key and value reading its own input where
+    /// `inputs` has one (the first norm's hooks see only the shared stream).
+    fn split_qkv(
+        &self,
+        resid_pre: &Tensor,
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let all_split = inputs.q.is_some() && inputs.k.is_some() && inputs.v.is_some();
+        let shared = match all_split {
+            true => None,
+            false => Some(self.qkv(resid_pre, hooks)?),
+        };
+        let d_model = resid_pre.dim(2)?;
+        let split = |delta: Option<&Tensor>, i: usize| -> Result<Tensor> {
+            let Some(delta) = delta else {
+                let (q, k, v) = shared
+                    .as_ref()
+                    .ok_or(ModelError::NoEdgeGraph { arch: "gpt2" })?;
+                return Ok([q, k, v][i].clone());
+            };
+            let x = per_head_input(resid_pre, delta)?; // [batch, pos, head, d_model]
+            let normalized = norm_per_head(&x, |rows| {
+                self.ln1
+                    .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
+            })?;
+            project_per_head(
+                &self.c_attn,
+                &normalized,
+                i * d_model,
+                self.n_heads,
+                self.d_head,
+            )
+        };
+        Ok((
+            split(inputs.q.as_ref(), 0)?,
+            split(inputs.k.as_ref(), 1)?,
+            split(inputs.v.as_ref(), 2)?,
+        ))
     }
 }
 
@@ -267,7 +318,7 @@ impl ArchModel for Gpt2 {
         prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
-        self.blocks[layer].forward(resid_pre, frame, prefix, hooks)
+        self.blocks[layer].forward(resid_pre, frame, prefix, None, hooks)
     }
 
     /// Block `layer`'s keys and values at the rows' positions (see [`Block::keys_values`]).
@@ -278,6 +329,21 @@ impl ArchModel for Gpt2 {
         _frame: &Frame,
     ) -> Result<(Tensor, Tensor)> {
         self.blocks[layer].keys_values(resid_pre)
+    }
+
+    fn block_forward_edges(
+        &self,
+        layer: usize,
+        resid_pre: Tensor,
+        frame: &Frame,
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.blocks[layer].forward(resid_pre, frame, None, Some(inputs), hooks)
+    }
+
+    fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
+        head_results(z, &self.blocks[layer].c_proj)
     }
 
     /// Final LayerNorm and unembedding of the residual stream `[batch, len, d_model]`.

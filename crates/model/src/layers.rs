@@ -56,6 +56,16 @@ impl Linear {
         Ok(linear)
     }
 
+    /// The weight, `[in, out]`.
+    pub(crate) fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias, `[out]`.
+    pub(crate) fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     /// `[batch, pos, in]` → `[batch, pos, out]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(out) = fused::linear(x, &self.weight, self.bias.as_ref())? {

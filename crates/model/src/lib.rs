@@ -24,6 +24,7 @@ mod allocator;
 mod arch;
 mod attention;
 mod device;
+pub mod edges;
 mod error;
 mod fused;
 mod gemma2;
@@ -55,6 +56,7 @@ pub use allocator::keep_large_buffers_in_heap;
 use arch::ArchModel;
 pub use attention::AttentionSpec;
 pub use device::DeviceSpec;
+pub use edges::{EdgeInputs, ReceiverInputs};
 pub use error::{ModelError, Result};
 use kernels::Kernels;
 pub use partial::{BaseRun, Span};
@@ -293,6 +295,56 @@ impl HookedTransformer {
             resid = self.arch.block_forward(layer, resid, &frame, None, hooks)?;
         }
         self.arch.readout(&resid, hooks, readout)
+    }
+
+    /// tokens `[batch, pos]` → logits with every receiver of the edge graph reading
+    /// its own input where `inputs` says so ([`edges`]); `differentiable` runs the
+    /// kernels gradients can be taken through. Errors for families without an edge
+    /// graph ([`ModelError::NoEdgeGraph`]).
+    pub fn forward_edges(
+        &self,
+        tokens: &Tensor,
+        hooks: &mut Hooks,
+        readout: Readout,
+        inputs: &EdgeInputs,
+        differentiable: bool,
+    ) -> Result<Tensor> {
+        let (_, pos) = tokens.dims2()?;
+        let kernels = match differentiable {
+            true => Kernels::Differentiable,
+            false => Kernels::Fused,
+        };
+        let mut resid = self.arch.embed(tokens, hooks)?; // [batch, pos, d_model]
+        let frame = self
+            .arch
+            .frame(0, pos, tokens.device())?
+            .with_kernels(kernels);
+        let n_layers = self.dims().n_layers;
+        for layer in 0..n_layers {
+            resid = match inputs.layer(layer) {
+                Some(receivers) => {
+                    (self.arch).block_forward_edges(layer, resid, &frame, receivers, hooks)?
+                }
+                None => self.arch.block_forward(layer, resid, &frame, None, hooks)?,
+            };
+        }
+        if let Some(delta) = &inputs.logits {
+            resid = layers::add(&resid, delta)?; // the logits' own input
+        }
+        self.arch.readout(&resid, hooks, readout)
+    }
+
+    /// Whether this model's family has an edge graph ([`edges`]).
+    pub fn has_edge_graph(&self) -> bool {
+        matches!(self.dims().arch, Architecture::Gpt2 | Architecture::Llama)
+    }
+
+    /// Each head's output into the residual stream (TransformerLens's
+    /// `attn.hook_result`, without the output bias) from layer `layer`'s `hook_z`:
+    /// `[batch, pos, head, d_head]` → `[batch, pos, head, d_model]`.
+    pub fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
+        self.check_layer(layer)?;
+        self.arch.head_results(layer, z)
     }
 
     pub(crate) fn check_layer(&self, layer: usize) -> Result<()> {

@@ -19,6 +19,9 @@ use serde::Deserialize;
 
 use crate::arch::{default_feeds_keys_values, ArchModel};
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
+use crate::edges::{
+    head_results, norm_per_head, per_head_input, project_per_head, ungroup_heads, ReceiverInputs,
+};
 use crate::layers::{add, embed_rows, gated, Gate, Linear, NormSite, RmsNorm};
 use crate::rope::RopeConfig;
 use crate::rotary::Rotary;
@@ -298,31 +301,28 @@ impl Block {
     }
 
     /// `[batch, pos, d_model]` → `[batch, pos, d_model]`, the rows holding the
-    /// positions of `frame`, after `prefix`'s keys (rotated) and values.
+    /// positions of `frame`, after `prefix`'s keys (rotated) and values; with
+    /// `inputs`, each receiver reads its own input ([`crate::edges`]).
     fn forward(
         &self,
         resid_pre: Tensor,
         frame: &Frame,
         prefix: Option<&KvPrefix>,
+        inputs: Option<&ReceiverInputs>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let rotary = frame.rotary()?;
         let at = |site| HookPoint::block(self.layer, site);
-        let (batch, pos, _) = resid_pre.dims3()?;
-        let q_shape = (batch, pos, self.n_heads, self.d_head);
-        let kv_shape = (batch, pos, self.n_kv_heads, self.d_head);
-        let (attn, mlp) = (&self.attn, &self.mlp);
+        let mlp = &self.mlp;
 
         let resid_pre = hooks.at(at(BlockSite::ResidPre), resid_pre)?;
-        let normalized = self
-            .ln1
-            .forward(&resid_pre, hooks, NormSite::Ln1(self.layer))?;
-        let q = attn.q_proj.forward(&normalized)?.reshape(q_shape)?;
-        let k = attn.k_proj.forward(&normalized)?.reshape(kv_shape)?;
-        let v = attn.v_proj.forward(&normalized)?.reshape(kv_shape)?;
+        let (q, k, v) = match inputs.filter(|i| i.splits_attention()) {
+            Some(inputs) => self.split_qkv(&resid_pre, inputs, hooks)?,
+            None => self.qkv(&resid_pre, hooks)?,
+        };
         let q = hooks.at(at(BlockSite::Q), q)?; // [batch, pos, head, d_head]
-        let k = hooks.at(at(BlockSite::K), k)?; // [batch, pos, kv_head, d_head]
-        let v = hooks.at(at(BlockSite::V), v)?; // [batch, pos, kv_head, d_head]
+        let k = hooks.at(at(BlockSite::K), k)?; // [batch, pos, kv_head, d_head] (head when split)
+        let v = hooks.at(at(BlockSite::V), v)?; // [batch, pos, kv_head, d_head] (head when split)
         let (q, k) = match &self.qk_norm {
             Some((q_norm, k_norm)) => (
                 q_norm.forward(&q, hooks, NormSite::QNorm(self.layer))?,
@@ -333,19 +333,81 @@ impl Block {
         let rot_q = hooks.at(at(BlockSite::RotQ), rotary.apply(&q)?)?;
         let rot_k = hooks.at(at(BlockSite::RotK), rotary.apply(&k)?)?;
         let z = self.spec.attend(&rot_q, &rot_k, &v, frame, prefix, hooks)?; // [batch, pos, head, d_head]
-        let attn_out = attention_output(&z, &attn.o_proj)?;
+        let attn_out = attention_output(&z, &self.attn.o_proj)?;
         let attn_out = hooks.at(at(BlockSite::AttnOut), attn_out)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?;
 
+        let mlp_in = match inputs.and_then(|i| i.mlp.as_ref()) {
+            Some(delta) => add(&resid_mid, delta)?, // hook_mlp_in
+            None => resid_mid.clone(),
+        };
         let normalized = self
             .ln2
-            .forward(&resid_mid, hooks, NormSite::Ln2(self.layer))?;
+            .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;
         let gate = hooks.at(at(BlockSite::MlpPre), mlp.gate_proj.forward(&normalized)?)?;
         let up = mlp.up_proj.forward(&normalized)?;
         let up = hooks.at(at(BlockSite::MlpPreLinear), up)?;
         let mlp_post = hooks.at(at(BlockSite::MlpPost), gated(&gate, &up, Gate::Silu)?)?; // [batch, pos, d_mlp]
         let mlp_out = hooks.at(at(BlockSite::MlpOut), mlp.down_proj.forward(&mlp_post)?)?;
         Ok(hooks.at(at(BlockSite::ResidPost), add(&resid_mid, &mlp_out)?)?)
+    }
+
+    /// Queries `[batch, pos, head, d_head]`, keys and values `[batch, pos, kv_head,
+    /// d_head]` of the residual stream (before their hooks, norms and rotary).
+    fn qkv(&self, resid_pre: &Tensor, hooks: &mut Hooks) -> Result<(Tensor, Tensor, Tensor)> {
+        let (batch, pos, _) = resid_pre.dims3()?;
+        let q_shape = (batch, pos, self.n_heads, self.d_head);
+        let kv_shape = (batch, pos, self.n_kv_heads, self.d_head);
+        let attn = &self.attn;
+        let normalized = self
+            .ln1
+            .forward(resid_pre, hooks, NormSite::Ln1(self.layer))?;
+        let q = attn.q_proj.forward(&normalized)?.reshape(q_shape)?;
+        let k = attn.k_proj.forward(&normalized)?.reshape(kv_shape)?;
+        let v = attn.v_proj.forward(&normalized)?.reshape(kv_shape)?;
+        Ok((q, k, v))
+    }
+
+    /// [`Block::qkv`] with each query head's query, key and value reading its own input
+    /// where `inputs` has one; keys and values then per query head (ungrouped), all
+    /// `[batch, pos, head, d_head]`.
+    fn split_qkv(
+        &self,
+        resid_pre: &Tensor,
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let all_split = inputs.q.is_some() && inputs.k.is_some() && inputs.v.is_some();
+        let shared = match all_split {
+            true => None,
+            false => Some(self.qkv(resid_pre, hooks)?),
+        };
+        let attn = &self.attn;
+        let projections = [
+            (&attn.q_proj, self.n_heads),
+            (&attn.k_proj, self.n_kv_heads),
+            (&attn.v_proj, self.n_kv_heads),
+        ];
+        let split = |delta: Option<&Tensor>, i: usize| -> Result<Tensor> {
+            let Some(delta) = delta else {
+                let (q, k, v) = shared
+                    .as_ref()
+                    .ok_or(ModelError::NoEdgeGraph { arch: "llama" })?;
+                return ungroup_heads([q, k, v][i], self.n_heads);
+            };
+            let x = per_head_input(resid_pre, delta)?; // [batch, pos, head, d_model]
+            let normalized = norm_per_head(&x, |rows| {
+                self.ln1
+                    .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
+            })?;
+            let (linear, src_heads) = projections[i];
+            project_per_head(linear, &normalized, 0, src_heads, self.d_head)
+        };
+        Ok((
+            split(inputs.q.as_ref(), 0)?,
+            split(inputs.k.as_ref(), 1)?,
+            split(inputs.v.as_ref(), 2)?,
+        ))
     }
 }
 
@@ -458,7 +520,7 @@ impl ArchModel for Llama {
         prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
-        self.blocks[layer].forward(resid_pre, frame, prefix, hooks)
+        self.blocks[layer].forward(resid_pre, frame, prefix, None, hooks)
     }
 
     /// Block `layer`'s keys (rotated) and values at the positions of `frame`.
@@ -469,6 +531,21 @@ impl ArchModel for Llama {
         frame: &Frame,
     ) -> Result<(Tensor, Tensor)> {
         self.blocks[layer].keys_values(resid_pre, frame)
+    }
+
+    fn block_forward_edges(
+        &self,
+        layer: usize,
+        resid_pre: Tensor,
+        frame: &Frame,
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.blocks[layer].forward(resid_pre, frame, None, Some(inputs), hooks)
+    }
+
+    fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
+        head_results(z, &self.blocks[layer].attn.o_proj)
     }
 
     /// Final RMSNorm and unembedding of the residual stream `[batch, len, d_model]`.

@@ -5,6 +5,7 @@
 pub mod accuracy;
 pub mod atomic;
 pub mod compare_table;
+pub mod edges;
 mod error;
 mod figure;
 pub mod heatmap;
@@ -18,6 +19,7 @@ pub mod tables;
 
 pub use accuracy::{AccuracyRow, Agreement};
 pub use compare_table::CompareRow;
+pub use edges::EdgeRow;
 pub use error::{ReportError, Result};
 pub use heatmap::{Heatmap, ImageFormat};
 pub use markdown::{ConceptSection, FigureSection, ReferencePair, RunReport};

@@ -42,6 +42,8 @@ pub struct RunReport {
     pub accuracy: Vec<crate::AccuracyRow>,
     /// Its scatter plots, one per kind.
     pub accuracy_figures: Vec<FigureSection>,
+    /// The "Circuits" section (edge scores, [`crate::edges::render_section`]), or empty.
+    pub circuits: String,
 }
 
 /// One concept: its pairs, where its effect sits, its heatmaps with intervals.
@@ -103,6 +105,7 @@ impl RunReport {
             .map(|f| (f.heading.clone(), f.image.clone()))
             .collect();
         md.push_str(&crate::accuracy::render_section(&self.accuracy, &scatters));
+        md.push_str(&self.circuits);
         self.render_figures(&mut md);
         md
     }

@@ -36,6 +36,14 @@ pub enum RunnerError {
         source: Box<actpatch_patching::PatchingError>,
     },
 
+    /// Edge attribution failed while the run was under way.
+    #[error("the circuit computation failed while {during}: {source}")]
+    Circuit {
+        during: String,
+        // Boxed: candle's error is large.
+        source: Box<actpatch_circuits::CircuitError>,
+    },
+
     /// An output could not be written. `resume`: the run folder whose finished part
     /// is kept for `actpatch run --resume`.
     #[error("{source}{}", resume.as_ref().map(|dir| format!("\n  What was finished is kept: fix the cause, then finish the run with `actpatch run --resume {}`.", dir.display())).unwrap_or_default())]
@@ -70,6 +78,7 @@ impl RunnerError {
         match self {
             RunnerError::Input(_) | RunnerError::Model(_) | RunnerError::Read(_) => 2,
             RunnerError::Compute { .. }
+            | RunnerError::Circuit { .. }
             | RunnerError::Write { .. }
             | RunnerError::NoPairPassed(_)
             | RunnerError::ShardsMissing(_)

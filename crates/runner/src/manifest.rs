@@ -54,6 +54,13 @@ pub struct Manifest {
     pub costs: Vec<CostRecord>,
     /// Gaussian-noise corruption, when any pair used it.
     pub corruption: Option<CorruptionRecord>,
+    /// `[circuit]`: seconds the edge scores took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_seconds: Option<f64>,
+    /// `[circuit]`: the circuit files (the EAP-IG library's graph JSON), relative to
+    /// the run folder.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub circuit_files: Vec<String>,
 }
 
 /// `[corruption]` as the run's Gaussian-noise pairs used it.

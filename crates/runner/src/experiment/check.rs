@@ -117,6 +117,9 @@ impl Experiment {
             }
         }
         self.check_methods()?;
+        if let Some(circuit) = &self.circuit {
+            circuit.resolve()?;
+        }
         let statistics = &self.statistics;
         if statistics.bootstrap == 0 || !(statistics.level > 0.0 && statistics.level < 1.0) {
             return Err(format!(

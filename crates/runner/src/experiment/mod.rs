@@ -5,6 +5,7 @@
 //! file's folder.
 
 mod check;
+pub mod circuit;
 pub mod corruption;
 pub mod datasets;
 mod paths;
@@ -18,6 +19,7 @@ use actpatch_concepts::BootstrapSpec;
 use actpatch_patching::{Align, Direction, Method, MetricSet, PatchKind};
 use serde::Deserialize;
 
+pub use circuit::CircuitSpec;
 pub use corruption::{CorruptionKind, CorruptionSpec};
 pub use datasets::DatasetSpec;
 pub use paths::{HeadRef, PathSpec, ReceiverKind, ReceiverPositions};
@@ -48,6 +50,9 @@ pub struct Experiment {
     pub datasets: Vec<DatasetSpec>,
     #[serde(default)]
     pub templates: Vec<TemplateSpec>,
+    /// `[circuit]`: edge attribution over the edge graph, after the sweep.
+    #[serde(default)]
+    pub circuit: Option<CircuitSpec>,
 }
 
 /// `[statistics]`: the concept table's bootstrap.

@@ -156,8 +156,8 @@ pub fn write_outputs(
     experiment: &Experiment,
     model: &HookedTransformer,
     (run_id, run_dir): (&str, &Path),
-    plans: &[PairPlan],
-    swept: &[SweptPair],
+    (plans, swept): (&[PairPlan], &[SweptPair]),
+    circuit_section: Option<&str>,
     (started, wall_seconds): (chrono::DateTime<chrono::Utc>, f64),
 ) -> Result<(usize, WriteTimings), ReportError> {
     let mut laps = Laps::new();
@@ -224,6 +224,7 @@ pub fn write_outputs(
         figures: drawn.figures,
         accuracy,
         accuracy_figures,
+        circuits: circuit_section.unwrap_or_default().to_string(),
     };
     actpatch_report::atomic::write_bytes_atomic(
         &run_dir.join("report.md"),

@@ -138,7 +138,13 @@ pub(super) fn merge_loaded(
         t_swept,
     };
     options.say(format!("merging {} shards of run {run_id}", shards.len()));
-    finish_run(&context, (plans, &swept), &mut manifest, stages, clock)
+    finish_run(
+        &context,
+        (plans, &swept),
+        (&mut manifest, None),
+        stages,
+        clock,
+    )
 }
 
 /// The shards' manifests, in shard order, when all are present, complete and of one

@@ -9,6 +9,7 @@
 //! `"complete"` last. A run that fails after that (a computation or a write, exit 1)
 //! keeps what it finished for `actpatch run --resume`.
 
+mod circuits;
 mod folder;
 mod load;
 mod merge;
@@ -218,10 +219,12 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
     let plans = validate_all(&model, experiment, options, true)?;
     let t_validated = clock.elapsed().as_secs_f64();
 
+    let to_sweep = pairs_to_sweep(&plans, experiment, options);
+    circuits::check(&model, experiment, &to_sweep)?;
+
     // Only now, with every input checked, does the run folder appear.
     let (run_dir, mut manifest) = open_run(start, &prepared)?;
     options.say(format!("run {} → {}", manifest.run_id, run_dir.display()));
-    let to_sweep = pairs_to_sweep(&plans, experiment, options);
     let run_id = manifest.run_id.clone();
     let context = SweepContext {
         model: &model,
@@ -231,6 +234,7 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
         run_id: &run_id,
     };
     let swept = context.sweep_all(&to_sweep)?;
+    let circuit = circuits::run(&model, experiment, options, (&run_id, &run_dir), &to_sweep)?;
     let t_swept = clock.elapsed().as_secs_f64();
 
     let stages = Stages {
@@ -238,7 +242,18 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
         t_validated,
         t_swept,
     };
-    finish_run(&context, (&plans, &swept), &mut manifest, stages, clock)
+    let circuit_section = circuit
+        .as_ref()
+        .map(|c| actpatch_report::edges::render_section(&c.rows, c.top, &c.files));
+    manifest.circuit_seconds = circuit.as_ref().map(|c| c.seconds);
+    manifest.circuit_files = circuit.map(|c| c.files).unwrap_or_default();
+    finish_run(
+        &context,
+        (&plans, &swept),
+        (&mut manifest, circuit_section.as_deref()),
+        stages,
+        clock,
+    )
 }
 
 /// When each stage ended, in seconds since the run started.
@@ -252,7 +267,7 @@ struct Stages {
 fn finish_run(
     context: &SweepContext,
     (plans, swept): (&[PairPlan], &[SweptPair]),
-    manifest: &mut Manifest,
+    (manifest, circuit_section): (&mut Manifest, Option<&str>),
     stages: Stages,
     clock: Instant,
 ) -> Result<RunOutcome, RunnerError> {
@@ -275,8 +290,8 @@ fn finish_run(
         experiment,
         model,
         (&manifest.run_id, run_dir),
-        plans,
-        swept,
+        (plans, swept),
+        circuit_section,
         (started, clock.elapsed().as_secs_f64()),
     )
     .map_err(RunnerError::write_run(run_dir))?;

@@ -76,6 +76,12 @@ pub(super) fn run_shard(
         experiment_path: path.to_path_buf(),
     };
     let prepared = prepare(&start, options)?;
+    if prepared.experiment.circuit.is_some() {
+        return Err(RunnerError::Input(format!(
+            "{}: [circuit] runs in one process for now: run this experiment without --shard (edge scores of a gpt2-small-sized model take seconds), or move [circuit] to an experiment of its own",
+            path.display()
+        )));
+    }
     refuse_paths(&prepared.experiment, choice)?;
     refuse_approximate(&prepared.experiment, choice)?;
     refuse_gaussian(&prepared.experiment, choice)?;

@@ -1,0 +1,167 @@
+//! The edge graph's forward pass: every receiver of a block reads its own input.
+//!
+//! In an ordinary pass every head's query, key and value and the MLP read the same
+//! residual stream. Edge attribution and edge patching (the EAP-IG library's graph,
+//! TransformerLens's `use_split_qkv_input` with `ungroup_grouped_query_attention`)
+//! give each receiver an input of its own: `hook_q_input`, `hook_k_input`,
+//! `hook_v_input` `[batch, pos, head, d_model]` and `hook_mlp_in` `[batch, pos,
+//! d_model]`. Here a block takes them as differences from its residual stream
+//! ([`ReceiverInputs`]): zeros to differentiate with respect to (the gradient at a
+//! receiver's input), or the corrupted-minus-clean output of the senders whose edges
+//! into it are cut.
+//!
+//! Keys and values become per query head (each query head reads its own key and value
+//! input, as the library's ungrouped graph has it): where a block gets a key or value
+//! input, its `hook_k` / `hook_v` are `[batch, pos, head, d_head]`, not per key/value
+//! head.
+
+use candle_core::Tensor;
+
+use crate::layers::Linear;
+use crate::Result;
+
+/// One block's receiver inputs, as differences from what they read in an ordinary
+/// pass: `None` leaves that input alone.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiverInputs {
+    /// Added to each query head's input (the block's residual stream before its first
+    /// norm). `[batch, pos, head, d_model]`
+    pub q: Option<Tensor>,
+    /// Added to each query head's key input. `[batch, pos, head, d_model]`
+    pub k: Option<Tensor>,
+    /// Added to each query head's value input. `[batch, pos, head, d_model]`
+    pub v: Option<Tensor>,
+    /// Added to the MLP's input (`hook_mlp_in`, before its norm); the residual stream
+    /// goes on without it. `[batch, pos, d_model]`
+    pub mlp: Option<Tensor>,
+}
+
+impl ReceiverInputs {
+    /// Whether any attention input is split per head.
+    pub fn splits_attention(&self) -> bool {
+        self.q.is_some() || self.k.is_some() || self.v.is_some()
+    }
+}
+
+/// Every block's receiver inputs (`None`: the block runs as usual).
+#[derive(Debug, Clone, Default)]
+pub struct EdgeInputs {
+    pub layers: Vec<Option<ReceiverInputs>>,
+    /// Added to the last block's output before the final norm only (the `logits`
+    /// receiver, `blocks.{last}.hook_resid_post`). `[batch, pos, d_model]`
+    pub logits: Option<Tensor>,
+}
+
+impl EdgeInputs {
+    /// No receiver differs in any of `n_layers` blocks.
+    pub fn none(n_layers: usize) -> Self {
+        EdgeInputs {
+            layers: vec![None; n_layers],
+            logits: None,
+        }
+    }
+
+    pub fn layer(&self, layer: usize) -> Option<&ReceiverInputs> {
+        self.layers.get(layer).and_then(|inputs| inputs.as_ref())
+    }
+}
+
+/// Each head's own copy of the residual stream plus its delta:
+/// `[batch, pos, d_model]` + `[batch, pos, head, d_model]` → `[batch, pos, head, d_model]`.
+pub(crate) fn per_head_input(resid: &Tensor, delta: &Tensor) -> Result<Tensor> {
+    Ok(resid.unsqueeze(2)?.broadcast_add(delta)?)
+}
+
+/// A norm applied to every head's input: `[batch, pos, head, d_model]` → the same,
+/// through `norm` on `[batch, pos · head, d_model]`.
+pub(crate) fn norm_per_head(
+    x: &Tensor,
+    norm: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let (batch, pos, heads, d_model) = x.dims4()?;
+    let flat = x.reshape((batch, pos * heads, d_model))?;
+    Ok(norm(&flat)?.reshape((batch, pos, heads, d_model))?)
+}
+
+/// Each query head's projection of its own normalized input by the columns
+/// `offset .. offset + src_heads · d_head` of `linear` (query head `h` uses source head
+/// `h / (heads / src_heads)`, grouped-query attention's sharing):
+/// `[batch, pos, head, d_model]` → `[batch, pos, head, d_head]`.
+pub(crate) fn project_per_head(
+    linear: &Linear,
+    x: &Tensor,
+    offset: usize,
+    src_heads: usize,
+    d_head: usize,
+) -> Result<Tensor> {
+    let (batch, pos, heads, d_model) = x.dims4()?;
+    let group = heads / src_heads.max(1);
+    let weight = linear
+        .weight()
+        .narrow(1, offset, src_heads * d_head)?
+        .reshape((d_model, src_heads, d_head))?
+        .transpose(0, 1)?; // [src_head, d_model, d_head]
+    let weight = ungroup(&weight, group)?.contiguous()?; // [head, d_model, d_head]
+    let rows = x
+        .permute((2, 0, 1, 3))?
+        .contiguous()?
+        .reshape((heads, batch * pos, d_model))?;
+    let mut out = rows.matmul(&weight)?; // [head, batch · pos, d_head]
+    if let Some(bias) = linear.bias() {
+        let bias = bias
+            .narrow(0, offset, src_heads * d_head)?
+            .reshape((src_heads, 1, d_head))?;
+        out = out.broadcast_add(&ungroup(&bias, group)?)?;
+    }
+    Ok(out
+        .reshape((heads, batch, pos, d_head))?
+        .permute((1, 2, 0, 3))?
+        .contiguous()?)
+}
+
+/// Repeats each entry of the leading axis `group` times in a row:
+/// `[n, ...]` → `[n · group, ...]` (`ungroup(x)[i] = x[i / group]`).
+fn ungroup(x: &Tensor, group: usize) -> Result<Tensor> {
+    if group <= 1 {
+        return Ok(x.clone());
+    }
+    let mut shape = x.dims().to_vec();
+    let n = shape[0];
+    let mut expanded = vec![n, group];
+    expanded.extend_from_slice(&shape[1..]);
+    shape[0] = n * group;
+    Ok(x.unsqueeze(1)?.broadcast_as(expanded)?.reshape(shape)?)
+}
+
+/// Keys or values per key/value head repeated for every query head of its group:
+/// `[batch, pos, kv_head, d_head]` → `[batch, pos, head, d_head]`.
+pub(crate) fn ungroup_heads(kv: &Tensor, heads: usize) -> Result<Tensor> {
+    let (batch, pos, kv_heads, d_head) = kv.dims4()?;
+    if kv_heads == heads {
+        return Ok(kv.clone());
+    }
+    let group = heads / kv_heads.max(1);
+    Ok(kv
+        .unsqueeze(3)?
+        .broadcast_as((batch, pos, kv_heads, group, d_head))?
+        .reshape((batch, pos, heads, d_head))?)
+}
+
+/// Each head's output into the residual stream, TransformerLens's `attn.hook_result`
+/// (the output projection's bias belongs to no head): `z` `[batch, pos, head, d_head]`
+/// and `W_O` as a linear map `[head · d_head, d_model]` → `[batch, pos, head, d_model]`.
+pub(crate) fn head_results(z: &Tensor, w_o: &Linear) -> Result<Tensor> {
+    let (batch, pos, heads, d_head) = z.dims4()?;
+    let weight = w_o.weight(); // [head · d_head, d_model]
+    let d_model = weight.dim(1)?;
+    let weight = weight.reshape((heads, d_head, d_model))?.contiguous()?;
+    let rows = z
+        .permute((2, 0, 1, 3))?
+        .contiguous()?
+        .reshape((heads, batch * pos, d_head))?;
+    let out = rows.matmul(&weight)?; // [head, batch · pos, d_model]
+    Ok(out
+        .reshape((heads, batch, pos, d_model))?
+        .permute((1, 2, 0, 3))?
+        .contiguous()?)
+}

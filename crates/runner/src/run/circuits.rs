@@ -1,0 +1,352 @@
+//! The circuit stage of a run (`[circuit]`): every method's edge scores on the swept
+//! pairs, exact effects of the top edges, `edges.parquet` and one circuit file per
+//! method in the EAP-IG library's graph JSON (`circuits/`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use actpatch_circuits::{attribute, exact_edges, Ablation, EdgePair, Graph, Method, PairScores};
+use actpatch_model::HookedTransformer;
+use actpatch_report::EdgeRow;
+
+use crate::experiment::{CircuitSpec, Experiment};
+use crate::options::RunOptions;
+use crate::validate::PairPlan;
+use crate::RunnerError;
+
+/// What the circuit stage wrote, for the report and the manifest.
+pub struct CircuitOutcome {
+    pub rows: Vec<EdgeRow>,
+    /// Circuit files, relative to the run folder.
+    pub files: Vec<String>,
+    pub top: usize,
+    pub seconds: f64,
+}
+
+/// One method's scores on every pair.
+struct Scored {
+    method: Method,
+    per_pair: Vec<PairScores>,
+    /// Edges it scored (all but for `exact` on the top edges only).
+    edges: Vec<usize>,
+}
+
+/// Checks, before anything is written, that the run's circuit can be computed: a
+/// family with an edge graph, pairs of equal lengths, enough prompts to average.
+pub(super) fn check(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    pairs: &[&PairPlan],
+) -> Result<(), RunnerError> {
+    let Some(spec) = &experiment.circuit else {
+        return Ok(());
+    };
+    let (_, ablation) = spec.resolve().map_err(RunnerError::Input)?;
+    if !model.has_edge_graph() {
+        return Err(RunnerError::model(
+            actpatch_model::ModelError::NoEdgeGraph {
+                arch: model.dims().arch.name(),
+            },
+        ));
+    }
+    for plan in pairs {
+        if plan.gaussian.is_some() || plan.answers.is_none() {
+            return Err(RunnerError::Input(format!(
+                "[circuit] pair `{}`: edge attribution needs a corrupted prompt and two answers (Gaussian-noise pairs have no corrupted sender outputs)",
+                plan.name
+            )));
+        }
+        if plan.clean_tokens.len() != plan.corrupted_tokens.len() {
+            return Err(RunnerError::Input(format!(
+                "[circuit] pair `{}`: the clean prompt has {} tokens and the corrupted one {}; edge attribution compares them position by position. Reword one prompt so both have the same token length, or leave the pair out of circuit runs.",
+                plan.name,
+                plan.clean_tokens.len(),
+                plan.corrupted_tokens.len()
+            )));
+        }
+    }
+    if ablation == Ablation::Mean {
+        let mut lengths: Vec<usize> = pairs.iter().map(|p| p.corrupted_tokens.len()).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        if pairs.len() < 2 || lengths.len() > 1 {
+            return Err(RunnerError::Input(format!(
+                "[circuit] ablation = \"mean\" averages each sender's output over the corrupted prompts, position by position: it needs at least two pairs of one token length (this run sweeps {} pairs of {} lengths). Use \"patching\" or \"zero\", or add pairs.",
+                pairs.len(),
+                lengths.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `[circuit]` on `pairs` and writes its tables and files into `run_dir`.
+pub(super) fn run(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    options: &RunOptions,
+    (run_id, run_dir): (&str, &Path),
+    pairs: &[&PairPlan],
+) -> Result<Option<CircuitOutcome>, RunnerError> {
+    let Some(spec) = &experiment.circuit else {
+        return Ok(None);
+    };
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let clock = Instant::now();
+    let (methods, ablation) = spec.resolve().map_err(RunnerError::Input)?;
+    let graph = Graph::of_model(model);
+    let edge_pairs: Vec<EdgePair> = pairs
+        .iter()
+        .filter_map(|p| {
+            let answers = p.answers?;
+            Some(EdgePair {
+                clean: p.clean_tokens.clone(),
+                corrupted: p.corrupted_tokens.clone(),
+                answers: [answers.correct, answers.incorrect],
+            })
+        })
+        .collect();
+    let fail = |during: String| {
+        move |source| RunnerError::Circuit {
+            during,
+            source: Box::new(source),
+        }
+    };
+    let mut scored = Vec::new();
+    for method in methods.iter().copied().filter(|m| *m != Method::Exact) {
+        options.say(format!(
+            "circuit: {method} over {} edges, {} pairs",
+            graph.edges.len(),
+            edge_pairs.len()
+        ));
+        let per_pair = attribute(model, &graph, &edge_pairs, method, ablation)
+            .map_err(fail(format!("scoring edges with {method}")))?;
+        scored.push(Scored {
+            method,
+            per_pair,
+            edges: (0..graph.edges.len()).collect(),
+        });
+    }
+    if let Some(exact) = exact_run(
+        model,
+        &graph,
+        spec,
+        &edge_pairs,
+        &scored,
+        ablation,
+        &methods,
+        options,
+    )? {
+        scored.push(exact);
+    }
+    let rows = edge_rows(experiment, model, run_id, &graph, pairs, &scored, ablation);
+    actpatch_report::edges::write_edges(&run_dir.join("edges.parquet"), &rows)
+        .map_err(RunnerError::write_run(run_dir))?;
+    let files = write_circuit_files(run_dir, &graph, &scored, ablation)?;
+    Ok(Some(CircuitOutcome {
+        rows,
+        files,
+        top: spec.top,
+        seconds: clock.elapsed().as_secs_f64(),
+    }))
+}
+
+/// `exact` on every edge when listed, or on the top `exact_top` edges of the first
+/// other method (by |mean score|).
+#[allow(clippy::too_many_arguments)]
+fn exact_run(
+    model: &HookedTransformer,
+    graph: &Graph,
+    spec: &CircuitSpec,
+    pairs: &[EdgePair],
+    scored: &[Scored],
+    ablation: Ablation,
+    methods: &[Method],
+    options: &RunOptions,
+) -> Result<Option<Scored>, RunnerError> {
+    let edges: Vec<usize> = match (spec.exact_top, methods.contains(&Method::Exact)) {
+        (Some(n), _) => match scored.first() {
+            Some(first) => {
+                let mean = actpatch_circuits::mean_scores(&first.per_pair);
+                let mut order: Vec<usize> = (0..mean.len()).collect();
+                order.sort_by(|a, b| mean[*b].abs().total_cmp(&mean[*a].abs()).then(a.cmp(b)));
+                order.truncate(n.min(mean.len()));
+                order
+            }
+            None => return Ok(None),
+        },
+        (None, true) => (0..graph.edges.len()).collect(),
+        (None, false) => return Ok(None),
+    };
+    options.say(format!(
+        "circuit: exact effects of {} edges, {} pairs",
+        edges.len(),
+        pairs.len()
+    ));
+    let per_pair = exact_edges(model, graph, pairs, ablation, &edges).map_err(|source| {
+        RunnerError::Circuit {
+            during: "measuring exact edge effects".into(),
+            source: Box::new(source),
+        }
+    })?;
+    Ok(Some(Scored {
+        method: Method::Exact,
+        per_pair,
+        edges,
+    }))
+}
+
+/// The rows of `edges.parquet`: each pair, each concept's mean and the mean over all.
+fn edge_rows(
+    experiment: &Experiment,
+    model: &HookedTransformer,
+    run_id: &str,
+    graph: &Graph,
+    pairs: &[&PairPlan],
+    scored: &[Scored],
+    ablation: Ablation,
+) -> Vec<EdgeRow> {
+    let exact = scored.iter().find(|s| s.method == Method::Exact);
+    let mut scopes: Vec<(String, Option<String>, Option<String>, Vec<usize>)> = Vec::new();
+    for (i, plan) in pairs.iter().enumerate() {
+        scopes.push((
+            "pair".into(),
+            Some(plan.name.clone()),
+            Some(plan.spec.concept.clone()),
+            vec![i],
+        ));
+    }
+    let mut concepts: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, plan) in pairs.iter().enumerate() {
+        concepts
+            .entry(plan.spec.concept.as_str())
+            .or_default()
+            .push(i);
+    }
+    if concepts.len() > 1 {
+        for (concept, members) in &concepts {
+            scopes.push((
+                "concept".into(),
+                None,
+                Some(concept.to_string()),
+                members.clone(),
+            ));
+        }
+    }
+    scopes.push(("all".into(), None, None, (0..pairs.len()).collect()));
+    let base = EdgeRow {
+        run_id: run_id.to_string(),
+        experiment: experiment.experiment.name.clone(),
+        model: model.source().to_string(),
+        ablation: ablation.name().to_string(),
+        ..EdgeRow::default()
+    };
+    let mut rows = Vec::new();
+    for (scope, pair, concept, members) in &scopes {
+        let mean_of = |s: &Scored, edge: usize| -> f64 {
+            members
+                .iter()
+                .map(|&i| f64::from(s.per_pair[i].scores[edge]))
+                .sum::<f64>()
+                / members.len() as f64
+        };
+        let gap = members
+            .iter()
+            .map(|&i| {
+                f64::from(scored[0].per_pair[i].ld_clean - scored[0].per_pair[i].ld_corrupted)
+            })
+            .sum::<f64>()
+            / members.len() as f64;
+        for s in scored {
+            for &edge in &s.edges {
+                let score = mean_of(s, edge);
+                let exact_value = exact
+                    .filter(|e| e.edges.contains(&edge))
+                    .map(|e| mean_of(e, edge));
+                rows.push(edge_row(
+                    &base,
+                    graph,
+                    edge,
+                    s.method,
+                    (scope, pair, concept),
+                    members.len(),
+                    score,
+                    gap,
+                    exact_value,
+                ));
+            }
+        }
+    }
+    rows
+}
+
+#[allow(clippy::too_many_arguments)]
+fn edge_row(
+    base: &EdgeRow,
+    graph: &Graph,
+    edge: usize,
+    method: Method,
+    (scope, pair, concept): (&str, &Option<String>, &Option<String>),
+    n_pairs: usize,
+    score: f64,
+    gap: f64,
+    exact: Option<f64>,
+) -> EdgeRow {
+    let e = graph.edges[edge];
+    let sender = graph.senders[e.sender];
+    let receiver = graph.receivers[e.receiver];
+    let exact = exact.filter(|_| method != Method::Exact);
+    EdgeRow {
+        scope: scope.to_string(),
+        pair: pair.clone(),
+        concept: concept.clone(),
+        n_pairs: n_pairs as u32,
+        method: method.name().to_string(),
+        steps: method.steps() as u32,
+        edge: graph.edge_name(&e),
+        sender: sender.to_string(),
+        receiver: actpatch_circuits::graph::ReceiverNode(receiver).to_string(),
+        receiver_input: receiver.input_name().to_string(),
+        sender_hook: sender.hook(),
+        sender_head: sender.head().map(|h| h as u32),
+        receiver_hook: receiver.hook(graph.n_layers),
+        receiver_head: receiver.head().map(|h| h as u32),
+        score,
+        normalized: if gap != 0.0 { score / gap } else { f64::NAN },
+        exact,
+        error: exact.map(|x| score - x),
+        ..base.clone()
+    }
+}
+
+/// `circuits/<method>.json`: the mean scores over every pair in the library's graph JSON.
+fn write_circuit_files(
+    run_dir: &Path,
+    graph: &Graph,
+    scored: &[Scored],
+    ablation: Ablation,
+) -> Result<Vec<String>, RunnerError> {
+    let dir = run_dir.join("circuits");
+    std::fs::create_dir_all(&dir).map_err(|source| {
+        RunnerError::write_run(run_dir)(actpatch_report::ReportError::Write {
+            path: dir.clone(),
+            source,
+        })
+    })?;
+    let mut files = Vec::new();
+    for s in scored.iter().filter(|s| s.edges.len() == graph.edges.len()) {
+        let name = match s.method.steps() {
+            0 => format!("{}.{}.json", s.method.name(), ablation.name()),
+            steps => format!("{}-{steps}.{}.json", s.method.name(), ablation.name()),
+        };
+        let mean = actpatch_circuits::mean_scores(&s.per_pair);
+        let text = actpatch_circuits::json::graph_json(graph, &mean, None);
+        actpatch_report::atomic::write_bytes_atomic(&dir.join(&name), text.as_bytes())
+            .map_err(RunnerError::write_run(run_dir))?;
+        files.push(format!("circuits/{name}"));
+    }
+    Ok(files)
+}

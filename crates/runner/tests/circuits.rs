@@ -1,0 +1,222 @@
+//! `[circuit]` through `actpatch run`: edges.parquet and the circuit files against the
+//! EAP-IG library's own numbers (`golden_edges.json`), and the bad inputs of the
+//! section (exit 2, nothing written).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use actpatch_report::edges::{EdgeRow, EDGES};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("actpatch-circuit-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Runs `actpatch run FILE --out OUT --quiet`: (exit code, stderr, the run folder).
+fn run(file: &Path, out: &Path) -> (Option<i32>, String, Option<PathBuf>) {
+    let output = Command::new(env!("CARGO_BIN_EXE_actpatch"))
+        .arg("run")
+        .arg(file)
+        .arg("--out")
+        .arg(out)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let run_dir = (!stdout.is_empty()).then(|| PathBuf::from(stdout.lines().last().unwrap_or("")));
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        run_dir,
+    )
+}
+
+const LABELS: [(&str, u32, &str); 4] = [
+    ("eap", 0, "EAP"),
+    ("eap-ig-inputs", 5, "EAP-IG-inputs(5)"),
+    ("clean-corrupted", 0, "clean-corrupted"),
+    ("exact", 0, "exact"),
+];
+
+#[test]
+fn tiny_circuit_run_equals_the_librarys_scores() {
+    let out = scratch("golden");
+    let file = repo().join("tests/fixtures/experiments/tiny_circuit.toml");
+    let (code, stderr, run_dir) = run(&file, &out);
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    let run_dir = run_dir.expect("the run folder on stdout");
+    let golden = read_json(&repo().join("tests/fixtures/tiny-gpt2/golden_edges.json"));
+    let rows: Vec<EdgeRow> =
+        actpatch_report::tables::read_rows(&run_dir.join("edges.parquet"), &EDGES)
+            .unwrap()
+            .data;
+    let n_edges = golden["n_edges"].as_u64().unwrap() as usize;
+    for (method, steps, label) in LABELS {
+        let of = |scope: &str, pair: Option<&str>| -> Vec<&EdgeRow> {
+            rows.iter()
+                .filter(|r| {
+                    r.method == method
+                        && r.steps == steps
+                        && r.scope == scope
+                        && r.pair.as_deref() == pair
+                })
+                .collect()
+        };
+        for pair in ["landmarks", "capital"] {
+            let got = of("pair", Some(pair));
+            assert_eq!(got.len(), n_edges, "{method} {pair}: one row per edge");
+            for row in got {
+                let want = golden["pairs"][pair]["scores"][label][row.edge.as_str()]
+                    .as_f64()
+                    .unwrap();
+                assert!(
+                    (row.score - want).abs() < 1e-4,
+                    "{method} {pair} {}: {} vs {want}",
+                    row.edge,
+                    row.score
+                );
+            }
+        }
+        // Over both pairs: the library's mean over items.
+        for row in of("all", None) {
+            let want: f64 = ["landmarks", "capital"]
+                .iter()
+                .map(|p| {
+                    golden["pairs"][*p]["scores"][label][row.edge.as_str()]
+                        .as_f64()
+                        .unwrap()
+                })
+                .sum::<f64>()
+                / 2.0;
+            assert!(
+                (row.score - want).abs() < 1e-4,
+                "{method} all {}: {} vs {want}",
+                row.edge,
+                row.score
+            );
+            assert_eq!(row.n_pairs, 2);
+            if method != "exact" {
+                let exact = row.exact.expect("exact ran on every edge");
+                assert!((row.error.unwrap() - (row.score - exact)).abs() < 1e-12);
+            }
+        }
+    }
+    // The library's graph JSON: its keys, every node and edge by name, in its order.
+    let circuit = read_json(&run_dir.join("circuits/eap-ig-inputs-5.patching.json"));
+    assert_eq!(circuit["cfg"]["n_layers"], 2);
+    assert_eq!(circuit["cfg"]["n_heads"], 4);
+    assert_eq!(circuit["cfg"]["parallel_attn_mlp"], false);
+    let edges = circuit["edges"].as_object().unwrap();
+    assert_eq!(edges.len(), n_edges);
+    for name in golden["edges"].as_array().unwrap() {
+        let edge = &edges[name.as_str().unwrap()];
+        assert_eq!(edge["in_graph"], true);
+        assert!(edge["score"].is_f64());
+    }
+    let nodes = circuit["nodes"].as_object().unwrap();
+    assert_eq!(
+        nodes.len(),
+        1 + 2 * 5 + 1,
+        "input, 2 × (4 heads + mlp), logits"
+    );
+    let text =
+        std::fs::read_to_string(run_dir.join("circuits/eap-ig-inputs-5.patching.json")).unwrap();
+    let first_edges: Vec<usize> = ["\"input->a0.h0<q>\"", "\"a0.h0->m0\"", "\"m1->logits\""]
+        .iter()
+        .map(|name| text.find(name).unwrap())
+        .collect();
+    assert!(
+        first_edges.windows(2).all(|w| w[0] < w[1]),
+        "edges in the library's order"
+    );
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(report.contains("## Circuits"), "{report}");
+    assert!(report.contains("Against `exact` on 110 edges"), "{report}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A `[circuit]` section replaced into the tiny experiment.
+fn with_circuit(tag: &str, circuit: &str, model: &str) -> (Option<i32>, String, PathBuf) {
+    let dir = scratch(tag);
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/experiments/tiny_circuit.toml"))
+        .unwrap();
+    let start = text.find("[circuit]").unwrap();
+    let end = text.find("[[pairs]]").unwrap();
+    let fixtures = repo().join("tests/fixtures");
+    let model_dir = std::fs::canonicalize(fixtures.join(model)).unwrap();
+    let text = format!("{}{circuit}\n\n{}", &text[..start], &text[end..]).replace(
+        "path = \"../tiny-gpt2\"",
+        &format!("path = {:?}", model_dir.display().to_string()),
+    );
+    let file = dir.join("experiment.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.join("out");
+    let (code, stderr, _) = run(&file, &out);
+    (code, stderr, out)
+}
+
+fn bad(tag: &str, circuit: &str, model: &str, keywords: &[&str]) {
+    let (code, stderr, out) = with_circuit(tag, circuit, model);
+    assert_eq!(code, Some(2), "exit code; stderr:\n{stderr}");
+    for k in keywords {
+        assert!(stderr.contains(k), "message lacks {k:?}:\n{stderr}");
+    }
+    assert!(!out.exists(), "{} was created", out.display());
+}
+
+#[test]
+fn bad_circuit_sections_exit_2_and_write_nothing() {
+    bad(
+        "method",
+        "[circuit]\nmethods = [\"eap-gi\"]",
+        "tiny-gpt2",
+        &["[circuit] methods", "eap-gi", "eap-ig-inputs"],
+    );
+    bad(
+        "ablation",
+        "[circuit]\nablation = \"resample\"",
+        "tiny-gpt2",
+        &["[circuit] ablation", "resample", "\"mean\""],
+    );
+    bad(
+        "steps",
+        "[circuit]\nsteps = 0",
+        "tiny-gpt2",
+        &["[circuit] steps", "at least one step"],
+    );
+    bad(
+        "exact-top",
+        "[circuit]\nmethods = [\"eap\"]\nexact_top = 0",
+        "tiny-gpt2",
+        &["exact_top = 0"],
+    );
+    bad(
+        "ig-mean",
+        "[circuit]\nmethods = [\"eap-ig-inputs\"]\nablation = \"zero\"",
+        "tiny-gpt2",
+        &["[circuit] ablation", "eap-ig-inputs", "patching"],
+    );
+    bad(
+        "unknown-key",
+        "[circuit]\nmethod = [\"eap\"]",
+        "tiny-gpt2",
+        &["unknown field `method`"],
+    );
+    bad(
+        "family",
+        "[circuit]\nmethods = [\"eap\"]",
+        "tiny-gemma2",
+        &["gemma2", "no edge graph"],
+    );
+}

@@ -83,6 +83,10 @@ bench *args:
     cargo bench -p actpatch-runner --bench paths -- {{args}}
     scripts/bench-run.sh
 
+# Edge attribution on a random gpt2-small-shaped model: EAP and EAP-IG over all 32,491 edges of 16 IOI pairs, exact on the top 500, EAP on a 1,024-token prompt (the dev profile `just run` uses: nothing built twice).
+bench-circuits *args:
+    cargo bench --profile dev -p actpatch-runner --bench circuits -- {{args}}
+
 # Build `actpatch` with CUDA (no GPU or system toolkit needed; CUDA 13.0 from PyPI into .cuda-venv/): target-cuda/, dist/cuda/actpatch, dist/cuda/actpatch.gz, dist/gpu-bundle/actpatch.xz. `--tests` also builds the test executables.
 build-cuda *args:
     scripts/build-cuda.sh {{args}}

@@ -8,27 +8,13 @@ use actpatch_hooks::Hooks;
 use actpatch_model::{EdgeInputs, HookedTransformer, Readout, ReceiverInputs};
 use candle_core::Tensor;
 
-use crate::attribute::EdgePair;
+use crate::attribute::{EdgePair, PairRuns};
 use crate::gradients::logit_diffs;
 use crate::graph::{Graph, Qkv, Receiver};
 use crate::Result;
 
 /// Rows × positions per pass.
 const ROW_POSITIONS_PER_PASS: usize = 512;
-
-/// The logit difference of one prompt's last position.
-pub(crate) fn logit_diff(
-    model: &HookedTransformer,
-    tokens: &[u32],
-    answers: [u32; 2],
-) -> Result<f32> {
-    let logits = model.forward(
-        &model.tokens_tensor(&[tokens.to_vec()])?,
-        &mut Hooks::none(),
-        Readout::LastPosition,
-    )?; // [1, d_vocab]
-    Ok(logit_diffs(&logits, &[answers])?.to_vec1::<f32>()?[0])
-}
 
 /// Where an edge's delta goes: the receiver's layer and input kind (one batched pass
 /// per key).
@@ -49,14 +35,14 @@ fn slot_of(receiver: Receiver) -> Slot {
 
 /// The exact effect of each edge in `edges` (indices into the graph's edges); the other
 /// entries 0. Also the clean logit difference.
-pub fn exact_scores(
+pub(crate) fn exact_scores(
     model: &HookedTransformer,
     graph: &Graph,
     pair: &EdgePair,
-    delta: &Tensor,
+    runs: &PairRuns,
     edges: &[usize],
-) -> Result<(Vec<f32>, f32)> {
-    let ld_clean = logit_diff(model, &pair.clean, pair.answers)?;
+) -> Result<Vec<f32>> {
+    let (ld_clean, streams, delta) = (runs.clean.logit_diff, &runs.clean.streams, &runs.delta);
     let mut scores = vec![0f32; graph.edges.len()];
     let mut by_slot: Vec<(Slot, usize)> = edges
         .iter()
@@ -72,20 +58,21 @@ pub fn exact_scores(
             end += 1;
         }
         let chunk: Vec<usize> = by_slot[start..end].iter().map(|(_, e)| *e).collect();
-        let lds = patched_pass(model, graph, pair, delta, slot, &chunk)?;
+        let lds = patched_pass(model, graph, (pair, streams), delta, slot, &chunk)?;
         for (e, ld) in chunk.iter().zip(lds) {
             scores[*e] = ld - ld_clean;
         }
         start = end;
     }
-    Ok((scores, ld_clean))
+    Ok(scores)
 }
 
-/// One pass of the clean prompt, a row per edge of `chunk` (all into `slot`).
+/// One pass of the clean prompt from the receivers' block on (the clean stream
+/// before it), a row per edge of `chunk` (all into `slot`).
 fn patched_pass(
     model: &HookedTransformer,
     graph: &Graph,
-    pair: &EdgePair,
+    (pair, streams): (&EdgePair, &[Tensor]),
     delta: &Tensor,
     slot: Slot,
     chunk: &[usize],
@@ -148,13 +135,15 @@ fn patched_pass(
             inputs.logits = Some(Tensor::cat(&per_row, 0)?);
         }
     }
-    let tokens = model.tokens_tensor(&vec![pair.clean.clone(); rows])?;
-    let logits = model.forward_edges(
-        &tokens,
-        &mut Hooks::none(),
-        Readout::LastPosition,
-        &inputs,
-        false,
-    )?;
+    let start = match slot {
+        Slot::Head(layer, _) | Slot::Mlp(layer) => layer,
+        Slot::Logits => graph.n_layers,
+    };
+    let resid = streams[start]
+        .broadcast_as((rows, pos, d_model))?
+        .contiguous()?; // [rows, pos, d_model]
+    let mut hooks = Hooks::none();
+    let readout = Readout::LastPosition;
+    let logits = model.forward_edges_from(start, resid, &mut hooks, readout, &inputs, false)?;
     Ok(logit_diffs(&logits, &vec![pair.answers; rows])?.to_vec1::<f32>()?)
 }

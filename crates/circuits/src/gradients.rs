@@ -3,51 +3,92 @@
 //! zero variable of its own ([`actpatch_model::edges`]), and the gradient with
 //! respect to it is the gradient at that input.
 
-use actpatch_hooks::{HookPoint, Hooks, Patch, Selection};
+use actpatch_hooks::{CacheFilter, HookPoint, Hooks, Patch, Selection};
 use actpatch_model::{EdgeInputs, HookedTransformer, Readout, ReceiverInputs};
 use candle_core::{DType, Tensor, Var};
 
 use crate::graph::Graph;
-use crate::Result;
+use crate::{CircuitError, Result};
 
 /// One row of a gradient pass: a prompt, the answers whose logit difference is
-/// differentiated, and optionally a value `[1, pos, d_model]` in place of one hook
-/// point's (token embeddings moved towards the corrupted run, a layer's output
-/// interpolated).
+/// differentiated, optionally a value `[1, pos, d_model]` in place of one hook point's
+/// (token embeddings moved towards the corrupted run, a layer's output interpolated),
+/// and the group whose mean gradient it joins.
 pub struct GradRow {
     pub tokens: Vec<u32>,
     /// (correct, incorrect)
     pub answers: [u32; 2],
     pub replace: Option<(HookPoint, Tensor)>,
+    pub group: usize,
 }
 
 /// Rows × positions per pass: the split inputs keep a copy of the residual stream per
 /// head and input in the graph until the backward pass.
-const ROW_POSITIONS_PER_PASS: usize = 64;
+const ROW_POSITIONS_PER_PASS: usize = 256;
 
-/// Each row's receiver gradients `[receiver, pos, d_model]` (graph order), and the
-/// logit difference of each row.
+/// The mean receiver gradient `[receiver, pos, d_model]` (graph order) of each group
+/// of rows, groups numbered from 0: rows of one length run together in batches, rows
+/// of any group.
 pub fn receiver_gradients(
     model: &HookedTransformer,
     graph: &Graph,
     rows: &[GradRow],
-) -> Result<(Vec<Tensor>, Vec<f32>)> {
-    let mut grads = Vec::with_capacity(rows.len());
-    let mut diffs = Vec::with_capacity(rows.len());
+) -> Result<Vec<Tensor>> {
+    let n_groups = rows.iter().map(|r| r.group + 1).max().unwrap_or(0);
+    // Per group, the sum of its rows' gradients in the layout of the inputs.
+    let mut sums: Vec<Option<Vec<Tensor>>> = vec![None; n_groups];
+    let mut counts = vec![0usize; n_groups];
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|i| rows[*i].tokens.len()); // stable: rows keep their order within a length
     let mut start = 0;
-    while start < rows.len() {
-        let pos = rows[start].tokens.len();
+    while start < order.len() {
+        let pos = rows[order[start]].tokens.len();
         let per_pass = (ROW_POSITIONS_PER_PASS / pos.max(1)).max(1);
         let mut end = start + 1;
-        while end < rows.len() && end - start < per_pass && rows[end].tokens.len() == pos {
+        while end < order.len() && end - start < per_pass && rows[order[end]].tokens.len() == pos {
             end += 1;
         }
-        let (g, d) = pass(model, graph, &rows[start..end])?;
-        grads.extend(g);
-        diffs.extend(d);
+        let chunk: Vec<&GradRow> = order[start..end].iter().map(|i| &rows[*i]).collect();
+        let grads = pass(model, graph, &chunk)?;
+        for (i, row) in chunk.iter().enumerate() {
+            let parts: Vec<Tensor> = grads
+                .iter()
+                .map(|g| g.get(i))
+                .collect::<std::result::Result<_, _>>()?;
+            let sum = &mut sums[row.group];
+            *sum = Some(match sum.take() {
+                Some(s) => s
+                    .iter()
+                    .zip(&parts)
+                    .map(|(a, b)| a + b)
+                    .collect::<std::result::Result<_, _>>()?,
+                None => parts,
+            });
+            counts[row.group] += 1;
+        }
         start = end;
     }
-    Ok((grads, diffs))
+    sums.into_iter()
+        .zip(counts)
+        .map(|(sum, n)| match sum {
+            Some(parts) => Ok((receiver_major(graph, &parts)? / n as f64)?),
+            None => Err(CircuitError::NoPairs),
+        })
+        .collect()
+}
+
+/// One row's gradients (per layer q, k, v `[head, pos, d_model]`,
+/// the MLP's `[pos, d_model]`; the logits' last) as `[receiver, pos, d_model]`.
+fn receiver_major(graph: &Graph, parts: &[Tensor]) -> Result<Tensor> {
+    let mut ordered = Vec::with_capacity(parts.len());
+    for layer in 0..graph.n_layers {
+        ordered.extend(parts[4 * layer..4 * layer + 3].iter().cloned()); // [head, pos, d_model]
+        ordered.push(parts[4 * layer + 3].unsqueeze(0)?);
+    }
+    if let Some(logits) = parts.last() {
+        ordered.push(logits.unsqueeze(0)?);
+    }
+    Ok(Tensor::cat(&ordered, 0)?)
 }
 
 /// The logit difference of each row of last-position logits `[rows, d_vocab]`: `[rows]`.
@@ -63,35 +104,38 @@ pub(crate) fn logit_diffs(logits: &Tensor, answers: &[[u32; 2]]) -> Result<Tenso
     Ok((pick(correct)? - pick(incorrect)?)?)
 }
 
-/// One pass over rows of one length.
-fn pass(
-    model: &HookedTransformer,
-    graph: &Graph,
-    rows: &[GradRow],
-) -> Result<(Vec<Tensor>, Vec<f32>)> {
+/// One pass over rows of one length: the gradient at every receiver input, per layer
+/// q, k, v `[rows, head, pos, d_model]` and the MLP's `[rows, pos, d_model]`, then the
+/// logits' `[rows, pos, d_model]`. Probes after each projection keep the per-head
+/// copies of the stream out of the differentiated graph; the model turns their
+/// gradients into the inputs' ([`HookedTransformer::attention_input_gradients`]).
+fn pass(model: &HookedTransformer, graph: &Graph, rows: &[&GradRow]) -> Result<Vec<Tensor>> {
     let (n, pos, d_model, heads) = (
         rows.len(),
         rows[0].tokens.len(),
         graph.d_model,
         graph.n_heads,
     );
+    let d_head = model.dims().d_head;
     let device = model.device();
     let zeros = |shape: &[usize]| Var::zeros(shape, DType::F32, device);
+    // Per layer: probes after the q, k and v projections (per query head), and at the
+    // MLP's input.
     let mut vars: Vec<[Var; 4]> = Vec::with_capacity(graph.n_layers);
     let mut inputs = EdgeInputs::none(graph.n_layers);
     for layer in 0..graph.n_layers {
-        let head_shape = [n, pos, heads, d_model];
+        let head_shape = [n, pos, heads, d_head];
         let layer_vars = [
             zeros(&head_shape)?,
             zeros(&head_shape)?,
             zeros(&head_shape)?,
             zeros(&[n, pos, d_model])?,
         ];
+        let t = |i: usize| layer_vars[i].as_tensor().clone();
         inputs.layers[layer] = Some(ReceiverInputs {
-            q: Some(layer_vars[0].as_tensor().clone()),
-            k: Some(layer_vars[1].as_tensor().clone()),
-            v: Some(layer_vars[2].as_tensor().clone()),
-            mlp: Some(layer_vars[3].as_tensor().clone()),
+            projected: Some([t(0), t(1), t(2)]),
+            mlp: Some(t(3)),
+            ..ReceiverInputs::default()
         });
         vars.push(layer_vars);
     }
@@ -101,9 +145,21 @@ fn pass(
     let tokens: Vec<Vec<u32>> = rows.iter().map(|r| r.tokens.clone()).collect();
     let tokens = model.tokens_tensor(&tokens)?;
     let patches = row_patches(rows)?;
-    let mut hooks = Hooks::patching(&patches);
-    let logits = model.forward_edges(&tokens, &mut hooks, Readout::LastPosition, &inputs, true)?; // [rows, d_vocab]
-    let answers: Vec<[u32; 2]> = rows.iter().map(|r| r.answers).collect();
+    let streams: Vec<HookPoint> = (0..graph.n_layers).map(HookPoint::resid_pre).collect();
+    let mut hooks = Hooks::new(&patches, CacheFilter::only(streams.clone()));
+    // Only the answers' columns of the unembedding: ids once each, rows pick theirs.
+    let mut columns: Vec<u32> = rows.iter().flat_map(|r| r.answers).collect();
+    columns.sort_unstable();
+    columns.dedup();
+    let readout = Readout::LastPositionColumns(&columns);
+    let logits = model.forward_edges(&tokens, &mut hooks, readout, &inputs, true)?; // [rows, columns]
+    let answers: Vec<[u32; 2]> = rows
+        .iter()
+        .map(|r| {
+            r.answers
+                .map(|id| columns.binary_search(&id).unwrap_or(0) as u32)
+        })
+        .collect();
     let diffs = logit_diffs(&logits, &answers)?; // [rows]
     let store = diffs.sum_all()?.backward()?;
     let grad_of = |var: &Var| -> Result<Tensor> {
@@ -112,25 +168,28 @@ fn pass(
             None => Ok(var.as_tensor().zeros_like()?),
         }
     };
-    let mut per_layer = Vec::with_capacity(graph.n_layers);
-    for layer_vars in &vars {
-        let mut parts = Vec::with_capacity(4);
-        for var in &layer_vars[..3] {
-            parts.push(grad_of(var)?.permute((0, 2, 1, 3))?); // [rows, head, pos, d_model]
-        }
-        parts.push(grad_of(&layer_vars[3])?.unsqueeze(1)?); // [rows, 1, pos, d_model]
-        per_layer.push(Tensor::cat(&parts, 1)?);
+    let cache = hooks.into_cache();
+    let mut grads = Vec::with_capacity(4 * graph.n_layers + 1);
+    for (layer, layer_vars) in vars.iter().enumerate() {
+        let resid_pre = cache.get(streams[layer])?.detach(); // [rows, pos, d_model]
+        let projected = [
+            grad_of(&layer_vars[0])?,
+            grad_of(&layer_vars[1])?,
+            grad_of(&layer_vars[2])?,
+        ];
+        let [q, k, v] = model.attention_input_gradients(
+            layer,
+            &resid_pre,
+            [&projected[0], &projected[1], &projected[2]],
+        )?; // [rows, head, pos, d_model] each
+        grads.extend([q, k, v, grad_of(&layer_vars[3])?]); // the MLP's: [rows, pos, d_model]
     }
-    per_layer.push(grad_of(&logits_var)?.unsqueeze(1)?);
-    let all = Tensor::cat(&per_layer, 1)?.contiguous()?; // [rows, receiver, pos, d_model]
-    let grads = (0..n)
-        .map(|i| Ok(all.get(i)?))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((grads, diffs.to_vec1::<f32>()?))
+    grads.push(grad_of(&logits_var)?);
+    Ok(grads)
 }
 
 /// One patch per hook point that some rows replace, each selecting those rows.
-fn row_patches(rows: &[GradRow]) -> Result<Vec<Patch>> {
+fn row_patches(rows: &[&GradRow]) -> Result<Vec<Patch>> {
     let mut points: Vec<HookPoint> = rows
         .iter()
         .filter_map(|r| r.replace.as_ref().map(|(point, _)| *point))
@@ -143,7 +202,7 @@ fn row_patches(rows: &[GradRow]) -> Result<Vec<Patch>> {
             Some((p, value)) if *p == point => Some(value.clone()),
             _ => None,
         };
-        let Some(template) = rows.iter().find_map(at_point) else {
+        let Some(template) = rows.iter().find_map(|row| at_point(row)) else {
             continue;
         };
         let mut selected = Vec::new();

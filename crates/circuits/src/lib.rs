@@ -26,7 +26,8 @@
 
 mod attribute;
 mod error;
-pub mod exact;
+mod exact;
+mod gradient_methods;
 mod gradients;
 pub mod graph;
 pub mod json;

@@ -1,10 +1,12 @@
-//! What each sender writes into the residual stream on a prompt, and what an ablation
-//! puts in its place.
+//! What each sender writes into the residual stream on a prompt, and what else the
+//! methods read off the same run: the logit difference and the residual stream
+//! entering every block.
 
-use actpatch_hooks::{BlockSite, CacheFilter, HookPoint};
-use actpatch_model::HookedTransformer;
+use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Hooks};
+use actpatch_model::{HookedTransformer, Readout};
 use candle_core::Tensor;
 
+use crate::gradients::logit_diffs;
 use crate::graph::Graph;
 use crate::Result;
 
@@ -15,37 +17,97 @@ pub struct SenderRun {
     /// Each layer's `hook_attn_out` (its heads' outputs and the output bias):
     /// `[1, pos, d_model]` per layer.
     pub attn_out: Vec<Tensor>,
+    /// The residual stream entering each block, then leaving the last:
+    /// `n_layers + 1` tensors `[1, pos, d_model]`.
+    pub streams: Vec<Tensor>,
+    /// The run's logit difference.
+    pub logit_diff: f32,
 }
 
-/// The senders' outputs on one prompt.
-pub fn sender_run(model: &HookedTransformer, graph: &Graph, tokens: &[u32]) -> Result<SenderRun> {
-    let mut points = vec![HookPoint::Embed];
-    for layer in 0..graph.n_layers {
-        points.push(HookPoint::block(layer, BlockSite::Z));
-        points.push(HookPoint::block(layer, BlockSite::AttnOut));
-        points.push(HookPoint::block(layer, BlockSite::MlpOut));
+/// Prompts of one batched pass: rows × positions.
+const ROW_POSITIONS_PER_PASS: usize = 1024;
+
+/// The runs of `prompts` (token ids, answers), prompts of one length batched.
+pub fn sender_runs(
+    model: &HookedTransformer,
+    graph: &Graph,
+    prompts: &[(&[u32], [u32; 2])],
+) -> Result<Vec<SenderRun>> {
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|i| prompts[*i].0.len());
+    let mut runs: Vec<Option<SenderRun>> = (0..prompts.len()).map(|_| None).collect();
+    let mut start = 0;
+    while start < order.len() {
+        let pos = prompts[order[start]].0.len();
+        let per_pass = (ROW_POSITIONS_PER_PASS / pos.max(1)).max(1);
+        let mut end = start + 1;
+        while end < order.len() && end - start < per_pass && prompts[order[end]].0.len() == pos {
+            end += 1;
+        }
+        let batch: Vec<(&[u32], [u32; 2])> =
+            order[start..end].iter().map(|i| prompts[*i]).collect();
+        for (i, run) in order[start..end]
+            .iter()
+            .zip(batch_runs(model, graph, &batch)?)
+        {
+            runs[*i] = Some(run);
+        }
+        start = end;
     }
-    let cache = model.cache_activations(&[tokens.to_vec()], CacheFilter::only(points))?;
-    let mut parts = vec![cache.get(HookPoint::Embed)?.clone()]; // [1, pos, d_model]
+    Ok(runs.into_iter().flatten().collect())
+}
+
+/// One forward pass of prompts of one length.
+fn batch_runs(
+    model: &HookedTransformer,
+    graph: &Graph,
+    batch: &[(&[u32], [u32; 2])],
+) -> Result<Vec<SenderRun>> {
+    let last = graph.n_layers.saturating_sub(1);
+    let mut points = vec![
+        HookPoint::Embed,
+        HookPoint::block(last, BlockSite::ResidPost),
+    ];
     for layer in 0..graph.n_layers {
-        let z = cache.get(HookPoint::block(layer, BlockSite::Z))?; // [1, pos, head, d_head]
-        let results = model.head_results(layer, z)?; // [1, pos, head, d_model]
-        parts.push(results.squeeze(0)?.transpose(0, 1)?); // [head, pos, d_model]
-        parts.push(
-            cache
-                .get(HookPoint::block(layer, BlockSite::MlpOut))?
-                .clone(),
-        );
+        points.extend([
+            HookPoint::resid_pre(layer),
+            HookPoint::block(layer, BlockSite::Z),
+            HookPoint::block(layer, BlockSite::AttnOut),
+            HookPoint::block(layer, BlockSite::MlpOut),
+        ]);
     }
-    let attn_out = (0..graph.n_layers)
-        .map(|layer| {
-            Ok(cache
-                .get(HookPoint::block(layer, BlockSite::AttnOut))?
-                .clone())
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(SenderRun {
-        outputs: Tensor::cat(&parts, 0)?.contiguous()?, // [sender, pos, d_model]
-        attn_out,
-    })
+    let rows: Vec<Vec<u32>> = batch.iter().map(|(tokens, _)| tokens.to_vec()).collect();
+    let tokens = model.tokens_tensor(&rows)?;
+    let mut hooks = Hooks::caching(CacheFilter::only(points));
+    let logits = model.forward(&tokens, &mut hooks, Readout::LastPosition)?; // [rows, d_vocab]
+    let answers: Vec<[u32; 2]> = batch.iter().map(|(_, a)| *a).collect();
+    let diffs = logit_diffs(&logits, &answers)?.to_vec1::<f32>()?;
+    let cache = hooks.into_cache();
+    let at = |point: HookPoint| cache.get(point);
+    let mut results = Vec::with_capacity(graph.n_layers);
+    for layer in 0..graph.n_layers {
+        let z = at(HookPoint::block(layer, BlockSite::Z))?; // [rows, pos, head, d_head]
+        results.push(model.head_results(layer, z)?); // [rows, pos, head, d_model]
+    }
+    let mut runs = Vec::with_capacity(batch.len());
+    for (row, logit_diff) in diffs.into_iter().enumerate() {
+        let one = |t: &Tensor| t.narrow(0, row, 1); // [1, ...]
+        let mut parts = vec![one(at(HookPoint::Embed)?)?]; // [1, pos, d_model]
+        let mut attn_out = Vec::with_capacity(graph.n_layers);
+        let mut streams = Vec::with_capacity(graph.n_layers + 1);
+        for (layer, heads) in results.iter().enumerate() {
+            parts.push(one(heads)?.squeeze(0)?.transpose(0, 1)?); // [head, pos, d_model]
+            parts.push(one(at(HookPoint::block(layer, BlockSite::MlpOut))?)?);
+            attn_out.push(one(at(HookPoint::block(layer, BlockSite::AttnOut))?)?);
+            streams.push(one(at(HookPoint::resid_pre(layer))?)?);
+        }
+        streams.push(one(at(HookPoint::block(last, BlockSite::ResidPost))?)?);
+        runs.push(SenderRun {
+            outputs: Tensor::cat(&parts, 0)?.contiguous()?, // [sender, pos, d_model]
+            attn_out,
+            streams,
+            logit_diff,
+        });
+    }
+    Ok(runs)
 }

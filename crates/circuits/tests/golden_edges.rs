@@ -148,3 +148,38 @@ fn eap_ig_activations_with_one_step_is_eap() {
         }
     }
 }
+
+/// Pairs of different token lengths (8 and 6 tokens on the GPT-2 fixture) scored in
+/// one call: each pair's scores are its own one-pair run's (the library's), and the
+/// mean over pairs is their mean.
+#[test]
+fn pairs_of_different_lengths_score_as_one_pair_runs() {
+    let (model, graph, golden, pairs) = setup("tiny-gpt2");
+    let names: Vec<String> = graph.edges.iter().map(|e| graph.edge_name(e)).collect();
+    let only: Vec<EdgePair> = pairs.iter().map(|(_, p)| p.clone()).collect();
+    assert_ne!(only[0].clean.len(), only[1].clean.len());
+    let method = Method::EapIgInputs { steps: 5 };
+    let together = attribute(&model, &graph, &only, method, Ablation::Patching).unwrap();
+    let mean = actpatch_circuits::mean_scores(&together);
+    for (i, edge) in names.iter().enumerate() {
+        let want: Vec<f64> = pairs
+            .iter()
+            .map(|(name, _)| {
+                golden["pairs"][name.as_str()]["scores"]["EAP-IG-inputs(5)"][edge.as_str()]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
+        for (scores, w) in together.iter().zip(&want) {
+            assert!(
+                (f64::from(scores.scores[i]) - w).abs() < TOLERANCE,
+                "{edge}"
+            );
+        }
+        let want_mean = want.iter().sum::<f64>() / want.len() as f64;
+        assert!(
+            (f64::from(mean[i]) - want_mean).abs() < TOLERANCE,
+            "{edge}: mean"
+        );
+    }
+}

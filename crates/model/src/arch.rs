@@ -94,6 +94,21 @@ pub(crate) trait ArchModel: Send + Sync {
         })
     }
 
+    /// Each query head's gradient at its q, k and v input (`[batch, head, pos,
+    /// d_model]` each) from the gradients at its projections' outputs (`[batch, pos,
+    /// head, d_head]`, keys and values per query head) and the block's input
+    /// `resid_pre` `[batch, pos, d_model]` (see [`crate::edges`]).
+    fn attention_input_gradients(
+        &self,
+        _layer: usize,
+        _resid_pre: &Tensor,
+        _grads: [&Tensor; 3],
+    ) -> Result<[Tensor; 3]> {
+        Err(crate::ModelError::NoEdgeGraph {
+            arch: self.dims().arch.name(),
+        })
+    }
+
     /// Each head's output into the residual stream (`attn.hook_result`) from layer
     /// `layer`'s `z`: `[batch, pos, head, d_head]` → `[batch, pos, head, d_model]`.
     fn head_results(&self, _layer: usize, _z: &Tensor) -> Result<Tensor> {

@@ -34,12 +34,35 @@ pub struct ReceiverInputs {
     /// Added to the MLP's input (`hook_mlp_in`, before its norm); the residual stream
     /// goes on without it. `[batch, pos, d_model]`
     pub mlp: Option<Tensor>,
+    /// Added to each query head's query, key and value right after their projections
+    /// (keys and values then per query head): `[batch, pos, head, d_head]` each. Zeros
+    /// to differentiate with respect to: [`crate::HookedTransformer::attention_input_gradients`]
+    /// turns their gradients into the gradients at the q, k and v inputs, without a
+    /// copy of the stream per head in the differentiated graph.
+    pub projected: Option<[Tensor; 3]>,
 }
 
 impl ReceiverInputs {
     /// Whether any attention input is split per head.
     pub fn splits_attention(&self) -> bool {
         self.q.is_some() || self.k.is_some() || self.v.is_some()
+    }
+
+    /// `q`, `k`, `v` `[batch, pos, head or kv_head, d_head]` plus [`Self::projected`]
+    /// where given (keys and values then per query head).
+    pub(crate) fn add_projected(
+        &self,
+        (q, k, v): (Tensor, Tensor, Tensor),
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let Some([dq, dk, dv]) = &self.projected else {
+            return Ok((q, k, v));
+        };
+        let heads = q.dim(2)?;
+        Ok((
+            (q + dq)?,
+            (ungroup_heads(&k, heads)? + dk)?,
+            (ungroup_heads(&v, heads)? + dv)?,
+        ))
     }
 }
 
@@ -164,4 +187,47 @@ pub(crate) fn head_results(z: &Tensor, w_o: &Linear) -> Result<Tensor> {
         .reshape((heads, batch, pos, d_model))?
         .permute((1, 2, 0, 3))?
         .contiguous()?)
+}
+
+/// Each query head's gradient at its q, k and v input from the gradients at its
+/// projections' outputs: `g` `[batch, pos, head, d_head]` → `gᵀ · W[head]` through the
+/// norm's backward at `resid_pre` `[batch, pos, d_model]`: `[batch, head, pos, d_model]`.
+/// `projection(i)` gives query (0), key (1) or value (2)'s linear map, the offset of
+/// its columns and its number of heads.
+pub(crate) fn attention_input_gradients<'a>(
+    resid_pre: &Tensor,
+    grads: [&Tensor; 3],
+    projection: impl Fn(usize) -> (&'a Linear, usize, usize),
+    norm_backward: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<[Tensor; 3]> {
+    let (batch, pos, d_model) = resid_pre.dims3()?;
+    let x = resid_pre.reshape((batch * pos, d_model))?;
+    let mut out = Vec::with_capacity(3);
+    for (i, grad) in grads.iter().enumerate() {
+        let (batch_, pos_, heads, d_head) = grad.dims4()?;
+        debug_assert_eq!((batch_, pos_), (batch, pos));
+        let (linear, offset, src_heads) = projection(i);
+        let group = heads / src_heads.max(1);
+        let weight = linear
+            .weight()
+            .narrow(1, offset, src_heads * d_head)?
+            .reshape((d_model, src_heads, d_head))?
+            .permute((1, 2, 0))?; // [src_head, d_head, d_model]
+        let weight = ungroup(&weight, group)?.contiguous()?; // [head, d_head, d_model]
+        let rows =
+            grad.permute((2, 0, 1, 3))?
+                .contiguous()?
+                .reshape((heads, batch * pos, d_head))?;
+        let normalized = rows.matmul(&weight)?; // [head, batch · pos, d_model]
+        let input = norm_backward(&x, &normalized)?; // [head, batch · pos, d_model]
+        out.push(
+            input
+                .reshape((heads, batch, pos, d_model))?
+                .transpose(0, 1)?,
+        );
+    }
+    let [q, k, v]: [Tensor; 3] = out
+        .try_into()
+        .map_err(|_| candle_core::Error::Msg("three inputs".into()))?;
+    Ok([q, k, v])
 }

@@ -14,7 +14,10 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
-use crate::edges::{head_results, norm_per_head, per_head_input, project_per_head, ReceiverInputs};
+use crate::edges::{
+    attention_input_gradients, head_results, norm_per_head, per_head_input, project_per_head,
+    ReceiverInputs,
+};
 use crate::layers::{add, embed_rows, LayerNorm, Linear, NormSite};
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
@@ -148,6 +151,10 @@ impl Block {
         let (q, k, v) = match inputs.filter(|i| i.splits_attention()) {
             Some(inputs) => self.split_qkv(&resid_pre, inputs, hooks)?,
             None => self.qkv(&resid_pre, hooks)?,
+        };
+        let (q, k, v) = match inputs {
+            Some(inputs) => inputs.add_projected((q, k, v))?,
+            None => (q, k, v),
         };
         let q = hooks.at(at(BlockSite::Q), q)?; // [batch, pos, head, d_head]
         let k = hooks.at(at(BlockSite::K), k)?;
@@ -340,6 +347,22 @@ impl ArchModel for Gpt2 {
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         self.blocks[layer].forward(resid_pre, frame, None, Some(inputs), hooks)
+    }
+
+    fn attention_input_gradients(
+        &self,
+        layer: usize,
+        resid_pre: &Tensor,
+        grads: [&Tensor; 3],
+    ) -> Result<[Tensor; 3]> {
+        let block = &self.blocks[layer];
+        let d_model = self.dims.d_model;
+        attention_input_gradients(
+            resid_pre,
+            grads,
+            |i| (&block.c_attn, i * d_model, block.n_heads),
+            |x, g| block.ln1.input_gradients(x, g),
+        )
     }
 
     fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {

@@ -185,6 +185,58 @@ impl LayerNorm {
     }
 }
 
+impl LayerNorm {
+    /// The gradient at the norm's input `x` `[rows, d_model]` of each of `grads`
+    /// `[n, rows, d_model]` at its output (every `grads[i]` against the same `x`):
+    /// `[n, rows, d_model]`.
+    pub(crate) fn input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {
+        let eps = self.eps as f32;
+        norm_input_gradients(x, &self.weight, grads, |x, w, g, out| {
+            actpatch_simd::layer_norm_row_grad(x, w, eps, g, out)
+        })
+    }
+}
+
+impl RmsNorm {
+    /// [`LayerNorm::input_gradients`] for this RMSNorm.
+    pub(crate) fn input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {
+        let eps = self.eps as f32;
+        norm_input_gradients(x, &self.weight, grads, |x, w, g, out| {
+            actpatch_simd::rms_norm_row_grad(x, w, eps, g, out)
+        })
+    }
+}
+
+/// A norm's input gradients row by row on every core (on the host: the values are read
+/// out): `x` `[rows, d]`, `grads` `[n, rows, d]` → `[n, rows, d]`.
+fn norm_input_gradients(
+    x: &Tensor,
+    weight: &Tensor,
+    grads: &Tensor,
+    row_grad: impl Fn(&[f32], &[f32], &[f32], &mut [f32]) + Sync,
+) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (n, rows, d) = grads.dims3()?;
+    let x_values = x
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?;
+    let w_values = weight.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+    let g_values = grads
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?;
+    let mut out = vec![0f32; n * rows * d];
+    out.par_chunks_mut(d)
+        .zip(g_values.par_chunks(d))
+        .enumerate()
+        .for_each(|(i, (o, g))| {
+            let row = i % rows;
+            row_grad(&x_values[row * d..(row + 1) * d], &w_values, g, o);
+        });
+    Ok(Tensor::from_vec(out, (n, rows, d), grads.device())?)
+}
+
 /// RMSNorm as TransformerLens writes it: `hook_scale` is `sqrt(mean(x²) + eps)`,
 /// `hook_normalized` is `x / scale`, *before* the weight (unlike [`LayerNorm`], whose
 /// `hook_normalized` includes weight and bias); the output is `hook_normalized * w`.

@@ -309,18 +309,34 @@ impl HookedTransformer {
         inputs: &EdgeInputs,
         differentiable: bool,
     ) -> Result<Tensor> {
-        let (_, pos) = tokens.dims2()?;
+        let resid = self.arch.embed(tokens, hooks)?; // [batch, pos, d_model]
+        self.forward_edges_from(0, resid, hooks, readout, inputs, differentiable)
+    }
+
+    /// [`HookedTransformer::forward_edges`] from block `start` on, given the residual
+    /// stream entering it `[batch, pos, d_model]` (positions from 0): the blocks before
+    /// are the caller's (e.g. a clean run's `resid_pre`, when nothing before `start`
+    /// changes). `start = n_layers` runs the final norm and unembedding alone.
+    pub fn forward_edges_from(
+        &self,
+        start: usize,
+        resid_pre: Tensor,
+        hooks: &mut Hooks,
+        readout: Readout,
+        inputs: &EdgeInputs,
+        differentiable: bool,
+    ) -> Result<Tensor> {
+        let (_, pos, _) = resid_pre.dims3()?;
         let kernels = match differentiable {
             true => Kernels::Differentiable,
             false => Kernels::Fused,
         };
-        let mut resid = self.arch.embed(tokens, hooks)?; // [batch, pos, d_model]
         let frame = self
             .arch
-            .frame(0, pos, tokens.device())?
+            .frame(0, pos, resid_pre.device())?
             .with_kernels(kernels);
-        let n_layers = self.dims().n_layers;
-        for layer in 0..n_layers {
+        let mut resid = resid_pre;
+        for layer in start..self.dims().n_layers {
             resid = match inputs.layer(layer) {
                 Some(receivers) => {
                     (self.arch).block_forward_edges(layer, resid, &frame, receivers, hooks)?
@@ -332,6 +348,21 @@ impl HookedTransformer {
             resid = layers::add(&resid, delta)?; // the logits' own input
         }
         self.arch.readout(&resid, hooks, readout)
+    }
+
+    /// Each query head's gradient at its q, k and v input, `[batch, head, pos, d_model]`
+    /// each, from the gradients at its projections' outputs `[batch, pos, head, d_head]`
+    /// (what [`ReceiverInputs::projected`] probes; keys and values per query head) and
+    /// the residual stream entering block `layer` `[batch, pos, d_model]`: each
+    /// projection's transpose, then the first norm's backward pass.
+    pub fn attention_input_gradients(
+        &self,
+        layer: usize,
+        resid_pre: &Tensor,
+        grads: [&Tensor; 3],
+    ) -> Result<[Tensor; 3]> {
+        self.check_layer(layer)?;
+        self.arch.attention_input_gradients(layer, resid_pre, grads)
     }
 
     /// Whether this model's family has an edge graph ([`edges`]).

@@ -20,7 +20,8 @@ use serde::Deserialize;
 use crate::arch::{default_feeds_keys_values, ArchModel};
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
 use crate::edges::{
-    head_results, norm_per_head, per_head_input, project_per_head, ungroup_heads, ReceiverInputs,
+    attention_input_gradients, head_results, norm_per_head, per_head_input, project_per_head,
+    ungroup_heads, ReceiverInputs,
 };
 use crate::layers::{add, embed_rows, gated, Gate, Linear, NormSite, RmsNorm};
 use crate::rope::RopeConfig;
@@ -320,6 +321,10 @@ impl Block {
             Some(inputs) => self.split_qkv(&resid_pre, inputs, hooks)?,
             None => self.qkv(&resid_pre, hooks)?,
         };
+        let (q, k, v) = match inputs {
+            Some(inputs) => inputs.add_projected((q, k, v))?,
+            None => (q, k, v),
+        };
         let q = hooks.at(at(BlockSite::Q), q)?; // [batch, pos, head, d_head]
         let k = hooks.at(at(BlockSite::K), k)?; // [batch, pos, kv_head, d_head] (head when split)
         let v = hooks.at(at(BlockSite::V), v)?; // [batch, pos, kv_head, d_head] (head when split)
@@ -542,6 +547,26 @@ impl ArchModel for Llama {
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         self.blocks[layer].forward(resid_pre, frame, None, Some(inputs), hooks)
+    }
+
+    fn attention_input_gradients(
+        &self,
+        layer: usize,
+        resid_pre: &Tensor,
+        grads: [&Tensor; 3],
+    ) -> Result<[Tensor; 3]> {
+        let block = &self.blocks[layer];
+        let attn = &block.attn;
+        attention_input_gradients(
+            resid_pre,
+            grads,
+            |i| match i {
+                0 => (&attn.q_proj, 0, block.n_heads),
+                1 => (&attn.k_proj, 0, block.n_kv_heads),
+                _ => (&attn.v_proj, 0, block.n_kv_heads),
+            },
+            |x, g| block.ln1.input_gradients(x, g),
+        )
     }
 
     fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {

@@ -142,7 +142,14 @@ pub(super) fn run(
     )? {
         scored.push(exact);
     }
-    let rows = edge_rows(experiment, model, run_id, &graph, pairs, &scored, ablation);
+    let rows = edge_rows(
+        experiment,
+        model,
+        run_id,
+        (&graph, pairs),
+        &scored,
+        ablation,
+    );
     actpatch_report::edges::write_edges(&run_dir.join("edges.parquet"), &rows)
         .map_err(RunnerError::write_run(run_dir))?;
     let files = write_circuit_files(run_dir, &graph, &scored, ablation)?;
@@ -199,26 +206,27 @@ fn exact_run(
     }))
 }
 
-/// The rows of `edges.parquet`: each pair, each concept's mean and the mean over all.
-fn edge_rows(
-    experiment: &Experiment,
-    model: &HookedTransformer,
-    run_id: &str,
-    graph: &Graph,
-    pairs: &[&PairPlan],
-    scored: &[Scored],
-    ablation: Ablation,
-) -> Vec<EdgeRow> {
-    let exact = scored.iter().find(|s| s.method == Method::Exact);
-    let mut scopes: Vec<(String, Option<String>, Option<String>, Vec<usize>)> = Vec::new();
-    for (i, plan) in pairs.iter().enumerate() {
-        scopes.push((
-            "pair".into(),
-            Some(plan.name.clone()),
-            Some(plan.spec.concept.clone()),
-            vec![i],
-        ));
-    }
+/// What one group of rows of `edges.parquet` averages: one pair, a concept's pairs, or all.
+struct Scope {
+    kind: &'static str,
+    pair: Option<String>,
+    concept: Option<String>,
+    /// Indices into the run's pairs.
+    members: Vec<usize>,
+}
+
+/// The scopes of a run: each pair, each concept (when there are several), all pairs.
+fn scopes(pairs: &[&PairPlan]) -> Vec<Scope> {
+    let mut scopes: Vec<Scope> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, plan)| Scope {
+            kind: "pair",
+            pair: Some(plan.name.clone()),
+            concept: Some(plan.spec.concept.clone()),
+            members: vec![i],
+        })
+        .collect();
     let mut concepts: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, plan) in pairs.iter().enumerate() {
         concepts
@@ -227,16 +235,32 @@ fn edge_rows(
             .push(i);
     }
     if concepts.len() > 1 {
-        for (concept, members) in &concepts {
-            scopes.push((
-                "concept".into(),
-                None,
-                Some(concept.to_string()),
-                members.clone(),
-            ));
-        }
+        scopes.extend(concepts.into_iter().map(|(concept, members)| Scope {
+            kind: "concept",
+            pair: None,
+            concept: Some(concept.to_string()),
+            members,
+        }));
     }
-    scopes.push(("all".into(), None, None, (0..pairs.len()).collect()));
+    scopes.push(Scope {
+        kind: "all",
+        pair: None,
+        concept: None,
+        members: (0..pairs.len()).collect(),
+    });
+    scopes
+}
+
+/// The rows of `edges.parquet`: each pair, each concept's mean and the mean over all.
+fn edge_rows(
+    experiment: &Experiment,
+    model: &HookedTransformer,
+    run_id: &str,
+    (graph, pairs): (&Graph, &[&PairPlan]),
+    scored: &[Scored],
+    ablation: Ablation,
+) -> Vec<EdgeRow> {
+    let exact = scored.iter().find(|s| s.method == Method::Exact);
     let base = EdgeRow {
         run_id: run_id.to_string(),
         experiment: experiment.experiment.name.clone(),
@@ -245,65 +269,54 @@ fn edge_rows(
         ..EdgeRow::default()
     };
     let mut rows = Vec::new();
-    for (scope, pair, concept, members) in &scopes {
+    for scope in scopes(pairs) {
+        let n = scope.members.len() as f64;
         let mean_of = |s: &Scored, edge: usize| -> f64 {
-            members
+            scope
+                .members
                 .iter()
                 .map(|&i| f64::from(s.per_pair[i].scores[edge]))
                 .sum::<f64>()
-                / members.len() as f64
+                / n
         };
-        let gap = members
+        let first = &scored[0].per_pair;
+        let gap = scope
+            .members
             .iter()
-            .map(|&i| {
-                f64::from(scored[0].per_pair[i].ld_clean - scored[0].per_pair[i].ld_corrupted)
-            })
+            .map(|&i| f64::from(first[i].ld_clean - first[i].ld_corrupted))
             .sum::<f64>()
-            / members.len() as f64;
+            / n;
+        let scope_row = EdgeRow {
+            scope: scope.kind.to_string(),
+            pair: scope.pair.clone(),
+            concept: scope.concept.clone(),
+            n_pairs: scope.members.len() as u32,
+            ..base.clone()
+        };
         for s in scored {
             for &edge in &s.edges {
                 let score = mean_of(s, edge);
-                let exact_value = exact
-                    .filter(|e| e.edges.contains(&edge))
+                let exact = exact
+                    .filter(|e| s.method != Method::Exact && e.edges.contains(&edge))
                     .map(|e| mean_of(e, edge));
-                rows.push(edge_row(
-                    &base,
-                    graph,
-                    edge,
-                    s.method,
-                    (scope, pair, concept),
-                    members.len(),
-                    score,
-                    gap,
-                    exact_value,
-                ));
+                let mut row = edge_row(&scope_row, graph, edge, s.method);
+                row.score = score;
+                row.normalized = if gap != 0.0 { score / gap } else { f64::NAN };
+                row.exact = exact;
+                row.error = exact.map(|x| score - x);
+                rows.push(row);
             }
         }
     }
     rows
 }
 
-#[allow(clippy::too_many_arguments)]
-fn edge_row(
-    base: &EdgeRow,
-    graph: &Graph,
-    edge: usize,
-    method: Method,
-    (scope, pair, concept): (&str, &Option<String>, &Option<String>),
-    n_pairs: usize,
-    score: f64,
-    gap: f64,
-    exact: Option<f64>,
-) -> EdgeRow {
+/// `base` with edge `edge` of `graph` and `method` filled in (scores left for the caller).
+fn edge_row(base: &EdgeRow, graph: &Graph, edge: usize, method: Method) -> EdgeRow {
     let e = graph.edges[edge];
     let sender = graph.senders[e.sender];
     let receiver = graph.receivers[e.receiver];
-    let exact = exact.filter(|_| method != Method::Exact);
     EdgeRow {
-        scope: scope.to_string(),
-        pair: pair.clone(),
-        concept: concept.clone(),
-        n_pairs: n_pairs as u32,
         method: method.name().to_string(),
         steps: method.steps() as u32,
         edge: graph.edge_name(&e),
@@ -314,10 +327,6 @@ fn edge_row(
         sender_head: sender.head().map(|h| h as u32),
         receiver_hook: receiver.hook(graph.n_layers),
         receiver_head: receiver.head().map(|h| h as u32),
-        score,
-        normalized: if gap != 0.0 { score / gap } else { f64::NAN },
-        exact,
-        error: exact.map(|x| score - x),
         ..base.clone()
     }
 }

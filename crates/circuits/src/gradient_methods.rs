@@ -1,0 +1,146 @@
+//! The methods that score edges from gradients: which runs each averages the receivers'
+//! gradients over, and the edge scores `Δ_s · g_r` from them.
+
+use actpatch_hooks::{BlockSite, HookPoint};
+use actpatch_model::HookedTransformer;
+use candle_core::Tensor;
+
+use crate::attribute::PairRuns;
+use crate::gradients::{receiver_gradients, GradRow};
+use crate::graph::{Graph, Sender};
+use crate::senders::SenderRun;
+use crate::{EdgePair, Method, Result};
+
+/// EAP (the clean run), EAP-IG on the inputs (the library's input interpolation) and
+/// clean-corrupted (the clean and the corrupted run): every pair's rows in batched
+/// passes, each pair's mean gradient against its `delta`.
+pub(crate) fn gradient_scores(
+    model: &HookedTransformer,
+    graph: &Graph,
+    pairs: &[EdgePair],
+    runs: &[PairRuns],
+    method: Method,
+) -> Result<Vec<Vec<f32>>> {
+    let mut rows = Vec::new();
+    for (group, (pair, runs)) in pairs.iter().zip(runs).enumerate() {
+        let (clean, corrupted) = (&runs.clean, &runs.corrupted);
+        let plain = |tokens: &[u32]| GradRow {
+            tokens: tokens.to_vec(),
+            answers: pair.answers,
+            replace: None,
+            group,
+        };
+        match method {
+            Method::CleanCorrupted => rows.extend([plain(&pair.clean), plain(&pair.corrupted)]),
+            Method::EapIgInputs { steps } => {
+                rows.extend(input_steps(pair, (clean, corrupted), steps, group)?)
+            }
+            _ => rows.push(plain(&pair.clean)),
+        }
+    }
+    let grads = receiver_gradients(model, graph, &rows)?;
+    runs.iter()
+        .zip(&grads)
+        .map(|(runs, grad)| edge_scores(graph, &runs.delta, grad, None))
+        .collect()
+}
+
+/// The library's input interpolation: rows of the clean prompt whose token embeddings
+/// are `corrupted + k/steps · (clean − corrupted)`, `k = 0 … steps−1`.
+fn input_steps(
+    pair: &EdgePair,
+    (clean, corrupted): (&SenderRun, &SenderRun),
+    steps: usize,
+    group: usize,
+) -> Result<Vec<GradRow>> {
+    let clean_embed = clean.outputs.narrow(0, 0, 1)?; // [1, pos, d_model]
+    let corrupted_embed = corrupted.outputs.narrow(0, 0, 1)?;
+    let step = (&clean_embed - &corrupted_embed)?;
+    (0..steps)
+        .map(|k| {
+            let embed = (&corrupted_embed + (&step * (k as f64 / steps as f64))?)?;
+            Ok(GradRow {
+                tokens: pair.clean.clone(),
+                answers: pair.answers,
+                replace: Some((HookPoint::Embed, embed)),
+                group,
+            })
+        })
+        .collect()
+}
+
+/// Principled EAP-IG on activations: per sender group (the input, one layer's heads,
+/// one MLP), its output moved `ablated + k/steps · (clean − ablated)`, `k = 1 … steps`,
+/// the receivers' gradients averaged, and that group's edges scored. One step is the
+/// clean run: EAP.
+pub(crate) fn ig_activations(
+    model: &HookedTransformer,
+    graph: &Graph,
+    pair: &EdgePair,
+    runs: &PairRuns,
+    steps: usize,
+) -> Result<Vec<f32>> {
+    let (clean, delta) = (&runs.clean, &runs.delta);
+    let heads = graph.n_heads;
+    // (where the group's output enters, its senders, that point's clean value)
+    let mut groups: Vec<(HookPoint, Vec<usize>, Tensor)> =
+        vec![(HookPoint::Embed, vec![0], clean.outputs.narrow(0, 0, 1)?)];
+    for layer in 0..graph.n_layers {
+        let first = graph.sender_index(Sender::Head { layer, head: 0 });
+        let attn_out = HookPoint::block(layer, BlockSite::AttnOut);
+        groups.push((
+            attn_out,
+            (first..first + heads).collect(),
+            clean.attn_out[layer].clone(),
+        ));
+        let mlp = graph.sender_index(Sender::Mlp { layer });
+        let mlp_out = HookPoint::block(layer, BlockSite::MlpOut);
+        groups.push((mlp_out, vec![mlp], clean.outputs.narrow(0, mlp, 1)?));
+    }
+    let mut rows = Vec::with_capacity(groups.len() * steps);
+    for (group, (point, senders, clean_value)) in groups.iter().enumerate() {
+        // The group's whole ablation at that point: its senders' deltas summed.
+        let group_delta = delta.narrow(0, senders[0], senders.len())?.sum_keepdim(0)?; // [1, pos, d_model]
+        for k in 1..=steps {
+            let away = 1.0 - k as f64 / steps as f64;
+            rows.push(GradRow {
+                tokens: pair.clean.clone(),
+                answers: pair.answers,
+                replace: Some((*point, (clean_value + (&group_delta * away)?)?)),
+                group,
+            });
+        }
+    }
+    let grads = receiver_gradients(model, graph, &rows)?;
+    let mut scores = vec![0f32; graph.edges.len()];
+    for ((_, senders, _), grad) in groups.iter().zip(&grads) {
+        let group_scores = edge_scores(graph, delta, grad, Some(senders))?;
+        for (s, g) in scores.iter_mut().zip(group_scores) {
+            *s += g;
+        }
+    }
+    Ok(scores)
+}
+
+/// `Δ_s · g_r` for every edge (only those from `senders` when given; 0 elsewhere):
+/// `delta` `[sender, pos, d_model]`, `grads` `[receiver, pos, d_model]`.
+fn edge_scores(
+    graph: &Graph,
+    delta: &Tensor,
+    grads: &Tensor,
+    senders: Option<&[usize]>,
+) -> Result<Vec<f32>> {
+    let (n_senders, pos, d_model) = delta.dims3()?;
+    let n_receivers = grads.dim(0)?;
+    let delta = delta.reshape((n_senders, pos * d_model))?;
+    let grads = grads.reshape((n_receivers, pos * d_model))?;
+    let products = delta.matmul(&grads.t()?)?.to_vec2::<f32>()?; // [sender, receiver]
+    Ok(graph
+        .edges
+        .iter()
+        .map(|e| match senders {
+            Some(list) if !list.contains(&e.sender) => 0.0,
+            _ => products[e.sender][e.receiver],
+        })
+        .collect())
+}

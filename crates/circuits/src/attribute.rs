@@ -45,6 +45,13 @@ pub(crate) struct PairRuns {
     pub delta: Tensor,
 }
 
+impl PairRuns {
+    /// What each sender writes when ablated: `[sender, pos, d_model]`.
+    pub fn ablated(&self) -> Result<Tensor> {
+        Ok((&self.clean.outputs + &self.delta)?)
+    }
+}
+
 /// Scores every edge of `graph` on every pair with `method`, `ablation` giving what an
 /// ablated sender writes. The mean over pairs is [`mean_scores`].
 pub fn attribute(
@@ -109,7 +116,7 @@ fn with_baselines(scores: Vec<Vec<f32>>, runs: &[PairRuns]) -> Vec<PairScores> {
 }
 
 /// Every pair's runs (all prompts of one length batched), and its `delta` under `ablation`.
-fn pair_runs(
+pub(crate) fn pair_runs(
     model: &HookedTransformer,
     graph: &Graph,
     pairs: &[EdgePair],
@@ -164,7 +171,7 @@ pub fn mean_scores(per_pair: &[PairScores]) -> Vec<f32> {
     mean.into_iter().map(|m| (m / n) as f32).collect()
 }
 
-fn check(
+pub(crate) fn check(
     model: &HookedTransformer,
     pairs: &[EdgePair],
     method: Method,

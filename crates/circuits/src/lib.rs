@@ -25,8 +25,11 @@
 //! ```
 
 mod attribute;
+pub mod circuit;
 mod error;
+mod evaluate;
 mod exact;
+pub mod faithfulness;
 mod gradient_methods;
 mod gradients;
 pub mod graph;
@@ -35,7 +38,9 @@ mod method;
 mod senders;
 
 pub use attribute::{attribute, exact_edges, mean_scores, EdgePair, PairScores};
+pub use circuit::{prune, top_edges, Select};
 pub use error::{CircuitError, Result};
+pub use faithfulness::{faithfulness_curve, Curve, CurvePoint, Size, MIB_FRACTIONS};
 pub use graph::{Edge, Graph, Qkv, Receiver, Sender};
 pub use method::{Ablation, Method, ABLATIONS, DEFAULT_STEPS, METHODS};
 

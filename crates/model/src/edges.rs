@@ -40,6 +40,11 @@ pub struct ReceiverInputs {
     /// turns their gradients into the gradients at the q, k and v inputs, without a
     /// copy of the stream per head in the differentiated graph.
     pub projected: Option<[Tensor; 3]>,
+    /// The edges from this block's own heads into its MLP that are cut: a 0/1 mask
+    /// `[batch, head]` (1: cut) and what the cut heads write instead `[batch, pos, head,
+    /// d_model]`. The MLP's input gets `Σ_head mask · (ablated − live output)`, the
+    /// live outputs being this pass's (circuit evaluation).
+    pub mlp_heads: Option<(Tensor, Tensor)>,
 }
 
 impl ReceiverInputs {
@@ -168,6 +173,32 @@ pub(crate) fn ungroup_heads(kv: &Tensor, heads: usize) -> Result<Tensor> {
         .unsqueeze(3)?
         .broadcast_as((batch, pos, kv_heads, group, d_head))?
         .reshape((batch, pos, heads, d_head))?)
+}
+
+/// The MLP's input: `resid_mid` plus the block's MLP delta and the cut edges from its
+/// own heads ([`ReceiverInputs::mlp_heads`], the heads' live outputs from `z` and
+/// `w_o`). `[batch, pos, d_model]`
+pub(crate) fn mlp_input(
+    resid_mid: &Tensor,
+    inputs: Option<&ReceiverInputs>,
+    z: &Tensor,
+    w_o: &Linear,
+) -> Result<Tensor> {
+    let Some(inputs) = inputs else {
+        return Ok(resid_mid.clone());
+    };
+    let mut mlp_in = match &inputs.mlp {
+        Some(delta) => crate::layers::add(resid_mid, delta)?, // hook_mlp_in
+        None => resid_mid.clone(),
+    };
+    if let Some((mask, ablated)) = &inputs.mlp_heads {
+        let live = head_results(z, w_o)?; // [batch, pos, head, d_model]
+        let (batch, heads) = mask.dims2()?;
+        let mask = mask.reshape((batch, 1, heads, 1))?;
+        let cut = (ablated - live)?.broadcast_mul(&mask)?.sum(2)?; // [batch, pos, d_model]
+        mlp_in = (mlp_in + cut)?;
+    }
+    Ok(mlp_in)
 }
 
 /// Each head's output into the residual stream, TransformerLens's `attn.hook_result`

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
 use crate::edges::{
-    attention_input_gradients, head_results, norm_per_head, per_head_input, project_per_head,
-    ReceiverInputs,
+    attention_input_gradients, head_results, mlp_input, norm_per_head, per_head_input,
+    project_per_head, ReceiverInputs,
 };
 use crate::layers::{add, embed_rows, LayerNorm, Linear, NormSite};
 use crate::weights::WeightStore;
@@ -163,10 +163,7 @@ impl Block {
         let attn_out = hooks.at(at(BlockSite::AttnOut), attention_output(&z, &self.c_proj)?)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?;
 
-        let mlp_in = match inputs.and_then(|i| i.mlp.as_ref()) {
-            Some(delta) => add(&resid_mid, delta)?, // hook_mlp_in
-            None => resid_mid.clone(),
-        };
+        let mlp_in = mlp_input(&resid_mid, inputs, &z, &self.c_proj)?; // hook_mlp_in
         let normalized = self
             .ln2
             .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;

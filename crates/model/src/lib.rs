@@ -365,6 +365,36 @@ impl HookedTransformer {
         self.arch.attention_input_gradients(layer, resid_pre, grads)
     }
 
+    /// tokens `[batch, pos]` → the residual stream entering block 0 `[batch, pos,
+    /// d_model]`, through the embedding hook points.
+    pub fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+        self.arch.embed(tokens, hooks)
+    }
+
+    /// Block `layer` alone on the residual stream entering it `[batch, pos, d_model]`
+    /// (positions from 0), its receivers reading their own inputs where `inputs` says so
+    /// ([`edges`]): one step of a pass whose edge inputs depend on the pass itself
+    /// (circuit evaluation). Fused kernels.
+    pub fn block_edges(
+        &self,
+        layer: usize,
+        resid_pre: Tensor,
+        inputs: Option<&ReceiverInputs>,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.check_layer(layer)?;
+        let (_, pos, _) = resid_pre.dims3()?;
+        let frame = self.arch.frame(0, pos, resid_pre.device())?;
+        match inputs {
+            Some(receivers) => {
+                (self.arch).block_forward_edges(layer, resid_pre, &frame, receivers, hooks)
+            }
+            None => self
+                .arch
+                .block_forward(layer, resid_pre, &frame, None, hooks),
+        }
+    }
+
     /// Whether this model's family has an edge graph ([`edges`]).
     pub fn has_edge_graph(&self) -> bool {
         matches!(self.dims().arch, Architecture::Gpt2 | Architecture::Llama)

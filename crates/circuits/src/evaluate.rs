@@ -1,0 +1,149 @@
+//! Running a circuit: the clean run in which every edge outside the circuit carries
+//! its sender's ablated output instead of the live one (the EAP-IG library's
+//! `evaluate_graph`). A receiver's input is its live stream plus
+//! `Σ_{s → r cut} (ablated_s − live_s)`, the live outputs being this run's own, so the
+//! pass goes block by block: each block's receiver inputs from the outputs of the
+//! blocks before it. Rows (circuit × pair) of one length run as one batch.
+
+use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Hooks};
+use actpatch_model::{HookedTransformer, Readout, ReceiverInputs};
+use candle_core::{DType, Tensor};
+
+use crate::attribute::PairRuns;
+use crate::gradients::logit_diffs;
+use crate::graph::{Graph, Sender};
+use crate::{EdgePair, Result};
+
+/// Rows × positions per batch.
+const ROW_POSITIONS_PER_PASS: usize = 512;
+
+/// The logit difference of every pair under every circuit: `[circuit][pair]`.
+/// `circuits[c][edge]` is whether the edge is in circuit `c`.
+pub(crate) fn evaluate_circuits(
+    model: &HookedTransformer,
+    graph: &Graph,
+    pairs: &[EdgePair],
+    runs: &[PairRuns],
+    circuits: &[Vec<bool>],
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = vec![vec![0f32; pairs.len()]; circuits.len()];
+    let mut rows: Vec<(usize, usize)> = (0..circuits.len())
+        .flat_map(|c| (0..pairs.len()).map(move |p| (c, p)))
+        .collect();
+    rows.sort_by_key(|(_, p)| pairs[*p].clean.len());
+    let mut start = 0;
+    while start < rows.len() {
+        let pos = pairs[rows[start].1].clean.len();
+        let per_pass = (ROW_POSITIONS_PER_PASS / pos.max(1)).max(1);
+        let mut end = start + 1;
+        while end < rows.len() && end - start < per_pass && pairs[rows[end].1].clean.len() == pos {
+            end += 1;
+        }
+        let batch = &rows[start..end];
+        let lds = run_batch(model, graph, (pairs, runs), circuits, batch)?;
+        for ((c, p), ld) in batch.iter().zip(lds) {
+            out[*c][*p] = ld;
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
+/// One batch: rows `(circuit, pair)` of one length.
+fn run_batch(
+    model: &HookedTransformer,
+    graph: &Graph,
+    (pairs, runs): (&[EdgePair], &[PairRuns]),
+    circuits: &[Vec<bool>],
+    batch: &[(usize, usize)],
+) -> Result<Vec<f32>> {
+    let device = model.device();
+    let (n_senders, n_receivers, heads) =
+        (graph.senders.len(), graph.receivers.len(), graph.n_heads);
+    let rows = batch.len();
+    // [row, receiver, sender]: 1 where the edge exists and is cut.
+    let mut cut = vec![0f32; rows * n_receivers * n_senders];
+    for (row, (c, _)) in batch.iter().enumerate() {
+        for (edge, kept) in graph.edges.iter().zip(&circuits[*c]) {
+            if !kept {
+                cut[(row * n_receivers + edge.receiver) * n_senders + edge.sender] = 1.0;
+            }
+        }
+    }
+    let cut = Tensor::from_vec(cut, (rows, n_receivers, n_senders), device)?;
+    let ablated: Vec<Tensor> = batch
+        .iter()
+        .map(|(_, p)| runs[*p].ablated())
+        .collect::<Result<_>>()?;
+    let ablated = Tensor::stack(&ablated, 0)?; // [row, sender, pos, d_model]
+    let (_, _, pos, d_model) = ablated.dims4()?;
+    let tokens: Vec<Vec<u32>> = batch.iter().map(|(_, p)| pairs[*p].clean.clone()).collect();
+    let tokens = model.tokens_tensor(&tokens)?;
+    let mut resid = model.embed(&tokens, &mut Hooks::none())?; // [row, pos, d_model]
+                                                               // The senders' live outputs so far: [row, sender, pos, d_model] as a list of parts.
+    let input_live = Tensor::stack(
+        &batch
+            .iter()
+            .map(|(_, p)| runs[*p].clean.outputs.narrow(0, 0, 1))
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+        0,
+    )?; // [row, 1, pos, d_model]
+    let mut live = vec![input_live];
+    let per_layer = 3 * heads + 1;
+    for layer in 0..graph.n_layers {
+        let before = graph.sender_index(Sender::Head { layer, head: 0 });
+        let diff = (ablated.narrow(1, 0, before)? - Tensor::cat(&live, 1)?)?; // [row, before, pos, d_model]
+        let diff = diff.reshape((rows, before, pos * d_model))?;
+        let mask = cut
+            .narrow(1, layer * per_layer, per_layer)?
+            .narrow(2, 0, before)?
+            .contiguous()?; // [row, receiver, before]
+        let deltas = mask.matmul(&diff)?; // [row, 3·head + 1, pos · d_model]
+        let head_delta = |i: usize| -> Result<Tensor> {
+            Ok(deltas
+                .narrow(1, i * heads, heads)?
+                .reshape((rows, heads, pos, d_model))?
+                .transpose(1, 2)?
+                .contiguous()?) // [row, pos, head, d_model]
+        };
+        let mlp = graph.receiver_index(crate::graph::Receiver::Mlp { layer });
+        let own_heads = cut
+            .narrow(1, mlp, 1)?
+            .squeeze(1)?
+            .narrow(1, before, heads)?
+            .contiguous()?; // [row, head]
+        let own_ablated = ablated
+            .narrow(1, before, heads)?
+            .transpose(1, 2)?
+            .contiguous()?; // [row, pos, head, d_model]
+        let inputs = ReceiverInputs {
+            q: Some(head_delta(0)?),
+            k: Some(head_delta(1)?),
+            v: Some(head_delta(2)?),
+            mlp: Some(
+                deltas
+                    .narrow(1, 3 * heads, 1)?
+                    .reshape((rows, pos, d_model))?,
+            ),
+            mlp_heads: Some((own_heads, own_ablated)),
+            projected: None,
+        };
+        let (z, mlp_out) = (
+            HookPoint::block(layer, BlockSite::Z),
+            HookPoint::block(layer, BlockSite::MlpOut),
+        );
+        let mut hooks = Hooks::caching(CacheFilter::only([z, mlp_out]));
+        resid = model.block_edges(layer, resid, Some(&inputs), &mut hooks)?;
+        let cache = hooks.into_cache();
+        let results = model.head_results(layer, cache.get(z)?)?; // [row, pos, head, d_model]
+        live.push(results.transpose(1, 2)?.contiguous()?); // [row, head, pos, d_model]
+        live.push(cache.get(mlp_out)?.unsqueeze(1)?);
+    }
+    let diff = (ablated - Tensor::cat(&live, 1)?)?.reshape((rows, n_senders, pos * d_model))?;
+    let mask = cut.narrow(1, n_receivers - 1, 1)?.contiguous()?; // [row, 1, sender]
+    let logits_delta = mask.matmul(&diff)?.reshape((rows, pos, d_model))?;
+    let resid = (resid + logits_delta)?;
+    let logits = model.readout(&resid, &mut Hooks::none(), Readout::LastPosition)?; // [row, d_vocab]
+    let answers: Vec<[u32; 2]> = batch.iter().map(|(_, p)| pairs[*p].answers).collect();
+    Ok(logit_diffs(&logits.to_dtype(DType::F32)?, &answers)?.to_vec1::<f32>()?)
+}

@@ -1,0 +1,224 @@
+//! Faithfulness curves against `golden_edges.json`'s `faithfulness` (made with MIB's
+//! `evaluate_area_under_curve` on the EAP-IG library): the library's EAP-IG-inputs(5)
+//! scores, circuits at MIB's fractions, patching and zero ablation, both fixtures and
+//! both pairs: edges after pruning, f per size, CPR, CMD, m(∅) and m(full) within 1e-4.
+
+use std::path::PathBuf;
+
+use actpatch_circuits::{
+    exact_edges, faithfulness_curve, Ablation, EdgePair, Graph, Select, Size, MIB_FRACTIONS,
+};
+use actpatch_model::HookedTransformer;
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+fn read_json(path: PathBuf) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-4
+}
+
+/// Zero ablation on the Llama fixture (no biases, no position embeddings) leaves
+/// receivers whose inputs are all ablated with an input of exactly 0, which RMSNorm
+/// maps to 0; the library subtracts every live output from the live stream instead and
+/// leaves float residue of ~1e-7, which RMSNorm (eps 1e-5) scales up: its m(∅) is
+/// -1.4e-4 where the exact value is 0. There the tolerance is 5e-4.
+fn close_zero_llama(a: f64, b: f64) -> bool {
+    (a - b).abs() < 5e-4
+}
+
+#[test]
+fn curves_equal_mibs() {
+    for name in ["tiny-gpt2", "tiny-llama"] {
+        let model = HookedTransformer::from_dir(fixture(name)).unwrap();
+        let graph = Graph::of_model(&model);
+        let golden = read_json(fixture(name).join("golden_edges.json"));
+        let pairs = read_json(fixture(name).join("golden.json"));
+        let ids = |v: &Value| -> Vec<u32> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        };
+        for (pair_name, p) in pairs["pairs"].as_object().unwrap() {
+            let pair = EdgePair {
+                clean: ids(&p["clean_tokens"]),
+                corrupted: ids(&p["corrupted_tokens"]),
+                answers: [
+                    p["correct_id"].as_u64().unwrap() as u32,
+                    p["incorrect_id"].as_u64().unwrap() as u32,
+                ],
+            };
+            let expected = &golden["pairs"][pair_name.as_str()];
+            let scores: Vec<f32> = graph
+                .edges
+                .iter()
+                .map(|e| {
+                    expected["scores"]["EAP-IG-inputs(5)"][graph.edge_name(e).as_str()]
+                        .as_f64()
+                        .unwrap() as f32
+                })
+                .collect();
+            let sizes: Vec<Size> = MIB_FRACTIONS.iter().map(|f| Size::Fraction(*f)).collect();
+            for (label, ablation) in [("patching", Ablation::Patching), ("zero", Ablation::Zero)] {
+                let want = &expected["faithfulness"][label];
+                let curve = faithfulness_curve(
+                    &model,
+                    &graph,
+                    std::slice::from_ref(&pair),
+                    &scores,
+                    (ablation, Select::Abs),
+                    &sizes,
+                )
+                .unwrap();
+                let at = |key: &str, i: usize| want[key][i].as_f64().unwrap();
+                let tag = format!("{name} {pair_name} {label}");
+                let close = |a: f64, b: f64| match (name, ablation) {
+                    ("tiny-llama", Ablation::Zero) => close_zero_llama(a, b),
+                    _ => close(a, b),
+                };
+                for (i, point) in curve.points.iter().enumerate() {
+                    assert_eq!(
+                        point.requested as f64,
+                        at("top_n", i),
+                        "{tag}: top_n at {}",
+                        point.fraction
+                    );
+                    assert_eq!(
+                        point.edges as f64,
+                        at("edges_after_prune", i),
+                        "{tag}: edges after pruning at {}",
+                        point.fraction
+                    );
+                    assert!(
+                        close(point.faithfulness, at("faithfulness", i)),
+                        "{tag}: f at {}: {} vs {}",
+                        point.fraction,
+                        point.faithfulness,
+                        at("faithfulness", i)
+                    );
+                }
+                assert!(
+                    close(curve.ld_empty, want["ld_empty"].as_f64().unwrap()),
+                    "{tag}: m(∅) {}",
+                    curve.ld_empty
+                );
+                assert!(
+                    close(
+                        curve.ld_full,
+                        expected["faithfulness"]["ld_full"].as_f64().unwrap()
+                    ),
+                    "{tag}: m(full)"
+                );
+                assert!(
+                    close(curve.cpr, want["cpr"].as_f64().unwrap()),
+                    "{tag}: CPR {} vs {}",
+                    curve.cpr,
+                    want["cpr"]
+                );
+                assert!(
+                    close(curve.cmd, want["cmd"].as_f64().unwrap()),
+                    "{tag}: CMD {} vs {}",
+                    curve.cmd,
+                    want["cmd"]
+                );
+                // The full circuit is the clean run, the empty one every edge ablated.
+                assert!(
+                    (curve.points.last().unwrap().faithfulness - 1.0).abs() < 1e-5,
+                    "{tag}: f(full)"
+                );
+            }
+        }
+    }
+}
+
+/// A circuit of every edge but one, run block by block with live sender outputs, equals
+/// that edge's exact effect (one receiver input patched in a clean run), for every
+/// ablation; the empty circuit under patching is the corrupted run.
+#[test]
+fn all_but_one_edge_is_that_edges_exact_effect() {
+    for name in ["tiny-gpt2", "tiny-llama"] {
+        let model = HookedTransformer::from_dir(fixture(name)).unwrap();
+        let graph = Graph::of_model(&model);
+        let answers = [
+            model.to_single_token(" Rome").unwrap(),
+            model.to_single_token(" Paris").unwrap(),
+        ];
+        let clean = model.to_tokens("The Colosseum is in", true).unwrap();
+        let corrupted = model.to_tokens("The Eiffel Tower is in", true).unwrap();
+        let pairs = [
+            EdgePair {
+                clean: clean.clone(),
+                corrupted: corrupted.clone(),
+                answers,
+            },
+            EdgePair {
+                clean: corrupted,
+                corrupted: clean,
+                answers: [answers[1], answers[0]],
+            },
+        ];
+        let n = graph.edges.len();
+        for ablation in [Ablation::Patching, Ablation::Zero, Ablation::Mean] {
+            let exact = exact_edges(
+                &model,
+                &graph,
+                &pairs,
+                ablation,
+                &(0..n).collect::<Vec<_>>(),
+            )
+            .unwrap();
+            for edge in [0, 13, n / 2, n - 1] {
+                let mut scores = vec![1.0f32; n];
+                scores[edge] = 0.0;
+                let curve = faithfulness_curve(
+                    &model,
+                    &graph,
+                    &pairs,
+                    &scores,
+                    (ablation, Select::Abs),
+                    &[Size::Edges(n - 1)],
+                )
+                .unwrap();
+                let point = &curve.points[0];
+                if point.edges != n - 1 {
+                    continue; // pruning took more edges with it
+                }
+                for (p, pair_scores) in exact.iter().enumerate() {
+                    let effect = f64::from(point.per_pair[p] - curve.full_per_pair[p]);
+                    let want = f64::from(pair_scores.scores[edge]);
+                    assert!(
+                        (effect - want).abs() < 1e-4,
+                        "{name} {ablation:?} {}: {effect} vs exact {want}",
+                        graph.edge_name(&graph.edges[edge])
+                    );
+                }
+            }
+            if ablation == Ablation::Patching {
+                let curve = faithfulness_curve(
+                    &model,
+                    &graph,
+                    &pairs,
+                    &vec![0.0; n],
+                    (ablation, Select::Abs),
+                    &[Size::Edges(0)],
+                )
+                .unwrap();
+                for (p, runs) in exact.iter().enumerate() {
+                    assert!(
+                        (curve.empty_per_pair[p] - runs.ld_corrupted).abs() < 1e-4,
+                        "{name}: m(∅) is the corrupted run"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@
 pub mod accuracy;
 pub mod atomic;
 pub mod compare_table;
+pub mod curves;
 pub mod edges;
 mod error;
 mod figure;

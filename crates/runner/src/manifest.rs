@@ -61,6 +61,22 @@ pub struct Manifest {
     /// the run folder.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub circuit_files: Vec<String>,
+    /// `[circuit]`: each method's faithfulness curve summarized, per ablation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub circuit_areas: Vec<CircuitArea>,
+}
+
+/// CPR and CMD (MIB's areas under the faithfulness curve) of one method's circuits
+/// under one ablation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CircuitArea {
+    /// The method, with its steps: `eap-ig-inputs(5)`.
+    pub method: String,
+    pub ablation: String,
+    /// Area under the faithfulness curve (higher is better).
+    pub cpr: f64,
+    /// Area under |1 − faithfulness| (lower is better).
+    pub cmd: f64,
 }
 
 /// `[corruption]` as the run's Gaussian-noise pairs used it.

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use actpatch_report::curves::{CircuitRow, CIRCUITS};
 use actpatch_report::edges::{EdgeRow, EDGES};
 use serde_json::Value;
 
@@ -142,6 +143,24 @@ fn tiny_circuit_run_equals_the_librarys_scores() {
     );
     let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(report.contains("## Circuits"), "{report}");
+    assert!(report.contains("## Circuit faithfulness"), "{report}");
+    assert!(run_dir.join("figures/faithfulness.png").is_file());
+    assert!(run_dir.join("figures/faithfulness_log.png").is_file());
+    // Every method's curve: f = 1 with every edge, CPR and CMD in the manifest.
+    let curves: Vec<CircuitRow> =
+        actpatch_report::tables::read_rows(&run_dir.join("circuits.parquet"), &CIRCUITS)
+            .unwrap()
+            .data;
+    let manifest = read_json(&run_dir.join("manifest.json"));
+    let areas = manifest["circuit_areas"].as_array().unwrap();
+    assert_eq!(areas.len(), 4, "one curve per method: {areas:?}");
+    for row in curves
+        .iter()
+        .filter(|r| r.scope == "all" && r.fraction == 1.0)
+    {
+        assert!((row.faithfulness - 1.0).abs() < 1e-5, "{row:?}");
+        assert_eq!(row.edges_after_pruning as usize, n_edges);
+    }
     assert!(report.contains("Against `exact` on 110 edges"), "{report}");
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -219,4 +238,74 @@ fn bad_circuit_sections_exit_2_and_write_nothing() {
         "tiny-gemma2",
         &["gemma2", "no edge graph"],
     );
+}
+
+/// One pair, the library's own curves: the run's circuits (from its EAP-IG-inputs(5)
+/// scores, equal to the library's) give MIB's faithfulness, CPR and CMD under patching
+/// and zero ablation (`golden_edges.json`).
+#[test]
+fn one_pair_curves_equal_mibs() {
+    let dir = scratch("mib");
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/experiments/tiny_circuit.toml"))
+        .unwrap();
+    let model_dir = std::fs::canonicalize(repo().join("tests/fixtures/tiny-gpt2")).unwrap();
+    let cut = text.find("[[pairs]]\nname = \"capital\"").unwrap();
+    let text = text[..cut]
+        .replace(
+            "path = \"../tiny-gpt2\"",
+            &format!("path = {:?}", model_dir.display().to_string()),
+        )
+        .replace(
+            "methods = [\"eap\", \"eap-ig-inputs\", \"clean-corrupted\", \"exact\"]",
+            "methods = [\"eap-ig-inputs\"]\ncurve_ablations = [\"patching\", \"zero\"]",
+        );
+    let file = dir.join("experiment.toml");
+    std::fs::write(&file, text).unwrap();
+    let (code, stderr, run_dir) = run(&file, &dir.join("out"));
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    let run_dir = run_dir.unwrap();
+    let golden = read_json(&repo().join("tests/fixtures/tiny-gpt2/golden_edges.json"));
+    let want = &golden["pairs"]["landmarks"]["faithfulness"];
+    let rows: Vec<CircuitRow> =
+        actpatch_report::tables::read_rows(&run_dir.join("circuits.parquet"), &CIRCUITS)
+            .unwrap()
+            .data;
+    let manifest = read_json(&run_dir.join("manifest.json"));
+    for ablation in ["patching", "zero"] {
+        let curve: Vec<&CircuitRow> = rows
+            .iter()
+            .filter(|r| r.scope == "all" && r.ablation == ablation)
+            .collect();
+        assert_eq!(curve.len(), 10);
+        for (i, row) in curve.iter().enumerate() {
+            let f = want[ablation]["faithfulness"][i].as_f64().unwrap();
+            assert!(
+                (row.faithfulness - f).abs() < 1e-4,
+                "{ablation} at {}: {} vs {f}",
+                row.fraction,
+                row.faithfulness
+            );
+            assert_eq!(
+                f64::from(row.edges_after_pruning),
+                want[ablation]["edges_after_prune"][i].as_f64().unwrap()
+            );
+        }
+        let area = manifest["circuit_areas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["ablation"] == ablation)
+            .unwrap();
+        for key in ["cpr", "cmd"] {
+            let (got, expected) = (
+                area[key].as_f64().unwrap(),
+                want[ablation][key].as_f64().unwrap(),
+            );
+            assert!(
+                (got - expected).abs() < 1e-4,
+                "{ablation} {key}: {got} vs {expected}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

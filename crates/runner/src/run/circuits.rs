@@ -10,6 +10,7 @@ use actpatch_circuits::{attribute, exact_edges, Ablation, EdgePair, Graph, Metho
 use actpatch_model::HookedTransformer;
 use actpatch_report::EdgeRow;
 
+use super::circuit_curves::{self, CurvesOutcome, MethodScores};
 use crate::experiment::{CircuitSpec, Experiment};
 use crate::options::RunOptions;
 use crate::validate::PairPlan;
@@ -22,6 +23,28 @@ pub struct CircuitOutcome {
     pub files: Vec<String>,
     pub top: usize,
     pub seconds: f64,
+    /// The faithfulness curves, when `[circuit] faithfulness` is on.
+    pub curves: Option<CurvesOutcome>,
+}
+
+impl CircuitOutcome {
+    /// The report's sections: the edges, then the curves.
+    pub fn report_section(&self) -> String {
+        let mut section = actpatch_report::edges::render_section(&self.rows, self.top, &self.files);
+        if let Some(curves) = &self.curves {
+            let areas: Vec<(String, String, f64, f64)> = curves
+                .areas
+                .iter()
+                .map(|a| (a.method.clone(), a.ablation.clone(), a.cpr, a.cmd))
+                .collect();
+            section.push_str(&actpatch_report::curves::render_section(
+                &curves.rows,
+                &areas,
+                &curves.figures,
+            ));
+        }
+        section
+    }
 }
 
 /// One method's scores on every pair.
@@ -66,7 +89,19 @@ pub(super) fn check(
             )));
         }
     }
-    if ablation == Ablation::Mean {
+    let edges = Graph::of_model(model).edges.len();
+    let curves = spec.curves().map_err(RunnerError::Input)?;
+    for size in &curves.sizes {
+        if let actpatch_circuits::Size::Edges(n) = size {
+            if *n > edges {
+                return Err(RunnerError::Input(format!(
+                    "[circuit] sizes: {n} edges, but this model's graph has {edges}; give at most {edges}, or a fraction such as 0.1"
+                )));
+            }
+        }
+    }
+    let means = spec.faithfulness && curves.ablations.contains(&Ablation::Mean);
+    if ablation == Ablation::Mean || means {
         let mut lengths: Vec<usize> = pairs.iter().map(|p| p.corrupted_tokens.len()).collect();
         lengths.sort_unstable();
         lengths.dedup();
@@ -152,12 +187,38 @@ pub(super) fn run(
     );
     actpatch_report::edges::write_edges(&run_dir.join("edges.parquet"), &rows)
         .map_err(RunnerError::write_run(run_dir))?;
-    let files = write_circuit_files(run_dir, &graph, &scored, ablation)?;
+    let mut files = write_circuit_files(run_dir, &graph, &scored, ablation)?;
+    let curves = match spec.faithfulness {
+        true => {
+            let methods: Vec<MethodScores> = scored
+                .iter()
+                .filter(|s| s.edges.len() == graph.edges.len())
+                .map(|s| MethodScores {
+                    method: s.method,
+                    per_pair: &s.per_pair,
+                })
+                .collect();
+            let context = (&graph, pairs, edge_pairs.as_slice());
+            let curves = circuit_curves::run(
+                model,
+                experiment,
+                spec,
+                options,
+                (run_id, run_dir),
+                context,
+                &methods,
+            )?;
+            files.extend(curves.files.iter().cloned());
+            Some(curves)
+        }
+        false => None,
+    };
     Ok(Some(CircuitOutcome {
         rows,
         files,
         top: spec.top,
         seconds: clock.elapsed().as_secs_f64(),
+        curves,
     }))
 }
 

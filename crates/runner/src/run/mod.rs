@@ -9,6 +9,7 @@
 //! `"complete"` last. A run that fails after that (a computation or a write, exit 1)
 //! keeps what it finished for `actpatch run --resume`.
 
+mod circuit_curves;
 mod circuits;
 mod folder;
 mod load;
@@ -242,9 +243,11 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
         t_validated,
         t_swept,
     };
-    let circuit_section = circuit
-        .as_ref()
-        .map(|c| actpatch_report::edges::render_section(&c.rows, c.top, &c.files));
+    let circuit_section = circuit.as_ref().map(|c| c.report_section());
+    manifest.circuit_areas = (circuit.as_ref())
+        .and_then(|c| c.curves.as_ref())
+        .map(|c| c.areas.clone())
+        .unwrap_or_default();
     manifest.circuit_seconds = circuit.as_ref().map(|c| c.seconds);
     manifest.circuit_files = circuit.map(|c| c.files).unwrap_or_default();
     finish_run(

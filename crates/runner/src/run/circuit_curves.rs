@@ -1,0 +1,205 @@
+//! The faithfulness stage of `[circuit]`: each method's circuits at every size under
+//! every curve ablation, `circuits.parquet`, the curve figures, CPR and CMD, and the
+//! circuit files `export` asks for.
+
+use std::path::Path;
+
+use actpatch_circuits::{
+    faithfulness_curve, mean_scores, top_edges, Curve, EdgePair, Graph, Method, PairScores,
+};
+use actpatch_model::HookedTransformer;
+use actpatch_report::curves::{CircuitRow, CurvePlot, CurveSeries};
+use actpatch_report::ImageFormat;
+
+use crate::experiment::{CircuitSpec, Experiment, FigureFormat};
+use crate::manifest::CircuitArea;
+use crate::options::RunOptions;
+use crate::validate::PairPlan;
+use crate::RunnerError;
+
+/// What the curves produced.
+pub struct CurvesOutcome {
+    pub rows: Vec<CircuitRow>,
+    /// (method, ablation, CPR, CMD), method as `eap-ig-inputs(5)`.
+    pub areas: Vec<CircuitArea>,
+    /// Figures, relative to the run folder.
+    pub figures: Vec<String>,
+    /// Exported circuit files, relative to the run folder.
+    pub files: Vec<String>,
+}
+
+/// One method's scores on every pair (every edge scored).
+pub struct MethodScores<'a> {
+    pub method: Method,
+    pub per_pair: &'a [PairScores],
+}
+
+/// Runs every curve, writes `circuits.parquet`, the figures and the exported circuits.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    model: &HookedTransformer,
+    experiment: &Experiment,
+    spec: &CircuitSpec,
+    options: &RunOptions,
+    (run_id, run_dir): (&str, &Path),
+    (graph, plans, pairs): (&Graph, &[&PairPlan], &[EdgePair]),
+    methods: &[MethodScores],
+) -> Result<CurvesOutcome, RunnerError> {
+    let choices = spec.curves().map_err(RunnerError::Input)?;
+    let base = CircuitRow {
+        run_id: run_id.to_string(),
+        experiment: experiment.experiment.name.clone(),
+        model: model.source().to_string(),
+        select: choices.select.name().to_string(),
+        ..CircuitRow::default()
+    };
+    let mut outcome = CurvesOutcome {
+        rows: Vec::new(),
+        areas: Vec::new(),
+        figures: Vec::new(),
+        files: Vec::new(),
+    };
+    let mut series = Vec::new();
+    for m in methods {
+        let scores = mean_scores(m.per_pair);
+        for &ablation in &choices.ablations {
+            options.say(format!(
+                "circuit: faithfulness of {} circuits at {} sizes, {} ablation",
+                m.method,
+                choices.sizes.len(),
+                ablation.name()
+            ));
+            let curve = faithfulness_curve(
+                model,
+                graph,
+                pairs,
+                &scores,
+                (ablation, choices.select),
+                &choices.sizes,
+            )
+            .map_err(|source| RunnerError::Circuit {
+                during: format!("evaluating the circuits of {}", m.method),
+                source: Box::new(source),
+            })?;
+            let row = CircuitRow {
+                method: m.method.name().to_string(),
+                steps: m.method.steps() as u32,
+                ablation: ablation.name().to_string(),
+                ..base.clone()
+            };
+            outcome.rows.extend(curve_rows(&row, &curve, plans));
+            outcome.areas.push(CircuitArea {
+                method: m.method.to_string(),
+                ablation: ablation.name().to_string(),
+                cpr: curve.cpr,
+                cmd: curve.cmd,
+            });
+            series.push(CurveSeries {
+                name: format!("{} · {}", m.method, ablation.name()),
+                points: curve
+                    .points
+                    .iter()
+                    .map(|p| (p.fraction, p.faithfulness))
+                    .collect(),
+            });
+        }
+        for &fraction in &spec.export {
+            let n = ((fraction * graph.edges.len() as f64) as usize).min(graph.edges.len());
+            let in_graph = top_edges(graph, &scores, n, choices.select);
+            let name = format!("circuits/{}.{fraction}.json", file_stem(m.method));
+            let text = actpatch_circuits::json::graph_json(graph, &scores, Some(&in_graph));
+            actpatch_report::atomic::write_bytes_atomic(&run_dir.join(&name), text.as_bytes())
+                .map_err(RunnerError::write_run(run_dir))?;
+            outcome.files.push(name);
+        }
+    }
+    actpatch_report::curves::write_circuits(&run_dir.join("circuits.parquet"), &outcome.rows)
+        .map_err(RunnerError::write_run(run_dir))?;
+    outcome.figures = draw(experiment, run_dir, &series)?;
+    Ok(outcome)
+}
+
+/// `eap-ig-inputs-5`, `eap`.
+pub fn file_stem(method: Method) -> String {
+    match method.steps() {
+        0 => method.name().to_string(),
+        steps => format!("{}-{steps}", method.name()),
+    }
+}
+
+/// A curve's rows: over every pair, then each pair's own.
+fn curve_rows(base: &CircuitRow, curve: &Curve, plans: &[&PairPlan]) -> Vec<CircuitRow> {
+    let mut rows = Vec::new();
+    for point in &curve.points {
+        rows.push(CircuitRow {
+            scope: "all".into(),
+            n_pairs: plans.len() as u32,
+            fraction: point.fraction,
+            edges_requested: point.requested as u32,
+            edges_after_pruning: point.edges as u32,
+            logit_diff: point.logit_diff,
+            faithfulness: point.faithfulness,
+            logit_diff_empty: curve.ld_empty,
+            logit_diff_full: curve.ld_full,
+            ..base.clone()
+        });
+        for (p, plan) in plans.iter().enumerate() {
+            let (ld, empty, full) = (
+                f64::from(point.per_pair[p]),
+                f64::from(curve.empty_per_pair[p]),
+                f64::from(curve.full_per_pair[p]),
+            );
+            rows.push(CircuitRow {
+                scope: "pair".into(),
+                pair: Some(plan.name.clone()),
+                n_pairs: 1,
+                fraction: point.fraction,
+                edges_requested: point.requested as u32,
+                edges_after_pruning: point.edges as u32,
+                logit_diff: ld,
+                faithfulness: (ld - empty) / (full - empty),
+                logit_diff_empty: empty,
+                logit_diff_full: full,
+                ..base.clone()
+            });
+        }
+    }
+    rows
+}
+
+/// `figures/faithfulness.{png,svg}` (linear size axis) and `faithfulness_log.*`; the
+/// report shows each in the first of the run's formats.
+fn draw(
+    experiment: &Experiment,
+    run_dir: &Path,
+    series: &[CurveSeries],
+) -> Result<Vec<String>, RunnerError> {
+    let dir = run_dir.join("figures");
+    std::fs::create_dir_all(&dir).map_err(|source| {
+        RunnerError::write_run(run_dir)(actpatch_report::ReportError::Write {
+            path: dir.clone(),
+            source,
+        })
+    })?;
+    let mut figures = Vec::new();
+    for (stem, log_x) in [("faithfulness", false), ("faithfulness_log", true)] {
+        let plot = CurvePlot {
+            title: format!("{}: circuit faithfulness", experiment.experiment.name),
+            series: series.to_vec(),
+            log_x,
+        };
+        let mut first = None;
+        for format in &experiment.output.formats {
+            let (format, ext) = match format {
+                FigureFormat::Png => (ImageFormat::Png, "png"),
+                FigureFormat::Svg => (ImageFormat::Svg, "svg"),
+            };
+            let name = format!("figures/{stem}.{ext}");
+            plot.save(&run_dir.join(&name), format)
+                .map_err(RunnerError::write_run(run_dir))?;
+            first.get_or_insert(name);
+        }
+        figures.extend(first);
+    }
+    Ok(figures)
+}

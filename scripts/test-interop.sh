@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `just test-interop`: every table of a fixture run opens in pandas, pyarrow, polars
+# `just test-interop`: every table of a fixture run (cells, baselines, concepts, and a
+# circuit run's edges and circuits) opens in pandas, pyarrow, polars
 # and duckdb (pinned in scripts/interop/requirements.txt), and cells.parquet written
 # back by each of them after a filter is accepted by `actpatch compare`; a sharded
 # run's cells/ folder (hive layout) reads as one table equal to its merged
@@ -43,3 +44,9 @@ test -f "$concept_run/concepts.parquet" || { echo "interop: no concepts.parquet 
 # Gaussian-noise pairs: null logit differences in cells, the metric columns of baselines.
 gaussian_run=$("$actpatch" run tests/fixtures/experiments/gaussian.toml --out "$work/gaussian-runs" --quiet)
 "$venv/bin/python" scripts/interop/check_tables.py "$actpatch" "$gaussian_run" "$work"
+# edges.parquet and circuits.parquet (circuits): a [circuit] run of the tiny fixture.
+circuit_run=$("$actpatch" run tests/fixtures/experiments/tiny_circuit.toml --out "$work/circuit-runs" --quiet)
+for table in edges circuits; do
+    test -f "$circuit_run/$table.parquet" || { echo "interop: no $table.parquet in $circuit_run" >&2; exit 1; }
+done
+"$venv/bin/python" scripts/interop/check_tables.py "$actpatch" "$circuit_run" "$work"

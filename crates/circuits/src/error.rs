@@ -38,8 +38,12 @@ pub enum CircuitError {
     #[error("the clean prompt has {n_clean} tokens and the corrupted one {n_corrupted}: edge attribution compares the two position by position, so give a corruption of the same token length")]
     UnequalLengths { n_clean: usize, n_corrupted: usize },
 
-    #[error("mean ablation needs the sender outputs of at least two corrupted prompts of one token length to average (got {prompts} of {lengths} lengths); use `patching` or `zero`, or add pairs of equal length")]
-    MeanNeedsPrompts { prompts: usize, lengths: usize },
+    #[error("mean ablation averages each sender's output over the corrupted prompts of each token length, position by position, so every length needs two prompts at least (got {prompts} prompts of {lengths} lengths; alone at their length: {single} tokens). Use `patching` or `zero`, or add pairs of those lengths")]
+    MeanNeedsPrompts {
+        prompts: usize,
+        lengths: usize,
+        single: String,
+    },
 
     #[error("no pairs to attribute")]
     NoPairs,

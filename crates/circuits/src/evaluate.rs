@@ -9,9 +9,9 @@ use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Hooks};
 use actpatch_model::{HookedTransformer, Readout, ReceiverInputs};
 use candle_core::{DType, Tensor};
 
-use crate::attribute::PairRuns;
 use crate::gradients::logit_diffs;
 use crate::graph::{Graph, Sender};
+use crate::runs::PairRuns;
 use crate::{EdgePair, Result};
 
 /// Rows × positions per batch.
@@ -57,77 +57,24 @@ fn run_batch(
     circuits: &[Vec<bool>],
     batch: &[(usize, usize)],
 ) -> Result<Vec<f32>> {
-    let device = model.device();
-    let (n_senders, n_receivers, heads) =
-        (graph.senders.len(), graph.receivers.len(), graph.n_heads);
-    let rows = batch.len();
-    // [row, receiver, sender]: 1 where the edge exists and is cut.
-    let mut cut = vec![0f32; rows * n_receivers * n_senders];
-    for (row, (c, _)) in batch.iter().enumerate() {
-        for (edge, kept) in graph.edges.iter().zip(&circuits[*c]) {
-            if !kept {
-                cut[(row * n_receivers + edge.receiver) * n_senders + edge.sender] = 1.0;
-            }
-        }
-    }
-    let cut = Tensor::from_vec(cut, (rows, n_receivers, n_senders), device)?;
+    let cut = cut_edges(model, graph, circuits, batch)?; // [row, receiver, sender]
     let ablated: Vec<Tensor> = batch
         .iter()
         .map(|(_, p)| runs[*p].ablated())
         .collect::<Result<_>>()?;
     let ablated = Tensor::stack(&ablated, 0)?; // [row, sender, pos, d_model]
-    let (_, _, pos, d_model) = ablated.dims4()?;
     let tokens: Vec<Vec<u32>> = batch.iter().map(|(_, p)| pairs[*p].clean.clone()).collect();
     let tokens = model.tokens_tensor(&tokens)?;
     let mut resid = model.embed(&tokens, &mut Hooks::none())?; // [row, pos, d_model]
-                                                               // The senders' live outputs so far: [row, sender, pos, d_model] as a list of parts.
-    let input_live = Tensor::stack(
-        &batch
-            .iter()
-            .map(|(_, p)| runs[*p].clean.outputs.narrow(0, 0, 1))
-            .collect::<std::result::Result<Vec<_>, _>>()?,
-        0,
-    )?; // [row, 1, pos, d_model]
-    let mut live = vec![input_live];
-    let per_layer = 3 * heads + 1;
+                                                               // The senders' live outputs so far, `[row, senders, pos, d_model]` parts; the
+                                                               // input's is the clean embedding.
+    let inputs: Vec<Tensor> = batch
+        .iter()
+        .map(|(_, p)| runs[*p].clean.outputs.narrow(0, 0, 1))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut live = vec![Tensor::stack(&inputs, 0)?]; // [row, 1, pos, d_model]
     for layer in 0..graph.n_layers {
-        let before = graph.sender_index(Sender::Head { layer, head: 0 });
-        let diff = (ablated.narrow(1, 0, before)? - Tensor::cat(&live, 1)?)?; // [row, before, pos, d_model]
-        let diff = diff.reshape((rows, before, pos * d_model))?;
-        let mask = cut
-            .narrow(1, layer * per_layer, per_layer)?
-            .narrow(2, 0, before)?
-            .contiguous()?; // [row, receiver, before]
-        let deltas = mask.matmul(&diff)?; // [row, 3·head + 1, pos · d_model]
-        let head_delta = |i: usize| -> Result<Tensor> {
-            Ok(deltas
-                .narrow(1, i * heads, heads)?
-                .reshape((rows, heads, pos, d_model))?
-                .transpose(1, 2)?
-                .contiguous()?) // [row, pos, head, d_model]
-        };
-        let mlp = graph.receiver_index(crate::graph::Receiver::Mlp { layer });
-        let own_heads = cut
-            .narrow(1, mlp, 1)?
-            .squeeze(1)?
-            .narrow(1, before, heads)?
-            .contiguous()?; // [row, head]
-        let own_ablated = ablated
-            .narrow(1, before, heads)?
-            .transpose(1, 2)?
-            .contiguous()?; // [row, pos, head, d_model]
-        let inputs = ReceiverInputs {
-            q: Some(head_delta(0)?),
-            k: Some(head_delta(1)?),
-            v: Some(head_delta(2)?),
-            mlp: Some(
-                deltas
-                    .narrow(1, 3 * heads, 1)?
-                    .reshape((rows, pos, d_model))?,
-            ),
-            mlp_heads: Some((own_heads, own_ablated)),
-            projected: None,
-        };
+        let inputs = receiver_inputs(graph, layer, &cut, &ablated, &live)?;
         let (z, mlp_out) = (
             HookPoint::block(layer, BlockSite::Z),
             HookPoint::block(layer, BlockSite::MlpOut),
@@ -139,11 +86,85 @@ fn run_batch(
         live.push(results.transpose(1, 2)?.contiguous()?); // [row, head, pos, d_model]
         live.push(cache.get(mlp_out)?.unsqueeze(1)?);
     }
-    let diff = (ablated - Tensor::cat(&live, 1)?)?.reshape((rows, n_senders, pos * d_model))?;
-    let mask = cut.narrow(1, n_receivers - 1, 1)?.contiguous()?; // [row, 1, sender]
-    let logits_delta = mask.matmul(&diff)?.reshape((rows, pos, d_model))?;
-    let resid = (resid + logits_delta)?;
+    let last = graph.receivers.len() - 1;
+    let resid = (&resid + cut_sum(&cut.narrow(1, last, 1)?, &ablated, &live)?.squeeze(1)?)?; // the logits' input
     let logits = model.readout(&resid, &mut Hooks::none(), Readout::LastPosition)?; // [row, d_vocab]
     let answers: Vec<[u32; 2]> = batch.iter().map(|(_, p)| pairs[*p].answers).collect();
     Ok(logit_diffs(&logits.to_dtype(DType::F32)?, &answers)?.to_vec1::<f32>()?)
+}
+
+/// `[row, receiver, sender]`: 1 where the edge exists and is outside the row's circuit.
+fn cut_edges(
+    model: &HookedTransformer,
+    graph: &Graph,
+    circuits: &[Vec<bool>],
+    batch: &[(usize, usize)],
+) -> Result<Tensor> {
+    let (n_senders, n_receivers, rows) = (graph.senders.len(), graph.receivers.len(), batch.len());
+    let mut cut = vec![0f32; rows * n_receivers * n_senders];
+    for (row, (c, _)) in batch.iter().enumerate() {
+        for (edge, kept) in graph.edges.iter().zip(&circuits[*c]) {
+            if !kept {
+                cut[(row * n_receivers + edge.receiver) * n_senders + edge.sender] = 1.0;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(
+        cut,
+        (rows, n_receivers, n_senders),
+        model.device(),
+    )?)
+}
+
+/// `Σ_s cut[r, s] · (ablated_s − live_s)` over the senders that have run (as many as
+/// `live` holds): `cut` `[row, receivers, all senders]` → `[row, receivers, pos, d_model]`.
+fn cut_sum(cut: &Tensor, ablated: &Tensor, live: &[Tensor]) -> Result<Tensor> {
+    let live = Tensor::cat(live, 1)?; // [row, senders so far, pos, d_model]
+    let (rows, done, pos, d_model) = live.dims4()?;
+    let diff = (ablated.narrow(1, 0, done)? - live)?.reshape((rows, done, pos * d_model))?;
+    let receivers = cut.dim(1)?;
+    let mask = cut.narrow(2, 0, done)?.contiguous()?; // [row, receivers, senders so far]
+    Ok(mask
+        .matmul(&diff)?
+        .reshape((rows, receivers, pos, d_model))?)
+}
+
+/// Block `layer`'s receiver inputs: each head's q, k, v and the MLP's delta from the
+/// blocks before, and the cut edges from its own heads into its MLP (the block adds
+/// those from its live outputs).
+fn receiver_inputs(
+    graph: &Graph,
+    layer: usize,
+    cut: &Tensor,
+    ablated: &Tensor,
+    live: &[Tensor],
+) -> Result<ReceiverInputs> {
+    let heads = graph.n_heads;
+    let per_layer = 3 * heads + 1;
+    let first = graph.sender_index(Sender::Head { layer, head: 0 });
+    let deltas = cut_sum(&cut.narrow(1, layer * per_layer, per_layer)?, ablated, live)?; // [row, 3·head + 1, pos, d_model]
+    let head_delta = |i: usize| -> Result<Tensor> {
+        Ok(deltas
+            .narrow(1, i * heads, heads)?
+            .transpose(1, 2)?
+            .contiguous()?) // [row, pos, head, d_model]
+    };
+    let mlp = layer * per_layer + 3 * heads;
+    let own_heads = cut
+        .narrow(1, mlp, 1)?
+        .squeeze(1)?
+        .narrow(1, first, heads)?
+        .contiguous()?; // [row, head]
+    let own_ablated = ablated
+        .narrow(1, first, heads)?
+        .transpose(1, 2)?
+        .contiguous()?; // [row, pos, head, d_model]
+    Ok(ReceiverInputs {
+        q: Some(head_delta(0)?),
+        k: Some(head_delta(1)?),
+        v: Some(head_delta(2)?),
+        mlp: Some(deltas.narrow(1, 3 * heads, 1)?.squeeze(1)?),
+        mlp_heads: Some((own_heads, own_ablated)),
+        projected: None,
+    })
 }

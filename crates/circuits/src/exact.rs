@@ -8,9 +8,9 @@ use actpatch_hooks::Hooks;
 use actpatch_model::{EdgeInputs, HookedTransformer, Readout, ReceiverInputs};
 use candle_core::Tensor;
 
-use crate::attribute::{EdgePair, PairRuns};
 use crate::gradients::logit_diffs;
 use crate::graph::{Graph, Qkv, Receiver};
+use crate::runs::{EdgePair, PairRuns};
 use crate::Result;
 
 /// Rows × positions per pass.

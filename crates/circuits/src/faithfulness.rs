@@ -7,10 +7,10 @@
 
 use actpatch_model::HookedTransformer;
 
-use crate::attribute::{check, pair_runs};
 use crate::circuit::{top_edges, Select};
 use crate::evaluate::evaluate_circuits;
 use crate::graph::Graph;
+use crate::runs::{check, pair_runs};
 use crate::{Ablation, EdgePair, Method, Result};
 
 /// MIB's circuit sizes, as fractions of the graph's edges.

@@ -5,9 +5,9 @@ use actpatch_hooks::{BlockSite, HookPoint};
 use actpatch_model::HookedTransformer;
 use candle_core::Tensor;
 
-use crate::attribute::PairRuns;
 use crate::gradients::{receiver_gradients, GradRow};
 use crate::graph::{Graph, Sender};
+use crate::runs::PairRuns;
 use crate::senders::SenderRun;
 use crate::{EdgePair, Method, Result};
 

@@ -35,14 +35,16 @@ mod gradients;
 pub mod graph;
 pub mod json;
 mod method;
+mod runs;
 mod senders;
 
-pub use attribute::{attribute, exact_edges, mean_scores, EdgePair, PairScores};
+pub use attribute::{attribute, exact_edges, mean_scores};
 pub use circuit::{prune, top_edges, Select};
 pub use error::{CircuitError, Result};
 pub use faithfulness::{faithfulness_curve, Curve, CurvePoint, Size, MIB_FRACTIONS};
 pub use graph::{Edge, Graph, Qkv, Receiver, Sender};
 pub use method::{Ablation, Method, ABLATIONS, DEFAULT_STEPS, METHODS};
+pub use runs::{EdgePair, PairScores};
 
 impl Graph {
     /// The graph of a loaded model (query heads; grouped-query models ungrouped).

@@ -201,8 +201,7 @@ pub fn write_outputs(
     laps.lap(|t| &mut t.statistics);
     let concept_sections = concept_sections(experiment, run_dir, plans, &table)?;
     laps.lap(|t| &mut t.figures);
-    let mut notes = drawn.notes;
-    notes.extend(notes::run_notes(plans));
+    let notes = [drawn.notes, notes::run_notes(plans)].concat();
     let report = RunReport {
         experiment: experiment.experiment.name.clone(),
         description: experiment.experiment.description.clone(),

@@ -103,20 +103,40 @@ pub fn run(
                     .collect(),
             });
         }
-        for &fraction in &spec.export {
-            let n = ((fraction * graph.edges.len() as f64) as usize).min(graph.edges.len());
-            let in_graph = top_edges(graph, &scores, n, choices.select);
-            let name = format!("circuits/{}.{fraction}.json", file_stem(m.method));
-            let text = actpatch_circuits::json::graph_json(graph, &scores, Some(&in_graph));
-            actpatch_report::atomic::write_bytes_atomic(&run_dir.join(&name), text.as_bytes())
-                .map_err(RunnerError::write_run(run_dir))?;
-            outcome.files.push(name);
-        }
+        outcome.files.extend(export(
+            run_dir,
+            graph,
+            (m.method, &scores),
+            spec,
+            choices.select,
+        )?);
     }
     actpatch_report::curves::write_circuits(&run_dir.join("circuits.parquet"), &outcome.rows)
         .map_err(RunnerError::write_run(run_dir))?;
     outcome.figures = draw(experiment, run_dir, &series)?;
     Ok(outcome)
+}
+
+/// `export`'s circuit files: the method's circuit at each fraction, in the library's
+/// graph JSON with `in_graph` set.
+fn export(
+    run_dir: &Path,
+    graph: &Graph,
+    (method, scores): (Method, &[f32]),
+    spec: &CircuitSpec,
+    select: actpatch_circuits::Select,
+) -> Result<Vec<String>, RunnerError> {
+    let mut files = Vec::new();
+    for &fraction in &spec.export {
+        let n = ((fraction * graph.edges.len() as f64) as usize).min(graph.edges.len());
+        let in_graph = top_edges(graph, scores, n, select);
+        let name = format!("circuits/{}.{fraction}.json", file_stem(method));
+        let text = actpatch_circuits::json::graph_json(graph, scores, Some(&in_graph));
+        actpatch_report::atomic::write_bytes_atomic(&run_dir.join(&name), text.as_bytes())
+            .map_err(RunnerError::write_run(run_dir))?;
+        files.push(name);
+    }
+    Ok(files)
 }
 
 /// `eap-ig-inputs-5`, `eap`.

@@ -102,14 +102,24 @@ pub(super) fn check(
     }
     let means = spec.faithfulness && curves.ablations.contains(&Ablation::Mean);
     if ablation == Ablation::Mean || means {
-        let mut lengths: Vec<usize> = pairs.iter().map(|p| p.corrupted_tokens.len()).collect();
-        lengths.sort_unstable();
-        lengths.dedup();
-        if pairs.len() < 2 || lengths.len() > 1 {
+        let count = |length: usize| {
+            pairs
+                .iter()
+                .filter(|p| p.corrupted_tokens.len() == length)
+                .count()
+        };
+        let mut single: Vec<usize> = pairs
+            .iter()
+            .map(|p| p.corrupted_tokens.len())
+            .filter(|l| count(*l) < 2)
+            .collect();
+        single.sort_unstable();
+        single.dedup();
+        if !single.is_empty() {
+            let single: Vec<String> = single.iter().map(|l| l.to_string()).collect();
             return Err(RunnerError::Input(format!(
-                "[circuit] ablation = \"mean\" averages each sender's output over the corrupted prompts, position by position: it needs at least two pairs of one token length (this run sweeps {} pairs of {} lengths). Use \"patching\" or \"zero\", or add pairs.",
-                pairs.len(),
-                lengths.len()
+                "[circuit] mean ablation averages each sender's output over the corrupted prompts of each token length, position by position, so every length needs two pairs at least; these lengths have one: {} tokens. Use \"patching\" or \"zero\", or add pairs of those lengths",
+                single.join(", ")
             )));
         }
     }
@@ -133,38 +143,8 @@ pub(super) fn run(
     let clock = Instant::now();
     let (methods, ablation) = spec.resolve().map_err(RunnerError::Input)?;
     let graph = Graph::of_model(model);
-    let edge_pairs: Vec<EdgePair> = pairs
-        .iter()
-        .filter_map(|p| {
-            let answers = p.answers?;
-            Some(EdgePair {
-                clean: p.clean_tokens.clone(),
-                corrupted: p.corrupted_tokens.clone(),
-                answers: [answers.correct, answers.incorrect],
-            })
-        })
-        .collect();
-    let fail = |during: String| {
-        move |source| RunnerError::Circuit {
-            during,
-            source: Box::new(source),
-        }
-    };
-    let mut scored = Vec::new();
-    for method in methods.iter().copied().filter(|m| *m != Method::Exact) {
-        options.say(format!(
-            "circuit: {method} over {} edges, {} pairs",
-            graph.edges.len(),
-            edge_pairs.len()
-        ));
-        let per_pair = attribute(model, &graph, &edge_pairs, method, ablation)
-            .map_err(fail(format!("scoring edges with {method}")))?;
-        scored.push(Scored {
-            method,
-            per_pair,
-            edges: (0..graph.edges.len()).collect(),
-        });
-    }
+    let edge_pairs = edge_pairs_of(pairs);
+    let mut scored = score_methods(model, &graph, &edge_pairs, (&methods, ablation), options)?;
     if let Some(exact) = exact_run(
         model,
         &graph,
@@ -220,6 +200,51 @@ pub(super) fn run(
         seconds: clock.elapsed().as_secs_f64(),
         curves,
     }))
+}
+
+/// The swept pairs as token ids and answers.
+fn edge_pairs_of(pairs: &[&PairPlan]) -> Vec<EdgePair> {
+    pairs
+        .iter()
+        .filter_map(|p| {
+            let answers = p.answers?;
+            Some(EdgePair {
+                clean: p.clean_tokens.clone(),
+                corrupted: p.corrupted_tokens.clone(),
+                answers: [answers.correct, answers.incorrect],
+            })
+        })
+        .collect()
+}
+
+/// Every method but `exact`, on every edge.
+fn score_methods(
+    model: &HookedTransformer,
+    graph: &Graph,
+    pairs: &[EdgePair],
+    (methods, ablation): (&[Method], Ablation),
+    options: &RunOptions,
+) -> Result<Vec<Scored>, RunnerError> {
+    let mut scored = Vec::new();
+    for method in methods.iter().copied().filter(|m| *m != Method::Exact) {
+        options.say(format!(
+            "circuit: {method} over {} edges, {} pairs",
+            graph.edges.len(),
+            pairs.len()
+        ));
+        let per_pair = attribute(model, graph, pairs, method, ablation).map_err(|source| {
+            RunnerError::Circuit {
+                during: format!("scoring edges with {method}"),
+                source: Box::new(source),
+            }
+        })?;
+        scored.push(Scored {
+            method,
+            per_pair,
+            edges: (0..graph.edges.len()).collect(),
+        });
+    }
+    Ok(scored)
 }
 
 /// `exact` on every edge when listed, or on the top `exact_top` edges of the first

@@ -76,12 +76,7 @@ pub(super) fn run_shard(
         experiment_path: path.to_path_buf(),
     };
     let prepared = prepare(&start, options)?;
-    if prepared.experiment.circuit.is_some() {
-        return Err(RunnerError::Input(format!(
-            "{}: [circuit] runs in one process for now: run this experiment without --shard (edge scores of a gpt2-small-sized model take seconds), or move [circuit] to an experiment of its own",
-            path.display()
-        )));
-    }
+    refuse_circuit(path, &prepared.experiment)?;
     refuse_paths(&prepared.experiment, choice)?;
     refuse_approximate(&prepared.experiment, choice)?;
     refuse_gaussian(&prepared.experiment, choice)?;
@@ -414,4 +409,18 @@ fn merge_if_last(
     let merged = super::merge::merge_loaded(shard.run_dir, loaded, plans);
     let _ = std::fs::remove_file(&lock);
     merged
+}
+
+/// `[circuit]` runs in one process: a shard refuses it (exit 2).
+fn refuse_circuit(
+    path: &Path,
+    experiment: &crate::experiment::Experiment,
+) -> Result<(), RunnerError> {
+    match experiment.circuit {
+        Some(_) => Err(RunnerError::Input(format!(
+            "{}: [circuit] runs in one process for now: run this experiment without --shard (edge scores of a gpt2-small-sized model take seconds), or move [circuit] to an experiment of its own",
+            path.display()
+        ))),
+        None => Ok(()),
+    }
 }

@@ -70,7 +70,7 @@ bench-concept *args:
 # The ignored real-model tests (need `just fetch-smollm2`, `just fetch-qwen25` and `just fetch-vocabs` first).
 # `--workspace`, not `-p`: the same features as `just test`, so nothing is built twice.
 test-real:
-    cargo test --workspace --test real_smollm2 --test gguf_tokenizer --test real_qwen25 --test real_concepts --test real_smollm2_paths -- --ignored
+    cargo test --workspace --test real_smollm2 --test gguf_tokenizer --test real_qwen25 --test real_concepts --test real_smollm2_paths --test naive_exact -- --ignored
 
 # Formatting and lints, as CI should see them.
 lint:

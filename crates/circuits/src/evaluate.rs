@@ -66,15 +66,15 @@ fn run_batch(
     let tokens: Vec<Vec<u32>> = batch.iter().map(|(_, p)| pairs[*p].clean.clone()).collect();
     let tokens = model.tokens_tensor(&tokens)?;
     let mut resid = model.embed(&tokens, &mut Hooks::none())?; // [row, pos, d_model]
-                                                               // The senders' live outputs so far, `[row, senders, pos, d_model]` parts; the
-                                                               // input's is the clean embedding.
+                                                               // The input's live output is the clean embedding.
     let inputs: Vec<Tensor> = batch
         .iter()
         .map(|(_, p)| runs[*p].clean.outputs.narrow(0, 0, 1))
         .collect::<std::result::Result<_, _>>()?;
-    let mut live = vec![Tensor::stack(&inputs, 0)?]; // [row, 1, pos, d_model]
+    // (ablated − live) of the senders so far, in sender order: `[row, n, pos · d_model]` parts.
+    let mut diffs = vec![diff_of(&ablated, 0, &Tensor::stack(&inputs, 0)?)?];
     for layer in 0..graph.n_layers {
-        let inputs = receiver_inputs(graph, layer, &cut, &ablated, &live)?;
+        let inputs = receiver_inputs(graph, layer, &cut, &ablated, &diffs)?;
         let (z, mlp_out) = (
             HookPoint::block(layer, BlockSite::Z),
             HookPoint::block(layer, BlockSite::MlpOut),
@@ -83,11 +83,16 @@ fn run_batch(
         resid = model.block_edges(layer, resid, Some(&inputs), &mut hooks)?;
         let cache = hooks.into_cache();
         let results = model.head_results(layer, cache.get(z)?)?; // [row, pos, head, d_model]
-        live.push(results.transpose(1, 2)?.contiguous()?); // [row, head, pos, d_model]
-        live.push(cache.get(mlp_out)?.unsqueeze(1)?);
+        let first = graph.sender_index(Sender::Head { layer, head: 0 });
+        diffs.push(diff_of(&ablated, first, &results.transpose(1, 2)?)?); // the heads'
+        diffs.push(diff_of(
+            &ablated,
+            first + graph.n_heads,
+            &cache.get(mlp_out)?.unsqueeze(1)?,
+        )?);
     }
     let last = graph.receivers.len() - 1;
-    let resid = (&resid + cut_sum(&cut.narrow(1, last, 1)?, &ablated, &live)?.squeeze(1)?)?; // the logits' input
+    let resid = (&resid + cut_sum(&cut.narrow(1, last, 1)?, &diffs, &ablated)?.squeeze(1)?)?; // the logits' input
     let logits = model.readout(&resid, &mut Hooks::none(), Readout::LastPosition)?; // [row, d_vocab]
     let answers: Vec<[u32; 2]> = batch.iter().map(|(_, p)| pairs[*p].answers).collect();
     Ok(logit_diffs(&logits.to_dtype(DType::F32)?, &answers)?.to_vec1::<f32>()?)
@@ -116,17 +121,33 @@ fn cut_edges(
     )?)
 }
 
-/// `Σ_s cut[r, s] · (ablated_s − live_s)` over the senders that have run (as many as
-/// `live` holds): `cut` `[row, receivers, all senders]` → `[row, receivers, pos, d_model]`.
-fn cut_sum(cut: &Tensor, ablated: &Tensor, live: &[Tensor]) -> Result<Tensor> {
-    let live = Tensor::cat(live, 1)?; // [row, senders so far, pos, d_model]
-    let (rows, done, pos, d_model) = live.dims4()?;
-    let diff = (ablated.narrow(1, 0, done)? - live)?.reshape((rows, done, pos * d_model))?;
-    let receivers = cut.dim(1)?;
-    let mask = cut.narrow(2, 0, done)?.contiguous()?; // [row, receivers, senders so far]
-    Ok(mask
-        .matmul(&diff)?
-        .reshape((rows, receivers, pos, d_model))?)
+/// `ablated − live` of the senders `first ..` whose live outputs are `live` `[row, n,
+/// pos, d_model]`: `[row, n, pos · d_model]`.
+fn diff_of(ablated: &Tensor, first: usize, live: &Tensor) -> Result<Tensor> {
+    let (rows, n, pos, d_model) = live.dims4()?;
+    let diff = (ablated.narrow(1, first, n)? - live)?;
+    Ok(diff.reshape((rows, n, pos * d_model))?)
+}
+
+/// `Σ_s cut[r, s] · (ablated_s − live_s)` over the senders that have run (`diffs`, in
+/// sender order): `cut` `[row, receivers, all senders]` → `[row, receivers, pos, d_model]`.
+fn cut_sum(cut: &Tensor, diffs: &[Tensor], ablated: &Tensor) -> Result<Tensor> {
+    let (rows, receivers, _) = cut.dims3()?;
+    let (_, _, pos, d_model) = ablated.dims4()?;
+    let mut sum: Option<Tensor> = None;
+    let mut first = 0;
+    for diff in diffs {
+        let n = diff.dim(1)?;
+        let mask = cut.narrow(2, first, n)?.contiguous()?; // [row, receivers, n]
+        let part = mask.matmul(diff)?; // [row, receivers, pos · d_model]
+        sum = Some(match sum {
+            Some(s) => (s + part)?,
+            None => part,
+        });
+        first += n;
+    }
+    let sum = sum.ok_or(crate::CircuitError::NoPairs)?;
+    Ok(sum.reshape((rows, receivers, pos, d_model))?)
 }
 
 /// Block `layer`'s receiver inputs: each head's q, k, v and the MLP's delta from the
@@ -137,12 +158,16 @@ fn receiver_inputs(
     layer: usize,
     cut: &Tensor,
     ablated: &Tensor,
-    live: &[Tensor],
+    diffs: &[Tensor],
 ) -> Result<ReceiverInputs> {
     let heads = graph.n_heads;
     let per_layer = 3 * heads + 1;
     let first = graph.sender_index(Sender::Head { layer, head: 0 });
-    let deltas = cut_sum(&cut.narrow(1, layer * per_layer, per_layer)?, ablated, live)?; // [row, 3·head + 1, pos, d_model]
+    let deltas = cut_sum(
+        &cut.narrow(1, layer * per_layer, per_layer)?,
+        diffs,
+        ablated,
+    )?; // [row, 3·head + 1, pos, d_model]
     let head_delta = |i: usize| -> Result<Tensor> {
         Ok(deltas
             .narrow(1, i * heads, heads)?

@@ -42,22 +42,27 @@ fn run(
     )
 }
 
-/// Every sender's output `[pos, d_model]` on `tokens`, from hooks alone.
+/// The outputs `[pos, d_model]` of the senders `wanted` (all when `None`) on `tokens`,
+/// from hooks alone (the others: zeros, never read).
 fn sender_outputs(
     model: &HookedTransformer,
     graph: &Graph,
     tokens: &[u32],
     answers: [u32; 2],
+    wanted: Option<&[usize]>,
 ) -> Vec<Tensor> {
     let mut points = vec![HookPoint::Embed];
     for layer in 0..graph.n_layers {
         points.extend([at(layer, BlockSite::Z), at(layer, BlockSite::MlpOut)]);
     }
     let (_, cache) = run(model, tokens, answers, &[], &points);
+    let embed = cache.get(HookPoint::Embed).unwrap().squeeze(0).unwrap();
     graph
         .senders
         .iter()
-        .map(|sender| match *sender {
+        .enumerate()
+        .map(|(i, sender)| match *sender {
+            _ if wanted.is_some_and(|w| !w.contains(&i)) => embed.zeros_like().unwrap(),
             Sender::Input => cache.get(HookPoint::Embed).unwrap().squeeze(0).unwrap(),
             Sender::Mlp { layer } => cache
                 .get(at(layer, BlockSite::MlpOut))
@@ -146,62 +151,122 @@ fn naive_edge(
     }
 }
 
+/// Exact against the naive implementation on `edges` of `model`, every ablation.
+fn check_edges(
+    model: &HookedTransformer,
+    prompts: [&str; 2],
+    answers: [&str; 2],
+    edges: Option<&[usize]>,
+) {
+    let graph = Graph::of_model(model);
+    let answers = [
+        model.to_single_token(answers[0]).unwrap(),
+        model.to_single_token(answers[1]).unwrap(),
+    ];
+    let clean = model.to_tokens(prompts[0], true).unwrap();
+    let corrupted = model.to_tokens(prompts[1], true).unwrap();
+    assert_eq!(clean.len(), corrupted.len(), "the pair's token lengths");
+    // Mean ablation averages over corrupted prompts of one length: a pair and its swap.
+    let pairs = [
+        EdgePair {
+            clean: clean.clone(),
+            corrupted: corrupted.clone(),
+            answers,
+        },
+        EdgePair {
+            clean: corrupted,
+            corrupted: clean,
+            answers: [answers[1], answers[0]],
+        },
+    ];
+    let all: Vec<usize> = (0..graph.edges.len()).collect();
+    let edges = edges.unwrap_or(&all);
+    let senders: Vec<usize> = edges.iter().map(|e| graph.edges[*e].sender).collect();
+    let outputs: Vec<Vec<Tensor>> = pairs
+        .iter()
+        .map(|p| sender_outputs(model, &graph, &p.corrupted, p.answers, Some(&senders)))
+        .collect();
+    let clean_outputs = sender_outputs(model, &graph, &pairs[0].clean, answers, Some(&senders));
+    let ld_clean = run(model, &pairs[0].clean, answers, &[], &[]).0;
+    for ablation in [Ablation::Patching, Ablation::Zero, Ablation::Mean] {
+        let fast = exact_edges(model, &graph, &pairs, ablation, edges).unwrap();
+        for &edge in edges {
+            let e = &graph.edges[edge];
+            let clean_out = &clean_outputs[e.sender];
+            let ablated = match ablation {
+                Ablation::Patching => outputs[0][e.sender].clone(),
+                Ablation::Zero => clean_out.zeros_like().unwrap(),
+                Ablation::Mean => {
+                    ((&outputs[0][e.sender] + &outputs[1][e.sender]).unwrap() * 0.5).unwrap()
+                }
+            };
+            let delta = (ablated - clean_out).unwrap();
+            let naive = naive_edge(model, &graph, &pairs[0], edge, &delta) - ld_clean;
+            let got = fast[0].scores[edge];
+            assert!(
+                (got - naive).abs() < 1e-4,
+                "{ablation:?} {}: {got} vs naive {naive}",
+                graph.edge_name(e)
+            );
+        }
+    }
+}
+
 #[test]
 fn exact_equals_one_edge_at_a_time_with_plain_hooks() {
     for name in ["tiny-gpt2", "tiny-llama"] {
         let model = HookedTransformer::from_dir(fixture(name)).unwrap();
-        let graph = Graph::of_model(&model);
-        let answers = [
-            model.to_single_token(" Rome").unwrap(),
-            model.to_single_token(" Paris").unwrap(),
-        ];
-        let clean = model.to_tokens("The Colosseum is in", true).unwrap();
-        let corrupted = model.to_tokens("The Eiffel Tower is in", true).unwrap();
-        assert_eq!(
-            clean.len(),
-            corrupted.len(),
-            "{name}: the pair's token lengths"
+        check_edges(
+            &model,
+            ["The Colosseum is in", "The Eiffel Tower is in"],
+            [" Rome", " Paris"],
+            None,
         );
-        // Mean ablation averages over corrupted prompts of one length: a pair and its swap.
-        let pairs = [
-            EdgePair {
-                clean: clean.clone(),
-                corrupted: corrupted.clone(),
-                answers,
-            },
-            EdgePair {
-                clean: corrupted,
-                corrupted: clean,
-                answers: [answers[1], answers[0]],
-            },
-        ];
-        let outputs: Vec<Vec<Tensor>> = pairs
-            .iter()
-            .map(|p| sender_outputs(&model, &graph, &p.corrupted, p.answers))
-            .collect();
-        let clean_outputs = sender_outputs(&model, &graph, &pairs[0].clean, answers);
-        let all: Vec<usize> = (0..graph.edges.len()).collect();
-        let ld_clean = run(&model, &pairs[0].clean, answers, &[], &[]).0;
-        for ablation in [Ablation::Patching, Ablation::Zero, Ablation::Mean] {
-            let fast = exact_edges(&model, &graph, &pairs, ablation, &all).unwrap();
-            for (edge, e) in graph.edges.iter().enumerate() {
-                let clean_out = &clean_outputs[e.sender];
-                let ablated = match ablation {
-                    Ablation::Patching => outputs[0][e.sender].clone(),
-                    Ablation::Zero => clean_out.zeros_like().unwrap(),
-                    Ablation::Mean => {
-                        ((&outputs[0][e.sender] + &outputs[1][e.sender]).unwrap() * 0.5).unwrap()
-                    }
-                };
-                let delta = (ablated - clean_out).unwrap();
-                let naive = naive_edge(&model, &graph, &pairs[0], edge, &delta) - ld_clean;
-                let got = fast[0].scores[edge];
-                assert!(
-                    (got - naive).abs() < 1e-4,
-                    "{name} {ablation:?} {}: {got} vs naive {naive}",
-                    graph.edge_name(e)
-                );
-            }
-        }
     }
+}
+
+/// The same on SmolLM2-135M (30 layers, grouped-query attention: 9 query heads share 3
+/// key/value heads), on edges into every kind of receiver across its depth. Needs
+/// `just fetch-smollm2` (`ACTPATCH_SMOLLM2_GGUF` points elsewhere); `just test-real`.
+#[test]
+#[ignore]
+fn exact_equals_plain_hooks_on_smollm2() {
+    let path = std::env::var_os("ACTPATCH_SMOLLM2_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    let model = HookedTransformer::from_dir(&path).unwrap();
+    let graph = Graph::of_model(&model);
+    let name_of = |edge: &str| {
+        graph
+            .edges
+            .iter()
+            .position(|e| graph.edge_name(e) == edge)
+            .unwrap()
+    };
+    let edges: Vec<usize> = [
+        "input->a0.h0<q>",
+        "input->a3.h4<k>",
+        "a2.h1->a14.h7<v>",
+        "m5->a20.h2<q>",
+        "a19.h8->a23.h3<k>",
+        "m12->m12",
+        "a12.h5->m12",
+        "a28.h0->a29.h8<v>",
+        "input->logits",
+        "a23.h3->logits",
+        "m29->logits",
+    ]
+    .iter()
+    .filter(|e| !e.starts_with("m12->"))
+    .map(|e| name_of(e))
+    .collect();
+    check_edges(
+        &model,
+        ["The capital of France is", "The capital of Italy is"],
+        [" Paris", " Rome"],
+        Some(&edges),
+    );
 }

@@ -5,17 +5,22 @@
 //! (a) EAP over every edge;
 //! (b) EAP-IG-inputs with 5 steps over every edge;
 //! (c) exact edge patching of the top 500 edges of (b);
-//! (d) EAP on one 1,024-token prompt, with the peak resident memory of that phase.
+//! (d) EAP on one 1,024-token prompt, with the peak resident memory of that phase;
+//! (e) a faithfulness curve of (b)'s circuits at MIB's 10 sizes over the 16 pairs
+//!     (patching), with its CPR and CMD.
 //! It fails when exact and (b) are computed on different edges.
 //!
-//! `-- --quick` skips (d); `-- --only a` (or b, c, d) times one part (c needs b);
+//! `-- --quick` skips (d); `-- --only a` (or b, c, d, e) times one part (c and e need b);
 //! `-- --device cuda:0` runs on that device (a build with `--features cuda`).
 
 mod common;
 
 use std::time::Instant;
 
-use actpatch_circuits::{attribute, exact_edges, mean_scores, Ablation, EdgePair, Graph, Method};
+use actpatch_circuits::{
+    attribute, exact_edges, faithfulness_curve, mean_scores, Ablation, EdgePair, Graph, Method,
+    Select, Size, MIB_FRACTIONS,
+};
 use actpatch_model::HookedTransformer;
 use common::{load_random_gpt2, peak_mib, reset_peak, BenchArgs, BoxError};
 
@@ -61,7 +66,7 @@ fn main() -> Result<(), BoxError> {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1));
-    let part = |p: &str| only.is_none_or(|o| o == p || (p == "b" && o == "c"));
+    let part = |p: &str| only.is_none_or(|o| o == p || (p == "b" && (o == "c" || o == "e")));
     let graph = Graph::of_model(&model);
     let pairs = ioi_pairs(&model)?;
     println!(
@@ -78,7 +83,7 @@ fn main() -> Result<(), BoxError> {
         );
     }
     if part("b") {
-        ig_and_exact(&model, &graph, &pairs, part("c"))?;
+        ig_and_exact(&model, &graph, &pairs, (part("c"), part("e")))?;
     }
     if !parsed.quick && part("d") {
         long_prompt(&model, &graph)?;
@@ -92,7 +97,7 @@ fn ig_and_exact(
     model: &HookedTransformer,
     graph: &Graph,
     pairs: &[EdgePair],
-    exact: bool,
+    (exact, curve): (bool, bool),
 ) -> Result<(), BoxError> {
     let clock = Instant::now();
     let ig = attribute(
@@ -106,10 +111,28 @@ fn ig_and_exact(
         "(b) eap-ig-inputs(5), every edge: {:.2} s",
         clock.elapsed().as_secs_f64()
     );
+    let mean = mean_scores(&ig);
+    if curve {
+        let sizes: Vec<Size> = MIB_FRACTIONS.iter().map(|f| Size::Fraction(*f)).collect();
+        let clock = Instant::now();
+        let c = faithfulness_curve(
+            model,
+            graph,
+            pairs,
+            &mean,
+            (Ablation::Patching, Select::Abs),
+            &sizes,
+        )?;
+        println!(
+            "(e) faithfulness curve, 10 sizes × 16 pairs: {:.2} s (CPR {:.3}, CMD {:.3})",
+            clock.elapsed().as_secs_f64(),
+            c.cpr,
+            c.cmd
+        );
+    }
     if !exact {
         return Ok(());
     }
-    let mean = mean_scores(&ig);
     let mut top: Vec<usize> = (0..mean.len()).collect();
     top.sort_by(|a, b| mean[*b].abs().total_cmp(&mean[*a].abs()));
     top.truncate(500);

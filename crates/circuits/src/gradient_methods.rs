@@ -127,14 +127,21 @@ pub(crate) fn ig_activations(
 fn edge_scores(
     graph: &Graph,
     delta: &Tensor,
-    grads: &Tensor,
+    grads: &[Tensor],
     senders: Option<&[usize]>,
 ) -> Result<Vec<f32>> {
     let (n_senders, pos, d_model) = delta.dims3()?;
-    let n_receivers = grads.dim(0)?;
     let delta = delta.reshape((n_senders, pos * d_model))?;
-    let grads = grads.reshape((n_receivers, pos * d_model))?;
-    let products = delta.matmul(&grads.t()?)?.to_vec2::<f32>()?; // [sender, receiver]
+    // Block by block (no copy of every receiver's gradient in one tensor).
+    let blocks = grads
+        .iter()
+        .map(|block| {
+            let n = block.dim(0)?;
+            let block = block.reshape((n, pos * d_model))?;
+            Ok(delta.matmul(&block.t()?)?) // [sender, receivers of the block]
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let products = Tensor::cat(&blocks, 1)?.to_vec2::<f32>()?; // [sender, receiver]
     Ok(graph
         .edges
         .iter()

@@ -26,14 +26,15 @@ pub struct GradRow {
 /// head and input in the graph until the backward pass.
 const ROW_POSITIONS_PER_PASS: usize = 256;
 
-/// The mean receiver gradient `[receiver, pos, d_model]` (graph order) of each group
+/// The mean receiver gradient of each group, in the graph's receiver order as blocks
+/// `[receivers, pos, d_model]` (per layer each input's heads, then the MLP; the logits),
 /// of rows, groups numbered from 0: rows of one length run together in batches, rows
 /// of any group.
 pub fn receiver_gradients(
     model: &HookedTransformer,
     graph: &Graph,
     rows: &[GradRow],
-) -> Result<Vec<Tensor>> {
+) -> Result<Vec<Vec<Tensor>>> {
     let n_groups = rows.iter().map(|r| r.group + 1).max().unwrap_or(0);
     // Per group, the sum of its rows' gradients in the layout of the inputs.
     let mut sums: Vec<Option<Vec<Tensor>>> = vec![None; n_groups];
@@ -71,7 +72,10 @@ pub fn receiver_gradients(
     sums.into_iter()
         .zip(counts)
         .map(|(sum, n)| match sum {
-            Some(parts) => Ok((receiver_major(graph, &parts)? / n as f64)?),
+            Some(parts) => receiver_major(graph, &parts)?
+                .into_iter()
+                .map(|part| Ok((part / n as f64)?))
+                .collect(),
             None => Err(CircuitError::NoPairs),
         })
         .collect()
@@ -79,7 +83,7 @@ pub fn receiver_gradients(
 
 /// One row's gradients (per layer q, k, v `[head, pos, d_model]`,
 /// the MLP's `[pos, d_model]`; the logits' last) as `[receiver, pos, d_model]`.
-fn receiver_major(graph: &Graph, parts: &[Tensor]) -> Result<Tensor> {
+fn receiver_major(graph: &Graph, parts: &[Tensor]) -> Result<Vec<Tensor>> {
     let mut ordered = Vec::with_capacity(parts.len());
     for layer in 0..graph.n_layers {
         ordered.extend(parts[4 * layer..4 * layer + 3].iter().cloned()); // [head, pos, d_model]
@@ -88,7 +92,7 @@ fn receiver_major(graph: &Graph, parts: &[Tensor]) -> Result<Tensor> {
     if let Some(logits) = parts.last() {
         ordered.push(logits.unsqueeze(0)?);
     }
-    Ok(Tensor::cat(&ordered, 0)?)
+    Ok(ordered)
 }
 
 /// The logit difference of each row of last-position logits `[rows, d_vocab]`: `[rows]`.

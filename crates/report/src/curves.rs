@@ -240,9 +240,44 @@ pub fn render_section(
         );
     }
     out.push('\n');
+    out.push_str(&points_table(rows, areas));
     for figure in figures {
         let _ = writeln!(out, "![faithfulness curves]({figure})\n");
     }
+    out
+}
+
+/// Faithfulness at every size: a row per method and ablation, a column per fraction.
+fn points_table(rows: &[CircuitRow], areas: &[(String, String, f64, f64)]) -> String {
+    let all: Vec<&CircuitRow> = rows.iter().filter(|r| r.scope == "all").collect();
+    let mut fractions: Vec<f64> = all.iter().map(|r| r.fraction).collect();
+    fractions.sort_by(f64::total_cmp);
+    fractions.dedup();
+    let mut out = String::from("| method | ablation |");
+    for f in &fractions {
+        let _ = write!(out, " {} % |", 100.0 * f);
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---:|".repeat(fractions.len()));
+    out.push('\n');
+    for (method, ablation, _, _) in areas {
+        let _ = write!(out, "| {method} | {ablation} |");
+        for f in &fractions {
+            let point = all.iter().find(|r| {
+                &r.method_label() == method && &r.ablation == ablation && r.fraction == *f
+            });
+            let _ = write!(
+                out,
+                " {} |",
+                point.map_or(String::new(), |r| format!(
+                    "{:.3} ({})",
+                    r.faithfulness, r.edges_after_pruning
+                ))
+            );
+        }
+        out.push('\n');
+    }
+    out.push_str("\nEach cell: faithfulness (edges left after pruning).\n\n");
     out
 }
 

@@ -151,8 +151,14 @@ fn ig_and_exact(
 /// (d): EAP on one 1,024-token prompt, with the phase's peak resident memory.
 fn long_prompt(model: &HookedTransformer, graph: &Graph) -> Result<(), BoxError> {
     let words = "the cat sat on the mat and looked at the dog while it rained outside ";
-    let mut tokens = model.to_tokens(&words.repeat(80), true)?;
-    tokens.truncate(1024);
+    let mut tokens = model.to_tokens(&words.repeat(63), true)?; // 1,009 tokens with BOS
+    let more: Vec<u32> = tokens[1..]
+        .iter()
+        .cycle()
+        .take(1024 - tokens.len())
+        .copied()
+        .collect();
+    tokens.extend(more);
     let mut corrupted = tokens.clone();
     corrupted[1] = model.to_single_token(" dog")?;
     let pair = EdgePair {

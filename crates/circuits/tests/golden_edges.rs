@@ -2,53 +2,21 @@
 //! tiny fixtures (`tests/fixtures/gen/make_golden_edges.py`): every method the library
 //! and actpatch share, edge by edge, within 1e-4 logit units.
 
-use std::path::PathBuf;
+mod common;
 
 use actpatch_circuits::{attribute, Ablation, EdgePair, Graph, Method};
 use actpatch_model::HookedTransformer;
+use common::{fixture, golden_pairs, read_json};
 use serde_json::Value;
 
 const TOLERANCE: f64 = 1e-4;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(name)
-}
-
-fn read_json(path: PathBuf) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
 
 /// The fixture's model, graph, golden edge file and its pairs as token ids.
 fn setup(name: &str) -> (HookedTransformer, Graph, Value, Vec<(String, EdgePair)>) {
     let model = HookedTransformer::from_dir(fixture(name)).unwrap();
     let graph = Graph::of_model(&model);
     let golden = read_json(fixture(name).join("golden_edges.json"));
-    let pairs_json = read_json(fixture(name).join("golden.json"));
-    let ids = |v: &Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    let pairs = pairs_json["pairs"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(name, p)| {
-            let pair = EdgePair {
-                clean: ids(&p["clean_tokens"]),
-                corrupted: ids(&p["corrupted_tokens"]),
-                answers: [
-                    p["correct_id"].as_u64().unwrap() as u32,
-                    p["incorrect_id"].as_u64().unwrap() as u32,
-                ],
-            };
-            (name.clone(), pair)
-        })
-        .collect();
+    let pairs = golden_pairs(name);
     (model, graph, golden, pairs)
 }
 

@@ -3,23 +3,13 @@
 //! scores, circuits at MIB's fractions, patching and zero ablation, both fixtures and
 //! both pairs: edges after pruning, f per size, CPR, CMD, m(∅) and m(full) within 1e-4.
 
-use std::path::PathBuf;
+mod common;
 
 use actpatch_circuits::{
-    exact_edges, faithfulness_curve, Ablation, EdgePair, Graph, Select, Size, MIB_FRACTIONS,
+    exact_edges, faithfulness_curve, Ablation, Graph, Select, Size, MIB_FRACTIONS,
 };
 use actpatch_model::HookedTransformer;
-use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(name)
-}
-
-fn read_json(path: PathBuf) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
+use common::{fixture, golden_pairs, pair_and_swap, read_json};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-4
@@ -40,23 +30,7 @@ fn curves_equal_mibs() {
         let model = HookedTransformer::from_dir(fixture(name)).unwrap();
         let graph = Graph::of_model(&model);
         let golden = read_json(fixture(name).join("golden_edges.json"));
-        let pairs = read_json(fixture(name).join("golden.json"));
-        let ids = |v: &Value| -> Vec<u32> {
-            v.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        };
-        for (pair_name, p) in pairs["pairs"].as_object().unwrap() {
-            let pair = EdgePair {
-                clean: ids(&p["clean_tokens"]),
-                corrupted: ids(&p["corrupted_tokens"]),
-                answers: [
-                    p["correct_id"].as_u64().unwrap() as u32,
-                    p["incorrect_id"].as_u64().unwrap() as u32,
-                ],
-            };
+        for (pair_name, pair) in golden_pairs(name) {
             let expected = &golden["pairs"][pair_name.as_str()];
             let scores: Vec<f32> = graph
                 .edges
@@ -148,24 +122,11 @@ fn all_but_one_edge_is_that_edges_exact_effect() {
     for name in ["tiny-gpt2", "tiny-llama"] {
         let model = HookedTransformer::from_dir(fixture(name)).unwrap();
         let graph = Graph::of_model(&model);
-        let answers = [
-            model.to_single_token(" Rome").unwrap(),
-            model.to_single_token(" Paris").unwrap(),
-        ];
-        let clean = model.to_tokens("The Colosseum is in", true).unwrap();
-        let corrupted = model.to_tokens("The Eiffel Tower is in", true).unwrap();
-        let pairs = [
-            EdgePair {
-                clean: clean.clone(),
-                corrupted: corrupted.clone(),
-                answers,
-            },
-            EdgePair {
-                clean: corrupted,
-                corrupted: clean,
-                answers: [answers[1], answers[0]],
-            },
-        ];
+        let pairs = pair_and_swap(
+            &model,
+            ["The Colosseum is in", "The Eiffel Tower is in"],
+            [" Rome", " Paris"],
+        );
         let n = graph.edges.len();
         for ablation in [Ablation::Patching, Ablation::Zero, Ablation::Mean] {
             let exact = exact_edges(
@@ -176,6 +137,7 @@ fn all_but_one_edge_is_that_edges_exact_effect() {
                 &(0..n).collect::<Vec<_>>(),
             )
             .unwrap();
+            let mut checked = 0;
             for edge in [0, 13, n / 2, n - 1] {
                 let mut scores = vec![1.0f32; n];
                 scores[edge] = 0.0;
@@ -192,6 +154,7 @@ fn all_but_one_edge_is_that_edges_exact_effect() {
                 if point.edges != n - 1 {
                     continue; // pruning took more edges with it
                 }
+                checked += 1;
                 for (p, pair_scores) in exact.iter().enumerate() {
                     let effect = f64::from(point.per_pair[p] - curve.full_per_pair[p]);
                     let want = f64::from(pair_scores.scores[edge]);
@@ -202,6 +165,10 @@ fn all_but_one_edge_is_that_edges_exact_effect() {
                     );
                 }
             }
+            assert!(
+                checked >= 2,
+                "{name} {ablation:?}: pruning left too few edges to check"
+            );
             if ablation == Ablation::Patching {
                 let curve = faithfulness_curve(
                     &model,

@@ -7,16 +7,13 @@
 
 use std::path::PathBuf;
 
+mod common;
+
 use actpatch_circuits::{exact_edges, Ablation, EdgePair, Graph, Receiver, Sender};
 use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Hooks, Patch, Selection};
 use actpatch_model::{HookedTransformer, Readout};
 use candle_core::Tensor;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(name)
-}
+use common::{fixture, pair_and_swap};
 
 fn at(layer: usize, site: BlockSite) -> HookPoint {
     HookPoint::block(layer, site)
@@ -159,26 +156,8 @@ fn check_edges(
     edges: Option<&[usize]>,
 ) {
     let graph = Graph::of_model(model);
-    let answers = [
-        model.to_single_token(answers[0]).unwrap(),
-        model.to_single_token(answers[1]).unwrap(),
-    ];
-    let clean = model.to_tokens(prompts[0], true).unwrap();
-    let corrupted = model.to_tokens(prompts[1], true).unwrap();
-    assert_eq!(clean.len(), corrupted.len(), "the pair's token lengths");
-    // Mean ablation averages over corrupted prompts of one length: a pair and its swap.
-    let pairs = [
-        EdgePair {
-            clean: clean.clone(),
-            corrupted: corrupted.clone(),
-            answers,
-        },
-        EdgePair {
-            clean: corrupted,
-            corrupted: clean,
-            answers: [answers[1], answers[0]],
-        },
-    ];
+    let pairs = pair_and_swap(model, prompts, answers);
+    let answers = pairs[0].answers;
     let all: Vec<usize> = (0..graph.edges.len()).collect();
     let edges = edges.unwrap_or(&all);
     let senders: Vec<usize> = edges.iter().map(|e| graph.edges[*e].sender).collect();

@@ -73,32 +73,73 @@ pub fn faithfulness_curve(
     (ablation, select): (Ablation, Select),
     sizes: &[Size],
 ) -> Result<Curve> {
+    let n_edges = graph.edges.len();
+    let circuits: Vec<Circuit> = sizes
+        .iter()
+        .map(|size| {
+            let (fraction, requested) = size.resolve(n_edges);
+            Circuit {
+                fraction,
+                requested,
+                in_graph: top_edges(graph, scores, requested, select),
+            }
+        })
+        .collect();
+    circuits_faithfulness(model, graph, pairs, ablation, &circuits)
+}
+
+/// A circuit to evaluate: its edges (`in_graph`, pruned already or not: it is pruned
+/// as the library's `evaluate_graph` prunes), and where it sits on a curve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Circuit {
+    pub fraction: f64,
+    /// Edges asked for, before pruning.
+    pub requested: usize,
+    pub in_graph: Vec<bool>,
+}
+
+impl Circuit {
+    /// A circuit given edge by edge (a circuit file): its size as asked.
+    pub fn given(graph: &Graph, mut in_graph: Vec<bool>) -> Circuit {
+        let requested = in_graph.iter().filter(|k| **k).count();
+        crate::circuit::prune(graph, &mut in_graph);
+        Circuit {
+            fraction: requested as f64 / graph.edges.len().max(1) as f64,
+            requested,
+            in_graph,
+        }
+    }
+}
+
+/// The faithfulness of each of `circuits` under `ablation` over `pairs`, as the points
+/// of a curve (CPR and CMD over them in the order given).
+pub fn circuits_faithfulness(
+    model: &HookedTransformer,
+    graph: &Graph,
+    pairs: &[EdgePair],
+    ablation: Ablation,
+    circuits: &[Circuit],
+) -> Result<Curve> {
     check(model, pairs, Method::Exact, ablation)?;
     let runs = pair_runs(model, graph, pairs, ablation)?;
-    let n_edges = graph.edges.len();
-    let resolved: Vec<(f64, usize)> = sizes.iter().map(|s| s.resolve(n_edges)).collect();
-    let mut circuits: Vec<Vec<bool>> = resolved
-        .iter()
-        .map(|(_, n)| top_edges(graph, scores, *n, select))
-        .collect();
-    circuits.push(vec![false; n_edges]); // ∅
-    let lds = evaluate_circuits(model, graph, pairs, &runs, &circuits)?;
+    let mut edge_sets: Vec<Vec<bool>> = circuits.iter().map(|c| c.in_graph.clone()).collect();
+    edge_sets.push(vec![false; graph.edges.len()]); // ∅
+    let lds = evaluate_circuits(model, graph, pairs, &runs, &edge_sets)?;
     let mean = |values: &[f32]| {
         values.iter().map(|v| f64::from(*v)).sum::<f64>() / values.len().max(1) as f64
     };
-    let empty_per_pair = lds[circuits.len() - 1].clone();
+    let empty_per_pair = lds[circuits.len()].clone();
     let full_per_pair: Vec<f32> = runs.iter().map(|r| r.clean.logit_diff).collect();
     let (ld_empty, ld_full) = (mean(&empty_per_pair), mean(&full_per_pair));
-    let points: Vec<CurvePoint> = resolved
+    let points: Vec<CurvePoint> = circuits
         .iter()
-        .zip(&circuits)
         .zip(&lds)
-        .map(|(((fraction, requested), circuit), per_pair)| {
+        .map(|(circuit, per_pair)| {
             let logit_diff = mean(per_pair);
             CurvePoint {
-                fraction: *fraction,
-                requested: *requested,
-                edges: circuit.iter().filter(|k| **k).count(),
+                fraction: circuit.fraction,
+                requested: circuit.requested,
+                edges: circuit.in_graph.iter().filter(|k| **k).count(),
                 logit_diff,
                 faithfulness: (logit_diff - ld_empty) / (ld_full - ld_empty),
                 per_pair: per_pair.clone(),

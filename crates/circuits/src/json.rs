@@ -44,3 +44,50 @@ pub fn graph_json(graph: &Graph, scores: &[f32], in_graph: Option<&[bool]>) -> S
     out.push_str("}}\n");
     out
 }
+
+/// The circuit of a graph JSON file (`in_graph` per edge; edges the file leaves out are
+/// out, as `Graph.from_json` leaves them), after checking that its `cfg` is `graph`'s.
+/// `Err`: what is wrong, for a message naming the file.
+pub fn read_circuit(graph: &Graph, text: &str) -> Result<Vec<bool>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    for key in ["cfg", "nodes", "edges"] {
+        if value.get(key).is_none() {
+            return Err(format!("no `{key}`: a circuit file is the EAP-IG library's graph JSON (`cfg`, `nodes`, `edges`)"));
+        }
+    }
+    let cfg = &value["cfg"];
+    let wanted = [
+        ("n_layers", serde_json::Value::from(graph.n_layers)),
+        ("n_heads", serde_json::Value::from(graph.n_heads)),
+        ("parallel_attn_mlp", serde_json::Value::from(graph.parallel)),
+    ];
+    for (key, want) in wanted {
+        if cfg.get(key) != Some(&want) {
+            return Err(format!(
+                "its cfg.{key} is {}, but this model's graph has {key} = {want}: the file is a circuit of another model",
+                cfg.get(key).map_or("missing".to_string(), |v| v.to_string())
+            ));
+        }
+    }
+    let edges = value["edges"]
+        .as_object()
+        .ok_or("`edges` is not an object")?;
+    let names: std::collections::HashMap<String, usize> = graph
+        .edges
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (graph.edge_name(e), i))
+        .collect();
+    let mut in_graph = vec![false; graph.edges.len()];
+    for (name, edge) in edges {
+        let index = names
+            .get(name)
+            .ok_or_else(|| format!("edge `{name}` is not in this model's graph"))?;
+        in_graph[*index] = edge
+            .get("in_graph")
+            .and_then(|v| v.as_bool())
+            .ok_or_else(|| format!("edge `{name}` has no boolean `in_graph`"))?;
+    }
+    Ok(in_graph)
+}

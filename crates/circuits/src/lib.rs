@@ -41,7 +41,9 @@ mod senders;
 pub use attribute::{attribute, exact_edges, mean_scores};
 pub use circuit::{prune, top_edges, Select};
 pub use error::{CircuitError, Result};
-pub use faithfulness::{faithfulness_curve, Curve, CurvePoint, Size, MIB_FRACTIONS};
+pub use faithfulness::{
+    circuits_faithfulness, faithfulness_curve, Circuit, Curve, CurvePoint, Size, MIB_FRACTIONS,
+};
 pub use graph::{Edge, Graph, Qkv, Receiver, Sender};
 pub use method::{Ablation, Method, ABLATIONS, DEFAULT_STEPS, METHODS};
 pub use runs::{EdgePair, PairScores};

@@ -189,3 +189,56 @@ fn all_but_one_edge_is_that_edges_exact_effect() {
         }
     }
 }
+
+/// A circuit written to the library's graph JSON and read back scores as the circuit
+/// itself: MIB's faithfulness at that size (`golden_edges.json`); a file of another
+/// model's graph is refused.
+#[test]
+fn circuit_files_read_back_to_the_same_faithfulness() {
+    use actpatch_circuits::json::{graph_json, read_circuit};
+    use actpatch_circuits::{circuits_faithfulness, top_edges, Circuit};
+    let model = HookedTransformer::from_dir(fixture("tiny-gpt2")).unwrap();
+    let graph = Graph::of_model(&model);
+    let golden = read_json(fixture("tiny-gpt2").join("golden_edges.json"));
+    let (name, pair) = golden_pairs("tiny-gpt2")
+        .into_iter()
+        .find(|(n, _)| n == "landmarks")
+        .unwrap();
+    let expected = &golden["pairs"][name.as_str()];
+    let scores: Vec<f32> = graph
+        .edges
+        .iter()
+        .map(|e| {
+            expected["scores"]["EAP-IG-inputs(5)"][graph.edge_name(e).as_str()]
+                .as_f64()
+                .unwrap() as f32
+        })
+        .collect();
+    // MIB's 0.2: 22 edges asked for, index 7 of its fractions.
+    let in_graph = top_edges(&graph, &scores, 22, Select::Abs);
+    let text = graph_json(&graph, &scores, Some(&in_graph));
+    let read = read_circuit(&graph, &text).unwrap();
+    assert_eq!(read, in_graph);
+    let curve = circuits_faithfulness(
+        &model,
+        &graph,
+        &[pair],
+        Ablation::Patching,
+        &[Circuit::given(&graph, read)],
+    )
+    .unwrap();
+    let want = expected["faithfulness"]["patching"]["faithfulness"][7]
+        .as_f64()
+        .unwrap();
+    assert!(
+        close(curve.points[0].faithfulness, want),
+        "{} vs {want}",
+        curve.points[0].faithfulness
+    );
+    let other = Graph::new(3, 4, 32, false);
+    let error = read_circuit(&other, &text).unwrap_err();
+    assert!(
+        error.contains("n_layers") && error.contains("another model"),
+        "{error}"
+    );
+}

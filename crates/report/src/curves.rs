@@ -28,8 +28,10 @@ pub struct CircuitRow {
     pub steps: u32,
     /// `patching`, `zero` or `mean`: what the edges outside the circuit carry.
     pub ablation: String,
-    /// `abs` or `signed`: how edges were ranked.
+    /// `abs` or `signed`: how edges were ranked (empty for a circuit file).
     pub select: String,
+    /// The circuit file scored (`[circuit] evaluate`; method `file`), by file name.
+    pub circuit_file: Option<String>,
     pub fraction: f64,
     pub edges_requested: u32,
     pub edges_after_pruning: u32,
@@ -54,6 +56,11 @@ pub static CIRCUITS: Table<CircuitRow> = Table {
         Column::u32("steps", |r| r.steps, |r, v| r.steps = v),
         Column::text("ablation", |r| &r.ablation, |r, v| r.ablation = v),
         Column::text("select", |r| &r.select, |r, v| r.select = v),
+        Column::opt_text(
+            "circuit_file",
+            |r| r.circuit_file.as_deref(),
+            |r, v| r.circuit_file = v,
+        ),
         Column::f64("fraction", |r| r.fraction, |r, v| r.fraction = v),
         Column::u32(
             "edges_requested",
@@ -241,6 +248,7 @@ pub fn render_section(
     }
     out.push('\n');
     out.push_str(&points_table(rows, areas));
+    out.push_str(&files_table(rows));
     for figure in figures {
         let _ = writeln!(out, "![faithfulness curves]({figure})\n");
     }
@@ -249,7 +257,10 @@ pub fn render_section(
 
 /// Faithfulness at every size: a row per method and ablation, a column per fraction.
 fn points_table(rows: &[CircuitRow], areas: &[(String, String, f64, f64)]) -> String {
-    let all: Vec<&CircuitRow> = rows.iter().filter(|r| r.scope == "all").collect();
+    let all: Vec<&CircuitRow> = rows
+        .iter()
+        .filter(|r| r.scope == "all" && r.circuit_file.is_none())
+        .collect();
     let mut fractions: Vec<f64> = all.iter().map(|r| r.fraction).collect();
     fractions.sort_by(f64::total_cmp);
     fractions.dedup();
@@ -278,6 +289,31 @@ fn points_table(rows: &[CircuitRow], areas: &[(String, String, f64, f64)]) -> St
         out.push('\n');
     }
     out.push_str("\nEach cell: faithfulness (edges left after pruning).\n\n");
+    out
+}
+
+/// The circuit files scored (`[circuit] evaluate`): size and faithfulness per ablation.
+fn files_table(rows: &[CircuitRow]) -> String {
+    let files: Vec<&CircuitRow> = rows
+        .iter()
+        .filter(|r| r.scope == "all" && r.circuit_file.is_some())
+        .collect();
+    if files.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("Circuit files scored:\n\n| file | ablation | edges (after pruning) | faithfulness |\n|---|---|---:|---:|\n");
+    for row in files {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} ({}) | {:.3} |",
+            row.circuit_file.as_deref().unwrap_or(""),
+            row.ablation,
+            row.edges_requested,
+            row.edges_after_pruning,
+            row.faithfulness
+        );
+    }
+    out.push('\n');
     out
 }
 

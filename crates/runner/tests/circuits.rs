@@ -257,7 +257,7 @@ fn one_pair_curves_equal_mibs() {
         )
         .replace(
             "methods = [\"eap\", \"eap-ig-inputs\", \"clean-corrupted\", \"exact\"]",
-            "methods = [\"eap-ig-inputs\"]\ncurve_ablations = [\"patching\", \"zero\"]",
+            "methods = [\"eap-ig-inputs\"]\ncurve_ablations = [\"patching\", \"zero\"]\nexport = [0.2]",
         );
     let file = dir.join("experiment.toml");
     std::fs::write(&file, text).unwrap();
@@ -307,5 +307,37 @@ fn one_pair_curves_equal_mibs() {
             );
         }
     }
+    // The exported circuit at 20 %, scored again as a file: MIB's f at that size.
+    let exported = run_dir.join("circuits/eap-ig-inputs-5.0.2.json");
+    assert!(exported.is_file());
+    let again = std::fs::read_to_string(&file).unwrap().replace(
+        "export = [0.2]",
+        &format!(
+            "faithfulness = false\nevaluate = [{:?}]",
+            exported.display().to_string()
+        ),
+    );
+    let file_again = dir.join("again.toml");
+    std::fs::write(&file_again, again).unwrap();
+    let (code, stderr, run_again) = run(&file_again, &dir.join("out-again"));
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    let rows: Vec<CircuitRow> =
+        actpatch_report::tables::read_rows(&run_again.unwrap().join("circuits.parquet"), &CIRCUITS)
+            .unwrap()
+            .data;
+    let scored = rows
+        .iter()
+        .find(|r| {
+            r.scope == "all"
+                && r.ablation == "patching"
+                && r.circuit_file.as_deref() == Some("eap-ig-inputs-5.0.2.json")
+        })
+        .expect("the file's row");
+    let f = want["patching"]["faithfulness"][7].as_f64().unwrap();
+    assert!(
+        (scored.faithfulness - f).abs() < 1e-4,
+        "{} vs {f}",
+        scored.faithfulness
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -34,6 +34,7 @@ impl Experiment {
         })?;
         experiment.expand(path)?;
         experiment.check(path)?;
+        experiment.resolve_circuit_files(path.parent().unwrap_or(Path::new(".")));
         if let Some(model_path) = &experiment.model.path {
             if model_path.is_relative() {
                 let base = path.parent().unwrap_or(Path::new("."));

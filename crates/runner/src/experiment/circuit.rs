@@ -3,6 +3,8 @@
 use actpatch_circuits::{Ablation, Method, DEFAULT_STEPS};
 use serde::Deserialize;
 
+use crate::experiment::Experiment;
+
 /// `[circuit]`: which methods score the edges, under which ablation.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +42,11 @@ pub struct CircuitSpec {
     /// `in_graph` set (MIB's leaderboard takes one per fraction).
     #[serde(default)]
     pub export: Vec<f64>,
+    /// Circuit files to score (the EAP-IG library's graph JSON, e.g. found by another
+    /// tool or another run), relative to the experiment file: each one's faithfulness
+    /// under every curve ablation.
+    #[serde(default)]
+    pub evaluate: Vec<std::path::PathBuf>,
 }
 
 /// A circuit size in the experiment file.
@@ -171,5 +178,18 @@ impl CircuitSpec {
             select,
             ablations,
         })
+    }
+}
+
+impl Experiment {
+    /// `[circuit] evaluate`'s files relative to the experiment file's folder `base`.
+    pub(crate) fn resolve_circuit_files(&mut self, base: &std::path::Path) {
+        if let Some(circuit) = &mut self.circuit {
+            for file in &mut circuit.evaluate {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+        }
     }
 }

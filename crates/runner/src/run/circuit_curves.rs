@@ -5,12 +5,14 @@
 use std::path::Path;
 
 use actpatch_circuits::{
-    faithfulness_curve, mean_scores, top_edges, Curve, EdgePair, Graph, Method, PairScores,
+    circuits_faithfulness, faithfulness_curve, mean_scores, top_edges, Circuit, Curve, EdgePair,
+    Graph, Method, PairScores,
 };
 use actpatch_model::HookedTransformer;
 use actpatch_report::curves::{CircuitRow, CurvePlot, CurveSeries};
 use actpatch_report::ImageFormat;
 
+use crate::experiment::circuit::CurveChoices;
 use crate::experiment::{CircuitSpec, Experiment, FigureFormat};
 use crate::manifest::CircuitArea;
 use crate::options::RunOptions;
@@ -60,48 +62,20 @@ pub fn run(
         files: Vec::new(),
     };
     let mut series = Vec::new();
-    for m in methods {
+    for m in methods.iter().filter(|_| spec.faithfulness) {
         let scores = mean_scores(m.per_pair);
         for &ablation in &choices.ablations {
-            options.say(format!(
-                "circuit: faithfulness of {} circuits at {} sizes, {} ablation",
-                m.method,
-                choices.sizes.len(),
-                ablation.name()
-            ));
-            let curve = faithfulness_curve(
+            let (rows, area, line) = method_curve(
                 model,
-                graph,
-                pairs,
-                &scores,
-                (ablation, choices.select),
-                &choices.sizes,
-            )
-            .map_err(|source| RunnerError::Circuit {
-                during: format!("evaluating the circuits of {}", m.method),
-                source: Box::new(source),
-            })?;
-            let row = CircuitRow {
-                method: m.method.name().to_string(),
-                steps: m.method.steps() as u32,
-                ablation: ablation.name().to_string(),
-                ..base.clone()
-            };
-            outcome.rows.extend(curve_rows(&row, &curve, plans));
-            outcome.areas.push(CircuitArea {
-                method: m.method.to_string(),
-                ablation: ablation.name().to_string(),
-                cpr: curve.cpr,
-                cmd: curve.cmd,
-            });
-            series.push(CurveSeries {
-                name: format!("{} · {}", m.method, ablation.name()),
-                points: curve
-                    .points
-                    .iter()
-                    .map(|p| (p.fraction, p.faithfulness))
-                    .collect(),
-            });
+                options,
+                (graph, plans, pairs),
+                (m.method, &scores),
+                (ablation, &choices),
+                &base,
+            )?;
+            outcome.rows.extend(rows);
+            outcome.areas.push(area);
+            series.push(line);
         }
         outcome.files.extend(export(
             run_dir,
@@ -111,10 +85,69 @@ pub fn run(
             choices.select,
         )?);
     }
+    outcome.rows.extend(evaluate_files(
+        model,
+        spec,
+        options,
+        (graph, plans, pairs),
+        &choices.ablations,
+        &base,
+    )?);
     actpatch_report::curves::write_circuits(&run_dir.join("circuits.parquet"), &outcome.rows)
         .map_err(RunnerError::write_run(run_dir))?;
-    outcome.figures = draw(experiment, run_dir, &series)?;
+    if !series.is_empty() {
+        outcome.figures = draw(experiment, run_dir, &series)?;
+    }
     Ok(outcome)
+}
+
+/// One method's curve under one ablation: its rows, CPR and CMD, and its line.
+fn method_curve(
+    model: &HookedTransformer,
+    options: &RunOptions,
+    (graph, plans, pairs): (&Graph, &[&PairPlan], &[EdgePair]),
+    (method, scores): (Method, &[f32]),
+    (ablation, choices): (actpatch_circuits::Ablation, &CurveChoices),
+    base: &CircuitRow,
+) -> Result<(Vec<CircuitRow>, CircuitArea, CurveSeries), RunnerError> {
+    options.say(format!(
+        "circuit: faithfulness of {method} circuits at {} sizes, {} ablation",
+        choices.sizes.len(),
+        ablation.name()
+    ));
+    let curve = faithfulness_curve(
+        model,
+        graph,
+        pairs,
+        scores,
+        (ablation, choices.select),
+        &choices.sizes,
+    )
+    .map_err(|source| RunnerError::Circuit {
+        during: format!("evaluating the circuits of {method}"),
+        source: Box::new(source),
+    })?;
+    let row = CircuitRow {
+        method: method.name().to_string(),
+        steps: method.steps() as u32,
+        ablation: ablation.name().to_string(),
+        ..base.clone()
+    };
+    let area = CircuitArea {
+        method: method.to_string(),
+        ablation: ablation.name().to_string(),
+        cpr: curve.cpr,
+        cmd: curve.cmd,
+    };
+    let line = CurveSeries {
+        name: format!("{method} · {}", ablation.name()),
+        points: curve
+            .points
+            .iter()
+            .map(|p| (p.fraction, p.faithfulness))
+            .collect(),
+    };
+    Ok((curve_rows(&row, &curve, plans), area, line))
 }
 
 /// `export`'s circuit files: the method's circuit at each fraction, in the library's
@@ -137,6 +170,67 @@ fn export(
         files.push(name);
     }
     Ok(files)
+}
+
+/// A circuit file of `[circuit] evaluate`, read and checked against `graph` (exit 2
+/// naming the file otherwise).
+pub fn read_circuit_file(graph: &Graph, file: &Path) -> Result<Vec<bool>, RunnerError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        RunnerError::Input(format!(
+            "[circuit] evaluate: cannot read {}: {e}",
+            file.display()
+        ))
+    })?;
+    actpatch_circuits::json::read_circuit(graph, &text).map_err(|reason| {
+        RunnerError::Input(format!(
+            "[circuit] evaluate: {} is not a circuit of this model: {reason}",
+            file.display()
+        ))
+    })
+}
+
+/// The rows of every `[circuit] evaluate` file under every curve ablation: method
+/// `file`, the file's name in `circuit_file`.
+fn evaluate_files(
+    model: &HookedTransformer,
+    spec: &CircuitSpec,
+    options: &RunOptions,
+    (graph, plans, pairs): (&Graph, &[&PairPlan], &[EdgePair]),
+    ablations: &[actpatch_circuits::Ablation],
+    base: &CircuitRow,
+) -> Result<Vec<CircuitRow>, RunnerError> {
+    let mut rows = Vec::new();
+    for file in &spec.evaluate {
+        let circuit = Circuit::given(graph, read_circuit_file(graph, file)?);
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        for &ablation in ablations {
+            options.say(format!(
+                "circuit: faithfulness of {}, {} ablation",
+                file.display(),
+                ablation.name()
+            ));
+            let curve = circuits_faithfulness(
+                model,
+                graph,
+                pairs,
+                ablation,
+                std::slice::from_ref(&circuit),
+            )
+            .map_err(|source| RunnerError::Circuit {
+                during: format!("evaluating {}", file.display()),
+                source: Box::new(source),
+            })?;
+            let row = CircuitRow {
+                method: "file".into(),
+                ablation: ablation.name().to_string(),
+                select: String::new(),
+                circuit_file: name.clone(),
+                ..base.clone()
+            };
+            rows.extend(curve_rows(&row, &curve, plans));
+        }
+    }
+    Ok(rows)
 }
 
 /// `eap-ig-inputs-5`, `eap`.

@@ -89,7 +89,11 @@ pub(super) fn check(
             )));
         }
     }
-    let edges = Graph::of_model(model).edges.len();
+    let graph = Graph::of_model(model);
+    let edges = graph.edges.len();
+    for file in &spec.evaluate {
+        circuit_curves::read_circuit_file(&graph, file)?;
+    }
     let curves = spec.curves().map_err(RunnerError::Input)?;
     for size in &curves.sizes {
         if let actpatch_circuits::Size::Edges(n) = size {
@@ -100,7 +104,8 @@ pub(super) fn check(
             }
         }
     }
-    let means = spec.faithfulness && curves.ablations.contains(&Ablation::Mean);
+    let curved = spec.faithfulness || !spec.evaluate.is_empty();
+    let means = curved && curves.ablations.contains(&Ablation::Mean);
     if ablation == Ablation::Mean || means {
         let count = |length: usize| {
             pairs
@@ -168,7 +173,7 @@ pub(super) fn run(
     actpatch_report::edges::write_edges(&run_dir.join("edges.parquet"), &rows)
         .map_err(RunnerError::write_run(run_dir))?;
     let mut files = write_circuit_files(run_dir, &graph, &scored, ablation)?;
-    let curves = match spec.faithfulness {
+    let curves = match spec.faithfulness || !spec.evaluate.is_empty() {
         true => {
             let methods: Vec<MethodScores> = scored
                 .iter()

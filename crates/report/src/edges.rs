@@ -99,7 +99,12 @@ pub fn write_edges(path: &Path, rows: &[EdgeRow]) -> Result<()> {
 /// The report's "Circuits" section from the `all`-scope rows: per method, its top
 /// `top` edges by |score| (with the exact effect where known), and its agreement with
 /// `exact` over the edges both scored.
-pub fn render_section(rows: &[EdgeRow], top: usize, circuit_files: &[String]) -> String {
+pub fn render_section(
+    rows: &[EdgeRow],
+    top: usize,
+    circuit_files: &[String],
+    figures: &[String],
+) -> String {
     let all: Vec<&EdgeRow> = rows.iter().filter(|r| r.scope == "all").collect();
     let mut methods: Vec<(String, u32, String)> = Vec::new();
     for row in &all {
@@ -115,6 +120,9 @@ pub fn render_section(rows: &[EdgeRow], top: usize, circuit_files: &[String]) ->
         "Edge scores in logit-difference units, mean over {n_pairs} pairs, in the EAP-IG library's direction: the change of the clean run's logit difference when that edge alone carries the ablated sender output (`edges.parquet`; the library's graph JSON in {}).\n",
         circuit_files.join(", ")
     );
+    for figure in figures {
+        let _ = writeln!(out, "![the circuit's strongest edges (width: |score|; blue: positive, red: negative)]({figure})\n");
+    }
     for (method, steps, ablation) in &methods {
         let mut of_method: Vec<&&EdgeRow> = all
             .iter()

@@ -4,6 +4,7 @@
 
 pub mod accuracy;
 pub mod atomic;
+pub mod circuit_graph;
 pub mod compare_table;
 pub mod curves;
 pub mod edges;

@@ -11,14 +11,18 @@ use actpatch_model::HookedTransformer;
 use actpatch_report::EdgeRow;
 
 use super::circuit_curves::{self, CurvesOutcome, MethodScores};
-use crate::experiment::{CircuitSpec, Experiment};
+use crate::experiment::{CircuitSpec, Experiment, FigureFormat};
 use crate::options::RunOptions;
 use crate::validate::PairPlan;
 use crate::RunnerError;
+use actpatch_report::circuit_graph::{CircuitGraph, DrawnEdge};
+use actpatch_report::ImageFormat;
 
 /// What the circuit stage wrote, for the report and the manifest.
 pub struct CircuitOutcome {
     pub rows: Vec<EdgeRow>,
+    /// The circuit drawn (`figures/circuit.*`), relative to the run folder.
+    pub figures: Vec<String>,
     /// Circuit files, relative to the run folder.
     pub files: Vec<String>,
     pub top: usize,
@@ -30,7 +34,12 @@ pub struct CircuitOutcome {
 impl CircuitOutcome {
     /// The report's sections: the edges, then the curves.
     pub fn report_section(&self) -> String {
-        let mut section = actpatch_report::edges::render_section(&self.rows, self.top, &self.files);
+        let mut section = actpatch_report::edges::render_section(
+            &self.rows,
+            self.top,
+            &self.files,
+            &self.figures,
+        );
         if let Some(curves) = &self.curves {
             let areas: Vec<(String, String, f64, f64)> = curves
                 .areas
@@ -173,6 +182,7 @@ pub(super) fn run(
     actpatch_report::edges::write_edges(&run_dir.join("edges.parquet"), &rows)
         .map_err(RunnerError::write_run(run_dir))?;
     let mut files = write_circuit_files(run_dir, &graph, &scored, ablation)?;
+    let figures = draw_circuit(experiment, run_dir, &graph, &rows, spec.top)?;
     let curves = match spec.faithfulness || !spec.evaluate.is_empty() {
         true => {
             let methods: Vec<MethodScores> = scored
@@ -200,6 +210,7 @@ pub(super) fn run(
     };
     Ok(Some(CircuitOutcome {
         rows,
+        figures,
         files,
         top: spec.top,
         seconds: clock.elapsed().as_secs_f64(),
@@ -449,4 +460,63 @@ fn write_circuit_files(
         files.push(format!("circuits/{name}"));
     }
     Ok(files)
+}
+
+/// `figures/circuit.*`: the first method's `top` strongest edges over every pair.
+fn draw_circuit(
+    experiment: &Experiment,
+    run_dir: &Path,
+    graph: &Graph,
+    rows: &[EdgeRow],
+    top: usize,
+) -> Result<Vec<String>, RunnerError> {
+    let Some(first) = rows.iter().find(|r| r.scope == "all") else {
+        return Ok(Vec::new());
+    };
+    let mut of_method: Vec<&EdgeRow> = rows
+        .iter()
+        .filter(|r| r.scope == "all" && r.method == first.method && r.steps == first.steps)
+        .collect();
+    of_method.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));
+    let drawing = CircuitGraph {
+        title: format!(
+            "{}: the {} strongest edges ({})",
+            experiment.experiment.name,
+            top.min(of_method.len()),
+            first.method
+        ),
+        n_layers: graph.n_layers,
+        n_heads: graph.n_heads,
+        edges: of_method
+            .iter()
+            .take(top)
+            .map(|r| DrawnEdge {
+                sender: r.sender.clone(),
+                receiver: r.receiver.clone(),
+                input: r.receiver_input.clone(),
+                score: r.score,
+            })
+            .collect(),
+    };
+    let dir = run_dir.join("figures");
+    std::fs::create_dir_all(&dir).map_err(|source| {
+        RunnerError::write_run(run_dir)(actpatch_report::ReportError::Write {
+            path: dir.clone(),
+            source,
+        })
+    })?;
+    let mut figures = Vec::new();
+    for format in &experiment.output.formats {
+        let (format, ext) = match format {
+            FigureFormat::Png => (ImageFormat::Png, "png"),
+            FigureFormat::Svg => (ImageFormat::Svg, "svg"),
+        };
+        let name = format!("figures/circuit.{ext}");
+        drawing
+            .save(&run_dir.join(&name), format)
+            .map_err(RunnerError::write_run(run_dir))?;
+        figures.push(name);
+    }
+    figures.truncate(1); // the report shows the first format
+    Ok(figures)
 }

@@ -213,18 +213,31 @@ impl Drawing for CurvePlot {
     }
 }
 
+/// One curve's areas for the report: method (with steps), ablation, CPR, CMD and
+/// their bootstrap intervals where the run has them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Areas {
+    pub method: String,
+    pub ablation: String,
+    pub cpr: f64,
+    pub cmd: f64,
+    pub cpr_interval: Option<[f64; 2]>,
+    pub cmd_interval: Option<[f64; 2]>,
+}
+
 /// The report's "Circuit faithfulness" section from the `all`-scope rows: CPR and CMD
 /// per method and ablation, how small a circuit keeps 80 % of the behaviour, and the
 /// figures.
-pub fn render_section(
-    rows: &[CircuitRow],
-    areas: &[(String, String, f64, f64)],
-    figures: &[String],
-) -> String {
+pub fn render_section(rows: &[CircuitRow], areas: &[Areas], figures: &[String]) -> String {
     let mut out = String::from("## Circuit faithfulness\n\n");
     out.push_str("A circuit is the top edges of a method's scores, pruned as the EAP-IG library prunes; every edge outside it carries the ablated sender output. Faithfulness f = (m(C) − m(∅)) / (m(full) − m(∅)) with m the logit difference averaged over the pairs (MIB's batch score); CPR is the area under f (higher is better), CMD the area under |1 − f| (lower is better), trapezoids over the fractions of edges (`circuits.parquet`).\n\n");
     out.push_str("| method | ablation | CPR | CMD | smallest circuit with f ≥ 0.8 |\n|---|---|---:|---:|---|\n");
-    for (method, ablation, cpr, cmd) in areas {
+    let with = |value: f64, interval: Option<[f64; 2]>| match interval {
+        Some([low, high]) => format!("{value:.4} [{low:.3}, {high:.3}]"),
+        None => format!("{value:.4}"),
+    };
+    for area in areas {
+        let (method, ablation) = (&area.method, &area.ablation);
         let smallest = rows
             .iter()
             .filter(|r| {
@@ -241,9 +254,13 @@ pub fn render_section(
                     100.0 * r.fraction
                 )
             });
+        let (cpr, cmd) = (
+            with(area.cpr, area.cpr_interval),
+            with(area.cmd, area.cmd_interval),
+        );
         let _ = writeln!(
             out,
-            "| {method} | {ablation} | {cpr:.4} | {cmd:.4} | {smallest} |"
+            "| {method} | {ablation} | {cpr} | {cmd} | {smallest} |"
         );
     }
     out.push('\n');
@@ -256,7 +273,7 @@ pub fn render_section(
 }
 
 /// Faithfulness at every size: a row per method and ablation, a column per fraction.
-fn points_table(rows: &[CircuitRow], areas: &[(String, String, f64, f64)]) -> String {
+fn points_table(rows: &[CircuitRow], areas: &[Areas]) -> String {
     let all: Vec<&CircuitRow> = rows
         .iter()
         .filter(|r| r.scope == "all" && r.circuit_file.is_none())
@@ -271,7 +288,8 @@ fn points_table(rows: &[CircuitRow], areas: &[(String, String, f64, f64)]) -> St
     out.push_str("\n|---|---|");
     out.push_str(&"---:|".repeat(fractions.len()));
     out.push('\n');
-    for (method, ablation, _, _) in areas {
+    for area in areas {
+        let (method, ablation) = (&area.method, &area.ablation);
         let _ = write!(out, "| {method} | {ablation} |");
         for f in &fractions {
             let point = all.iter().find(|r| {

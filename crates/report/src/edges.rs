@@ -50,6 +50,10 @@ pub struct EdgeRow {
     pub exact: Option<f64>,
     /// `score − exact` where both exist.
     pub error: Option<f64>,
+    /// The score's bootstrap interval over the scope's pairs (`[statistics]`), on each
+    /// method's `[circuit] top` strongest edges of a concept's or all pairs' mean.
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
 }
 
 pub static EDGES: Table<EdgeRow> = Table {
@@ -89,6 +93,8 @@ pub static EDGES: Table<EdgeRow> = Table {
         Column::f64("normalized", |r| r.normalized, |r, v| r.normalized = v),
         Column::opt_f64("exact", |r| r.exact, |r, v| r.exact = v),
         Column::opt_f64("error", |r| r.error, |r, v| r.error = v),
+        Column::opt_f64("ci_low", |r| r.ci_low, |r, v| r.ci_low = v),
+        Column::opt_f64("ci_high", |r| r.ci_high, |r, v| r.ci_high = v),
     ],
 };
 
@@ -153,12 +159,18 @@ pub fn render_section(
             );
         }
         of_method.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));
-        out.push_str("| edge | score | normalized | exact |\n|---|---:|---:|---:|\n");
+        out.push_str(
+            "| edge | score | 95 % interval | normalized | exact |\n|---|---:|---|---:|---:|\n",
+        );
         for row in of_method.iter().take(top) {
             let exact = row.exact.map_or("".to_string(), |e| format!("{e:+.4}"));
+            let interval = match (row.ci_low, row.ci_high) {
+                (Some(low), Some(high)) => format!("[{low:+.4}, {high:+.4}]"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "| `{}` | {:+.4} | {:+.3} | {exact} |",
+                "| `{}` | {:+.4} | {interval} | {:+.3} | {exact} |",
                 row.edge, row.score, row.normalized
             );
         }

@@ -77,6 +77,12 @@ pub struct CircuitArea {
     pub cpr: f64,
     /// Area under |1 − faithfulness| (lower is better).
     pub cmd: f64,
+    /// Bootstrap intervals over pairs (`[statistics]`) of CPR and CMD, with two pairs
+    /// or more: `[low, high]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpr_interval: Option<[f64; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmd_interval: Option<[f64; 2]>,
 }
 
 /// `[corruption]` as the run's Gaussian-noise pairs used it.

@@ -141,6 +141,39 @@ fn tiny_circuit_run_equals_the_librarys_scores() {
         first_edges.windows(2).all(|w| w[0] < w[1]),
         "edges in the library's order"
     );
+    // Bootstrap intervals on each method's 10 (`top`) strongest edges of the mean: two
+    // pairs resample to means between the two pairs' own scores.
+    for (method, steps, _) in LABELS {
+        let with_interval: Vec<&EdgeRow> = rows
+            .iter()
+            .filter(|r| {
+                r.method == method && r.steps == steps && r.scope == "all" && r.ci_low.is_some()
+            })
+            .collect();
+        assert_eq!(with_interval.len(), 10, "{method}");
+        for row in with_interval {
+            let own: Vec<f64> = rows
+                .iter()
+                .filter(|r| {
+                    r.method == method
+                        && r.steps == steps
+                        && r.scope == "pair"
+                        && r.edge == row.edge
+                })
+                .map(|r| r.score)
+                .collect();
+            let (lo, hi) = (
+                own.iter().cloned().fold(f64::INFINITY, f64::min),
+                own.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            );
+            let (low, high) = (row.ci_low.unwrap(), row.ci_high.unwrap());
+            assert!(
+                lo - 1e-6 <= low && low <= high && high <= hi + 1e-6,
+                "{method} {}: [{low}, {high}] vs pairs {own:?}",
+                row.edge
+            );
+        }
+    }
     let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(report.contains("## Circuits"), "{report}");
     assert!(report.contains("## Circuit faithfulness"), "{report}");
@@ -154,6 +187,12 @@ fn tiny_circuit_run_equals_the_librarys_scores() {
     let manifest = read_json(&run_dir.join("manifest.json"));
     let areas = manifest["circuit_areas"].as_array().unwrap();
     assert_eq!(areas.len(), 4, "one curve per method: {areas:?}");
+    for area in areas {
+        let interval = area["cpr_interval"]
+            .as_array()
+            .expect("a CPR interval over two pairs");
+        assert!(interval[0].as_f64().unwrap() <= interval[1].as_f64().unwrap());
+    }
     for row in curves
         .iter()
         .filter(|r| r.scope == "all" && r.fraction == 1.0)

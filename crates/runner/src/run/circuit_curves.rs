@@ -12,12 +12,14 @@ use actpatch_model::HookedTransformer;
 use actpatch_report::curves::{CircuitRow, CurvePlot, CurveSeries};
 use actpatch_report::ImageFormat;
 
+use super::circuit_intervals;
 use crate::experiment::circuit::CurveChoices;
 use crate::experiment::{CircuitSpec, Experiment, FigureFormat};
 use crate::manifest::CircuitArea;
 use crate::options::RunOptions;
 use crate::validate::PairPlan;
 use crate::RunnerError;
+use actpatch_concepts::Resamples;
 
 /// What the curves produced.
 pub struct CurvesOutcome {
@@ -62,12 +64,13 @@ pub fn run(
         files: Vec::new(),
     };
     let mut series = Vec::new();
+    let resamples = circuit_intervals::resamples(experiment, plans);
     for m in methods.iter().filter(|_| spec.faithfulness) {
         let scores = mean_scores(m.per_pair);
         for &ablation in &choices.ablations {
             let (rows, area, line) = method_curve(
                 model,
-                options,
+                (options, &resamples, experiment.statistics.level),
                 (graph, plans, pairs),
                 (m.method, &scores),
                 (ablation, &choices),
@@ -104,7 +107,7 @@ pub fn run(
 /// One method's curve under one ablation: its rows, CPR and CMD, and its line.
 fn method_curve(
     model: &HookedTransformer,
-    options: &RunOptions,
+    (options, resamples, level): (&RunOptions, &Resamples, f64),
     (graph, plans, pairs): (&Graph, &[&PairPlan], &[EdgePair]),
     (method, scores): (Method, &[f32]),
     (ablation, choices): (actpatch_circuits::Ablation, &CurveChoices),
@@ -133,11 +136,15 @@ fn method_curve(
         ablation: ablation.name().to_string(),
         ..base.clone()
     };
+    let intervals =
+        (plans.len() >= 2).then(|| circuit_intervals::areas_of(&curve, resamples, level));
     let area = CircuitArea {
         method: method.to_string(),
         ablation: ablation.name().to_string(),
         cpr: curve.cpr,
         cmd: curve.cmd,
+        cpr_interval: intervals.map(|(cpr, _)| [cpr.low, cpr.high]),
+        cmd_interval: intervals.map(|(_, cmd)| [cmd.low, cmd.high]),
     };
     let line = CurveSeries {
         name: format!("{method} · {}", ablation.name()),

@@ -2,20 +2,21 @@
 //! pairs, exact effects of the top edges, `edges.parquet` and one circuit file per
 //! method in the EAP-IG library's graph JSON (`circuits/`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use actpatch_circuits::{attribute, exact_edges, Ablation, EdgePair, Graph, Method, PairScores};
+use actpatch_circuits::{attribute, exact_edges, Ablation, EdgePair, Graph, Method};
 use actpatch_model::HookedTransformer;
 use actpatch_report::EdgeRow;
 
 use super::circuit_curves::{self, CurvesOutcome, MethodScores};
+use super::circuit_edges::{self, Scored};
 use crate::experiment::{CircuitSpec, Experiment, FigureFormat};
 use crate::options::RunOptions;
 use crate::validate::PairPlan;
 use crate::RunnerError;
 use actpatch_report::circuit_graph::{CircuitGraph, DrawnEdge};
+use actpatch_report::curves::Areas;
 use actpatch_report::ImageFormat;
 
 /// What the circuit stage wrote, for the report and the manifest.
@@ -41,10 +42,17 @@ impl CircuitOutcome {
             &self.figures,
         );
         if let Some(curves) = &self.curves {
-            let areas: Vec<(String, String, f64, f64)> = curves
+            let areas: Vec<Areas> = curves
                 .areas
                 .iter()
-                .map(|a| (a.method.clone(), a.ablation.clone(), a.cpr, a.cmd))
+                .map(|a| Areas {
+                    method: a.method.clone(),
+                    ablation: a.ablation.clone(),
+                    cpr: a.cpr,
+                    cmd: a.cmd,
+                    cpr_interval: a.cpr_interval,
+                    cmd_interval: a.cmd_interval,
+                })
                 .collect();
             section.push_str(&actpatch_report::curves::render_section(
                 &curves.rows,
@@ -54,14 +62,6 @@ impl CircuitOutcome {
         }
         section
     }
-}
-
-/// One method's scores on every pair.
-struct Scored {
-    method: Method,
-    per_pair: Vec<PairScores>,
-    /// Edges it scored (all but for `exact` on the top edges only).
-    edges: Vec<usize>,
 }
 
 /// Checks, before anything is written, that the run's circuit can be computed: a
@@ -171,7 +171,7 @@ pub(super) fn run(
     )? {
         scored.push(exact);
     }
-    let rows = edge_rows(
+    let rows = circuit_edges::edge_rows(
         experiment,
         model,
         run_id,
@@ -306,131 +306,6 @@ fn exact_run(
         per_pair,
         edges,
     }))
-}
-
-/// What one group of rows of `edges.parquet` averages: one pair, a concept's pairs, or all.
-struct Scope {
-    kind: &'static str,
-    pair: Option<String>,
-    concept: Option<String>,
-    /// Indices into the run's pairs.
-    members: Vec<usize>,
-}
-
-/// The scopes of a run: each pair, each concept (when there are several), all pairs.
-fn scopes(pairs: &[&PairPlan]) -> Vec<Scope> {
-    let mut scopes: Vec<Scope> = pairs
-        .iter()
-        .enumerate()
-        .map(|(i, plan)| Scope {
-            kind: "pair",
-            pair: Some(plan.name.clone()),
-            concept: Some(plan.spec.concept.clone()),
-            members: vec![i],
-        })
-        .collect();
-    let mut concepts: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, plan) in pairs.iter().enumerate() {
-        concepts
-            .entry(plan.spec.concept.as_str())
-            .or_default()
-            .push(i);
-    }
-    if concepts.len() > 1 {
-        scopes.extend(concepts.into_iter().map(|(concept, members)| Scope {
-            kind: "concept",
-            pair: None,
-            concept: Some(concept.to_string()),
-            members,
-        }));
-    }
-    scopes.push(Scope {
-        kind: "all",
-        pair: None,
-        concept: None,
-        members: (0..pairs.len()).collect(),
-    });
-    scopes
-}
-
-/// The rows of `edges.parquet`: each pair, each concept's mean and the mean over all.
-fn edge_rows(
-    experiment: &Experiment,
-    model: &HookedTransformer,
-    run_id: &str,
-    (graph, pairs): (&Graph, &[&PairPlan]),
-    scored: &[Scored],
-    ablation: Ablation,
-) -> Vec<EdgeRow> {
-    let exact = scored.iter().find(|s| s.method == Method::Exact);
-    let base = EdgeRow {
-        run_id: run_id.to_string(),
-        experiment: experiment.experiment.name.clone(),
-        model: model.source().to_string(),
-        ablation: ablation.name().to_string(),
-        ..EdgeRow::default()
-    };
-    let mut rows = Vec::new();
-    for scope in scopes(pairs) {
-        let n = scope.members.len() as f64;
-        let mean_of = |s: &Scored, edge: usize| -> f64 {
-            scope
-                .members
-                .iter()
-                .map(|&i| f64::from(s.per_pair[i].scores[edge]))
-                .sum::<f64>()
-                / n
-        };
-        let first = &scored[0].per_pair;
-        let gap = scope
-            .members
-            .iter()
-            .map(|&i| f64::from(first[i].ld_clean - first[i].ld_corrupted))
-            .sum::<f64>()
-            / n;
-        let scope_row = EdgeRow {
-            scope: scope.kind.to_string(),
-            pair: scope.pair.clone(),
-            concept: scope.concept.clone(),
-            n_pairs: scope.members.len() as u32,
-            ..base.clone()
-        };
-        for s in scored {
-            for &edge in &s.edges {
-                let score = mean_of(s, edge);
-                let exact = exact
-                    .filter(|e| s.method != Method::Exact && e.edges.contains(&edge))
-                    .map(|e| mean_of(e, edge));
-                let mut row = edge_row(&scope_row, graph, edge, s.method);
-                row.score = score;
-                row.normalized = if gap != 0.0 { score / gap } else { f64::NAN };
-                row.exact = exact;
-                row.error = exact.map(|x| score - x);
-                rows.push(row);
-            }
-        }
-    }
-    rows
-}
-
-/// `base` with edge `edge` of `graph` and `method` filled in (scores left for the caller).
-fn edge_row(base: &EdgeRow, graph: &Graph, edge: usize, method: Method) -> EdgeRow {
-    let e = graph.edges[edge];
-    let sender = graph.senders[e.sender];
-    let receiver = graph.receivers[e.receiver];
-    EdgeRow {
-        method: method.name().to_string(),
-        steps: method.steps() as u32,
-        edge: graph.edge_name(&e),
-        sender: sender.to_string(),
-        receiver: actpatch_circuits::graph::ReceiverNode(receiver).to_string(),
-        receiver_input: receiver.input_name().to_string(),
-        sender_hook: sender.hook(),
-        sender_head: sender.head().map(|h| h as u32),
-        receiver_hook: receiver.hook(graph.n_layers),
-        receiver_head: receiver.head().map(|h| h as u32),
-        ..base.clone()
-    }
 }
 
 /// `circuits/<method>.json`: the mean scores over every pair in the library's graph JSON.

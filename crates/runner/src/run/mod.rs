@@ -10,6 +10,8 @@
 //! keeps what it finished for `actpatch run --resume`.
 
 mod circuit_curves;
+mod circuit_edges;
+mod circuit_intervals;
 mod circuits;
 mod folder;
 mod load;

@@ -281,6 +281,20 @@ mod tests {
         assert_eq!(graph.receivers.len(), 12 * 37 + 1);
     }
 
+    /// Parallel blocks (the library's `parallel_attn_mlp`): an MLP reads what its
+    /// layer's heads read, so it gets no edge from them: (1 + l·(H+1))·(3H+1) edges into
+    /// layer l, 1 + L·(H+1) into the logits.
+    #[test]
+    fn parallel_graphs_have_no_edges_from_a_layers_heads_to_its_mlp() {
+        let graph = Graph::new(2, 4, 32, true);
+        assert_eq!(graph.edges.len(), 13 + 6 * 13 + 11);
+        let names: Vec<String> = graph.edges.iter().map(|e| graph.edge_name(e)).collect();
+        assert_eq!(names[12], "input->m0");
+        assert_eq!(names[13], "input->a1.h0<q>");
+        assert!(!names.contains(&"a1.h0->m1".to_string()));
+        assert!(names.contains(&"a0.h0->m1".to_string()));
+    }
+
     #[test]
     fn names_follow_the_library() {
         let graph = Graph::new(2, 4, 32, false);

@@ -52,6 +52,11 @@ impl Graph {
     /// The graph of a loaded model (query heads; grouped-query models ungrouped).
     pub fn of_model(model: &actpatch_model::HookedTransformer) -> Graph {
         let dims = model.dims();
-        Graph::new(dims.n_layers, dims.n_heads, dims.d_model, false)
+        Graph::new(
+            dims.n_layers,
+            dims.n_heads,
+            dims.d_model,
+            model.parallel_attn_mlp(),
+        )
     }
 }

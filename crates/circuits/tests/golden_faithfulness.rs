@@ -119,14 +119,23 @@ fn curves_equal_mibs() {
 /// ablation; the empty circuit under patching is the corrupted run.
 #[test]
 fn all_but_one_edge_is_that_edges_exact_effect() {
-    for name in ["tiny-gpt2", "tiny-llama"] {
+    let landmarks = (
+        ["The Colosseum is in", "The Eiffel Tower is in"],
+        [" Rome", " Paris"],
+    );
+    let capital = (
+        ["The capital of France is", "The capital of Italy is"],
+        [" Paris", " Rome"],
+    );
+    // tiny-pythia: parallel blocks (GPT-NeoX).
+    for (name, (prompts, answers)) in [
+        ("tiny-gpt2", landmarks),
+        ("tiny-llama", landmarks),
+        ("tiny-pythia", capital),
+    ] {
         let model = HookedTransformer::from_dir(fixture(name)).unwrap();
         let graph = Graph::of_model(&model);
-        let pairs = pair_and_swap(
-            &model,
-            ["The Colosseum is in", "The Eiffel Tower is in"],
-            [" Rome", " Paris"],
-        );
+        let pairs = pair_and_swap(&model, prompts, answers);
         let n = graph.edges.len();
         for ablation in [Ablation::Patching, Ablation::Zero, Ablation::Mean] {
             let exact = exact_edges(

@@ -117,13 +117,12 @@ fn naive_edge(
         }
         Receiver::Mlp { layer } => {
             let out = at(layer, BlockSite::MlpOut);
-            let (_, stage) = run(
-                model,
-                tokens,
-                answers,
-                &[plus(at(layer, BlockSite::ResidMid))],
-                &[out],
-            );
+            // The MLP reads resid_mid, or resid_pre in a parallel block (GPT-NeoX).
+            let read = match graph.parallel {
+                true => at(layer, BlockSite::ResidPre),
+                false => at(layer, BlockSite::ResidMid),
+            };
+            let (_, stage) = run(model, tokens, answers, &[plus(read)], &[out]);
             let patch = Patch::replace(out, stage.get(out).unwrap().clone());
             run(model, tokens, answers, &[patch], &[]).0
         }
@@ -202,6 +201,16 @@ fn exact_equals_one_edge_at_a_time_with_plain_hooks() {
             None,
         );
     }
+    // GPT-NeoX / Pythia: parallel blocks (the library's `parallel_attn_mlp` graph),
+    // fused per-head q/k/v, partial rotary.
+    let model = HookedTransformer::from_dir(fixture("tiny-pythia")).unwrap();
+    assert!(model.parallel_attn_mlp());
+    check_edges(
+        &model,
+        ["The capital of France is", "The capital of Italy is"],
+        [" Paris", " Rome"],
+        None,
+    );
 }
 
 /// The same on SmolLM2-135M (30 layers, grouped-query attention: 9 query heads share 3

@@ -117,6 +117,12 @@ pub(crate) trait ArchModel: Send + Sync {
         })
     }
 
+    /// Whether attention and MLP read the same residual stream (GPT-NeoX's
+    /// `use_parallel_residual`).
+    fn parallel_blocks(&self) -> bool {
+        false
+    }
+
     /// Final norm and unembedding of `[batch, len, d_model]`.
     fn readout(&self, resid: &Tensor, hooks: &mut Hooks, readout: Readout) -> Result<Tensor>;
 }

@@ -111,34 +111,61 @@ pub(crate) fn norm_per_head(
     Ok(norm(&flat)?.reshape((batch, pos, heads, d_model))?)
 }
 
-/// Each query head's projection of its own normalized input by the columns
-/// `offset .. offset + src_heads · d_head` of `linear` (query head `h` uses source head
-/// `h / (heads / src_heads)`, grouped-query attention's sharing):
+/// Where one projection's per-head columns sit in a linear map's output: head `j`'s
+/// element `e` is column `offset + j · stride + e` (stride `d_head` for maps of one kind,
+/// `3 · d_head` for GPT-NeoX's per-head `[q, k, v]` blocks).
+#[derive(Clone, Copy)]
+pub(crate) struct HeadColumns<'a> {
+    pub linear: &'a Linear,
+    pub offset: usize,
+    pub stride: usize,
+    pub src_heads: usize,
+    pub d_head: usize,
+}
+
+impl HeadColumns<'_> {
+    /// The columns' indices, head by head.
+    fn indices(&self, device: &candle_core::Device) -> Result<Tensor> {
+        let ids: Vec<u32> = (0..self.src_heads)
+            .flat_map(|j| (0..self.d_head).map(move |e| (self.offset + j * self.stride + e) as u32))
+            .collect();
+        Ok(Tensor::from_vec(ids, self.src_heads * self.d_head, device)?)
+    }
+
+    /// The weight per source head: `[src_head, d_model, d_head]`.
+    fn weight(&self) -> Result<Tensor> {
+        let weight = self.linear.weight(); // [d_model, out]
+        let d_model = weight.dim(0)?;
+        let picked = weight.index_select(&self.indices(weight.device())?, 1)?; // [d_model, src · d_head]
+        Ok(picked
+            .reshape((d_model, self.src_heads, self.d_head))?
+            .transpose(0, 1)?)
+    }
+
+    /// The bias per source head: `[src_head, 1, d_head]`.
+    fn bias(&self) -> Result<Option<Tensor>> {
+        let Some(bias) = self.linear.bias() else {
+            return Ok(None);
+        };
+        let picked = bias.index_select(&self.indices(bias.device())?, 0)?;
+        Ok(Some(picked.reshape((self.src_heads, 1, self.d_head))?))
+    }
+}
+
+/// Each query head's projection of its own normalized input by `columns` (query head
+/// `h` uses source head `h / (heads / src_heads)`, grouped-query attention's sharing):
 /// `[batch, pos, head, d_model]` → `[batch, pos, head, d_head]`.
-pub(crate) fn project_per_head(
-    linear: &Linear,
-    x: &Tensor,
-    offset: usize,
-    src_heads: usize,
-    d_head: usize,
-) -> Result<Tensor> {
+pub(crate) fn project_per_head(columns: HeadColumns, x: &Tensor) -> Result<Tensor> {
     let (batch, pos, heads, d_model) = x.dims4()?;
-    let group = heads / src_heads.max(1);
-    let weight = linear
-        .weight()
-        .narrow(1, offset, src_heads * d_head)?
-        .reshape((d_model, src_heads, d_head))?
-        .transpose(0, 1)?; // [src_head, d_model, d_head]
-    let weight = ungroup(&weight, group)?.contiguous()?; // [head, d_model, d_head]
+    let d_head = columns.d_head;
+    let group = heads / columns.src_heads.max(1);
+    let weight = ungroup(&columns.weight()?, group)?.contiguous()?; // [head, d_model, d_head]
     let rows = x
         .permute((2, 0, 1, 3))?
         .contiguous()?
         .reshape((heads, batch * pos, d_model))?;
     let mut out = rows.matmul(&weight)?; // [head, batch · pos, d_head]
-    if let Some(bias) = linear.bias() {
-        let bias = bias
-            .narrow(0, offset, src_heads * d_head)?
-            .reshape((src_heads, 1, d_head))?;
+    if let Some(bias) = columns.bias()? {
         out = out.broadcast_add(&ungroup(&bias, group)?)?;
     }
     Ok(out
@@ -228,22 +255,17 @@ pub(crate) fn head_results(z: &Tensor, w_o: &Linear) -> Result<Tensor> {
 pub(crate) fn attention_input_gradients<'a>(
     resid_pre: &Tensor,
     grads: [&Tensor; 3],
-    projection: impl Fn(usize) -> (&'a Linear, usize, usize),
+    projection: impl Fn(usize) -> HeadColumns<'a>,
     norm_backward: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
 ) -> Result<[Tensor; 3]> {
     let (batch, pos, d_model) = resid_pre.dims3()?;
     let x = resid_pre.reshape((batch * pos, d_model))?;
     let mut out = Vec::with_capacity(3);
     for (i, grad) in grads.iter().enumerate() {
-        let (batch_, pos_, heads, d_head) = grad.dims4()?;
-        debug_assert_eq!((batch_, pos_), (batch, pos));
-        let (linear, offset, src_heads) = projection(i);
-        let group = heads / src_heads.max(1);
-        let weight = linear
-            .weight()
-            .narrow(1, offset, src_heads * d_head)?
-            .reshape((d_model, src_heads, d_head))?
-            .permute((1, 2, 0))?; // [src_head, d_head, d_model]
+        let (_, _, heads, d_head) = grad.dims4()?;
+        let columns = projection(i);
+        let group = heads / columns.src_heads.max(1);
+        let weight = columns.weight()?.transpose(1, 2)?; // [src_head, d_head, d_model]
         let weight = ungroup(&weight, group)?.contiguous()?; // [head, d_head, d_model]
         let rows =
             grad.permute((2, 0, 1, 3))?
@@ -251,11 +273,8 @@ pub(crate) fn attention_input_gradients<'a>(
                 .reshape((heads, batch * pos, d_head))?;
         let normalized = rows.matmul(&weight)?; // [head, batch · pos, d_model]
         let input = norm_backward(&x, &normalized)?; // [head, batch · pos, d_model]
-        out.push(
-            input
-                .reshape((heads, batch, pos, d_model))?
-                .transpose(0, 1)?,
-        );
+        let input = input.reshape((heads, batch, pos, d_model))?;
+        out.push(input.transpose(0, 1)?.contiguous()?); // [batch, head, pos, d_model]
     }
     let [q, k, v]: [Tensor; 3] = out
         .try_into()

@@ -16,7 +16,7 @@ use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
 use crate::edges::{
     attention_input_gradients, head_results, mlp_input, norm_per_head, per_head_input,
-    project_per_head, ReceiverInputs,
+    project_per_head, HeadColumns, ReceiverInputs,
 };
 use crate::layers::{add, embed_rows, LayerNorm, Linear, NormSite};
 use crate::weights::WeightStore;
@@ -175,6 +175,17 @@ impl Block {
         Ok(hooks.at(at(BlockSite::ResidPost), add(&resid_mid, &mlp_out)?)?)
     }
 
+    /// Where query (0), key (1) or value (2) heads' columns sit in `c_attn`.
+    fn columns(&self, i: usize, d_model: usize) -> HeadColumns<'_> {
+        HeadColumns {
+            linear: &self.c_attn,
+            offset: i * d_model,
+            stride: self.d_head,
+            src_heads: self.n_heads,
+            d_head: self.d_head,
+        }
+    }
+
     /// Queries, keys and values of the residual stream `[batch, pos, d_model]`, each
     /// `[batch, pos, head, d_head]` (not yet through their hooks).
     fn qkv(&self, resid_pre: &Tensor, hooks: &mut Hooks) -> Result<(Tensor, Tensor, Tensor)> {
@@ -216,13 +227,7 @@ impl Block {
                 self.ln1
                     .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
             })?;
-            project_per_head(
-                &self.c_attn,
-                &normalized,
-                i * d_model,
-                self.n_heads,
-                self.d_head,
-            )
+            project_per_head(self.columns(i, d_model), &normalized)
         };
         Ok((
             split(inputs.q.as_ref(), 0)?,
@@ -357,7 +362,7 @@ impl ArchModel for Gpt2 {
         attention_input_gradients(
             resid_pre,
             grads,
-            |i| (&block.c_attn, i * d_model, block.n_heads),
+            |i| block.columns(i, d_model),
             |x, g| block.ln1.input_gradients(x, g),
         )
     }

@@ -397,7 +397,17 @@ impl HookedTransformer {
 
     /// Whether this model's family has an edge graph ([`edges`]).
     pub fn has_edge_graph(&self) -> bool {
-        matches!(self.dims().arch, Architecture::Gpt2 | Architecture::Llama)
+        matches!(
+            self.dims().arch,
+            Architecture::Gpt2 | Architecture::Llama | Architecture::GptNeox
+        )
+    }
+
+    /// Whether attention and MLP read the same residual stream in every block
+    /// (GPT-NeoX's `use_parallel_residual`, every Pythia): the edge graph's
+    /// `parallel_attn_mlp`.
+    pub fn parallel_attn_mlp(&self) -> bool {
+        self.arch.parallel_blocks()
     }
 
     /// Each head's output into the residual stream (TransformerLens's

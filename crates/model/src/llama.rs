@@ -21,7 +21,7 @@ use crate::arch::{default_feeds_keys_values, ArchModel};
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
 use crate::edges::{
     attention_input_gradients, head_results, mlp_input, norm_per_head, per_head_input,
-    project_per_head, ungroup_heads, ReceiverInputs,
+    project_per_head, ungroup_heads, HeadColumns, ReceiverInputs,
 };
 use crate::layers::{add, embed_rows, gated, Gate, Linear, NormSite, RmsNorm};
 use crate::rope::RopeConfig;
@@ -354,6 +354,22 @@ impl Block {
         Ok(hooks.at(at(BlockSite::ResidPost), add(&resid_mid, &mlp_out)?)?)
     }
 
+    /// Query (0), key (1) or value (2) heads' columns.
+    fn columns(&self, i: usize) -> HeadColumns<'_> {
+        let (linear, src_heads) = match i {
+            0 => (&self.attn.q_proj, self.n_heads),
+            1 => (&self.attn.k_proj, self.n_kv_heads),
+            _ => (&self.attn.v_proj, self.n_kv_heads),
+        };
+        HeadColumns {
+            linear,
+            offset: 0,
+            stride: self.d_head,
+            src_heads,
+            d_head: self.d_head,
+        }
+    }
+
     /// Queries `[batch, pos, head, d_head]`, keys and values `[batch, pos, kv_head,
     /// d_head]` of the residual stream (before their hooks, norms and rotary).
     fn qkv(&self, resid_pre: &Tensor, hooks: &mut Hooks) -> Result<(Tensor, Tensor, Tensor)> {
@@ -384,12 +400,6 @@ impl Block {
             true => None,
             false => Some(self.qkv(resid_pre, hooks)?),
         };
-        let attn = &self.attn;
-        let projections = [
-            (&attn.q_proj, self.n_heads),
-            (&attn.k_proj, self.n_kv_heads),
-            (&attn.v_proj, self.n_kv_heads),
-        ];
         let split = |delta: Option<&Tensor>, i: usize| -> Result<Tensor> {
             let Some(delta) = delta else {
                 let (q, k, v) = shared
@@ -402,8 +412,7 @@ impl Block {
                 self.ln1
                     .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
             })?;
-            let (linear, src_heads) = projections[i];
-            project_per_head(linear, &normalized, 0, src_heads, self.d_head)
+            project_per_head(self.columns(i), &normalized)
         };
         Ok((
             split(inputs.q.as_ref(), 0)?,
@@ -553,15 +562,10 @@ impl ArchModel for Llama {
         grads: [&Tensor; 3],
     ) -> Result<[Tensor; 3]> {
         let block = &self.blocks[layer];
-        let attn = &block.attn;
         attention_input_gradients(
             resid_pre,
             grads,
-            |i| match i {
-                0 => (&attn.q_proj, 0, block.n_heads),
-                1 => (&attn.k_proj, 0, block.n_kv_heads),
-                _ => (&attn.v_proj, 0, block.n_kv_heads),
-            },
+            |i| block.columns(i),
             |x, g| block.ln1.input_gradients(x, g),
         )
     }

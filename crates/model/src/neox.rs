@@ -17,6 +17,10 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
+use crate::edges::{
+    attention_input_gradients, head_results, mlp_input, norm_per_head, per_head_input,
+    project_per_head, HeadColumns, ReceiverInputs,
+};
 use crate::layers::{add, embed_rows, gelu_tanh, LayerNorm, Linear, NormSite};
 use crate::rope::{RopeConfig, RopeScaling};
 use crate::rotary::Rotary;
@@ -193,23 +197,68 @@ impl Block {
         Ok((frame.rotary()?.apply(&k)?, v))
     }
 
+    /// Where query (0), key (1) or value (2) heads' columns sit in the fused
+    /// projection (per-head `[q, k, v]` blocks).
+    fn columns(&self, i: usize) -> HeadColumns<'_> {
+        HeadColumns {
+            linear: &self.qkv,
+            offset: i * self.d_head,
+            stride: 3 * self.d_head,
+            src_heads: self.n_heads,
+            d_head: self.d_head,
+        }
+    }
+
+    /// Queries, keys and values, each head's from its own input where `inputs` has one
+    /// ([`crate::edges`]), `[batch, pos, head, d_head]` each.
+    fn attention_inputs(
+        &self,
+        resid_pre: &Tensor,
+        inputs: Option<&ReceiverInputs>,
+        hooks: &mut Hooks,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let normalized = self
+            .ln1
+            .forward(resid_pre, hooks, NormSite::Ln1(self.layer))?;
+        let (q, k, v) = self.qkv(&normalized)?;
+        let Some(inputs) = inputs else {
+            return Ok((q, k, v));
+        };
+        let split = |delta: Option<&Tensor>, i: usize, plain: Tensor| -> Result<Tensor> {
+            let Some(delta) = delta else {
+                return Ok(plain);
+            };
+            let x = per_head_input(resid_pre, delta)?; // [batch, pos, head, d_model]
+            let normalized = norm_per_head(&x, |rows| {
+                self.ln1
+                    .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
+            })?;
+            project_per_head(self.columns(i), &normalized)
+        };
+        let (q, k, v) = (
+            split(inputs.q.as_ref(), 0, q)?,
+            split(inputs.k.as_ref(), 1, k)?,
+            split(inputs.v.as_ref(), 2, v)?,
+        );
+        inputs.add_projected((q, k, v))
+    }
+
     /// `[batch, pos, d_model]` → `[batch, pos, d_model]`, the rows holding the
-    /// positions of `frame`, after `prefix`'s keys (rotated) and values.
+    /// positions of `frame`, after `prefix`'s keys (rotated) and values; with
+    /// `inputs`, each receiver reads its own input ([`crate::edges`]).
     fn forward(
         &self,
         resid_pre: Tensor,
         frame: &Frame,
         prefix: Option<&KvPrefix>,
+        inputs: Option<&ReceiverInputs>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let rotary = frame.rotary()?;
         let at = |site| HookPoint::block(self.layer, site);
 
         let resid_pre = hooks.at(at(BlockSite::ResidPre), resid_pre)?;
-        let normalized = self
-            .ln1
-            .forward(&resid_pre, hooks, NormSite::Ln1(self.layer))?;
-        let (q, k, v) = self.qkv(&normalized)?;
+        let (q, k, v) = self.attention_inputs(&resid_pre, inputs, hooks)?;
         let q = hooks.at(at(BlockSite::Q), q)?; // [batch, pos, head, d_head]
         let k = hooks.at(at(BlockSite::K), k)?;
         let v = hooks.at(at(BlockSite::V), v)?;
@@ -219,10 +268,11 @@ impl Block {
         let attn_out = hooks.at(at(BlockSite::AttnOut), attention_output(&z, &self.dense)?)?;
 
         // parallel: the MLP reads resid_pre; sequential: resid_mid
-        let mlp_in = match self.parallel {
+        let stream = match self.parallel {
             true => resid_pre.clone(),
             false => hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?,
         };
+        let mlp_in = mlp_input(&stream, inputs, &z, &self.dense)?; // hook_mlp_in
         let normalized = self
             .ln2
             .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;
@@ -235,7 +285,7 @@ impl Block {
         let mlp_out = hooks.at(at(BlockSite::MlpOut), self.four_h_to_h.forward(&mlp_post)?)?;
         let resid_post = match self.parallel {
             true => add(&add(&resid_pre, &attn_out)?, &mlp_out)?,
-            false => add(&mlp_in, &mlp_out)?,
+            false => add(&stream, &mlp_out)?,
         };
         Ok(hooks.at(at(BlockSite::ResidPost), resid_post)?)
     }
@@ -347,7 +397,7 @@ impl ArchModel for Neox {
         prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
-        self.blocks[layer].forward(resid_pre, frame, prefix, hooks)
+        self.blocks[layer].forward(resid_pre, frame, prefix, None, hooks)
     }
 
     fn block_keys_values(
@@ -357,6 +407,40 @@ impl ArchModel for Neox {
         frame: &Frame,
     ) -> Result<(Tensor, Tensor)> {
         self.blocks[layer].keys_values(resid_pre, frame)
+    }
+
+    fn block_forward_edges(
+        &self,
+        layer: usize,
+        resid_pre: Tensor,
+        frame: &Frame,
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.blocks[layer].forward(resid_pre, frame, None, Some(inputs), hooks)
+    }
+
+    fn attention_input_gradients(
+        &self,
+        layer: usize,
+        resid_pre: &Tensor,
+        grads: [&Tensor; 3],
+    ) -> Result<[Tensor; 3]> {
+        let block = &self.blocks[layer];
+        attention_input_gradients(
+            resid_pre,
+            grads,
+            |i| block.columns(i),
+            |x, g| block.ln1.input_gradients(x, g),
+        )
+    }
+
+    fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
+        head_results(z, &self.blocks[layer].dense)
+    }
+
+    fn parallel_blocks(&self) -> bool {
+        self.blocks.first().is_some_and(|b| b.parallel)
     }
 
     /// Final LayerNorm and the untied unembedding.

@@ -380,3 +380,53 @@ fn one_pair_curves_equal_mibs() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Pythia's parallel blocks through `actpatch run`: the library's parallel graph (its
+/// edge count, `parallel_attn_mlp` in the circuit file, no edge from a layer's heads to
+/// its MLP), and curves that reach f = 1 with every edge.
+#[test]
+fn pythia_runs_on_the_parallel_graph() {
+    let dir = scratch("pythia");
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/experiments/tiny_circuit.toml"))
+        .unwrap();
+    let model_dir = std::fs::canonicalize(repo().join("tests/fixtures/tiny-pythia")).unwrap();
+    let start = text.find("[[pairs]]\nname = \"landmarks\"").unwrap();
+    let end = text.find("[[pairs]]\nname = \"capital\"").unwrap();
+    let text = format!("{}{}", &text[..start], &text[end..])
+        .replace(
+            "path = \"../tiny-gpt2\"",
+            &format!("path = {:?}", model_dir.display().to_string()),
+        )
+        .replace("The capital of Poland is", "The capital of Italy is")
+        .replace("incorrect = \" Warsaw\"", "incorrect = \" Rome\"");
+    let file = dir.join("experiment.toml");
+    std::fs::write(&file, text).unwrap();
+    let (code, stderr, run_dir) = run(&file, &dir.join("out"));
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    let run_dir = run_dir.unwrap();
+    let circuit = read_json(&run_dir.join("circuits/eap.patching.json"));
+    assert_eq!(circuit["cfg"]["parallel_attn_mlp"], true);
+    // (1 + l·(H+1))·(3H+1) edges into layer l, 1 + L·(H+1) into the logits.
+    let (layers, heads) = (
+        circuit["cfg"]["n_layers"].as_u64().unwrap(),
+        circuit["cfg"]["n_heads"].as_u64().unwrap(),
+    );
+    let expected: u64 = (0..layers)
+        .map(|l| (1 + l * (heads + 1)) * (3 * heads + 1))
+        .sum::<u64>()
+        + 1
+        + layers * (heads + 1);
+    assert_eq!(circuit["edges"].as_object().unwrap().len() as u64, expected);
+    assert!(
+        circuit["edges"].get("a1.h0->m1").is_none(),
+        "no edge from a layer's heads to its MLP"
+    );
+    let curves: Vec<CircuitRow> =
+        actpatch_report::tables::read_rows(&run_dir.join("circuits.parquet"), &CIRCUITS)
+            .unwrap()
+            .data;
+    assert!(curves
+        .iter()
+        .any(|r| r.scope == "all" && r.fraction == 1.0 && (r.faithfulness - 1.0).abs() < 1e-5));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,129 @@
+//! The edge mode's two ways to the gradient at every head's q, k and v input agree, on
+//! every family with an edge graph: autograd through a copy of the stream per head
+//! (`ReceiverInputs::q/k/v` as variables: each head's own norm and projection in the
+//! graph), and probes after the projections turned into input gradients by the
+//! projection's transpose and the norm's backward (`attention_input_gradients`), which
+//! is what edge attribution runs.
+
+use std::path::PathBuf;
+
+use actpatch_hooks::{CacheFilter, HookPoint, Hooks};
+use actpatch_model::{EdgeInputs, HookedTransformer, Readout, ReceiverInputs};
+use candle_core::{DType, Tensor, Var};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+/// The gradients at every layer's q, k, v inputs, `[head, pos, d_model]` each, the
+/// first way (`split`) or the second.
+fn input_gradients(
+    model: &HookedTransformer,
+    tokens: &[u32],
+    answers: [u32; 2],
+    split: bool,
+) -> Vec<Tensor> {
+    let dims = model.dims().clone();
+    let pos = tokens.len();
+    let device = model.device();
+    let zeros = |shape: &[usize]| Var::zeros(shape, DType::F32, device).unwrap();
+    let d_in = if split { dims.d_model } else { dims.d_head };
+    let vars: Vec<[Var; 3]> = (0..dims.n_layers)
+        .map(|_| [0, 1, 2].map(|_| zeros(&[1, pos, dims.n_heads, d_in])))
+        .collect();
+    let mut inputs = EdgeInputs::none(dims.n_layers);
+    for (layer, v) in vars.iter().enumerate() {
+        let t = |i: usize| v[i].as_tensor().clone();
+        inputs.layers[layer] = Some(match split {
+            true => ReceiverInputs {
+                q: Some(t(0)),
+                k: Some(t(1)),
+                v: Some(t(2)),
+                ..ReceiverInputs::default()
+            },
+            false => ReceiverInputs {
+                projected: Some([t(0), t(1), t(2)]),
+                ..ReceiverInputs::default()
+            },
+        });
+    }
+    let points: Vec<HookPoint> = (0..dims.n_layers).map(HookPoint::resid_pre).collect();
+    let mut hooks = Hooks::caching(CacheFilter::only(points.clone()));
+    let token_tensor = model.tokens_tensor(&[tokens.to_vec()]).unwrap();
+    let logits = model
+        .forward_edges(
+            &token_tensor,
+            &mut hooks,
+            Readout::LastPositionColumns(&answers),
+            &inputs,
+            true,
+        )
+        .unwrap(); // [1, 2]
+    let loss = (logits.narrow(1, 0, 1).unwrap() - logits.narrow(1, 1, 1).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let store = loss.backward().unwrap();
+    let cache = hooks.into_cache();
+    let mut out = Vec::new();
+    for (layer, v) in vars.iter().enumerate() {
+        let grads: Vec<Tensor> = v
+            .iter()
+            .map(|var| store.get(var.as_tensor()).unwrap().clone())
+            .collect();
+        if split {
+            out.extend(
+                grads
+                    .iter()
+                    .map(|g| g.squeeze(0).unwrap().transpose(0, 1).unwrap()),
+            ); // [head, pos, d_model]
+        } else {
+            let resid_pre = cache.get(points[layer]).unwrap().detach();
+            let [q, k, vv] = model
+                .attention_input_gradients(layer, &resid_pre, [&grads[0], &grads[1], &grads[2]])
+                .unwrap();
+            out.extend([q, k, vv].map(|g| g.squeeze(0).unwrap())); // [head, pos, d_model]
+        }
+    }
+    out
+}
+
+#[test]
+fn projection_probes_give_each_heads_input_gradient() {
+    for name in ["tiny-gpt2", "tiny-llama", "tiny-qwen3", "tiny-pythia"] {
+        let model = HookedTransformer::from_dir(fixture(name)).unwrap();
+        let tokens = model.to_tokens("The capital of France is", true).unwrap();
+        let answers = [
+            model.to_single_token(" Paris").unwrap(),
+            model.to_single_token(" Rome").unwrap(),
+        ];
+        let split = input_gradients(&model, &tokens, answers, true);
+        let probes = input_gradients(&model, &tokens, answers, false);
+        let mut largest = 0f32;
+        for (a, b) in split.iter().zip(&probes) {
+            let gap = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            largest = largest.max(gap);
+            let size = a
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(size > 0.0, "{name}: a gradient of zeros proves nothing");
+        }
+        assert!(
+            largest < 1e-4,
+            "{name}: the two gradients differ by {largest}"
+        );
+    }
+}

@@ -26,7 +26,7 @@ test-interop:
 
 # report.html in headless Chromium over WebDriver (needs `apt-get install chromium chromium-driver`).
 test-browser:
-    cargo test -p actpatch-runner --test browser -- --ignored --nocapture report_page_works_in_chromium
+    cargo test -p actpatch-runner --test browser -- --ignored --nocapture report_page_works_in_chromium circuit_sections_work_in_chromium
 
 # Re-render a run's report.html (or a comparison's compare.html) from its files.
 report dir:

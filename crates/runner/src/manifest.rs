@@ -61,9 +61,26 @@ pub struct Manifest {
     /// the run folder.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub circuit_files: Vec<String>,
+    /// `[circuit]`: each method's `top` strongest edges over every pair (the report
+    /// page draws the first method's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub circuit_top_edges: Vec<TopEdge>,
     /// `[circuit]`: each method's faithfulness curve summarized, per ablation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub circuit_areas: Vec<CircuitArea>,
+}
+
+/// One of a method's strongest edges (mean over every pair).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopEdge {
+    /// The method, with its steps: `eap-ig-inputs(5)`.
+    pub method: String,
+    pub sender: String,
+    pub receiver: String,
+    /// `q`, `k`, `v`, `mlp` or `logits`.
+    pub receiver_input: String,
+    pub score: f64,
+    pub exact: Option<f64>,
 }
 
 /// CPR and CMD (MIB's areas under the faithfulness curve) of one method's circuits

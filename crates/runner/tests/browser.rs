@@ -154,6 +154,59 @@ fn report_page_works_in_chromium() {
     println!("screenshots: {}", dir.display());
 }
 
+/// The circuit sections of a `[circuit]` run's page: the strongest edges drawn (one
+/// line per edge of the report's top, each with its score and exact effect as hover
+/// text), the faithfulness curves (one point per size, method and ablation), no
+/// console error.
+#[test]
+#[ignore = "needs chromium and chromium-driver: run with `just test-browser`"]
+fn circuit_sections_work_in_chromium() {
+    let dir = scratch("circuit");
+    let output = Command::new(env!("CARGO_BIN_EXE_actpatch"))
+        .arg("run")
+        .arg(repo().join("tests/fixtures/experiments/tiny_circuit.toml"))
+        .arg("--out")
+        .arg(dir.join("runs"))
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run_dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let browser = Browser::start(&dir.join("profile"));
+    browser.goto(&file_url(&run_dir.join("report.html")));
+    assert_no_console_errors(&browser);
+    let edges = browser.execute(
+        "return document.querySelectorAll('svg.circuit line.edge').length;",
+        json!([]),
+    );
+    assert_eq!(edges.as_u64(), Some(10), "the tiny experiment's top = 10");
+    let first = browser.execute(
+        "return document.querySelector('svg.circuit line.edge title').textContent;",
+        json!([]),
+    );
+    let first = first.as_str().unwrap_or_default().to_string();
+    assert!(
+        first.contains("score") && first.contains("exact"),
+        "{first}"
+    );
+    let points = browser.execute(
+        "return document.querySelectorAll('svg.curves circle.point').length;",
+        json!([]),
+    );
+    assert_eq!(points.as_u64(), Some(4 * 10), "4 methods × MIB's 10 sizes");
+    browser.execute(
+        "document.querySelector('svg.circuit').scrollIntoView();",
+        json!([]),
+    );
+    browser.screenshot(&dir.join("circuit.png"));
+    assert_no_console_errors(&browser);
+    println!("screenshot: {}", dir.join("circuit.png").display());
+}
+
 /// A screenshot of any run's page for the docs: `ACTPATCH_SCREENSHOT_RUN=RUN_DIR
 /// ACTPATCH_SCREENSHOT_OUT=docs/report.png`, hovering the last cell (last layer, final position).
 #[test]

@@ -5,6 +5,7 @@
 //! concept, direction, kind, method, …) and a tooltip per cell. The page is a pure
 //! function of its inputs: [`run_page`] builds it from a run folder's files alone.
 
+pub mod circuits;
 pub mod compare_page;
 pub mod grid;
 pub mod run_page;
@@ -41,6 +42,8 @@ pub enum Block {
     Bullets(Vec<String>),
     Table(TableBlock),
     Heatmaps(GridSet),
+    /// An inline SVG figure made by actpatch (its `<title>`s are the hover text).
+    Svg(String),
 }
 
 /// A table of text cells.
@@ -198,6 +201,9 @@ fn render_block(html: &mut String, block: &Block, sets: &mut usize) {
                 html.push_str("</tr>\n");
             }
             html.push_str("</tbody></table></div>\n");
+        }
+        Block::Svg(svg) => {
+            let _ = writeln!(html, "<div class=\"figure\">{svg}</div>");
         }
         Block::Heatmaps(set) => {
             let id = format!("heatmaps-{sets}");

@@ -30,6 +30,8 @@ pub struct RunFiles {
     pub concepts: Option<DataFrame>,
     /// `attribution.parquet`, when the run wrote one.
     pub attribution: Option<DataFrame>,
+    /// `circuits.parquet`, when the run has `[circuit]` curves.
+    pub circuits: Option<DataFrame>,
     /// What reading the tables adapted (tables written back by other tools).
     pub notes: Vec<String>,
 }
@@ -67,6 +69,7 @@ impl RunFiles {
         notes.extend(baselines.notes);
         let concepts = read_optional(&run_dir.join("concepts.parquet"), &mut notes)?;
         let attribution = read_optional(&run_dir.join("attribution.parquet"), &mut notes)?;
+        let circuits = read_optional(&run_dir.join("circuits.parquet"), &mut notes)?;
         // Each receiver set of path patching is its own grid.
         let cells = (cells.data.into_iter())
             .map(|c| CellRow {
@@ -80,6 +83,7 @@ impl RunFiles {
             baselines: baselines.data,
             concepts,
             attribution,
+            circuits,
             notes,
         })
     }
@@ -291,7 +295,7 @@ fn concept_means(
 
 /// A column of `frame` as text, numbers or whole numbers; `None` when it is absent
 /// or cannot be cast.
-fn texts(frame: &DataFrame, name: &str) -> Option<Vec<Option<String>>> {
+pub(crate) fn texts(frame: &DataFrame, name: &str) -> Option<Vec<Option<String>>> {
     let column = frame.column(name).ok()?.cast(&DataType::String).ok()?;
     Some(
         column
@@ -303,7 +307,7 @@ fn texts(frame: &DataFrame, name: &str) -> Option<Vec<Option<String>>> {
     )
 }
 
-fn numbers(frame: &DataFrame, name: &str) -> Option<Vec<Option<f64>>> {
+pub(crate) fn numbers(frame: &DataFrame, name: &str) -> Option<Vec<Option<f64>>> {
     let column = frame.column(name).ok()?.cast(&DataType::Float64).ok()?;
     Some(column.f64().ok()?.iter().collect())
 }
@@ -616,6 +620,10 @@ pub fn run_page(files: &RunFiles) -> Page {
                 Block::Table(frame_table(frame)),
             ],
         });
+    }
+    sections.extend(super::circuits::edges_section(&files.manifest));
+    if let Some(frame) = &files.circuits {
+        sections.extend(super::circuits::curves_section(frame, &files.manifest));
     }
     if !files.notes.is_empty() {
         sections.push(Section {

@@ -33,6 +33,41 @@ pub struct CircuitOutcome {
 }
 
 impl CircuitOutcome {
+    /// Each method's `top` strongest edges over every pair, the first method first.
+    pub fn top_edges(&self) -> Vec<crate::manifest::TopEdge> {
+        let mut methods: Vec<(&str, u32)> = Vec::new();
+        for row in self.rows.iter().filter(|r| r.scope == "all") {
+            if !methods.contains(&(row.method.as_str(), row.steps)) {
+                methods.push((row.method.as_str(), row.steps));
+            }
+        }
+        let mut top = Vec::new();
+        for (method, steps) in methods {
+            let mut of_method: Vec<&EdgeRow> = (self.rows.iter())
+                .filter(|r| r.scope == "all" && r.method == method && r.steps == steps)
+                .collect();
+            of_method.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));
+            let label = match steps {
+                0 => method.to_string(),
+                s => format!("{method}({s})"),
+            };
+            top.extend(
+                of_method
+                    .into_iter()
+                    .take(self.top)
+                    .map(|r| crate::manifest::TopEdge {
+                        method: label.clone(),
+                        sender: r.sender.clone(),
+                        receiver: r.receiver.clone(),
+                        receiver_input: r.receiver_input.clone(),
+                        score: r.score,
+                        exact: r.exact,
+                    }),
+            );
+        }
+        top
+    }
+
     /// The report's sections: the edges, then the curves.
     pub fn report_section(&self) -> String {
         let mut section = actpatch_report::edges::render_section(

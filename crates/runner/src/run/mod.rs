@@ -246,6 +246,7 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
         t_swept,
     };
     let circuit_section = circuit.as_ref().map(|c| c.report_section());
+    manifest.circuit_top_edges = circuit.as_ref().map(|c| c.top_edges()).unwrap_or_default();
     manifest.circuit_areas = (circuit.as_ref())
         .and_then(|c| c.curves.as_ref())
         .map(|c| c.areas.clone())

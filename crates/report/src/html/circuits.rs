@@ -8,7 +8,7 @@ use std::fmt::Write;
 use polars::prelude::DataFrame;
 use serde_json::Value;
 
-use super::run_page::{numbers, texts};
+use super::columns::{numbers, texts};
 use super::{escape, Block, Section, TableBlock};
 
 /// One edge of the manifest's `circuit_top_edges`.
@@ -148,8 +148,11 @@ pub fn edges_section(manifest: &Value) -> Option<Section> {
     })
 }
 
+/// A curve's point: (fraction of edges, faithfulness, edges after pruning).
+type Point = (f64, f64, u32);
+
 /// The curves as an SVG plot: faithfulness against log₁₀ of the fraction of edges.
-fn curves_svg(series: &[(String, Vec<(f64, f64, u32)>)]) -> String {
+fn curves_svg(series: &[(String, Vec<Point>)]) -> String {
     let (width, height, left, top, plot_w, plot_h) = (640.0, 360.0, 50.0, 20.0, 560.0, 300.0);
     let points = || series.iter().flat_map(|(_, p)| p.iter());
     let (x_lo, x_hi) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
@@ -230,7 +233,7 @@ pub fn curves_section(frame: &DataFrame, manifest: &Value) -> Option<Section> {
         number("faithfulness")?,
         number("edges_after_pruning")?,
     );
-    let mut series: Vec<(String, Vec<(f64, f64, u32)>)> = Vec::new();
+    let mut series: Vec<(String, Vec<Point>)> = Vec::new();
     for i in 0..frame.height() {
         if scope[i].as_deref() != Some("all") || method[i].as_deref() == Some("file") {
             continue;

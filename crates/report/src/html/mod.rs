@@ -6,6 +6,7 @@
 //! function of its inputs: [`run_page`] builds it from a run folder's files alone.
 
 pub mod circuits;
+mod columns;
 pub mod compare_page;
 pub mod grid;
 pub mod run_page;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde_json::Value;
 
+use super::columns::{numbers, texts};
 use super::grid::{facet_title as title, grids, ColumnKey, LongCell};
 use super::{Block, GridSet, Page, Section, TableBlock};
 use crate::summary::{kind_sentence, mean_cells, shared_labels, Spot};
@@ -291,25 +292,6 @@ fn concept_means(
         }
     }
     (cells, sentences)
-}
-
-/// A column of `frame` as text, numbers or whole numbers; `None` when it is absent
-/// or cannot be cast.
-pub(crate) fn texts(frame: &DataFrame, name: &str) -> Option<Vec<Option<String>>> {
-    let column = frame.column(name).ok()?.cast(&DataType::String).ok()?;
-    Some(
-        column
-            .str()
-            .ok()?
-            .iter()
-            .map(|s| s.map(str::to_string))
-            .collect(),
-    )
-}
-
-pub(crate) fn numbers(frame: &DataFrame, name: &str) -> Option<Vec<Option<f64>>> {
-    let column = frame.column(name).ok()?.cast(&DataType::Float64).ok()?;
-    Some(column.f64().ok()?.iter().collect())
 }
 
 /// Concept heatmaps from `concepts.parquet` (one row per concept, direction, kind,

@@ -127,11 +127,12 @@ fn all_but_one_edge_is_that_edges_exact_effect() {
         ["The capital of France is", "The capital of Italy is"],
         [" Paris", " Rome"],
     );
-    // tiny-pythia: parallel blocks (GPT-NeoX).
+    // tiny-pythia: parallel blocks (GPT-NeoX); tiny-gemma2: norms after attention and MLP.
     for (name, (prompts, answers)) in [
         ("tiny-gpt2", landmarks),
         ("tiny-llama", landmarks),
         ("tiny-pythia", capital),
+        ("tiny-gemma2", capital),
     ] {
         let model = HookedTransformer::from_dir(fixture(name)).unwrap();
         let graph = Graph::of_model(&model);

@@ -11,7 +11,7 @@ mod common;
 
 use actpatch_circuits::{exact_edges, Ablation, EdgePair, Graph, Receiver, Sender};
 use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Hooks, Patch, Selection};
-use actpatch_model::{HookedTransformer, Readout};
+use actpatch_model::{Architecture, HookedTransformer, Readout};
 use candle_core::Tensor;
 use common::{fixture, pair_and_swap};
 
@@ -66,6 +66,20 @@ fn sender_outputs(
                 .unwrap()
                 .squeeze(0)
                 .unwrap(),
+            // Gemma 2's heads pass a norm together: a head's output is defined as its
+            // share at the run's norm scale (the model's `head_results`, whose sum is
+            // checked in the model's tests), not a difference of two runs.
+            Sender::Head { layer, head } if model.dims().arch == Architecture::Gemma2 => {
+                let z = cache.get(at(layer, BlockSite::Z)).unwrap();
+                let shares = model.head_results(layer, z).unwrap(); // [1, pos, head, d_model]
+                shares
+                    .squeeze(0)
+                    .unwrap()
+                    .narrow(1, head, 1)
+                    .unwrap()
+                    .squeeze(1)
+                    .unwrap()
+            }
             Sender::Head { layer, head } => {
                 let others: Vec<usize> = (0..graph.n_heads).filter(|h| *h != head).collect();
                 let only = Patch::zero(at(layer, BlockSite::Z)).heads(Selection::Only(others));
@@ -201,6 +215,14 @@ fn exact_equals_one_edge_at_a_time_with_plain_hooks() {
             None,
         );
     }
+    // Gemma 2: norms after attention and MLP, soft-capping, sliding windows, GQA.
+    let model = HookedTransformer::from_dir(fixture("tiny-gemma2")).unwrap();
+    check_edges(
+        &model,
+        ["The capital of France is", "The capital of Italy is"],
+        [" Paris", " Rome"],
+        None,
+    );
     // GPT-NeoX / Pythia: parallel blocks (the library's `parallel_attn_mlp` graph),
     // fused per-head q/k/v, partial rotary.
     let model = HookedTransformer::from_dir(fixture("tiny-pythia")).unwrap();

@@ -174,6 +174,43 @@ pub(crate) fn project_per_head(columns: HeadColumns, x: &Tensor) -> Result<Tenso
         .contiguous()?)
 }
 
+/// Queries `[batch, pos, head, d_head]` and keys and values (per query head when any
+/// attention input is split), each head's from its own input where `inputs` has one:
+/// `plain` gives the shared ones (computed only when some input is not split), `norm`
+/// the first norm on `[batch, pos · head, d_model]` rows, `columns` where each
+/// projection's heads sit.
+pub(crate) fn split_qkv<'a>(
+    resid_pre: &Tensor,
+    inputs: &ReceiverInputs,
+    plain: impl FnOnce() -> Result<(Tensor, Tensor, Tensor)>,
+    norm: impl Fn(&Tensor) -> Result<Tensor>,
+    columns: impl Fn(usize) -> HeadColumns<'a>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let all_split = inputs.q.is_some() && inputs.k.is_some() && inputs.v.is_some();
+    let shared = match all_split {
+        true => None,
+        false => Some(plain()?),
+    };
+    let heads = columns(0).src_heads;
+    let split = |delta: Option<&Tensor>, i: usize| -> Result<Tensor> {
+        match (delta, &shared) {
+            (Some(delta), _) => {
+                let x = per_head_input(resid_pre, delta)?; // [batch, pos, head, d_model]
+                project_per_head(columns(i), &norm_per_head(&x, &norm)?)
+            }
+            (None, Some((q, k, v))) => ungroup_heads([q, k, v][i], heads),
+            (None, None) => {
+                Err(candle_core::Error::Msg("split_qkv: no shared inputs".into()).into())
+            }
+        }
+    };
+    Ok((
+        split(inputs.q.as_ref(), 0)?,
+        split(inputs.k.as_ref(), 1)?,
+        split(inputs.v.as_ref(), 2)?,
+    ))
+}
+
 /// Repeats each entry of the leading axis `group` times in a row:
 /// `[n, ...]` → `[n · group, ...]` (`ungroup(x)[i] = x[i / group]`).
 fn ungroup(x: &Tensor, group: usize) -> Result<Tensor> {
@@ -203,13 +240,12 @@ pub(crate) fn ungroup_heads(kv: &Tensor, heads: usize) -> Result<Tensor> {
 }
 
 /// The MLP's input: `resid_mid` plus the block's MLP delta and the cut edges from its
-/// own heads ([`ReceiverInputs::mlp_heads`], the heads' live outputs from `z` and
-/// `w_o`). `[batch, pos, d_model]`
+/// own heads ([`ReceiverInputs::mlp_heads`]; `live_heads` gives the heads' live outputs
+/// `[batch, pos, head, d_model]`). `[batch, pos, d_model]`
 pub(crate) fn mlp_input(
     resid_mid: &Tensor,
     inputs: Option<&ReceiverInputs>,
-    z: &Tensor,
-    w_o: &Linear,
+    live_heads: impl FnOnce() -> Result<Tensor>,
 ) -> Result<Tensor> {
     let Some(inputs) = inputs else {
         return Ok(resid_mid.clone());
@@ -219,7 +255,7 @@ pub(crate) fn mlp_input(
         None => resid_mid.clone(),
     };
     if let Some((mask, ablated)) = &inputs.mlp_heads {
-        let live = head_results(z, w_o)?; // [batch, pos, head, d_model]
+        let live = live_heads()?; // [batch, pos, head, d_model]
         let (batch, heads) = mask.dims2()?;
         let mask = mask.reshape((batch, 1, heads, 1))?;
         let cut = (ablated - live)?.broadcast_mul(&mask)?.sum(2)?; // [batch, pos, d_model]

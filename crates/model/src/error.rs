@@ -104,7 +104,7 @@ pub enum ModelError {
         n_ctx: usize,
     },
 
-    #[error("{arch} models have no edge graph in actpatch yet (circuits run on gpt2, gpt_neox / Pythia and the llama family: Llama, Mistral, Qwen2/2.5, Qwen3). Use node-level patching (`[sweep] kinds`) for this model.")]
+    #[error("{arch} models have no edge graph in actpatch yet (circuits run on gpt2, gemma2, gpt_neox / Pythia and the llama family: Llama, Mistral, Qwen2/2.5, Qwen3). Use node-level patching (`[sweep] kinds`) for this model.")]
     NoEdgeGraph { arch: &'static str },
 
     #[error("token id {id} is outside the vocabulary of {vocab} tokens")]

@@ -20,6 +20,9 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, soft_cap, AttentionSpec, Frame, KvPrefix};
+use crate::edges::{
+    attention_input_gradients, head_results, mlp_input, split_qkv, HeadColumns, ReceiverInputs,
+};
 use crate::layers::{add, embed_rows, gated, Gate, Linear, NormSite, RmsNorm};
 use crate::rope::{RopeConfig, RopeScaling};
 use crate::rotary::Rotary;
@@ -232,39 +235,95 @@ impl Block {
         Ok((frame.rotary()?.apply(&k)?, v))
     }
 
+    /// Query (0), key (1) or value (2) heads' columns.
+    fn columns(&self, i: usize) -> HeadColumns<'_> {
+        let (linear, src_heads) = match i {
+            0 => (&self.q_proj, self.n_heads),
+            1 => (&self.k_proj, self.n_kv_heads),
+            _ => (&self.v_proj, self.n_kv_heads),
+        };
+        HeadColumns {
+            linear,
+            offset: 0,
+            stride: self.d_head,
+            src_heads,
+            d_head: self.d_head,
+        }
+    }
+
+    /// Queries `[batch, pos, head, d_head]`, keys and values `[batch, pos, kv_head,
+    /// d_head]` (per query head when an input is split), before their hooks.
+    fn attention_inputs(
+        &self,
+        resid_pre: &Tensor,
+        inputs: Option<&ReceiverInputs>,
+        hooks: &mut Hooks,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (batch, pos, _) = resid_pre.dims3()?;
+        let q_shape = (batch, pos, self.n_heads, self.d_head);
+        let kv_shape = (batch, pos, self.n_kv_heads, self.d_head);
+        let plain = |hooks: &mut Hooks| -> Result<(Tensor, Tensor, Tensor)> {
+            let normalized = self
+                .ln1
+                .forward(resid_pre, hooks, NormSite::Ln1(self.layer))?;
+            Ok((
+                self.q_proj.forward(&normalized)?.reshape(q_shape)?,
+                self.k_proj.forward(&normalized)?.reshape(kv_shape)?,
+                self.v_proj.forward(&normalized)?.reshape(kv_shape)?,
+            ))
+        };
+        let Some(inputs) = inputs else {
+            return plain(hooks);
+        };
+        let qkv = match inputs.splits_attention() {
+            true => split_qkv(
+                resid_pre,
+                inputs,
+                || plain(hooks),
+                |rows| {
+                    self.ln1
+                        .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
+                },
+                |i| self.columns(i),
+            )?,
+            false => plain(hooks)?,
+        };
+        inputs.add_projected(qkv)
+    }
+
+    /// Each head's share of the attention output after the post-attention norm, at the
+    /// norm's scale of this run: `r_h ⊙ w / rms(Σ_h r_h + b_O)` for head result `r_h`
+    /// (so the shares and the bias's share add up to `hook_attn_out`):
+    /// `z` `[batch, pos, head, d_head]` → `[batch, pos, head, d_model]`.
+    fn head_shares(&self, z: &Tensor) -> Result<Tensor> {
+        let results = head_results(z, &self.o_proj)?; // [batch, pos, head, d_model]
+        let scale = self.ln1_post.scale(&attention_output(z, &self.o_proj)?)?; // [batch, pos, 1]
+        Ok(results
+            .broadcast_div(&scale.unsqueeze(2)?)?
+            .broadcast_mul(self.ln1_post.weight())?)
+    }
+
     /// `[batch, pos, d_model]` → `[batch, pos, d_model]`, the rows holding the
-    /// positions of `frame`, after `prefix`'s keys (rotated) and values.
+    /// positions of `frame`, after `prefix`'s keys (rotated) and values; with
+    /// `inputs`, each receiver reads its own input ([`crate::edges`]).
     fn forward(
         &self,
         resid_pre: Tensor,
         frame: &Frame,
         prefix: Option<&KvPrefix>,
+        inputs: Option<&ReceiverInputs>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let rotary = frame.rotary()?;
         let at = |site| HookPoint::block(self.layer, site);
-        let (batch, pos, _) = resid_pre.dims3()?;
-        let q_shape = (batch, pos, self.n_heads, self.d_head);
-        let kv_shape = (batch, pos, self.n_kv_heads, self.d_head);
 
         let resid_pre = hooks.at(at(BlockSite::ResidPre), resid_pre)?;
-        let normalized = self
-            .ln1
-            .forward(&resid_pre, hooks, NormSite::Ln1(self.layer))?;
-        let q = hooks.at(
-            at(BlockSite::Q),
-            self.q_proj.forward(&normalized)?.reshape(q_shape)?,
-        )?;
-        let k = hooks.at(
-            at(BlockSite::K),
-            self.k_proj.forward(&normalized)?.reshape(kv_shape)?,
-        )?;
-        let v = hooks.at(
-            at(BlockSite::V),
-            self.v_proj.forward(&normalized)?.reshape(kv_shape)?,
-        )?;
+        let (q, k, v) = self.attention_inputs(&resid_pre, inputs, hooks)?;
+        let q = hooks.at(at(BlockSite::Q), q)?; // [batch, pos, head, d_head]
+        let k = hooks.at(at(BlockSite::K), k)?; // [batch, pos, kv_head, d_head] (head when split)
+        let v = hooks.at(at(BlockSite::V), v)?;
         let rot_q = hooks.at(at(BlockSite::RotQ), rotary.apply(&q)?)?; // [batch, pos, head, d_head]
-        let rot_k = hooks.at(at(BlockSite::RotK), rotary.apply(&k)?)?; // [batch, pos, kv_head, d_head]
+        let rot_k = hooks.at(at(BlockSite::RotK), rotary.apply(&k)?)?;
         let z = self.spec.attend(&rot_q, &rot_k, &v, frame, prefix, hooks)?; // [batch, pos, head, d_head]
         let attn_out = attention_output(&z, &self.o_proj)?; // [batch, pos, d_model]
         let attn_out = self
@@ -273,9 +332,10 @@ impl Block {
         let attn_out = hooks.at(at(BlockSite::AttnOut), attn_out)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?;
 
+        let mlp_in = mlp_input(&resid_mid, inputs, || self.head_shares(&z))?; // hook_mlp_in
         let normalized = self
             .ln2
-            .forward(&resid_mid, hooks, NormSite::Ln2(self.layer))?;
+            .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;
         let gate = hooks.at(at(BlockSite::MlpPre), self.gate_proj.forward(&normalized)?)?;
         let up = hooks.at(
             at(BlockSite::MlpPreLinear),
@@ -388,7 +448,7 @@ impl ArchModel for Gemma2 {
         prefix: Option<&KvPrefix>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
-        self.blocks[layer].forward(resid_pre, frame, prefix, hooks)
+        self.blocks[layer].forward(resid_pre, frame, prefix, None, hooks)
     }
 
     fn block_keys_values(
@@ -398,6 +458,37 @@ impl ArchModel for Gemma2 {
         frame: &Frame,
     ) -> Result<(Tensor, Tensor)> {
         self.blocks[layer].keys_values(resid_pre, frame)
+    }
+
+    fn block_forward_edges(
+        &self,
+        layer: usize,
+        resid_pre: Tensor,
+        frame: &Frame,
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.blocks[layer].forward(resid_pre, frame, None, Some(inputs), hooks)
+    }
+
+    fn attention_input_gradients(
+        &self,
+        layer: usize,
+        resid_pre: &Tensor,
+        grads: [&Tensor; 3],
+    ) -> Result<[Tensor; 3]> {
+        let block = &self.blocks[layer];
+        attention_input_gradients(
+            resid_pre,
+            grads,
+            |i| block.columns(i),
+            |x, g| block.ln1.input_gradients(x, g),
+        )
+    }
+
+    /// Each head's share of the normalized attention output (see `Block::head_shares`).
+    fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
+        self.blocks[layer].head_shares(z)
     }
 
     /// Final RMSNorm, unembedding and final-logit soft-capping.

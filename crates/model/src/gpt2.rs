@@ -163,7 +163,7 @@ impl Block {
         let attn_out = hooks.at(at(BlockSite::AttnOut), attention_output(&z, &self.c_proj)?)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?;
 
-        let mlp_in = mlp_input(&resid_mid, inputs, &z, &self.c_proj)?; // hook_mlp_in
+        let mlp_in = mlp_input(&resid_mid, inputs, || head_results(&z, &self.c_proj))?; // hook_mlp_in
         let normalized = self
             .ln2
             .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;

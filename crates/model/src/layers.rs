@@ -198,6 +198,16 @@ impl LayerNorm {
 }
 
 impl RmsNorm {
+    /// `sqrt(mean(x²) + eps)` over the last axis, kept: `[.., 1]`.
+    pub(crate) fn scale(&self, x: &Tensor) -> Result<Tensor> {
+        Ok((x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?)
+    }
+
+    /// The weight the normalized input is multiplied by, `[d]`.
+    pub(crate) fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
     /// [`LayerNorm::input_gradients`] for this RMSNorm.
     pub(crate) fn input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {
         let eps = self.eps as f32;

@@ -399,7 +399,7 @@ impl HookedTransformer {
     pub fn has_edge_graph(&self) -> bool {
         matches!(
             self.dims().arch,
-            Architecture::Gpt2 | Architecture::Llama | Architecture::GptNeox
+            Architecture::Gpt2 | Architecture::Llama | Architecture::GptNeox | Architecture::Gemma2
         )
     }
 

@@ -342,7 +342,7 @@ impl Block {
         let attn_out = hooks.at(at(BlockSite::AttnOut), attn_out)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?;
 
-        let mlp_in = mlp_input(&resid_mid, inputs, &z, &self.attn.o_proj)?; // hook_mlp_in
+        let mlp_in = mlp_input(&resid_mid, inputs, || head_results(&z, &self.attn.o_proj))?; // hook_mlp_in
         let normalized = self
             .ln2
             .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;

@@ -272,7 +272,7 @@ impl Block {
             true => resid_pre.clone(),
             false => hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?,
         };
-        let mlp_in = mlp_input(&stream, inputs, &z, &self.dense)?; // hook_mlp_in
+        let mlp_in = mlp_input(&stream, inputs, || head_results(&z, &self.dense))?; // hook_mlp_in
         let normalized = self
             .ln2
             .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;

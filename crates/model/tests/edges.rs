@@ -92,7 +92,13 @@ fn input_gradients(
 
 #[test]
 fn projection_probes_give_each_heads_input_gradient() {
-    for name in ["tiny-gpt2", "tiny-llama", "tiny-qwen3", "tiny-pythia"] {
+    for name in [
+        "tiny-gpt2",
+        "tiny-llama",
+        "tiny-qwen3",
+        "tiny-pythia",
+        "tiny-gemma2",
+    ] {
         let model = HookedTransformer::from_dir(fixture(name)).unwrap();
         let tokens = model.to_tokens("The capital of France is", true).unwrap();
         let answers = [
@@ -125,5 +131,39 @@ fn projection_probes_give_each_heads_input_gradient() {
             largest < 1e-4,
             "{name}: the two gradients differ by {largest}"
         );
+    }
+}
+
+/// A head's output into the stream (`head_results`) adds up, over the heads, to the
+/// attention output less its bias's part: the plain sum on GPT-2 (whose output bias is
+/// added after), and on Gemma 2, whose attention output passes a norm, each head's
+/// share at the norm's scale of the run (no output bias there).
+#[test]
+fn head_outputs_add_up_to_the_attention_output() {
+    use actpatch_hooks::BlockSite;
+    for name in ["tiny-llama", "tiny-gemma2"] {
+        let model = HookedTransformer::from_dir(fixture(name)).unwrap();
+        let tokens = model.to_tokens("The capital of France is", true).unwrap();
+        let points = [
+            HookPoint::block(1, BlockSite::Z),
+            HookPoint::block(1, BlockSite::AttnOut),
+        ];
+        let (_, cache) = model
+            .run_with_cache(&[tokens], CacheFilter::only(points))
+            .unwrap();
+        let shares = model
+            .head_results(1, cache.get(points[0]).unwrap())
+            .unwrap(); // [1, pos, head, d_model]
+        let sum = shares.sum(2).unwrap();
+        let attn_out = cache.get(points[1]).unwrap();
+        let gap = (sum - attn_out)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(gap < 1e-5, "{name}: {gap}");
     }
 }

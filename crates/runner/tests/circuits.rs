@@ -271,12 +271,6 @@ fn bad_circuit_sections_exit_2_and_write_nothing() {
         "tiny-gpt2",
         &["unknown field `method`"],
     );
-    bad(
-        "family",
-        "[circuit]\nmethods = [\"eap\"]",
-        "tiny-gemma2",
-        &["gemma2", "no edge graph"],
-    );
 }
 
 /// One pair, the library's own curves: the run's circuits (from its EAP-IG-inputs(5)

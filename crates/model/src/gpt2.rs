@@ -15,8 +15,7 @@ use serde::Deserialize;
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
 use crate::edges::{
-    attention_input_gradients, head_results, mlp_input, norm_per_head, per_head_input,
-    project_per_head, HeadColumns, ReceiverInputs,
+    attention_input_gradients, head_results, mlp_input, split_qkv, HeadColumns, ReceiverInputs,
 };
 use crate::layers::{add, embed_rows, LayerNorm, Linear, NormSite};
 use crate::weights::WeightStore;
@@ -209,31 +208,17 @@ impl Block {
         inputs: &ReceiverInputs,
         hooks: &mut Hooks,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let all_split = inputs.q.is_some() && inputs.k.is_some() && inputs.v.is_some();
-        let shared = match all_split {
-            true => None,
-            false => Some(self.qkv(resid_pre, hooks)?),
-        };
         let d_model = resid_pre.dim(2)?;
-        let split = |delta: Option<&Tensor>, i: usize| -> Result<Tensor> {
-            let Some(delta) = delta else {
-                let (q, k, v) = shared
-                    .as_ref()
-                    .ok_or(ModelError::NoEdgeGraph { arch: "gpt2" })?;
-                return Ok([q, k, v][i].clone());
-            };
-            let x = per_head_input(resid_pre, delta)?; // [batch, pos, head, d_model]
-            let normalized = norm_per_head(&x, |rows| {
+        split_qkv(
+            resid_pre,
+            inputs,
+            || self.qkv(resid_pre, hooks),
+            |rows| {
                 self.ln1
                     .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
-            })?;
-            project_per_head(self.columns(i, d_model), &normalized)
-        };
-        Ok((
-            split(inputs.q.as_ref(), 0)?,
-            split(inputs.k.as_ref(), 1)?,
-            split(inputs.v.as_ref(), 2)?,
-        ))
+            },
+            |i| self.columns(i, d_model),
+        )
     }
 }
 

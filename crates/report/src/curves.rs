@@ -13,6 +13,9 @@ use crate::schema::{Column, Table};
 use crate::tables::write_table;
 use crate::{ImageFormat, Result};
 
+/// `scope` of the rows of one pair's own curve.
+pub const SCOPE_PAIR: &str = "pair";
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CircuitRow {
     pub run_id: String,

@@ -9,10 +9,11 @@ use actpatch_circuits::{
     Graph, Method, PairScores,
 };
 use actpatch_model::HookedTransformer;
-use actpatch_report::curves::{CircuitRow, CurvePlot, CurveSeries};
+use actpatch_report::curves::{CircuitRow, CurvePlot, CurveSeries, SCOPE_PAIR};
 use actpatch_report::ImageFormat;
 
 use super::circuit_intervals;
+use super::folder::create_subfolder;
 use crate::experiment::circuit::CurveChoices;
 use crate::experiment::{CircuitSpec, Experiment, FigureFormat};
 use crate::manifest::CircuitArea;
@@ -271,7 +272,7 @@ fn curve_rows(base: &CircuitRow, curve: &Curve, plans: &[&PairPlan]) -> Vec<Circ
                 f64::from(curve.full_per_pair[p]),
             );
             rows.push(CircuitRow {
-                scope: "pair".into(),
+                scope: SCOPE_PAIR.into(),
                 pair: Some(plan.name.clone()),
                 n_pairs: 1,
                 fraction: point.fraction,
@@ -295,13 +296,6 @@ fn draw(
     run_dir: &Path,
     series: &[CurveSeries],
 ) -> Result<Vec<String>, RunnerError> {
-    let dir = run_dir.join("figures");
-    std::fs::create_dir_all(&dir).map_err(|source| {
-        RunnerError::write_run(run_dir)(actpatch_report::ReportError::Write {
-            path: dir.clone(),
-            source,
-        })
-    })?;
     let mut figures = Vec::new();
     for (stem, log_x) in [("faithfulness", false), ("faithfulness_log", true)] {
         let plot = CurvePlot {
@@ -309,18 +303,31 @@ fn draw(
             series: series.to_vec(),
             log_x,
         };
-        let mut first = None;
-        for format in &experiment.output.formats {
-            let (format, ext) = match format {
-                FigureFormat::Png => (ImageFormat::Png, "png"),
-                FigureFormat::Svg => (ImageFormat::Svg, "svg"),
-            };
-            let name = format!("figures/{stem}.{ext}");
-            plot.save(&run_dir.join(&name), format)
-                .map_err(RunnerError::write_run(run_dir))?;
-            first.get_or_insert(name);
-        }
-        figures.extend(first);
+        figures.extend(save_formats(experiment, run_dir, stem, |path, format| {
+            plot.save(path, format)
+        })?);
     }
     Ok(figures)
+}
+
+/// Saves `figures/{stem}.*` in each of the run's formats with `save`; the first one's
+/// name (for the report).
+pub(super) fn save_formats(
+    experiment: &Experiment,
+    run_dir: &Path,
+    stem: &str,
+    save: impl Fn(&Path, ImageFormat) -> actpatch_report::Result<()>,
+) -> Result<Option<String>, RunnerError> {
+    create_subfolder(run_dir, "figures")?;
+    let mut first = None;
+    for format in &experiment.output.formats {
+        let (format, ext) = match format {
+            FigureFormat::Png => (ImageFormat::Png, "png"),
+            FigureFormat::Svg => (ImageFormat::Svg, "svg"),
+        };
+        let name = format!("figures/{stem}.{ext}");
+        save(&run_dir.join(&name), format).map_err(RunnerError::write_run(run_dir))?;
+        first.get_or_insert(name);
+    }
+    Ok(first)
 }

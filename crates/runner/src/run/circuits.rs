@@ -11,13 +11,13 @@ use actpatch_report::EdgeRow;
 
 use super::circuit_curves::{self, CurvesOutcome, MethodScores};
 use super::circuit_edges::{self, Scored};
-use crate::experiment::{CircuitSpec, Experiment, FigureFormat};
+use super::folder::create_subfolder;
+use crate::experiment::{CircuitSpec, Experiment};
 use crate::options::RunOptions;
 use crate::validate::PairPlan;
 use crate::RunnerError;
 use actpatch_report::circuit_graph::{CircuitGraph, DrawnEdge};
 use actpatch_report::curves::Areas;
-use actpatch_report::ImageFormat;
 
 /// What the circuit stage wrote, for the report and the manifest.
 pub struct CircuitOutcome {
@@ -350,13 +350,7 @@ fn write_circuit_files(
     scored: &[Scored],
     ablation: Ablation,
 ) -> Result<Vec<String>, RunnerError> {
-    let dir = run_dir.join("circuits");
-    std::fs::create_dir_all(&dir).map_err(|source| {
-        RunnerError::write_run(run_dir)(actpatch_report::ReportError::Write {
-            path: dir.clone(),
-            source,
-        })
-    })?;
+    let dir = create_subfolder(run_dir, "circuits")?;
     let mut files = Vec::new();
     for s in scored.iter().filter(|s| s.edges.len() == graph.edges.len()) {
         let name = match s.method.steps() {
@@ -408,25 +402,8 @@ fn draw_circuit(
             })
             .collect(),
     };
-    let dir = run_dir.join("figures");
-    std::fs::create_dir_all(&dir).map_err(|source| {
-        RunnerError::write_run(run_dir)(actpatch_report::ReportError::Write {
-            path: dir.clone(),
-            source,
-        })
+    let figure = circuit_curves::save_formats(experiment, run_dir, "circuit", |path, format| {
+        drawing.save(path, format)
     })?;
-    let mut figures = Vec::new();
-    for format in &experiment.output.formats {
-        let (format, ext) = match format {
-            FigureFormat::Png => (ImageFormat::Png, "png"),
-            FigureFormat::Svg => (ImageFormat::Svg, "svg"),
-        };
-        let name = format!("figures/circuit.{ext}");
-        drawing
-            .save(&run_dir.join(&name), format)
-            .map_err(RunnerError::write_run(run_dir))?;
-        figures.push(name);
-    }
-    figures.truncate(1); // the report shows the first format
-    Ok(figures)
+    Ok(figure.into_iter().collect())
 }

@@ -106,3 +106,18 @@ pub(crate) fn model_record(model: &HookedTransformer, experiment: &Experiment) -
         weights,
     }
 }
+
+/// The run folder's subfolder `name` (`figures`, `circuits`), created if missing.
+pub(super) fn create_subfolder(
+    run_dir: &Path,
+    name: &str,
+) -> Result<std::path::PathBuf, RunnerError> {
+    let dir = run_dir.join(name);
+    std::fs::create_dir_all(&dir).map_err(|source| {
+        RunnerError::write_run(run_dir)(actpatch_report::ReportError::Write {
+            path: dir.clone(),
+            source,
+        })
+    })?;
+    Ok(dir)
+}

@@ -25,17 +25,15 @@ fn only_entry(dir: &Path) -> PathBuf {
     entries[0].clone()
 }
 
-#[test]
-fn killed_run_is_marked_incomplete_and_resumes_to_the_same_tables() {
-    let scratch = std::env::temp_dir().join(format!("actpatch-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
-    let experiment = repo().join("tests/fixtures/experiments/tiny.toml");
-
+/// Runs `experiment` until its first pair is saved (test hook), kills it, checks it is
+/// marked incomplete, resumes it; then runs it again uninterrupted. Returns (the
+/// resumed run, the uninterrupted run).
+fn kill_resume_and_rerun(experiment: &Path, scratch: &Path) -> (PathBuf, PathBuf) {
     // The run pauses after its first pair is saved (test hook); kill it there.
     let killed_out = scratch.join("killed");
     let mut child = actpatch()
         .arg("run")
-        .arg(&experiment)
+        .arg(experiment)
         .arg("--out")
         .arg(&killed_out)
         .env("ACTPATCH_PAUSE_AFTER_PAIR", "1")
@@ -93,7 +91,7 @@ fn killed_run_is_marked_incomplete_and_resumes_to_the_same_tables() {
     let clean_out = scratch.join("uninterrupted");
     let status = actpatch()
         .arg("run")
-        .arg(&experiment)
+        .arg(experiment)
         .arg("--out")
         .arg(&clean_out)
         .stderr(Stdio::null())
@@ -101,8 +99,22 @@ fn killed_run_is_marked_incomplete_and_resumes_to_the_same_tables() {
         .status()
         .unwrap();
     assert!(status.success());
-    let reference = only_entry(&clean_out);
+    (run_dir, only_entry(&clean_out))
+}
 
+/// The table `name` of two runs, equal but for `run_id`.
+fn same_table(a: &Path, b: &Path, name: &str) {
+    let a = read_parquet(&a.join(name)).unwrap().drop("run_id").unwrap();
+    let b = read_parquet(&b.join(name)).unwrap().drop("run_id").unwrap();
+    assert!(a.equals_missing(&b), "{name} differs");
+}
+
+#[test]
+fn killed_run_is_marked_incomplete_and_resumes_to_the_same_tables() {
+    let scratch = std::env::temp_dir().join(format!("actpatch-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let experiment = repo().join("tests/fixtures/experiments/tiny.toml");
+    let (run_dir, reference) = kill_resume_and_rerun(&experiment, &scratch);
     let mut a = read_cells(&run_dir.join("cells.parquet")).unwrap();
     let mut b = read_cells(&reference.join("cells.parquet")).unwrap();
     assert_eq!(a.len(), b.len());
@@ -112,15 +124,22 @@ fn killed_run_is_marked_incomplete_and_resumes_to_the_same_tables() {
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x, y);
     }
-    let baselines_a = read_parquet(&run_dir.join("baselines.parquet"))
-        .unwrap()
-        .drop("run_id")
-        .unwrap();
-    let baselines_b = read_parquet(&reference.join("baselines.parquet"))
-        .unwrap()
-        .drop("run_id")
-        .unwrap();
-    assert!(baselines_a.equals_missing(&baselines_b));
+    same_table(&run_dir, &reference, "baselines.parquet");
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// A `[circuit]` run killed during its sweep resumes to the same edge and curve tables
+/// as an uninterrupted run.
+#[test]
+fn killed_circuit_run_resumes_to_the_same_edges_and_curves() {
+    let scratch =
+        std::env::temp_dir().join(format!("actpatch-kill-circuit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let experiment = repo().join("tests/fixtures/experiments/tiny_circuit.toml");
+    let (run_dir, reference) = kill_resume_and_rerun(&experiment, &scratch);
+    for table in ["cells.parquet", "edges.parquet", "circuits.parquet"] {
+        same_table(&run_dir, &reference, table);
+    }
     let _ = std::fs::remove_dir_all(&scratch);
 }
 

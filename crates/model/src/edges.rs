@@ -136,7 +136,11 @@ impl HeadColumns<'_> {
     fn weight(&self) -> Result<Tensor> {
         let weight = self.linear.weight(); // [d_model, out]
         let d_model = weight.dim(0)?;
-        let picked = weight.index_select(&self.indices(weight.device())?, 1)?; // [d_model, src · d_head]
+        let picked = match self.stride == self.d_head {
+            // Heads side by side: one narrow, no copy.
+            true => weight.narrow(1, self.offset, self.src_heads * self.d_head)?,
+            false => weight.index_select(&self.indices(weight.device())?, 1)?, // [d_model, src · d_head]
+        };
         Ok(picked
             .reshape((d_model, self.src_heads, self.d_head))?
             .transpose(0, 1)?)
@@ -147,7 +151,10 @@ impl HeadColumns<'_> {
         let Some(bias) = self.linear.bias() else {
             return Ok(None);
         };
-        let picked = bias.index_select(&self.indices(bias.device())?, 0)?;
+        let picked = match self.stride == self.d_head {
+            true => bias.narrow(0, self.offset, self.src_heads * self.d_head)?,
+            false => bias.index_select(&self.indices(bias.device())?, 0)?,
+        };
         Ok(Some(picked.reshape((self.src_heads, 1, self.d_head))?))
     }
 }

@@ -16,7 +16,7 @@ use actpatch_hooks::{BlockSite, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
 
 use crate::attention::{AttentionSpec, Frame, KvPrefix};
-use crate::edges::ReceiverInputs;
+use crate::edges::{attention_input_gradients, EdgeBlock, ReceiverInputs};
 use crate::{ModelDims, Readout, Result};
 
 pub(crate) trait ArchModel: Send + Sync {
@@ -78,20 +78,24 @@ pub(crate) trait ArchModel: Send + Sync {
         frame: &Frame,
     ) -> Result<(Tensor, Tensor)>;
 
+    /// Block `layer`'s part in the edge graph ([`crate::edges`]); `None` for families
+    /// without one.
+    fn edge_block(&self, _layer: usize) -> Option<&dyn EdgeBlock> {
+        None
+    }
+
     /// Block `layer` from position 0 with each receiver reading its own input
-    /// ([`crate::edges`]): `[batch, pos, d_model]` → `[batch, pos, d_model]`. Families
-    /// without an edge graph say so.
+    /// ([`crate::edges`]): `[batch, pos, d_model]` → `[batch, pos, d_model]`.
     fn block_forward_edges(
         &self,
-        _layer: usize,
-        _resid_pre: Tensor,
-        _frame: &Frame,
-        _inputs: &ReceiverInputs,
-        _hooks: &mut Hooks,
+        layer: usize,
+        resid_pre: Tensor,
+        frame: &Frame,
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
     ) -> Result<Tensor> {
-        Err(crate::ModelError::NoEdgeGraph {
-            arch: self.dims().arch.name(),
-        })
+        self.edge_block_or_error(layer)?
+            .forward_edges(resid_pre, frame, inputs, hooks)
     }
 
     /// Each query head's gradient at its q, k and v input (`[batch, head, pos,
@@ -100,21 +104,32 @@ pub(crate) trait ArchModel: Send + Sync {
     /// `resid_pre` `[batch, pos, d_model]` (see [`crate::edges`]).
     fn attention_input_gradients(
         &self,
-        _layer: usize,
-        _resid_pre: &Tensor,
-        _grads: [&Tensor; 3],
+        layer: usize,
+        resid_pre: &Tensor,
+        grads: [&Tensor; 3],
     ) -> Result<[Tensor; 3]> {
-        Err(crate::ModelError::NoEdgeGraph {
-            arch: self.dims().arch.name(),
-        })
+        let block = self.edge_block_or_error(layer)?;
+        attention_input_gradients(
+            resid_pre,
+            grads,
+            |i| block.columns(i),
+            |x, g| block.ln1_input_gradients(x, g),
+        )
     }
 
-    /// Each head's output into the residual stream (`attn.hook_result`) from layer
-    /// `layer`'s `z`: `[batch, pos, head, d_head]` → `[batch, pos, head, d_model]`.
-    fn head_results(&self, _layer: usize, _z: &Tensor) -> Result<Tensor> {
-        Err(crate::ModelError::NoEdgeGraph {
-            arch: self.dims().arch.name(),
-        })
+    /// Each head's output into the residual stream (`attn.hook_result`; Gemma 2: its
+    /// share of the normalized output) from layer `layer`'s `z`: `[batch, pos, head,
+    /// d_head]` → `[batch, pos, head, d_model]`.
+    fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
+        self.edge_block_or_error(layer)?.head_outputs(z)
+    }
+
+    /// [`ArchModel::edge_block`], or the error that the family has no edge graph.
+    fn edge_block_or_error(&self, layer: usize) -> Result<&dyn EdgeBlock> {
+        self.edge_block(layer)
+            .ok_or(crate::ModelError::NoEdgeGraph {
+                arch: self.dims().arch.name(),
+            })
     }
 
     /// Whether attention and MLP read the same residual stream (GPT-NeoX's

@@ -15,7 +15,10 @@
 //! input, its `hook_k` / `hook_v` are `[batch, pos, head, d_head]`, not per key/value
 //! head.
 
+use actpatch_hooks::Hooks;
 use candle_core::Tensor;
+
+use crate::attention::Frame;
 
 use crate::layers::Linear;
 use crate::Result;
@@ -69,6 +72,30 @@ impl ReceiverInputs {
             (ungroup_heads(&v, heads)? + dv)?,
         ))
     }
+}
+
+/// What a family's block offers the edge graph; [`crate::arch::ArchModel`]'s edge
+/// methods run on it.
+pub(crate) trait EdgeBlock: Send + Sync {
+    /// The block from position 0 with each receiver reading its own input.
+    fn forward_edges(
+        &self,
+        resid_pre: Tensor,
+        frame: &Frame,
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor>;
+
+    /// Where query (0), key (1) or value (2) heads' columns sit.
+    fn columns(&self, i: usize) -> HeadColumns<'_>;
+
+    /// The first norm's input gradients: `x` `[rows, d_model]`, `grads` `[n, rows,
+    /// d_model]` at its output → `[n, rows, d_model]`.
+    fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor>;
+
+    /// Each head's output into the residual stream from `z`:
+    /// `[batch, pos, head, d_head]` → `[batch, pos, head, d_model]`.
+    fn head_outputs(&self, z: &Tensor) -> Result<Tensor>;
 }
 
 /// Every block's receiver inputs (`None`: the block runs as usual).

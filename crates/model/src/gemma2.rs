@@ -20,9 +20,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, soft_cap, AttentionSpec, Frame, KvPrefix};
-use crate::edges::{
-    attention_input_gradients, head_results, mlp_input, split_qkv, HeadColumns, ReceiverInputs,
-};
+use crate::edges::{head_results, mlp_input, split_qkv, EdgeBlock, HeadColumns, ReceiverInputs};
 use crate::layers::{add, embed_rows, gated, Gate, Linear, NormSite, RmsNorm};
 use crate::rope::{RopeConfig, RopeScaling};
 use crate::rotary::Rotary;
@@ -235,22 +233,6 @@ impl Block {
         Ok((frame.rotary()?.apply(&k)?, v))
     }
 
-    /// Query (0), key (1) or value (2) heads' columns.
-    fn columns(&self, i: usize) -> HeadColumns<'_> {
-        let (linear, src_heads) = match i {
-            0 => (&self.q_proj, self.n_heads),
-            1 => (&self.k_proj, self.n_kv_heads),
-            _ => (&self.v_proj, self.n_kv_heads),
-        };
-        HeadColumns {
-            linear,
-            offset: 0,
-            stride: self.d_head,
-            src_heads,
-            d_head: self.d_head,
-        }
-    }
-
     /// Queries `[batch, pos, head, d_head]`, keys and values `[batch, pos, kv_head,
     /// d_head]` (per query head when an input is split), before their hooks.
     fn attention_inputs(
@@ -351,6 +333,42 @@ impl Block {
     }
 }
 
+impl EdgeBlock for Block {
+    fn forward_edges(
+        &self,
+        resid_pre: Tensor,
+        frame: &Frame,
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.forward(resid_pre, frame, None, Some(inputs), hooks)
+    }
+
+    fn columns(&self, i: usize) -> HeadColumns<'_> {
+        let (linear, src_heads) = match i {
+            0 => (&self.q_proj, self.n_heads),
+            1 => (&self.k_proj, self.n_kv_heads),
+            _ => (&self.v_proj, self.n_kv_heads),
+        };
+        HeadColumns {
+            linear,
+            offset: 0,
+            stride: self.d_head,
+            src_heads,
+            d_head: self.d_head,
+        }
+    }
+
+    fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {
+        self.ln1.input_gradients(x, grads)
+    }
+
+    /// Each head's share of the normalized attention output (see `Block::head_shares`).
+    fn head_outputs(&self, z: &Tensor) -> Result<Tensor> {
+        self.head_shares(z)
+    }
+}
+
 /// A Gemma 2 language model with hook points.
 pub struct Gemma2 {
     embed_tokens: Tensor, // [d_vocab, d_model], unscaled
@@ -406,6 +424,10 @@ impl Gemma2 {
 }
 
 impl ArchModel for Gemma2 {
+    fn edge_block(&self, layer: usize) -> Option<&dyn EdgeBlock> {
+        Some(&self.blocks[layer])
+    }
+
     fn token_embeddings(&self) -> &Tensor {
         &self.embed_tokens
     }
@@ -458,37 +480,6 @@ impl ArchModel for Gemma2 {
         frame: &Frame,
     ) -> Result<(Tensor, Tensor)> {
         self.blocks[layer].keys_values(resid_pre, frame)
-    }
-
-    fn block_forward_edges(
-        &self,
-        layer: usize,
-        resid_pre: Tensor,
-        frame: &Frame,
-        inputs: &ReceiverInputs,
-        hooks: &mut Hooks,
-    ) -> Result<Tensor> {
-        self.blocks[layer].forward(resid_pre, frame, None, Some(inputs), hooks)
-    }
-
-    fn attention_input_gradients(
-        &self,
-        layer: usize,
-        resid_pre: &Tensor,
-        grads: [&Tensor; 3],
-    ) -> Result<[Tensor; 3]> {
-        let block = &self.blocks[layer];
-        attention_input_gradients(
-            resid_pre,
-            grads,
-            |i| block.columns(i),
-            |x, g| block.ln1.input_gradients(x, g),
-        )
-    }
-
-    /// Each head's share of the normalized attention output (see `Block::head_shares`).
-    fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
-        self.blocks[layer].head_shares(z)
     }
 
     /// Final RMSNorm, unembedding and final-logit soft-capping.

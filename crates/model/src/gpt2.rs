@@ -14,9 +14,7 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
-use crate::edges::{
-    attention_input_gradients, head_results, mlp_input, split_qkv, HeadColumns, ReceiverInputs,
-};
+use crate::edges::{head_results, mlp_input, split_qkv, EdgeBlock, HeadColumns, ReceiverInputs};
 use crate::layers::{add, embed_rows, LayerNorm, Linear, NormSite};
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
@@ -174,17 +172,6 @@ impl Block {
         Ok(hooks.at(at(BlockSite::ResidPost), add(&resid_mid, &mlp_out)?)?)
     }
 
-    /// Where query (0), key (1) or value (2) heads' columns sit in `c_attn`.
-    fn columns(&self, i: usize, d_model: usize) -> HeadColumns<'_> {
-        HeadColumns {
-            linear: &self.c_attn,
-            offset: i * d_model,
-            stride: self.d_head,
-            src_heads: self.n_heads,
-            d_head: self.d_head,
-        }
-    }
-
     /// Queries, keys and values of the residual stream `[batch, pos, d_model]`, each
     /// `[batch, pos, head, d_head]` (not yet through their hooks).
     fn qkv(&self, resid_pre: &Tensor, hooks: &mut Hooks) -> Result<(Tensor, Tensor, Tensor)> {
@@ -208,7 +195,6 @@ impl Block {
         inputs: &ReceiverInputs,
         hooks: &mut Hooks,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let d_model = resid_pre.dim(2)?;
         split_qkv(
             resid_pre,
             inputs,
@@ -217,8 +203,39 @@ impl Block {
                 self.ln1
                     .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
             },
-            |i| self.columns(i, d_model),
+            |i| self.columns(i),
         )
+    }
+}
+
+impl EdgeBlock for Block {
+    fn forward_edges(
+        &self,
+        resid_pre: Tensor,
+        frame: &Frame,
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.forward(resid_pre, frame, None, Some(inputs), hooks)
+    }
+
+    /// Heads side by side in `c_attn`: queries, then keys, then values.
+    fn columns(&self, i: usize) -> HeadColumns<'_> {
+        HeadColumns {
+            linear: &self.c_attn,
+            offset: i * self.n_heads * self.d_head,
+            stride: self.d_head,
+            src_heads: self.n_heads,
+            d_head: self.d_head,
+        }
+    }
+
+    fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {
+        self.ln1.input_gradients(x, grads)
+    }
+
+    fn head_outputs(&self, z: &Tensor) -> Result<Tensor> {
+        head_results(z, &self.c_proj)
     }
 }
 
@@ -262,6 +279,10 @@ impl Gpt2 {
 }
 
 impl ArchModel for Gpt2 {
+    fn edge_block(&self, layer: usize) -> Option<&dyn EdgeBlock> {
+        Some(&self.blocks[layer])
+    }
+
     fn dims(&self) -> &ModelDims {
         &self.dims
     }
@@ -323,37 +344,6 @@ impl ArchModel for Gpt2 {
         _frame: &Frame,
     ) -> Result<(Tensor, Tensor)> {
         self.blocks[layer].keys_values(resid_pre)
-    }
-
-    fn block_forward_edges(
-        &self,
-        layer: usize,
-        resid_pre: Tensor,
-        frame: &Frame,
-        inputs: &ReceiverInputs,
-        hooks: &mut Hooks,
-    ) -> Result<Tensor> {
-        self.blocks[layer].forward(resid_pre, frame, None, Some(inputs), hooks)
-    }
-
-    fn attention_input_gradients(
-        &self,
-        layer: usize,
-        resid_pre: &Tensor,
-        grads: [&Tensor; 3],
-    ) -> Result<[Tensor; 3]> {
-        let block = &self.blocks[layer];
-        let d_model = self.dims.d_model;
-        attention_input_gradients(
-            resid_pre,
-            grads,
-            |i| block.columns(i, d_model),
-            |x, g| block.ln1.input_gradients(x, g),
-        )
-    }
-
-    fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
-        head_results(z, &self.blocks[layer].c_proj)
     }
 
     /// Final LayerNorm and unembedding of the residual stream `[batch, len, d_model]`.

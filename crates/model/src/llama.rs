@@ -19,9 +19,7 @@ use serde::Deserialize;
 
 use crate::arch::{default_feeds_keys_values, ArchModel};
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
-use crate::edges::{
-    attention_input_gradients, head_results, mlp_input, split_qkv, HeadColumns, ReceiverInputs,
-};
+use crate::edges::{head_results, mlp_input, split_qkv, EdgeBlock, HeadColumns, ReceiverInputs};
 use crate::layers::{add, embed_rows, gated, Gate, Linear, NormSite, RmsNorm};
 use crate::rope::RopeConfig;
 use crate::rotary::Rotary;
@@ -353,22 +351,6 @@ impl Block {
         Ok(hooks.at(at(BlockSite::ResidPost), add(&resid_mid, &mlp_out)?)?)
     }
 
-    /// Query (0), key (1) or value (2) heads' columns.
-    fn columns(&self, i: usize) -> HeadColumns<'_> {
-        let (linear, src_heads) = match i {
-            0 => (&self.attn.q_proj, self.n_heads),
-            1 => (&self.attn.k_proj, self.n_kv_heads),
-            _ => (&self.attn.v_proj, self.n_kv_heads),
-        };
-        HeadColumns {
-            linear,
-            offset: 0,
-            stride: self.d_head,
-            src_heads,
-            d_head: self.d_head,
-        }
-    }
-
     /// Queries `[batch, pos, head, d_head]`, keys and values `[batch, pos, kv_head,
     /// d_head]` of the residual stream (before their hooks, norms and rotary).
     fn qkv(&self, resid_pre: &Tensor, hooks: &mut Hooks) -> Result<(Tensor, Tensor, Tensor)> {
@@ -404,6 +386,41 @@ impl Block {
             },
             |i| self.columns(i),
         )
+    }
+}
+
+impl EdgeBlock for Block {
+    fn forward_edges(
+        &self,
+        resid_pre: Tensor,
+        frame: &Frame,
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.forward(resid_pre, frame, None, Some(inputs), hooks)
+    }
+
+    fn columns(&self, i: usize) -> HeadColumns<'_> {
+        let (linear, src_heads) = match i {
+            0 => (&self.attn.q_proj, self.n_heads),
+            1 => (&self.attn.k_proj, self.n_kv_heads),
+            _ => (&self.attn.v_proj, self.n_kv_heads),
+        };
+        HeadColumns {
+            linear,
+            offset: 0,
+            stride: self.d_head,
+            src_heads,
+            d_head: self.d_head,
+        }
+    }
+
+    fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {
+        self.ln1.input_gradients(x, grads)
+    }
+
+    fn head_outputs(&self, z: &Tensor) -> Result<Tensor> {
+        head_results(z, &self.attn.o_proj)
     }
 }
 
@@ -467,6 +484,10 @@ impl Llama {
 }
 
 impl ArchModel for Llama {
+    fn edge_block(&self, layer: usize) -> Option<&dyn EdgeBlock> {
+        Some(&self.blocks[layer])
+    }
+
     fn dims(&self) -> &ModelDims {
         &self.dims
     }
@@ -527,36 +548,6 @@ impl ArchModel for Llama {
         frame: &Frame,
     ) -> Result<(Tensor, Tensor)> {
         self.blocks[layer].keys_values(resid_pre, frame)
-    }
-
-    fn block_forward_edges(
-        &self,
-        layer: usize,
-        resid_pre: Tensor,
-        frame: &Frame,
-        inputs: &ReceiverInputs,
-        hooks: &mut Hooks,
-    ) -> Result<Tensor> {
-        self.blocks[layer].forward(resid_pre, frame, None, Some(inputs), hooks)
-    }
-
-    fn attention_input_gradients(
-        &self,
-        layer: usize,
-        resid_pre: &Tensor,
-        grads: [&Tensor; 3],
-    ) -> Result<[Tensor; 3]> {
-        let block = &self.blocks[layer];
-        attention_input_gradients(
-            resid_pre,
-            grads,
-            |i| block.columns(i),
-            |x, g| block.ln1.input_gradients(x, g),
-        )
-    }
-
-    fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
-        head_results(z, &self.blocks[layer].attn.o_proj)
     }
 
     /// Final RMSNorm and unembedding of the residual stream `[batch, len, d_model]`.

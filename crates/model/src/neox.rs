@@ -18,8 +18,8 @@ use serde::Deserialize;
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
 use crate::edges::{
-    attention_input_gradients, head_results, mlp_input, norm_per_head, per_head_input,
-    project_per_head, HeadColumns, ReceiverInputs,
+    head_results, mlp_input, norm_per_head, per_head_input, project_per_head, EdgeBlock,
+    HeadColumns, ReceiverInputs,
 };
 use crate::layers::{add, embed_rows, gelu_tanh, LayerNorm, Linear, NormSite};
 use crate::rope::{RopeConfig, RopeScaling};
@@ -197,18 +197,6 @@ impl Block {
         Ok((frame.rotary()?.apply(&k)?, v))
     }
 
-    /// Where query (0), key (1) or value (2) heads' columns sit in the fused
-    /// projection (per-head `[q, k, v]` blocks).
-    fn columns(&self, i: usize) -> HeadColumns<'_> {
-        HeadColumns {
-            linear: &self.qkv,
-            offset: i * self.d_head,
-            stride: 3 * self.d_head,
-            src_heads: self.n_heads,
-            d_head: self.d_head,
-        }
-    }
-
     /// Queries, keys and values, each head's from its own input where `inputs` has one
     /// ([`crate::edges`]), `[batch, pos, head, d_head]` each.
     fn attention_inputs(
@@ -291,6 +279,37 @@ impl Block {
     }
 }
 
+impl EdgeBlock for Block {
+    fn forward_edges(
+        &self,
+        resid_pre: Tensor,
+        frame: &Frame,
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.forward(resid_pre, frame, None, Some(inputs), hooks)
+    }
+
+    /// The fused projection's per-head `[q, k, v]` blocks.
+    fn columns(&self, i: usize) -> HeadColumns<'_> {
+        HeadColumns {
+            linear: &self.qkv,
+            offset: i * self.d_head,
+            stride: 3 * self.d_head,
+            src_heads: self.n_heads,
+            d_head: self.d_head,
+        }
+    }
+
+    fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {
+        self.ln1.input_gradients(x, grads)
+    }
+
+    fn head_outputs(&self, z: &Tensor) -> Result<Tensor> {
+        head_results(z, &self.dense)
+    }
+}
+
 /// A GPT-NeoX / Pythia language model with hook points.
 pub struct Neox {
     embed_in: Tensor, // [d_vocab, d_model]
@@ -359,6 +378,10 @@ impl Neox {
 }
 
 impl ArchModel for Neox {
+    fn edge_block(&self, layer: usize) -> Option<&dyn EdgeBlock> {
+        Some(&self.blocks[layer])
+    }
+
     fn token_embeddings(&self) -> &Tensor {
         &self.embed_in
     }
@@ -407,36 +430,6 @@ impl ArchModel for Neox {
         frame: &Frame,
     ) -> Result<(Tensor, Tensor)> {
         self.blocks[layer].keys_values(resid_pre, frame)
-    }
-
-    fn block_forward_edges(
-        &self,
-        layer: usize,
-        resid_pre: Tensor,
-        frame: &Frame,
-        inputs: &ReceiverInputs,
-        hooks: &mut Hooks,
-    ) -> Result<Tensor> {
-        self.blocks[layer].forward(resid_pre, frame, None, Some(inputs), hooks)
-    }
-
-    fn attention_input_gradients(
-        &self,
-        layer: usize,
-        resid_pre: &Tensor,
-        grads: [&Tensor; 3],
-    ) -> Result<[Tensor; 3]> {
-        let block = &self.blocks[layer];
-        attention_input_gradients(
-            resid_pre,
-            grads,
-            |i| block.columns(i),
-            |x, g| block.ln1.input_gradients(x, g),
-        )
-    }
-
-    fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
-        head_results(z, &self.blocks[layer].dense)
     }
 
     fn parallel_blocks(&self) -> bool {

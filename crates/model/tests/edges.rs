@@ -135,9 +135,9 @@ fn projection_probes_give_each_heads_input_gradient() {
 }
 
 /// A head's output into the stream (`head_results`) adds up, over the heads, to the
-/// attention output less its bias's part: the plain sum on GPT-2 (whose output bias is
-/// added after), and on Gemma 2, whose attention output passes a norm, each head's
-/// share at the norm's scale of the run (no output bias there).
+/// attention output (neither fixture has an output bias): the plain sum of the heads'
+/// results on Llama, and on Gemma 2, whose attention output passes a norm, each head's
+/// share at the norm's scale of the run.
 #[test]
 fn head_outputs_add_up_to_the_attention_output() {
     use actpatch_hooks::BlockSite;

@@ -37,23 +37,31 @@ impl CircuitGraph {
     pub fn save(&self, path: &Path, format: ImageFormat) -> Result<()> {
         crate::figure::save(self, path, format)
     }
+}
 
-    /// A node's place: (column, row) with the input in column 0, layer `l` in column
-    /// `l + 1`, the logits last; heads in rows 0.., the MLP in row `n_heads`.
-    pub fn place(&self, node: &str) -> Option<(f64, f64)> {
-        let mid = self.n_heads as f64 / 2.0;
-        match node {
-            "input" => Some((0.0, mid)),
-            "logits" => Some((self.n_layers as f64 + 1.0, mid)),
-            _ => {
-                if let Some(rest) = node.strip_prefix('m') {
-                    let layer: usize = rest.parse().ok()?;
-                    return Some((layer as f64 + 1.0, self.n_heads as f64));
-                }
+/// A node's place in a model of `n_layers` layers of `n_heads` heads: (column, row) with
+/// the input in column 0, layer `l` in column `l + 1`, the logits last; heads in rows
+/// 0.., the MLP in row `n_heads` (the figure's and the report page's layout).
+pub fn place(node: &str, n_layers: usize, n_heads: usize) -> Option<(f64, f64)> {
+    let mid = n_heads as f64 / 2.0;
+    match node {
+        "input" => Some((0.0, mid)),
+        "logits" => Some((n_layers as f64 + 1.0, mid)),
+        _ => match node.strip_prefix('m') {
+            Some(layer) => Some((layer.parse::<f64>().ok()? + 1.0, n_heads as f64)),
+            None => {
                 let (layer, head) = node.strip_prefix('a')?.split_once(".h")?;
                 Some((layer.parse::<f64>().ok()? + 1.0, head.parse().ok()?))
             }
-        }
+        },
+    }
+}
+
+/// A method's label with its steps: `eap`, `eap-ig-inputs(5)`.
+pub fn method_label(method: &str, steps: u32) -> String {
+    match steps {
+        0 => method.to_string(),
+        s => format!("{method}({s})"),
     }
 }
 
@@ -100,8 +108,10 @@ impl Drawing for CircuitGraph {
             .max(1e-12);
         let mut nodes: Vec<&str> = Vec::new();
         for edge in &self.edges {
-            let (Some(from), Some(to)) = (self.place(&edge.sender), self.place(&edge.receiver))
-            else {
+            let (Some(from), Some(to)) = (
+                place(&edge.sender, self.n_layers, self.n_heads),
+                place(&edge.receiver, self.n_layers, self.n_heads),
+            ) else {
                 continue;
             };
             let colour = if edge.score >= 0.0 { BLUE } else { RED };
@@ -115,7 +125,7 @@ impl Drawing for CircuitGraph {
         nodes.sort_unstable();
         nodes.dedup();
         for node in nodes {
-            if let Some(at) = self.place(node) {
+            if let Some(at) = place(node, self.n_layers, self.n_heads) {
                 chart.draw_series([Circle::new(at, 5, BLACK.filled())])?;
                 chart.draw_series([Text::new(
                     node.to_string(),
@@ -134,16 +144,12 @@ mod tests {
 
     #[test]
     fn nodes_sit_by_layer_and_head() {
-        let graph = CircuitGraph {
-            title: String::new(),
-            n_layers: 2,
-            n_heads: 4,
-            edges: Vec::new(),
-        };
-        assert_eq!(graph.place("input"), Some((0.0, 2.0)));
-        assert_eq!(graph.place("a1.h3"), Some((2.0, 3.0)));
-        assert_eq!(graph.place("m0"), Some((1.0, 4.0)));
-        assert_eq!(graph.place("logits"), Some((3.0, 2.0)));
-        assert_eq!(graph.place("x"), None);
+        assert_eq!(place("input", 2, 4), Some((0.0, 2.0)));
+        assert_eq!(place("a1.h3", 2, 4), Some((2.0, 3.0)));
+        assert_eq!(place("m0", 2, 4), Some((1.0, 4.0)));
+        assert_eq!(place("logits", 2, 4), Some((3.0, 2.0)));
+        assert_eq!(place("x", 2, 4), None);
+        assert_eq!(method_label("eap-ig-inputs", 5), "eap-ig-inputs(5)");
+        assert_eq!(method_label("eap", 0), "eap");
     }
 }

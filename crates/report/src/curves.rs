@@ -341,9 +341,6 @@ fn files_table(rows: &[CircuitRow]) -> String {
 impl CircuitRow {
     /// `eap-ig-inputs(5)`, `eap`.
     pub fn method_label(&self) -> String {
-        match self.steps {
-            0 => self.method.clone(),
-            s => format!("{}({s})", self.method),
-        }
+        crate::circuit_graph::method_label(&self.method, self.steps)
     }
 }

@@ -112,13 +112,6 @@ pub fn render_section(
     figures: &[String],
 ) -> String {
     let all: Vec<&EdgeRow> = rows.iter().filter(|r| r.scope == "all").collect();
-    let mut methods: Vec<(String, u32, String)> = Vec::new();
-    for row in &all {
-        let key = (row.method.clone(), row.steps, row.ablation.clone());
-        if !methods.contains(&key) {
-            methods.push(key);
-        }
-    }
     let mut out = String::from("## Circuits\n\n");
     let n_pairs = all.first().map_or(0, |r| r.n_pairs);
     let _ = writeln!(
@@ -129,15 +122,13 @@ pub fn render_section(
     for figure in figures {
         let _ = writeln!(out, "![the circuit's strongest edges (width: |score|; blue: positive, red: negative)]({figure})\n");
     }
-    for (method, steps, ablation) in &methods {
-        let mut of_method: Vec<&&EdgeRow> = all
+    for (method, steps) in methods_of(rows) {
+        let of_method: Vec<&&EdgeRow> = all
             .iter()
-            .filter(|r| &r.method == method && r.steps == *steps && &r.ablation == ablation)
+            .filter(|r| r.method == method && r.steps == steps)
             .collect();
-        let label = match steps {
-            0 => method.clone(),
-            s => format!("{method}({s})"),
-        };
+        let ablation = of_method.first().map_or("", |r| r.ablation.as_str());
+        let label = crate::circuit_graph::method_label(&method, steps);
         let _ = writeln!(out, "### {label}, {ablation} ablation\n");
         let scored: Vec<(f64, f64)> = of_method
             .iter()
@@ -158,11 +149,10 @@ pub fn render_section(
                 a.median_abs_error
             );
         }
-        of_method.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));
         out.push_str(
             "| edge | score | 95 % interval | normalized | exact |\n|---|---:|---|---:|---:|\n",
         );
-        for row in of_method.iter().take(top) {
+        for row in strongest(rows, (&method, steps), top) {
             let exact = row.exact.map_or("".to_string(), |e| format!("{e:+.4}"));
             let interval = match (row.ci_low, row.ci_high) {
                 (Some(low), Some(high)) => format!("[{low:+.4}, {high:+.4}]"),
@@ -177,4 +167,34 @@ pub fn render_section(
         out.push('\n');
     }
     out
+}
+
+/// The methods of the rows over every pair, in the order they first appear:
+/// (method, steps).
+pub fn methods_of(rows: &[EdgeRow]) -> Vec<(String, u32)> {
+    let mut methods: Vec<(String, u32)> = Vec::new();
+    for row in rows.iter().filter(|r| r.scope == "all") {
+        if !methods
+            .iter()
+            .any(|(m, s)| *m == row.method && *s == row.steps)
+        {
+            methods.push((row.method.clone(), row.steps));
+        }
+    }
+    methods
+}
+
+/// A method's `top` strongest edges over every pair (the `all` rows), by |score|.
+pub fn strongest<'a>(
+    rows: &'a [EdgeRow],
+    (method, steps): (&str, u32),
+    top: usize,
+) -> Vec<&'a EdgeRow> {
+    let mut of_method: Vec<&EdgeRow> = rows
+        .iter()
+        .filter(|r| r.scope == "all" && r.method == method && r.steps == steps)
+        .collect();
+    of_method.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));
+    of_method.truncate(top);
+    of_method
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::columns::{numbers, texts};
 use super::{escape, Block, Section, TableBlock};
+use crate::circuit_graph::{method_label, place};
 
 /// One edge of the manifest's `circuit_top_edges`.
 struct TopEdge {
@@ -38,23 +39,6 @@ fn top_edges(manifest: &Value) -> Vec<TopEdge> {
             })
         })
         .collect()
-}
-
-/// (column, row) of a node: the input in column 0, layer `l` in column `l + 1`, the
-/// logits last; heads in rows 0.., the MLP in row `n_heads`.
-fn place(node: &str, n_layers: usize, n_heads: usize) -> Option<(f64, f64)> {
-    let mid = n_heads as f64 / 2.0;
-    match node {
-        "input" => Some((0.0, mid)),
-        "logits" => Some((n_layers as f64 + 1.0, mid)),
-        _ => match node.strip_prefix('m') {
-            Some(layer) => Some((layer.parse::<f64>().ok()? + 1.0, n_heads as f64)),
-            None => {
-                let (layer, head) = node.strip_prefix('a')?.split_once(".h")?;
-                Some((layer.parse::<f64>().ok()? + 1.0, head.parse().ok()?))
-            }
-        },
-    }
 }
 
 /// The first method's top edges as an SVG graph.
@@ -238,11 +222,10 @@ pub fn curves_section(frame: &DataFrame, manifest: &Value) -> Option<Section> {
         if scope[i].as_deref() != Some("all") || method[i].as_deref() == Some("file") {
             continue;
         }
-        let steps = steps[i].unwrap_or(0.0) as u32;
-        let label = match steps {
-            0 => method[i].clone().unwrap_or_default(),
-            s => format!("{}({s})", method[i].clone().unwrap_or_default()),
-        };
+        let label = method_label(
+            method[i].as_deref().unwrap_or_default(),
+            steps[i].unwrap_or(0.0) as u32,
+        );
         let name = format!("{label} · {}", ablation[i].clone().unwrap_or_default());
         let point = (
             fraction[i].unwrap_or(f64::NAN),

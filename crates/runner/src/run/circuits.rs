@@ -16,8 +16,9 @@ use crate::experiment::{CircuitSpec, Experiment};
 use crate::options::RunOptions;
 use crate::validate::PairPlan;
 use crate::RunnerError;
-use actpatch_report::circuit_graph::{CircuitGraph, DrawnEdge};
+use actpatch_report::circuit_graph::{method_label, CircuitGraph, DrawnEdge};
 use actpatch_report::curves::Areas;
+use actpatch_report::edges::{methods_of, strongest};
 
 /// What the circuit stage wrote, for the report and the manifest.
 pub struct CircuitOutcome {
@@ -35,26 +36,12 @@ pub struct CircuitOutcome {
 impl CircuitOutcome {
     /// Each method's `top` strongest edges over every pair, the first method first.
     pub fn top_edges(&self) -> Vec<crate::manifest::TopEdge> {
-        let mut methods: Vec<(&str, u32)> = Vec::new();
-        for row in self.rows.iter().filter(|r| r.scope == "all") {
-            if !methods.contains(&(row.method.as_str(), row.steps)) {
-                methods.push((row.method.as_str(), row.steps));
-            }
-        }
         let mut top = Vec::new();
-        for (method, steps) in methods {
-            let mut of_method: Vec<&EdgeRow> = (self.rows.iter())
-                .filter(|r| r.scope == "all" && r.method == method && r.steps == steps)
-                .collect();
-            of_method.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));
-            let label = match steps {
-                0 => method.to_string(),
-                s => format!("{method}({s})"),
-            };
+        for (method, steps) in methods_of(&self.rows) {
+            let label = method_label(&method, steps);
             top.extend(
-                of_method
+                strongest(&self.rows, (&method, steps), self.top)
                     .into_iter()
-                    .take(self.top)
                     .map(|r| crate::manifest::TopEdge {
                         method: label.clone(),
                         sender: r.sender.clone(),
@@ -353,10 +340,11 @@ fn write_circuit_files(
     let dir = create_subfolder(run_dir, "circuits")?;
     let mut files = Vec::new();
     for s in scored.iter().filter(|s| s.edges.len() == graph.edges.len()) {
-        let name = match s.method.steps() {
-            0 => format!("{}.{}.json", s.method.name(), ablation.name()),
-            steps => format!("{}-{steps}.{}.json", s.method.name(), ablation.name()),
-        };
+        let name = format!(
+            "{}.{}.json",
+            circuit_curves::file_stem(s.method),
+            ablation.name()
+        );
         let mean = actpatch_circuits::mean_scores(&s.per_pair);
         let text = actpatch_circuits::json::graph_json(graph, &mean, None);
         actpatch_report::atomic::write_bytes_atomic(&dir.join(&name), text.as_bytes())
@@ -374,26 +362,21 @@ fn draw_circuit(
     rows: &[EdgeRow],
     top: usize,
 ) -> Result<Vec<String>, RunnerError> {
-    let Some(first) = rows.iter().find(|r| r.scope == "all") else {
+    let Some((method, steps)) = methods_of(rows).into_iter().next() else {
         return Ok(Vec::new());
     };
-    let mut of_method: Vec<&EdgeRow> = rows
-        .iter()
-        .filter(|r| r.scope == "all" && r.method == first.method && r.steps == first.steps)
-        .collect();
-    of_method.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));
+    let of_method = strongest(rows, (&method, steps), top);
     let drawing = CircuitGraph {
         title: format!(
             "{}: the {} strongest edges ({})",
             experiment.experiment.name,
-            top.min(of_method.len()),
-            first.method
+            of_method.len(),
+            method
         ),
         n_layers: graph.n_layers,
         n_heads: graph.n_heads,
         edges: of_method
             .iter()
-            .take(top)
             .map(|r| DrawnEdge {
                 sender: r.sender.clone(),
                 receiver: r.receiver.clone(),

@@ -19,6 +19,19 @@ check experiment *args:
 test:
     cargo test --workspace
 
+# mdbook is pinned and installed into .cache/mdbook/ on first use (scripts/install-mdbook.sh);
+# scripts/check-docs.py checks every link, image, anchor and shell-block tag of README.md and docs/src/.
+# Build the guide (an mdBook in docs/) into target/book/ and check it.
+docs:
+    scripts/install-mdbook.sh
+    .cache/mdbook/bin/mdbook build docs
+    python3 scripts/check-docs.py
+
+# `scripts/test-doc-commands.sh --dry-run` lists the blocks without running them.
+# Run every plain `sh` block of README.md and the guide, in order, offline on the fixtures.
+test-docs:
+    scripts/test-doc-commands.sh
+
 # Every table of a fixture run read with pandas, pyarrow, polars and duckdb (pinned,
 # in a venv under .cache/), and cells.parquet written back by each accepted by compare.
 test-interop:
@@ -32,7 +45,7 @@ test-browser:
 report dir:
     cargo run --quiet -p actpatch-runner -- report {{dir}}
 
-# A PNG of a run's report.html as Chromium shows it: `just screenshot RUN_DIR docs/report.png`.
+# A PNG of a run's report.html as Chromium shows it: `just screenshot RUN_DIR docs/src/images/report-smollm2.png`.
 screenshot run_dir out:
     ACTPATCH_SCREENSHOT_RUN={{run_dir}} ACTPATCH_SCREENSHOT_OUT={{absolute_path(out)}} cargo test -p actpatch-runner --test browser -- --ignored --nocapture screenshot_of_a_run
 

@@ -32,7 +32,7 @@
 #
 # Usage: scripts/gpu-check.sh [BUNDLE_DIR]   (default dist/gpu-bundle)
 # GPU_CHECK_DEVICE=cpu rehearses every step on the CPU (on a machine without a GPU,
-# with the toolchain's libraries and the link stub on LD_LIBRARY_PATH: see README).
+# with the toolchain's libraries and the link stub on LD_LIBRARY_PATH: see docs/src/gpu.md).
 set -uo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

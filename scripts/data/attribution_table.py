@@ -1,4 +1,4 @@
-"""The README's table of attribution accuracy on SmolLM2, from a run's attribution.parquet.
+"""The guide's table of attribution accuracy on SmolLM2 (docs/src/methods/attribution.md), from a run's attribution.parquet.
 
     python3 scripts/data/attribution_table.py results/smollm2_attribution/<run id>/attribution.parquet
 

@@ -83,7 +83,8 @@ prepend_bos = true
 # {ranking}
 # The k and v receivers are their key/value heads (9 query heads share 3 key/value
 # heads in SmolLM2; query head h reads key/value head h // 3).
-# What the run finds is in the README ("Path patching").
+# What the run finds is in the guide (docs/src/findings.md, "Indirect object
+# identification: path patching on SmolLM2").
 # Run with `just run experiments/smollm2/ioi.toml`.
 
 [experiment]

@@ -3,7 +3,7 @@
 //! `scripts/reference/smollm2_reference.py` (the same file loaded with `gguf_file=`,
 //! dequantized to f32, `<|im_start|>` first; the versions are in the file).
 //!
-//! Needs the file (see README); run with
+//! Needs the file (`just fetch-smollm2`, see docs/src/models-offline.md); run with
 //! `cargo test -p actpatch-model --test real_smollm2 -- --ignored`. The path is
 //! `ACTPATCH_SMOLLM2_GGUF`, by default `<repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf`.
 

@@ -53,8 +53,8 @@ enum Command {
     ///
     /// On a cluster: `--shard i/n --run-id ID` runs shard i of n into <out>/ID/;
     /// a Slurm array task or a Kubernetes Indexed Job pod (with --shards n) finds its
-    /// shard in the environment. The last shard to finish merges the run (README:
-    /// "Running on a cluster").
+    /// shard in the environment. The last shard to finish merges the run (the guide:
+    /// docs/src/cluster.md).
     Run(RunArgs),
     /// Merge the shards of a sharded run into the run's tables, figures, report.md and
     /// report.html, exactly as a single-process run writes them.

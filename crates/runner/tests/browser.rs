@@ -5,7 +5,7 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver`: `just test-browser` (which `.ci/run`
 //! runs after installing them). `just screenshot RUN_DIR OUT.png` uses the same client
-//! for the README's picture.
+//! for the guide's picture (docs/src/images/report-smollm2.png).
 
 mod common;
 
@@ -208,7 +208,7 @@ fn circuit_sections_work_in_chromium() {
 }
 
 /// A screenshot of any run's page for the docs: `ACTPATCH_SCREENSHOT_RUN=RUN_DIR
-/// ACTPATCH_SCREENSHOT_OUT=docs/report.png`, hovering the last cell (last layer, final position).
+/// ACTPATCH_SCREENSHOT_OUT=docs/src/images/report-smollm2.png`, hovering the last cell (last layer, final position).
 #[test]
 #[ignore = "makes the README's screenshot: `just screenshot RUN_DIR OUT.png`"]
 fn screenshot_of_a_run() {

@@ -119,7 +119,7 @@ pub(crate) fn test_points_set() -> bool {
 }
 
 /// Test hooks, compiled only with the `test-hooks` feature (the runner's own tests
-/// enable it; see CONTRIBUTING in the README):
+/// enable it through their dev-dependency on this crate with the feature):
 ///
 /// - `ACTPATCH_PAUSE_AFTER_PAIR=N`: after the N-th swept pair is saved, the run waits
 ///   until the file named by `ACTPATCH_CONTINUE_FILE` exists (or 120 s pass), so a

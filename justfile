@@ -41,6 +41,18 @@ test-interop:
 test-browser:
     cargo test -p actpatch-runner --test browser -- --ignored --nocapture report_page_works_in_chromium circuit_sections_work_in_chromium
 
+# The Python package's abi3 wheel (CPython ≥ 3.10) into target/wheels/ (maturin, pinned in
+# scripts/python/requirements.txt; the workspace's dev profile and target folder, so after
+# `just test` only pyo3 and crates/python compile). `pip install target/wheels/actpatch-*.whl`.
+wheel:
+    scripts/wheel.sh
+
+# The wheel installed offline into a fresh venv, its pytest suite (crates/python/tests:
+# numbers against the goldens and the CLI, errors, Ctrl-C), then examples/walkthrough.ipynb
+# executed with nbclient (needs `just fetch-smollm2`; ACTPATCH_SKIP_NOTEBOOK=1 skips it).
+test-python:
+    scripts/test-python.sh
+
 # Re-render a run's report.html (or a comparison's compare.html) from its files.
 report dir:
     cargo run --quiet -p actpatch-runner -- report {{dir}}
@@ -99,6 +111,10 @@ bench *args:
 # Edge attribution on a random gpt2-small-shaped model: EAP and EAP-IG over all 32,491 edges of 16 IOI pairs, exact on the top 500, EAP on a 1,024-token prompt (the dev profile `just run` uses: nothing built twice).
 bench-circuits *args:
     cargo bench --profile dev -p actpatch-runner --bench circuits -- {{args}}
+
+# `Model.patch` from Python against the command line's sweep of the same SmolLM2 pair (needs `just fetch-smollm2`).
+bench-python *args:
+    scripts/bench-python.sh {{args}}
 
 # Build `actpatch` with CUDA (no GPU or system toolkit needed; CUDA 13.0 from PyPI into .cuda-venv/): target-cuda/, dist/cuda/actpatch, dist/cuda/actpatch.gz, dist/gpu-bundle/actpatch.xz. `--tests` also builds the test executables.
 build-cuda *args:

@@ -6,7 +6,9 @@
 //! - 1: the command could not finish or found nothing — a computation failed, an
 //!   output could not be written (a run keeps what it finished for `--resume`), no
 //!   pair passed validation, `merge` found shards missing, or `compare --fail-above`
-//!   was exceeded.
+//!   was exceeded;
+//! - 130: the caller stopped the run ([`crate::RunControl::stop`], Ctrl-C in Python);
+//!   it is resumable, like a run the command line's SIGINT ended.
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +60,11 @@ pub enum RunnerError {
     #[error("{0}")]
     ShardsMissing(String),
 
+    /// The caller asked the run to stop ([`crate::RunControl::stop`]; Ctrl-C in
+    /// Python). What was finished is kept.
+    #[error("the run was stopped before it finished; what was finished is kept: `actpatch run --resume {}` (or `actpatch.resume` in Python) finishes it", run_dir.display())]
+    Stopped { run_dir: PathBuf },
+
     #[error("no pair passed validation, so nothing was swept ({0}). See the reasons above, fix the pairs, or run with --no-validate to sweep them anyway.")]
     NoPairPassed(String),
 
@@ -73,7 +80,8 @@ pub enum RunnerError {
 }
 
 impl RunnerError {
-    /// The process's exit status for this error: 2 for bad input, 1 otherwise.
+    /// The process's exit status for this error: 2 for bad input, 130 for a stopped run,
+    /// 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             RunnerError::Input(_) | RunnerError::Model(_) | RunnerError::Read(_) => 2,
@@ -83,6 +91,7 @@ impl RunnerError {
             | RunnerError::NoPairPassed(_)
             | RunnerError::ShardsMissing(_)
             | RunnerError::ThresholdExceeded { .. } => 1,
+            RunnerError::Stopped { .. } => 130,
         }
     }
 

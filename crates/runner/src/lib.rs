@@ -12,10 +12,12 @@
 //! - [`outputs`]: tables, figures and `report.md`;
 //! - [`manifest`]: the typed `manifest.json`;
 //! - [`inspect`]: `compare`, `runs` and `report`, over finished runs;
+//! - [`control`]: watching and stopping a run from another thread (the Python package);
 //! - [`RunnerError`] and its exit codes.
 //!
 //! The binary (`src/main.rs`) is a thin command line over these.
 
+pub mod control;
 mod error;
 pub mod experiment;
 pub mod gaussian;
@@ -29,6 +31,7 @@ pub mod shard;
 pub mod validate;
 pub mod validate_gaussian;
 
+pub use control::RunControl;
 pub use error::RunnerError;
 pub use inspect::{compare, runs};
 pub use options::RunOptions;

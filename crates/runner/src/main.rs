@@ -292,6 +292,7 @@ fn run_command(args: RunArgs) -> Result<(), RunnerError> {
         run_id,
         shard,
         merge: !no_merge,
+        control: None,
     };
     let outcome = match (resume_dir, experiment) {
         (Some(dir), _) => resume(&dir, &options),

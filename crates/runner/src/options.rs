@@ -1,6 +1,9 @@
 //! The command-line choices of `actpatch run` and `actpatch check`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::control::RunControl;
 
 use crate::shard::ShardChoice;
 
@@ -28,6 +31,9 @@ pub struct RunOptions {
     pub shard: Option<ShardChoice>,
     /// A shard that finds every shard complete merges them (off: `--no-merge`).
     pub merge: bool,
+    /// Lets another thread watch the sweep's progress and stop the run (the Python
+    /// package); `None` on the command line.
+    pub control: Option<Arc<RunControl>>,
 }
 
 impl Default for RunOptions {
@@ -43,6 +49,7 @@ impl Default for RunOptions {
             run_id: None,
             shard: None,
             merge: true,
+            control: None,
         }
     }
 }

@@ -181,6 +181,7 @@ pub(super) fn run(
     let graph = Graph::of_model(model);
     let edge_pairs = edge_pairs_of(pairs);
     let mut scored = score_methods(model, &graph, &edge_pairs, (&methods, ablation), options)?;
+    options.stop_point(run_dir)?;
     if let Some(exact) = exact_run(
         model,
         &graph,
@@ -193,6 +194,7 @@ pub(super) fn run(
     )? {
         scored.push(exact);
     }
+    options.stop_point(run_dir)?;
     let rows = circuit_edges::edge_rows(
         experiment,
         model,

@@ -237,6 +237,7 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
         run_id: &run_id,
     };
     let swept = context.sweep_all(&to_sweep)?;
+    options.stop_point(&run_dir)?;
     let circuit = circuits::run(&model, experiment, options, (&run_id, &run_dir), &to_sweep)?;
     let t_swept = clock.elapsed().as_secs_f64();
 

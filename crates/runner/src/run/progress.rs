@@ -38,7 +38,12 @@ impl ProgressMode {
 /// A bar counting `total` cells.
 pub fn cells_bar(total: u64, mode: ProgressMode) -> ProgressBar {
     let (target, template) = match mode {
-        ProgressMode::Silent => return ProgressBar::hidden(),
+        ProgressMode::Silent => {
+            // Still counting, for a caller that watches it (`RunControl::progress`).
+            let bar = ProgressBar::hidden();
+            bar.set_length(total);
+            return bar;
+        }
         ProgressMode::Bar => (ProgressDrawTarget::stderr(), TERMINAL),
         ProgressMode::Lines => (
             ProgressDrawTarget::term_like(Box::new(PlainLines::default())),

@@ -48,6 +48,7 @@ impl SweepContext<'_> {
             to_sweep.len()
         ));
         let bar = cells_bar(total as u64, ProgressMode::detect(self.options.quiet));
+        self.options.watch(&bar);
         let partial = partial_dir(self.run_dir);
         std::fs::create_dir_all(&partial).map_err(|source| RunnerError::Write {
             source: Box::new(actpatch_report::ReportError::Write {
@@ -167,6 +168,8 @@ impl SweepContext<'_> {
             Some(_) => sweep_gaussian::sweep_gaussian(model, experiment, plan, options, bar)?,
             None => sweep_pair::sweep_pair(model, experiment, plan, options, bar)?,
         };
+        // A pair cut short by a stop request is not saved: a resumed run sweeps it.
+        self.options.stop_point(self.run_dir)?;
         let rows = cell_rows(
             self.experiment,
             self.model,

@@ -120,7 +120,9 @@ pub(crate) fn sweep_pair<'p>(
     options: &RunOptions,
     bar: &ProgressBar,
 ) -> Result<SweptPair<'p>, RunnerError> {
-    sweep_pair_batches(model, experiment, plan, (options, &|_| true), bar)
+    // Past a stop request no batch starts; the caller discards the pair's cells.
+    let keep = |_| !options.stop_requested();
+    sweep_pair_batches(model, experiment, plan, (options, &keep), bar)
 }
 
 /// The batches of `plan`'s sweep, in the order a whole sweep runs them, with their

@@ -149,6 +149,14 @@ impl<R> Column<R> {
         }
     }
 
+    /// Whether the row struct's field is an `Option` (a null is a value of its own).
+    pub fn optional(&self) -> bool {
+        matches!(
+            self.access,
+            Access::OptText(..) | Access::OptU32(..) | Access::OptF64(..)
+        )
+    }
+
     /// Whether the column may hold nulls. Non-nullable floats read nulls back as NaN.
     pub fn nullable(&self) -> bool {
         matches!(

@@ -34,7 +34,7 @@ const VERSION: &str = if cfg!(feature = "cuda") {
     version = VERSION,
     about,
     long_about,
-    after_long_help = "Examples:\n  actpatch check experiments/landmarks.toml      validate pairs and baselines only\n  actpatch run experiments/landmarks.toml        the whole experiment\n  actpatch run --resume results/landmarks/RUN    finish an interrupted run\n  actpatch run FILE --shard 0/4 --run-id sweep1  one of 4 shards (Slurm and Kubernetes: automatic)\n  actpatch merge results/landmarks/sweep1        merge the shards into one run\n  actpatch runs --concept landmarks              every run, as one table\n  actpatch compare RUN_A RUN_B --fail-above 1e-4 a regression check\n  actpatch report results/landmarks/RUN          re-render report.html\n\nThe experiment file, the patch kinds and the output tables are documented in README.md."
+    after_help = "The experiment file, the patch kinds and the output tables are documented in the guide (docs/, `just docs`); each command's --help has its own examples.\n\nExamples:\n  actpatch check experiments/smollm2/landmarks.toml   validate pairs and baselines only\n  actpatch run experiments/smollm2/landmarks.toml     the whole experiment\n  actpatch compare RUN_A RUN_B --fail-above 1e-4      a regression check"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,8 +46,6 @@ enum Command {
     /// Validate the pairs, run the sweeps, write tables, figures, report.md and
     /// report.html.
     ///
-    /// Example: actpatch run experiments/landmarks.toml
-    ///
     /// An interrupted run (killed, Ctrl-C) is marked "running" in its manifest;
     /// `actpatch run --resume RUN_DIR` finishes it.
     ///
@@ -55,6 +53,9 @@ enum Command {
     /// a Slurm array task or a Kubernetes Indexed Job pod (with --shards n) finds its
     /// shard in the environment. The last shard to finish merges the run (the guide:
     /// docs/src/cluster.md).
+    #[command(
+        after_help = "Examples:\n  actpatch run experiments/smollm2/country_capitals.toml      the whole experiment\n  actpatch run tests/fixtures/experiments/tiny.toml --out /tmp/runs   a tiny fixture, in seconds\n  actpatch run --resume results/landmarks/RUN                 finish an interrupted run"
+    )]
     Run(RunArgs),
     /// Merge the shards of a sharded run into the run's tables, figures, report.md and
     /// report.html, exactly as a single-process run writes them.
@@ -66,8 +67,9 @@ enum Command {
     ///
     /// Exit codes: 0 merged; 1 shards missing or unfinished (named; nothing merged);
     /// 2 not a sharded run, or shards of different runs.
-    ///
-    /// Example: actpatch merge results/landmarks/slurm-4711
+    #[command(
+        after_help = "Examples:\n  actpatch merge results/landmarks/slurm-4711     merge a Slurm array's shards\n  actpatch merge results/landmarks/sweep1 --quiet print only the run folder"
+    )]
     Merge {
         /// The run folder the shards wrote into (<out>/<run id>).
         run_dir: PathBuf,
@@ -76,8 +78,9 @@ enum Command {
         quiet: bool,
     },
     /// Validate the experiment file and every pair's baselines, without sweeping.
-    ///
-    /// Example: actpatch check experiments/landmarks.toml
+    #[command(
+        after_help = "Examples:\n  actpatch check experiments/smollm2/landmarks.toml                  every pair's tokens and baselines\n  actpatch check experiments/landmarks.toml --model-path /models/gpt2 a local copy instead of the hub"
+    )]
     Check {
         /// The experiment file.
         experiment: PathBuf,
@@ -95,8 +98,9 @@ enum Command {
     ///
     /// Exit codes: 0 done; 1 --fail-above exceeded; 2 bad input (missing run,
     /// table of another schema version).
-    ///
-    /// Example: actpatch compare results/landmarks/RUN_A results/landmarks/RUN_B --fail-above 1e-4
+    #[command(
+        after_help = "Examples:\n  actpatch compare results/landmarks/RUN_A results/landmarks/RUN_B --fail-above 1e-4   a regression check\n  actpatch compare results/landmarks/GPT2_RUN results/smollm2_landmarks/RUN --by-depth  two models\n  actpatch compare RUN_A/cells.parquet edited.parquet --no-figures                     a table written back by pandas"
+    )]
     Compare(CompareArgs),
     /// Re-render the page of a finished (or merged) run from its files: report.html
     /// from the run's tables and manifest.json. Given a folder written by `actpatch
@@ -105,8 +109,9 @@ enum Command {
     /// The page is self-contained (no network; opens from file://): baselines, an
     /// interactive heatmap per grid with selectors for pair/concept and kind, the
     /// summary sentences.
-    ///
-    /// Example: actpatch report results/landmarks/RUN
+    #[command(
+        after_help = "Examples:\n  actpatch report results/landmarks/RUN                 re-render report.html\n  actpatch report results/compare/RUN_A-vs-RUN_B        re-render compare.html"
+    )]
     Report {
         /// The run folder (or comparison folder).
         dir: PathBuf,
@@ -114,8 +119,9 @@ enum Command {
     /// List every run under DIR (default results/): run id, experiment, model, date,
     /// pairs passed/failed, cells, wall time, status. Runs that did not finish are
     /// shown as incomplete.
-    ///
-    /// Example: actpatch runs --concept landmarks --model gpt2
+    #[command(
+        after_help = "Examples:\n  actpatch runs                                   every run under results/\n  actpatch runs --concept landmarks --model gpt2  one concept's runs of one model"
+    )]
     Runs {
         /// The folder to search for runs.
         #[arg(default_value = "results")]

@@ -3,6 +3,7 @@
 //! ([`markdown`]). Every file is written atomically ([`atomic`]).
 
 pub mod accuracy;
+pub mod across;
 pub mod atomic;
 pub mod circuit_graph;
 pub mod compare_table;

@@ -44,6 +44,8 @@ pub struct RunReport {
     pub accuracy_figures: Vec<FigureSection>,
     /// The "Circuits" section (edge scores, [`crate::edges::render_section`]), or empty.
     pub circuits: String,
+    /// The "Across concepts" section ([`crate::across::render_section`]), or empty.
+    pub across: String,
 }
 
 /// One concept: its pairs, where its effect sits, its heatmaps with intervals.
@@ -84,23 +86,21 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into())
 }
 
+/// Pairs past which a report folds each pair's sentences under the concepts'.
+pub const PAIRS_SHOWN: usize = 6;
+
 impl RunReport {
     pub fn render(&self) -> String {
         let mut md = String::new();
         self.render_header(&mut md);
+        md.push_str(&self.across);
         self.render_concepts(&mut md);
         self.render_baselines(&mut md);
         self.render_references(&mut md);
         for note in &self.notes {
             let _ = writeln!(md, "{note}\n");
         }
-        if !self.summary.is_empty() {
-            md.push_str("## Summary\n\n");
-            for line in &self.summary {
-                let _ = writeln!(md, "- {line}");
-            }
-            md.push('\n');
-        }
+        self.render_summary(&mut md);
         let scatters: Vec<(String, String)> = (self.accuracy_figures.iter())
             .map(|f| (f.heading.clone(), f.image.clone()))
             .collect();
@@ -108,6 +108,31 @@ impl RunReport {
         md.push_str(&self.circuits);
         self.render_figures(&mut md);
         md
+    }
+
+    /// Each pair's sentences; folded under a one-line title when the report opens
+    /// with concepts and has more than [`PAIRS_SHOWN`] pairs.
+    fn render_summary(&self, md: &mut String) {
+        if self.summary.is_empty() {
+            return;
+        }
+        let fold = !self.concepts.is_empty() && self.baselines.len() > PAIRS_SHOWN;
+        md.push_str("## Summary\n\n");
+        if fold {
+            let _ = writeln!(
+                md,
+                "<details>\n<summary>Each pair's findings ({} pairs, {} sentences; the concepts' are above)</summary>\n",
+                self.baselines.len(),
+                self.summary.len()
+            );
+        }
+        for line in &self.summary {
+            let _ = writeln!(md, "- {line}");
+        }
+        md.push('\n');
+        if fold {
+            md.push_str("</details>\n\n");
+        }
     }
 
     fn render_header(&self, md: &mut String) {

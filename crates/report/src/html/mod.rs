@@ -41,6 +41,11 @@ pub enum Block {
     Text(String),
     /// A bulleted list, each item like [`Block::Text`].
     Bullets(Vec<String>),
+    /// A bulleted list folded under a one-line title (`<details>`), open on a click.
+    Folded {
+        title: String,
+        items: Vec<String>,
+    },
     Table(TableBlock),
     Heatmaps(GridSet),
     /// An inline SVG figure made by actpatch (its `<title>`s are the hover text).
@@ -187,6 +192,11 @@ fn render_block(html: &mut String, block: &Block, sets: &mut usize) {
                 let _ = writeln!(html, "<li>{}</li>", inline(item));
             }
             html.push_str("</ul>\n");
+        }
+        Block::Folded { title, items } => {
+            let _ = writeln!(html, "<details>\n<summary>{}</summary>", inline(title));
+            render_block(html, &Block::Bullets(items.clone()), sets);
+            html.push_str("</details>\n");
         }
         Block::Table(table) => {
             html.push_str("<div class=\"table\"><table>\n<thead><tr>");

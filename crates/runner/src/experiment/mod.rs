@@ -287,6 +287,30 @@ pub struct OutputSpec {
     pub dir: Option<PathBuf>,
     #[serde(default = "default_formats")]
     pub formats: Vec<FigureFormat>,
+    /// Which pairs get heatmap files of their own (the tables and report.html hold
+    /// every pair either way).
+    #[serde(default)]
+    pub pair_figures: PairFigures,
+}
+
+/// `[output] pair_figures`: which pairs' heatmaps are written as files.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PairFigures {
+    /// Every pair's.
+    All,
+    /// Every pair's in a run of at most [`PairFigures::ALL_UP_TO`] pairs; else, per
+    /// concept, the [`PairFigures::TOP_EACH`] pairs with the largest and as many with
+    /// the smallest clean − corrupted gap.
+    #[default]
+    Top,
+    /// None: only the concept figures.
+    None,
+}
+
+impl PairFigures {
+    pub const ALL_UP_TO: usize = 6;
+    pub const TOP_EACH: usize = 3;
 }
 
 fn default_formats() -> Vec<FigureFormat> {
@@ -298,6 +322,7 @@ impl Default for OutputSpec {
         OutputSpec {
             dir: None,
             formats: default_formats(),
+            pair_figures: PairFigures::default(),
         }
     }
 }

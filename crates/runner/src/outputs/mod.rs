@@ -69,8 +69,8 @@ impl SweptPair<'_> {
         }
     }
 
-    /// `token_position` labels of the target positions of `direction`, each with the
-    /// clean token it stands for (`·` where none is).
+    /// The axis labels of the target positions of `direction`: the clean token each
+    /// stands for (`·` where none is) and its role (`" Colosseum · subject.last"`).
     pub fn labels(&self, direction: Direction) -> Vec<String> {
         let n_target = match direction {
             Direction::Denoising => self.plan.corrupted_tokens.len(),
@@ -79,18 +79,25 @@ impl SweptPair<'_> {
         // Noised positions are starred, as in ROME's figures.
         let noised =
             |j: usize| (self.plan.gaussian.as_ref()).is_some_and(|g| g.subject.contains(&j));
+        // The token's role names the position across the concept's pairs; its index
+        // where it has none.
+        let role = |j: usize| match self.plan.role(direction, j) {
+            Some(role) if !role.is_empty() => role.to_string(),
+            _ => j.to_string(),
+        };
         (0..n_target)
             .map(|j| match self.clean_position(direction, j) {
                 Some(c) => format!(
-                    "{}{}_{j}",
+                    "{}{} · {}",
                     self.plan
                         .clean_str
                         .get(c)
                         .map(String::as_str)
                         .unwrap_or("?"),
-                    if noised(j) { "*" } else { "" }
+                    if noised(j) { "*" } else { "" },
+                    role(j)
                 ),
-                None => format!("·_{j}"),
+                None => format!("· · {}", role(j)),
             })
             .collect()
     }
@@ -200,6 +207,7 @@ pub fn write_outputs(
     }
     laps.lap(|t| &mut t.statistics);
     let concept_sections = concept_sections(experiment, run_dir, plans, &table)?;
+    let across = across_concepts(run_dir, &formats, &concept_sections, &concept_rows)?;
     laps.lap(|t| &mut t.figures);
     let notes = [drawn.notes, notes::run_notes(plans)].concat();
     let report = RunReport {
@@ -224,6 +232,7 @@ pub fn write_outputs(
         accuracy,
         accuracy_figures,
         circuits: circuit_section.unwrap_or_default().to_string(),
+        across,
     };
     actpatch_report::atomic::write_bytes_atomic(
         &run_dir.join("report.md"),
@@ -243,7 +252,15 @@ fn concept_sections(
     let formats = &experiment.output.formats;
     let directions = experiment.sweep.direction.directions();
     let mut sections = Vec::new();
-    for concept in table.n_pairs.keys() {
+    // The concepts in the order their first pair has in the file (the course's order
+    // in `assignment.toml`).
+    let mut concepts: Vec<&String> = (plans.iter())
+        .map(|p| &p.spec.concept)
+        .filter(|c| table.n_pairs.contains_key(*c))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    concepts.retain(|c| seen.insert(*c));
+    for concept in concepts {
         let of_concept: Vec<&PairPlan> = (plans.iter())
             .filter(|p| &p.spec.concept == concept && !p.reference())
             .collect();
@@ -263,6 +280,32 @@ fn concept_sections(
         });
     }
     Ok(sections)
+}
+
+/// The "Across concepts" section of a run of two or more concepts, and its figure
+/// (`figures/across_concepts.*`); empty otherwise.
+fn across_concepts(
+    run_dir: &Path,
+    formats: &[ImageFormat],
+    sections: &[ConceptSection],
+    rows: &[actpatch_report::ConceptRow],
+) -> Result<String, ReportError> {
+    let order: Vec<String> = sections.iter().map(|s| s.concept.clone()).collect();
+    let flows = actpatch_report::across::flows(rows, &order);
+    if flows.len() < 2 {
+        return Ok(String::new());
+    }
+    let plot = actpatch_report::across::AcrossPlot { flows: &flows };
+    let mut figure = None;
+    for format in formats {
+        let name = format!("figures/across_concepts.{}", format.extension());
+        plot.save(&run_dir.join(&name), *format)?;
+        figure.get_or_insert(name);
+    }
+    Ok(actpatch_report::across::render_section(
+        &flows,
+        figure.as_deref(),
+    ))
 }
 
 /// Why pairs failed, by the first sentence of each reason, most frequent first.

@@ -7,7 +7,7 @@ use actpatch_patching::{path, CellIndex, CellResult, Direction, PatchKind};
 use actpatch_report::{FigureSection, Heatmap, ImageFormat, ReportError};
 use rayon::prelude::*;
 
-use crate::experiment::{Experiment, FigureFormat};
+use crate::experiment::{Experiment, FigureFormat, PairFigures};
 use crate::outputs::figures::heatmap;
 use crate::outputs::summary::{kind_sentence, top_cells};
 use crate::outputs::SweptPair;
@@ -124,12 +124,15 @@ pub(crate) fn draw_all(
     let formats = &experiment.output.formats;
     let labels: Vec<String> = experiment.sweep.paths.iter().map(|p| p.label()).collect();
     let grids = GridKey::all(&experiment.sweep.kinds, &labels);
-    let jobs: Vec<PairGrids> = (swept.iter())
-        .flat_map(|pair| {
-            (experiment.sweep.direction.directions().into_iter()).map(|direction| PairGrids {
+    let grids = grids.as_slice();
+    let with_files = pairs_with_figures(experiment.output.pair_figures, swept);
+    let jobs: Vec<PairGrids> = (swept.iter().zip(with_files))
+        .flat_map(|(pair, files)| {
+            (experiment.sweep.direction.directions().into_iter()).map(move |direction| PairGrids {
                 pair,
                 direction,
-                grids: &grids,
+                grids,
+                files,
             })
         })
         .collect();
@@ -153,11 +156,52 @@ pub(crate) fn draw_all(
     Ok(drawn)
 }
 
+/// Which of `swept` get figure files of their own under `choice` (in their order).
+fn pairs_with_figures(choice: PairFigures, swept: &[SweptPair]) -> Vec<bool> {
+    match choice {
+        PairFigures::All => return vec![true; swept.len()],
+        PairFigures::None => return vec![false; swept.len()],
+        PairFigures::Top if swept.len() <= PairFigures::ALL_UP_TO => {
+            return vec![true; swept.len()]
+        }
+        PairFigures::Top => {}
+    }
+    let mut chosen = vec![false; swept.len()];
+    let mut concepts: Vec<&str> = swept.iter().map(|p| p.plan.spec.concept.as_str()).collect();
+    concepts.dedup();
+    concepts.sort_unstable();
+    concepts.dedup();
+    for concept in concepts {
+        // The concept's pairs by their clean − corrupted gap, largest first.
+        let mut by_gap: Vec<(usize, f64)> = (swept.iter().enumerate())
+            .filter(|(_, p)| p.plan.spec.concept == concept)
+            .map(|(i, p)| {
+                let gap = (p.plan.baseline())
+                    .map(|b| b.clean_logit_diff - b.corrupted_logit_diff)
+                    .unwrap_or(f64::NAN);
+                (i, gap)
+            })
+            .collect();
+        by_gap.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let each = PairFigures::TOP_EACH;
+        let ends = by_gap
+            .iter()
+            .take(each)
+            .chain(by_gap.iter().rev().take(each));
+        for &(i, _) in ends {
+            chosen[i] = true;
+        }
+    }
+    chosen
+}
+
 /// A pair's grids in one direction.
 struct PairGrids<'a> {
     pair: &'a SweptPair<'a>,
     direction: Direction,
     grids: &'a [GridKey<'a>],
+    /// Whether its figures are written as files (its sentences are written either way).
+    files: bool,
 }
 
 impl PairGrids<'_> {
@@ -190,7 +234,11 @@ impl PairGrids<'_> {
                 map.colorbar_label = format!("normalized {}", gaussian.metric_label());
             }
             let stem = format!("{name}_{direction}_{what}");
-            if let Some(image) = save_figure(run_dir, &stem, &map, formats)? {
+            let saved = match self.files {
+                true => save_figure(run_dir, &stem, &map, formats)?,
+                false => None,
+            };
+            if let Some(image) = saved {
                 let details = match std::mem::take(&mut first) {
                     true => {
                         let traced = pair.plan.gaussian.as_ref().map(|g| g.metric_label());

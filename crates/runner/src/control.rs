@@ -1,5 +1,5 @@
 //! Watching and stopping a run from another thread: what the Python package's
-//! progress bar reads and what its Ctrl-C sets ([`RunOptions::control`]).
+//! progress bar reads and what its Ctrl-C sets ([`crate::RunOptions::control`]).
 //!
 //! The command line needs none of this: SIGINT ends the process, and the run folder it
 //! leaves is resumable. A caller that runs a sweep on a thread of its own (a notebook
@@ -7,14 +7,10 @@
 //! the batch under way, other work after the pair or stage under way, and the run folder
 //! is left as an interrupted run's, for [`crate::resume`].
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use indicatif::ProgressBar;
-
-use crate::options::RunOptions;
-use crate::RunnerError;
 
 /// Shared between a run and the thread that watches it.
 #[derive(Debug, Default)]
@@ -46,30 +42,6 @@ impl RunControl {
     pub(crate) fn watch(&self, bar: &ProgressBar) {
         if let Ok(mut slot) = self.bar.lock() {
             *slot = Some(bar.clone());
-        }
-    }
-}
-
-impl RunOptions {
-    /// Whether the caller asked the run to stop.
-    pub(crate) fn stop_requested(&self) -> bool {
-        self.control.as_ref().is_some_and(|c| c.stop_requested())
-    }
-
-    /// [`RunnerError::Stopped`] when the caller asked the run in `run_dir` to stop.
-    pub(crate) fn stop_point(&self, run_dir: &Path) -> Result<(), RunnerError> {
-        match self.stop_requested() {
-            true => Err(RunnerError::Stopped {
-                run_dir: run_dir.to_path_buf(),
-            }),
-            false => Ok(()),
-        }
-    }
-
-    /// Lets the caller read `bar`'s count.
-    pub(crate) fn watch(&self, bar: &ProgressBar) {
-        if let Some(control) = &self.control {
-            control.watch(bar);
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The command-line choices of `actpatch run` and `actpatch check`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::control::RunControl;
+use indicatif::ProgressBar;
 
+use crate::control::RunControl;
 use crate::shard::ShardChoice;
+use crate::RunnerError;
 
 /// Command-line choices that override or extend the experiment file.
 #[derive(Debug, Clone)]
@@ -59,6 +61,30 @@ impl RunOptions {
     pub(crate) fn say(&self, text: impl AsRef<str>) {
         if !self.quiet {
             eprintln!("{}", text.as_ref());
+        }
+    }
+}
+
+impl RunOptions {
+    /// Whether the caller asked the run to stop.
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.control.as_ref().is_some_and(|c| c.stop_requested())
+    }
+
+    /// [`RunnerError::Stopped`] when the caller asked the run in `run_dir` to stop.
+    pub(crate) fn stop_point(&self, run_dir: &Path) -> Result<(), RunnerError> {
+        match self.stop_requested() {
+            true => Err(RunnerError::Stopped {
+                run_dir: run_dir.to_path_buf(),
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// Lets the caller read `bar`'s count.
+    pub(crate) fn watch(&self, bar: &ProgressBar) {
+        if let Some(control) = &self.control {
+            control.watch(bar);
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod circuits;
 mod columns;
 pub mod compare_page;
+mod findings;
 pub mod grid;
 pub mod run_page;
 

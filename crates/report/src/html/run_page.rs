@@ -10,6 +10,7 @@ use polars::prelude::*;
 use serde_json::Value;
 
 use super::columns::{numbers, texts};
+use super::findings::{self, Summary};
 use super::grid::{facet_title as title, grids, ColumnKey, LongCell};
 use super::{Block, GridSet, Page, Section, TableBlock};
 use crate::summary::{kind_sentence, mean_cells, shared_labels, Spot};
@@ -517,13 +518,6 @@ fn baselines_section(baselines: &[BaselineRow]) -> Section {
     }
 }
 
-/// What the Summary says: the concepts' sentences (from the means over their pairs),
-/// then each pair's.
-struct Summary {
-    concepts: Vec<String>,
-    pairs: Vec<String>,
-}
-
 /// The summary sentences of every pair's grids and of every concept (the means over
 /// its pairs), and for a run without `concepts.parquet` the concept means' cells,
 /// direction by direction.
@@ -563,59 +557,6 @@ fn summaries(files: &RunFiles) -> (Summary, Vec<LongCell>) {
     (summary, means)
 }
 
-/// "Across concepts" for a run of two or more concepts ([`crate::across`]).
-fn across_section(files: &RunFiles) -> Option<Section> {
-    let frame = files.concepts.as_ref()?;
-    let rows = crate::schema::rows(&crate::tables::CONCEPTS, frame).ok()?;
-    let order: Vec<String> = ordered(files.cells.iter().map(|c| &c.concept))
-        .into_iter()
-        .cloned()
-        .collect();
-    let flows = crate::across::flows(&rows, &order);
-    if flows.len() < 2 {
-        return None;
-    }
-    let (columns, rows) = crate::across::table(&flows);
-    Some(Section {
-        heading: "Across concepts".into(),
-        blocks: vec![
-            Block::Text(crate::across::explanation()),
-            Block::Table(TableBlock { columns, rows }),
-        ],
-    })
-}
-
-/// Pairs past which their sentences are folded under the concepts'.
-const PAIRS_SHOWN: usize = 6;
-
-/// The Summary: the concepts first; each pair's sentences after them, folded when the
-/// run has concepts and more than [`PAIRS_SHOWN`] pairs.
-fn summary_section(summary: Summary, n_pairs: usize) -> Option<Section> {
-    let Summary { concepts, pairs } = summary;
-    let mut blocks = Vec::new();
-    if !concepts.is_empty() {
-        blocks.push(Block::Bullets(concepts.clone()));
-    }
-    match (
-        concepts.is_empty() || n_pairs <= PAIRS_SHOWN,
-        pairs.is_empty(),
-    ) {
-        (_, true) => {}
-        (true, false) => blocks.push(Block::Bullets(pairs)),
-        (false, false) => blocks.push(Block::Folded {
-            title: format!(
-                "Each pair's findings ({n_pairs} pairs, {} sentences)",
-                pairs.len()
-            ),
-            items: pairs,
-        }),
-    }
-    (!blocks.is_empty()).then(|| Section {
-        heading: "Summary".into(),
-        blocks,
-    })
-}
-
 /// The whole page.
 pub fn run_page(files: &RunFiles) -> Page {
     let (summary, means) = summaries(files);
@@ -641,8 +582,14 @@ pub fn run_page(files: &RunFiles) -> Page {
 
     let mut sections = Vec::new();
     let n_pairs = ordered(files.cells.iter().map(|c| &c.pair)).len();
-    sections.extend(across_section(files));
-    sections.extend(summary_section(summary, n_pairs));
+    if let Some(concepts) = &files.concepts {
+        let order: Vec<String> = (ordered(files.cells.iter().map(|c| &c.concept)))
+            .into_iter()
+            .cloned()
+            .collect();
+        sections.extend(findings::across_section(concepts, &order));
+    }
+    sections.extend(findings::summary_section(summary, n_pairs));
     if !heatmaps.is_empty() {
         sections.push(Section {
             heading: "Heatmaps".into(),

@@ -188,12 +188,7 @@ pub fn write_outputs(
         )?;
     }
     laps.lap(|t| &mut t.tables);
-    let formats: Vec<ImageFormat> = (experiment.output.formats.iter())
-        .map(|f| match f {
-            FigureFormat::Png => ImageFormat::Png,
-            FigureFormat::Svg => ImageFormat::Svg,
-        })
-        .collect();
+    let formats = image_formats(&experiment.output.formats);
     let accuracy_figures = accuracy_figures::accuracy_figures(&paired, run_dir, &formats)?;
     // Figures and concepts show one method's cells: exact where it ran.
     let drawn_pairs = drawn_cells(experiment, swept);
@@ -240,6 +235,16 @@ pub fn write_outputs(
     )?;
     laps.lap(|t| &mut t.report);
     Ok((cells.len(), laps.timings))
+}
+
+/// The image formats of `[output] formats`.
+fn image_formats(formats: &[FigureFormat]) -> Vec<ImageFormat> {
+    (formats.iter())
+        .map(|f| match f {
+            FigureFormat::Png => ImageFormat::Png,
+            FigureFormat::Svg => ImageFormat::Svg,
+        })
+        .collect()
 }
 
 /// One report section per concept with swept pairs: its pairs, findings and figures.

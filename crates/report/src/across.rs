@@ -235,6 +235,7 @@ impl Drawing for AcrossPlot<'_> {
             .configure_mesh()
             .x_desc("layer")
             .y_desc("mean normalized effect")
+            .x_label_formatter(&|layer| format!("{layer:.0}"))
             .label_style((FONT, 12))
             .axis_desc_style((FONT, 13))
             .light_line_style(WHITE)

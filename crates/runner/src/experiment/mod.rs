@@ -310,7 +310,7 @@ pub enum PairFigures {
 
 impl PairFigures {
     pub const ALL_UP_TO: usize = 6;
-    pub const TOP_EACH: usize = 3;
+    pub const TOP_EACH: usize = 2;
 }
 
 fn default_formats() -> Vec<FigureFormat> {

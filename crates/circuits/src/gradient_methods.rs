@@ -5,7 +5,7 @@ use actpatch_hooks::{BlockSite, HookPoint};
 use actpatch_model::HookedTransformer;
 use candle_core::Tensor;
 
-use crate::gradients::{receiver_gradients, GradRow};
+use crate::gradients::{receiver_products, GradRow};
 use crate::graph::{Graph, Sender};
 use crate::runs::PairRuns;
 use crate::senders::SenderRun;
@@ -38,11 +38,12 @@ pub(crate) fn gradient_scores(
             _ => rows.push(plain(&pair.clean)),
         }
     }
-    let grads = receiver_gradients(model, graph, &rows)?;
-    runs.iter()
-        .zip(&grads)
-        .map(|(runs, grad)| edge_scores(graph, &runs.delta, grad, None))
-        .collect()
+    let deltas: Vec<&Tensor> = runs.iter().map(|r| &r.delta).collect();
+    let products = receiver_products(model, graph, &rows, &deltas)?;
+    Ok(products
+        .iter()
+        .map(|products| edge_scores(graph, products, None))
+        .collect())
 }
 
 /// The library's input interpolation: rows of the clean prompt whose token embeddings
@@ -111,10 +112,11 @@ pub(crate) fn ig_activations(
             });
         }
     }
-    let grads = receiver_gradients(model, graph, &rows)?;
+    let deltas = vec![delta; groups.len()];
+    let products = receiver_products(model, graph, &rows, &deltas)?;
     let mut scores = vec![0f32; graph.edges.len()];
-    for ((_, senders, _), grad) in groups.iter().zip(&grads) {
-        let group_scores = edge_scores(graph, delta, grad, Some(senders))?;
+    for ((_, senders, _), products) in groups.iter().zip(&products) {
+        let group_scores = edge_scores(graph, products, Some(senders));
         for (s, g) in scores.iter_mut().zip(group_scores) {
             *s += g;
         }
@@ -122,32 +124,16 @@ pub(crate) fn ig_activations(
     Ok(scores)
 }
 
-/// `Δ_s · g_r` for every edge (only those from `senders` when given; 0 elsewhere):
-/// `delta` `[sender, pos, d_model]`, `grads` `[receiver, pos, d_model]`.
-fn edge_scores(
-    graph: &Graph,
-    delta: &Tensor,
-    grads: &[Tensor],
-    senders: Option<&[usize]>,
-) -> Result<Vec<f32>> {
-    let (n_senders, pos, d_model) = delta.dims3()?;
-    let delta = delta.reshape((n_senders, pos * d_model))?;
-    // Block by block (no copy of every receiver's gradient in one tensor).
-    let blocks = grads
-        .iter()
-        .map(|block| {
-            let n = block.dim(0)?;
-            let block = block.reshape((n, pos * d_model))?;
-            Ok(delta.matmul(&block.t()?)?) // [sender, receivers of the block]
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let products = Tensor::cat(&blocks, 1)?.to_vec2::<f32>()?; // [sender, receiver]
-    Ok(graph
+/// `Δ_s · g_r` for every edge from `products` (`[sender][receiver]` row-major, of
+/// [`receiver_products`]); only the edges from `senders` when given, 0 elsewhere.
+fn edge_scores(graph: &Graph, products: &[f32], senders: Option<&[usize]>) -> Vec<f32> {
+    let n_receivers = graph.receivers.len();
+    graph
         .edges
         .iter()
         .map(|e| match senders {
             Some(list) if !list.contains(&e.sender) => 0.0,
-            _ => products[e.sender][e.receiver],
+            _ => products[e.sender * n_receivers + e.receiver],
         })
-        .collect())
+        .collect()
 }

@@ -382,9 +382,33 @@ impl HookedTransformer {
         inputs: Option<&ReceiverInputs>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
+        self.block_edges_with(layer, resid_pre, inputs, hooks, Kernels::Fused)
+    }
+
+    /// [`HookedTransformer::block_edges`] with the kernels gradients can be taken
+    /// through: one block of a pass differentiated block by block (the gradient
+    /// passes of `actpatch-circuits`, which keep one block's graph at a time).
+    pub fn block_edges_differentiable(
+        &self,
+        layer: usize,
+        resid_pre: Tensor,
+        inputs: Option<&ReceiverInputs>,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.block_edges_with(layer, resid_pre, inputs, hooks, Kernels::Differentiable)
+    }
+
+    fn block_edges_with(
+        &self,
+        layer: usize,
+        resid_pre: Tensor,
+        inputs: Option<&ReceiverInputs>,
+        hooks: &mut Hooks,
+        kernels: Kernels,
+    ) -> Result<Tensor> {
         self.check_layer(layer)?;
         let (_, pos, _) = resid_pre.dims3()?;
-        let frame = self.arch.frame(0, pos, resid_pre.device())?;
+        let frame = (self.arch.frame(0, pos, resid_pre.device())?).with_kernels(kernels);
         match inputs {
             Some(receivers) => {
                 (self.arch).block_forward_edges(layer, resid_pre, &frame, receivers, hooks)

@@ -5,8 +5,9 @@ use actpatch_hooks::{BlockSite, HookPoint};
 use actpatch_model::HookedTransformer;
 use candle_core::Tensor;
 
-use crate::gradients::{receiver_products, GradRow};
+use crate::gradients::GradRow;
 use crate::graph::{Graph, Sender};
+use crate::products::receiver_products;
 use crate::runs::PairRuns;
 use crate::senders::SenderRun;
 use crate::{EdgePair, Method, Result};

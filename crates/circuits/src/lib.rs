@@ -31,10 +31,12 @@ mod evaluate;
 mod exact;
 pub mod faithfulness;
 mod gradient_methods;
+mod gradient_passes;
 mod gradients;
 pub mod graph;
 pub mod json;
 mod method;
+mod products;
 mod runs;
 mod senders;
 

@@ -1,0 +1,223 @@
+//! The edge products `Δ_s · ḡ_r` of every sender and receiver, per group of rows: the
+//! receivers' gradients of each pass ([`crate::gradient_passes`]) contracted with the
+//! senders' deltas.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+
+use actpatch_model::HookedTransformer;
+use candle_core::Tensor;
+
+use crate::gradient_passes::{pass_by_blocks, pass_whole};
+use crate::gradients::GradRow;
+use crate::graph::Graph;
+use crate::{CircuitError, Result};
+
+/// Rows × positions per pass: the split inputs keep a copy of the residual stream per
+/// head and input in the graph until the backward pass.
+const ROW_POSITIONS_PER_PASS: usize = 256;
+
+/// Per group of rows (numbered from 0), the products `Δ_s · ḡ_r` of every sender `s`
+/// and receiver `r`, `[sender][receiver]` row-major: `ḡ_r` is the mean over the group's
+/// rows of the gradient at the receiver's input, `Δ_s` the group's `deltas` entry
+/// `[sender, pos, d_model]`. Rows of one length run together in batches; each
+/// receiver block's gradients are summed over a group's rows in the batch and
+/// contracted with its deltas as soon as they are computed, so no receiver's gradient
+/// outlives its block (a 1,024-token prompt's would take GBs).
+pub fn receiver_products(
+    model: &HookedTransformer,
+    graph: &Graph,
+    rows: &[GradRow],
+    deltas: &[&Tensor],
+) -> Result<Vec<Vec<f32>>> {
+    products_with(model, graph, (rows, deltas), ROW_POSITIONS_PER_PASS)
+}
+
+/// [`receiver_products`], differentiating passes of more than `by_blocks_above` rows ×
+/// positions block by block.
+fn products_with(
+    model: &HookedTransformer,
+    graph: &Graph,
+    (rows, deltas): (&[GradRow], &[&Tensor]),
+    by_blocks_above: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let n_groups = rows.iter().map(|r| r.group + 1).max().unwrap_or(0);
+    if deltas.len() < n_groups {
+        return Err(CircuitError::NoPairs);
+    }
+    let mut sums = GroupSums::new(graph, &deltas[..n_groups])?;
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|i| rows[*i].tokens.len()); // stable: rows keep their order within a length
+    let mut start = 0;
+    while start < order.len() {
+        let pos = rows[order[start]].tokens.len();
+        let per_pass = (ROW_POSITIONS_PER_PASS / pos.max(1)).max(1);
+        let mut end = start + 1;
+        while end < order.len() && end - start < per_pass && rows[order[end]].tokens.len() == pos {
+            end += 1;
+        }
+        let chunk: Vec<&GradRow> = order[start..end].iter().map(|i| &rows[*i]).collect();
+        let members = sums.members(&chunk);
+        // Long passes (one row each) are contracted block by block as they come;
+        // short ones add their gradients up per group and block, contracted once at
+        // the end (fewer, larger products).
+        let by_blocks = pos * chunk.len() > by_blocks_above;
+        let mut take =
+            |offset: usize, block: &Tensor| sums.take(&members, (offset, block), by_blocks);
+        match by_blocks {
+            true => pass_by_blocks(model, graph, &chunk, &mut take)?,
+            false => pass_whole(model, graph, &chunk, &mut take)?,
+        }
+        start = end;
+    }
+    sums.finish()
+}
+
+/// The products of each group, as the passes hand over their blocks.
+struct GroupSums {
+    /// Each group's deltas as one contiguous `[sender, pos · d_model]` matrix.
+    deltas: Vec<Tensor>,
+    /// `[sender][receiver]` row-major, per group.
+    products: Vec<Vec<f32>>,
+    /// Per group, the gradients of short passes summed per block (by its first receiver).
+    pending: Vec<BTreeMap<usize, Tensor>>,
+    counts: Vec<usize>,
+}
+
+impl GroupSums {
+    fn new(graph: &Graph, deltas: &[&Tensor]) -> Result<Self> {
+        let size = graph.senders.len() * graph.receivers.len();
+        Ok(GroupSums {
+            deltas: (deltas.iter())
+                .map(|d| Ok(d.flatten_from(1)?.contiguous()?))
+                .collect::<Result<_>>()?,
+            products: vec![vec![0f32; size]; deltas.len()],
+            pending: vec![BTreeMap::new(); deltas.len()],
+            counts: vec![0; deltas.len()],
+        })
+    }
+
+    /// The chunk's rows of each group as (group, first row, rows): consecutive, as the
+    /// rows are ordered; counted.
+    fn members(&mut self, chunk: &[&GradRow]) -> Vec<(usize, usize, usize)> {
+        let mut members: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, row) in chunk.iter().enumerate() {
+            match members.last_mut() {
+                Some((group, _, n)) if *group == row.group => *n += 1,
+                _ => members.push((row.group, i, 1)),
+            }
+            self.counts[row.group] += 1;
+        }
+        members
+    }
+
+    /// One receiver block's gradients `[rows, receivers, pos, d_model]` of a pass:
+    /// summed over each group's rows, then contracted now or kept for the end.
+    fn take(
+        &mut self,
+        members: &[(usize, usize, usize)],
+        (offset, block): (usize, &Tensor),
+        contract_now: bool,
+    ) -> Result<()> {
+        for &(group, first, rows) in members {
+            // Row by row: elementwise adds (a reduction over the first axis is slow).
+            let mut grad = block.get(first)?; // [receivers, pos, d_model]
+            for row in first + 1..first + rows {
+                grad = (grad + block.get(row)?)?;
+            }
+            if contract_now {
+                contract(
+                    &mut self.products[group],
+                    (&self.deltas[group], offset),
+                    &grad,
+                )?;
+                continue;
+            }
+            match self.pending[group].entry(offset) {
+                Entry::Occupied(mut sum) => {
+                    let total = (sum.get() + &grad)?;
+                    sum.insert(total);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(grad);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each group's products, the kept gradients contracted, divided by its rows.
+    fn finish(mut self) -> Result<Vec<Vec<f32>>> {
+        for (group, pending) in self.pending.iter().enumerate() {
+            let n = self.counts[group];
+            if n == 0 {
+                return Err(CircuitError::NoPairs);
+            }
+            let products = &mut self.products[group];
+            for (offset, grad) in pending {
+                contract(products, (&self.deltas[group], *offset), grad)?;
+            }
+            products.iter_mut().for_each(|v| *v /= n as f32);
+        }
+        Ok(self.products)
+    }
+}
+
+/// Adds `Δ · gᵀ` of the block of receivers starting at `offset` to `products`
+/// (`[sender][receiver]` row-major): `delta` `[sender, pos · d_model]`, `grad`
+/// `[receivers, pos, d_model]`.
+fn contract(products: &mut [f32], (delta, offset): (&Tensor, usize), grad: &Tensor) -> Result<()> {
+    let (n, pos, d_model) = grad.dims3()?;
+    let n_receivers = products.len() / delta.dim(0)?;
+    let grad = grad.reshape((n, pos * d_model))?;
+    let block = delta.matmul(&grad.t()?)?.to_vec2::<f32>()?; // [sender, receivers of the block]
+    for (sender, row) in block.iter().enumerate() {
+        let at = sender * n_receivers + offset;
+        for (out, value) in products[at..at + n].iter_mut().zip(row) {
+            *out += value;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Differentiating block by block gives the whole pass's products.
+    #[test]
+    fn passes_by_blocks_equal_whole_passes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        for fixture in ["tiny-gpt2", "tiny-llama"] {
+            let model = HookedTransformer::from_dir(dir.join(fixture)).unwrap();
+            let graph = Graph::of_model(&model);
+            let clean = model.to_tokens("The Colosseum is in", true).unwrap();
+            let corrupted = model.to_tokens("The Eiffel Tower is in", true).unwrap();
+            let answers = [
+                model.to_single_token(" Rome").unwrap(),
+                model.to_single_token(" Paris").unwrap(),
+            ];
+            // Any deltas do: both passes contract the same gradients with them.
+            let shape = (graph.senders.len(), clean.len(), graph.d_model);
+            let delta = Tensor::randn(0f32, 1.0, shape, model.device()).unwrap();
+            // Two rows of one group (the clean and the corrupted prompt) and one alone.
+            let row = |tokens: &[u32], group| GradRow {
+                tokens: tokens.to_vec(),
+                answers,
+                replace: None,
+                group,
+            };
+            let rows = [row(&clean, 0), row(&corrupted, 0), row(&clean, 1)];
+            let deltas = [&delta, &delta];
+            let whole = products_with(&model, &graph, (&rows, &deltas), usize::MAX).unwrap();
+            let blocks = products_with(&model, &graph, (&rows, &deltas), 0).unwrap();
+            for (w, b) in whole.iter().flatten().zip(blocks.iter().flatten()) {
+                assert!(
+                    (w - b).abs() < 1e-5 * (1.0 + w.abs()),
+                    "{fixture}: {w} vs {b}"
+                );
+            }
+            assert!(whole[0].iter().any(|v| v.abs() > 1e-3));
+        }
+    }
+}

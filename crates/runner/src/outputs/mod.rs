@@ -70,7 +70,8 @@ impl SweptPair<'_> {
     }
 
     /// The axis labels of the target positions of `direction`: the clean token each
-    /// stands for (`·` where none is) and its role (`" Colosseum · subject.last"`).
+    /// stands for (`·` where none is) and its role where that is not the token's own
+    /// text (`" Colosseum · subject.last"`, `" is · end"`, `" The"`).
     pub fn labels(&self, direction: Direction) -> Vec<String> {
         let n_target = match direction {
             Direction::Denoising => self.plan.corrupted_tokens.len(),
@@ -87,16 +88,15 @@ impl SweptPair<'_> {
         };
         (0..n_target)
             .map(|j| match self.clean_position(direction, j) {
-                Some(c) => format!(
-                    "{}{} · {}",
-                    self.plan
-                        .clean_str
-                        .get(c)
-                        .map(String::as_str)
-                        .unwrap_or("?"),
-                    if noised(j) { "*" } else { "" },
-                    role(j)
-                ),
+                Some(c) => {
+                    let token = (self.plan.clean_str.get(c)).map_or("?", String::as_str);
+                    let star = if noised(j) { "*" } else { "" };
+                    // A role that is the token's own text adds nothing.
+                    match role(j) {
+                        role if role == token.trim() => format!("{token}{star}"),
+                        role => format!("{token}{star} · {role}"),
+                    }
+                }
                 None => format!("· · {}", role(j)),
             })
             .collect()

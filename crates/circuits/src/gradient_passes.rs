@@ -24,8 +24,7 @@ pub(crate) fn pass_whole(
     consume: Consume,
 ) -> Result<()> {
     let n_layers = graph.n_layers;
-    let tokens: Vec<Vec<u32>> = rows.iter().map(|r| r.tokens.clone()).collect();
-    let tokens = model.tokens_tensor(&tokens)?;
+    let (tokens, patches) = rows_input(model, rows)?;
     let (n, pos) = tokens.dims2()?;
     let mut probes = Vec::with_capacity(n_layers);
     let mut inputs = EdgeInputs::none(n_layers);
@@ -36,7 +35,6 @@ pub(crate) fn pass_whole(
     }
     let logits_probe = Var::zeros((n, pos, graph.d_model), DType::F32, model.device())?;
     inputs.logits = Some(logits_probe.as_tensor().clone());
-    let patches = row_patches(rows)?;
     let streams: Vec<HookPoint> = (0..n_layers).map(HookPoint::resid_pre).collect();
     let mut hooks = Hooks::new(&patches, CacheFilter::only(streams.clone()));
     let (columns, answers) = answer_columns(rows);
@@ -66,9 +64,7 @@ pub(crate) fn pass_by_blocks(
     consume: Consume,
 ) -> Result<()> {
     let n_layers = graph.n_layers;
-    let tokens: Vec<Vec<u32>> = rows.iter().map(|r| r.tokens.clone()).collect();
-    let tokens = model.tokens_tensor(&tokens)?;
-    let patches = row_patches(rows)?;
+    let (tokens, patches) = rows_input(model, rows)?;
     // The streams entering each block and the logits' input, with the rows' patches.
     let streams: Vec<HookPoint> = (0..n_layers)
         .map(HookPoint::resid_pre)
@@ -96,6 +92,12 @@ pub(crate) fn pass_by_blocks(
         )?;
     }
     Ok(())
+}
+
+/// The rows' tokens `[rows, pos]` and their patches.
+fn rows_input(model: &HookedTransformer, rows: &[&GradRow]) -> Result<(Tensor, Vec<Patch>)> {
+    let tokens: Vec<Vec<u32>> = rows.iter().map(|r| r.tokens.clone()).collect();
+    Ok((model.tokens_tensor(&tokens)?, row_patches(rows)?))
 }
 
 /// One block's probes: zero variables after its q, k and v projections (per query

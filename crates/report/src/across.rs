@@ -9,7 +9,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::figure::{Drawing, FONT};
+use crate::figure::{Drawing, FONT, PALETTE};
 use crate::tables::ConceptRow;
 use crate::{ImageFormat, Result};
 
@@ -189,17 +189,6 @@ pub struct AcrossPlot<'a> {
     pub flows: &'a [ConceptFlow],
 }
 
-const COLOURS: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-];
-
 impl AcrossPlot<'_> {
     pub fn save(&self, path: &Path, format: ImageFormat) -> Result<()> {
         crate::figure::save(self, path, format)
@@ -241,7 +230,7 @@ impl Drawing for AcrossPlot<'_> {
             .light_line_style(WHITE)
             .draw()?;
         for (i, flow) in self.flows.iter().enumerate() {
-            let colour = COLOURS[i % COLOURS.len()];
+            let colour = PALETTE[i % PALETTE.len()];
             let upper = flow.end_by_layer.iter().map(|e| (e.layer as f64, e.high));
             let lower = flow
                 .end_by_layer

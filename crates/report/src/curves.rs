@@ -8,7 +8,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::figure::{Drawing, FONT};
+use crate::figure::{Drawing, FONT, PALETTE};
 use crate::schema::{Column, Table};
 use crate::tables::write_table;
 use crate::{ImageFormat, Result};
@@ -114,15 +114,6 @@ pub struct CurvePlot {
     pub log_x: bool,
 }
 
-const COLOURS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
-
 impl CurvePlot {
     pub fn save(&self, path: &Path, format: ImageFormat) -> Result<()> {
         crate::figure::save(self, path, format)
@@ -191,7 +182,7 @@ impl Drawing for CurvePlot {
             grey.stroke_width(1),
         ))?;
         for (i, series) in self.series.iter().enumerate() {
-            let colour = COLOURS[i % COLOURS.len()];
+            let colour = PALETTE[i % PALETTE.len()];
             let line: Vec<(f64, f64)> = series
                 .points
                 .iter()

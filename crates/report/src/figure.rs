@@ -11,6 +11,19 @@ use crate::atomic::{temp_path, write_bytes_atomic};
 use crate::{ReportError, Result};
 
 pub(crate) const FONT: &str = "sans-serif";
+
+/// The line colours of the plots with one line per method or concept (matplotlib's
+/// first eight), in order.
+pub(crate) const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
 static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::figure::{Drawing, FONT};
+use crate::figure::{Drawing, FONT, PALETTE};
 use crate::{ImageFormat, Result};
 
 /// One method's points: (exact, estimate) per cell.
@@ -26,12 +26,8 @@ pub struct Scatter {
     pub series: Vec<ScatterSeries>,
 }
 
-/// Colours (Tableau 10) and markers by series: circle, triangle, cross.
-const COLOURS: [RGBColor; 3] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-];
+/// Colours ([`PALETTE`]) and markers by series: circle, triangle, cross.
+const COLOURS: [RGBColor; 3] = [PALETTE[0], PALETTE[1], PALETTE[2]];
 
 /// Series `i`'s marker at `at` (data or pixel coordinates).
 fn marker<DB: DrawingBackend, C: Clone + 'static>(i: usize, at: C) -> DynElement<'static, DB, C> {

@@ -125,7 +125,7 @@ pub fn table(flows: &[ConceptFlow]) -> (Vec<String>, Vec<Vec<String>>) {
     let columns = [
         "concept",
         "pairs",
-        "`end` carries the effect from",
+        "the final position (end) carries the effect from",
         "strongest component",
     ];
     let rows = flows

@@ -61,6 +61,18 @@ pub(crate) trait Drawing {
     ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>>;
 }
 
+/// `drawing` as an SVG document (for a page that inlines it), or why not.
+pub(crate) fn svg_string(drawing: &impl Drawing) -> std::result::Result<String, String> {
+    register_font();
+    let mut svg = String::new();
+    {
+        let area = SVGBackend::with_string(&mut svg, drawing.size()).into_drawing_area();
+        drawing.draw(&area).map_err(|e| e.to_string())?;
+        area.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
 /// Writes `drawing` to `path` in `format`, atomically.
 pub(crate) fn save(drawing: &impl Drawing, path: &Path, format: ImageFormat) -> Result<()> {
     register_font();
@@ -71,12 +83,7 @@ pub(crate) fn save(drawing: &impl Drawing, path: &Path, format: ImageFormat) -> 
     };
     match format {
         ImageFormat::Svg => {
-            let mut svg = String::new();
-            {
-                let area = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-                drawing.draw(&area).map_err(|e| plot_err(e.to_string()))?;
-                area.present().map_err(|e| plot_err(e.to_string()))?;
-            }
+            let svg = svg_string(drawing).map_err(plot_err)?;
             write_bytes_atomic(path, svg.as_bytes())
         }
         ImageFormat::Png => {

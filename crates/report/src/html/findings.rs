@@ -25,12 +25,16 @@ pub(super) fn across_section(concepts: &DataFrame, order: &[String]) -> Option<S
         return None;
     }
     let (columns, rows) = crate::across::table(&flows);
+    let mut blocks = vec![
+        Block::Text(crate::across::explanation()),
+        Block::Table(TableBlock { columns, rows }),
+    ];
+    // The figure as in report.md, inline (the page stays one file).
+    let plot = crate::across::AcrossPlot { flows: &flows };
+    blocks.extend(crate::figure::svg_string(&plot).ok().map(Block::Svg));
     Some(Section {
         heading: "Across concepts".into(),
-        blocks: vec![
-            Block::Text(crate::across::explanation()),
-            Block::Table(TableBlock { columns, rows }),
-        ],
+        blocks,
     })
 }
 

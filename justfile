@@ -6,14 +6,17 @@ default:
 
 # Run an experiment: `just run experiments/landmarks.toml [--no-validate] [--out DIR]`.
 # A missing SmolLM2 GGUF named by the file's [model] path is fetched first.
+# (`--bin actpatch`, not `-p actpatch-runner`, here and in scripts/: the workspace's feature
+# resolution, the one `just test` builds with — pyo3's macros turn on a syn feature that
+# `-p` alone would not, and every crate would be built twice.)
 run experiment *args:
     @scripts/fetch-missing-model.sh {{experiment}} {{args}}
-    cargo run --quiet -p actpatch-runner -- run {{experiment}} {{args}}
+    cargo run --quiet --bin actpatch -- run {{experiment}} {{args}}
 
 # Validate an experiment's file and baselines without sweeping (fetches SmolLM2 as `run`).
 check experiment *args:
     @scripts/fetch-missing-model.sh {{experiment}} {{args}}
-    cargo run --quiet -p actpatch-runner -- check {{experiment}} {{args}}
+    cargo run --quiet --bin actpatch -- check {{experiment}} {{args}}
 
 # The whole test suite (offline, on the fixtures under tests/fixtures/).
 test:
@@ -39,7 +42,7 @@ test-interop:
 
 # report.html in headless Chromium over WebDriver (needs `apt-get install chromium chromium-driver`).
 test-browser:
-    cargo test -p actpatch-runner --test browser -- --ignored --nocapture report_page_works_in_chromium circuit_sections_work_in_chromium
+    cargo test --workspace --test browser -- --ignored --nocapture report_page_works_in_chromium circuit_sections_work_in_chromium
 
 # The Python package's abi3 wheel (CPython ≥ 3.10) into target/wheels/ (maturin, pinned in
 # scripts/python/requirements.txt; the workspace's dev profile and target folder, so after
@@ -55,11 +58,11 @@ test-python:
 
 # Re-render a run's report.html (or a comparison's compare.html) from its files.
 report dir:
-    cargo run --quiet -p actpatch-runner -- report {{dir}}
+    cargo run --quiet --bin actpatch -- report {{dir}}
 
 # A PNG of a run's report.html as Chromium shows it: `just screenshot RUN_DIR docs/src/images/report-smollm2.png`.
 screenshot run_dir out:
-    ACTPATCH_SCREENSHOT_RUN={{run_dir}} ACTPATCH_SCREENSHOT_OUT={{absolute_path(out)}} cargo test -p actpatch-runner --test browser -- --ignored --nocapture screenshot_of_a_run
+    ACTPATCH_SCREENSHOT_RUN={{run_dir}} ACTPATCH_SCREENSHOT_OUT={{absolute_path(out)}} cargo test --workspace --test browser -- --ignored --nocapture screenshot_of_a_run
 
 # Start a single-node Slurm cluster (munged, slurmctld, slurmd) from deploy/slurm/test-cluster/;
 # needs root and `apt-get install slurm-wlm munge`. Then `source ${TMPDIR:-/tmp}/actpatch-slurm/env`.
@@ -110,7 +113,7 @@ bench *args:
 
 # Edge attribution on a random gpt2-small-shaped model: EAP and EAP-IG over all 32,491 edges of 16 IOI pairs, exact on the top 500, EAP on a 1,024-token prompt (the dev profile `just run` uses: nothing built twice).
 bench-circuits *args:
-    cargo bench --profile dev -p actpatch-runner --bench circuits -- {{args}}
+    cargo bench --profile dev --workspace --bench circuits -- {{args}}
 
 # `Model.patch` from Python against the command line's sweep of the same SmolLM2 pair (needs `just fetch-smollm2`).
 bench-python *args:

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-missing-model.sh crates/runner/benches/concept_smollm2.toml
-cargo build --quiet -p actpatch-runner
+cargo build --quiet --bin actpatch
 out="$(mktemp -d "${TMPDIR:-/tmp}/actpatch-bench-concept.XXXXXX")"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 start=$(date +%s.%N)

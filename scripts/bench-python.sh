@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/python-env.sh
 wheel=$(scripts/wheel.sh)
-cargo build --quiet -p actpatch-runner --bin actpatch
+cargo build --quiet --bin actpatch
 venv=.cache/python-bench
 if [[ ! -x $venv/bin/python ]]; then
     python3 -m venv "$venv"

@@ -15,7 +15,7 @@ trap 'rm -rf "$work"' EXIT
 
 echo "building the release binary and the dev profile's (as \`just run\`) …"
 cargo build --quiet --release -p actpatch-runner --bin actpatch
-cargo build --quiet -p actpatch-runner --bin actpatch
+cargo build --quiet --bin actpatch
 cargo bench --quiet -p actpatch-runner --bench sweeps -- --write-model "$work/model" >/dev/null
 
 cat >"$work/experiment.toml" <<'EOF'

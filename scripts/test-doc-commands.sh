@@ -51,7 +51,7 @@ if $dry_run; then
 fi
 
 # The binary the blocks call as `actpatch`, built as `just run` builds it (no second build).
-cargo build --quiet -p actpatch-runner
+cargo build --quiet --bin actpatch
 export PATH="$root/target/debug:$PATH"
 rm -rf results/doc-example
 

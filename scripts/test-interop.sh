@@ -23,7 +23,7 @@ if ! cmp -s "$requirements" "$venv/pins.txt" 2>/dev/null; then
     cp "$requirements" "$venv/pins.txt"
 fi
 
-cargo build --quiet -p actpatch-runner --bin actpatch
+cargo build --quiet --bin actpatch
 actpatch="$PWD/target/debug/actpatch"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

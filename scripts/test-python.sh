@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/python-env.sh
 wheel=$(scripts/wheel.sh)
-cargo build --quiet -p actpatch-runner --bin actpatch
+cargo build --quiet --bin actpatch
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 clock=$(date +%s)
 
-cargo build --quiet -p actpatch-runner --bin actpatch
+cargo build --quiet --bin actpatch
 actpatch=$repo/target/debug/actpatch
 experiment=$repo/tests/fixtures/experiments/tiny.toml
 

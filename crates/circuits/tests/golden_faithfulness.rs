@@ -9,7 +9,7 @@ use actpatch_circuits::{
     exact_edges, faithfulness_curve, Ablation, Graph, Select, Size, MIB_FRACTIONS,
 };
 use actpatch_model::HookedTransformer;
-use common::{fixture, golden_pairs, pair_and_swap, read_json};
+use common::{fixture, golden_pairs, golden_scores, pair_and_swap, read_json};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-4
@@ -32,15 +32,7 @@ fn curves_equal_mibs() {
         let golden = read_json(fixture(name).join("golden_edges.json"));
         for (pair_name, pair) in golden_pairs(name) {
             let expected = &golden["pairs"][pair_name.as_str()];
-            let scores: Vec<f32> = graph
-                .edges
-                .iter()
-                .map(|e| {
-                    expected["scores"]["EAP-IG-inputs(5)"][graph.edge_name(e).as_str()]
-                        .as_f64()
-                        .unwrap() as f32
-                })
-                .collect();
+            let scores = golden_scores(&graph, &golden, &pair_name, "EAP-IG-inputs(5)");
             let sizes: Vec<Size> = MIB_FRACTIONS.iter().map(|f| Size::Fraction(*f)).collect();
             for (label, ablation) in [("patching", Ablation::Patching), ("zero", Ablation::Zero)] {
                 let want = &expected["faithfulness"][label];
@@ -215,15 +207,7 @@ fn circuit_files_read_back_to_the_same_faithfulness() {
         .find(|(n, _)| n == "landmarks")
         .unwrap();
     let expected = &golden["pairs"][name.as_str()];
-    let scores: Vec<f32> = graph
-        .edges
-        .iter()
-        .map(|e| {
-            expected["scores"]["EAP-IG-inputs(5)"][graph.edge_name(e).as_str()]
-                .as_f64()
-                .unwrap() as f32
-        })
-        .collect();
+    let scores = golden_scores(&graph, &golden, &name, "EAP-IG-inputs(5)");
     // MIB's 0.2: 22 edges asked for, index 7 of its fractions.
     let in_graph = top_edges(&graph, &scores, 22, Select::Abs);
     let text = graph_json(&graph, &scores, Some(&in_graph));

@@ -150,7 +150,28 @@ pub(crate) struct HeadColumns<'a> {
     pub d_head: usize,
 }
 
-impl HeadColumns<'_> {
+impl<'a> HeadColumns<'a> {
+    /// Query (0), key (1) or value (2) heads of three separate projections (Llama,
+    /// Gemma 2): `n_heads` query heads, `n_kv_heads` key and value heads.
+    pub(crate) fn separate(
+        [q, k, v]: [&'a Linear; 3],
+        i: usize,
+        (n_heads, n_kv_heads, d_head): (usize, usize, usize),
+    ) -> Self {
+        let (linear, src_heads) = match i {
+            0 => (q, n_heads),
+            1 => (k, n_kv_heads),
+            _ => (v, n_kv_heads),
+        };
+        HeadColumns {
+            linear,
+            offset: 0,
+            stride: d_head,
+            src_heads,
+            d_head,
+        }
+    }
+
     /// The columns' indices, head by head.
     fn indices(&self, device: &candle_core::Device) -> Result<Tensor> {
         let ids: Vec<u32> = (0..self.src_heads)

@@ -401,18 +401,9 @@ impl EdgeBlock for Block {
     }
 
     fn columns(&self, i: usize) -> HeadColumns<'_> {
-        let (linear, src_heads) = match i {
-            0 => (&self.attn.q_proj, self.n_heads),
-            1 => (&self.attn.k_proj, self.n_kv_heads),
-            _ => (&self.attn.v_proj, self.n_kv_heads),
-        };
-        HeadColumns {
-            linear,
-            offset: 0,
-            stride: self.d_head,
-            src_heads,
-            d_head: self.d_head,
-        }
+        let projections = [&self.attn.q_proj, &self.attn.k_proj, &self.attn.v_proj];
+        let heads = (self.n_heads, self.n_kv_heads, self.d_head);
+        HeadColumns::separate(projections, i, heads)
     }
 
     fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {

@@ -109,22 +109,8 @@ fn projection_probes_give_each_heads_input_gradient() {
         let probes = input_gradients(&model, &tokens, answers, false);
         let mut largest = 0f32;
         for (a, b) in split.iter().zip(&probes) {
-            let gap = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            largest = largest.max(gap);
-            let size = a
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            largest = largest.max(max_abs(&(a - b).unwrap()));
+            let size = max_abs(a);
             assert!(size > 0.0, "{name}: a gradient of zeros proves nothing");
         }
         assert!(
@@ -156,14 +142,17 @@ fn head_outputs_add_up_to_the_attention_output() {
             .unwrap(); // [1, pos, head, d_model]
         let sum = shares.sum(2).unwrap();
         let attn_out = cache.get(points[1]).unwrap();
-        let gap = (sum - attn_out)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let gap = max_abs(&(sum - attn_out).unwrap());
         assert!(gap < 1e-5, "{name}: {gap}");
     }
+}
+
+/// max |x| over every element.
+fn max_abs(x: &Tensor) -> f32 {
+    x.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }

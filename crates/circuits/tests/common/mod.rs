@@ -71,3 +71,19 @@ pub fn pair_and_swap(
         },
     ]
 }
+
+/// The golden file's scores of `method` (its label, e.g. `EAP-IG-inputs(5)`) for
+/// `pair`, in the graph's edge order.
+pub fn golden_scores(
+    graph: &actpatch_circuits::Graph,
+    golden: &Value,
+    pair: &str,
+    method: &str,
+) -> Vec<f32> {
+    let scores = &golden["pairs"][pair]["scores"][method];
+    graph
+        .edges
+        .iter()
+        .map(|e| scores[graph.edge_name(e).as_str()].as_f64().unwrap() as f32)
+        .collect()
+}

@@ -168,7 +168,6 @@ fn pairs_with_figures(choice: PairFigures, swept: &[SweptPair]) -> Vec<bool> {
     }
     let mut chosen = vec![false; swept.len()];
     let mut concepts: Vec<&str> = swept.iter().map(|p| p.plan.spec.concept.as_str()).collect();
-    concepts.dedup();
     concepts.sort_unstable();
     concepts.dedup();
     for concept in concepts {

@@ -42,7 +42,7 @@ test-interop:
 
 # report.html in headless Chromium over WebDriver (needs `apt-get install chromium chromium-driver`).
 test-browser:
-    cargo test --workspace --test browser -- --ignored --nocapture report_page_works_in_chromium circuit_sections_work_in_chromium
+    cargo test --workspace --test integration -- --ignored --nocapture browser::report_page_works_in_chromium browser::circuit_sections_work_in_chromium
 
 # The Python package's abi3 wheel (CPython ≥ 3.10) into target/wheels/ (maturin, pinned in
 # scripts/python/requirements.txt; the workspace's dev profile and target folder, so after
@@ -62,7 +62,7 @@ report dir:
 
 # A PNG of a run's report.html as Chromium shows it: `just screenshot RUN_DIR docs/src/images/report-smollm2.png`.
 screenshot run_dir out:
-    ACTPATCH_SCREENSHOT_RUN={{run_dir}} ACTPATCH_SCREENSHOT_OUT={{absolute_path(out)}} cargo test --workspace --test browser -- --ignored --nocapture screenshot_of_a_run
+    ACTPATCH_SCREENSHOT_RUN={{run_dir}} ACTPATCH_SCREENSHOT_OUT={{absolute_path(out)}} cargo test --workspace --test integration -- --ignored --nocapture browser::screenshot_of_a_run
 
 # Start a single-node Slurm cluster (munged, slurmctld, slurmd) from deploy/slurm/test-cluster/;
 # needs root and `apt-get install slurm-wlm munge`. Then `source ${TMPDIR:-/tmp}/actpatch-slurm/env`.
@@ -98,7 +98,7 @@ bench-concept *args:
 # The ignored real-model tests (need `just fetch-smollm2`, `just fetch-qwen25` and `just fetch-vocabs` first).
 # `--workspace`, not `-p`: the same features as `just test`, so nothing is built twice.
 test-real:
-    cargo test --workspace --test real_smollm2 --test gguf_tokenizer --test real_qwen25 --test real_concepts --test real_smollm2_paths --test naive_exact -- --ignored
+    cargo test --workspace --test integration -- --ignored real_smollm2:: gguf_tokenizer:: real_qwen25:: real_concepts:: real_smollm2_paths:: naive_exact::
 
 # Formatting and lints, as CI should see them.
 lint:
@@ -114,6 +114,10 @@ bench *args:
 # Edge attribution on a random gpt2-small-shaped model: EAP and EAP-IG over all 32,491 edges of 16 IOI pairs, exact on the top 500, EAP on a 1,024-token prompt (the dev profile `just run` uses: nothing built twice).
 bench-circuits *args:
     cargo bench --profile dev --workspace --bench circuits -- {{args}}
+
+# EAP and EAP-IG against a TransformerLens script that follows the EAP-IG library (checked against the library's golden scores first), same model and pairs, one run (makes .cache/peer-env: torch, ~6 GB, once).
+bench-circuits-peer:
+    scripts/bench-circuits-peer.sh
 
 # `Model.patch` from Python against the command line's sweep of the same SmolLM2 pair (needs `just fetch-smollm2`).
 bench-python *args:

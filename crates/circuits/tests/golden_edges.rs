@@ -2,7 +2,7 @@
 //! tiny fixtures (`tests/fixtures/gen/make_golden_edges.py`): every method the library
 //! and actpatch share, edge by edge, within 1e-4 logit units.
 
-mod common;
+use crate::common;
 
 use actpatch_circuits::{attribute, Ablation, EdgePair, Graph, Method};
 use actpatch_model::HookedTransformer;

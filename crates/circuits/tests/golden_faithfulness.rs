@@ -3,7 +3,7 @@
 //! scores, circuits at MIB's fractions, patching and zero ablation, both fixtures and
 //! both pairs: edges after pruning, f per size, CPR, CMD, m(∅) and m(full) within 1e-4.
 
-mod common;
+use crate::common;
 
 use actpatch_circuits::{
     exact_edges, faithfulness_curve, Ablation, Graph, Select, Size, MIB_FRACTIONS,

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-mod common;
+use crate::common;
 
 use actpatch_circuits::{exact_edges, Ablation, EdgePair, Graph, Receiver, Sender};
 use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Hooks, Patch, Selection};

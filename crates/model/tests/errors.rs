@@ -1,6 +1,6 @@
 //! Every bad input a user can give the model crate gets a message naming it.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

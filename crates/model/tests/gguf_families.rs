@@ -4,9 +4,8 @@
 //! q/k/v biases, `qwen2` pre-tokenizer) and Qwen3 (qwen3, q/k norms). Each must give
 //! the tokenizer of the fixture's tokenizer.json and the transformers golden values.
 
-mod common;
-#[path = "../../../tests/support/tiny_gguf.rs"]
-mod tiny_gguf;
+use crate::common;
+use crate::tiny_gguf;
 
 use actpatch_model::{HookedTransformer, ModelError, Tokenizer, TokenizerFiles};
 use candle_core::quantized::gguf_file::Value;

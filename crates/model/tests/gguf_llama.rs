@@ -2,9 +2,8 @@
 //! it (f32, tensors renamed, q/k rows permuted for interleaved rotary, tokenizer in the
 //! metadata) must reproduce the TransformerLens golden values of the safetensors model.
 
-mod common;
-#[path = "../../../tests/support/tiny_gguf.rs"]
-mod tiny_gguf;
+use crate::common;
+use crate::tiny_gguf;
 
 use std::path::PathBuf;
 

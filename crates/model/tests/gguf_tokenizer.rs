@@ -4,7 +4,7 @@
 //!
 //! Needs the GGUF file; run with `-- --ignored` (path as in `real_smollm2.rs`).
 
-mod common;
+use crate::common;
 
 use actpatch_model::{Tokenizer, TokenizerFiles};
 use common::fixture;

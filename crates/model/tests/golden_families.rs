@@ -2,7 +2,7 @@
 //! folders against transformers, on the tiny random checkpoints of
 //! `tests/fixtures/tiny-<family>/` (what is checked: `common/families.rs`).
 
-mod common;
+use crate::common;
 
 use actpatch_model::HookedTransformer;
 use common::families::check_family;

@@ -1,7 +1,7 @@
 //! The GPT-2 forward pass against Hugging Face transformers and TransformerLens 2.15
 //! (`tests/fixtures/tiny-gpt2/golden.json`).
 
-mod common;
+use crate::common;
 
 use actpatch_model::HookedTransformer;
 use common::golden_checks as checks;

@@ -1,7 +1,7 @@
 //! The Llama forward pass against Hugging Face transformers and TransformerLens 2.15
 //! (`tests/fixtures/tiny-llama/golden.json`).
 
-mod common;
+use crate::common;
 
 use actpatch_hooks::{CacheFilter, HookPoint};
 use actpatch_model::{HookedTransformer, Readout};

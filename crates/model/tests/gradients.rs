@@ -6,7 +6,7 @@
 //! without a backward pass on the gradient path (candle-nn's fused softmax, rotary
 //! embedding or norms) fails this: its gradient is missing or zero.
 
-mod common;
+use crate::common;
 
 use actpatch_hooks::{CacheFilter, Hooks, Patch};
 use actpatch_model::{HookedTransformer, Readout};

@@ -1,6 +1,6 @@
 //! Hand-derived identities of patching: they hold for any weights.
 
-mod common;
+use crate::common;
 
 use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Patch};
 use actpatch_model::{HookedTransformer, Readout};

@@ -1,7 +1,7 @@
 //! The Llama family's config variants on the tiny Llama fixture: which biases each
 //! `model_type` loads, untied unembeddings, and the errors for what is not supported.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

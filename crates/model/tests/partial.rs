@@ -2,7 +2,7 @@
 //! position, with and without a patch, on GPT-2 and on Llama (rotary, grouped-query
 //! attention), and the last-position-only last block equals the full block's last row.
 
-mod common;
+use crate::common;
 
 use actpatch_hooks::{BlockSite, Cell, HookPoint, Hooks, Patch, PatchValue};
 use actpatch_model::{HookedTransformer, ModelError, Readout};

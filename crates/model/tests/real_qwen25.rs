@@ -10,7 +10,7 @@
 //! `ACTPATCH_QWEN25_GGUF` (default `<repo>/models/Qwen2.5-Coder-0.5B-Instruct.gguf`),
 //! `ACTPATCH_VOCAB_DIR` (default `<repo>/models/vocab`).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

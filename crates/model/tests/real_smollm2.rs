@@ -7,7 +7,7 @@
 //! `cargo test -p actpatch-model --test real_smollm2 -- --ignored`. The path is
 //! `ACTPATCH_SMOLLM2_GGUF`, by default `<repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf`.
 
-mod common;
+use crate::common;
 
 use actpatch_model::HookedTransformer;
 use serde_json::Value;

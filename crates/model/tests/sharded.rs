@@ -1,7 +1,7 @@
 //! A checkpoint split into shards (`model.safetensors.index.json`), as `save_pretrained`
 //! writes large models, loads to the same model as the single file.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

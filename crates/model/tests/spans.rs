@@ -3,7 +3,7 @@
 //! parallel blocks): the block, the last block, and patches addressed in the pass's
 //! flattened rows.
 
-mod common;
+use crate::common;
 
 use actpatch_hooks::{BlockSite, CacheFilter, Cell, HookPoint, Hooks, Patch, PatchValue};
 use actpatch_model::{BaseRun, HookedTransformer, Span};

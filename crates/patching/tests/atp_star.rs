@@ -11,7 +11,7 @@
 //!
 //! Every cell of every such kind within 1e-4 (relative above 1).
 
-mod common;
+use crate::common;
 
 use actpatch_hooks::{ActivationCache, BlockSite, CacheFilter, Cell, HookPoint, Hooks, Patch};
 use actpatch_model::{HookedTransformer, Readout};

@@ -3,7 +3,7 @@
 //! fixtures, both directions; every method gives the target run's own value when the
 //! clean and corrupted prompts are the same.
 
-mod golden;
+use crate::golden;
 
 use actpatch_patching::{
     attribute, attribute_all, Align, DirectedPair, Direction, Method, MetricSet, Pair, PatchKind,

@@ -3,7 +3,7 @@
 //! and on Llama with grouped-query attention, aligned and misaligned; and cells
 //! skipped as no-ops are exactly what the naive path computes.
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 

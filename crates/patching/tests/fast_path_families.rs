@@ -4,7 +4,7 @@
 //! every cell, in both directions, on the two golden pairs and a misaligned one under
 //! each alignment. A kind whose hook point a model lacks is refused, not swept.
 
-mod common;
+use crate::common;
 
 use actpatch_model::HookedTransformer;
 use actpatch_patching::{check_kinds, Align, PatchKind, PatchingError};

@@ -4,7 +4,7 @@
 //! pairs, both directions, on the fast and the naive path. The pattern-entry grid
 //! exists for denoising only; noising is checked fast against naive.
 
-mod golden;
+use crate::golden;
 
 use actpatch_patching::{fast, naive, DirectedPair, Direction, MetricSet, PatchKind};
 use golden::{family, Golden};

@@ -7,7 +7,7 @@
 //! runs after installing them). `just screenshot RUN_DIR OUT.png` uses the same client
 //! for the guide's picture (docs/src/images/report-smollm2.png).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,8 +3,7 @@
 //! `exact_denoising` and `exact_noising` of `golden_extra.json`, within 1e-4 — on the
 //! tiny GPT-2, the tiny Llama, and the tiny Llama loaded from a GGUF file.
 
-#[path = "../../../tests/support/tiny_gguf.rs"]
-mod tiny_gguf;
+use crate::tiny_gguf;
 
 use std::path::PathBuf;
 

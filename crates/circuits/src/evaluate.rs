@@ -71,8 +71,8 @@ fn run_batch(
         .iter()
         .map(|(_, p)| runs[*p].clean.outputs.narrow(0, 0, 1))
         .collect::<std::result::Result<_, _>>()?;
-    // (ablated − live) of the senders so far, in sender order: `[row, n, pos · d_model]` parts.
-    let mut diffs = vec![diff_of(&ablated, 0, &Tensor::stack(&inputs, 0)?)?];
+    let mut diffs = SenderDiffs::new(&ablated)?;
+    diffs.push(&ablated, 0, &Tensor::stack(&inputs, 0)?)?; // the input's live output: the clean embedding
     for layer in 0..graph.n_layers {
         let inputs = receiver_inputs(graph, layer, &cut, &ablated, &diffs)?;
         let (z, mlp_out) = (
@@ -84,15 +84,12 @@ fn run_batch(
         let cache = hooks.into_cache();
         let results = model.head_results(layer, cache.get(z)?)?; // [row, pos, head, d_model]
         let first = graph.sender_index(Sender::Head { layer, head: 0 });
-        diffs.push(diff_of(&ablated, first, &results.transpose(1, 2)?)?); // the heads'
-        diffs.push(diff_of(
-            &ablated,
-            first + graph.n_heads,
-            &cache.get(mlp_out)?.unsqueeze(1)?,
-        )?);
+        diffs.push(&ablated, first, &results.transpose(1, 2)?)?; // the heads'
+        let mlp = first + graph.n_heads;
+        diffs.push(&ablated, mlp, &cache.get(mlp_out)?.unsqueeze(1)?)?;
     }
     let last = graph.receivers.len() - 1;
-    let resid = (&resid + cut_sum(&cut.narrow(1, last, 1)?, &diffs, &ablated)?.squeeze(1)?)?; // the logits' input
+    let resid = (&resid + diffs.cut_sum(&cut.narrow(1, last, 1)?)?.squeeze(1)?)?; // the logits' input
     let logits = model.readout(&resid, &mut Hooks::none(), Readout::LastPosition)?; // [row, d_vocab]
     let answers: Vec<[u32; 2]> = batch.iter().map(|(_, p)| pairs[*p].answers).collect();
     Ok(logit_diffs(&logits.to_dtype(DType::F32)?, &answers)?.to_vec1::<f32>()?)
@@ -121,33 +118,52 @@ fn cut_edges(
     )?)
 }
 
-/// `ablated − live` of the senders `first ..` whose live outputs are `live` `[row, n,
-/// pos, d_model]`: `[row, n, pos · d_model]`.
-fn diff_of(ablated: &Tensor, first: usize, live: &Tensor) -> Result<Tensor> {
-    let (rows, n, pos, d_model) = live.dims4()?;
-    let diff = (ablated.narrow(1, first, n)? - live)?;
-    Ok(diff.reshape((rows, n, pos * d_model))?)
+/// `ablated − live` of every sender that has run, in sender order, in one buffer
+/// `[row, sender, pos · d_model]` filled group by group as the blocks run, so a receiver
+/// block's cut sum is one matrix product over all the senders before it.
+struct SenderDiffs {
+    all: Tensor,
+    filled: usize,
+    pos: usize,
+    d_model: usize,
 }
 
-/// `Σ_s cut[r, s] · (ablated_s − live_s)` over the senders that have run (`diffs`, in
-/// sender order): `cut` `[row, receivers, all senders]` → `[row, receivers, pos, d_model]`.
-fn cut_sum(cut: &Tensor, diffs: &[Tensor], ablated: &Tensor) -> Result<Tensor> {
-    let (rows, receivers, _) = cut.dims3()?;
-    let (_, _, pos, d_model) = ablated.dims4()?;
-    let mut sum: Option<Tensor> = None;
-    let mut first = 0;
-    for diff in diffs {
-        let n = diff.dim(1)?;
-        let mask = cut.narrow(2, first, n)?.contiguous()?; // [row, receivers, n]
-        let part = mask.matmul(diff)?; // [row, receivers, pos · d_model]
-        sum = Some(match sum {
-            Some(s) => (s + part)?,
-            None => part,
-        });
-        first += n;
+impl SenderDiffs {
+    /// Room for every sender of `ablated` `[row, sender, pos, d_model]`.
+    fn new(ablated: &Tensor) -> Result<Self> {
+        let (rows, senders, pos, d_model) = ablated.dims4()?;
+        let all = Tensor::zeros(
+            (rows, senders, pos * d_model),
+            ablated.dtype(),
+            ablated.device(),
+        )?;
+        Ok(Self {
+            all,
+            filled: 0,
+            pos,
+            d_model,
+        })
     }
-    let sum = sum.ok_or(crate::CircuitError::NoPairs)?;
-    Ok(sum.reshape((rows, receivers, pos, d_model))?)
+
+    /// Senders `first ..`, whose live outputs are `live` `[row, n, pos, d_model]`.
+    /// (Senders that have not run stay 0, and no receiver so far reads them.)
+    fn push(&mut self, ablated: &Tensor, first: usize, live: &Tensor) -> Result<()> {
+        let (rows, n, pos, d_model) = live.dims4()?;
+        let diff = (ablated.narrow(1, first, n)? - live)?; // [row, n, pos, d_model]
+        let diff = diff.reshape((rows, n, pos * d_model))?;
+        self.all.slice_set(&diff, 1, first)?;
+        self.filled = self.filled.max(first + n);
+        Ok(())
+    }
+
+    /// `Σ_s cut[r, s] · (ablated_s − live_s)` over the senders that have run: `cut`
+    /// `[row, receivers, all senders]` → `[row, receivers, pos, d_model]`.
+    fn cut_sum(&self, cut: &Tensor) -> Result<Tensor> {
+        let (rows, receivers, _) = cut.dims3()?;
+        let mask = cut.narrow(2, 0, self.filled)?.contiguous()?; // [row, receivers, filled]
+        let sum = mask.matmul(&self.all.narrow(1, 0, self.filled)?)?; // [row, receivers, pos · d_model]
+        Ok(sum.reshape((rows, receivers, self.pos, self.d_model))?)
+    }
 }
 
 /// Block `layer`'s receiver inputs: each head's q, k, v and the MLP's delta from the
@@ -158,16 +174,12 @@ fn receiver_inputs(
     layer: usize,
     cut: &Tensor,
     ablated: &Tensor,
-    diffs: &[Tensor],
+    diffs: &SenderDiffs,
 ) -> Result<ReceiverInputs> {
     let heads = graph.n_heads;
     let per_layer = 3 * heads + 1;
     let first = graph.sender_index(Sender::Head { layer, head: 0 });
-    let deltas = cut_sum(
-        &cut.narrow(1, layer * per_layer, per_layer)?,
-        diffs,
-        ablated,
-    )?; // [row, 3·head + 1, pos, d_model]
+    let deltas = diffs.cut_sum(&cut.narrow(1, layer * per_layer, per_layer)?)?; // [row, 3·head + 1, pos, d_model]
     let head_delta = |i: usize| -> Result<Tensor> {
         Ok(deltas
             .narrow(1, i * heads, heads)?

@@ -33,6 +33,21 @@ fn slot_of(receiver: Receiver) -> Slot {
     }
 }
 
+/// The group of edges whose exact effects share batched passes: the edges into one
+/// layer's receivers of one input kind (every head's queries, keys or values; the MLP;
+/// the logits), as `(first block its passes run, kind 0–4)`, in the order the groups
+/// run. A sharded run gives each group to one shard, so every edge is computed in the
+/// same batch as in one process, and gets the same value bit for bit.
+pub fn exact_group(graph: &Graph, edge: usize) -> (usize, u8) {
+    match slot_of(graph.receivers[graph.edges[edge].receiver]) {
+        Slot::Head(layer, Qkv::Q) => (layer, 0),
+        Slot::Head(layer, Qkv::K) => (layer, 1),
+        Slot::Head(layer, Qkv::V) => (layer, 2),
+        Slot::Mlp(layer) => (layer, 3),
+        Slot::Logits => (graph.n_layers, 4),
+    }
+}
+
 /// The exact effect of each edge in `edges` (indices into the graph's edges); the other
 /// entries 0. Also the clean logit difference.
 pub(crate) fn exact_scores(

@@ -43,6 +43,7 @@ mod senders;
 pub use attribute::{attribute, exact_edges, mean_scores};
 pub use circuit::{prune, top_edges, Select};
 pub use error::{CircuitError, Result};
+pub use exact::exact_group;
 pub use faithfulness::{
     circuits_faithfulness, faithfulness_curve, Circuit, Curve, CurvePoint, Size, MIB_FRACTIONS,
 };

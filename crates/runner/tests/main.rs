@@ -9,6 +9,7 @@ mod tiny_gguf;
 
 mod bad_input;
 mod browser;
+mod circuit_shards;
 mod circuits;
 mod compare;
 mod concepts;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -15,7 +15,7 @@ fn experiment() -> PathBuf {
     repo().join("tests/fixtures/experiments/tiny.toml")
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("actpatch-shards-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -24,7 +24,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// `actpatch run` of `file` into `out`, run id `R`, with no scheduler variables
 /// unless `env` sets them; small batches, so each pair has many.
-fn run_cmd(file: &Path, out: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+pub(crate) fn run_cmd(file: &Path, out: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_actpatch"));
     cmd.arg("run")
         .arg(file)
@@ -47,23 +47,23 @@ fn run_cmd(file: &Path, out: &Path, args: &[&str], env: &[(&str, &str)]) -> Comm
     cmd
 }
 
-fn output(mut cmd: Command) -> Output {
+pub(crate) fn output(mut cmd: Command) -> Output {
     cmd.output().unwrap()
 }
 
-fn ok(out: Output) -> String {
+pub(crate) fn ok(out: Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     stderr
 }
 
-fn failed(out: Output, code: i32) -> String {
+pub(crate) fn failed(out: Output, code: i32) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(code), "{stderr}");
     stderr
 }
 
-fn merge(run_dir: &Path) -> Output {
+pub(crate) fn merge(run_dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_actpatch"))
         .arg("merge")
         .arg(run_dir)
@@ -121,7 +121,7 @@ fn assert_same_as_single(merged: &Path, single: &Path) {
     );
 }
 
-fn no_temporary_files(dir: &Path) {
+pub(crate) fn no_temporary_files(dir: &Path) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         assert!(!name.starts_with(".partial."), "{}", entry.path().display());

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use actpatch_circuits::{attribute, exact_edges, Ablation, EdgePair, Graph, Method};
+use actpatch_circuits::{attribute, exact_edges, Ablation, EdgePair, Graph, Method, PairScores};
 use actpatch_model::HookedTransformer;
 use actpatch_report::EdgeRow;
 
@@ -162,6 +162,15 @@ pub(super) fn check(
     Ok(())
 }
 
+/// Where a run's exact edge effects come from.
+#[derive(Clone, Copy)]
+pub(super) enum ExactSource {
+    /// Computed here (a single-process run).
+    Compute,
+    /// Read from the parts the run's `count` shards wrote (a merge).
+    Shards { count: usize },
+}
+
 /// Runs `[circuit]` on `pairs` and writes its tables and files into `run_dir`.
 pub(super) fn run(
     model: &HookedTransformer,
@@ -169,6 +178,7 @@ pub(super) fn run(
     options: &RunOptions,
     (run_id, run_dir): (&str, &Path),
     pairs: &[&PairPlan],
+    exact_source: ExactSource,
 ) -> Result<Option<CircuitOutcome>, RunnerError> {
     let Some(spec) = &experiment.circuit else {
         return Ok(None);
@@ -182,17 +192,20 @@ pub(super) fn run(
     let edge_pairs = edge_pairs_of(pairs);
     let mut scored = score_methods(model, &graph, &edge_pairs, (&methods, ablation), options)?;
     options.stop_point(run_dir)?;
-    if let Some(exact) = exact_run(
-        model,
-        &graph,
-        spec,
-        &edge_pairs,
-        &scored,
-        ablation,
-        &methods,
-        options,
-    )? {
-        scored.push(exact);
+    if let Some(edges) = exact_edge_list(spec, &methods, &graph, &scored) {
+        let per_pair = match exact_source {
+            ExactSource::Compute => {
+                exact_run(model, &graph, &edge_pairs, ablation, &edges, options)?
+            }
+            ExactSource::Shards { count } => {
+                super::circuit_shards::read_parts(run_dir, count, &graph, &edges)?
+            }
+        };
+        scored.push(Scored {
+            method: Method::Exact,
+            per_pair,
+            edges,
+        });
     }
     options.stop_point(run_dir)?;
     let rows = circuit_edges::edge_rows(
@@ -243,7 +256,7 @@ pub(super) fn run(
 }
 
 /// The swept pairs as token ids and answers.
-fn edge_pairs_of(pairs: &[&PairPlan]) -> Vec<EdgePair> {
+pub(super) fn edge_pairs_of(pairs: &[&PairPlan]) -> Vec<EdgePair> {
     pairs
         .iter()
         .filter_map(|p| {
@@ -257,8 +270,8 @@ fn edge_pairs_of(pairs: &[&PairPlan]) -> Vec<EdgePair> {
         .collect()
 }
 
-/// Every method but `exact`, on every edge.
-fn score_methods(
+/// Every method of `methods` but `exact`, on every edge.
+pub(super) fn score_methods(
     model: &HookedTransformer,
     graph: &Graph,
     pairs: &[EdgePair],
@@ -287,49 +300,46 @@ fn score_methods(
     Ok(scored)
 }
 
-/// `exact` on every edge when listed, or on the top `exact_top` edges of the first
-/// other method (by |mean score|).
-#[allow(clippy::too_many_arguments)]
-fn exact_run(
+/// The edges `exact` runs on: every edge when `methods` lists it, or the top
+/// `exact_top` edges of the first other method (by |mean score|, ties by index);
+/// `None` when the run has no exact effects. `scored` needs only that first method.
+pub(super) fn exact_edge_list(
+    spec: &CircuitSpec,
+    methods: &[Method],
+    graph: &Graph,
+    scored: &[Scored],
+) -> Option<Vec<usize>> {
+    match (spec.exact_top, methods.contains(&Method::Exact)) {
+        (Some(n), _) => {
+            let mean = actpatch_circuits::mean_scores(&scored.first()?.per_pair);
+            let mut order: Vec<usize> = (0..mean.len()).collect();
+            order.sort_by(|a, b| mean[*b].abs().total_cmp(&mean[*a].abs()).then(a.cmp(b)));
+            order.truncate(n.min(mean.len()));
+            Some(order)
+        }
+        (None, true) => Some((0..graph.edges.len()).collect()),
+        (None, false) => None,
+    }
+}
+
+/// The exact effects of `edges` on every pair.
+pub(super) fn exact_run(
     model: &HookedTransformer,
     graph: &Graph,
-    spec: &CircuitSpec,
     pairs: &[EdgePair],
-    scored: &[Scored],
     ablation: Ablation,
-    methods: &[Method],
+    edges: &[usize],
     options: &RunOptions,
-) -> Result<Option<Scored>, RunnerError> {
-    let edges: Vec<usize> = match (spec.exact_top, methods.contains(&Method::Exact)) {
-        (Some(n), _) => match scored.first() {
-            Some(first) => {
-                let mean = actpatch_circuits::mean_scores(&first.per_pair);
-                let mut order: Vec<usize> = (0..mean.len()).collect();
-                order.sort_by(|a, b| mean[*b].abs().total_cmp(&mean[*a].abs()).then(a.cmp(b)));
-                order.truncate(n.min(mean.len()));
-                order
-            }
-            None => return Ok(None),
-        },
-        (None, true) => (0..graph.edges.len()).collect(),
-        (None, false) => return Ok(None),
-    };
+) -> Result<Vec<PairScores>, RunnerError> {
     options.say(format!(
         "circuit: exact effects of {} edges, {} pairs",
         edges.len(),
         pairs.len()
     ));
-    let per_pair = exact_edges(model, graph, pairs, ablation, &edges).map_err(|source| {
-        RunnerError::Circuit {
-            during: "measuring exact edge effects".into(),
-            source: Box::new(source),
-        }
-    })?;
-    Ok(Some(Scored {
-        method: Method::Exact,
-        per_pair,
-        edges,
-    }))
+    exact_edges(model, graph, pairs, ablation, edges).map_err(|source| RunnerError::Circuit {
+        during: "measuring exact edge effects".into(),
+        source: Box::new(source),
+    })
 }
 
 /// `circuits/<method>.json`: the mean scores over every pair in the library's graph JSON.

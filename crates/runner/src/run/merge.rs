@@ -16,11 +16,12 @@ use actpatch_model::HookedTransformer;
 use actpatch_patching::PatchKind;
 use actpatch_report::CellRow;
 
+use super::circuits::{self, ExactSource};
 use super::partial::results_from_rows;
 use super::sweep_pair::{cells, skipped_kinds, swept_kinds};
 use super::{
-    finish_run, load_experiment, load_model, model_record, pairs_to_sweep, validate_all,
-    RunOutcome, Stages, SweepContext,
+    finish_run, load_experiment, load_model, model_record, pairs_to_sweep, record_circuit,
+    validate_all, RunOutcome, Stages, SweepContext,
 };
 use crate::experiment::Experiment;
 use crate::manifest::{sha256_bytes, Manifest, RunStatus};
@@ -138,10 +139,23 @@ pub(super) fn merge_loaded(
         t_swept,
     };
     options.say(format!("merging {} shards of run {run_id}", shards.len()));
+    // `[circuit]`: the exact effects from the shards, the rest computed here.
+    let exact = ExactSource::Shards {
+        count: shards.len(),
+    };
+    let circuit = circuits::run(
+        model,
+        experiment,
+        options,
+        (&run_id, run_dir),
+        &to_sweep,
+        exact,
+    )?;
+    let circuit_section = record_circuit(&mut manifest, circuit);
     finish_run(
         &context,
         (plans, &swept),
-        (&mut manifest, None),
+        (&mut manifest, circuit_section.as_deref()),
         stages,
         clock,
     )

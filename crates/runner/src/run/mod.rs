@@ -12,6 +12,7 @@
 mod circuit_curves;
 mod circuit_edges;
 mod circuit_intervals;
+mod circuit_shards;
 mod circuits;
 mod folder;
 mod load;
@@ -238,7 +239,14 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
     };
     let swept = context.sweep_all(&to_sweep)?;
     options.stop_point(&run_dir)?;
-    let circuit = circuits::run(&model, experiment, options, (&run_id, &run_dir), &to_sweep)?;
+    let circuit = circuits::run(
+        &model,
+        experiment,
+        options,
+        (&run_id, &run_dir),
+        &to_sweep,
+        circuits::ExactSource::Compute,
+    )?;
     let t_swept = clock.elapsed().as_secs_f64();
 
     let stages = Stages {
@@ -246,14 +254,7 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
         t_validated,
         t_swept,
     };
-    let circuit_section = circuit.as_ref().map(|c| c.report_section());
-    manifest.circuit_top_edges = circuit.as_ref().map(|c| c.top_edges()).unwrap_or_default();
-    manifest.circuit_areas = (circuit.as_ref())
-        .and_then(|c| c.curves.as_ref())
-        .map(|c| c.areas.clone())
-        .unwrap_or_default();
-    manifest.circuit_seconds = circuit.as_ref().map(|c| c.seconds);
-    manifest.circuit_files = circuit.map(|c| c.files).unwrap_or_default();
+    let circuit_section = record_circuit(&mut manifest, circuit);
     finish_run(
         &context,
         (&plans, &swept),
@@ -261,6 +262,22 @@ fn execute(start: Start, options: &RunOptions) -> Result<RunOutcome, RunnerError
         stages,
         clock,
     )
+}
+
+/// The circuit stage's outcome into the manifest; its report section.
+fn record_circuit(
+    manifest: &mut Manifest,
+    circuit: Option<circuits::CircuitOutcome>,
+) -> Option<String> {
+    let circuit = circuit?;
+    manifest.circuit_top_edges = circuit.top_edges();
+    manifest.circuit_areas = (circuit.curves.as_ref())
+        .map(|c| c.areas.clone())
+        .unwrap_or_default();
+    manifest.circuit_seconds = Some(circuit.seconds);
+    let section = circuit.report_section();
+    manifest.circuit_files = circuit.files;
+    Some(section)
 }
 
 /// When each stage ended, in seconds since the run started.

@@ -76,7 +76,6 @@ pub(super) fn run_shard(
         experiment_path: path.to_path_buf(),
     };
     let prepared = prepare(&start, options)?;
-    refuse_circuit(path, &prepared.experiment)?;
     refuse_paths(&prepared.experiment, choice)?;
     refuse_approximate(&prepared.experiment, choice)?;
     refuse_gaussian(&prepared.experiment, choice)?;
@@ -97,6 +96,8 @@ pub(super) fn run_shard(
     let t_loaded = clock.elapsed().as_secs_f64();
     let plans = validate_all(&model, &prepared.experiment, options, true)?;
     let t_validated = clock.elapsed().as_secs_f64();
+    let checked = pairs_to_sweep(&plans, &prepared.experiment, options);
+    super::circuits::check(&model, &prepared.experiment, &checked)?;
     mine.model = Some(model_record(&model, &prepared.experiment));
     check_siblings(&run_dir, &mine)?;
     start_shard(&run_dir, &mine)?;
@@ -110,6 +111,9 @@ pub(super) fn run_shard(
     };
     let to_sweep = pairs_to_sweep(&plans, shard.experiment, options);
     let cells = shard.sweep(&to_sweep, &mut mine)?;
+    // `[circuit]`: this shard's receiver groups of the exact edge effects.
+    let part = (to_sweep.as_slice(), choice.shard);
+    super::circuit_shards::run_part(&model, shard.experiment, options, &run_dir, part)?;
     let t_swept = clock.elapsed().as_secs_f64();
 
     mine.pairs = Some(pair_counts(&plans, to_sweep.len()));
@@ -409,18 +413,4 @@ fn merge_if_last(
     let merged = super::merge::merge_loaded(shard.run_dir, loaded, plans);
     let _ = std::fs::remove_file(&lock);
     merged
-}
-
-/// `[circuit]` runs in one process: a shard refuses it (exit 2).
-fn refuse_circuit(
-    path: &Path,
-    experiment: &crate::experiment::Experiment,
-) -> Result<(), RunnerError> {
-    match experiment.circuit {
-        Some(_) => Err(RunnerError::Input(format!(
-            "{}: [circuit] runs in one process for now: run this experiment without --shard (edge scores of a gpt2-small-sized model take seconds), or move [circuit] to an experiment of its own",
-            path.display()
-        ))),
-        None => Ok(()),
-    }
 }

@@ -4,6 +4,8 @@
 //!   `scan_parquet("cells/**/*.parquet")` and duckdb
 //!   `read_parquet('cells/*/*.parquet', hive_partitioning = true)` read them as one
 //!   table with a `shard` column);
+//! - `exact/shard=i-of-n.json`: with `[circuit]` exact effects, those shard i measured
+//!   (its receiver groups; see `run/circuit_shards.rs`);
 //! - `shards/i-of-n.json`: shard i's manifest, `"complete"` once its part is written;
 //! - `manifest.json`: the run's own, `"running"` with `shards = n` until the merge
 //!   writes the run's tables and marks it `"complete"`.
@@ -31,6 +33,16 @@ pub fn part_path(run_dir: &Path, shard: ShardSpec) -> PathBuf {
         .join("cells")
         .join(shard.partition())
         .join("part-0.parquet")
+}
+
+/// The folder of the shards' exact edge effects (`[circuit]`), in the run folder.
+pub const EXACT_DIR: &str = "exact";
+
+/// Shard `shard`'s exact edge effects.
+pub fn exact_part_path(run_dir: &Path, shard: ShardSpec) -> PathBuf {
+    run_dir
+        .join(EXACT_DIR)
+        .join(format!("{}.json", shard.partition()))
 }
 
 /// Held while one process merges the shards, so the last two shards to finish do

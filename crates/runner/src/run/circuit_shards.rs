@@ -12,7 +12,7 @@ use actpatch_circuits::{exact_group, Graph, Method, PairScores};
 use actpatch_model::HookedTransformer;
 use serde::{Deserialize, Serialize};
 
-use super::circuits::{edge_pairs_of, exact_edge_list, exact_run, score_methods};
+use super::circuit_scores::{edge_pairs_of, exact_edge_list, exact_run, score_methods};
 use super::folder::create_subfolder;
 use crate::experiment::Experiment;
 use crate::options::RunOptions;
@@ -87,7 +87,7 @@ pub(super) fn run_part(
                 .filter(move |&e| exact_group(graph, e) == group)
         })
         .collect();
-    let per_pair = exact_run(model, &graph, &edge_pairs, ablation, &mine, options)?;
+    let per_pair = exact_run((model, &graph, &edge_pairs, options), ablation, &mine)?;
     let part = ExactPart {
         pairs: per_pair
             .iter()

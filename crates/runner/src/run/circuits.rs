@@ -5,12 +5,17 @@
 use std::path::Path;
 use std::time::Instant;
 
-use actpatch_circuits::{attribute, exact_edges, Ablation, EdgePair, Graph, Method, PairScores};
+use actpatch_circuits::{Ablation, Graph, Method};
 use actpatch_model::HookedTransformer;
 use actpatch_report::EdgeRow;
 
 use super::circuit_curves::{self, CurvesOutcome, MethodScores};
 use super::circuit_edges::{self, Scored};
+pub(super) use super::circuit_scores::ExactSource;
+use super::circuit_scores::{
+    edge_pairs_of, exact_edge_list, exact_run, score_methods, ScoreContext,
+};
+use super::circuit_shards;
 use super::folder::create_subfolder;
 use crate::experiment::{CircuitSpec, Experiment};
 use crate::options::RunOptions;
@@ -162,15 +167,6 @@ pub(super) fn check(
     Ok(())
 }
 
-/// Where a run's exact edge effects come from.
-#[derive(Clone, Copy)]
-pub(super) enum ExactSource {
-    /// Computed here (a single-process run).
-    Compute,
-    /// Read from the parts the run's `count` shards wrote (a merge).
-    Shards { count: usize },
-}
-
 /// Runs `[circuit]` on `pairs` and writes its tables and files into `run_dir`.
 pub(super) fn run(
     model: &HookedTransformer,
@@ -192,20 +188,14 @@ pub(super) fn run(
     let edge_pairs = edge_pairs_of(pairs);
     let mut scored = score_methods(model, &graph, &edge_pairs, (&methods, ablation), options)?;
     options.stop_point(run_dir)?;
-    if let Some(edges) = exact_edge_list(spec, &methods, &graph, &scored) {
-        let per_pair = match exact_source {
-            ExactSource::Compute => {
-                exact_run(model, &graph, &edge_pairs, ablation, &edges, options)?
-            }
-            ExactSource::Shards { count } => {
-                super::circuit_shards::read_parts(run_dir, count, &graph, &edges)?
-            }
-        };
-        scored.push(Scored {
-            method: Method::Exact,
-            per_pair,
-            edges,
-        });
+    let context = (model, &graph, edge_pairs.as_slice(), options);
+    if let Some(exact) = exact_scores(
+        context,
+        (spec, &methods, ablation),
+        &scored,
+        (run_dir, exact_source),
+    )? {
+        scored.push(exact);
     }
     options.stop_point(run_dir)?;
     let rows = circuit_edges::edge_rows(
@@ -255,91 +245,26 @@ pub(super) fn run(
     }))
 }
 
-/// The swept pairs as token ids and answers.
-pub(super) fn edge_pairs_of(pairs: &[&PairPlan]) -> Vec<EdgePair> {
-    pairs
-        .iter()
-        .filter_map(|p| {
-            let answers = p.answers?;
-            Some(EdgePair {
-                clean: p.clean_tokens.clone(),
-                corrupted: p.corrupted_tokens.clone(),
-                answers: [answers.correct, answers.incorrect],
-            })
-        })
-        .collect()
-}
-
-/// Every method of `methods` but `exact`, on every edge.
-pub(super) fn score_methods(
-    model: &HookedTransformer,
-    graph: &Graph,
-    pairs: &[EdgePair],
-    (methods, ablation): (&[Method], Ablation),
-    options: &RunOptions,
-) -> Result<Vec<Scored>, RunnerError> {
-    let mut scored = Vec::new();
-    for method in methods.iter().copied().filter(|m| *m != Method::Exact) {
-        options.say(format!(
-            "circuit: {method} over {} edges, {} pairs",
-            graph.edges.len(),
-            pairs.len()
-        ));
-        let per_pair = attribute(model, graph, pairs, method, ablation).map_err(|source| {
-            RunnerError::Circuit {
-                during: format!("scoring edges with {method}"),
-                source: Box::new(source),
-            }
-        })?;
-        scored.push(Scored {
-            method,
-            per_pair,
-            edges: (0..graph.edges.len()).collect(),
-        });
-    }
-    Ok(scored)
-}
-
-/// The edges `exact` runs on: every edge when `methods` lists it, or the top
-/// `exact_top` edges of the first other method (by |mean score|, ties by index);
-/// `None` when the run has no exact effects. `scored` needs only that first method.
-pub(super) fn exact_edge_list(
-    spec: &CircuitSpec,
-    methods: &[Method],
-    graph: &Graph,
+/// The `exact` method's scores, when the run has any: computed, or from the shards'
+/// parts in `run_dir`.
+pub(super) fn exact_scores(
+    (model, graph, pairs, options): ScoreContext,
+    (spec, methods, ablation): (&CircuitSpec, &[Method], Ablation),
     scored: &[Scored],
-) -> Option<Vec<usize>> {
-    match (spec.exact_top, methods.contains(&Method::Exact)) {
-        (Some(n), _) => {
-            let mean = actpatch_circuits::mean_scores(&scored.first()?.per_pair);
-            let mut order: Vec<usize> = (0..mean.len()).collect();
-            order.sort_by(|a, b| mean[*b].abs().total_cmp(&mean[*a].abs()).then(a.cmp(b)));
-            order.truncate(n.min(mean.len()));
-            Some(order)
-        }
-        (None, true) => Some((0..graph.edges.len()).collect()),
-        (None, false) => None,
-    }
-}
-
-/// The exact effects of `edges` on every pair.
-pub(super) fn exact_run(
-    model: &HookedTransformer,
-    graph: &Graph,
-    pairs: &[EdgePair],
-    ablation: Ablation,
-    edges: &[usize],
-    options: &RunOptions,
-) -> Result<Vec<PairScores>, RunnerError> {
-    options.say(format!(
-        "circuit: exact effects of {} edges, {} pairs",
-        edges.len(),
-        pairs.len()
-    ));
-    exact_edges(model, graph, pairs, ablation, edges).map_err(|source| RunnerError::Circuit {
-        during: "measuring exact edge effects".into(),
-        source: Box::new(source),
-    })
+    (run_dir, source): (&Path, ExactSource),
+) -> Result<Option<Scored>, RunnerError> {
+    let Some(edges) = exact_edge_list(spec, methods, graph, scored) else {
+        return Ok(None);
+    };
+    let per_pair = match source {
+        ExactSource::Compute => exact_run((model, graph, pairs, options), ablation, &edges)?,
+        ExactSource::Shards { count } => circuit_shards::read_parts(run_dir, count, graph, &edges)?,
+    };
+    Ok(Some(Scored {
+        method: Method::Exact,
+        per_pair,
+        edges,
+    }))
 }
 
 /// `circuits/<method>.json`: the mean scores over every pair in the library's graph JSON.

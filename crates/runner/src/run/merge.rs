@@ -86,18 +86,8 @@ pub(super) fn merge_loaded(
 ) -> Result<RunOutcome, RunnerError> {
     let merge_started = Instant::now();
     let shards = complete_shards(run_dir)?;
-    let mut parts = read_parts(run_dir, &shards)?;
     let to_sweep = pairs_to_sweep(plans, experiment, options);
-    let swept = (to_sweep.iter())
-        .map(|plan| swept_from_parts(experiment, model, plan, &mut parts))
-        .collect::<Result<Vec<_>, _>>()?;
-    if let Some(((pair, direction, kind, ..), _)) = parts.iter().next() {
-        return Err(RunnerError::Input(format!(
-            "cannot merge {}: the shards hold {} cells this experiment does not sweep (e.g. pair `{pair}` {direction} {kind}); were they written by another version of actpatch?",
-            run_dir.display(),
-            parts.len()
-        )));
-    }
+    let swept = swept_pairs(run_dir, (model, experiment), &shards, &to_sweep)?;
 
     // The run's manifest: its shards' start, timings along the slowest shard.
     let mut manifest = Manifest::read(run_dir)
@@ -150,8 +140,8 @@ pub(super) fn merge_loaded(
         (&run_id, run_dir),
         &to_sweep,
         exact,
-    )?;
-    let circuit_section = record_circuit(&mut manifest, circuit);
+    );
+    let circuit_section = record_circuit(&mut manifest, circuit?);
     finish_run(
         &context,
         (plans, &swept),
@@ -159,6 +149,27 @@ pub(super) fn merge_loaded(
         stages,
         clock,
     )
+}
+
+/// Every swept pair's cells, from the shards' parts; no cell left over.
+fn swept_pairs<'p>(
+    run_dir: &Path,
+    (model, experiment): (&HookedTransformer, &Experiment),
+    shards: &[Manifest],
+    to_sweep: &[&'p PairPlan],
+) -> Result<Vec<SweptPair<'p>>, RunnerError> {
+    let mut parts = read_parts(run_dir, shards)?;
+    let swept = (to_sweep.iter())
+        .map(|plan| swept_from_parts(experiment, model, plan, &mut parts))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(((pair, direction, kind, ..), _)) = parts.iter().next() {
+        return Err(RunnerError::Input(format!(
+            "cannot merge {}: the shards hold {} cells this experiment does not sweep (e.g. pair `{pair}` {direction} {kind}); were they written by another version of actpatch?",
+            run_dir.display(),
+            parts.len()
+        )));
+    }
+    Ok(swept)
 }
 
 /// The shards' manifests, in shard order, when all are present, complete and of one

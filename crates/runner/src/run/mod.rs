@@ -12,6 +12,7 @@
 mod circuit_curves;
 mod circuit_edges;
 mod circuit_intervals;
+mod circuit_scores;
 mod circuit_shards;
 mod circuits;
 mod folder;

@@ -59,6 +59,13 @@ fn refuse_gaussian(experiment: &Experiment, choice: &ShardChoice) -> Result<(), 
     )))
 }
 
+/// What a shard cannot run: path patching, approximate sweeps, Gaussian noise.
+fn refuse_unshardable(experiment: &Experiment, choice: &ShardChoice) -> Result<(), RunnerError> {
+    refuse_paths(experiment, choice)?;
+    refuse_approximate(experiment, choice)?;
+    refuse_gaussian(experiment, choice)
+}
+
 /// Runs shard `choice` of the experiment at `path` into `<out>/<run id>/`.
 pub(super) fn run_shard(
     path: &Path,
@@ -76,9 +83,7 @@ pub(super) fn run_shard(
         experiment_path: path.to_path_buf(),
     };
     let prepared = prepare(&start, options)?;
-    refuse_paths(&prepared.experiment, choice)?;
-    refuse_approximate(&prepared.experiment, choice)?;
-    refuse_gaussian(&prepared.experiment, choice)?;
+    refuse_unshardable(&prepared.experiment, choice)?;
     let options = &prepared.options;
     let run_dir = options.out_dir.clone().unwrap_or_default().join(&run_id);
     let mut mine = shard_manifest(&prepared, &run_id, choice);

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::grid::{facet_title as title, grids, ColumnKey, LongCell};
-use super::run_page::SUBJECT;
+use super::SUBJECT;
 use super::{Block, GridSet, Page, Section, TableBlock};
 use crate::compare_table::{read_compare, CompareRow};
 use crate::{ReportError, Result};

@@ -8,15 +8,20 @@
 pub mod circuits;
 mod columns;
 pub mod compare_page;
+mod concept_cells;
 mod findings;
 pub mod grid;
 pub mod run_page;
+mod run_tables;
 
 use std::fmt::Write;
 
 use serde::Serialize;
 
 pub use grid::{ColumnKey, Grid, LongCell, Tick};
+
+/// The heatmaps' facet that picks a pair or a concept.
+pub const SUBJECT: &str = "pair / concept";
 
 const SCRIPT: &str = include_str!("../../assets/report.js");
 const STYLE: &str = include_str!("../../assets/report.css");

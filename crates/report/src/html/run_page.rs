@@ -9,16 +9,17 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde_json::Value;
 
-use super::columns::{numbers, texts};
+pub use super::concept_cells::concept_cells;
 use super::findings::{self, Summary};
 use super::grid::{facet_title as title, grids, ColumnKey, LongCell};
-use super::{Block, GridSet, Page, Section, TableBlock};
+pub use super::run_tables::frame_table;
+use super::run_tables::{baselines_section, facts};
+use super::{Block, GridSet, Page, Section};
 use crate::summary::{kind_sentence, mean_cells, shared_labels, Spot};
 use crate::tables::{read_frame, read_rows, BASELINES, CELLS};
 use crate::{BaselineRow, CellRow, ReportError, Result};
 
-/// The facet that picks a pair or a concept.
-pub const SUBJECT: &str = "pair / concept";
+pub use super::SUBJECT;
 /// Facets of the heatmaps, in the order of their selectors.
 pub const FACETS: [&str; 4] = [SUBJECT, "direction", "kind", "method"];
 
@@ -295,229 +296,6 @@ fn concept_means(
     (cells, sentences)
 }
 
-/// Concept heatmaps from `concepts.parquet` (one row per concept, direction, kind,
-/// layer, head, role: `n_pairs`, `mean`, `ci_low`, `ci_high`); roles are columns in
-/// order of first appearance. Rows missing a required value are left out.
-pub fn concept_cells(frame: &DataFrame) -> Vec<LongCell> {
-    let (Some(concept), Some(kind), Some(layer), Some(role), Some(mean)) = (
-        texts(frame, "concept"),
-        texts(frame, "kind"),
-        numbers(frame, "layer"),
-        texts(frame, "role"),
-        numbers(frame, "mean"),
-    ) else {
-        return Vec::new();
-    };
-    let optional = |name| texts(frame, name).unwrap_or_else(|| vec![None; frame.height()]);
-    let (direction, method) = (optional("direction"), optional("method"));
-    let head = numbers(frame, "head").unwrap_or_else(|| vec![None; frame.height()]);
-    let n_pairs = numbers(frame, "n_pairs").unwrap_or_else(|| vec![None; frame.height()]);
-    let (low, high) = (
-        numbers(frame, "ci_low").unwrap_or_else(|| vec![None; frame.height()]),
-        numbers(frame, "ci_high").unwrap_or_else(|| vec![None; frame.height()]),
-    );
-    // The facet names a concept by its pair count: the most pairs any of its cells
-    // has (a role missing from some templates has fewer), one facet per concept.
-    let mut most_pairs: BTreeMap<&str, f64> = BTreeMap::new();
-    for (c, n) in concept.iter().zip(&n_pairs) {
-        if let (Some(c), Some(n)) = (c, n) {
-            let most = most_pairs.entry(c.as_str()).or_insert(0.0);
-            *most = most.max(*n);
-        }
-    }
-    let mut roles: BTreeMap<(String, String), u32> = BTreeMap::new();
-    let mut cells = Vec::new();
-    for i in 0..frame.height() {
-        let (Some(c), Some(k), Some(l), Some(r), Some(m)) =
-            (&concept[i], &kind[i], layer[i], &role[i], mean[i])
-        else {
-            continue;
-        };
-        let next = roles.iter().filter(|((rc, _), _)| rc == c).count() as u32;
-        let order = *roles.entry((c.clone(), r.clone())).or_insert(next);
-        let subject = match most_pairs.get(c.as_str()) {
-            Some(n) => format!("{c}: {n} pairs"),
-            None => format!("{c}: all pairs"),
-        };
-        let mut facets = vec![(SUBJECT.to_string(), subject)];
-        if let Some(d) = &direction[i] {
-            facets.push(("direction".into(), d.clone()));
-        }
-        facets.push(("kind".into(), k.clone()));
-        if let Some(m) = &method[i] {
-            facets.push(("method".into(), m.clone()));
-        }
-        cells.push(LongCell {
-            facets,
-            layer: l as u32,
-            head: head[i].map(|h| h as u32),
-            column: Some(ColumnKey {
-                order,
-                label: r.clone(),
-                hover: vec![("role".into(), r.clone())],
-            }),
-            value: m,
-            interval: low[i].zip(high[i]),
-        });
-    }
-    cells
-}
-
-fn baselines_table(rows: &[BaselineRow]) -> TableBlock {
-    let columns = [
-        "pair",
-        "concept",
-        "clean → corrupted",
-        "answers",
-        "tokens",
-        "clean LD",
-        "corrupted LD",
-        "outcome",
-    ];
-    TableBlock {
-        columns: columns.map(String::from).to_vec(),
-        rows: rows
-            .iter()
-            .map(|b| {
-                let outcome = match (b.passed, b.swept) {
-                    (true, _) => "passed".to_string(),
-                    (false, true) => format!("**failed, swept anyway**: {}", b.reasons.join("; ")),
-                    (false, false) => format!("**failed, skipped**: {}", b.reasons.join("; ")),
-                };
-                let [clean, corrupted] = b.baseline_labels();
-                vec![
-                    b.pair.clone(),
-                    b.concept.clone(),
-                    b.prompts_label(),
-                    b.answers_label(),
-                    format!("{} / {}", b.clean_tokens.len(), b.corrupted_tokens.len()),
-                    clean,
-                    corrupted,
-                    outcome,
-                ]
-            })
-            .collect(),
-    }
-}
-
-/// Any table, every value as text (numbers to 4 significant digits).
-pub fn frame_table(frame: &DataFrame) -> TableBlock {
-    let columns: Vec<String> = frame
-        .get_column_names()
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
-    let rows = (0..frame.height())
-        .map(|i| {
-            frame
-                .columns()
-                .iter()
-                .map(|c| match c.get(i) {
-                    Ok(AnyValue::Null) | Err(_) => "–".to_string(),
-                    Ok(AnyValue::Float64(v)) => format!("{v:.4}"),
-                    Ok(AnyValue::Float32(v)) => format!("{v:.4}"),
-                    Ok(AnyValue::String(s)) => s.to_string(),
-                    Ok(AnyValue::StringOwned(s)) => s.to_string(),
-                    Ok(v) => v.to_string(),
-                })
-                .collect()
-        })
-        .collect();
-    TableBlock { columns, rows }
-}
-
-fn facts(files: &RunFiles) -> Vec<(String, String)> {
-    let m = &files.manifest;
-    let text = |v: &Value| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    };
-    let mut facts = Vec::new();
-    let mut add = |key: &str, value: Option<String>| {
-        if let Some(v) = value.filter(|v| !v.is_empty()) {
-            facts.push((key.to_string(), v));
-        }
-    };
-    add(
-        "model",
-        text(&m["model"]["source"]).map(|s| format!("`{s}`")),
-    );
-    add("run", text(&m["run_id"]).map(|s| format!("`{s}`")));
-    add("status", text(&m["status"]));
-    add("started", text(&m["started"]));
-    add(
-        "wall time",
-        m["wall_seconds"].as_f64().map(|s| format!("{s:.1} s")),
-    );
-    add(
-        "pairs",
-        m["pairs"]["total"].as_u64().map(|t| {
-            format!(
-                "{} of {t} passed validation",
-                m["pairs"]["passed"].as_u64().unwrap_or(0)
-            )
-        }),
-    );
-    add("cells", Some(files.cells.len().to_string()));
-    add(
-        "directions",
-        m["directions"].as_array().map(|k| {
-            k.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        }),
-    );
-    add(
-        "patch kinds",
-        m["kinds"].as_array().map(|k| {
-            k.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        }),
-    );
-    // `tool.commit`: the build commit; `git_commit` in manifests before it.
-    let commit = (m["tool"]["commit"].as_str()).or(m["git_commit"].as_str());
-    add(
-        "actpatch",
-        text(&m["tool"]["version"]).map(|v| match commit {
-            Some(c) => format!("{v} (`{}`)", &c[..c.len().min(10)]),
-            None => v,
-        }),
-    );
-    facts
-}
-
-/// The baselines table, with every pair's warnings.
-fn baselines_section(baselines: &[BaselineRow]) -> Section {
-    let passed = baselines.iter().filter(|b| b.passed).count();
-    let mut blocks = vec![
-        Block::Text(format!(
-            "{passed} of {} pairs passed validation.",
-            baselines.len()
-        )),
-        Block::Table(baselines_table(baselines)),
-    ];
-    let warnings: Vec<String> = baselines
-        .iter()
-        .flat_map(|b| {
-            b.warnings
-                .iter()
-                .map(move |w| format!("**{}**: {w}", b.pair))
-        })
-        .collect();
-    if !warnings.is_empty() {
-        blocks.push(Block::Text("**Warnings**".into()));
-        blocks.push(Block::Bullets(warnings));
-    }
-    Section {
-        heading: "Baselines".into(),
-        blocks,
-    }
-}
-
 /// The summary sentences of every pair's grids and of every concept (the means over
 /// its pairs), and for a run without `concepts.parquet` the concept means' cells,
 /// direction by direction.
@@ -625,7 +403,7 @@ pub fn run_page(files: &RunFiles) -> Page {
             .as_str()
             .unwrap_or("actpatch run")
             .to_string(),
-        facts: facts(files),
+        facts: facts(&files.manifest, files.cells.len()),
         sections,
     }
 }

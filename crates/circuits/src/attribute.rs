@@ -39,11 +39,7 @@ pub fn attribute(
             .collect::<Result<_>>()?,
         Method::Exact => {
             let all: Vec<usize> = (0..graph.edges.len()).collect();
-            pairs
-                .iter()
-                .zip(&runs)
-                .map(|(pair, runs)| exact_scores(model, graph, pair, runs, &all))
-                .collect::<Result<_>>()?
+            exact_scores(model, graph, pairs, &runs, &all)?
         }
     };
     Ok(with_baselines(scores, &runs))
@@ -60,11 +56,7 @@ pub fn exact_edges(
 ) -> Result<Vec<PairScores>> {
     check(model, pairs, Method::Exact, ablation)?;
     let runs = pair_runs(model, graph, pairs, ablation)?;
-    let scores = pairs
-        .iter()
-        .zip(&runs)
-        .map(|(pair, runs)| exact_scores(model, graph, pair, runs, edges))
-        .collect::<Result<Vec<_>>>()?;
+    let scores = exact_scores(model, graph, pairs, &runs, edges)?;
     Ok(with_baselines(scores, &runs))
 }
 

@@ -1,8 +1,9 @@
 //! Exact edge effects: for each edge `s → r`, the clean run in which receiver `r`'s
 //! input alone reads the ablated output of `s` in place of the clean one (every other
 //! receiver reads the clean stream; everything after `r` is recomputed), minus the
-//! clean run's logit difference. Edges into one layer's receivers of one kind run as
-//! the rows of one batched pass.
+//! clean run's logit difference. Every (pair, edge) is a row; rows whose receivers sit
+//! in one block (its heads' queries, keys and values and its MLP) — or at the logits —
+//! run from that block on as one batched pass, pairs of one length together.
 
 use actpatch_hooks::Hooks;
 use actpatch_model::{EdgeInputs, HookedTransformer, Readout, ReceiverInputs};
@@ -16,149 +17,166 @@ use crate::Result;
 /// Rows × positions per pass.
 const ROW_POSITIONS_PER_PASS: usize = 512;
 
-/// Where an edge's delta goes: the receiver's layer and input kind (one batched pass
-/// per key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Slot {
-    Head(usize, Qkv),
-    Mlp(usize),
-    Logits,
-}
-
-fn slot_of(receiver: Receiver) -> Slot {
-    match receiver {
-        Receiver::Head { layer, input, .. } => Slot::Head(layer, input),
-        Receiver::Mlp { layer } => Slot::Mlp(layer),
-        Receiver::Logits => Slot::Logits,
+/// The block an edge's pass starts at: its receiver's layer (`n_layers` for the
+/// logits). The edges of one block share batched passes, so a sharded run gives each
+/// block's edges to one shard, and every edge is computed in the same batch as in one
+/// process: the same value bit for bit.
+pub fn exact_group(graph: &Graph, edge: usize) -> usize {
+    match graph.receivers[graph.edges[edge].receiver] {
+        Receiver::Head { layer, .. } | Receiver::Mlp { layer } => layer,
+        Receiver::Logits => graph.n_layers,
     }
 }
 
-/// The group of edges whose exact effects share batched passes: the edges into one
-/// layer's receivers of one input kind (every head's queries, keys or values; the MLP;
-/// the logits), as `(first block its passes run, kind 0–4)`, in the order the groups
-/// run. A sharded run gives each group to one shard, so every edge is computed in the
-/// same batch as in one process, and gets the same value bit for bit.
-pub fn exact_group(graph: &Graph, edge: usize) -> (usize, u8) {
-    match slot_of(graph.receivers[graph.edges[edge].receiver]) {
-        Slot::Head(layer, Qkv::Q) => (layer, 0),
-        Slot::Head(layer, Qkv::K) => (layer, 1),
-        Slot::Head(layer, Qkv::V) => (layer, 2),
-        Slot::Mlp(layer) => (layer, 3),
-        Slot::Logits => (graph.n_layers, 4),
-    }
-}
-
-/// The exact effect of each edge in `edges` (indices into the graph's edges); the other
-/// entries 0. Also the clean logit difference.
+/// The exact effect of each edge in `edges` on every pair (the other entries 0).
 pub(crate) fn exact_scores(
     model: &HookedTransformer,
     graph: &Graph,
-    pair: &EdgePair,
-    runs: &PairRuns,
+    pairs: &[EdgePair],
+    runs: &[PairRuns],
     edges: &[usize],
-) -> Result<Vec<f32>> {
-    let (ld_clean, streams, delta) = (runs.clean.logit_diff, &runs.clean.streams, &runs.delta);
-    let mut scores = vec![0f32; graph.edges.len()];
-    let mut by_slot: Vec<(Slot, usize)> = edges
-        .iter()
-        .map(|&e| (slot_of(graph.receivers[graph.edges[e].receiver]), e))
+) -> Result<Vec<Vec<f32>>> {
+    let mut scores = vec![vec![0f32; graph.edges.len()]; pairs.len()];
+    // (start block, length, pair, edge): the order rows run in.
+    let mut rows: Vec<(usize, usize, usize, usize)> = (0..pairs.len())
+        .flat_map(|p| edges.iter().map(move |&e| (p, e)))
+        .map(|(p, e)| (exact_group(graph, e), pairs[p].clean.len(), p, e))
         .collect();
-    by_slot.sort();
-    let per_pass = (ROW_POSITIONS_PER_PASS / pair.clean.len().max(1)).max(1);
+    rows.sort_unstable();
     let mut start = 0;
-    while start < by_slot.len() {
-        let slot = by_slot[start].0;
+    while start < rows.len() {
+        let (block, pos, ..) = rows[start];
+        let per_pass = (ROW_POSITIONS_PER_PASS / pos.max(1)).max(1);
         let mut end = start + 1;
-        while end < by_slot.len() && by_slot[end].0 == slot && end - start < per_pass {
+        while end < rows.len()
+            && rows[end].0 == block
+            && rows[end].1 == pos
+            && end - start < per_pass
+        {
             end += 1;
         }
-        let chunk: Vec<usize> = by_slot[start..end].iter().map(|(_, e)| *e).collect();
-        let lds = patched_pass(model, graph, (pair, streams), delta, slot, &chunk)?;
-        for (e, ld) in chunk.iter().zip(lds) {
-            scores[*e] = ld - ld_clean;
+        let chunk: Vec<(usize, usize)> = rows[start..end].iter().map(|r| (r.2, r.3)).collect();
+        let lds = patched_pass(model, graph, (pairs, runs), block, &chunk)?;
+        for ((p, e), ld) in chunk.iter().zip(lds) {
+            scores[*p][*e] = ld - runs[*p].clean.logit_diff;
         }
         start = end;
     }
     Ok(scores)
 }
 
-/// One pass of the clean prompt from the receivers' block on (the clean stream
-/// before it), a row per edge of `chunk` (all into `slot`).
+/// One pass from block `block` on (each row's pair's clean stream before it), a row
+/// per (pair, edge) of `chunk`, every edge into that block or (`n_layers`) the logits.
 fn patched_pass(
     model: &HookedTransformer,
     graph: &Graph,
-    (pair, streams): (&EdgePair, &[Tensor]),
-    delta: &Tensor,
-    slot: Slot,
-    chunk: &[usize],
+    (pairs, runs): (&[EdgePair], &[PairRuns]),
+    block: usize,
+    chunk: &[(usize, usize)],
 ) -> Result<Vec<f32>> {
-    let (_, pos, d_model) = delta.dims3()?;
-    let rows = chunk.len();
-    let sender_delta = |e: usize| delta.narrow(0, graph.edges[e].sender, 1); // [1, pos, d_model]
-    let mut inputs = EdgeInputs::none(graph.n_layers);
-    match slot {
-        Slot::Head(layer, input) => {
-            let heads = graph.n_heads;
-            let per_row = chunk
-                .iter()
-                .map(|&e| {
-                    let head = graph.receivers[graph.edges[e].receiver].head().unwrap_or(0);
-                    let one = sender_delta(e)?.unsqueeze(2)?; // [1, pos, 1, d_model]
-                    let mut parts = Vec::with_capacity(3);
-                    if head > 0 {
-                        parts.push(Tensor::zeros(
-                            (1, pos, head, d_model),
-                            one.dtype(),
-                            one.device(),
-                        )?);
-                    }
-                    parts.push(one.clone());
-                    if head + 1 < heads {
-                        parts.push(Tensor::zeros(
-                            (1, pos, heads - head - 1, d_model),
-                            one.dtype(),
-                            one.device(),
-                        )?);
-                    }
-                    Ok(Tensor::cat(&parts, 2)?)
+    let stream = |p: usize| &runs[p].clean.streams[block]; // [1, pos, d_model]
+    let resid = Tensor::cat(
+        &chunk.iter().map(|(p, _)| stream(*p)).collect::<Vec<_>>(),
+        0,
+    )?; // [rows, pos, d_model]
+        // Row r's sender delta where its edge goes into `wanted`, else 0: `[rows, pos, d_model]`.
+    let deltas_into = |wanted: &dyn Fn(Receiver) -> bool| -> Result<Option<Tensor>> {
+        if !chunk.iter().any(|(_, e)| wanted(receiver(graph, *e))) {
+            return Ok(None);
+        }
+        let per_row = chunk
+            .iter()
+            .map(|&(p, e)| {
+                let delta = runs[p].delta.narrow(0, graph.edges[e].sender, 1)?; // [1, pos, d_model]
+                Ok(match wanted(receiver(graph, e)) {
+                    true => delta,
+                    false => delta.zeros_like()?,
                 })
-                .collect::<Result<Vec<_>>>()?;
-            let per_head = Some(Tensor::cat(&per_row, 0)?); // [rows, pos, head, d_model]
-            let mut receivers = ReceiverInputs::default();
-            match input {
-                Qkv::Q => receivers.q = per_head,
-                Qkv::K => receivers.k = per_head,
-                Qkv::V => receivers.v = per_head,
-            }
-            inputs.layers[layer] = Some(receivers);
-        }
-        Slot::Mlp(layer) => {
-            let per_row = chunk
-                .iter()
-                .map(|&e| sender_delta(e))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            inputs.layers[layer] = Some(ReceiverInputs {
-                mlp: Some(Tensor::cat(&per_row, 0)?),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Tensor::cat(&per_row, 0)?))
+    };
+    let mut inputs = EdgeInputs::none(graph.n_layers);
+    match block == graph.n_layers {
+        true => inputs.logits = deltas_into(&|r| matches!(r, Receiver::Logits))?,
+        false => {
+            let mut receivers = ReceiverInputs {
+                mlp: deltas_into(&|r| matches!(r, Receiver::Mlp { .. }))?,
                 ..ReceiverInputs::default()
-            });
-        }
-        Slot::Logits => {
-            let per_row = chunk
-                .iter()
-                .map(|&e| sender_delta(e))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            inputs.logits = Some(Tensor::cat(&per_row, 0)?);
+            };
+            let mut projected = Vec::with_capacity(3);
+            for kind in [Qkv::Q, Qkv::K, Qkv::V] {
+                let into = |r: Receiver| matches!(r, Receiver::Head { input, .. } if input == kind);
+                projected.push(match deltas_into(&into)? {
+                    Some(deltas) => Some(head_patch(
+                        model,
+                        graph,
+                        (block, kind),
+                        chunk,
+                        &resid,
+                        &deltas,
+                    )?),
+                    None => None,
+                });
+            }
+            if projected.iter().any(Option::is_some) {
+                let zeros = Tensor::zeros(
+                    (
+                        chunk.len(),
+                        resid.dim(1)?,
+                        graph.n_heads,
+                        model.dims().d_head,
+                    ),
+                    resid.dtype(),
+                    resid.device(),
+                )?;
+                let [q, k, v]: [Option<Tensor>; 3] = projected
+                    .try_into()
+                    .map_err(|_| candle_core::Error::Msg("three projections".into()))?;
+                let or_zeros = |t: Option<Tensor>| t.unwrap_or_else(|| zeros.clone());
+                receivers.projected = Some([or_zeros(q), or_zeros(k), or_zeros(v)]);
+            }
+            inputs.layers[block] = Some(receivers);
         }
     }
-    let start = match slot {
-        Slot::Head(layer, _) | Slot::Mlp(layer) => layer,
-        Slot::Logits => graph.n_layers,
-    };
-    let resid = streams[start]
-        .broadcast_as((rows, pos, d_model))?
-        .contiguous()?; // [rows, pos, d_model]
     let mut hooks = Hooks::none();
     let readout = Readout::LastPosition;
-    let logits = model.forward_edges_from(start, resid, &mut hooks, readout, &inputs, false)?;
-    Ok(logit_diffs(&logits, &vec![pair.answers; rows])?.to_vec1::<f32>()?)
+    let logits = model.forward_edges_from(block, resid, &mut hooks, readout, &inputs, false)?;
+    let answers: Vec<[u32; 2]> = chunk.iter().map(|(p, _)| pairs[*p].answers).collect();
+    Ok(logit_diffs(&logits, &answers)?.to_vec1::<f32>()?)
+}
+
+fn receiver(graph: &Graph, edge: usize) -> Receiver {
+    graph.receivers[graph.edges[edge].receiver]
+}
+
+/// Head inputs of kind `kind` in block `layer`, one per row: what each row's receiver
+/// head projects from its clean stream plus `deltas` (0 for rows patching something
+/// else, which then project exactly what they did), minus what it projects from the
+/// clean stream, at that head only: `[rows, pos, head, d_head]`, for
+/// [`ReceiverInputs::projected`]. The block runs its shared projections, and only one
+/// head per row is projected apart.
+fn head_patch(
+    model: &HookedTransformer,
+    graph: &Graph,
+    (layer, kind): (usize, Qkv),
+    chunk: &[(usize, usize)],
+    resid: &Tensor,
+    deltas: &Tensor,
+) -> Result<Tensor> {
+    let which = match kind {
+        Qkv::Q => 0,
+        Qkv::K => 1,
+        Qkv::V => 2,
+    };
+    let heads: Vec<usize> = (chunk.iter())
+        .map(|(_, e)| receiver(graph, *e).head().unwrap_or(0))
+        .collect();
+    let project = |x: &Tensor| model.head_input_projections((layer, which), &heads, x);
+    let moved = (project(&(resid + deltas)?)? - project(resid)?)?; // [rows, pos, d_head]
+    let one_hot: Vec<f32> = (heads.iter())
+        .flat_map(|&h| (0..graph.n_heads).map(move |j| if j == h { 1.0 } else { 0.0 }))
+        .collect();
+    let one_hot = Tensor::from_vec(one_hot, (heads.len(), 1, graph.n_heads, 1), resid.device())?;
+    Ok(one_hot.broadcast_mul(&moved.unsqueeze(2)?)?) // [rows, pos, head, d_head]
 }

@@ -16,7 +16,9 @@ use actpatch_hooks::{BlockSite, HookSpace, Hooks};
 use candle_core::{Device, Tensor};
 
 use crate::attention::{AttentionSpec, Frame, KvPrefix};
-use crate::edges::{attention_input_gradients, EdgeBlock, ReceiverInputs};
+use crate::edges::{
+    attention_input_gradients, project_one_head_per_row, EdgeBlock, ReceiverInputs,
+};
 use crate::{ModelDims, Readout, Result};
 
 pub(crate) trait ArchModel: Send + Sync {
@@ -102,6 +104,18 @@ pub(crate) trait ArchModel: Send + Sync {
     /// d_model]` each) from the gradients at its projections' outputs (`[batch, pos,
     /// head, d_head]`, keys and values per query head) and the block's input
     /// `resid_pre` `[batch, pos, d_model]` (see [`crate::edges`]).
+    fn head_input_projections(
+        &self,
+        (layer, input, n_heads): (usize, usize, usize),
+        heads: &[usize],
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        let block = self.edge_block_or_error(layer)?;
+        project_one_head_per_row(block.columns(input), n_heads, heads, x, |rows| {
+            block.norm1(rows)
+        })
+    }
+
     fn attention_input_gradients(
         &self,
         layer: usize,

@@ -89,6 +89,9 @@ pub(crate) trait EdgeBlock: Send + Sync {
     /// Where query (0), key (1) or value (2) heads' columns sit.
     fn columns(&self, i: usize) -> HeadColumns<'_>;
 
+    /// The first norm on rows `[.., d_model]` (no hook points).
+    fn norm1(&self, x: &Tensor) -> Result<Tensor>;
+
     /// The first norm's input gradients: `x` `[rows, d_model]`, `grads` `[n, rows,
     /// d_model]` at its output → `[n, rows, d_model]`.
     fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor>;
@@ -205,6 +208,28 @@ impl<'a> HeadColumns<'a> {
         };
         Ok(Some(picked.reshape((self.src_heads, 1, self.d_head))?))
     }
+}
+
+/// One query head's projection per row: row `r` of `x` `[rows, pos, d_model]` through
+/// `norm` and the columns of query head `heads[r]` (source head `heads[r] / group`
+/// under grouped-query attention), bias included → `[rows, pos, d_head]`.
+pub(crate) fn project_one_head_per_row(
+    columns: HeadColumns,
+    n_heads: usize,
+    heads: &[usize],
+    x: &Tensor,
+    norm: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let group = (n_heads / columns.src_heads.max(1)).max(1);
+    let source: Vec<u32> = heads.iter().map(|h| (h / group) as u32).collect();
+    let source = Tensor::from_vec(source, heads.len(), x.device())?;
+    let weight = (columns.weight()?.contiguous()?).index_select(&source, 0)?; // [rows, d_model, d_head]
+    let mut out = norm(x)?.matmul(&weight)?; // [rows, pos, d_head]
+    if let Some(bias) = columns.bias()? {
+        out = out.broadcast_add(&bias.contiguous()?.index_select(&source, 0)?)?;
+        // [rows, 1, d_head]
+    }
+    Ok(out)
 }
 
 /// Each query head's projection of its own normalized input by `columns` (query head

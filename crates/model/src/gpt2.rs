@@ -230,6 +230,11 @@ impl EdgeBlock for Block {
         }
     }
 
+    fn norm1(&self, x: &Tensor) -> Result<Tensor> {
+        self.ln1
+            .forward(x, &mut Hooks::none(), NormSite::Ln1(self.layer))
+    }
+
     fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {
         self.ln1.input_gradients(x, grads)
     }

@@ -365,6 +365,22 @@ impl HookedTransformer {
         self.arch.attention_input_gradients(layer, resid_pre, grads)
     }
 
+    /// Block `layer`'s query (`input` 0), key (1) or value (2) projection of one query
+    /// head per row: row `r` of `x` `[rows, pos, d_model]` (a residual stream entering
+    /// the block) through the first norm and head `heads[r]`'s columns →
+    /// `[rows, pos, d_head]`. What one receiver would read if only its own input were
+    /// `x` (exact edge effects pass the difference as [`ReceiverInputs::projected`]).
+    pub fn head_input_projections(
+        &self,
+        (layer, input): (usize, usize),
+        heads: &[usize],
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        self.check_layer(layer)?;
+        let n_heads = self.dims().n_heads;
+        (self.arch).head_input_projections((layer, input, n_heads), heads, x)
+    }
+
     /// tokens `[batch, pos]` → the residual stream entering block 0 `[batch, pos,
     /// d_model]`, through the embedding hook points.
     pub fn embed(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {

@@ -1,7 +1,7 @@
 //! `[circuit]` in a sharded run. Exact edge effects, the costly part, are split by
-//! receiver group ([`exact_group`]: the edges into one layer's queries, keys, values or
-//! MLP, or into the logits, which share batched passes): each shard measures the groups
-//! [`assign`] gives it and writes them to `exact/shard=i-of-n.json`. The merge scores the
+//! receiver block ([`exact_group`]: the edges into one block's heads' queries, keys and
+//! values and its MLP, or into the logits, which share batched passes): each shard
+//! measures the blocks [`assign`] gives it and writes them to `exact/shard=i-of-n.json`. The merge scores the
 //! gradient methods again (seconds), reads the exact effects back, and runs the rest of
 //! the circuit stage (tables, files, curves) as a single process does, so the merged
 //! tables equal a single run's byte for byte.
@@ -37,17 +37,17 @@ struct PairPart {
     ld_corrupted: f32,
 }
 
-/// The groups of `edges`, in run order, and the shard each goes to (the costliest
-/// first: edges × blocks their passes run).
-fn owners(graph: &Graph, edges: &[usize], count: usize) -> Vec<((usize, u8), usize)> {
-    let mut groups: Vec<(usize, u8)> = edges.iter().map(|&e| exact_group(graph, e)).collect();
+/// The receiver blocks of `edges`, in run order, and the shard each goes to (the
+/// costliest first: edges × blocks their passes run).
+fn owners(graph: &Graph, edges: &[usize], count: usize) -> Vec<(usize, usize)> {
+    let mut groups: Vec<usize> = edges.iter().map(|&e| exact_group(graph, e)).collect();
     groups.sort_unstable();
     groups.dedup();
     let costs: Vec<u64> = groups
         .iter()
         .map(|group| {
             let in_group = edges.iter().filter(|&&e| exact_group(graph, e) == *group);
-            (in_group.count() * (graph.n_layers + 1 - group.0)) as u64
+            (in_group.count() * (graph.n_layers + 1 - group)) as u64
         })
         .collect();
     groups.into_iter().zip(assign(&costs, count)).collect()

@@ -5,7 +5,7 @@
 //!   `read_parquet('cells/*/*.parquet', hive_partitioning = true)` read them as one
 //!   table with a `shard` column);
 //! - `exact/shard=i-of-n.json`: with `[circuit]` exact effects, those shard i measured
-//!   (its receiver groups; see `run/circuit_shards.rs`);
+//!   (its receiver blocks; see `run/circuit_shards.rs`);
 //! - `shards/i-of-n.json`: shard i's manifest, `"complete"` once its part is written;
 //! - `manifest.json`: the run's own, `"running"` with `shards = n` until the merge
 //!   writes the run's tables and marks it `"complete"`.

@@ -132,24 +132,16 @@ pub(super) fn facts(m: &Value, cells: usize) -> Vec<(String, String)> {
         }),
     );
     add("cells", Some(cells.to_string()));
-    add(
-        "directions",
-        m["directions"].as_array().map(|k| {
+    let list = |v: &Value| {
+        v.as_array().map(|k| {
             k.iter()
                 .filter_map(Value::as_str)
                 .collect::<Vec<_>>()
                 .join(", ")
-        }),
-    );
-    add(
-        "patch kinds",
-        m["kinds"].as_array().map(|k| {
-            k.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        }),
-    );
+        })
+    };
+    add("directions", list(&m["directions"]));
+    add("patch kinds", list(&m["kinds"]));
     // `tool.commit`: the build commit; `git_commit` in manifests before it.
     let commit = (m["tool"]["commit"].as_str()).or(m["git_commit"].as_str());
     add(

@@ -152,7 +152,7 @@ def scores_of(model, lay, batches, method, steps):
                 model(clean)
             input_clean = input_corrupted - difference[:, :, 0]
         if method == "eap":
-            with model.hooks(fwd_hooks=fwd_clean[:0], bwd_hooks=bwd):
+            with model.hooks(bwd_hooks=bwd):
                 logit_diff(model(clean), answers).backward()
             continue
         for k in range(steps):

@@ -1,10 +1,12 @@
 //! `[circuit]` in a sharded run: each shard measures the exact effects of whole
-//! receiver groups, the merge scores the rest, and the merged run equals the single
+//! receiver blocks, the merge scores the rest, and the merged run equals the single
 //! run byte for byte; a shard's missing part stops the merge before it writes.
 
 use std::path::Path;
 
-use crate::shards::{failed, merge, no_temporary_files, ok, output, repo, run_cmd, scratch};
+use crate::shards::{
+    edited_copy, failed, merge, no_temporary_files, ok, output, repo, run_cmd, scratch,
+};
 
 /// Every table, circuit file and figure of `merged` is `single`'s, byte for byte.
 fn assert_same_files(merged: &Path, single: &Path) {
@@ -35,19 +37,13 @@ fn assert_same_files(merged: &Path, single: &Path) {
 }
 
 #[test]
-fn exact_edges_split_by_receiver_group_and_merge_into_the_single_run() {
+fn exact_edges_split_by_receiver_block_and_merge_into_the_single_run() {
     let dir = scratch("circuit");
     // Every method of the tiny circuit file, exact on all 110 edges, and the curves.
-    let model = repo().join("tests/fixtures/tiny-gpt2");
-    let text = std::fs::read_to_string(repo().join("tests/fixtures/experiments/tiny_circuit.toml"))
-        .unwrap()
-        .replace("top = 10\n", "top = 10\nfaithfulness = true\n")
-        .replace(
-            "\"../tiny-gpt2\"",
-            &format!("{:?}", model.to_string_lossy()),
-        );
-    let file = dir.join("circuit.toml");
-    std::fs::write(&file, text).unwrap();
+    let fixture = repo().join("tests/fixtures/experiments/tiny_circuit.toml");
+    let file = edited_copy(&fixture, &dir.join("circuit.toml"), |text| {
+        text.replace("top = 10\n", "top = 10\nfaithfulness = true\n")
+    });
 
     ok(output(run_cmd(&file, &dir.join("single"), &[], &[])));
     let out = dir.join("sharded");

@@ -121,6 +121,22 @@ fn assert_same_as_single(merged: &Path, single: &Path) {
     );
 }
 
+/// A copy of the fixture experiment `file` at `copy`, with `edit` applied to its text
+/// and its model path (`../tiny-gpt2`, relative to the fixture's folder) made absolute.
+pub(crate) fn edited_copy(
+    file: &Path,
+    copy: &Path,
+    edit: impl FnOnce(String) -> String,
+) -> PathBuf {
+    let model = repo().join("tests/fixtures/tiny-gpt2");
+    let text = edit(std::fs::read_to_string(file).unwrap()).replace(
+        "\"../tiny-gpt2\"",
+        &format!("{:?}", model.to_string_lossy()),
+    );
+    std::fs::write(copy, text).unwrap();
+    copy.to_path_buf()
+}
+
 pub(crate) fn no_temporary_files(dir: &Path) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -297,16 +313,9 @@ fn shards_of_another_experiment_or_model_refuse() {
         &[],
     )));
     // The same experiment, edited: another file hash.
-    let text = std::fs::read_to_string(experiment()).unwrap();
-    let model = repo().join("tests/fixtures/tiny-gpt2");
-    let text = text
-        .replace("every patch kind.", "every patch kind (edited).")
-        .replace(
-            "\"../tiny-gpt2\"",
-            &format!("{:?}", model.to_string_lossy()),
-        );
-    let edited = dir.join("edited.toml");
-    std::fs::write(&edited, text).unwrap();
+    let edited = edited_copy(&experiment(), &dir.join("edited.toml"), |text| {
+        text.replace("every patch kind.", "every patch kind (edited).")
+    });
     let said = failed(output(run_cmd(&edited, &out, &["--shard", "1/2"], &[])), 2);
     assert!(said.contains("another experiment file"), "{said}");
     assert!(!run_dir.join("cells/shard=1-of-2").exists());

@@ -199,7 +199,16 @@ mod tests {
             ];
             // Any deltas do: both passes contract the same gradients with them.
             let shape = (graph.senders.len(), clean.len(), graph.d_model);
-            let delta = Tensor::randn(0f32, 1.0, shape, model.device()).unwrap();
+            let count = shape.0 * shape.1 * shape.2;
+            let delta = (Tensor::arange(0u32, count as u32, model.device()).unwrap())
+                .to_dtype(candle_core::DType::F32)
+                .unwrap();
+            let delta = (delta * 0.37)
+                .unwrap()
+                .sin()
+                .unwrap()
+                .reshape(shape)
+                .unwrap();
             // Two rows of one group (the clean and the corrupted prompt) and one alone.
             let row = |tokens: &[u32], group| GradRow {
                 tokens: tokens.to_vec(),

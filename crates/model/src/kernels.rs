@@ -65,9 +65,9 @@ mod tests {
     #[test]
     fn differentiable_kernels_give_the_fused_numbers() {
         let device = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (2, 5, 3, 8), &device).unwrap();
-        let cos = Tensor::randn(0f32, 1.0, (5, 4), &device).unwrap();
-        let sin = Tensor::randn(0f32, 1.0, (5, 4), &device).unwrap();
+        let x = crate::test_tensors::randn(0f32, 1.0, (2, 5, 3, 8), 1);
+        let cos = crate::test_tensors::randn(0f32, 1.0, (5, 4), 2);
+        let sin = crate::test_tensors::randn(0f32, 1.0, (5, 4), 3);
         let fused = rope(&x, &cos, &sin, Kernels::Fused).unwrap();
         let plain = rope(&x, &cos, &sin, Kernels::Differentiable).unwrap();
         assert!(max_gap(&fused, &plain) < 1e-5);
@@ -79,7 +79,7 @@ mod tests {
             })
             .collect();
         let mask = Tensor::from_vec(mask, (8, 8), &device).unwrap();
-        let scores = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &device).unwrap(); // [batch, head, query, key]
+        let scores = crate::test_tensors::randn(0f32, 1.0, (2, 3, 8, 8), 4); // [batch, head, query, key]
         let scores = scores.broadcast_add(&mask).unwrap();
         let fused = softmax_last_dim(&scores, Kernels::Fused).unwrap();
         let plain = softmax_last_dim(&scores, Kernels::Differentiable).unwrap();

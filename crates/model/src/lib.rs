@@ -42,6 +42,8 @@ pub mod rope;
 mod rotary;
 mod source;
 mod spans;
+#[cfg(test)]
+mod test_tensors;
 mod tokenizer;
 mod truncated;
 mod weights;

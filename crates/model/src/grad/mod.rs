@@ -197,11 +197,11 @@ mod tests {
     #[test]
     fn kernels_give_candles_values_and_gradients() {
         let device = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (6, 40), &device).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (40, 24), &device).unwrap();
-        let b = Tensor::randn(0f32, 1.0, 24, &device).unwrap();
-        let norm_w = Tensor::randn(1f32, 0.1, 40, &device).unwrap();
-        let norm_b = Tensor::randn(0f32, 0.1, 40, &device).unwrap();
+        let x = crate::test_tensors::randn(0f32, 1.0, (6, 40), 1);
+        let w = crate::test_tensors::randn(0f32, 1.0, (40, 24), 2);
+        let b = crate::test_tensors::randn(0f32, 1.0, 24, 3);
+        let norm_w = crate::test_tensors::randn(1f32, 0.1, 40, 4);
+        let norm_b = crate::test_tensors::randn(0f32, 0.1, 40, 5);
         // Kernels of this module: LayerNorm, a linear map, GELU.
         let ours = |x: &Tensor| {
             let normalized = layer_norm(x, &norm_w, &norm_b, 1e-5).unwrap().unwrap();
@@ -223,17 +223,17 @@ mod tests {
             let pre = normalized.matmul(&w).unwrap().broadcast_add(&b).unwrap();
             pre.gelu().unwrap()
         };
-        let weights = Tensor::randn(0f32, 1.0, (6, 24), &device).unwrap();
+        let weights = crate::test_tensors::randn(0f32, 1.0, (6, 24), 6);
         assert_values_and_gradients_agree(&x, &weights, ours, plain, 1e-4);
     }
 
     #[test]
     fn gated_mlp_kernels_give_candles_values_and_gradients() {
         let device = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (6, 40), &device).unwrap();
-        let w_gate = Tensor::randn(0f32, 0.3, (40, 24), &device).unwrap();
-        let w_up = Tensor::randn(0f32, 0.3, (40, 24), &device).unwrap();
-        let norm_w = Tensor::randn(1f32, 0.1, 40, &device).unwrap();
+        let x = crate::test_tensors::randn(0f32, 1.0, (6, 40), 7);
+        let w_gate = crate::test_tensors::randn(0f32, 0.3, (40, 24), 8);
+        let w_up = crate::test_tensors::randn(0f32, 0.3, (40, 24), 9);
+        let norm_w = crate::test_tensors::randn(1f32, 0.1, 40, 10);
         // Kernels of this module: RMSNorm, two linear maps, silu(gate) · up.
         let ours = |x: &Tensor| {
             let normalized = rms_norm(x, &norm_w, 1e-6).unwrap().unwrap();
@@ -252,7 +252,7 @@ mod tests {
             let up = normalized.matmul(&w_up).unwrap();
             (gate.silu().unwrap() * up).unwrap()
         };
-        let weights = Tensor::randn(0f32, 1.0, (6, 24), &device).unwrap();
+        let weights = crate::test_tensors::randn(0f32, 1.0, (6, 24), 11);
         assert_values_and_gradients_agree(&x, &weights, ours, plain, 1e-4);
     }
 
@@ -260,9 +260,9 @@ mod tests {
     fn attention_gives_candles_values_and_gradients() {
         let device = Device::Cpu;
         let (batch, pos, heads, kv_heads, d_head) = (2, 5, 4, 2, 8);
-        let q = Tensor::randn(0f32, 1.0, (batch, pos, heads, d_head), &device).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (batch, pos, kv_heads, d_head), &device).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (batch, pos, kv_heads, d_head), &device).unwrap();
+        let q = crate::test_tensors::randn(0f32, 1.0, (batch, pos, heads, d_head), 12);
+        let k = crate::test_tensors::randn(0f32, 1.0, (batch, pos, kv_heads, d_head), 13);
+        let v = crate::test_tensors::randn(0f32, 1.0, (batch, pos, kv_heads, d_head), 14);
         // [query, key]: −∞ where a query would see a later key.
         let mask: Vec<f32> = (0..pos * pos)
             .map(|i| {
@@ -308,7 +308,7 @@ mod tests {
             z.transpose(1, 2).unwrap().contiguous().unwrap()
         };
         let x = Tensor::cat(&[&q, &k, &v], 2).unwrap();
-        let weights = Tensor::randn(0f32, 1.0, (batch, pos, heads, d_head), &device).unwrap();
+        let weights = crate::test_tensors::randn(0f32, 1.0, (batch, pos, heads, d_head), 15);
         assert_values_and_gradients_agree(&x, &weights, ours, plain, 1e-5);
     }
 }

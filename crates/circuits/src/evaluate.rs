@@ -4,6 +4,12 @@
 //! `Σ_{s → r cut} (ablated_s − live_s)`, the live outputs being this run's own, so the
 //! pass goes block by block: each block's receiver inputs from the outputs of the
 //! blocks before it. Rows (circuit × pair) of one length run as one batch.
+//!
+//! Under patching, the positions before the first token where a pair's prompts differ
+//! are the same in its clean and corrupted run, so no ablated output differs from the
+//! live one there ([`PairRuns::first_position`]): a pair's rows run from that position
+//! on only, attending to the clean run's keys and values before it
+//! ([`HookedTransformer::block_edges_from`]).
 
 use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Hooks};
 use actpatch_model::{HookedTransformer, Readout, ReceiverInputs};
@@ -11,6 +17,7 @@ use candle_core::{DType, Tensor};
 
 use crate::gradients::logit_diffs;
 use crate::graph::{Graph, Sender};
+use crate::prefix::CleanPrefixes;
 use crate::runs::PairRuns;
 use crate::{EdgePair, Result};
 
@@ -22,54 +29,89 @@ const ROW_POSITIONS_PER_PASS: usize = 512;
 pub(crate) fn evaluate_circuits(
     model: &HookedTransformer,
     graph: &Graph,
-    pairs: &[EdgePair],
-    runs: &[PairRuns],
+    (pairs, runs): (&[EdgePair], &[PairRuns]),
     circuits: &[Vec<bool>],
 ) -> Result<Vec<Vec<f32>>> {
     let mut out = vec![vec![0f32; pairs.len()]; circuits.len()];
+    let pairs_from = PairsFrom::new(model, pairs, runs)?;
     let mut rows: Vec<(usize, usize)> = (0..circuits.len())
         .flat_map(|c| (0..pairs.len()).map(move |p| (c, p)))
         .collect();
-    rows.sort_by_key(|(_, p)| pairs[*p].clean.len());
-    let mut start = 0;
-    while start < rows.len() {
-        let pos = pairs[rows[start].1].clean.len();
-        let per_pass = (ROW_POSITIONS_PER_PASS / pos.max(1)).max(1);
-        let mut end = start + 1;
-        while end < rows.len() && end - start < per_pass && pairs[rows[end].1].clean.len() == pos {
+    let shape = |(_, p): &(usize, usize)| (pairs[*p].clean.len(), runs[*p].first_position);
+    rows.sort_by_key(shape);
+    let mut first = 0;
+    while first < rows.len() {
+        let (len, start) = shape(&rows[first]);
+        let per_pass = (ROW_POSITIONS_PER_PASS / (len - start).max(1)).max(1);
+        let mut end = first + 1;
+        while end < rows.len() && end - first < per_pass && shape(&rows[end]) == (len, start) {
             end += 1;
         }
-        let batch = &rows[start..end];
-        let lds = run_batch(model, graph, (pairs, runs), circuits, batch)?;
+        let batch = &rows[first..end];
+        let lds = run_batch(model, graph, &pairs_from, circuits, batch)?;
         for ((c, p), ld) in batch.iter().zip(lds) {
             out[*c][*p] = ld;
         }
-        start = end;
+        first = end;
     }
     Ok(out)
 }
 
-/// One batch: rows `(circuit, pair)` of one length.
+/// What each pair's rows start from: the position, the ablated outputs from there on,
+/// and the clean run's keys and values before it.
+struct PairsFrom<'a> {
+    pairs: &'a [EdgePair],
+    runs: &'a [PairRuns],
+    /// `[sender, pos − start, d_model]` per pair.
+    ablated: Vec<Tensor>,
+    prefixes: CleanPrefixes,
+}
+
+impl<'a> PairsFrom<'a> {
+    fn new(model: &HookedTransformer, pairs: &'a [EdgePair], runs: &'a [PairRuns]) -> Result<Self> {
+        let ablated = runs
+            .iter()
+            .map(|run| {
+                let ablated = run.ablated()?; // [sender, pos, d_model]
+                let (len, start) = (ablated.dim(1)?, run.first_position);
+                Ok(ablated.narrow(1, start, len - start)?.contiguous()?)
+            })
+            .collect::<Result<_>>()?;
+        Ok(PairsFrom {
+            pairs,
+            runs,
+            ablated,
+            prefixes: CleanPrefixes::new(model, pairs, runs)?,
+        })
+    }
+}
+
+/// One batch: rows `(circuit, pair)` of one length and one first position.
 fn run_batch(
     model: &HookedTransformer,
     graph: &Graph,
-    (pairs, runs): (&[EdgePair], &[PairRuns]),
+    from: &PairsFrom,
     circuits: &[Vec<bool>],
     batch: &[(usize, usize)],
 ) -> Result<Vec<f32>> {
+    let (pairs, start) = (from.pairs, from.runs[batch[0].1].first_position);
     let cut = cut_edges(model, graph, circuits, batch)?; // [row, receiver, sender]
-    let ablated: Vec<Tensor> = batch
-        .iter()
-        .map(|(_, p)| runs[*p].ablated())
-        .collect::<Result<_>>()?;
-    let ablated = Tensor::stack(&ablated, 0)?; // [row, sender, pos, d_model]
+    let ablated: Vec<&Tensor> = batch.iter().map(|(_, p)| &from.ablated[*p]).collect();
+    let ablated = Tensor::stack(&ablated, 0)?; // [row, sender, pos, d_model] (positions from start)
     let tokens: Vec<Vec<u32>> = batch.iter().map(|(_, p)| pairs[*p].clean.clone()).collect();
     let tokens = model.tokens_tensor(&tokens)?;
-    let mut resid = model.embed(&tokens, &mut Hooks::none())?; // [row, pos, d_model]
-                                                               // The input's live output is the clean embedding.
+    let embedded = model.embed(&tokens, &mut Hooks::none())?; // [row, len, d_model]
+    let n = embedded.dim(1)? - start;
+    let mut resid = embedded.narrow(1, start, n)?.contiguous()?; // [row, pos, d_model]
     let inputs: Vec<Tensor> = batch
         .iter()
-        .map(|(_, p)| runs[*p].clean.outputs.narrow(0, 0, 1))
+        .map(|(_, p)| {
+            from.runs[*p]
+                .clean
+                .outputs
+                .narrow(0, 0, 1)?
+                .narrow(1, start, n)
+        })
         .collect::<std::result::Result<_, _>>()?;
     let mut diffs = SenderDiffs::new(&ablated)?;
     diffs.push(&ablated, 0, &Tensor::stack(&inputs, 0)?)?; // the input's live output: the clean embedding
@@ -80,7 +122,20 @@ fn run_batch(
             HookPoint::block(layer, BlockSite::MlpOut),
         );
         let mut hooks = Hooks::caching(CacheFilter::only([z, mlp_out]));
-        resid = model.block_edges(layer, resid, Some(&inputs), &mut hooks)?;
+        resid = match start {
+            0 => model.block_edges(layer, resid, Some(&inputs), &mut hooks)?,
+            _ => {
+                let of_rows: Vec<usize> = batch.iter().map(|(_, p)| *p).collect();
+                let (keys, values) = from.prefixes.rows(layer, start, &of_rows)?;
+                model.block_edges_from(
+                    layer,
+                    (resid, start),
+                    (&keys, &values),
+                    &inputs,
+                    &mut hooks,
+                )?
+            }
+        };
         let cache = hooks.into_cache();
         let results = model.head_results(layer, cache.get(z)?)?; // [row, pos, head, d_model]
         let first = graph.sender_index(Sender::Head { layer, head: 0 });
@@ -167,8 +222,8 @@ impl SenderDiffs {
 }
 
 /// Block `layer`'s receiver inputs: each head's q, k, v and the MLP's delta from the
-/// blocks before, and the cut edges from its own heads into its MLP (the block adds
-/// those from its live outputs).
+/// blocks before, and the cut edges from its own heads into its MLP (what they write
+/// instead is added to the MLP's delta; the block takes off their live outputs).
 fn receiver_inputs(
     graph: &Graph,
     layer: usize,
@@ -181,27 +236,76 @@ fn receiver_inputs(
     let first = graph.sender_index(Sender::Head { layer, head: 0 });
     let deltas = diffs.cut_sum(&cut.narrow(1, layer * per_layer, per_layer)?)?; // [row, 3·head + 1, pos, d_model]
     let head_delta = |i: usize| -> Result<Tensor> {
-        Ok(deltas
-            .narrow(1, i * heads, heads)?
-            .transpose(1, 2)?
-            .contiguous()?) // [row, pos, head, d_model]
+        // A view: the fused projection reads it where it lies.
+        Ok(deltas.narrow(1, i * heads, heads)?.transpose(1, 2)?) // [row, pos, head, d_model]
     };
     let mlp = layer * per_layer + 3 * heads;
     let own_heads = cut
         .narrow(1, mlp, 1)?
-        .squeeze(1)?
-        .narrow(1, first, heads)?
-        .contiguous()?; // [row, head]
+        .narrow(2, first, heads)?
+        .contiguous()?; // [row, 1, head]
+    let (rows, _, pos, d_model) = deltas.dims4()?;
     let own_ablated = ablated
         .narrow(1, first, heads)?
-        .transpose(1, 2)?
-        .contiguous()?; // [row, pos, head, d_model]
+        .reshape((rows, heads, pos * d_model))?;
+    // What the cut heads write instead; the block takes off their live outputs.
+    let own_cut = own_heads
+        .matmul(&own_ablated)?
+        .reshape((rows, pos, d_model))?;
+    let mlp_delta = (deltas.narrow(1, 3 * heads, 1)?.squeeze(1)? + own_cut)?;
     Ok(ReceiverInputs {
         q: Some(head_delta(0)?),
         k: Some(head_delta(1)?),
         v: Some(head_delta(2)?),
-        mlp: Some(deltas.narrow(1, 3 * heads, 1)?.squeeze(1)?),
-        mlp_heads: Some((own_heads, own_ablated)),
+        mlp: Some(mlp_delta),
+        mlp_heads: Some(own_heads.squeeze(1)?),
         projected: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runs::pair_runs;
+    use crate::Ablation;
+
+    /// Run as circuits: every edge gives the clean run and, under patching, no edge the
+    /// corrupted run (the curves take both without a run).
+    #[test]
+    fn the_full_and_the_empty_circuit_are_the_clean_and_the_corrupted_run() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        for fixture in ["tiny-gpt2", "tiny-llama", "tiny-pythia", "tiny-gemma2"] {
+            let model = HookedTransformer::from_dir(dir.join(fixture)).unwrap();
+            let graph = Graph::of_model(&model);
+            let pair = |clean: &str, corrupted: &str| EdgePair {
+                clean: model.to_tokens(clean, true).unwrap(),
+                corrupted: model.to_tokens(corrupted, true).unwrap(),
+                answers: [
+                    model.to_single_token(" Rome").unwrap(),
+                    model.to_single_token(" Paris").unwrap(),
+                ],
+            };
+            let pairs = [
+                pair("The capital of France is", "The capital of Italy is"),
+                pair("The capital of Italy is", "The capital of France is"),
+            ];
+            let runs = pair_runs(&model, &graph, &pairs, Ablation::Patching).unwrap();
+            let n = graph.edges.len();
+            let circuits = [vec![true; n], vec![false; n]];
+            let from = (&pairs[..], &runs[..]);
+            let lds = evaluate_circuits(&model, &graph, from, &circuits).unwrap();
+            for (p, run) in runs.iter().enumerate() {
+                let (full, empty) = (lds[0][p], lds[1][p]);
+                assert!(
+                    (full - run.clean.logit_diff).abs() < 1e-4,
+                    "{fixture}: {full}"
+                );
+                assert!(
+                    (empty - run.corrupted.logit_diff).abs() < 1e-4,
+                    "{fixture}: {empty} vs {}",
+                    run.corrupted.logit_diff
+                );
+            }
+        }
+    }
 }

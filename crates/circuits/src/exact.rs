@@ -6,11 +6,12 @@
 //! run from that block on as one batched pass, pairs of one length together.
 
 use actpatch_hooks::Hooks;
-use actpatch_model::{EdgeInputs, HookedTransformer, Readout, ReceiverInputs};
+use actpatch_model::{EdgeInputs, FromPosition, HookedTransformer, Readout, ReceiverInputs};
 use candle_core::Tensor;
 
 use crate::gradients::logit_diffs;
 use crate::graph::{Graph, Qkv, Receiver};
+use crate::prefix::CleanPrefixes;
 use crate::runs::{EdgePair, PairRuns};
 use crate::Result;
 
@@ -37,49 +38,96 @@ pub(crate) fn exact_scores(
     edges: &[usize],
 ) -> Result<Vec<Vec<f32>>> {
     let mut scores = vec![vec![0f32; graph.edges.len()]; pairs.len()];
-    // (start block, length, pair, edge): the order rows run in.
-    let mut rows: Vec<(usize, usize, usize, usize)> = (0..pairs.len())
+    let prefixes = CleanPrefixes::new(model, pairs, runs)?;
+    // (start block, length, first position, pair, edge): the order rows run in.
+    let mut rows: Vec<(usize, usize, usize, usize, usize)> = (0..pairs.len())
         .flat_map(|p| edges.iter().map(move |&e| (p, e)))
-        .map(|(p, e)| (exact_group(graph, e), pairs[p].clean.len(), p, e))
+        .map(|(p, e)| {
+            let (len, from) = (pairs[p].clean.len(), runs[p].first_position);
+            (exact_group(graph, e), len, from, p, e)
+        })
         .collect();
     rows.sort_unstable();
-    let mut start = 0;
-    while start < rows.len() {
-        let (block, pos, ..) = rows[start];
-        let per_pass = (ROW_POSITIONS_PER_PASS / pos.max(1)).max(1);
-        let mut end = start + 1;
+    let mut first = 0;
+    while first < rows.len() {
+        let (block, len, from, ..) = rows[first];
+        let per_pass = (ROW_POSITIONS_PER_PASS / (len - from).max(1)).max(1);
+        let mut end = first + 1;
         while end < rows.len()
-            && rows[end].0 == block
-            && rows[end].1 == pos
-            && end - start < per_pass
+            && (rows[end].0, rows[end].1, rows[end].2) == (block, len, from)
+            && end - first < per_pass
         {
             end += 1;
         }
-        let chunk: Vec<(usize, usize)> = rows[start..end].iter().map(|r| (r.2, r.3)).collect();
-        let lds = patched_pass(model, graph, (pairs, runs), block, &chunk)?;
+        let chunk: Vec<(usize, usize)> = rows[first..end].iter().map(|r| (r.3, r.4)).collect();
+        let lds = patched_pass(
+            model,
+            graph,
+            (pairs, runs, &prefixes),
+            (block, from),
+            &chunk,
+        )?;
         for ((p, e), ld) in chunk.iter().zip(lds) {
             scores[*p][*e] = ld - runs[*p].clean.logit_diff;
         }
-        start = end;
+        first = end;
     }
     Ok(scores)
 }
 
-/// One pass from block `block` on (each row's pair's clean stream before it), a row
-/// per (pair, edge) of `chunk`, every edge into that block or (`n_layers`) the logits.
+/// One pass from block `block` on (each row's pair's clean stream before it) and from
+/// position `from` on (the clean run's keys and values before it), a row per (pair,
+/// edge) of `chunk`, every edge into that block or (`n_layers`) the logits.
 fn patched_pass(
     model: &HookedTransformer,
     graph: &Graph,
-    (pairs, runs): (&[EdgePair], &[PairRuns]),
-    block: usize,
+    (pairs, runs, prefixes): (&[EdgePair], &[PairRuns], &CleanPrefixes),
+    (block, from): (usize, usize),
     chunk: &[(usize, usize)],
 ) -> Result<Vec<f32>> {
-    let stream = |p: usize| &runs[p].clean.streams[block]; // [1, pos, d_model]
+    let len = pairs[chunk[0].0].clean.len() - from;
+    let stream = |p: usize| runs[p].clean.streams[block].narrow(1, from, len); // [1, pos, d_model]
     let resid = Tensor::cat(
-        &chunk.iter().map(|(p, _)| stream(*p)).collect::<Vec<_>>(),
+        &chunk
+            .iter()
+            .map(|(p, _)| stream(*p))
+            .collect::<std::result::Result<Vec<_>, _>>()?,
         0,
     )?; // [rows, pos, d_model]
-        // Row r's sender delta where its edge goes into `wanted`, else 0: `[rows, pos, d_model]`.
+    let mut inputs = edge_inputs(model, graph, runs, (block, from), chunk, &resid)?;
+    if from > 0 {
+        let of_rows: Vec<usize> = chunk.iter().map(|(p, _)| *p).collect();
+        let per_layer = (0..graph.n_layers)
+            .map(|layer| match layer >= block {
+                true => prefixes.rows(layer, from, &of_rows).map(Some),
+                false => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        inputs.from_position = Some(FromPosition {
+            start: from,
+            layers: per_layer,
+        });
+    }
+    let mut hooks = Hooks::none();
+    let readout = Readout::LastPosition;
+    let logits = model.forward_edges_from(block, resid, &mut hooks, readout, &inputs, false)?;
+    let answers: Vec<[u32; 2]> = chunk.iter().map(|(p, _)| pairs[*p].answers).collect();
+    Ok(logit_diffs(&logits, &answers)?.to_vec1::<f32>()?)
+}
+
+/// The pass's receiver inputs: each row's sender delta (from position `from`) into its
+/// edge's receiver in block `block`, or into the logits (`n_layers`); `resid` `[rows,
+/// pos, d_model]` is the stream entering the block.
+fn edge_inputs(
+    model: &HookedTransformer,
+    graph: &Graph,
+    runs: &[PairRuns],
+    (block, from): (usize, usize),
+    chunk: &[(usize, usize)],
+    resid: &Tensor,
+) -> Result<EdgeInputs> {
+    let len = resid.dim(1)?;
+    // Row r's sender delta where its edge goes into `wanted`, else 0: `[rows, pos, d_model]`.
     let deltas_into = |wanted: &dyn Fn(Receiver) -> bool| -> Result<Option<Tensor>> {
         if !chunk.iter().any(|(_, e)| wanted(receiver(graph, *e))) {
             return Ok(None);
@@ -88,6 +136,7 @@ fn patched_pass(
             .iter()
             .map(|&(p, e)| {
                 let delta = runs[p].delta.narrow(0, graph.edges[e].sender, 1)?; // [1, pos, d_model]
+                let delta = delta.narrow(1, from, len)?;
                 Ok(match wanted(receiver(graph, e)) {
                     true => delta,
                     false => delta.zeros_like()?,
@@ -113,7 +162,7 @@ fn patched_pass(
                         graph,
                         (block, kind),
                         chunk,
-                        &resid,
+                        resid,
                         &deltas,
                     )?),
                     None => None,
@@ -139,11 +188,7 @@ fn patched_pass(
             inputs.layers[block] = Some(receivers);
         }
     }
-    let mut hooks = Hooks::none();
-    let readout = Readout::LastPosition;
-    let logits = model.forward_edges_from(block, resid, &mut hooks, readout, &inputs, false)?;
-    let answers: Vec<[u32; 2]> = chunk.iter().map(|(p, _)| pairs[*p].answers).collect();
-    Ok(logit_diffs(&logits, &answers)?.to_vec1::<f32>()?)
+    Ok(inputs)
 }
 
 fn receiver(graph: &Graph, edge: usize) -> Receiver {

@@ -122,14 +122,36 @@ pub fn circuits_faithfulness(
 ) -> Result<Curve> {
     check(model, pairs, Method::Exact, ablation)?;
     let runs = pair_runs(model, graph, pairs, ablation)?;
-    let mut edge_sets: Vec<Vec<bool>> = circuits.iter().map(|c| c.in_graph.clone()).collect();
-    edge_sets.push(vec![false; graph.edges.len()]); // ∅
-    let lds = evaluate_circuits(model, graph, pairs, &runs, &edge_sets)?;
+    let full_per_pair: Vec<f32> = runs.iter().map(|r| r.clean.logit_diff).collect();
+    // Two circuits need no run: every edge is the clean run, and, under patching, no
+    // edge is the corrupted run (every receiver reads corrupted outputs only).
+    let known = |in_graph: &[bool]| -> Option<Vec<f32>> {
+        match (in_graph.iter().all(|k| *k), in_graph.iter().any(|k| *k)) {
+            (true, _) => Some(full_per_pair.clone()),
+            (_, false) if ablation == Ablation::Patching => {
+                Some(runs.iter().map(|r| r.corrupted.logit_diff).collect())
+            }
+            _ => None,
+        }
+    };
+    let empty = vec![false; graph.edges.len()]; // ∅
+    let mut edge_sets: Vec<&[bool]> = circuits.iter().map(|c| c.in_graph.as_slice()).collect();
+    edge_sets.push(&empty);
+    let to_run: Vec<Vec<bool>> = edge_sets
+        .iter()
+        .filter(|set| known(set).is_none())
+        .map(|set| set.to_vec())
+        .collect();
+    let from = (pairs, &runs[..]);
+    let mut run_lds = evaluate_circuits(model, graph, from, &to_run)?.into_iter();
+    let lds: Vec<Vec<f32>> = edge_sets
+        .iter()
+        .map(|set| known(set).or_else(|| run_lds.next()).unwrap_or_default())
+        .collect();
     let mean = |values: &[f32]| {
         values.iter().map(|v| f64::from(*v)).sum::<f64>() / values.len().max(1) as f64
     };
     let empty_per_pair = lds[circuits.len()].clone();
-    let full_per_pair: Vec<f32> = runs.iter().map(|r| r.clean.logit_diff).collect();
     let (ld_empty, ld_full) = (mean(&empty_per_pair), mean(&full_per_pair));
     let points: Vec<CurvePoint> = circuits
         .iter()

@@ -36,6 +36,7 @@ mod gradients;
 pub mod graph;
 pub mod json;
 mod method;
+mod prefix;
 mod products;
 mod runs;
 mod senders;

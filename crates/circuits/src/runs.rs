@@ -33,6 +33,11 @@ pub(crate) struct PairRuns {
     pub clean: SenderRun,
     pub corrupted: SenderRun,
     pub delta: Tensor,
+    /// The first position at which an ablated output can differ from the clean one:
+    /// under patching, where the prompts first differ (the positions before are the
+    /// same in both runs, so every `delta` is 0 there); 0 under the other ablations.
+    /// At most the last position. Passes that patch edges run from here on.
+    pub first_position: usize,
 }
 
 impl PairRuns {
@@ -69,8 +74,9 @@ pub(crate) fn pair_runs(
     };
     pairs_runs
         .into_iter()
+        .zip(pairs)
         .enumerate()
-        .map(|(i, (clean, corrupted))| {
+        .map(|(i, ((clean, corrupted), pair))| {
             let ablated = match (&means, ablation) {
                 (Some(means), _) => means[i].clone(),
                 (None, Ablation::Zero) => clean.outputs.zeros_like()?,
@@ -81,9 +87,22 @@ pub(crate) fn pair_runs(
                 clean,
                 corrupted,
                 delta,
+                first_position: first_position(pair, ablation),
             })
         })
         .collect()
+}
+
+/// [`PairRuns::first_position`].
+fn first_position(pair: &EdgePair, ablation: Ablation) -> usize {
+    let len = pair.clean.len();
+    match ablation {
+        Ablation::Patching => (pair.clean.iter().zip(&pair.corrupted))
+            .position(|(a, b)| a != b)
+            .unwrap_or(len)
+            .min(len.saturating_sub(1)),
+        Ablation::Zero | Ablation::Mean => 0,
+    }
 }
 
 /// What every method checks first: pairs, a family with an edge graph, the ablation

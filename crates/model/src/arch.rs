@@ -92,12 +92,12 @@ pub(crate) trait ArchModel: Send + Sync {
         &self,
         layer: usize,
         resid_pre: Tensor,
-        frame: &Frame,
+        (frame, prefix): (&Frame, Option<&KvPrefix>),
         inputs: &ReceiverInputs,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         self.edge_block_or_error(layer)?
-            .forward_edges(resid_pre, frame, inputs, hooks)
+            .forward_edges(resid_pre, (frame, prefix), inputs, hooks)
     }
 
     /// Each query head's gradient at its q, k and v input (`[batch, head, pos,

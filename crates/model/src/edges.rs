@@ -18,8 +18,8 @@
 use actpatch_hooks::Hooks;
 use candle_core::Tensor;
 
-use crate::attention::Frame;
-
+use crate::attention::{Frame, KvPrefix};
+use crate::fused::heads::{project_heads, HeadSlots, RowNorm};
 use crate::layers::Linear;
 use crate::Result;
 
@@ -43,11 +43,11 @@ pub struct ReceiverInputs {
     /// turns their gradients into the gradients at the q, k and v inputs, without a
     /// copy of the stream per head in the differentiated graph.
     pub projected: Option<[Tensor; 3]>,
-    /// The edges from this block's own heads into its MLP that are cut: a 0/1 mask
-    /// `[batch, head]` (1: cut) and what the cut heads write instead `[batch, pos, head,
-    /// d_model]`. The MLP's input gets `Σ_head mask · (ablated − live output)`, the
-    /// live outputs being this pass's (circuit evaluation).
-    pub mlp_heads: Option<(Tensor, Tensor)>,
+    /// The edges from this block's own heads into its MLP that are cut, a 0/1 mask
+    /// `[batch, head]` (1: cut): the MLP's input loses `Σ_head mask · live output`, the
+    /// live outputs being this pass's (circuit evaluation; what the cut heads write
+    /// instead belongs in [`Self::mlp`]).
+    pub mlp_heads: Option<Tensor>,
 }
 
 impl ReceiverInputs {
@@ -77,11 +77,13 @@ impl ReceiverInputs {
 /// What a family's block offers the edge graph; [`crate::arch::ArchModel`]'s edge
 /// methods run on it.
 pub(crate) trait EdgeBlock: Send + Sync {
-    /// The block from position 0 with each receiver reading its own input.
+    /// The block on the positions of `frame`, after `prefix`'s keys and values (per
+    /// query head where attention inputs are split), with each receiver reading its
+    /// own input.
     fn forward_edges(
         &self,
         resid_pre: Tensor,
-        frame: &Frame,
+        frame: (&Frame, Option<&KvPrefix>),
         inputs: &ReceiverInputs,
         hooks: &mut Hooks,
     ) -> Result<Tensor>;
@@ -108,6 +110,20 @@ pub struct EdgeInputs {
     /// Added to the last block's output before the final norm only (the `logits`
     /// receiver, `blocks.{last}.hook_resid_post`). `[batch, pos, d_model]`
     pub logits: Option<Tensor>,
+    /// A pass of the positions from a start on only, for rows whose earlier positions
+    /// no input changes: the residual stream and every delta then hold positions
+    /// `start..`.
+    pub from_position: Option<FromPosition>,
+}
+
+/// Where a pass of [`EdgeInputs`] starts, and what its positions attend to before.
+#[derive(Debug, Clone)]
+pub struct FromPosition {
+    pub start: usize,
+    /// Per layer, the keys and values of positions `0..start`, `[batch or 1, start,
+    /// kv_head, d_head]` each, as [`crate::BaseRun::keys_values`] gives them (`None`
+    /// for the layers before the pass's first block).
+    pub layers: Vec<Option<(Tensor, Tensor)>>,
 }
 
 impl EdgeInputs {
@@ -116,6 +132,7 @@ impl EdgeInputs {
         EdgeInputs {
             layers: vec![None; n_layers],
             logits: None,
+            from_position: None,
         }
     }
 
@@ -254,16 +271,41 @@ pub(crate) fn project_per_head(columns: HeadColumns, x: &Tensor) -> Result<Tenso
         .contiguous()?)
 }
 
+/// One projection (`columns`: query, key or value) of every query head from its own
+/// input `resid + delta[.., head, ..]` through the first norm (`norm` on `[batch, pos ·
+/// head, d_model]` rows; `row_norm`, the same norm row by row, lets a fused kernel skip
+/// the copy of the stream per head): `[batch, pos, d_model]` and `[batch, pos, head,
+/// d_model]` → `[batch, pos, head, d_head]`.
+pub(crate) fn project_own_inputs(
+    (resid, delta): (&Tensor, &Tensor),
+    columns: HeadColumns,
+    norm: impl Fn(&Tensor) -> Result<Tensor>,
+    row_norm: RowNorm,
+) -> Result<Tensor> {
+    let slots = HeadSlots {
+        offset: columns.offset,
+        stride: columns.stride,
+        d_head: columns.d_head,
+        group: (delta.dim(2)? / columns.src_heads.max(1)).max(1),
+    };
+    let weights = (columns.linear.weight(), columns.linear.bias());
+    if let Some(out) = project_heads(resid, delta, row_norm, weights, slots)? {
+        return Ok(out);
+    }
+    let x = per_head_input(resid, delta)?; // [batch, pos, head, d_model]
+    project_per_head(columns, &norm_per_head(&x, norm)?)
+}
+
 /// Queries `[batch, pos, head, d_head]` and keys and values (per query head when any
 /// attention input is split), each head's from its own input where `inputs` has one:
 /// `plain` gives the shared ones (computed only when some input is not split), `norm`
-/// the first norm on `[batch, pos · head, d_model]` rows, `columns` where each
-/// projection's heads sit.
+/// the first norm on `[batch, pos · head, d_model]` rows and row by row
+/// ([`project_own_inputs`]), `columns` where each projection's heads sit.
 pub(crate) fn split_qkv<'a>(
     resid_pre: &Tensor,
     inputs: &ReceiverInputs,
     plain: impl FnOnce() -> Result<(Tensor, Tensor, Tensor)>,
-    norm: impl Fn(&Tensor) -> Result<Tensor>,
+    (norm, row_norm): (impl Fn(&Tensor) -> Result<Tensor>, RowNorm),
     columns: impl Fn(usize) -> HeadColumns<'a>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let all_split = inputs.q.is_some() && inputs.k.is_some() && inputs.v.is_some();
@@ -274,10 +316,7 @@ pub(crate) fn split_qkv<'a>(
     let heads = columns(0).src_heads;
     let split = |delta: Option<&Tensor>, i: usize| -> Result<Tensor> {
         match (delta, &shared) {
-            (Some(delta), _) => {
-                let x = per_head_input(resid_pre, delta)?; // [batch, pos, head, d_model]
-                project_per_head(columns(i), &norm_per_head(&x, &norm)?)
-            }
+            (Some(delta), _) => project_own_inputs((resid_pre, delta), columns(i), &norm, row_norm),
             (None, Some((q, k, v))) => ungroup_heads([q, k, v][i], heads),
             (None, None) => {
                 Err(candle_core::Error::Msg("split_qkv: no shared inputs".into()).into())
@@ -319,13 +358,14 @@ pub(crate) fn ungroup_heads(kv: &Tensor, heads: usize) -> Result<Tensor> {
         .reshape((batch, pos, heads, d_head))?)
 }
 
-/// The MLP's input: `resid_mid` plus the block's MLP delta and the cut edges from its
-/// own heads ([`ReceiverInputs::mlp_heads`]; `live_heads` gives the heads' live outputs
-/// `[batch, pos, head, d_model]`). `[batch, pos, d_model]`
+/// The MLP's input: `resid_mid` plus the block's MLP delta, less the live outputs of
+/// the heads whose edges into it are cut ([`ReceiverInputs::mlp_heads`]; `cut_live`
+/// gives `Σ_head mask · live output` `[batch, pos, d_model]` for a mask `[batch,
+/// head]`, e.g. [`masked_head_outputs`]). `[batch, pos, d_model]`
 pub(crate) fn mlp_input(
     resid_mid: &Tensor,
     inputs: Option<&ReceiverInputs>,
-    live_heads: impl FnOnce() -> Result<Tensor>,
+    cut_live: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let Some(inputs) = inputs else {
         return Ok(resid_mid.clone());
@@ -334,14 +374,26 @@ pub(crate) fn mlp_input(
         Some(delta) => crate::layers::add(resid_mid, delta)?, // hook_mlp_in
         None => resid_mid.clone(),
     };
-    if let Some((mask, ablated)) = &inputs.mlp_heads {
-        let live = live_heads()?; // [batch, pos, head, d_model]
-        let (batch, heads) = mask.dims2()?;
-        let mask = mask.reshape((batch, 1, heads, 1))?;
-        let cut = (ablated - live)?.broadcast_mul(&mask)?.sum(2)?; // [batch, pos, d_model]
-        mlp_in = (mlp_in + cut)?;
+    if let Some(mask) = &inputs.mlp_heads {
+        mlp_in = (mlp_in - cut_live(mask)?)?;
     }
     Ok(mlp_in)
+}
+
+/// `Σ_head mask · (head's output into the residual stream)` without a copy per head:
+/// `z` `[batch, pos, head, d_head]` masked head by head (`mask` `[batch, head]`) through
+/// `W_O` without its bias → `[batch, pos, d_model]`.
+pub(crate) fn masked_head_outputs(z: &Tensor, mask: &Tensor, w_o: &Linear) -> Result<Tensor> {
+    let (batch, pos, heads, d_head) = z.dims4()?;
+    let mask = mask.to_dtype(z.dtype())?.reshape((batch, 1, heads, 1))?;
+    let masked = z
+        .broadcast_mul(&mask)?
+        .reshape((batch, pos, heads * d_head))?;
+    let weight = w_o.weight(); // [head · d_head, d_model]
+    if let Some(out) = crate::fused::linear(&masked, weight, None)? {
+        return Ok(out);
+    }
+    Ok(masked.broadcast_matmul(weight)?)
 }
 
 /// Each head's output into the residual stream, TransformerLens's `attn.hook_result`

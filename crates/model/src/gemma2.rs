@@ -20,7 +20,9 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, soft_cap, AttentionSpec, Frame, KvPrefix};
-use crate::edges::{head_results, mlp_input, split_qkv, EdgeBlock, HeadColumns, ReceiverInputs};
+use crate::edges::{
+    head_results, masked_head_outputs, mlp_input, split_qkv, EdgeBlock, HeadColumns, ReceiverInputs,
+};
 use crate::layers::{add, embed_rows, gated, Gate, Linear, NormSite, RmsNorm};
 use crate::rope::{RopeConfig, RopeScaling};
 use crate::rotary::Rotary;
@@ -262,10 +264,13 @@ impl Block {
                 resid_pre,
                 inputs,
                 || plain(hooks),
-                |rows| {
-                    self.ln1
-                        .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
-                },
+                (
+                    |rows: &Tensor| {
+                        self.ln1
+                            .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
+                    },
+                    self.ln1.row_norm(),
+                ),
                 |i| self.columns(i),
             )?,
             false => plain(hooks)?,
@@ -282,6 +287,16 @@ impl Block {
         let scale = self.ln1_post.scale(&attention_output(z, &self.o_proj)?)?; // [batch, pos, 1]
         Ok(results
             .broadcast_div(&scale.unsqueeze(2)?)?
+            .broadcast_mul(self.ln1_post.weight())?)
+    }
+
+    /// `Σ_head mask · share` of [`Block::head_shares`] (`mask` `[batch, head]`): the
+    /// masked heads' results at this run's norm scale. `[batch, pos, d_model]`
+    fn masked_head_shares(&self, z: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let results = masked_head_outputs(z, mask, &self.o_proj)?; // [batch, pos, d_model]
+        let scale = self.ln1_post.scale(&attention_output(z, &self.o_proj)?)?; // [batch, pos, 1]
+        Ok(results
+            .broadcast_div(&scale)?
             .broadcast_mul(self.ln1_post.weight())?)
     }
 
@@ -314,7 +329,7 @@ impl Block {
         let attn_out = hooks.at(at(BlockSite::AttnOut), attn_out)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?;
 
-        let mlp_in = mlp_input(&resid_mid, inputs, || self.head_shares(&z))?; // hook_mlp_in
+        let mlp_in = mlp_input(&resid_mid, inputs, |mask| self.masked_head_shares(&z, mask))?; // hook_mlp_in
         let normalized = self
             .ln2
             .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;
@@ -337,11 +352,11 @@ impl EdgeBlock for Block {
     fn forward_edges(
         &self,
         resid_pre: Tensor,
-        frame: &Frame,
+        (frame, prefix): (&Frame, Option<&KvPrefix>),
         inputs: &ReceiverInputs,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
-        self.forward(resid_pre, frame, None, Some(inputs), hooks)
+        self.forward(resid_pre, frame, prefix, Some(inputs), hooks)
     }
 
     fn columns(&self, i: usize) -> HeadColumns<'_> {

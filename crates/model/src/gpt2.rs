@@ -14,7 +14,9 @@ use serde::Deserialize;
 
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
-use crate::edges::{head_results, mlp_input, split_qkv, EdgeBlock, HeadColumns, ReceiverInputs};
+use crate::edges::{
+    head_results, masked_head_outputs, mlp_input, split_qkv, EdgeBlock, HeadColumns, ReceiverInputs,
+};
 use crate::layers::{add, embed_rows, LayerNorm, Linear, NormSite};
 use crate::weights::WeightStore;
 use crate::{Architecture, ModelDims, ModelError, Readout, Result};
@@ -160,7 +162,9 @@ impl Block {
         let attn_out = hooks.at(at(BlockSite::AttnOut), attention_output(&z, &self.c_proj)?)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?;
 
-        let mlp_in = mlp_input(&resid_mid, inputs, || head_results(&z, &self.c_proj))?; // hook_mlp_in
+        let mlp_in = mlp_input(&resid_mid, inputs, |mask| {
+            masked_head_outputs(&z, mask, &self.c_proj)
+        })?; // hook_mlp_in
         let normalized = self
             .ln2
             .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;
@@ -199,10 +203,13 @@ impl Block {
             resid_pre,
             inputs,
             || self.qkv(resid_pre, hooks),
-            |rows| {
-                self.ln1
-                    .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
-            },
+            (
+                |rows: &Tensor| {
+                    self.ln1
+                        .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
+                },
+                self.ln1.row_norm(),
+            ),
             |i| self.columns(i),
         )
     }
@@ -212,11 +219,11 @@ impl EdgeBlock for Block {
     fn forward_edges(
         &self,
         resid_pre: Tensor,
-        frame: &Frame,
+        (frame, prefix): (&Frame, Option<&KvPrefix>),
         inputs: &ReceiverInputs,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
-        self.forward(resid_pre, frame, None, Some(inputs), hooks)
+        self.forward(resid_pre, frame, prefix, Some(inputs), hooks)
     }
 
     /// Heads side by side in `c_attn`: queries, then keys, then values.

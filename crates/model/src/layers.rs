@@ -186,6 +186,15 @@ impl LayerNorm {
 }
 
 impl LayerNorm {
+    /// The norm row by row, for fused kernels.
+    pub(crate) fn row_norm(&self) -> fused::heads::RowNorm<'_> {
+        fused::heads::RowNorm::Layer {
+            weight: &self.weight,
+            bias: &self.bias,
+            eps: self.eps,
+        }
+    }
+
     /// The gradient at the norm's input `x` `[rows, d_model]` of each of `grads`
     /// `[n, rows, d_model]` at its output (every `grads[i]` against the same `x`):
     /// `[n, rows, d_model]`.
@@ -201,6 +210,14 @@ impl RmsNorm {
     /// `sqrt(mean(x²) + eps)` over the last axis, kept: `[.., 1]`.
     pub(crate) fn scale(&self, x: &Tensor) -> Result<Tensor> {
         Ok((x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?)
+    }
+
+    /// The norm row by row, for fused kernels.
+    pub(crate) fn row_norm(&self) -> fused::heads::RowNorm<'_> {
+        fused::heads::RowNorm::Rms {
+            weight: &self.weight,
+            eps: self.eps,
+        }
     }
 
     /// The weight the normalized input is multiplied by, `[d]`.

@@ -57,8 +57,10 @@ pub use actpatch_hooks::HookPoint;
 pub use allocator::keep_large_buffers_in_heap;
 use arch::ArchModel;
 pub use attention::AttentionSpec;
+use attention::KvPrefix;
 pub use device::DeviceSpec;
-pub use edges::{EdgeInputs, ReceiverInputs};
+use edges::ungroup_heads;
+pub use edges::{EdgeInputs, FromPosition, ReceiverInputs};
 pub use error::{ModelError, Result};
 use kernels::Kernels;
 pub use partial::{BaseRun, Span};
@@ -333,17 +335,24 @@ impl HookedTransformer {
             true => Kernels::Differentiable,
             false => Kernels::Fused,
         };
+        let first_position = inputs.from_position.as_ref().map_or(0, |from| from.start);
         let frame = self
             .arch
-            .frame(0, pos, resid_pre.device())?
+            .frame(first_position, pos, resid_pre.device())?
             .with_kernels(kernels);
         let mut resid = resid_pre;
         for layer in start..self.dims().n_layers {
-            resid = match inputs.layer(layer) {
-                Some(receivers) => {
-                    (self.arch).block_forward_edges(layer, resid, &frame, receivers, hooks)?
-                }
-                None => self.arch.block_forward(layer, resid, &frame, None, hooks)?,
+            let receivers = inputs.layer(layer);
+            let prefix = self.edge_prefix(inputs, layer, receivers)?;
+            resid = match receivers {
+                Some(receivers) => (self.arch).block_forward_edges(
+                    layer,
+                    resid,
+                    (&frame, prefix.as_ref()),
+                    receivers,
+                    hooks,
+                )?,
+                None => (self.arch).block_forward(layer, resid, &frame, prefix.as_ref(), hooks)?,
             };
         }
         if let Some(delta) = &inputs.logits {
@@ -429,12 +438,62 @@ impl HookedTransformer {
         let frame = (self.arch.frame(0, pos, resid_pre.device())?).with_kernels(kernels);
         match inputs {
             Some(receivers) => {
-                (self.arch).block_forward_edges(layer, resid_pre, &frame, receivers, hooks)
+                (self.arch).block_forward_edges(layer, resid_pre, (&frame, None), receivers, hooks)
             }
             None => self
                 .arch
                 .block_forward(layer, resid_pre, &frame, None, hooks),
         }
+    }
+
+    /// [`HookedTransformer::block_edges`] on the positions from `start` on, for rows
+    /// whose earlier positions no receiver input changes: `resid_pre` `[rows, len,
+    /// d_model]` holds positions `start..start + len`, and `prefix` the keys and values
+    /// of positions `0..start` `[rows or 1, start, kv_head, d_head]` each, as
+    /// [`BaseRun::keys_values`] gives them (keys after rotary where the family has it;
+    /// repeated for every query head here where the block splits attention inputs, as
+    /// the edge graph's keys and values are per query head).
+    pub fn block_edges_from(
+        &self,
+        layer: usize,
+        (resid_pre, start): (Tensor, usize),
+        (keys, values): (&Tensor, &Tensor),
+        inputs: &ReceiverInputs,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.check_layer(layer)?;
+        let (_, len, _) = resid_pre.dims3()?;
+        let frame = self.arch.frame(start, len, resid_pre.device())?;
+        let prefix = (start > 0)
+            .then(|| edge_kv_prefix((keys, values), Some(inputs), self.dims().n_heads))
+            .transpose()?;
+        let prefix = prefix.as_ref();
+        (self.arch).block_forward_edges(layer, resid_pre, (&frame, prefix), inputs, hooks)
+    }
+
+    /// Layer `layer`'s keys and values before [`EdgeInputs::from_position`], if any.
+    fn edge_prefix(
+        &self,
+        inputs: &EdgeInputs,
+        layer: usize,
+        receivers: Option<&ReceiverInputs>,
+    ) -> Result<Option<KvPrefix>> {
+        let Some(FromPosition { start, layers }) = &inputs.from_position else {
+            return Ok(None);
+        };
+        if *start == 0 {
+            return Ok(None);
+        }
+        let Some(Some((keys, values))) = layers.get(layer) else {
+            let reason =
+                format!("a pass from position {start} has no keys and values of layer {layer}");
+            return Err(candle_core::Error::Msg(reason).into());
+        };
+        Ok(Some(edge_kv_prefix(
+            (keys, values),
+            receivers,
+            self.dims().n_heads,
+        )?))
     }
 
     /// Whether this model's family has an edge graph ([`edges`]).
@@ -531,4 +590,22 @@ impl HookedTransformer {
         let tokens = self.tokens_tensor(rows)?;
         self.forward(&tokens, &mut Hooks::patching(patches), readout)
     }
+}
+
+/// Keys and values `[rows or 1, start, kv_head, d_head]` as a block's prefix: repeated
+/// for every query head where `receivers` split the attention inputs (the edge graph's
+/// keys and values are then per query head).
+fn edge_kv_prefix(
+    (keys, values): (&Tensor, &Tensor),
+    receivers: Option<&ReceiverInputs>,
+    n_heads: usize,
+) -> Result<KvPrefix> {
+    let per_query_head = receivers.is_some_and(|r| r.splits_attention() || r.projected.is_some());
+    Ok(match per_query_head {
+        true => KvPrefix::new(
+            ungroup_heads(keys, n_heads)?,
+            ungroup_heads(values, n_heads)?,
+        ),
+        false => KvPrefix::new(keys.clone(), values.clone()),
+    })
 }

@@ -19,7 +19,9 @@ use serde::Deserialize;
 
 use crate::arch::{default_feeds_keys_values, ArchModel};
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
-use crate::edges::{head_results, mlp_input, split_qkv, EdgeBlock, HeadColumns, ReceiverInputs};
+use crate::edges::{
+    head_results, masked_head_outputs, mlp_input, split_qkv, EdgeBlock, HeadColumns, ReceiverInputs,
+};
 use crate::layers::{add, embed_rows, gated, Gate, Linear, NormSite, RmsNorm};
 use crate::rope::RopeConfig;
 use crate::rotary::Rotary;
@@ -339,7 +341,9 @@ impl Block {
         let attn_out = hooks.at(at(BlockSite::AttnOut), attn_out)?;
         let resid_mid = hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?;
 
-        let mlp_in = mlp_input(&resid_mid, inputs, || head_results(&z, &self.attn.o_proj))?; // hook_mlp_in
+        let mlp_in = mlp_input(&resid_mid, inputs, |mask| {
+            masked_head_outputs(&z, mask, &self.attn.o_proj)
+        })?; // hook_mlp_in
         let normalized = self
             .ln2
             .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;
@@ -380,10 +384,13 @@ impl Block {
             resid_pre,
             inputs,
             || self.qkv(resid_pre, hooks),
-            |rows| {
-                self.ln1
-                    .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
-            },
+            (
+                |rows: &Tensor| {
+                    self.ln1
+                        .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
+                },
+                self.ln1.row_norm(),
+            ),
             |i| self.columns(i),
         )
     }
@@ -393,11 +400,11 @@ impl EdgeBlock for Block {
     fn forward_edges(
         &self,
         resid_pre: Tensor,
-        frame: &Frame,
+        (frame, prefix): (&Frame, Option<&KvPrefix>),
         inputs: &ReceiverInputs,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
-        self.forward(resid_pre, frame, None, Some(inputs), hooks)
+        self.forward(resid_pre, frame, prefix, Some(inputs), hooks)
     }
 
     fn columns(&self, i: usize) -> HeadColumns<'_> {

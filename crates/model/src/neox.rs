@@ -18,8 +18,8 @@ use serde::Deserialize;
 use crate::arch::ArchModel;
 use crate::attention::{attention_output, AttentionSpec, Frame, KvPrefix};
 use crate::edges::{
-    head_results, mlp_input, norm_per_head, per_head_input, project_per_head, EdgeBlock,
-    HeadColumns, ReceiverInputs,
+    head_results, masked_head_outputs, mlp_input, project_own_inputs, EdgeBlock, HeadColumns,
+    ReceiverInputs,
 };
 use crate::layers::{add, embed_rows, gelu_tanh, LayerNorm, Linear, NormSite};
 use crate::rope::{RopeConfig, RopeScaling};
@@ -216,12 +216,16 @@ impl Block {
             let Some(delta) = delta else {
                 return Ok(plain);
             };
-            let x = per_head_input(resid_pre, delta)?; // [batch, pos, head, d_model]
-            let normalized = norm_per_head(&x, |rows| {
+            let norm = |rows: &Tensor| {
                 self.ln1
                     .forward(rows, &mut Hooks::none(), NormSite::Ln1(self.layer))
-            })?;
-            project_per_head(self.columns(i), &normalized)
+            };
+            project_own_inputs(
+                (resid_pre, delta),
+                self.columns(i),
+                norm,
+                self.ln1.row_norm(),
+            )
         };
         let (q, k, v) = (
             split(inputs.q.as_ref(), 0, q)?,
@@ -260,7 +264,9 @@ impl Block {
             true => resid_pre.clone(),
             false => hooks.at(at(BlockSite::ResidMid), add(&resid_pre, &attn_out)?)?,
         };
-        let mlp_in = mlp_input(&stream, inputs, || head_results(&z, &self.dense))?; // hook_mlp_in
+        let mlp_in = mlp_input(&stream, inputs, |mask| {
+            masked_head_outputs(&z, mask, &self.dense)
+        })?; // hook_mlp_in
         let normalized = self
             .ln2
             .forward(&mlp_in, hooks, NormSite::Ln2(self.layer))?;
@@ -283,11 +289,11 @@ impl EdgeBlock for Block {
     fn forward_edges(
         &self,
         resid_pre: Tensor,
-        frame: &Frame,
+        (frame, prefix): (&Frame, Option<&KvPrefix>),
         inputs: &ReceiverInputs,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
-        self.forward(resid_pre, frame, None, Some(inputs), hooks)
+        self.forward(resid_pre, frame, prefix, Some(inputs), hooks)
     }
 
     /// The fused projection's per-head `[q, k, v]` blocks.

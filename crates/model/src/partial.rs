@@ -82,6 +82,16 @@ impl BaseRun {
         Ok(resid.broadcast_as((rows, len, d_model))?.contiguous()?)
     }
 
+    /// Keys and values of layer `layer` at positions `0..start`, `[1, start, kv_head,
+    /// d_head]` each (keys after rotary where the family has it): what a pass from
+    /// position `start` attends to before its own positions
+    /// ([`HookedTransformer::block_edges_from`]).
+    pub fn keys_values(&self, layer: usize, start: usize) -> Result<(Tensor, Tensor)> {
+        let k = self.cache.get(HookPoint::block(layer, self.key_site))?;
+        let v = self.cache.get(HookPoint::block(layer, BlockSite::V))?;
+        Ok((k.narrow(1, 0, start)?, v.narrow(1, 0, start)?))
+    }
+
     /// Keys and values of layer `layer` at positions `0..start` (`[1, start, kv_head,
     /// d_head]` each), `None` when `start` is 0.
     pub(crate) fn prefix(&self, layer: usize, start: usize) -> Result<Option<KvPrefix>> {

@@ -7,7 +7,8 @@
 //! (c) exact edge patching of the top 500 edges of (b);
 //! (d) EAP on one 1,024-token prompt, with the peak resident memory of that phase;
 //! (e) a faithfulness curve of (b)'s circuits at MIB's 10 sizes over the 16 pairs
-//!     (patching), with its CPR and CMD.
+//!     (patching), with its CPR and CMD; (e0) the same under zero ablation, which
+//!     runs every position (patching runs a pair from where its prompts differ).
 //! It fails when exact and (b) are computed on different edges.
 //!
 //! `-- --quick` skips (d); `-- --only a` (or b, c, d, e) times one part (c and e need b);
@@ -113,22 +114,20 @@ fn ig_and_exact(
     );
     let mean = mean_scores(&ig);
     if curve {
+        // Under patching a pair's rows run from the first position its prompts differ
+        // at (here the second B, 10 of 15); zero ablation runs every position.
         let sizes: Vec<Size> = MIB_FRACTIONS.iter().map(|f| Size::Fraction(*f)).collect();
-        let clock = Instant::now();
-        let c = faithfulness_curve(
-            model,
-            graph,
-            pairs,
-            &mean,
-            (Ablation::Patching, Select::Abs),
-            &sizes,
-        )?;
-        println!(
-            "(e) faithfulness curve, 10 sizes × 16 pairs: {:.2} s (CPR {:.3}, CMD {:.3})",
-            clock.elapsed().as_secs_f64(),
-            c.cpr,
-            c.cmd
-        );
+        for (tag, ablation) in [("(e)", Ablation::Patching), ("(e0)", Ablation::Zero)] {
+            let clock = Instant::now();
+            let c =
+                faithfulness_curve(model, graph, pairs, &mean, (ablation, Select::Abs), &sizes)?;
+            println!(
+                "{tag} faithfulness curve, 10 sizes × 16 pairs, {ablation:?}: {:.2} s (CPR {:.3}, CMD {:.3})",
+                clock.elapsed().as_secs_f64(),
+                c.cpr,
+                c.cmd
+            );
+        }
     }
     if !exact {
         return Ok(());

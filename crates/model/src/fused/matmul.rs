@@ -67,24 +67,46 @@ fn at_least_two_rows(x: &[f32], rows: usize) -> (Cow<'_, [f32]>, usize) {
 /// `x` `[rows, in]` (row-major) `@ weight + bias` → `[rows, out]`, the bias (`[out]`)
 /// added as the product's starting value ([`at_least_two_rows`]).
 pub(crate) fn product(x: &[f32], weight: WeightView, bias: Option<&[f32]>) -> Vec<f32> {
-    let (d_in, d_out) = (weight.d_in, weight.d_out);
-    let rows = x.len() / d_in.max(1);
+    let d_out = weight.d_out;
+    let rows = x.len() / weight.d_in.max(1);
     let (x, padded) = at_least_two_rows(x, rows);
     let mut out = match bias {
         Some(bias) => bias.repeat(padded),
         None => vec![0f32; padded * d_out],
     };
-    // SAFETY: `out` is padded × d_out and `x` padded × d_in (both row-major), and the
-    // weight's strides address its d_in × d_out elements within `values`.
+    product_into(&x, weight, (&mut out, d_out), bias.is_some());
+    out.truncate(rows * d_out);
+    out
+}
+
+/// `x` `[rows, in]` (row-major) `@ weight` written into `dst`, row `r` at
+/// `dst[r · row_stride ..][.. out]` (added to what is there when `accumulate`).
+/// `rows` must be at least 2 ([`at_least_two_rows`]), and `dst` long enough.
+pub(crate) fn product_into(
+    x: &[f32],
+    weight: WeightView,
+    (dst, row_stride): (&mut [f32], usize),
+    accumulate: bool,
+) {
+    let (d_in, d_out) = (weight.d_in, weight.d_out);
+    let rows = x.len() / d_in.max(1);
+    assert!(
+        rows >= 2 && row_stride >= d_out && dst.len() >= (rows - 1) * row_stride + d_out,
+        "product_into: {rows} rows into {} values",
+        dst.len()
+    );
+    // SAFETY: `dst` holds rows rows of d_out values row_stride apart (checked above),
+    // `x` rows × d_in (row-major), and the weight's strides address its d_in × d_out
+    // elements within `values`.
     unsafe {
         gemm::gemm(
-            padded,
+            rows,
             d_out,
             d_in,
-            out.as_mut_ptr(),
+            dst.as_mut_ptr(),
             1,
-            d_out as isize,
-            bias.is_some(), // read the bias rows as the starting value
+            row_stride as isize,
+            accumulate,
             x.as_ptr(),
             1,
             d_in as isize,
@@ -99,8 +121,6 @@ pub(crate) fn product(x: &[f32], weight: WeightView, bias: Option<&[f32]>) -> Ve
             parallelism(),
         );
     }
-    out.truncate(rows * d_out);
-    out
 }
 
 /// `x` `[rows, in]` (row-major) `@ weight + bias` → `[rows, out]` for a few rows (a

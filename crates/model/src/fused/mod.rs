@@ -9,6 +9,7 @@
 //! rounding (`exp` and the order of sums differ; see [`actpatch_simd`]).
 
 pub(crate) mod attention;
+pub(crate) mod heads;
 pub(crate) mod matmul;
 
 use actpatch_simd as simd;

@@ -196,7 +196,6 @@ mod tests {
 
     #[test]
     fn kernels_give_candles_values_and_gradients() {
-        let device = Device::Cpu;
         let x = crate::test_tensors::randn(0f32, 1.0, (6, 40), 1);
         let w = crate::test_tensors::randn(0f32, 1.0, (40, 24), 2);
         let b = crate::test_tensors::randn(0f32, 1.0, 24, 3);
@@ -229,7 +228,6 @@ mod tests {
 
     #[test]
     fn gated_mlp_kernels_give_candles_values_and_gradients() {
-        let device = Device::Cpu;
         let x = crate::test_tensors::randn(0f32, 1.0, (6, 40), 7);
         let w_gate = crate::test_tensors::randn(0f32, 0.3, (40, 24), 8);
         let w_up = crate::test_tensors::randn(0f32, 0.3, (40, 24), 9);

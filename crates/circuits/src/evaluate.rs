@@ -81,7 +81,7 @@ impl<'a> PairsFrom<'a> {
             pairs,
             runs,
             ablated,
-            prefixes: CleanPrefixes::new(model, pairs, runs)?,
+            prefixes: CleanPrefixes::of_pairs(model, pairs, runs)?,
         })
     }
 }

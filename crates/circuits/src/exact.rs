@@ -38,7 +38,7 @@ pub(crate) fn exact_scores(
     edges: &[usize],
 ) -> Result<Vec<Vec<f32>>> {
     let mut scores = vec![vec![0f32; graph.edges.len()]; pairs.len()];
-    let prefixes = CleanPrefixes::new(model, pairs, runs)?;
+    let prefixes = CleanPrefixes::of_pairs(model, pairs, runs)?;
     // (start block, length, first position, pair, edge): the order rows run in.
     let mut rows: Vec<(usize, usize, usize, usize, usize)> = (0..pairs.len())
         .flat_map(|p| edges.iter().map(move |&e| (p, e)))

@@ -30,12 +30,16 @@ pub(crate) fn gradient_scores(
             answers: pair.answers,
             replace: None,
             group,
+            from: runs.first_position,
         };
         match method {
             Method::CleanCorrupted => rows.extend([plain(&pair.clean), plain(&pair.corrupted)]),
-            Method::EapIgInputs { steps } => {
-                rows.extend(input_steps(pair, (clean, corrupted), steps, group)?)
-            }
+            Method::EapIgInputs { steps } => rows.extend(input_steps(
+                pair,
+                (clean, corrupted),
+                steps,
+                (group, runs.first_position),
+            )?),
             _ => rows.push(plain(&pair.clean)),
         }
     }
@@ -48,12 +52,13 @@ pub(crate) fn gradient_scores(
 }
 
 /// The library's input interpolation: rows of the clean prompt whose token embeddings
-/// are `corrupted + k/steps · (clean − corrupted)`, `k = 0 … steps−1`.
+/// are `corrupted + k/steps · (clean − corrupted)`, `k = 0 … steps−1` (the clean ones
+/// before the first differing token, `from`).
 fn input_steps(
     pair: &EdgePair,
     (clean, corrupted): (&SenderRun, &SenderRun),
     steps: usize,
-    group: usize,
+    (group, from): (usize, usize),
 ) -> Result<Vec<GradRow>> {
     let clean_embed = clean.outputs.narrow(0, 0, 1)?; // [1, pos, d_model]
     let corrupted_embed = corrupted.outputs.narrow(0, 0, 1)?;
@@ -66,6 +71,7 @@ fn input_steps(
                 answers: pair.answers,
                 replace: Some((HookPoint::Embed, embed)),
                 group,
+                from,
             })
         })
         .collect()
@@ -110,6 +116,7 @@ pub(crate) fn ig_activations(
                 answers: pair.answers,
                 replace: Some((*point, (clean_value + (&group_delta * away)?)?)),
                 group,
+                from: 0, // the moved outputs differ from the clean ones everywhere
             });
         }
     }

@@ -5,12 +5,13 @@
 //! (gradient checkpointing), so that one block's graph is alive at a time.
 
 use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Hooks, Patch};
-use actpatch_model::{EdgeInputs, HookedTransformer, Readout, ReceiverInputs};
+use actpatch_model::{EdgeInputs, FromPosition, HookedTransformer, Readout, ReceiverInputs};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
 use crate::gradients::{answer_columns, block_offset, logit_diffs, row_patches, Consume, GradRow};
 use crate::graph::Graph;
+use crate::prefix::CleanPrefixes;
 use crate::Result;
 
 /// One pass over rows of one length, differentiated as a whole: every receiver
@@ -20,14 +21,31 @@ use crate::Result;
 pub(crate) fn pass_whole(
     model: &HookedTransformer,
     graph: &Graph,
-    rows: &[&GradRow],
+    (rows, prefixes): (&[&GradRow], &CleanPrefixes),
     consume: Consume,
 ) -> Result<()> {
     let n_layers = graph.n_layers;
     let (tokens, patches) = rows_input(model, rows)?;
-    let (n, pos) = tokens.dims2()?;
+    let (n, len) = tokens.dims2()?;
+    // The rows' first position: the blocks run from there, after their group's keys
+    // and values ([`GradRow::from`]).
+    let from = rows
+        .first()
+        .map_or(0, |r| r.from)
+        .min(len.saturating_sub(1));
+    let pos = len - from;
     let mut probes = Vec::with_capacity(n_layers);
     let mut inputs = EdgeInputs::none(n_layers);
+    if from > 0 {
+        let groups: Vec<usize> = rows.iter().map(|r| r.group).collect();
+        let layers = (0..n_layers)
+            .map(|layer| prefixes.rows(layer, from, &groups).map(Some))
+            .collect::<Result<_>>()?;
+        inputs.from_position = Some(FromPosition {
+            start: from,
+            layers,
+        });
+    }
     for layer in 0..n_layers {
         let (layer_probes, receivers) = Probes::new(model, graph, (n, pos))?;
         inputs.layers[layer] = Some(receivers);

@@ -19,6 +19,12 @@ pub struct GradRow {
     pub answers: [u32; 2],
     pub replace: Option<(HookPoint, Tensor)>,
     pub group: usize,
+    /// The first position whose gradients are read: the group's deltas are 0 before it
+    /// and every row of the group runs as its first row's prompt there (the same
+    /// tokens, nothing replaced), so a short pass runs the positions from here on
+    /// only, attending to that prompt's keys and values before it. The same for every
+    /// row of a group.
+    pub from: usize,
 }
 
 /// Where each receiver block starts in [`Graph::receivers`]: per layer its q, k and v

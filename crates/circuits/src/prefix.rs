@@ -1,6 +1,6 @@
 //! Passes from a pair's first differing position ([`PairRuns::first_position`]): the
 //! keys and values of the positions before it come from the pair's clean run, the
-//! same in every row that patches edges of that pair.
+//! same in every row that patches edges of that pair or differentiates its runs.
 
 use actpatch_model::{BaseRun, HookedTransformer};
 use candle_core::Tensor;
@@ -8,42 +8,51 @@ use candle_core::Tensor;
 use crate::runs::PairRuns;
 use crate::{EdgePair, Result};
 
-/// The clean runs' keys and values, for the pairs that start after position 0.
+/// Runs' keys and values, per prompt: a pair's clean run, or the first prompt of a group
+/// of gradient rows.
 pub(crate) struct CleanPrefixes {
     bases: Vec<Option<BaseRun>>,
 }
 
 impl CleanPrefixes {
-    /// One clean run per pair whose first position is after 0 (prompts of one length
-    /// in one pass).
-    pub fn new(model: &HookedTransformer, pairs: &[EdgePair], runs: &[PairRuns]) -> Result<Self> {
-        let mut bases: Vec<Option<BaseRun>> = (0..pairs.len()).map(|_| None).collect();
-        let mut lengths: Vec<usize> = pairs.iter().map(|p| p.clean.len()).collect();
+    /// The clean run of each pair whose first position is after 0.
+    pub fn of_pairs(
+        model: &HookedTransformer,
+        pairs: &[EdgePair],
+        runs: &[PairRuns],
+    ) -> Result<Self> {
+        let prompts: Vec<Option<&[u32]>> = (pairs.iter().zip(runs))
+            .map(|(pair, run)| (run.first_position > 0).then_some(pair.clean.as_slice()))
+            .collect();
+        CleanPrefixes::of_prompts(model, &prompts)
+    }
+
+    /// A run of each prompt given (prompts of one length in one pass).
+    pub fn of_prompts(model: &HookedTransformer, prompts: &[Option<&[u32]>]) -> Result<Self> {
+        let mut bases: Vec<Option<BaseRun>> = (0..prompts.len()).map(|_| None).collect();
+        let mut lengths: Vec<usize> = prompts.iter().flatten().map(|p| p.len()).collect();
         lengths.sort_unstable();
         lengths.dedup();
         for len in lengths {
-            let members: Vec<usize> = (0..pairs.len())
-                .filter(|p| pairs[*p].clean.len() == len && runs[*p].first_position > 0)
+            let members: Vec<usize> = (0..prompts.len())
+                .filter(|i| prompts[*i].is_some_and(|p| p.len() == len))
                 .collect();
-            if members.is_empty() {
-                continue;
-            }
-            let prompts: Vec<&[u32]> = members.iter().map(|p| pairs[*p].clean.as_slice()).collect();
-            for (p, base) in members.iter().zip(model.base_runs(&prompts, [])?) {
-                bases[*p] = Some(base);
+            let batch: Vec<&[u32]> = members.iter().filter_map(|i| prompts[*i]).collect();
+            for (i, base) in members.iter().zip(model.base_runs(&batch, [])?) {
+                bases[*i] = Some(base);
             }
         }
         Ok(CleanPrefixes { bases })
     }
 
-    /// Block `layer`'s keys and values at positions `0..start` for rows of `pairs`
-    /// (a pair index per row): `[row, start, kv_head, d_head]` each.
-    pub fn rows(&self, layer: usize, start: usize, pairs: &[usize]) -> Result<(Tensor, Tensor)> {
-        let mut keys = Vec::with_capacity(pairs.len());
-        let mut values = Vec::with_capacity(pairs.len());
-        for p in pairs {
+    /// Block `layer`'s keys and values at positions `0..start` for rows of `prompts`
+    /// (a prompt index per row): `[row, start, kv_head, d_head]` each.
+    pub fn rows(&self, layer: usize, start: usize, prompts: &[usize]) -> Result<(Tensor, Tensor)> {
+        let mut keys = Vec::with_capacity(prompts.len());
+        let mut values = Vec::with_capacity(prompts.len());
+        for p in prompts {
             let base = self.bases[*p].as_ref().ok_or_else(|| {
-                candle_core::Error::Msg(format!("pair {p} has no clean run to start after 0"))
+                candle_core::Error::Msg(format!("prompt {p} has no run to start after 0"))
             })?;
             let (k, v) = base.keys_values(layer, start)?;
             keys.push(k);

@@ -11,6 +11,7 @@ use candle_core::Tensor;
 use crate::gradient_passes::{pass_by_blocks, pass_whole};
 use crate::gradients::GradRow;
 use crate::graph::Graph;
+use crate::prefix::CleanPrefixes;
 use crate::{CircuitError, Result};
 
 /// Rows × positions per pass: the split inputs keep a copy of the residual stream per
@@ -46,31 +47,48 @@ fn products_with(
         return Err(CircuitError::NoPairs);
     }
     let mut sums = GroupSums::new(graph, &deltas[..n_groups])?;
+    let prefixes = group_prefixes(model, rows, n_groups)?;
     let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by_key(|i| rows[*i].tokens.len()); // stable: rows keep their order within a length
+    // Stable: rows keep their order within a length and first position (a group's
+    // rows share both).
+    let shape = |i: &usize| (rows[*i].tokens.len(), rows[*i].from);
+    order.sort_by_key(shape);
     let mut start = 0;
     while start < order.len() {
-        let pos = rows[order[start]].tokens.len();
-        let per_pass = (ROW_POSITIONS_PER_PASS / pos.max(1)).max(1);
+        let (len, from) = shape(&order[start]);
+        let per_pass = (ROW_POSITIONS_PER_PASS / (len - from).max(1)).max(1);
         let mut end = start + 1;
-        while end < order.len() && end - start < per_pass && rows[order[end]].tokens.len() == pos {
+        while end < order.len() && end - start < per_pass && shape(&order[end]) == (len, from) {
             end += 1;
         }
         let chunk: Vec<&GradRow> = order[start..end].iter().map(|i| &rows[*i]).collect();
         let members = sums.members(&chunk);
-        // Long passes (one row each) are contracted block by block as they come;
-        // short ones add their gradients up per group and block, contracted once at
-        // the end (fewer, larger products).
-        let by_blocks = pos * chunk.len() > by_blocks_above;
+        // Long passes (one row each) are contracted block by block as they come (all
+        // positions); short ones, from the rows' first position, add their gradients
+        // up per group and block, contracted once at the end (fewer, larger products).
+        let by_blocks = (len - from) * chunk.len() > by_blocks_above;
         let mut take =
             |offset: usize, block: &Tensor| sums.take(&members, (offset, block), by_blocks);
         match by_blocks {
             true => pass_by_blocks(model, graph, &chunk, &mut take)?,
-            false => pass_whole(model, graph, &chunk, &mut take)?,
+            false => pass_whole(model, graph, (&chunk, &prefixes), &mut take)?,
         }
         start = end;
     }
     sums.finish()
+}
+
+/// A run of each group's first prompt, for its rows' passes from their first position.
+fn group_prefixes(
+    model: &HookedTransformer,
+    rows: &[GradRow],
+    n_groups: usize,
+) -> Result<CleanPrefixes> {
+    let mut prompts: Vec<Option<&[u32]>> = vec![None; n_groups];
+    for row in rows.iter().filter(|r| r.from > 0) {
+        prompts[row.group].get_or_insert(row.tokens.as_slice());
+    }
+    CleanPrefixes::of_prompts(model, &prompts)
 }
 
 /// The products of each group, as the passes hand over their blocks.
@@ -79,8 +97,9 @@ struct GroupSums {
     deltas: Vec<Tensor>,
     /// `[sender][receiver]` row-major, per group.
     products: Vec<Vec<f32>>,
-    /// Per group, the gradients of short passes summed per block (by its first receiver).
-    pending: Vec<BTreeMap<usize, Tensor>>,
+    /// Per group, the gradients of short passes summed per block (by its first receiver
+    /// and the positions the pass ran).
+    pending: Vec<BTreeMap<(usize, usize), Tensor>>,
     counts: Vec<usize>,
 }
 
@@ -133,7 +152,7 @@ impl GroupSums {
                 )?;
                 continue;
             }
-            match self.pending[group].entry(offset) {
+            match self.pending[group].entry((offset, grad.dim(1)?)) {
                 Entry::Occupied(mut sum) => {
                     let total = (sum.get() + &grad)?;
                     sum.insert(total);
@@ -154,7 +173,7 @@ impl GroupSums {
                 return Err(CircuitError::NoPairs);
             }
             let products = &mut self.products[group];
-            for (offset, grad) in pending {
+            for ((offset, _), grad) in pending {
                 contract(products, (&self.deltas[group], *offset), grad)?;
             }
             products.iter_mut().for_each(|v| *v /= n as f32);
@@ -165,10 +184,13 @@ impl GroupSums {
 
 /// Adds `Δ · gᵀ` of the block of receivers starting at `offset` to `products`
 /// (`[sender][receiver]` row-major): `delta` `[sender, pos · d_model]`, `grad`
-/// `[receivers, pos, d_model]`.
+/// `[receivers, pos, d_model]` or, from a pass of the last positions only, fewer
+/// positions (the deltas before them are 0).
 fn contract(products: &mut [f32], (delta, offset): (&Tensor, usize), grad: &Tensor) -> Result<()> {
     let (n, pos, d_model) = grad.dims3()?;
     let n_receivers = products.len() / delta.dim(0)?;
+    let skipped = delta.dim(1)?.saturating_sub(pos * d_model);
+    let delta = delta.narrow(1, skipped, pos * d_model)?; // [sender, pos · d_model]
     let grad = grad.reshape((n, pos * d_model))?;
     let block = delta.matmul(&grad.t()?)?.to_vec2::<f32>()?; // [sender, receivers of the block]
     for (sender, row) in block.iter().enumerate() {
@@ -215,6 +237,7 @@ mod tests {
                 answers,
                 replace: None,
                 group,
+                from: 0,
             };
             let rows = [row(&clean, 0), row(&corrupted, 0), row(&clean, 1)];
             let deltas = [&delta, &delta];

@@ -302,7 +302,9 @@ impl HookedTransformer {
     }
 
     /// tokens `[batch, pos]` → logits with every receiver of the edge graph reading
-    /// its own input where `inputs` says so ([`edges`]); `differentiable` runs the
+    /// its own input where `inputs` says so ([`edges`]; with
+    /// [`EdgeInputs::from_position`], the blocks run the positions from its start on,
+    /// the embedding's hook points seeing them all); `differentiable` runs the
     /// kernels gradients can be taken through. Errors for families without an edge
     /// graph ([`ModelError::NoEdgeGraph`]).
     pub fn forward_edges(
@@ -313,7 +315,12 @@ impl HookedTransformer {
         inputs: &EdgeInputs,
         differentiable: bool,
     ) -> Result<Tensor> {
-        let resid = self.arch.embed(tokens, hooks)?; // [batch, pos, d_model]
+        let mut resid = self.arch.embed(tokens, hooks)?; // [batch, pos, d_model]
+        if let Some(from) = &inputs.from_position {
+            let pos = resid.dim(1)?;
+            let start = from.start.min(pos);
+            resid = resid.narrow(1, start, pos - start)?.contiguous()?; // the positions from `start`
+        }
         self.forward_edges_from(0, resid, hooks, readout, inputs, differentiable)
     }
 

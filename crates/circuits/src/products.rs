@@ -252,4 +252,58 @@ mod tests {
             assert!(whole[0].iter().any(|v| v.abs() > 1e-3));
         }
     }
+
+    /// A pass from the rows' first position gives the products of a pass from 0 when
+    /// the deltas are 0 before it: the gradients there are never read, and no later
+    /// one flows through them (every family, with the grouped, windowed and parallel
+    /// attention of the fixtures).
+    #[test]
+    fn passes_from_the_first_position_equal_passes_from_zero() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        for fixture in ["tiny-gpt2", "tiny-llama", "tiny-pythia", "tiny-gemma2"] {
+            let model = HookedTransformer::from_dir(dir.join(fixture)).unwrap();
+            let graph = Graph::of_model(&model);
+            let clean = model.to_tokens("The capital of France is", true).unwrap();
+            let corrupted = model.to_tokens("The capital of Italy is", true).unwrap();
+            let from = clean
+                .iter()
+                .zip(&corrupted)
+                .position(|(a, b)| a != b)
+                .unwrap();
+            assert!(from > 0);
+            let answers = [
+                model.to_single_token(" Rome").unwrap(),
+                model.to_single_token(" Paris").unwrap(),
+            ];
+            let (senders, pos, d_model) = (graph.senders.len(), clean.len(), graph.d_model);
+            let values: Vec<f32> = (0..senders * pos * d_model)
+                .map(|i| match (i / d_model) % pos < from {
+                    true => 0.0,
+                    false => (i as f32 * 0.37).sin(),
+                })
+                .collect();
+            let delta = Tensor::from_vec(values, (senders, pos, d_model), model.device()).unwrap();
+            let rows = |from: usize| {
+                [&clean, &corrupted].map(|tokens| GradRow {
+                    tokens: tokens.clone(),
+                    answers,
+                    replace: None,
+                    group: 0,
+                    from,
+                })
+            };
+            let all = |from| products_with(&model, &graph, (&rows(from), &[&delta]), usize::MAX);
+            let (short, full) = (all(from).unwrap(), all(0).unwrap());
+            for (s, f) in short[0].iter().zip(&full[0]) {
+                assert!(
+                    (s - f).abs() < 1e-4 * (1.0 + f.abs()),
+                    "{fixture}: {s} vs {f}"
+                );
+            }
+            assert!(
+                full[0].iter().any(|v| v.abs() > 1e-3),
+                "{fixture}: all products 0"
+            );
+        }
+    }
 }

@@ -33,6 +33,9 @@ pub(crate) fn evaluate_circuits(
     circuits: &[Vec<bool>],
 ) -> Result<Vec<Vec<f32>>> {
     let mut out = vec![vec![0f32; pairs.len()]; circuits.len()];
+    if circuits.is_empty() {
+        return Ok(out);
+    }
     let pairs_from = PairsFrom::new(model, pairs, runs)?;
     let mut rows: Vec<(usize, usize)> = (0..circuits.len())
         .flat_map(|c| (0..pairs.len()).map(move |p| (c, p)))
@@ -126,7 +129,7 @@ fn run_batch(
             0 => model.block_edges(layer, resid, Some(&inputs), &mut hooks)?,
             _ => {
                 let of_rows: Vec<usize> = batch.iter().map(|(_, p)| *p).collect();
-                let (keys, values) = from.prefixes.rows(layer, start, &of_rows)?;
+                let (keys, values) = from.prefixes.rows(layer, start, &of_rows)?; // [row, start, kv_head, d_head]
                 model.block_edges_from(
                     layer,
                     (resid, start),
@@ -251,8 +254,8 @@ fn receiver_inputs(
     // What the cut heads write instead; the block takes off their live outputs.
     let own_cut = own_heads
         .matmul(&own_ablated)?
-        .reshape((rows, pos, d_model))?;
-    let mlp_delta = (deltas.narrow(1, 3 * heads, 1)?.squeeze(1)? + own_cut)?;
+        .reshape((rows, pos, d_model))?; // [row, pos, d_model]
+    let mlp_delta = (deltas.narrow(1, 3 * heads, 1)?.squeeze(1)? + own_cut)?; // [row, pos, d_model]
     Ok(ReceiverInputs {
         q: Some(head_delta(0)?),
         k: Some(head_delta(1)?),

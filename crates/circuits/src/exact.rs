@@ -38,6 +38,9 @@ pub(crate) fn exact_scores(
     edges: &[usize],
 ) -> Result<Vec<Vec<f32>>> {
     let mut scores = vec![vec![0f32; graph.edges.len()]; pairs.len()];
+    if edges.is_empty() {
+        return Ok(scores);
+    }
     let prefixes = CleanPrefixes::of_pairs(model, pairs, runs)?;
     // (start block, length, first position, pair, edge): the order rows run in.
     let mut rows: Vec<(usize, usize, usize, usize, usize)> = (0..pairs.len())
@@ -99,7 +102,7 @@ fn patched_pass(
         let of_rows: Vec<usize> = chunk.iter().map(|(p, _)| *p).collect();
         let per_layer = (0..graph.n_layers)
             .map(|layer| match layer >= block {
-                true => prefixes.rows(layer, from, &of_rows).map(Some),
+                true => prefixes.rows(layer, from, &of_rows).map(Some), // [rows, from, kv_head, d_head] each
                 false => Ok(None),
             })
             .collect::<Result<_>>()?;

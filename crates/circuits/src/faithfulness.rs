@@ -146,8 +146,11 @@ pub fn circuits_faithfulness(
     let mut run_lds = evaluate_circuits(model, graph, from, &to_run)?.into_iter();
     let lds: Vec<Vec<f32>> = edge_sets
         .iter()
-        .map(|set| known(set).or_else(|| run_lds.next()).unwrap_or_default())
-        .collect();
+        .map(|set| {
+            (known(set).or_else(|| run_lds.next()))
+                .ok_or_else(|| candle_core::Error::Msg("a circuit was not evaluated".into()))
+        })
+        .collect::<std::result::Result<_, _>>()?;
     let mean = |values: &[f32]| {
         values.iter().map(|v| f64::from(*v)).sum::<f64>() / values.len().max(1) as f64
     };

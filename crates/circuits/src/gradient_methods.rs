@@ -116,7 +116,7 @@ pub(crate) fn ig_activations(
                 answers: pair.answers,
                 replace: Some((*point, (clean_value + (&group_delta * away)?)?)),
                 group,
-                from: 0, // the moved outputs differ from the clean ones everywhere
+                from: 0, // the replaced outputs are full length at a block's hook point
             });
         }
     }

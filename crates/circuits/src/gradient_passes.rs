@@ -33,13 +33,19 @@ pub(crate) fn pass_whole(
         .first()
         .map_or(0, |r| r.from)
         .min(len.saturating_sub(1));
+    let embedding_only = |r: &&GradRow| matches!(r.replace, None | Some((HookPoint::Embed, _)));
+    if from > 0 && !rows.iter().all(|r| r.from == from && embedding_only(r)) {
+        let reason =
+            "rows of one pass from a later position: one first position, embeddings replaced only";
+        return Err(candle_core::Error::Msg(reason.into()).into());
+    }
     let pos = len - from;
     let mut probes = Vec::with_capacity(n_layers);
     let mut inputs = EdgeInputs::none(n_layers);
     if from > 0 {
         let groups: Vec<usize> = rows.iter().map(|r| r.group).collect();
         let layers = (0..n_layers)
-            .map(|layer| prefixes.rows(layer, from, &groups).map(Some))
+            .map(|layer| prefixes.rows(layer, from, &groups).map(Some)) // [rows, from, kv_head, d_head] each
             .collect::<Result<_>>()?;
         inputs.from_position = Some(FromPosition {
             start: from,

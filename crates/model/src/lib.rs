@@ -318,14 +318,23 @@ impl HookedTransformer {
         let mut resid = self.arch.embed(tokens, hooks)?; // [batch, pos, d_model]
         if let Some(from) = &inputs.from_position {
             let pos = resid.dim(1)?;
-            let start = from.start.min(pos);
-            resid = resid.narrow(1, start, pos - start)?.contiguous()?; // the positions from `start`
+            if from.start >= pos {
+                let reason = format!(
+                    "a pass from position {} of a {pos}-token prompt",
+                    from.start
+                );
+                return Err(candle_core::Error::Msg(reason).into());
+            }
+            resid = resid
+                .narrow(1, from.start, pos - from.start)?
+                .contiguous()?; // the positions from `start`
         }
         self.forward_edges_from(0, resid, hooks, readout, inputs, differentiable)
     }
 
     /// [`HookedTransformer::forward_edges`] from block `start` on, given the residual
-    /// stream entering it `[batch, pos, d_model]` (positions from 0): the blocks before
+    /// stream entering it `[batch, pos, d_model]` (positions from 0, or from
+    /// [`EdgeInputs::from_position`]'s start): the blocks before
     /// are the caller's (e.g. a clean run's `resid_pre`, when nothing before `start`
     /// changes). `start = n_layers` runs the final norm and unembedding alone.
     pub fn forward_edges_from(

@@ -63,10 +63,19 @@ pub(crate) fn project_heads(
     let (batch, pos, d_model) = resid.dims3()?;
     let (_, _, heads, _) = delta.dims4()?;
     let delta_layout = delta.layout();
+    // The last source head's columns must lie within the weight: the product below
+    // reads them unchecked.
+    let (w_in, w_out) = weight.dims2()?;
+    let group = slots.group.max(1);
+    let last_column = slots.offset + (heads.max(1) - 1) / group * slots.stride + slots.d_head;
     if !applies(&inputs)
         || delta.dims() != [batch, pos, heads, d_model]
         || delta_layout.stride()[3] != 1
         || batch * pos < 2
+        || w_in != d_model
+        || heads % group != 0
+        || last_column > w_out
+        || bias.is_some_and(|b| b.elem_count() != w_out)
     {
         return Ok(None);
     }
@@ -166,4 +175,86 @@ fn normalize_head(
         .enumerate()
         .with_min_len((super::SERIAL_ELEMENTS / d_model).max(1))
         .for_each_init(|| vec![0f32; d_model], row);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_tensors::randn;
+
+    /// Each head's projection equals its definition, `norm(resid + delta_h) @ W[:, head
+    /// h's columns] + b`, for grouped heads, GPT-NeoX's interleaved columns, a strided
+    /// delta and both norms.
+    #[test]
+    fn heads_project_their_own_inputs() {
+        let (batch, pos, heads, d_model, d_head) = (2, 3, 4, 16, 4);
+        let resid = randn(0.0, 1.0, (batch, pos, d_model), 1);
+        // A strided view, as the edge graph hands its deltas over.
+        let delta = randn(0.0, 1.0, (batch, heads, pos, d_model), 2)
+            .transpose(1, 2)
+            .unwrap();
+        let (norm_w, norm_b) = (randn(1.0, 0.1, d_model, 3), randn(0.0, 0.1, d_model, 4));
+        let norms = [
+            RowNorm::Layer {
+                weight: &norm_w,
+                bias: &norm_b,
+                eps: 1e-5,
+            },
+            RowNorm::Rms {
+                weight: &norm_w,
+                eps: 1e-6,
+            },
+        ];
+        // (offset, stride, group, output width): separate maps of 2 grouped source
+        // heads, and one map of [q, k, v] blocks per head read at its keys.
+        let layouts = [
+            (0, d_head, 2, 2 * d_head),
+            (d_head, 3 * d_head, 1, 3 * heads * d_head),
+        ];
+        for norm in norms {
+            for (offset, stride, group, width) in layouts {
+                let weight = randn(0.0, 0.5, (d_model, width), 5);
+                let bias = randn(0.0, 0.5, width, 6);
+                let slots = HeadSlots {
+                    offset,
+                    stride,
+                    d_head,
+                    group,
+                };
+                let got = project_heads(&resid, &delta, norm, (&weight, Some(&bias)), slots)
+                    .unwrap()
+                    .unwrap(); // [batch, pos, head, d_head]
+                for h in 0..heads {
+                    let x = (&resid + delta.narrow(2, h, 1).unwrap().squeeze(2).unwrap()).unwrap();
+                    let normalized = match norm {
+                        RowNorm::Layer { weight, bias, eps } => {
+                            crate::fused::layer_norm(&x, weight, bias, eps)
+                                .unwrap()
+                                .unwrap()
+                        }
+                        RowNorm::Rms { weight, eps } => {
+                            crate::fused::rms_norm(&x, weight, eps).unwrap().unwrap()
+                        }
+                    };
+                    let start = offset + h / group * stride;
+                    let w = weight.narrow(1, start, d_head).unwrap();
+                    let b = bias.narrow(0, start, d_head).unwrap();
+                    let want = normalized
+                        .broadcast_matmul(&w)
+                        .unwrap()
+                        .broadcast_add(&b)
+                        .unwrap();
+                    let gap = (got.narrow(2, h, 1).unwrap().squeeze(2).unwrap() - want)
+                        .unwrap()
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert!(gap < 1e-4, "head {h}, offset {offset}: {gap}");
+                }
+            }
+        }
+    }
 }

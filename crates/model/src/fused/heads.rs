@@ -57,28 +57,12 @@ pub(crate) fn project_heads(
     (weight, bias): (&Tensor, Option<&Tensor>),
     slots: HeadSlots,
 ) -> Result<Option<Tensor>> {
-    let mut inputs = vec![resid, delta, weight];
-    inputs.extend(bias);
-    inputs.extend(norm.tensors());
+    if !applies_to(resid, delta, norm, (weight, bias), slots)? {
+        return Ok(None);
+    }
     let (batch, pos, d_model) = resid.dims3()?;
     let (_, _, heads, _) = delta.dims4()?;
     let delta_layout = delta.layout();
-    // The last source head's columns must lie within the weight: the product below
-    // reads them unchecked.
-    let (w_in, w_out) = weight.dims2()?;
-    let group = slots.group.max(1);
-    let last_column = slots.offset + (heads.max(1) - 1) / group * slots.stride + slots.d_head;
-    if !applies(&inputs)
-        || delta.dims() != [batch, pos, heads, d_model]
-        || delta_layout.stride()[3] != 1
-        || batch * pos < 2
-        || w_in != d_model
-        || heads % group != 0
-        || last_column > w_out
-        || bias.is_some_and(|b| b.elem_count() != w_out)
-    {
-        return Ok(None);
-    }
     let delta_strides = &delta_layout.stride()[..3];
     let d_head = slots.d_head;
     let bias = match bias {
@@ -132,6 +116,34 @@ pub(crate) fn project_heads(
         (batch, pos, heads, d_head),
         resid.device(),
     )?))
+}
+
+/// Whether [`project_heads`] applies: f32 on the CPU without a tracked gradient, shapes
+/// that agree, a delta with a contiguous last axis, two rows at least, and every head's
+/// columns within the weight (the product reads them unchecked).
+fn applies_to(
+    resid: &Tensor,
+    delta: &Tensor,
+    norm: RowNorm,
+    (weight, bias): (&Tensor, Option<&Tensor>),
+    slots: HeadSlots,
+) -> Result<bool> {
+    let mut inputs = vec![resid, delta, weight];
+    inputs.extend(bias);
+    inputs.extend(norm.tensors());
+    let (batch, pos, d_model) = resid.dims3()?;
+    let (_, _, heads, _) = delta.dims4()?;
+    let (w_in, w_out) = weight.dims2()?;
+    let group = slots.group.max(1);
+    let last_column = slots.offset + (heads.max(1) - 1) / group * slots.stride + slots.d_head;
+    Ok(applies(&inputs)
+        && delta.dims() == [batch, pos, heads, d_model]
+        && delta.layout().stride()[3] == 1
+        && batch * pos >= 2
+        && w_in == d_model
+        && heads % group == 0
+        && last_column <= w_out
+        && bias.is_none_or(|b| b.elem_count() == w_out))
 }
 
 /// The norm as a function of (input row, output row).

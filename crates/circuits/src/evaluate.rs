@@ -15,6 +15,7 @@ use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Hooks};
 use actpatch_model::{HookedTransformer, Readout, ReceiverInputs};
 use candle_core::{DType, Tensor};
 
+use crate::batches::batches;
 use crate::gradients::logit_diffs;
 use crate::graph::{Graph, Sender};
 use crate::prefix::CleanPrefixes;
@@ -42,20 +43,13 @@ pub(crate) fn evaluate_circuits(
         .collect();
     let shape = |(_, p): &(usize, usize)| (pairs[*p].clean.len(), runs[*p].first_position);
     rows.sort_by_key(shape);
-    let mut first = 0;
-    while first < rows.len() {
-        let (len, start) = shape(&rows[first]);
-        let per_pass = (ROW_POSITIONS_PER_PASS / (len - start).max(1)).max(1);
-        let mut end = first + 1;
-        while end < rows.len() && end - first < per_pass && shape(&rows[end]) == (len, start) {
-            end += 1;
-        }
-        let batch = &rows[first..end];
+    let positions = |(len, start): &(usize, usize)| len - start;
+    for range in batches(&rows, shape, (positions, ROW_POSITIONS_PER_PASS)) {
+        let batch = &rows[range];
         let lds = run_batch(model, graph, &pairs_from, circuits, batch)?;
         for ((c, p), ld) in batch.iter().zip(lds) {
             out[*c][*p] = ld;
         }
-        first = end;
     }
     Ok(out)
 }

@@ -9,6 +9,7 @@ use actpatch_hooks::Hooks;
 use actpatch_model::{EdgeInputs, FromPosition, HookedTransformer, Readout, ReceiverInputs};
 use candle_core::Tensor;
 
+use crate::batches::batches;
 use crate::gradients::logit_diffs;
 use crate::graph::{Graph, Qkv, Receiver};
 use crate::prefix::CleanPrefixes;
@@ -51,18 +52,11 @@ pub(crate) fn exact_scores(
         })
         .collect();
     rows.sort_unstable();
-    let mut first = 0;
-    while first < rows.len() {
-        let (block, len, from, ..) = rows[first];
-        let per_pass = (ROW_POSITIONS_PER_PASS / (len - from).max(1)).max(1);
-        let mut end = first + 1;
-        while end < rows.len()
-            && (rows[end].0, rows[end].1, rows[end].2) == (block, len, from)
-            && end - first < per_pass
-        {
-            end += 1;
-        }
-        let chunk: Vec<(usize, usize)> = rows[first..end].iter().map(|r| (r.3, r.4)).collect();
+    let shape = |r: &(usize, usize, usize, usize, usize)| (r.0, r.1, r.2);
+    let positions = |(_, len, from): &(usize, usize, usize)| len - from;
+    for range in batches(&rows, shape, (positions, ROW_POSITIONS_PER_PASS)) {
+        let (block, _, from) = shape(&rows[range.start]);
+        let chunk: Vec<(usize, usize)> = rows[range].iter().map(|r| (r.3, r.4)).collect();
         let lds = patched_pass(
             model,
             graph,
@@ -73,7 +67,6 @@ pub(crate) fn exact_scores(
         for ((p, e), ld) in chunk.iter().zip(lds) {
             scores[*p][*e] = ld - runs[*p].clean.logit_diff;
         }
-        first = end;
     }
     Ok(scores)
 }

@@ -25,6 +25,7 @@
 //! ```
 
 mod attribute;
+mod batches;
 pub mod circuit;
 mod error;
 mod evaluate;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use actpatch_model::HookedTransformer;
 use candle_core::Tensor;
 
+use crate::batches::batches;
 use crate::gradient_passes::{pass_by_blocks, pass_whole};
 use crate::gradients::GradRow;
 use crate::graph::Graph;
@@ -53,15 +54,10 @@ fn products_with(
     // rows share both).
     let shape = |i: &usize| (rows[*i].tokens.len(), rows[*i].from);
     order.sort_by_key(shape);
-    let mut start = 0;
-    while start < order.len() {
-        let (len, from) = shape(&order[start]);
-        let per_pass = (ROW_POSITIONS_PER_PASS / (len - from).max(1)).max(1);
-        let mut end = start + 1;
-        while end < order.len() && end - start < per_pass && shape(&order[end]) == (len, from) {
-            end += 1;
-        }
-        let chunk: Vec<&GradRow> = order[start..end].iter().map(|i| &rows[*i]).collect();
+    let positions = |(len, from): &(usize, usize)| len - from;
+    for range in batches(&order, shape, (positions, ROW_POSITIONS_PER_PASS)) {
+        let (len, from) = shape(&order[range.start]);
+        let chunk: Vec<&GradRow> = order[range].iter().map(|i| &rows[*i]).collect();
         let members = sums.members(&chunk);
         // Long passes (one row each) are contracted block by block as they come (all
         // positions); short ones, from the rows' first position, add their gradients
@@ -73,7 +69,6 @@ fn products_with(
             true => pass_by_blocks(model, graph, &chunk, &mut take)?,
             false => pass_whole(model, graph, (&chunk, &prefixes), &mut take)?,
         }
-        start = end;
     }
     sums.finish()
 }

@@ -6,6 +6,7 @@ use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Hooks};
 use actpatch_model::{HookedTransformer, Readout};
 use candle_core::Tensor;
 
+use crate::batches::batches;
 use crate::gradients::logit_diffs;
 use crate::graph::Graph;
 use crate::Result;
@@ -36,23 +37,13 @@ pub fn sender_runs(
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|i| prompts[*i].0.len());
     let mut runs: Vec<Option<SenderRun>> = (0..prompts.len()).map(|_| None).collect();
-    let mut start = 0;
-    while start < order.len() {
-        let pos = prompts[order[start]].0.len();
-        let per_pass = (ROW_POSITIONS_PER_PASS / pos.max(1)).max(1);
-        let mut end = start + 1;
-        while end < order.len() && end - start < per_pass && prompts[order[end]].0.len() == pos {
-            end += 1;
-        }
-        let batch: Vec<(&[u32], [u32; 2])> =
-            order[start..end].iter().map(|i| prompts[*i]).collect();
-        for (i, run) in order[start..end]
-            .iter()
-            .zip(batch_runs(model, graph, &batch)?)
-        {
+    let length = |i: &usize| prompts[*i].0.len();
+    for range in batches(&order, length, (|len: &usize| *len, ROW_POSITIONS_PER_PASS)) {
+        let members = &order[range];
+        let batch: Vec<(&[u32], [u32; 2])> = members.iter().map(|i| prompts[*i]).collect();
+        for (i, run) in members.iter().zip(batch_runs(model, graph, &batch)?) {
             runs[*i] = Some(run);
         }
-        start = end;
     }
     Ok(runs.into_iter().flatten().collect())
 }

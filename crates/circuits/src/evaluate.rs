@@ -110,6 +110,7 @@ fn run_batch(
                 .narrow(1, start, n)
         })
         .collect::<std::result::Result<_, _>>()?;
+    let of_rows: Vec<usize> = batch.iter().map(|(_, p)| *p).collect(); // each row's pair
     let mut diffs = SenderDiffs::new(&ablated)?;
     diffs.push(&ablated, 0, &Tensor::stack(&inputs, 0)?)?; // the input's live output: the clean embedding
     for layer in 0..graph.n_layers {
@@ -122,7 +123,6 @@ fn run_batch(
         resid = match start {
             0 => model.block_edges(layer, resid, Some(&inputs), &mut hooks)?,
             _ => {
-                let of_rows: Vec<usize> = batch.iter().map(|(_, p)| *p).collect();
                 let (keys, values) = from.prefixes.rows(layer, start, &of_rows)?; // [row, start, kv_head, d_head]
                 model.block_edges_from(
                     layer,
@@ -270,9 +270,8 @@ mod tests {
     /// corrupted run (the curves take both without a run).
     #[test]
     fn the_full_and_the_empty_circuit_are_the_clean_and_the_corrupted_run() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-        for fixture in ["tiny-gpt2", "tiny-llama", "tiny-pythia", "tiny-gemma2"] {
-            let model = HookedTransformer::from_dir(dir.join(fixture)).unwrap();
+        for fixture in crate::test_fixtures::EVERY_FAMILY {
+            let model = crate::test_fixtures::load(fixture);
             let graph = Graph::of_model(&model);
             let pair = |clean: &str, corrupted: &str| EdgePair {
                 clean: model.to_tokens(clean, true).unwrap(),

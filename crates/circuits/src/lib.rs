@@ -41,6 +41,8 @@ mod prefix;
 mod products;
 mod runs;
 mod senders;
+#[cfg(test)]
+mod test_fixtures;
 
 pub use attribute::{attribute, exact_edges, mean_scores};
 pub use circuit::{prune, top_edges, Select};

@@ -204,9 +204,8 @@ mod tests {
     /// Differentiating block by block gives the whole pass's products.
     #[test]
     fn passes_by_blocks_equal_whole_passes() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
         for fixture in ["tiny-gpt2", "tiny-llama"] {
-            let model = HookedTransformer::from_dir(dir.join(fixture)).unwrap();
+            let model = crate::test_fixtures::load(fixture);
             let graph = Graph::of_model(&model);
             let clean = model.to_tokens("The Colosseum is in", true).unwrap();
             let corrupted = model.to_tokens("The Eiffel Tower is in", true).unwrap();
@@ -254,9 +253,8 @@ mod tests {
     /// attention of the fixtures).
     #[test]
     fn passes_from_the_first_position_equal_passes_from_zero() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-        for fixture in ["tiny-gpt2", "tiny-llama", "tiny-pythia", "tiny-gemma2"] {
-            let model = HookedTransformer::from_dir(dir.join(fixture)).unwrap();
+        for fixture in crate::test_fixtures::EVERY_FAMILY {
+            let model = crate::test_fixtures::load(fixture);
             let graph = Graph::of_model(&model);
             let clean = model.to_tokens("The capital of France is", true).unwrap();
             let corrupted = model.to_tokens("The capital of Italy is", true).unwrap();

@@ -23,6 +23,15 @@ impl CacheFilter {
         CacheFilter::Only(points.into_iter().collect())
     }
 
+    /// Whether this filter records no hook point.
+    pub fn is_nothing(&self) -> bool {
+        match self {
+            CacheFilter::Nothing => true,
+            CacheFilter::All => false,
+            CacheFilter::Only(points) => points.is_empty(),
+        }
+    }
+
     pub fn wants(&self, point: &HookPoint) -> bool {
         match self {
             CacheFilter::Nothing => false,

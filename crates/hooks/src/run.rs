@@ -99,6 +99,12 @@ impl<'p> Hooks<'p> {
         self.patches.iter().any(|p| p.point == point) || self.probe.wants(&point)
     }
 
+    /// Whether [`Hooks::at`] does nothing at any point (no patch, record or probe): a
+    /// model may then skip what no output of its pass reads.
+    pub fn is_idle(&self) -> bool {
+        self.patches.is_empty() && self.filter.is_nothing() && self.probe.is_nothing()
+    }
+
     pub fn cache(&self) -> &ActivationCache {
         &self.cache
     }

@@ -40,6 +40,7 @@
 use actpatch_hooks::{ActivationCache, BlockSite, CacheFilter, HookPoint, Hooks, Patch};
 use candle_core::Tensor;
 
+use crate::arch::ArchModel;
 use crate::attention::{Frame, KvPrefix};
 use crate::{HookedTransformer, ModelError, Readout, Result};
 
@@ -248,22 +249,9 @@ impl HookedTransformer {
         if len == 1 {
             return self.run_block(layer, resid_pre, span, hooks);
         }
-        let earlier = self.arch.frame(span.start, len - 1, &self.device)?;
-        let (k, v) =
-            self.arch
-                .block_keys_values(layer, &resid_pre.narrow(1, 0, len - 1)?, &earlier)?; // [rows, len - 1, kv_head, d_head]
-        let prefix = match span.base.prefix(layer, span.start)? {
-            Some(cached) => cached.then(&k, &v),
-            None => KvPrefix::new(k, v),
-        };
-        let last = self.arch.frame(span.start + len - 1, 1, &self.device)?;
-        self.arch.block_forward(
-            layer,
-            resid_pre.narrow(1, len - 1, 1)?,
-            &last,
-            Some(&prefix),
-            hooks,
-        )
+        let prefix = span.base.prefix(layer, span.start)?;
+        let frame = (span.start, len);
+        last_position_block(self.arch.as_ref(), layer, resid_pre, frame, prefix, hooks)
     }
 
     /// Blocks `layer..` on rows `resid_pre` `[rows, len, d_model]` holding the
@@ -304,4 +292,34 @@ impl HookedTransformer {
         }
         Ok(())
     }
+}
+
+/// Block `layer` of `arch` computed for the last of positions `start..start + len`
+/// only (rows `[rows, len, d_model]` → `[rows, 1, d_model]`, `len` ≥ 2), after
+/// `prefix`'s keys and values of the positions before `start`: the earlier positions
+/// give their keys and values (computed from the rows, no hooks), and hook points run
+/// at the last position only. What the last layer needs for next-token logits.
+pub(crate) fn last_position_block(
+    arch: &dyn ArchModel,
+    layer: usize,
+    resid_pre: Tensor,
+    (start, len): (usize, usize),
+    prefix: Option<KvPrefix>,
+    hooks: &mut Hooks,
+) -> Result<Tensor> {
+    let device = resid_pre.device().clone();
+    let earlier = arch.frame(start, len - 1, &device)?;
+    let (k, v) = arch.block_keys_values(layer, &resid_pre.narrow(1, 0, len - 1)?, &earlier)?; // [rows, len - 1, kv_head, d_head]
+    let prefix = match prefix {
+        Some(cached) => cached.then(&k, &v),
+        None => KvPrefix::new(k, v),
+    };
+    let last = arch.frame(start + len - 1, 1, &device)?;
+    arch.block_forward(
+        layer,
+        resid_pre.narrow(1, len - 1, 1)?,
+        &last,
+        Some(&prefix),
+        hooks,
+    )
 }

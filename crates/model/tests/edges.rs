@@ -147,6 +147,57 @@ fn head_outputs_add_up_to_the_attention_output() {
     }
 }
 
+/// An edge pass that reads next-token logits runs its last block at the last position
+/// only (the earlier positions give their keys and values): the same logits as the
+/// last position of the whole pass, on every family with an edge graph, with
+/// receiver deltas in the first block and at the logits.
+#[test]
+fn last_position_logits_equal_the_whole_pass() {
+    for name in [
+        "tiny-gpt2",
+        "tiny-llama",
+        "tiny-qwen3",
+        "tiny-pythia",
+        "tiny-gemma2",
+    ] {
+        let model = HookedTransformer::from_dir(fixture(name)).unwrap();
+        let tokens = model.to_tokens("The capital of France is", true).unwrap();
+        let (pos, d_model) = (tokens.len(), model.dims().d_model);
+        let wave = |phase: f32| {
+            let values: Vec<f32> = (0..pos * d_model)
+                .map(|i| (i as f32 * 0.37 + phase).sin() * 0.5)
+                .collect();
+            Tensor::from_vec(values, (1, pos, d_model), model.device()).unwrap()
+        };
+        let mut inputs = EdgeInputs::none(model.dims().n_layers);
+        inputs.layers[0] = Some(ReceiverInputs {
+            mlp: Some(wave(0.0)),
+            ..ReceiverInputs::default()
+        });
+        inputs.logits = Some(wave(1.0));
+        let rows = model.tokens_tensor(&[tokens]).unwrap();
+        let run = |readout| {
+            (model.forward_edges(&rows, &mut Hooks::none(), readout, &inputs, false)).unwrap()
+        };
+        let whole = run(Readout::AllPositions).narrow(1, pos - 1, 1).unwrap(); // [1, 1, d_vocab]
+        let last = run(Readout::LastPosition).unsqueeze(1).unwrap(); // [1, 1, d_vocab]
+        let gap = max_abs(&(&whole - &last).unwrap());
+        assert!(
+            gap < 1e-4,
+            "{name}: the last position's logits differ by {gap}"
+        );
+        let plain = (model.forward(&rows, &mut Hooks::none(), Readout::LastPosition))
+            .unwrap()
+            .unsqueeze(1)
+            .unwrap();
+        let moved = max_abs(&(&plain - &last).unwrap());
+        assert!(
+            moved > 1e-3,
+            "{name}: the deltas moved the logits by {moved} only"
+        );
+    }
+}
+
 /// max |x| over every element.
 fn max_abs(x: &Tensor) -> f32 {
     x.abs()

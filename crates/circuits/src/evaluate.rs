@@ -12,11 +12,11 @@
 //! ([`HookedTransformer::block_edges_from`]).
 
 use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Hooks};
-use actpatch_model::{HookedTransformer, Readout, ReceiverInputs};
-use candle_core::{DType, Tensor};
+use actpatch_model::{HookedTransformer, ReceiverInputs};
+use candle_core::Tensor;
 
 use crate::batches::batches;
-use crate::gradients::logit_diffs;
+use crate::gradients::readout_logit_diffs;
 use crate::graph::{Graph, Sender};
 use crate::prefix::CleanPrefixes;
 use crate::runs::PairRuns;
@@ -142,9 +142,8 @@ fn run_batch(
     }
     let last = graph.receivers.len() - 1;
     let resid = (&resid + diffs.cut_sum(&cut.narrow(1, last, 1)?)?.squeeze(1)?)?; // the logits' input
-    let logits = model.readout(&resid, &mut Hooks::none(), Readout::LastPosition)?; // [row, d_vocab]
     let answers: Vec<[u32; 2]> = batch.iter().map(|(_, p)| pairs[*p].answers).collect();
-    Ok(logit_diffs(&logits.to_dtype(DType::F32)?, &answers)?.to_vec1::<f32>()?)
+    readout_logit_diffs(model, &resid, &answers)
 }
 
 /// `[row, receiver, sender]`: 1 where the edge exists and is outside the row's circuit.

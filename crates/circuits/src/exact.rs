@@ -7,10 +7,10 @@
 
 use actpatch_hooks::Hooks;
 use actpatch_model::{EdgeInputs, FromPosition, HookedTransformer, Readout, ReceiverInputs};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::batches::batches;
-use crate::gradients::logit_diffs;
+use crate::gradients::{answer_columns, logit_diffs};
 use crate::graph::{Graph, Qkv, Receiver};
 use crate::prefix::CleanPrefixes;
 use crate::runs::{EdgePair, PairRuns};
@@ -104,11 +104,12 @@ fn patched_pass(
             layers: per_layer,
         });
     }
-    let mut hooks = Hooks::none();
-    let readout = Readout::LastPosition;
-    let logits = model.forward_edges_from(block, resid, &mut hooks, readout, &inputs, false)?;
     let answers: Vec<[u32; 2]> = chunk.iter().map(|(p, _)| pairs[*p].answers).collect();
-    Ok(logit_diffs(&logits, &answers)?.to_vec1::<f32>()?)
+    let (columns, answers) = answer_columns(&answers);
+    let readout = Readout::LastPositionColumns(&columns); // the answers' logits only
+    let mut hooks = Hooks::none();
+    let logits = model.forward_edges_from(block, resid, &mut hooks, readout, &inputs, false)?; // [rows, columns]
+    Ok(logit_diffs(&logits.to_dtype(DType::F32)?, &answers)?.to_vec1::<f32>()?)
 }
 
 /// The pass's receiver inputs: each row's sender delta (from position `from`) into its

@@ -9,7 +9,9 @@ use actpatch_model::{EdgeInputs, FromPosition, HookedTransformer, Readout, Recei
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
-use crate::gradients::{answer_columns, block_offset, logit_diffs, row_patches, Consume, GradRow};
+use crate::gradients::{
+    answer_columns, answers_of, block_offset, logit_diffs, row_patches, Consume, GradRow,
+};
 use crate::graph::Graph;
 use crate::prefix::CleanPrefixes;
 use crate::Result;
@@ -61,7 +63,7 @@ pub(crate) fn pass_whole(
     inputs.logits = Some(logits_probe.as_tensor().clone());
     let streams: Vec<HookPoint> = (0..n_layers).map(HookPoint::resid_pre).collect();
     let mut hooks = Hooks::new(&patches, CacheFilter::only(streams.clone()));
-    let (columns, answers) = answer_columns(rows);
+    let (columns, answers) = answer_columns(&answers_of(rows));
     let readout = Readout::LastPositionColumns(&columns);
     let logits = model.forward_edges(&tokens, &mut hooks, readout, &inputs, true)?; // [rows, columns]
     let store = logit_diffs(&logits, &answers)?.sum_all()?.backward()?;
@@ -96,7 +98,7 @@ pub(crate) fn pass_by_blocks(
         .collect();
     let mut hooks = Hooks::new(&patches, CacheFilter::only(streams.clone()));
     let none = EdgeInputs::none(n_layers);
-    let (columns, _) = answer_columns(rows);
+    let (columns, _) = answer_columns(&answers_of(rows));
     let readout = Readout::LastPositionColumns(&columns);
     model.forward_edges(&tokens, &mut hooks, readout, &none, true)?;
     let cache = hooks.into_cache();
@@ -189,7 +191,7 @@ fn logits_gradient(
     resid_final: &Tensor,
 ) -> Result<Tensor> {
     let input = Var::from_tensor(resid_final)?;
-    let (columns, answers) = answer_columns(rows);
+    let (columns, answers) = answer_columns(&answers_of(rows));
     let readout = Readout::LastPositionColumns(&columns);
     let logits = model.readout(input.as_tensor(), &mut Hooks::none(), readout)?; // [rows, columns]
     let store = logit_diffs(&logits, &answers)?.sum_all()?.backward()?;

@@ -3,8 +3,9 @@
 //! what a pass hands its gradients to. The passes are in [`crate::gradient_passes`],
 //! the contraction with the senders' deltas in [`crate::products`].
 
-use actpatch_hooks::{HookPoint, Patch, Selection};
-use candle_core::Tensor;
+use actpatch_hooks::{HookPoint, Hooks, Patch, Selection};
+use actpatch_model::{HookedTransformer, Readout};
+use candle_core::{DType, Tensor};
 
 use crate::graph::Graph;
 use crate::Result;
@@ -52,18 +53,34 @@ pub(crate) fn logit_diffs(logits: &Tensor, answers: &[[u32; 2]]) -> Result<Tenso
 
 /// The answers' columns of the unembedding (ids once each) and each row's answers as
 /// indices into them.
-pub(crate) fn answer_columns(rows: &[&GradRow]) -> (Vec<u32>, Vec<[u32; 2]>) {
-    let mut columns: Vec<u32> = rows.iter().flat_map(|r| r.answers).collect();
+pub(crate) fn answer_columns(rows: &[[u32; 2]]) -> (Vec<u32>, Vec<[u32; 2]>) {
+    let mut columns: Vec<u32> = rows.iter().flatten().copied().collect();
     columns.sort_unstable();
     columns.dedup();
     let answers = rows
         .iter()
-        .map(|r| {
-            r.answers
-                .map(|id| columns.binary_search(&id).unwrap_or(0) as u32)
-        })
+        .map(|answers| answers.map(|id| columns.binary_search(&id).unwrap_or(0) as u32))
         .collect();
     (columns, answers)
+}
+
+/// Each row's answers (correct, incorrect), for [`answer_columns`].
+pub(crate) fn answers_of(rows: &[&GradRow]) -> Vec<[u32; 2]> {
+    rows.iter().map(|r| r.answers).collect()
+}
+
+/// The logit difference of each row of a residual stream entering the final norm
+/// `[rows, pos, d_model]` (its last position read), through the answers' columns of
+/// the unembedding only: `[rows]`.
+pub(crate) fn readout_logit_diffs(
+    model: &HookedTransformer,
+    resid: &Tensor,
+    answers: &[[u32; 2]],
+) -> Result<Vec<f32>> {
+    let (columns, answers) = answer_columns(answers);
+    let readout = Readout::LastPositionColumns(&columns);
+    let logits = model.readout(resid, &mut Hooks::none(), readout)?; // [rows, columns]
+    Ok(logit_diffs(&logits.to_dtype(DType::F32)?, &answers)?.to_vec1::<f32>()?)
 }
 
 /// One patch per hook point that some rows replace, each selecting those rows.

@@ -23,7 +23,9 @@ use actpatch_circuits::{
     Select, Size, MIB_FRACTIONS,
 };
 use actpatch_model::HookedTransformer;
-use common::{load_random_gpt2, peak_mib, reset_peak, BenchArgs, BoxError};
+use common::{
+    load_random_gpt2, matmul_peak, peak_mib, reset_peak, BenchArgs, BoxError, D_MLP, D_MODEL,
+};
 
 const NAMES: [&str; 8] = [
     " Mary", " John", " Tom", " James", " Anna", " Paul", " Sarah", " David",
@@ -135,21 +137,56 @@ fn ig_and_exact(
     let mut top: Vec<usize> = (0..mean.len()).collect();
     top.sort_by(|a, b| mean[*b].abs().total_cmp(&mean[*a].abs()));
     top.truncate(500);
+    let peak_gflops = matmul_peak(model.device())?;
     let clock = Instant::now();
     let exact = exact_edges(model, graph, pairs, Ablation::Patching, &top)?;
+    let secs = clock.elapsed().as_secs_f64();
     // Each row runs from its receiver's block on: the blocks a row runs, on average.
     let blocks: usize = (top.iter())
         .map(|e| graph.n_layers + 1 - actpatch_circuits::exact_group(graph, *e))
         .sum();
+    let gflop = exact_flops(graph, pairs, &top) / 1e9;
     println!(
-        "(c) exact, top 500 edges of (b): {:.2} s ({:.1} blocks a row on average, the logits' readout counted as one)",
-        clock.elapsed().as_secs_f64(),
-        blocks as f64 / top.len() as f64
+        "(c) exact, top 500 edges of (b): {secs:.2} s ({:.1} blocks a row on average, the logits' readout counted as one; {gflop:.0} GFLOP of matrix products, {:.0} GFLOP/s, {:.0} % of the matmul peak measured in this run, {peak_gflops:.1} GFLOP/s)",
+        blocks as f64 / top.len() as f64,
+        gflop / secs,
+        100.0 * gflop / secs / peak_gflops,
     );
     if exact[0].scores.iter().all(|s| *s == 0.0) {
         return Err("exact scored none of the top edges".into());
     }
     Ok(())
+}
+
+/// FLOPs of the matrix products (c) needs at least: per (pair, edge), the blocks from
+/// the receiver's on at the positions from the pair's first differing token, the last
+/// block (when the receiver's block is an earlier one) at the last position only plus
+/// its keys and values (GPT-2's whole `c_attn`) at the others. Attention scores, the
+/// receiver head's own projection and the answers' columns of the unembedding are left
+/// out (under 1 %).
+fn exact_flops(graph: &Graph, pairs: &[EdgePair], top: &[usize]) -> f64 {
+    let block = 2.0 * (4 * D_MODEL * D_MODEL + 2 * D_MODEL * D_MLP) as f64; // per position
+    let keys_values = 2.0 * (3 * D_MODEL * D_MODEL) as f64;
+    let last = graph.n_layers - 1;
+    let mut flops = 0.0;
+    for pair in pairs {
+        let first = (pair.clean.iter().zip(&pair.corrupted))
+            .position(|(a, b)| a != b)
+            .unwrap_or(pair.clean.len());
+        let positions = (pair.clean.len() - first) as f64;
+        for edge in top {
+            flops += match actpatch_circuits::exact_group(graph, *edge) {
+                layer if layer < last => {
+                    (last - layer) as f64 * block * positions
+                        + keys_values * (positions - 1.0).max(0.0)
+                        + block
+                }
+                layer if layer == last => block * positions,
+                _ => 0.0, // the logits: the answers' columns only
+            };
+        }
+    }
+    flops
 }
 
 /// (d): EAP on one 1,024-token prompt, with the phase's peak resident memory.

@@ -32,33 +32,17 @@ use actpatch_patching::{
     attribute_all, cells_of, Align, CellIndex, CellResult, DirectedPair, Direction, Method,
     MetricSet, Pair, PairRuns, PatchKind, Request,
 };
-use candle_core::{Device, Tensor};
 
 mod common;
 
 use common::{
-    load_random_gpt2, peak_mib, random_gpt2, reset_peak, BenchArgs, BoxError, D_MLP, D_MODEL,
-    D_VOCAB,
+    load_random_gpt2, matmul_peak, peak_mib, random_gpt2, reset_peak, BenchArgs, BoxError, D_MLP,
+    D_MODEL, D_VOCAB,
 };
 
 /// The 8-token pair (with BOS) of the sweeps and of the attribution bench.
 const EIGHT_TOKENS: (&str, &str, &str) =
     ("8-token", "The Colosseum is in", "The Eiffel Tower is in");
-
-/// GFLOP/s of a large f32 matmul on `device`, best of a few.
-fn matmul_peak(device: &Device) -> Result<f64, BoxError> {
-    let (m, k, n) = (1024, 768, 3072);
-    let a = Tensor::randn(0f32, 1.0, (m, k), device)?;
-    let b = Tensor::randn(0f32, 1.0, (k, n), device)?;
-    let mut best = 0.0f64;
-    for _ in 0..8 {
-        let t = Instant::now();
-        let c = a.matmul(&b)?;
-        let _ = c.sum_all()?.to_scalar::<f32>()?;
-        best = best.max(2.0 * (m * k * n) as f64 / t.elapsed().as_secs_f64() / 1e9);
-    }
-    Ok(best)
-}
 
 /// FLOPs of the fast path's work (matmuls; element-wise work not counted).
 fn flops(work: &SweepWork) -> f64 {

@@ -1,10 +1,12 @@
 //! What both benches share: a random-weight GPT-2 with gpt2-small's shapes (12
 //! layers, d_model 768, 12 heads, vocabulary 50257), written by a child process so its
-//! construction does not count in the bench's peak memory, and the peak-memory probe.
+//! construction does not count in the bench's peak memory, the peak-memory probe, and
+//! the matmul peak the achieved GFLOP/s are measured against.
 
 #![allow(dead_code)] // each bench uses its own part
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use actpatch_model::{DeviceSpec, HookedTransformer, ModelSource};
 use candle_core::{DType, Device, Tensor};
@@ -183,4 +185,19 @@ impl BenchArgs {
             attribution_only: args.iter().any(|a| a == "--attribution-only"),
         })
     }
+}
+
+/// GFLOP/s of a large f32 matmul on `device`, best of a few.
+pub fn matmul_peak(device: &Device) -> Result<f64, BoxError> {
+    let (m, k, n) = (1024, 768, 3072);
+    let a = Tensor::randn(0f32, 1.0, (m, k), device)?;
+    let b = Tensor::randn(0f32, 1.0, (k, n), device)?;
+    let mut best = 0.0f64;
+    for _ in 0..8 {
+        let t = Instant::now();
+        let c = a.matmul(&b)?;
+        let _ = c.sum_all()?.to_scalar::<f32>()?;
+        best = best.max(2.0 * (m * k * n) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    Ok(best)
 }

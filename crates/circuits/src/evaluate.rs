@@ -37,7 +37,7 @@ pub(crate) fn evaluate_circuits(
     if circuits.is_empty() {
         return Ok(out);
     }
-    let pairs_from = PairsFrom::new(model, pairs, runs)?;
+    let pairs_from = PairsFrom::new(pairs, runs)?;
     let mut rows: Vec<(usize, usize)> = (0..circuits.len())
         .flat_map(|c| (0..pairs.len()).map(move |p| (c, p)))
         .collect();
@@ -65,7 +65,7 @@ struct PairsFrom<'a> {
 }
 
 impl<'a> PairsFrom<'a> {
-    fn new(model: &HookedTransformer, pairs: &'a [EdgePair], runs: &'a [PairRuns]) -> Result<Self> {
+    fn new(pairs: &'a [EdgePair], runs: &'a [PairRuns]) -> Result<Self> {
         let ablated = runs
             .iter()
             .map(|run| {
@@ -78,7 +78,7 @@ impl<'a> PairsFrom<'a> {
             pairs,
             runs,
             ablated,
-            prefixes: CleanPrefixes::of_pairs(model, pairs, runs)?,
+            prefixes: CleanPrefixes::of_pairs(runs),
         })
     }
 }

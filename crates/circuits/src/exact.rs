@@ -42,7 +42,7 @@ pub(crate) fn exact_scores(
     if edges.is_empty() {
         return Ok(scores);
     }
-    let prefixes = CleanPrefixes::of_pairs(model, pairs, runs)?;
+    let prefixes = CleanPrefixes::of_pairs(runs);
     // (start block, length, first position, pair, edge): the order rows run in.
     let mut rows: Vec<(usize, usize, usize, usize, usize)> = (0..pairs.len())
         .flat_map(|p| edges.iter().map(move |&e| (p, e)))

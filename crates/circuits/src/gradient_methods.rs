@@ -7,6 +7,7 @@ use candle_core::Tensor;
 
 use crate::gradients::GradRow;
 use crate::graph::{Graph, Sender};
+use crate::prefix::CleanPrefixes;
 use crate::products::receiver_products;
 use crate::runs::PairRuns;
 use crate::senders::SenderRun;
@@ -44,7 +45,8 @@ pub(crate) fn gradient_scores(
         }
     }
     let deltas: Vec<&Tensor> = runs.iter().map(|r| &r.delta).collect();
-    let products = receiver_products(model, graph, &rows, &deltas)?;
+    let prefixes = CleanPrefixes::of_pairs(runs); // each pair's rows share its clean prompt's start
+    let products = receiver_products(model, graph, (&rows, &prefixes), &deltas)?;
     Ok(products
         .iter()
         .map(|products| edge_scores(graph, products, None))
@@ -121,7 +123,8 @@ pub(crate) fn ig_activations(
         }
     }
     let deltas = vec![delta; groups.len()];
-    let products = receiver_products(model, graph, &rows, &deltas)?;
+    let from_zero = CleanPrefixes::none(); // every row runs from position 0
+    let products = receiver_products(model, graph, (&rows, &from_zero), &deltas)?;
     let mut scores = vec![0f32; graph.edges.len()];
     for ((_, senders, _), products) in groups.iter().zip(&products) {
         let group_scores = edge_scores(graph, products, Some(senders));

@@ -2,11 +2,11 @@
 //! keys and values of the positions before it come from the pair's clean run, the
 //! same in every row that patches edges of that pair or differentiates its runs.
 
-use actpatch_model::{BaseRun, HookedTransformer};
+use actpatch_model::BaseRun;
 use candle_core::Tensor;
 
 use crate::runs::PairRuns;
-use crate::{EdgePair, Result};
+use crate::Result;
 
 /// Runs' keys and values, per prompt: a pair's clean run, or the first prompt of a group
 /// of gradient rows.
@@ -15,20 +15,26 @@ pub(crate) struct CleanPrefixes {
 }
 
 impl CleanPrefixes {
-    /// The clean run of each pair whose first position is after 0.
-    pub fn of_pairs(
-        model: &HookedTransformer,
-        pairs: &[EdgePair],
-        runs: &[PairRuns],
-    ) -> Result<Self> {
-        let prompts: Vec<Option<&[u32]>> = (pairs.iter().zip(runs))
-            .map(|(pair, run)| (run.first_position > 0).then_some(pair.clean.as_slice()))
+    /// The clean run of each pair whose first position is after 0 (its sender run's:
+    /// no pass of its own).
+    pub fn of_pairs(runs: &[PairRuns]) -> Self {
+        let bases = (runs.iter())
+            .map(|run| (run.first_position > 0).then(|| run.clean.base.clone()))
             .collect();
-        CleanPrefixes::of_prompts(model, &prompts)
+        CleanPrefixes { bases }
+    }
+
+    /// No runs: for rows that all start at position 0.
+    pub fn none() -> Self {
+        CleanPrefixes { bases: Vec::new() }
     }
 
     /// A run of each prompt given (prompts of one length in one pass).
-    pub fn of_prompts(model: &HookedTransformer, prompts: &[Option<&[u32]>]) -> Result<Self> {
+    #[cfg(test)]
+    pub fn of_prompts(
+        model: &actpatch_model::HookedTransformer,
+        prompts: &[Option<&[u32]>],
+    ) -> Result<Self> {
         let mut bases: Vec<Option<BaseRun>> = (0..prompts.len()).map(|_| None).collect();
         let mut lengths: Vec<usize> = prompts.iter().flatten().map(|p| p.len()).collect();
         lengths.sort_unstable();
@@ -51,7 +57,7 @@ impl CleanPrefixes {
         let mut keys = Vec::with_capacity(prompts.len());
         let mut values = Vec::with_capacity(prompts.len());
         for p in prompts {
-            let base = self.bases[*p].as_ref().ok_or_else(|| {
+            let base = self.bases.get(*p).and_then(Option::as_ref).ok_or_else(|| {
                 candle_core::Error::Msg(format!("prompt {p} has no run to start after 0"))
             })?;
             let (k, v) = base.keys_values(layer, start)?;

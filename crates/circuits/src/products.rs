@@ -26,13 +26,19 @@ const ROW_POSITIONS_PER_PASS: usize = 256;
 /// receiver block's gradients are summed over a group's rows in the batch and
 /// contracted with its deltas as soon as they are computed, so no receiver's gradient
 /// outlives its block (a 1,024-token prompt's would take GBs).
-pub fn receiver_products(
+/// Rows from a later position attend to `prefixes`' run of their group before it.
+pub(crate) fn receiver_products(
     model: &HookedTransformer,
     graph: &Graph,
-    rows: &[GradRow],
+    (rows, prefixes): (&[GradRow], &CleanPrefixes),
     deltas: &[&Tensor],
 ) -> Result<Vec<Vec<f32>>> {
-    products_with(model, graph, (rows, deltas), ROW_POSITIONS_PER_PASS)
+    products_with(
+        model,
+        graph,
+        (rows, prefixes, deltas),
+        ROW_POSITIONS_PER_PASS,
+    )
 }
 
 /// [`receiver_products`], differentiating passes of more than `by_blocks_above` rows ×
@@ -40,7 +46,7 @@ pub fn receiver_products(
 fn products_with(
     model: &HookedTransformer,
     graph: &Graph,
-    (rows, deltas): (&[GradRow], &[&Tensor]),
+    (rows, prefixes, deltas): (&[GradRow], &CleanPrefixes, &[&Tensor]),
     by_blocks_above: usize,
 ) -> Result<Vec<Vec<f32>>> {
     let n_groups = rows.iter().map(|r| r.group + 1).max().unwrap_or(0);
@@ -48,7 +54,6 @@ fn products_with(
         return Err(CircuitError::NoPairs);
     }
     let mut sums = GroupSums::new(graph, &deltas[..n_groups])?;
-    let prefixes = group_prefixes(model, rows, n_groups)?;
     let mut order: Vec<usize> = (0..rows.len()).collect();
     // Stable: rows keep their order within a length and first position (a group's
     // rows share both).
@@ -67,23 +72,10 @@ fn products_with(
             |offset: usize, block: &Tensor| sums.take(&members, (offset, block), by_blocks);
         match by_blocks {
             true => pass_by_blocks(model, graph, &chunk, &mut take)?,
-            false => pass_whole(model, graph, (&chunk, &prefixes), &mut take)?,
+            false => pass_whole(model, graph, (&chunk, prefixes), &mut take)?,
         }
     }
     sums.finish()
-}
-
-/// A run of each group's first prompt, for its rows' passes from their first position.
-fn group_prefixes(
-    model: &HookedTransformer,
-    rows: &[GradRow],
-    n_groups: usize,
-) -> Result<CleanPrefixes> {
-    let mut prompts: Vec<Option<&[u32]>> = vec![None; n_groups];
-    for row in rows.iter().filter(|r| r.from > 0) {
-        prompts[row.group].get_or_insert(row.tokens.as_slice());
-    }
-    CleanPrefixes::of_prompts(model, &prompts)
 }
 
 /// The products of each group, as the passes hand over their blocks.
@@ -201,6 +193,16 @@ fn contract(products: &mut [f32], (delta, offset): (&Tensor, usize), grad: &Tens
 mod tests {
     use super::*;
 
+    /// A run of each group's first prompt, for its rows' passes from their first position.
+    fn group_prefixes(model: &HookedTransformer, rows: &[GradRow]) -> CleanPrefixes {
+        let n_groups = rows.iter().map(|r| r.group + 1).max().unwrap_or(0);
+        let mut prompts: Vec<Option<&[u32]>> = vec![None; n_groups];
+        for row in rows.iter().filter(|r| r.from > 0) {
+            prompts[row.group].get_or_insert(row.tokens.as_slice());
+        }
+        CleanPrefixes::of_prompts(model, &prompts).unwrap()
+    }
+
     /// Differentiating block by block gives the whole pass's products.
     #[test]
     fn passes_by_blocks_equal_whole_passes() {
@@ -235,8 +237,10 @@ mod tests {
             };
             let rows = [row(&clean, 0), row(&corrupted, 0), row(&clean, 1)];
             let deltas = [&delta, &delta];
-            let whole = products_with(&model, &graph, (&rows, &deltas), usize::MAX).unwrap();
-            let blocks = products_with(&model, &graph, (&rows, &deltas), 0).unwrap();
+            let prefixes = group_prefixes(&model, &rows);
+            let inputs = (&rows[..], &prefixes, &deltas[..]);
+            let whole = products_with(&model, &graph, inputs, usize::MAX).unwrap();
+            let blocks = products_with(&model, &graph, inputs, 0).unwrap();
             for (w, b) in whole.iter().flatten().zip(blocks.iter().flatten()) {
                 assert!(
                     (w - b).abs() < 1e-5 * (1.0 + w.abs()),
@@ -285,7 +289,11 @@ mod tests {
                     from,
                 })
             };
-            let all = |from| products_with(&model, &graph, (&rows(from), &[&delta]), usize::MAX);
+            let all = |from| {
+                let rows = rows(from);
+                let prefixes = group_prefixes(&model, &rows);
+                products_with(&model, &graph, (&rows, &prefixes, &[&delta]), usize::MAX)
+            };
             let (short, full) = (all(from).unwrap(), all(0).unwrap());
             for (s, f) in short[0].iter().zip(&full[0]) {
                 assert!(

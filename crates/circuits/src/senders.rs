@@ -1,10 +1,10 @@
 //! What each sender writes into the residual stream on a prompt, and what else the
-//! methods read off the same run: the logit difference and the residual stream
-//! entering every block.
+//! methods read off the same run: the logit difference, the residual stream entering
+//! every block, and every block's keys and values (for passes from a later position).
 
-use actpatch_hooks::{BlockSite, CacheFilter, HookPoint, Hooks};
-use actpatch_model::{HookedTransformer, Readout};
-use candle_core::Tensor;
+use actpatch_hooks::{BlockSite, HookPoint};
+use actpatch_model::{BaseRun, HookedTransformer};
+use candle_core::{DType, Tensor};
 
 use crate::batches::batches;
 use crate::gradients::logit_diffs;
@@ -13,6 +13,8 @@ use crate::Result;
 
 /// What the senders wrote on one prompt.
 pub struct SenderRun {
+    /// The run as partial passes continue it: every block's input, keys and values.
+    pub base: BaseRun,
     /// Every sender's output in the graph's sender order: `[sender, pos, d_model]`.
     pub outputs: Tensor,
     /// Each layer's `hook_attn_out` (its heads' outputs and the output bias):
@@ -61,40 +63,42 @@ fn batch_runs(
     ];
     for layer in 0..graph.n_layers {
         points.extend([
-            HookPoint::resid_pre(layer),
             HookPoint::block(layer, BlockSite::Z),
             HookPoint::block(layer, BlockSite::AttnOut),
             HookPoint::block(layer, BlockSite::MlpOut),
         ]);
     }
-    let rows: Vec<Vec<u32>> = batch.iter().map(|(tokens, _)| tokens.to_vec()).collect();
-    let tokens = model.tokens_tensor(&rows)?;
-    let mut hooks = Hooks::caching(CacheFilter::only(points));
-    let logits = model.forward(&tokens, &mut hooks, Readout::LastPosition)?; // [rows, d_vocab]
+    let prompts: Vec<&[u32]> = batch.iter().map(|(tokens, _)| *tokens).collect();
+    let bases = model.base_runs(&prompts, points)?; // every block's input, keys and values too
+    let logits = Tensor::cat(&bases.iter().map(BaseRun::logits).collect::<Vec<_>>(), 0)?; // [rows, d_vocab]
     let answers: Vec<[u32; 2]> = batch.iter().map(|(_, a)| *a).collect();
-    let diffs = logit_diffs(&logits, &answers)?.to_vec1::<f32>()?;
-    let cache = hooks.into_cache();
-    let at = |point: HookPoint| cache.get(point);
+    let diffs = logit_diffs(&logits.to_dtype(DType::F32)?, &answers)?.to_vec1::<f32>()?;
+    // Each layer's heads' outputs, all rows in one product: [rows, pos, head, d_model].
     let mut results = Vec::with_capacity(graph.n_layers);
     for layer in 0..graph.n_layers {
-        let z = at(HookPoint::block(layer, BlockSite::Z))?; // [rows, pos, head, d_head]
-        results.push(model.head_results(layer, z)?); // [rows, pos, head, d_model]
+        let z = HookPoint::block(layer, BlockSite::Z);
+        let z: Vec<&Tensor> = (bases.iter())
+            .map(|b| b.cache().get(z))
+            .collect::<std::result::Result<_, _>>()?; // [1, pos, head, d_head] each
+        results.push(model.head_results(layer, &Tensor::cat(&z, 0)?)?);
     }
     let mut runs = Vec::with_capacity(batch.len());
-    for (row, logit_diff) in diffs.into_iter().enumerate() {
-        let one = |t: &Tensor| t.narrow(0, row, 1); // [1, ...]
-        let mut parts = vec![one(at(HookPoint::Embed)?)?]; // [1, pos, d_model]
+    for (row, (base, logit_diff)) in bases.into_iter().zip(diffs).enumerate() {
+        let at = |point: HookPoint| base.cache().get(point);
+        let mut parts = vec![at(HookPoint::Embed)?.clone()]; // [1, pos, d_model]
         let mut attn_out = Vec::with_capacity(graph.n_layers);
         let mut streams = Vec::with_capacity(graph.n_layers + 1);
         for (layer, heads) in results.iter().enumerate() {
-            parts.push(one(heads)?.squeeze(0)?.transpose(0, 1)?); // [head, pos, d_model]
-            parts.push(one(at(HookPoint::block(layer, BlockSite::MlpOut))?)?);
-            attn_out.push(one(at(HookPoint::block(layer, BlockSite::AttnOut))?)?);
-            streams.push(one(at(HookPoint::resid_pre(layer))?)?);
+            parts.push(heads.get(row)?.transpose(0, 1)?); // [head, pos, d_model]
+            parts.push(at(HookPoint::block(layer, BlockSite::MlpOut))?.clone());
+            attn_out.push(at(HookPoint::block(layer, BlockSite::AttnOut))?.clone());
+            streams.push(at(HookPoint::resid_pre(layer))?.clone());
         }
-        streams.push(one(at(HookPoint::block(last, BlockSite::ResidPost))?)?);
+        streams.push(at(HookPoint::block(last, BlockSite::ResidPost))?.clone());
+        let outputs = Tensor::cat(&parts, 0)?.contiguous()?; // [sender, pos, d_model]
         runs.push(SenderRun {
-            outputs: Tensor::cat(&parts, 0)?.contiguous()?, // [sender, pos, d_model]
+            base,
+            outputs,
             attn_out,
             streams,
             logit_diff,

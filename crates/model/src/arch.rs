@@ -127,7 +127,7 @@ pub(crate) trait ArchModel: Send + Sync {
             resid_pre,
             grads,
             |i| block.columns(i),
-            |x, g| block.ln1_input_gradients(x, g),
+            |x, g, batch| block.ln1_input_gradients(x, g, batch),
         )
     }
 

@@ -94,9 +94,9 @@ pub(crate) trait EdgeBlock: Send + Sync {
     /// The first norm on rows `[.., d_model]` (no hook points).
     fn norm1(&self, x: &Tensor) -> Result<Tensor>;
 
-    /// The first norm's input gradients: `x` `[rows, d_model]`, `grads` `[n, rows,
-    /// d_model]` at its output → `[n, rows, d_model]`.
-    fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor>;
+    /// The first norm's input gradients: `x` `[batch · pos, d_model]`, `grads` `[n,
+    /// batch · pos, d_model]` at its output → `[batch, n, pos, d_model]`.
+    fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor, batch: usize) -> Result<Tensor>;
 
     /// Each head's output into the residual stream from `z`:
     /// `[batch, pos, head, d_head]` → `[batch, pos, head, d_model]`.
@@ -424,7 +424,7 @@ pub(crate) fn attention_input_gradients<'a>(
     resid_pre: &Tensor,
     grads: [&Tensor; 3],
     projection: impl Fn(usize) -> HeadColumns<'a>,
-    norm_backward: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    norm_backward: impl Fn(&Tensor, &Tensor, usize) -> Result<Tensor>,
 ) -> Result<[Tensor; 3]> {
     let (batch, pos, d_model) = resid_pre.dims3()?;
     let x = resid_pre.reshape((batch * pos, d_model))?;
@@ -440,9 +440,7 @@ pub(crate) fn attention_input_gradients<'a>(
                 .contiguous()?
                 .reshape((heads, batch * pos, d_head))?;
         let normalized = rows.matmul(&weight)?; // [head, batch · pos, d_model]
-        let input = norm_backward(&x, &normalized)?; // [head, batch · pos, d_model]
-        let input = input.reshape((heads, batch, pos, d_model))?;
-        out.push(input.transpose(0, 1)?.contiguous()?); // [batch, head, pos, d_model]
+        out.push(norm_backward(&x, &normalized, batch)?); // [batch, head, pos, d_model]
     }
     let [q, k, v]: [Tensor; 3] = out
         .try_into()

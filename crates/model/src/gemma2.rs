@@ -370,8 +370,8 @@ impl EdgeBlock for Block {
             .forward(x, &mut Hooks::none(), NormSite::Ln1(self.layer))
     }
 
-    fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {
-        self.ln1.input_gradients(x, grads)
+    fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor, batch: usize) -> Result<Tensor> {
+        self.ln1.input_gradients(x, grads, batch)
     }
 
     /// Each head's share of the normalized attention output (see `Block::head_shares`).

@@ -3,7 +3,7 @@
 //! embeddings in [`crate::rotary`]).
 
 use actpatch_hooks::{BlockSite, HookPoint, Hooks};
-use candle_core::{Tensor, D};
+use candle_core::{DType, Storage, Tensor, D};
 
 use crate::fused;
 pub(crate) use crate::fused::Gate;
@@ -195,12 +195,17 @@ impl LayerNorm {
         }
     }
 
-    /// The gradient at the norm's input `x` `[rows, d_model]` of each of `grads`
-    /// `[n, rows, d_model]` at its output (every `grads[i]` against the same `x`):
-    /// `[n, rows, d_model]`.
-    pub(crate) fn input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {
+    /// The gradient at the norm's input `x` `[batch · pos, d_model]` of each of `grads`
+    /// `[n, batch · pos, d_model]` at its output (every `grads[i]` against the same
+    /// `x`): `[batch, n, pos, d_model]`.
+    pub(crate) fn input_gradients(
+        &self,
+        x: &Tensor,
+        grads: &Tensor,
+        batch: usize,
+    ) -> Result<Tensor> {
         let eps = self.eps as f32;
-        norm_input_gradients(x, &self.weight, grads, |x, w, g, out| {
+        norm_input_gradients((x, batch), &self.weight, grads, |x, w, g, out| {
             actpatch_simd::layer_norm_row_grad(x, w, eps, g, out)
         })
     }
@@ -226,42 +231,67 @@ impl RmsNorm {
     }
 
     /// [`LayerNorm::input_gradients`] for this RMSNorm.
-    pub(crate) fn input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {
+    pub(crate) fn input_gradients(
+        &self,
+        x: &Tensor,
+        grads: &Tensor,
+        batch: usize,
+    ) -> Result<Tensor> {
         let eps = self.eps as f32;
-        norm_input_gradients(x, &self.weight, grads, |x, w, g, out| {
+        norm_input_gradients((x, batch), &self.weight, grads, |x, w, g, out| {
             actpatch_simd::rms_norm_row_grad(x, w, eps, g, out)
         })
     }
 }
 
-/// A norm's input gradients row by row on every core (on the host: the values are read
-/// out): `x` `[rows, d]`, `grads` `[n, rows, d]` → `[n, rows, d]`.
+/// A norm's input gradients row by row on every core (on the host): `x` `[batch · pos,
+/// d]`, `grads` `[n, batch · pos, d]` → `[batch, n, pos, d]`, each output row written
+/// in place (no transpose after).
 fn norm_input_gradients(
-    x: &Tensor,
+    (x, batch): (&Tensor, usize),
     weight: &Tensor,
     grads: &Tensor,
     row_grad: impl Fn(&[f32], &[f32], &[f32], &mut [f32]) + Sync,
 ) -> Result<Tensor> {
     use rayon::prelude::*;
     let (n, rows, d) = grads.dims3()?;
-    let x_values = x
-        .flatten_all()?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec1::<f32>()?;
-    let w_values = weight.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
-    let g_values = grads
-        .flatten_all()?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec1::<f32>()?;
+    if batch == 0 || rows % batch != 0 || x.dims() != [rows, d] {
+        let reason = format!(
+            "norm input gradients: x {:?}, grads {:?}, batch {batch}",
+            x.dims(),
+            grads.dims()
+        );
+        return Err(candle_core::Error::Msg(reason).into());
+    }
+    let pos = rows / batch;
+    let w_values = weight.to_dtype(DType::F32)?.to_vec1::<f32>()?;
     let mut out = vec![0f32; n * rows * d];
-    out.par_chunks_mut(d)
-        .zip(g_values.par_chunks(d))
-        .enumerate()
-        .for_each(|(i, (o, g))| {
-            let row = i % rows;
-            row_grad(&x_values[row * d..(row + 1) * d], &w_values, g, o);
-        });
-    Ok(Tensor::from_vec(out, (n, rows, d), grads.device())?)
+    with_host_values(x, |x_values| {
+        with_host_values(grads, |g_values| {
+            out.par_chunks_mut(d).enumerate().for_each(|(o, out_row)| {
+                // Output row (b · n + i) · pos + p reads x row b · pos + p of grads[i].
+                let (b, i, p) = (o / (n * pos), (o / pos) % n, o % pos);
+                let row = b * pos + p;
+                let g = &g_values[(i * rows + row) * d..][..d];
+                row_grad(&x_values[row * d..][..d], &w_values, g, out_row);
+            })
+        })
+    })??;
+    Ok(Tensor::from_vec(out, (batch, n, pos, d), grads.device())?)
+}
+
+/// `f` of `t`'s values in row-major order: borrowed where `t` is a contiguous f32
+/// tensor on the host, read out (a copy) otherwise.
+fn with_host_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if t.dtype() == DType::F32 && t.is_contiguous() {
+        let (storage, layout) = t.storage_and_layout();
+        if let Storage::Cpu(cpu) = &*storage {
+            let values = &cpu.as_slice::<f32>()?[layout.start_offset()..][..t.elem_count()];
+            return Ok(f(values));
+        }
+    }
+    let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(f(&values))
 }
 
 /// RMSNorm as TransformerLens writes it: `hook_scale` is `sqrt(mean(x²) + eps)`,

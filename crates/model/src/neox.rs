@@ -312,8 +312,8 @@ impl EdgeBlock for Block {
             .forward(x, &mut Hooks::none(), NormSite::Ln1(self.layer))
     }
 
-    fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor) -> Result<Tensor> {
-        self.ln1.input_gradients(x, grads)
+    fn ln1_input_gradients(&self, x: &Tensor, grads: &Tensor, batch: usize) -> Result<Tensor> {
+        self.ln1.input_gradients(x, grads, batch)
     }
 
     fn head_outputs(&self, z: &Tensor) -> Result<Tensor> {

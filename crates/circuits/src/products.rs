@@ -152,7 +152,9 @@ impl GroupSums {
         Ok(())
     }
 
-    /// Each group's products, the kept gradients contracted, divided by its rows.
+    /// Each group's products, the kept gradients contracted, divided by its rows: the
+    /// blocks of one length as one product (a few wide products, not one thin product
+    /// per block).
     fn finish(mut self) -> Result<Vec<Vec<f32>>> {
         for (group, pending) in self.pending.iter().enumerate() {
             let n = self.counts[group];
@@ -160,8 +162,15 @@ impl GroupSums {
                 return Err(CircuitError::NoPairs);
             }
             let products = &mut self.products[group];
-            for ((offset, _), grad) in pending {
-                contract(products, (&self.deltas[group], *offset), grad)?;
+            let mut lengths: Vec<usize> = pending.keys().map(|(_, pos)| *pos).collect();
+            lengths.sort_unstable();
+            lengths.dedup();
+            for pos in lengths {
+                let blocks: Vec<(usize, &Tensor)> = (pending.iter())
+                    .filter(|((_, p), _)| *p == pos)
+                    .map(|((offset, _), grad)| (*offset, grad))
+                    .collect();
+                contract_blocks(products, &self.deltas[group], &blocks)?;
             }
             products.iter_mut().for_each(|v| *v /= n as f32);
         }
@@ -174,16 +183,33 @@ impl GroupSums {
 /// `[receivers, pos, d_model]` or, from a pass of the last positions only, fewer
 /// positions (the deltas before them are 0).
 fn contract(products: &mut [f32], (delta, offset): (&Tensor, usize), grad: &Tensor) -> Result<()> {
-    let (n, pos, d_model) = grad.dims3()?;
+    contract_blocks(products, delta, &[(offset, grad)])
+}
+
+/// [`contract`] of several blocks of one length (each `(offset, grad)`) as one product.
+fn contract_blocks(
+    products: &mut [f32],
+    delta: &Tensor,
+    blocks: &[(usize, &Tensor)],
+) -> Result<()> {
+    let Some((_, first)) = blocks.first() else {
+        return Ok(());
+    };
+    let (_, pos, d_model) = first.dims3()?;
     let n_receivers = products.len() / delta.dim(0)?;
     let skipped = delta.dim(1)?.saturating_sub(pos * d_model);
     let delta = delta.narrow(1, skipped, pos * d_model)?; // [sender, pos · d_model]
-    let grad = grad.reshape((n, pos * d_model))?;
-    let block = delta.matmul(&grad.t()?)?.to_vec2::<f32>()?; // [sender, receivers of the block]
-    for (sender, row) in block.iter().enumerate() {
-        let at = sender * n_receivers + offset;
-        for (out, value) in products[at..at + n].iter_mut().zip(row) {
-            *out += value;
+    let grads: Vec<&Tensor> = blocks.iter().map(|(_, grad)| *grad).collect();
+    let grad = Tensor::cat(&grads, 0)?; // [receivers of the blocks, pos, d_model]
+    let grad = grad.reshape((grad.dim(0)?, pos * d_model))?;
+    let columns = delta.matmul(&grad.t()?)?.to_vec2::<f32>()?; // [sender, receivers of the blocks]
+    for (sender, row) in columns.iter().enumerate() {
+        let mut values = row.iter();
+        for (offset, block) in blocks {
+            let at = sender * n_receivers + offset;
+            for (out, value) in products[at..at + block.dim(0)?].iter_mut().zip(&mut values) {
+                *out += value;
+            }
         }
     }
     Ok(())

@@ -11,6 +11,15 @@ use actpatch_hooks::{CacheFilter, HookPoint, Hooks};
 use actpatch_model::{EdgeInputs, HookedTransformer, Readout, ReceiverInputs};
 use candle_core::{DType, Tensor, Var};
 
+/// A fixture of every family with an edge graph (Llama twice: grouped and Qwen3's norms).
+const EDGE_FAMILIES: [&str; 5] = [
+    "tiny-gpt2",
+    "tiny-llama",
+    "tiny-qwen3",
+    "tiny-pythia",
+    "tiny-gemma2",
+];
+
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures")
@@ -92,13 +101,7 @@ fn input_gradients(
 
 #[test]
 fn projection_probes_give_each_heads_input_gradient() {
-    for name in [
-        "tiny-gpt2",
-        "tiny-llama",
-        "tiny-qwen3",
-        "tiny-pythia",
-        "tiny-gemma2",
-    ] {
+    for name in EDGE_FAMILIES {
         let model = HookedTransformer::from_dir(fixture(name)).unwrap();
         let tokens = model.to_tokens("The capital of France is", true).unwrap();
         let answers = [
@@ -153,13 +156,7 @@ fn head_outputs_add_up_to_the_attention_output() {
 /// receiver deltas in the first block and at the logits.
 #[test]
 fn last_position_logits_equal_the_whole_pass() {
-    for name in [
-        "tiny-gpt2",
-        "tiny-llama",
-        "tiny-qwen3",
-        "tiny-pythia",
-        "tiny-gemma2",
-    ] {
+    for name in EDGE_FAMILIES {
         let model = HookedTransformer::from_dir(fixture(name)).unwrap();
         let tokens = model.to_tokens("The capital of France is", true).unwrap();
         let (pos, d_model) = (tokens.len(), model.dims().d_model);

@@ -5,6 +5,7 @@
 pub mod accuracy;
 pub mod across;
 pub mod atomic;
+pub mod batched;
 pub mod circuit_graph;
 pub mod compare_table;
 pub mod curves;

@@ -342,7 +342,7 @@ pub static CONCEPTS: Table<ConceptRow> = Table {
     ],
 };
 
-fn table_err(path: &Path, e: PolarsError) -> ReportError {
+pub(crate) fn table_err(path: &Path, e: PolarsError) -> ReportError {
     ReportError::Table {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -353,6 +353,20 @@ fn table_err(path: &Path, e: PolarsError) -> ReportError {
 /// table's Arrow schema (plain strings) in its metadata.
 pub fn write_table<R>(path: &Path, table: &Table<R>, rows: &[R]) -> Result<()> {
     let mut data = frame(table, rows).map_err(|e| table_err(path, e))?;
+    write_atomic(path, |writer| {
+        parquet_writer(writer, table)
+            .finish(&mut data)
+            .map(|_| ())
+            .map_err(|e| table_err(path, e))
+    })
+}
+
+/// A parquet writer of `table` into `writer`: zstd, the schema version and the table's
+/// Arrow schema (plain strings) in the file's metadata.
+pub(crate) fn parquet_writer<R, W: std::io::Write>(
+    writer: W,
+    table: &Table<R>,
+) -> ParquetWriter<W> {
     let hint = polars_parquet::write::schema_to_metadata_key(&arrow_schema(table));
     let mut metadata = vec![(SCHEMA_VERSION_KEY.to_string(), SCHEMA_VERSION.to_string())];
     if let Some(value) = hint.value {
@@ -360,14 +374,9 @@ pub fn write_table<R>(path: &Path, table: &Table<R>, rows: &[R]) -> Result<()> {
         // strings are `string_view`, which pandas cannot read inside lists.
         metadata.push((hint.key, value));
     }
-    write_atomic(path, |writer| {
-        ParquetWriter::new(writer)
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_key_value_metadata(Some(KeyValueMetadata::from_static(metadata)))
-            .finish(&mut data)
-            .map(|_| ())
-            .map_err(|e| table_err(path, e))
-    })
+    ParquetWriter::new(writer)
+        .with_compression(ParquetCompression::Zstd(None))
+        .with_key_value_metadata(Some(KeyValueMetadata::from_static(metadata)))
 }
 
 pub fn write_cells(path: &Path, rows: &[CellRow]) -> Result<()> {

@@ -3,10 +3,13 @@
 //! bootstrap intervals on the strongest edges of the means.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use actpatch_circuits::{Ablation, Graph, Method, PairScores};
 use actpatch_model::HookedTransformer;
-use actpatch_report::EdgeRow;
+use actpatch_report::batched::write_table_batches;
+use actpatch_report::edges::EDGES;
+use actpatch_report::{EdgeRow, ReportError};
 
 use super::circuit_intervals;
 use crate::experiment::Experiment;
@@ -65,16 +68,17 @@ fn scopes(pairs: &[&PairPlan]) -> Vec<Scope> {
     scopes
 }
 
-/// The rows of `edges.parquet`: each pair, each concept's mean and the mean over all.
-pub(super) fn edge_rows(
-    experiment: &Experiment,
-    model: &HookedTransformer,
-    run_id: &str,
+/// Writes `edges.parquet` (`path`) scope by scope — each pair, each concept's mean and
+/// the mean over all — so that only one scope's rows are in memory at a time (a real
+/// model's table has millions), and returns the `all` scope's rows, all that the
+/// report, the figures and the manifest read.
+pub(super) fn write_edge_rows(
+    path: &Path,
+    (experiment, model, run_id): (&Experiment, &HookedTransformer, &str),
     (graph, pairs): (&Graph, &[&PairPlan]),
     scored: &[Scored],
     ablation: Ablation,
-) -> Vec<EdgeRow> {
-    let exact = scored.iter().find(|s| s.method == Method::Exact);
+) -> Result<Vec<EdgeRow>, ReportError> {
     let base = EdgeRow {
         run_id: run_id.to_string(),
         experiment: experiment.experiment.name.clone(),
@@ -82,54 +86,65 @@ pub(super) fn edge_rows(
         ablation: ablation.name().to_string(),
         ..EdgeRow::default()
     };
-    let mut rows = Vec::new();
-    for scope in scopes(pairs) {
-        let n = scope.members.len() as f64;
-        let mean_of = |s: &Scored, edge: usize| -> f64 {
-            scope
-                .members
-                .iter()
-                .map(|&i| f64::from(s.per_pair[i].scores[edge]))
-                .sum::<f64>()
-                / n
-        };
-        let first = &scored[0].per_pair;
-        let gap = scope
-            .members
-            .iter()
-            .map(|&i| f64::from(first[i].ld_clean - first[i].ld_corrupted))
-            .sum::<f64>()
-            / n;
-        let scope_row = EdgeRow {
-            scope: scope.kind.to_string(),
-            pair: scope.pair.clone(),
-            concept: scope.concept.clone(),
-            n_pairs: scope.members.len() as u32,
-            ..base.clone()
-        };
-        for s in scored {
-            for &edge in &s.edges {
-                let score = mean_of(s, edge);
-                let exact = exact
-                    .filter(|e| s.method != Method::Exact && e.edges.contains(&edge))
-                    .map(|e| mean_of(e, edge));
-                let mut row = edge_row(&scope_row, graph, edge, s.method);
-                row.score = score;
-                row.normalized = if gap != 0.0 { score / gap } else { f64::NAN };
-                row.exact = exact;
-                row.error = exact.map(|x| score - x);
-                rows.push(row);
+    write_table_batches(path, &EDGES, |sink| {
+        let mut all = Vec::new();
+        for scope in scopes(pairs) {
+            let rows = scope_rows(experiment, (graph, pairs), scored, (&base, &scope));
+            sink.write(&rows)?;
+            if scope.kind == "all" {
+                all = rows;
             }
         }
-        if scope.kind != "pair" {
-            let start = rows.len() - scored.iter().map(|s| s.edges.len()).sum::<usize>();
-            add_intervals(
-                &mut rows[start..],
-                experiment,
-                (&scope, pairs),
-                (graph, scored),
-            );
+        Ok(all)
+    })
+}
+
+/// One scope's rows: every method's mean score of every edge it scored over the scope's
+/// pairs, with the exact effect where it ran, and intervals on the strongest edges of a
+/// scope of several pairs.
+fn scope_rows(
+    experiment: &Experiment,
+    (graph, pairs): (&Graph, &[&PairPlan]),
+    scored: &[Scored],
+    (base, scope): (&EdgeRow, &Scope),
+) -> Vec<EdgeRow> {
+    let exact = scored.iter().find(|s| s.method == Method::Exact);
+    let n = scope.members.len() as f64;
+    let mean_of = |s: &Scored, edge: usize| -> f64 {
+        (scope.members.iter())
+            .map(|&i| f64::from(s.per_pair[i].scores[edge]))
+            .sum::<f64>()
+            / n
+    };
+    let first = &scored[0].per_pair;
+    let gap = (scope.members.iter())
+        .map(|&i| f64::from(first[i].ld_clean - first[i].ld_corrupted))
+        .sum::<f64>()
+        / n;
+    let scope_row = EdgeRow {
+        scope: scope.kind.to_string(),
+        pair: scope.pair.clone(),
+        concept: scope.concept.clone(),
+        n_pairs: scope.members.len() as u32,
+        ..base.clone()
+    };
+    let mut rows = Vec::with_capacity(scored.iter().map(|s| s.edges.len()).sum());
+    for s in scored {
+        for &edge in &s.edges {
+            let score = mean_of(s, edge);
+            let exact = exact
+                .filter(|e| s.method != Method::Exact && e.edges.contains(&edge))
+                .map(|e| mean_of(e, edge));
+            let mut row = edge_row(&scope_row, graph, edge, s.method);
+            row.score = score;
+            row.normalized = if gap != 0.0 { score / gap } else { f64::NAN };
+            row.exact = exact;
+            row.error = exact.map(|x| score - x);
+            rows.push(row);
         }
+    }
+    if scope.kind != "pair" {
+        add_intervals(&mut rows, experiment, (scope, pairs), (graph, scored));
     }
     rows
 }

@@ -27,6 +27,7 @@ use actpatch_report::edges::{methods_of, strongest};
 
 /// What the circuit stage wrote, for the report and the manifest.
 pub struct CircuitOutcome {
+    /// The rows of `edges.parquet` over every pair (its `all` scope).
     pub rows: Vec<EdgeRow>,
     /// The circuit drawn (`figures/circuit.*`), relative to the run folder.
     pub figures: Vec<String>,
@@ -198,16 +199,14 @@ pub(super) fn run(
         scored.push(exact);
     }
     options.stop_point(run_dir)?;
-    let rows = circuit_edges::edge_rows(
-        experiment,
-        model,
-        run_id,
+    let rows = circuit_edges::write_edge_rows(
+        &run_dir.join("edges.parquet"),
+        (experiment, model, run_id),
         (&graph, pairs),
         &scored,
         ablation,
-    );
-    actpatch_report::edges::write_edges(&run_dir.join("edges.parquet"), &rows)
-        .map_err(RunnerError::write_run(run_dir))?;
+    )
+    .map_err(RunnerError::write_run(run_dir))?; // the `all` scope's rows
     let mut files = write_circuit_files(run_dir, &graph, &scored, ablation)?;
     let figures = draw_circuit(experiment, run_dir, &graph, &rows, spec.top)?;
     let curves = match spec.faithfulness || !spec.evaluate.is_empty() {

@@ -7,10 +7,10 @@
 
 use actpatch_hooks::Hooks;
 use actpatch_model::{EdgeInputs, FromPosition, HookedTransformer, Readout, ReceiverInputs};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::batches::batches;
-use crate::gradients::{answer_columns, logit_diffs};
+use crate::gradients::{answer_columns, logit_diff_values};
 use crate::graph::{Graph, Qkv, Receiver};
 use crate::prefix::CleanPrefixes;
 use crate::runs::{EdgePair, PairRuns};
@@ -82,12 +82,15 @@ fn patched_pass(
     chunk: &[(usize, usize)],
 ) -> Result<Vec<f32>> {
     let len = pairs[chunk[0].0].clean.len() - from;
-    let stream = |p: usize| runs[p].clean.streams[block].narrow(1, from, len); // [1, pos, d_model]
+    let stream = |p: usize| -> Result<Tensor> {
+        let resid_pre = runs[p].clean.stream(block, graph.n_layers)?; // [1, pos, d_model]
+        Ok(resid_pre.narrow(1, from, len)?)
+    };
     let resid = Tensor::cat(
         &chunk
             .iter()
             .map(|(p, _)| stream(*p))
-            .collect::<std::result::Result<Vec<_>, _>>()?,
+            .collect::<Result<Vec<_>>>()?,
         0,
     )?; // [rows, pos, d_model]
     let mut inputs = edge_inputs(model, graph, runs, (block, from), chunk, &resid)?;
@@ -109,7 +112,7 @@ fn patched_pass(
     let readout = Readout::LastPositionColumns(&columns); // the answers' logits only
     let mut hooks = Hooks::none();
     let logits = model.forward_edges_from(block, resid, &mut hooks, readout, &inputs, false)?; // [rows, columns]
-    Ok(logit_diffs(&logits.to_dtype(DType::F32)?, &answers)?.to_vec1::<f32>()?)
+    logit_diff_values(&logits, &answers)
 }
 
 /// The pass's receiver inputs: each row's sender delta (from position `from`) into its

@@ -101,7 +101,7 @@ pub(crate) fn ig_activations(
         groups.push((
             attn_out,
             (first..first + heads).collect(),
-            clean.attn_out[layer].clone(),
+            clean.attn_out(layer)?.clone(),
         ));
         let mlp = graph.sender_index(Sender::Mlp { layer });
         let mlp_out = HookPoint::block(layer, BlockSite::MlpOut);

@@ -80,7 +80,12 @@ pub(crate) fn readout_logit_diffs(
     let (columns, answers) = answer_columns(answers);
     let readout = Readout::LastPositionColumns(&columns);
     let logits = model.readout(resid, &mut Hooks::none(), readout)?; // [rows, columns]
-    Ok(logit_diffs(&logits.to_dtype(DType::F32)?, &answers)?.to_vec1::<f32>()?)
+    logit_diff_values(&logits, &answers)
+}
+
+/// [`logit_diffs`] as f32 values on the host, whatever the model's dtype.
+pub(crate) fn logit_diff_values(logits: &Tensor, answers: &[[u32; 2]]) -> Result<Vec<f32>> {
+    Ok(logit_diffs(&logits.to_dtype(DType::F32)?, answers)?.to_vec1::<f32>()?)
 }
 
 /// One patch per hook point that some rows replace, each selecting those rows.

@@ -84,8 +84,8 @@ struct GroupSums {
     deltas: Vec<Tensor>,
     /// `[sender][receiver]` row-major, per group.
     products: Vec<Vec<f32>>,
-    /// Per group, the gradients of short passes summed per block (by its first receiver
-    /// and the positions the pass ran).
+    /// Per group, the gradients of short passes summed per block, by (the positions the
+    /// pass ran, the block's first receiver): the blocks of one length sit together.
     pending: Vec<BTreeMap<(usize, usize), Tensor>>,
     counts: Vec<usize>,
 }
@@ -139,7 +139,7 @@ impl GroupSums {
                 )?;
                 continue;
             }
-            match self.pending[group].entry((offset, grad.dim(1)?)) {
+            match self.pending[group].entry((grad.dim(1)?, offset)) {
                 Entry::Occupied(mut sum) => {
                     let total = (sum.get() + &grad)?;
                     sum.insert(total);
@@ -162,15 +162,15 @@ impl GroupSums {
                 return Err(CircuitError::NoPairs);
             }
             let products = &mut self.products[group];
-            let mut lengths: Vec<usize> = pending.keys().map(|(_, pos)| *pos).collect();
-            lengths.sort_unstable();
-            lengths.dedup();
-            for pos in lengths {
-                let blocks: Vec<(usize, &Tensor)> = (pending.iter())
-                    .filter(|((_, p), _)| *p == pos)
-                    .map(|((offset, _), grad)| (*offset, grad))
+            let blocks: Vec<(usize, usize, &Tensor)> = (pending.iter())
+                .map(|((pos, offset), grad)| (*pos, *offset, grad))
+                .collect();
+            for of_length in blocks.chunk_by(|a, b| a.0 == b.0) {
+                let of_length: Vec<(usize, &Tensor)> = of_length
+                    .iter()
+                    .map(|(_, offset, grad)| (*offset, *grad))
                     .collect();
-                contract_blocks(products, &self.deltas[group], &blocks)?;
+                contract_blocks(products, &self.deltas[group], &of_length)?;
             }
             products.iter_mut().for_each(|v| *v /= n as f32);
         }

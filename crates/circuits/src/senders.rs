@@ -4,10 +4,10 @@
 
 use actpatch_hooks::{BlockSite, HookPoint};
 use actpatch_model::{BaseRun, HookedTransformer};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::batches::batches;
-use crate::gradients::logit_diffs;
+use crate::gradients::logit_diff_values;
 use crate::graph::Graph;
 use crate::Result;
 
@@ -17,14 +17,29 @@ pub struct SenderRun {
     pub base: BaseRun,
     /// Every sender's output in the graph's sender order: `[sender, pos, d_model]`.
     pub outputs: Tensor,
-    /// Each layer's `hook_attn_out` (its heads' outputs and the output bias):
-    /// `[1, pos, d_model]` per layer.
-    pub attn_out: Vec<Tensor>,
-    /// The residual stream entering each block, then leaving the last:
-    /// `n_layers + 1` tensors `[1, pos, d_model]`.
-    pub streams: Vec<Tensor>,
     /// The run's logit difference.
     pub logit_diff: f32,
+}
+
+impl SenderRun {
+    /// Layer `layer`'s `hook_attn_out` (its heads' outputs and the output bias):
+    /// `[1, pos, d_model]`.
+    pub fn attn_out(&self, layer: usize) -> Result<&Tensor> {
+        Ok(self
+            .base
+            .cache()
+            .get(HookPoint::block(layer, BlockSite::AttnOut))?)
+    }
+
+    /// The residual stream entering block `layer`, or leaving the last block for
+    /// `layer = n_layers`: `[1, pos, d_model]`.
+    pub fn stream(&self, layer: usize, n_layers: usize) -> Result<&Tensor> {
+        let point = match layer.checked_sub(1) {
+            Some(last) if layer == n_layers => HookPoint::block(last, BlockSite::ResidPost),
+            _ => HookPoint::resid_pre(layer),
+        };
+        Ok(self.base.cache().get(point)?)
+    }
 }
 
 /// Prompts of one batched pass: rows × positions.
@@ -72,7 +87,7 @@ fn batch_runs(
     let bases = model.base_runs(&prompts, points)?; // every block's input, keys and values too
     let logits = Tensor::cat(&bases.iter().map(BaseRun::logits).collect::<Vec<_>>(), 0)?; // [rows, d_vocab]
     let answers: Vec<[u32; 2]> = batch.iter().map(|(_, a)| *a).collect();
-    let diffs = logit_diffs(&logits.to_dtype(DType::F32)?, &answers)?.to_vec1::<f32>()?;
+    let diffs = logit_diff_values(&logits, &answers)?;
     // Each layer's heads' outputs, all rows in one product: [rows, pos, head, d_model].
     let mut results = Vec::with_capacity(graph.n_layers);
     for layer in 0..graph.n_layers {
@@ -86,21 +101,14 @@ fn batch_runs(
     for (row, (base, logit_diff)) in bases.into_iter().zip(diffs).enumerate() {
         let at = |point: HookPoint| base.cache().get(point);
         let mut parts = vec![at(HookPoint::Embed)?.clone()]; // [1, pos, d_model]
-        let mut attn_out = Vec::with_capacity(graph.n_layers);
-        let mut streams = Vec::with_capacity(graph.n_layers + 1);
         for (layer, heads) in results.iter().enumerate() {
             parts.push(heads.get(row)?.transpose(0, 1)?); // [head, pos, d_model]
             parts.push(at(HookPoint::block(layer, BlockSite::MlpOut))?.clone());
-            attn_out.push(at(HookPoint::block(layer, BlockSite::AttnOut))?.clone());
-            streams.push(at(HookPoint::resid_pre(layer))?.clone());
         }
-        streams.push(at(HookPoint::block(last, BlockSite::ResidPost))?.clone());
         let outputs = Tensor::cat(&parts, 0)?.contiguous()?; // [sender, pos, d_model]
         runs.push(SenderRun {
             base,
             outputs,
-            attn_out,
-            streams,
             logit_diff,
         });
     }

@@ -3,7 +3,7 @@
 //! embeddings in [`crate::rotary`]).
 
 use actpatch_hooks::{BlockSite, HookPoint, Hooks};
-use candle_core::{DType, Storage, Tensor, D};
+use candle_core::{DType, Tensor, D};
 
 use crate::fused;
 pub(crate) use crate::fused::Gate;
@@ -281,14 +281,10 @@ fn norm_input_gradients(
 }
 
 /// `f` of `t`'s values in row-major order: borrowed where `t` is a contiguous f32
-/// tensor on the host, read out (a copy) otherwise.
+/// tensor on the host ([`fused::with_values`]), read out (a copy) otherwise.
 fn with_host_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    if t.dtype() == DType::F32 && t.is_contiguous() {
-        let (storage, layout) = t.storage_and_layout();
-        if let Storage::Cpu(cpu) = &*storage {
-            let values = &cpu.as_slice::<f32>()?[layout.start_offset()..][..t.elem_count()];
-            return Ok(f(values));
-        }
+    if t.dtype() == DType::F32 && t.device().is_cpu() {
+        return fused::with_values(t, |values| Ok(f(values)));
     }
     let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
     Ok(f(&values))

@@ -42,7 +42,7 @@ fn contiguous_f32<'s>(storage: &'s Storage, layout: &Layout) -> Result<&'s [f32]
 }
 
 /// Runs `f` over the contiguous f32 values of `x`.
-fn with_values<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_values<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     f(contiguous_f32(&storage, layout)?)
